@@ -1,0 +1,81 @@
+"""The kernel OOM killer's own log lines, read from /dev/kmsg.
+
+Every kill of the kernel's OOM killer logs two records (mm/oom_kill.c, dump_oom_victim()
+and __oom_kill_process(); 6.18):
+
+    oom-kill:constraint=CONSTRAINT_MEMCG,nodemask=(null),cpuset=/,mems_allowed=0,
+        oom_memcg=/x/exp1,task_memcg=/x/exp1/leaf,task=python3,pid=31429,uid=0
+    Memory cgroup out of memory: Killed process 31429 (python3) total-vm:82140kB,
+        anon-rss:6784kB, file-rss:6660kB, shmem-rss:30464kB, UID:0 pgtables:136kB
+        oom_score_adj:0
+
+(a system-wide OOM says ``global_oom`` instead of ``oom_memcg=`` and "Out of memory:"),
+and with memory.oom.group, more "Killed process" lines follow one "oom-kill:" line.
+/dev/kmsg hands out one record per read(2): ``PRI,SEQ,USEC,FLAGS;MESSAGE``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Final
+
+_SUMMARY_RE: Final = re.compile(r"oom-kill:constraint=(?P<constraint>\w+),(?P<rest>.*)")
+_KILLED_RE: Final = re.compile(
+    r"Killed process (?P<pid>\d+) \((?P<comm>.*)\) total-vm:(?P<vm>\d+)kB, "
+    r"anon-rss:(?P<anon>\d+)kB, file-rss:(?P<file>\d+)kB, shmem-rss:(?P<shmem>\d+)kB"
+)
+_FIELD_RE: Final = re.compile(r"(oom_memcg|task_memcg|task|pid)=([^,]*)")
+
+
+@dataclass(frozen=True, slots=True)
+class OomSummary:
+    """The ``oom-kill:`` record."""
+
+    constraint: str  # CONSTRAINT_MEMCG, CONSTRAINT_NONE, ...
+    oom_memcg: str | None  # None for a global OOM
+    task_memcg: str | None
+    task: str
+    pid: int
+
+
+@dataclass(frozen=True, slots=True)
+class KilledProcess:
+    """A ``Killed process`` record; ``rss`` in bytes (anon + file + shmem)."""
+
+    pid: int
+    comm: str
+    rss: int
+
+
+@dataclass(slots=True)
+class PendingOom:
+    """One kernel OOM being assembled from its records."""
+
+    summary: OomSummary
+    killed: list[KilledProcess] = field(default_factory=list)
+
+
+def split_record(record: bytes) -> str:
+    """The message of one /dev/kmsg record (continuation lines dropped)."""
+    text = record.decode("utf-8", "replace")
+    _, _, message = text.partition(";")
+    return message.split("\n", 1)[0]
+
+
+def parse_message(message: str) -> OomSummary | KilledProcess | None:
+    m = _SUMMARY_RE.match(message)
+    if m is not None:
+        fields = dict(_FIELD_RE.findall(m.group("rest")))
+        return OomSummary(
+            constraint=m.group("constraint"),
+            oom_memcg=fields.get("oom_memcg"),
+            task_memcg=fields.get("task_memcg"),
+            task=fields.get("task", ""),
+            pid=int(fields.get("pid", "0") or 0),
+        )
+    k = _KILLED_RE.search(message)
+    if k is not None:
+        rss_kb = int(k.group("anon")) + int(k.group("file")) + int(k.group("shmem"))
+        return KilledProcess(int(k.group("pid")), k.group("comm"), rss_kb * 1024)
+    return None

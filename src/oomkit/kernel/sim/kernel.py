@@ -1,0 +1,964 @@
+"""SimKernel: a deterministic model of the kernel's memcg, reclaim, PSI and OOM killer.
+
+Time moves in ticks of the scenario's ``tick`` (10 ms by default) on a ManualClock.
+Inside a tick every runnable process, in PID order, spends the tick's time on its
+program: allocating (charging pages up its cgroup's ancestors, reclaiming when a limit is
+hit, declaring an OOM at the innermost cgroup over its ``memory.max`` when reclaim cannot
+make room), touching a working set (refaulting what was evicted), working or sleeping.
+Time lost to reclaim, refaults, memory.high throttling and waiting for an OOM victim is
+a memory stall: it feeds PSI exactly where the kernel's psi_memstall_enter() would.
+
+Model choices, each a simplification of the kernel stated once here:
+- Pages are counted in bytes per cgroup and per file; which page is resident is not
+  tracked. A working set of W bytes with R resident misses with probability (W - R) / W.
+- Reclaim takes page cache before anonymous memory (anon only to swap), proportionally
+  over the cgroups of the reclaimed subtree, skipping memory.min-protected cgroups always
+  and memory.low-protected ones until nothing else is left (counting a "low" event then).
+- While a victim in the OOM domain is still exiting, a charge that fails waits for it
+  instead of declaring a new OOM: the kernel would declare one and its killer would find
+  the victim and abort; declared OOMs (out_of_memory()) always run the full path.
+- After an OOM that made no progress the charge retries after one second, where the
+  kernel would retry at once (and loop or panic).
+"""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import Sequence
+from typing import Any, Final
+
+from oomkit.clock import ManualClock
+from oomkit.errors import CgroupGone, KernelError, TaskGone
+from oomkit.events import ProcessSummary, SummaryEvent
+from oomkit.kernel.base import (
+    KNOWN_OOM_FLAGS,
+    MAX_ORDER,
+    PAGE_SIZE,
+    Cgroup,
+    Constraint,
+    DefaultOutcome,
+    KernelHooks,
+    OomFlags,
+    OomRequest,
+    PsiTrigger,
+    Resource,
+    Task,
+    Victim,
+    oom_group_of,
+)
+from oomkit.kernel.sim.memcg import SimCgroup
+from oomkit.kernel.sim.process import (
+    EXITED,
+    EXITING,
+    NEW,
+    RUNNING,
+    SLEEPING,
+    SimFile,
+    SimProcess,
+)
+from oomkit.kernel.sim.psi import GroupPsi, SimPsiTrigger
+from oomkit.kernel.sim.scenario import MachineSpec, Scenario, Step
+
+NS: Final = 1_000_000_000
+HZ: Final = 1000  # jiffies per second for the memory.high penalty (CONFIG_HZ_1000)
+MEMCG_CHARGE_BATCH: Final = 64  # pages
+MEMCG_DELAY_PRECISION_SHIFT: Final = 20
+MEMCG_DELAY_SCALING_SHIFT: Final = 14
+MEMCG_MAX_HIGH_DELAY_JIFFIES: Final = 2 * HZ
+RECLAIM_NS_PER_PAGE: Final = 1_000  # direct reclaim cost, counted as a memory stall
+OOM_RETRY_NS: Final = NS
+PSI_POLL_UPDATES_PER_WINDOW: Final = 10  # the kernel evaluates triggers every window/10
+
+
+def _pages(nbytes: int) -> int:
+    return (nbytes + PAGE_SIZE - 1) // PAGE_SIZE
+
+
+def _page_align(nbytes: int) -> int:
+    return _pages(nbytes) * PAGE_SIZE
+
+
+class SimKernel:
+    """The simulated kernel. Build it from a Scenario, or by hand with create_cgroup and
+    spawn; drive it with run() or step(); attach policies through a Runtime."""
+
+    def __init__(self, machine: MachineSpec | None = None) -> None:
+        self.machine = machine or MachineSpec()
+        self._clock = ManualClock()
+        self._hooks: KernelHooks | None = None
+        self._next_id = 1
+        self.root = self._new_cgroup("/", None)
+        self._by_id: dict[int, SimCgroup] = {self.root.id: self.root}
+        self._by_path: dict[str, SimCgroup] = {"/": self.root}
+        self.procs: dict[int, SimProcess] = {}
+        self._pending: list[SimProcess] = []  # not started yet, by start time
+        self._next_pid = 100
+        self.files: dict[str, SimFile] = {}
+        self._files_of: dict[int, list[SimFile]] = {}
+        self.swap_used = 0
+        self._scheduled: list[tuple[int, int, str, Any]] = []  # (time, seq, what, arg)
+        self._seq = 0
+        self._psi_due: list[SimPsiTrigger] = []
+        self.ooms = 0
+        self.kills = 0
+        self.scenario: Scenario | None = None
+
+    # -- construction -------------------------------------------------------------------
+    @classmethod
+    def from_scenario(cls, scenario: Scenario) -> SimKernel:
+        k = cls(scenario.machine)
+        k.scenario = scenario
+        for spec in scenario.cgroups:
+            limits: dict[str, Any] = dict(
+                memory_max=spec.memory_max, memory_high=spec.memory_high,
+                memory_low=spec.memory_low, memory_min=spec.memory_min,
+                swap_max=spec.swap_max, oom_group=spec.oom_group)
+            if spec.create_ns > 0:
+                k._schedule(spec.create_ns, "create", (spec.path, limits))
+            else:
+                k.create_cgroup(spec.path, **limits)
+            if spec.remove_ns is not None:
+                k._schedule(spec.remove_ns, "remove", spec.path)
+        for pspec in scenario.processes:
+            k.spawn(pspec.name, pspec.cgroup, pspec.program, pspec.oom_score_adj,
+                    pspec.start_ns)
+        return k
+
+    def _schedule(self, at_ns: int, what: str, arg: object) -> None:
+        self._seq += 1
+        self._scheduled.append((at_ns, self._seq, what, arg))
+        self._scheduled.sort(key=lambda e: (e[0], e[1]))
+
+    def _new_cgroup(self, path: str, parent: SimCgroup | None) -> SimCgroup:
+        cg = SimCgroup(self, self._next_id, path, parent)
+        self._next_id += 1
+        cg.psi = GroupPsi(self._clock.now_ns() if hasattr(self, "_clock") else 0)
+        return cg
+
+    def create_cgroup(self, path: str, *, memory_max: int | None = None,
+                      memory_high: int | None = None, memory_low: int = 0,
+                      memory_min: int = 0, swap_max: int | None = None,
+                      oom_group: bool = False) -> SimCgroup:
+        """mkdir, with parents created as needed; then the limits are written."""
+        if not path.startswith("/"):
+            raise KernelError(f"cgroup path must be absolute: {path!r}", errno.EINVAL)
+        cg = self.root
+        if path != "/":
+            so_far = ""
+            for part in path.strip("/").split("/"):
+                so_far += "/" + part
+                child = self._by_path.get(so_far)
+                if child is None:
+                    child = self._new_cgroup(so_far, cg)
+                    cg._children[part] = child
+                    self._by_id[child.id] = child
+                    self._by_path[so_far] = child
+                    self._files_of[child.id] = []
+                    if self._hooks is not None:
+                        self._hooks.cgroup_online(child.id, child.path)
+                cg = child
+        cg.memory_max_ = memory_max
+        cg.memory_high_ = memory_high
+        cg.memory_low_ = memory_low
+        cg.memory_min_ = memory_min
+        cg.swap_max_ = swap_max
+        cg.oom_group_ = oom_group
+        return cg
+
+    def remove_cgroup(self, path: str) -> None:
+        """rmdir: refused (EBUSY) while the cgroup has children or live tasks. Its
+        page cache is reparented to the parent, as the kernel does."""
+        cg = self._by_path.get(path)
+        if cg is None or cg.parent is None:
+            raise CgroupGone(f"no cgroup {path}") if cg is None else KernelError(
+                "the root cgroup cannot be removed", errno.EBUSY)
+        if cg.sim_children() or any(p.alive for p in cg.procs.values()):
+            raise KernelError(f"cgroup {path} is not empty", errno.EBUSY)
+        parent = cg.parent
+        for f in self._files_of.pop(cg.id, []):
+            f.cgroup = parent
+            self._files_of[parent.id].append(f)
+        for kind in ("file", "shmem", "file_mapped"):
+            parent.local[kind] += cg.local[kind]
+            cg.local[kind] = 0
+        cg.online = False
+        del parent._children[cg.name]
+        del self._by_path[path]
+        del self._by_id[cg.id]
+        if self._hooks is not None:
+            self._hooks.cgroup_offline(cg.id, path)
+
+    def spawn(self, name: str, cgroup: str | SimCgroup, program: Sequence[Step],
+              oom_score_adj: int = 0, start_ns: int | None = None) -> SimProcess:
+        """A process that starts at start_ns (now by default) in that cgroup."""
+        path = cgroup.path if isinstance(cgroup, SimCgroup) else cgroup
+        start = self._clock.now_ns() if start_ns is None else start_ns
+        proc = SimProcess(0, name, self.root, tuple(program), oom_score_adj, start)
+        proc.cgroup = self._by_path.get(path) or self.root
+        proc.exit_status = path  # remembered until start: the cgroup may appear later
+        self._pending.append(proc)
+        self._pending.sort(key=lambda p: p.start_ns)
+        if start <= self._clock.now_ns():
+            self._start_due(self._clock.now_ns())
+        return proc
+
+    # -- Kernel protocol: SPEC section 3 ------------------------------------------------
+    @property
+    def clock(self) -> ManualClock:
+        return self._clock
+
+    def root_mem_cgroup(self) -> SimCgroup:
+        return self.root
+
+    def mem_cgroup(self, id_or_path: int | str) -> SimCgroup | None:
+        if isinstance(id_or_path, int):
+            return self._by_id.get(id_or_path)
+        path = "/" + id_or_path.strip("/") if id_or_path.strip("/") else "/"
+        return self._by_path.get(path)
+
+    def out_of_memory(self, memcg: Cgroup | None, order: int = 0,
+                      flags: OomFlags = OomFlags(0), constraint_text: str | None = None) -> int:
+        if int(flags) & ~int(KNOWN_OOM_FLAGS) or not 0 <= order <= MAX_ORDER:
+            return -errno.EINVAL
+        if memcg is not None and (not isinstance(memcg, SimCgroup) or not memcg.online):
+            return -errno.EINVAL
+        request = OomRequest(memcg, order, Constraint.DECLARED, constraint_text,
+                             self.oom_totalpages(memcg), flags)
+        return self._run_oom(request)
+
+    def task_is_oom_victim(self, task: Task) -> bool:
+        proc = self.procs.get(task.pid)
+        return proc is not None and proc.victim and proc.start_time == task.start_time
+
+    # -- Kernel protocol: the runtime's seam --------------------------------------------
+    def bind(self, hooks: KernelHooks | None) -> None:
+        self._hooks = hooks
+
+    def watch_oom(self, cgroup: Cgroup | None) -> str:
+        return "simulated out_of_memory()"
+
+    def unwatch_oom(self, cgroup: Cgroup | None) -> None:
+        return None
+
+    def oom_totalpages(self, memcg: Cgroup | None) -> int:
+        ram = self.machine.memory // PAGE_SIZE
+        swap = self.machine.swap // PAGE_SIZE
+        if memcg is None:
+            return ram + swap
+        # mem_cgroup_get_max(): the memcg's own max plus the swap it may use. An
+        # unlimited memcg would give PAGE_COUNTER_MAX; we cap at RAM to keep
+        # oom_score_adj meaningful for declared OOMs on unlimited cgroups.
+        mx = memcg.memory_max
+        limit = ram if mx is None else min(mx // PAGE_SIZE, ram)
+        sw = memcg.swap_max
+        return limit + (swap if sw is None else min(sw // PAGE_SIZE, swap))
+
+    def kill_tasks(self, tasks: Sequence[Task], message: str, group: Cgroup | None
+                   ) -> list[Task]:
+        killed: list[Task] = []
+        for task in tasks:
+            proc = self.procs.get(task.pid)
+            if proc is None or proc.start_time != task.start_time or not proc.alive:
+                continue
+            if proc.victim:
+                continue
+            self._kill(proc)
+            killed.append(task)
+        if killed and isinstance(group, SimCgroup):
+            group.count_event("oom_group_kill")
+        return killed
+
+    def kill_cgroup(self, cgroup: Cgroup, message: str) -> list[Task]:
+        if not isinstance(cgroup, SimCgroup) or not cgroup.online:
+            raise CgroupGone(f"cgroup {cgroup.path} was removed")
+        tasks = [t for cg in cgroup.walk() for t in cg.tasks()]
+        killed = []
+        for task in tasks:
+            proc = self.procs[task.pid]
+            if not proc.victim:
+                # cgroup.kill sends SIGKILL; it is not an OOM kill, but our handlers use
+                # it to resolve OOMs, so the victims are marked like the OOM killer's.
+                self._kill(proc)
+                killed.append(task)
+        return killed
+
+    def reclaim(self, cgroup: Cgroup, nbytes: int) -> int:
+        if not isinstance(cgroup, SimCgroup) or not cgroup.online:
+            raise CgroupGone(f"cgroup {cgroup.path} was removed")
+        if nbytes <= 0:
+            raise KernelError("memory.reclaim needs a positive size", errno.EINVAL)
+        return self._reclaim(cgroup, _page_align(nbytes))
+
+    def remove_file(self, path: str) -> int:
+        f = self.files.get(path)
+        if f is None:
+            raise KernelError(f"no such file: {path}", errno.ENOENT)
+        freed = f.resident
+        if f.mapped:
+            # An unlinked file stays while mapped: only the unmapped part goes.
+            freed = f.resident - f.mapped
+        self._drop_file_pages(f, freed)
+        if not f.mapped:
+            del self.files[path]
+            lst = self._files_of.get(f.cgroup.id)
+            if lst is not None and f in lst:
+                lst.remove(f)
+        return freed
+
+    def set_memory_max(self, cgroup: Cgroup, nbytes: int | None) -> None:
+        if not isinstance(cgroup, SimCgroup) or not cgroup.online:
+            raise CgroupGone(f"cgroup {cgroup.path} was removed")
+        if cgroup.parent is None:
+            raise KernelError("the root cgroup has no memory.max", errno.EINVAL)
+        cgroup.memory_max_ = None if nbytes is None else _page_align(nbytes)
+        # Lowering the limit below usage reclaims right away, as memory_max_write does.
+        if nbytes is not None and cgroup.charged > cgroup.memory_max_:  # type: ignore[operator]
+            self._reclaim(cgroup, cgroup.charged - cgroup.memory_max_)  # type: ignore[operator]
+
+    def default_oom(self, request: OomRequest) -> DefaultOutcome:
+        """select_bad_process() + oom_kill_process(), as mm/oom_kill.c does them."""
+        chosen: SimProcess | None = None
+        chosen_points = 0
+        for proc in self._domain(request.memcg):
+            if proc.victim:
+                # oom_evaluate_task: an exiting victim in the domain aborts the scan.
+                return DefaultOutcome(waited=True, note=f"victim {proc.pid} ({proc.name}) "
+                                      "is still exiting: waiting, no new kill")
+            points = self._task(proc).oom_badness(request.totalpages)
+            if points is None:
+                continue
+            if chosen is None or points >= chosen_points:  # ties go to the later task
+                chosen, chosen_points = proc, points
+        if chosen is None:
+            what = ("the kernel would panic: out of memory and no killable processes"
+                    if request.memcg is None else "no killable task in the cgroup")
+            return DefaultOutcome(note=what)
+        victim = self._task(chosen)
+        group = oom_group_of(chosen.cgroup, request.memcg)
+        targets = [victim]
+        if group is not None:
+            targets += [t for cg in group.walk() for t in cg.tasks()
+                        if t.pid != victim.pid and not t.unkillable]
+        killed = self.kill_tasks(targets, "default", group)
+        return DefaultOutcome(tuple(Victim.of(t) for t in killed),
+                              note=f"oom_badness chose pid {chosen.pid} ({chosen.name}), "
+                              f"{chosen_points} points")
+
+    def psi_trigger_create(self, cgroup_id: int, resource: Resource, threshold_us: int,
+                           window_us: int, full: bool) -> PsiTrigger:
+        cg = self.root if cgroup_id == 0 else self._by_id.get(cgroup_id)
+        if cg is None or cg.psi is None:
+            raise CgroupGone(f"no cgroup with id {cgroup_id}")
+        return cg.psi.create_trigger(cgroup_id, resource, threshold_us, window_us, full,
+                                     self._clock.now_ns())
+
+    def psi_trigger_destroy(self, trigger: PsiTrigger) -> None:
+        if not isinstance(trigger, SimPsiTrigger):
+            raise KernelError("not a simulator trigger", errno.EINVAL)
+        trigger.active = False
+        cg = self.root if trigger.cgroup_id == 0 else self._by_id.get(trigger.cgroup_id)
+        if cg is not None and cg.psi is not None and trigger in cg.psi.triggers:
+            cg.psi.triggers.remove(trigger)
+
+    # -- tasks ----------------------------------------------------------------------------
+    def _task(self, proc: SimProcess) -> Task:
+        vm = proc.rss + proc.swapped
+        pgtables = ((vm + (2 << 20) - 1) // (2 << 20)) * PAGE_SIZE  # one PTE page per 2M
+        return Task(proc.pid, proc.name, proc.cgroup, proc.oom_score_adj, proc.rss,
+                    proc.swapped // PAGE_SIZE, pgtables, proc.start_time)
+
+    def tasks_of(self, cg: SimCgroup) -> list[Task]:
+        return [self._task(p) for p in cg.procs.values()
+                if p.state in (RUNNING, SLEEPING, EXITING)]
+
+    def _domain(self, memcg: Cgroup | None) -> list[SimProcess]:
+        """The tasks an OOM may choose from: the memcg's subtree (mem_cgroup_scan_tasks,
+        pre-order), or every task in PID order (for_each_process)."""
+        if memcg is None:
+            return [p for p in self.procs.values() if p.state in (RUNNING, SLEEPING, EXITING)]
+        out: list[SimProcess] = []
+        for cg in memcg.walk():
+            assert isinstance(cg, SimCgroup)
+            out.extend(p for p in cg.procs.values()
+                       if p.state in (RUNNING, SLEEPING, EXITING))
+        return out
+
+    def process(self, name: str) -> SimProcess:
+        for p in list(self.procs.values()) + self._pending:
+            if p.name == name:
+                return p
+        raise TaskGone(f"no process named {name!r}")
+
+    # -- charging -------------------------------------------------------------------------
+    def _commit(self, cg: SimCgroup, kind: str, nbytes: int) -> None:
+        cg.local[kind] += nbytes
+        c: SimCgroup | None = cg
+        while c is not None:
+            c.charged += nbytes
+            c = c._parent
+
+    def _uncharge(self, cg: SimCgroup, kind: str, nbytes: int) -> None:
+        if nbytes <= 0:
+            return
+        cg.local[kind] -= nbytes
+        c: SimCgroup | None = cg
+        while c is not None:
+            c.charged -= nbytes
+            c = c._parent
+
+    def _over_limit(self, cg: SimCgroup, nbytes: int) -> SimCgroup | None:
+        """page_counter_try_charge: the innermost ancestor whose memory.max is hit."""
+        c: SimCgroup | None = cg
+        while c is not None:
+            mx = c.memory_max_
+            if mx is not None and c.charged + nbytes > mx:
+                return c
+            c = c._parent
+        return None
+
+    def _room(self, cg: SimCgroup) -> int:
+        room = self.machine.memory - self.root.charged
+        c: SimCgroup | None = cg
+        while c is not None:
+            if c.memory_max_ is not None:
+                room = min(room, c.memory_max_ - c.charged)
+            c = c._parent
+        return max(0, room)
+
+    def _charge(self, proc: SimProcess, cg: SimCgroup, kind: str, nbytes: int) -> tuple[int, int]:
+        """Charge nbytes for proc. Returns (bytes charged, stall ns spent reclaiming).
+
+        Less than asked means the rest met an OOM (or is waiting for a victim to exit);
+        the caller stalls for the rest of its tick.
+        """
+        stall = 0
+        if nbytes <= self._room(cg):
+            self._commit(cg, kind, nbytes)
+            return nbytes, 0
+        over = self._over_limit(cg, nbytes)
+        if over is not None:
+            over.count_event("max")
+            need = over.charged + nbytes - over.memory_max_  # type: ignore[operator]
+            got = self._reclaim(over, _page_align(need))
+        else:
+            need = self.root.charged + nbytes - self.machine.memory
+            got = self._reclaim(None, _page_align(need))
+        stall += _pages(got) * RECLAIM_NS_PER_PAGE
+        room = self._room(cg)
+        if nbytes <= room:
+            self._commit(cg, kind, nbytes)
+            return nbytes, stall
+        part = (room // PAGE_SIZE) * PAGE_SIZE
+        if part > 0:
+            self._commit(cg, kind, part)
+        # Out of memory for the rest: at the innermost cgroup still over, or the machine.
+        over = self._over_limit(cg, nbytes - part)
+        self._oom(proc, over)
+        return part, stall
+
+    def _oom(self, proc: SimProcess, over: SimCgroup | None) -> None:
+        now = self._clock.now_ns()
+        if now < proc.oom_retry_at:
+            return
+        if any(p.victim for p in self._domain(over)):
+            return  # a victim is exiting: its memory is on the way (see module doc)
+        if over is not None:
+            over.count_event("oom")
+        request = OomRequest(over, 0, Constraint.MEMCG if over is not None else Constraint.NONE,
+                             None, self.oom_totalpages(over))
+        if self._run_oom(request) <= 0:
+            proc.oom_retry_at = now + OOM_RETRY_NS
+
+    def _run_oom(self, request: OomRequest) -> int:
+        self.ooms += 1
+        if self._hooks is not None:
+            return self._hooks.oom(request)
+        return 1 if self.default_oom(request).progress else 0
+
+    def _kill(self, proc: SimProcess) -> None:
+        now = self._clock.now_ns()
+        proc.victim = True
+        proc.state = EXITING
+        proc.killed_at = now
+        proc.exit_at = now + self.machine.exit_latency_ns
+        proc.work_lost_ns += proc.work_ns
+        proc.work_ns = 0
+        proc.cgroup.count_event("oom_kill")
+        self.kills += 1
+        self._schedule(proc.exit_at, "reap", proc.pid)
+
+    # -- reclaim --------------------------------------------------------------------------
+    def _swap_room(self, cg: SimCgroup) -> int:
+        room = self.machine.swap - self.swap_used
+        c: SimCgroup | None = cg
+        while c is not None:
+            if c.swap_max_ is not None:
+                room = min(room, c.swap_max_ - c.swap_charged)
+            c = c._parent
+        return max(0, room)
+
+    def _reclaimable(self, cg: SimCgroup) -> tuple[int, int]:
+        """(file, anon) bytes reclaim could take from this cgroup itself."""
+        file = sum(f.resident - f.mapped for f in self._files_of.get(cg.id, ())
+                   if f.kind == "file")
+        anon = 0
+        if self.machine.swap:
+            anon = min(cg.local["anon"], self._swap_room(cg))
+        return max(0, file), max(0, anon)
+
+    def _reclaim(self, target: SimCgroup | None, nbytes: int) -> int:
+        """Reclaim up to nbytes from target's subtree (None: the whole machine)."""
+        top = target or self.root
+        cgs = [c for c in top.walk("post")]
+        got = 0
+        for honour_low in (True, False):
+            cands: list[tuple[SimCgroup, int, int]] = []
+            for c in cgs:
+                assert isinstance(c, SimCgroup)
+                if c.parent is not None and c.charged <= c.memory_min_:
+                    continue
+                protected_low = c.parent is not None and c.charged <= c.memory_low_
+                if honour_low and protected_low:
+                    continue
+                file, anon = self._reclaimable(c)
+                if file or anon:
+                    cands.append((c, file, anon))
+                    if not honour_low and protected_low:
+                        c.count_event("low")
+            want = nbytes - got
+            total_file = sum(f for _, f, _ in cands)
+            if total_file:
+                for c, file, _ in cands:
+                    share = min(file, _page_align(want * file // total_file))
+                    got += self._evict_file(c, share)
+            want = nbytes - got
+            total_anon = sum(a for _, _, a in cands)
+            if want > 0 and total_anon:
+                for c, _, anon in cands:
+                    share = min(anon, _page_align(want * anon // total_anon))
+                    got += self._swap_out(c, share)
+            if got >= nbytes:
+                break
+        return got
+
+    def _evict_file(self, cg: SimCgroup, nbytes: int) -> int:
+        got = 0
+        for f in self._files_of.get(cg.id, ()):
+            if got >= nbytes:
+                break
+            if f.kind != "file":
+                continue
+            take = min(nbytes - got, f.resident - f.mapped)
+            if take > 0:
+                self._drop_file_pages(f, take)
+                got += take
+        cg.count_vm("pgscan", _pages(got))
+        cg.count_vm("pgsteal", _pages(got))
+        return got
+
+    def _drop_file_pages(self, f: SimFile, nbytes: int) -> None:
+        if nbytes <= 0:
+            return
+        f.resident -= nbytes
+        self._uncharge(f.cgroup, f.kind, nbytes)
+
+    def _swap_out(self, cg: SimCgroup, nbytes: int) -> int:
+        got = 0
+        procs = sorted((p for p in cg.procs.values() if p.anon > 0),
+                       key=lambda p: -p.anon)
+        for proc in procs:
+            take = min(nbytes - got, proc.anon, self._swap_room(cg))
+            if take <= 0:
+                break
+            proc.anon -= take
+            proc.swapped += take
+            self._uncharge(cg, "anon", take)
+            self._swap_charge(cg, take)
+            got += take
+        cg.count_vm("pgscan", _pages(got))
+        cg.count_vm("pgsteal", _pages(got))
+        return got
+
+    def _swap_charge(self, cg: SimCgroup, nbytes: int) -> None:
+        self.swap_used += nbytes
+        c: SimCgroup | None = cg
+        while c is not None:
+            c.swap_charged += nbytes
+            c = c._parent
+
+    # -- memory.high ----------------------------------------------------------------------
+    def _over_high_penalty(self, proc: SimProcess, nr_pages: int) -> int:
+        """mem_cgroup_handle_over_high(): reclaim, then the throttle in ns (0: none)."""
+        worst = 0
+        c: SimCgroup | None = proc.cgroup
+        while c is not None:
+            high = c.memory_high_
+            if high is not None and c.charged > high:
+                c.count_event("high")
+                self._reclaim(c, _page_align(min(nr_pages * PAGE_SIZE, c.charged - high)))
+                if c.charged > high:
+                    # calculate_overage(): fixed point, 20 bits of precision
+                    overage = ((c.charged - high) << MEMCG_DELAY_PRECISION_SHIFT) // max(high, 1)
+                    worst = max(worst, overage)
+            c = c._parent
+        if worst == 0:
+            return 0
+        penalty = worst * worst * HZ
+        penalty >>= MEMCG_DELAY_PRECISION_SHIFT
+        penalty >>= MEMCG_DELAY_SCALING_SHIFT
+        penalty = penalty * nr_pages // MEMCG_CHARGE_BATCH
+        penalty = min(penalty, MEMCG_MAX_HIGH_DELAY_JIFFIES)
+        if penalty <= HZ // 100:
+            return 0
+        return penalty * (NS // HZ)
+
+    def _over_high(self, cg: SimCgroup) -> bool:
+        c: SimCgroup | None = cg
+        while c is not None:
+            if c.memory_high_ is not None and c.charged > c.memory_high_:
+                return True
+            c = c._parent
+        return False
+
+    # -- the clock ------------------------------------------------------------------------
+    def _start_due(self, now: int) -> None:
+        while self._pending and self._pending[0].start_ns <= now:
+            proc = self._pending.pop(0)
+            cg = self._by_path.get(proc.exit_status)
+            if cg is None:
+                cg = self.create_cgroup(proc.exit_status)
+            proc.exit_status = ""
+            proc.cgroup = cg
+            proc.pid = self._next_pid
+            proc.start_time = self._next_pid
+            self._next_pid += 1
+            proc.state = RUNNING
+            proc.step_done = 0
+            cg.procs[proc.pid] = proc
+            self.procs[proc.pid] = proc
+
+    def _reap(self, pid: int) -> None:
+        proc = self.procs.get(pid)
+        if proc is None or proc.state == EXITED:
+            return
+        self._exit(proc, "killed" if proc.victim else "exited")
+
+    def _exit(self, proc: SimProcess, status: str) -> None:
+        cg = proc.cgroup
+        self._uncharge(cg, "anon", proc.anon)
+        self._uncharge(cg, "shmem", proc.shmem_anon)
+        cg.local["file_mapped"] -= sum(proc.mapped_files.values())
+        for path, n in proc.mapped_files.items():
+            f = self.files.get(path)
+            if f is not None:
+                f.mapped -= n
+        if proc.swapped:
+            self.swap_used -= proc.swapped
+            c: SimCgroup | None = cg
+            while c is not None:
+                c.swap_charged -= proc.swapped
+                c = c._parent
+        proc.anon = proc.shmem_anon = proc.swapped = 0
+        proc.mapped_files.clear()
+        proc.state = EXITED
+        proc.exit_status = status
+        cg.procs.pop(proc.pid, None)
+
+    def _run_scheduled(self, now: int) -> None:
+        while self._scheduled and self._scheduled[0][0] <= now:
+            _, _, what, arg = self._scheduled.pop(0)
+            if what == "reap":
+                self._reap(arg)
+            elif what == "create":
+                path, limits = arg
+                self.create_cgroup(path, **limits)
+            elif what == "remove":
+                try:
+                    self.remove_cgroup(arg)
+                except KernelError:
+                    self._schedule(now + self.machine.tick_ns, "remove", arg)  # retry
+        self._start_due(now)
+
+    def step(self) -> None:
+        """One tick: scheduled events, every runnable process, then PSI."""
+        now = self._clock.now_ns()
+        self._run_scheduled(now)
+        dt = self.machine.tick_ns
+        end = now + dt
+        touched: dict[int, list[int]] = {}  # cgroup id -> [some, full, io_some, io_full, n]
+        for proc in list(self.procs.values()):
+            if proc.state != RUNNING:
+                continue
+            proc.tick_stall = 0
+            proc.tick_busy = False
+            io_stall = self._run_tick(proc, now, end)
+            if proc.tick_busy:
+                ms = proc.tick_stall
+                c: SimCgroup | None = proc.cgroup
+                while c is not None:
+                    acc = touched.get(c.id)
+                    if acc is None:
+                        touched[c.id] = [ms, ms, io_stall, io_stall, 1]
+                    else:
+                        acc[0] = max(acc[0], ms)
+                        acc[1] = min(acc[1], ms)
+                        acc[2] = max(acc[2], io_stall)
+                        acc[3] = min(acc[3], io_stall)
+                        acc[4] += 1
+                    c = c._parent
+        self._clock.set_ns(end)
+        fired: list[SimPsiTrigger] = []
+        for cid, acc in touched.items():
+            cg = self._by_id.get(cid)
+            if cg is None or cg.psi is None:
+                continue
+            cg.psi.add(Resource.MEMORY, acc[0], acc[1])
+            cg.psi.add(Resource.IO, acc[2], acc[3])
+        for cg in self._by_id.values():
+            if cg.psi is not None and (cg.id in touched or cg.psi.triggers):
+                fired.extend(cg.psi.tick(end))
+        if self._hooks is not None:
+            for trig in fired:
+                self._hooks.psi_event(trig)
+
+    def _next_wakeup(self) -> int | None:
+        times = [self._scheduled[0][0]] if self._scheduled else []
+        if self._pending:
+            times.append(self._pending[0].start_ns)
+        return min(times) if times else None
+
+    def run(self, until_ns: int | None = None) -> None:
+        """Run until until_ns (the scenario's duration by default). When every process is
+        asleep for good and nothing is scheduled, time jumps ahead instead of ticking."""
+        end = self.machine.duration_ns if until_ns is None else until_ns
+        tick = self.machine.tick_ns
+        while self._clock.now_ns() < end:
+            if not any(p.state == RUNNING for p in self.procs.values()):
+                wake = self._next_wakeup()
+                now = self._clock.now_ns()
+                target = end if wake is None else min(end, wake)
+                if target > now + tick:
+                    # Land on the tick grid so runs are identical however they jump.
+                    self._clock.set_ns(now + ((target - now) // tick) * tick)
+                    continue
+            self.step()
+
+    # -- a process's tick -----------------------------------------------------------------
+    def _run_tick(self, proc: SimProcess, t: int, end: int) -> int:
+        """Spend [t, end) of proc's time on its program. Returns the IO stall (refaults)."""
+        io_stall = 0
+        while t < end and proc.state == RUNNING:
+            if proc.blocked_until > t:
+                s = min(proc.blocked_until, end) - t
+                proc.tick_stall += s
+                proc.stall_ns += s
+                proc.tick_busy = True
+                t += s
+                continue
+            step = proc.step
+            if step is None:
+                self._exit(proc, "exited")
+                break
+            op = step.op
+            if op == "alloc":
+                t = self._do_alloc(proc, step, t, end)
+            elif op == "touch":
+                t, io = self._do_touch(proc, step, t, end)
+                io_stall += io
+            elif op == "work":
+                proc.tick_busy = True
+                assert step.duration_ns is not None
+                run = min(step.duration_ns - proc.step_done, end - t)
+                proc.step_done += run
+                proc.work_ns += run
+                t += run
+                if proc.step_done >= step.duration_ns:
+                    self._next_step(proc, t)
+            elif op == "sleep":
+                if step.duration_ns is None:
+                    proc.state = SLEEPING
+                    break
+                run = min(step.duration_ns - proc.step_done, end - t)
+                proc.step_done += run
+                t += run
+                if proc.step_done >= step.duration_ns:
+                    self._next_step(proc, t)
+            elif op == "free":
+                self._do_free(proc, step)
+                self._next_step(proc, t)
+            else:  # exit
+                self._exit(proc, "exited")
+                break
+        return io_stall
+
+    def _next_step(self, proc: SimProcess, t: int) -> None:
+        proc.pc += 1
+        proc.step_done = 0
+        proc.blocked_until = max(proc.blocked_until, 0)
+
+    def _stall_rest(self, proc: SimProcess, t: int, end: int) -> int:
+        proc.tick_stall += end - t
+        proc.stall_ns += end - t
+        proc.tick_busy = True
+        return end
+
+    def _file(self, proc: SimProcess, step: Step) -> SimFile:
+        path = step.path or f"/sim/{proc.name}.{step.kind}.{proc.pc}"
+        f = self.files.get(path)
+        if f is None:
+            f = SimFile(path, step.kind, proc.cgroup)
+            self.files[path] = f
+            self._files_of.setdefault(proc.cgroup.id, []).append(f)
+        return f
+
+    def _do_alloc(self, proc: SimProcess, step: Step, t: int, end: int) -> int:
+        proc.tick_busy = True
+        rate = step.rate or self.machine.alloc_rate
+        remaining = _page_align(step.size) - proc.step_done
+        can = min(remaining, max(PAGE_SIZE, _page_align(rate * (end - t) // NS)))
+        if self._over_high(proc.cgroup):
+            # Over memory.high the task pays its penalty every batch of pages.
+            can = min(can, MEMCG_CHARGE_BATCH * PAGE_SIZE)
+        kind = "shmem" if step.kind == "shmem" else step.kind
+        charged, stall = self._charge(proc, proc.cgroup, kind, can)
+        if charged:
+            self._place(proc, step, charged)
+            proc.step_done += charged
+            proc.peak_rss = max(proc.peak_rss, proc.rss)
+        t += charged * NS // rate
+        if proc.state != RUNNING:
+            return end
+        if stall:
+            proc.blocked_until = t + stall
+        if charged < can:
+            return self._stall_rest(proc, t, end)
+        if self._over_high(proc.cgroup):
+            penalty = self._over_high_penalty(proc, _pages(charged))
+            if penalty:
+                proc.blocked_until = max(proc.blocked_until, t) + penalty
+        if proc.step_done >= _page_align(step.size):
+            self._next_step(proc, t)
+        return t
+
+    def _place(self, proc: SimProcess, step: Step, nbytes: int) -> None:
+        """Record where charged pages live, and count the faults that brought them."""
+        cg = proc.cgroup
+        if step.kind == "anon":
+            proc.anon += nbytes
+            cg.count_vm("pgfault", _pages(nbytes))
+        elif step.kind == "shmem" and step.path is None:
+            proc.shmem_anon += nbytes
+            cg.count_vm("pgfault", _pages(nbytes))
+        else:
+            f = self._file(proc, step)
+            f.resident += nbytes
+            f.size = max(f.size, f.resident)
+            if step.mapped or step.kind == "shmem":
+                if step.mapped:
+                    f.mapped += nbytes
+                    proc.mapped_files[f.path] = proc.mapped_files.get(f.path, 0) + nbytes
+                    cg.local["file_mapped"] += nbytes
+                cg.count_vm("pgfault", _pages(nbytes))
+
+    def _do_free(self, proc: SimProcess, step: Step) -> None:
+        n = _page_align(step.size)
+        cg = proc.cgroup
+        if step.kind == "anon":
+            take = min(n, proc.anon)
+            proc.anon -= take
+            self._uncharge(cg, "anon", take)
+            sw = min(n - take, proc.swapped)
+            if sw:
+                proc.swapped -= sw
+                self._swap_charge(cg, -sw)
+        elif step.kind == "shmem" and step.path is None:
+            take = min(n, proc.shmem_anon)
+            proc.shmem_anon -= take
+            self._uncharge(cg, "shmem", take)
+        else:
+            path = step.path or f"/sim/{proc.name}.{step.kind}"
+            f = self.files.get(path)
+            if f is not None:
+                take = min(n, f.resident - f.mapped)
+                self._drop_file_pages(f, take)
+                f.size = max(f.resident, f.size - take) if f.kind == "shmem" else f.size
+
+    def _do_touch(self, proc: SimProcess, step: Step, t: int, end: int) -> tuple[int, int]:
+        """Re-touch a working set; evicted pages come back as (stalling) refaults."""
+        proc.tick_busy = True
+        ws = max(PAGE_SIZE, _page_align(step.size))
+        cg = proc.cgroup
+        if step.kind == "file":
+            f = self._file(proc, step)
+            f.size = max(f.size, ws)
+            missing = max(0, ws - f.resident)
+        else:
+            f = None
+            missing = min(proc.swapped, ws)
+        miss_frac = missing / ws
+        per_byte_ns = NS / self.machine.touch_rate + miss_frac * self.machine.refault_ns / PAGE_SIZE
+        budget = end - t
+        if step.duration_ns is not None:
+            budget = min(budget, step.duration_ns - proc.step_done)
+        nbytes = max(PAGE_SIZE, int(budget / per_byte_ns))
+        if step.duration_ns is None:
+            nbytes = min(nbytes, ws - proc.step_done)
+        misses = _page_align(int(nbytes * miss_frac)) if missing else 0
+        misses = min(misses, missing)
+        charged, rstall = 0, 0
+        if misses:
+            kind = "file" if f is not None else "anon"
+            charged, rstall = self._charge(proc, cg if f is None else f.cgroup, kind, misses)
+            if f is not None:
+                f.resident += charged
+                cg.count_vm("workingset_refault_file", _pages(charged))
+            else:
+                proc.anon += charged
+                proc.swapped -= charged
+                self._swap_charge(cg, -charged)
+                cg.count_vm("workingset_refault_anon", _pages(charged))
+            cg.count_vm("pgmajfault", _pages(charged))
+            cg.count_vm("pgfault", _pages(charged))
+        refault_ns = _pages(charged) * self.machine.refault_ns
+        run_ns = int(nbytes * NS / self.machine.touch_rate)
+        used = min(budget, run_ns + refault_ns + rstall)
+        stall = min(used, refault_ns + rstall)
+        proc.tick_stall += stall
+        proc.stall_ns += stall
+        if proc.state != RUNNING:
+            return end, stall
+        if misses and charged < misses:
+            return self._stall_rest(proc, t + used, end), stall
+        if step.duration_ns is not None:
+            proc.step_done += used
+            done = proc.step_done >= step.duration_ns
+        else:
+            proc.step_done += nbytes
+            done = proc.step_done >= ws
+        proc.peak_rss = max(proc.peak_rss, proc.rss)
+        t += max(used, 1)
+        if done:
+            self._next_step(proc, t)
+        return t, refault_ns
+
+    # -- reporting ------------------------------------------------------------------------
+    def system_pressure(self, resource: Resource = Resource.MEMORY) -> Any:
+        assert self.root.psi is not None
+        self.root.psi.tick(self._clock.now_ns())
+        return self.root.psi.pressure(resource)
+
+    def summary(self) -> SummaryEvent:
+        procs: list[ProcessSummary] = []
+        everyone = list(self.procs.values()) + self._pending
+        for p in sorted(everyone, key=lambda p: (p.pid == 0, p.pid)):
+            status = {NEW: "not started", EXITING: "exiting"}.get(p.state, p.state)
+            if p.state == EXITED:
+                status = p.exit_status
+            procs.append(ProcessSummary(
+                p.name, p.pid, p.cgroup.path, status,
+                None if p.killed_at is None else p.killed_at / NS,
+                p.stall_ns / NS, p.work_ns / NS, p.work_lost_ns / NS, p.peak_rss))
+        assert self.root.psi is not None
+        full = self.root.psi.total_ns(Resource.MEMORY, True) / NS
+        return SummaryEvent(self._clock.now(), self._clock.now(), self.ooms, self.kills, full,
+                            tuple(procs))

@@ -1,0 +1,77 @@
+"""A simulated process: its memory, where it is in its program, and its accounting."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from oomkit.kernel.sim.memcg import SimCgroup
+    from oomkit.kernel.sim.scenario import Step
+
+# Process states. "blocked" is a memory stall with a known end (throttling, refaults).
+NEW, RUNNING, SLEEPING, EXITING, EXITED = "new", "running", "sleeping", "exiting", "exited"
+
+
+@dataclass(eq=False, slots=True)
+class SimFile:
+    """A file's pages in the page cache (kind "file") or on tmpfs (kind "shmem").
+
+    The simulator tracks how many bytes of it are resident, not which pages: touching a
+    working set of it misses with probability (size - resident) / size.
+    """
+
+    path: str
+    kind: str
+    cgroup: SimCgroup  # charged to whoever brought the pages in first
+    size: int = 0  # bytes the file holds (for tmpfs: what removing it frees)
+    resident: int = 0  # bytes in memory now
+    mapped: int = 0  # bytes mapped MAP_SHARED by live processes
+
+
+@dataclass(eq=False, slots=True)
+class SimProcess:
+    pid: int
+    name: str
+    cgroup: SimCgroup
+    program: tuple[Step, ...]
+    oom_score_adj: int
+    start_ns: int
+    start_time: int = 0
+    state: str = NEW
+    pc: int = 0
+    # progress inside the current step
+    step_done: int = 0  # bytes allocated / touched, or ns worked / slept
+    # memory
+    anon: int = 0  # resident anonymous bytes
+    swapped: int = 0  # anonymous bytes out on swap
+    shmem_anon: int = 0  # MAP_SHARED|MAP_ANONYMOUS bytes (shmem without a path)
+    mapped_files: dict[str, int] = field(default_factory=dict)  # path -> bytes mapped
+    peak_rss: int = 0
+    # scheduling
+    blocked_until: int = 0  # a memory stall (throttle, refault) ends then
+    oom_retry_at: int = 0  # after an OOM with no progress, the charge retries then
+    waiting_oom: bool = False
+    # the OOM killer
+    victim: bool = False
+    exit_at: int | None = None
+    killed_at: int | None = None
+    exit_status: str = ""
+    # accounting
+    stall_ns: int = 0
+    work_ns: int = 0
+    work_lost_ns: int = 0
+    tick_stall: int = 0  # ns stalled on memory in the current tick
+    tick_busy: bool = False  # non-idle at some point in the current tick
+
+    @property
+    def rss(self) -> int:
+        return self.anon + self.shmem_anon + sum(self.mapped_files.values())
+
+    @property
+    def alive(self) -> bool:
+        return self.state not in (NEW, EXITED)
+
+    @property
+    def step(self) -> Step | None:
+        return self.program[self.pc] if self.pc < len(self.program) else None

@@ -1,0 +1,340 @@
+"""The simulator's scenario file (SPEC section 6), parsed strictly.
+
+Every error is a ConfigError whose one line names the file, the line when it can be found,
+the entry (``process "cg5"``, ``cgroup[2]``) and the key.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from oomkit.errors import ConfigError
+from oomkit.kernel.base import OOM_SCORE_ADJ_MAX, OOM_SCORE_ADJ_MIN
+from oomkit.units import parse_duration_ns, parse_limit, parse_rate, parse_size
+
+T = TypeVar("T")
+
+KINDS = ("anon", "file", "shmem")
+CGROUP_KEYS = {
+    "memory.max": "memory_max",
+    "memory.high": "memory_high",
+    "memory.low": "memory_low",
+    "memory.min": "memory_min",
+    "memory.swap.max": "swap_max",
+    "memory.oom.group": "oom_group",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One program step. Fields a step kind does not use stay at their defaults."""
+
+    op: str  # alloc | free | touch | work | sleep | exit
+    kind: str = "anon"
+    size: int = 0
+    rate: int | None = None  # bytes per second
+    path: str | None = None
+    duration_ns: int | None = None
+    mapped: bool = False  # file pages mapped MAP_SHARED (count in file_mapped and rss)
+
+
+@dataclass(frozen=True, slots=True)
+class MachineSpec:
+    memory: int = 1 << 30
+    swap: int = 0
+    duration_ns: int = 20_000_000_000
+    seed: int = 1
+    tick_ns: int = 10_000_000
+    # How long the kernel needs to tear down a killed task (oom_reaper and exit).
+    exit_latency_ns: int = 10_000_000
+    # Cost of bringing one evicted 4K page back (a major fault from disk or swap).
+    refault_ns: int = 100_000
+    # How fast a process touches memory it already has (memset speed, per byte).
+    touch_rate: int = 4 << 30
+    # Default allocation speed when a step gives no rate.
+    alloc_rate: int = 2 << 30
+
+
+@dataclass(frozen=True, slots=True)
+class CgroupSpec:
+    path: str
+    memory_max: int | None = None
+    memory_high: int | None = None
+    memory_low: int = 0
+    memory_min: int = 0
+    swap_max: int | None = None
+    oom_group: bool = False
+    create_ns: int = 0
+    remove_ns: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessSpec:
+    name: str
+    cgroup: str
+    program: tuple[Step, ...]
+    oom_score_adj: int = 0
+    start_ns: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    machine: MachineSpec
+    cgroups: tuple[CgroupSpec, ...] = ()
+    processes: tuple[ProcessSpec, ...] = ()
+    name: str = ""
+    description: str = ""
+    source: str = "<scenario>"
+    policies: tuple[str, ...] = field(default=())
+
+
+class _Where:
+    """Finds the line of a table entry and key in the raw TOML, for error messages."""
+
+    def __init__(self, path: str, text: str) -> None:
+        self.path = path
+        self.lines = text.splitlines()
+
+    def line_of(self, table: str, index: int | None, key: str | None) -> int | None:
+        header = re.compile(rf"^\s*\[\[\s*{re.escape(table)}\s*\]\]" if index is not None
+                            else rf"^\s*\[\s*{re.escape(table)}\s*\]")
+        starts = [i for i, ln in enumerate(self.lines) if header.match(ln)]
+        if not starts:
+            return None
+        start = starts[index if index is not None and index < len(starts) else 0]
+        end = len(self.lines)
+        for i in range(start + 1, len(self.lines)):
+            if re.match(r"^\s*\[", self.lines[i]):
+                end = i
+                break
+        if key is None:
+            return start + 1
+        pat = re.compile(rf"(^|[\s{{,])\"?{re.escape(key)}\"?\s*=")
+        for i in range(start, end):
+            if pat.search(self.lines[i]):
+                return i + 1
+        return start + 1
+
+    def error(self, table: str, index: int | None, entry: str, key: str | None, msg: str
+              ) -> ConfigError:
+        line = self.line_of(table, index, key)
+        loc = f"{self.path}:{line}" if line else self.path
+        what = f"{entry}, key '{key}'" if key else entry
+        return ConfigError(f"{loc}: {what}: {msg}")
+
+
+def _get(raw: dict[str, Any], key: str, parse: Callable[[object], T], where: _Where,
+         table: str, index: int | None, entry: str, default: T) -> T:
+    if key not in raw:
+        return default
+    try:
+        return parse(raw[key])
+    except (ValueError, TypeError) as exc:
+        raise where.error(table, index, entry, key, str(exc)) from None
+
+
+def _int_in(lo: int, hi: int) -> Callable[[object], int]:
+    def parse(v: object) -> int:
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise ValueError(f"expected a whole number, got {v!r}")
+        if not lo <= v <= hi:
+            raise ValueError(f"must be between {lo} and {hi}, got {v}")
+        return v
+    return parse
+
+
+def _str(v: object) -> str:
+    if not isinstance(v, str) or not v:
+        raise ValueError(f"expected a non-empty string, got {v!r}")
+    return v
+
+
+def _cgroup_path(v: object) -> str:
+    s = _str(v)
+    if not s.startswith("/") or "//" in s or (s != "/" and s.endswith("/")):
+        raise ValueError(f"a cgroup path starts with / and has no empty parts, got {s!r}")
+    return s
+
+
+def _bool(v: object) -> bool:
+    if isinstance(v, bool):
+        return v
+    if v in (0, 1, "0", "1"):
+        return v in (1, "1")
+    raise ValueError(f"expected true or false, got {v!r}")
+
+
+def _check_keys(raw: dict[str, Any], allowed: set[str], where: _Where, table: str,
+                index: int | None, entry: str) -> None:
+    for key in raw:
+        if key not in allowed:
+            hint = ", ".join(sorted(allowed))
+            raise where.error(table, index, entry, key, f"unknown key (known: {hint})")
+
+
+_STEP_KEYS = {
+    "alloc": {"op", "kind", "size", "rate", "path", "mapped"},
+    "free": {"op", "kind", "size", "path"},
+    "touch": {"op", "kind", "size", "path", "duration"},
+    "work": {"op", "duration"},
+    "sleep": {"op", "duration"},
+    "exit": {"op"},
+}
+
+
+def _step(raw: object, where: _Where, index: int, entry: str, n: int) -> Step:
+    label = f"{entry}, program step {n + 1}"
+    if not isinstance(raw, dict):
+        raise where.error("process", index, label, "program", "a step is a table like "
+                          "{ op = \"alloc\", kind = \"anon\", size = \"10M\" }")
+    op = raw.get("op")
+    if op not in _STEP_KEYS:
+        raise where.error("process", index, label, "op",
+                          f"unknown op {op!r} (known: {', '.join(_STEP_KEYS)})")
+    _check_keys(raw, _STEP_KEYS[op], where, "process", index, f"{label} ({op})")
+
+    def g(key: str, parse: Callable[[object], T], default: T) -> T:
+        return _get(raw, key, parse, where, "process", index, f"{label} ({op})", default)
+
+    def kind(v: object) -> str:
+        allowed = ("anon", "file") if op == "touch" else KINDS
+        if v not in allowed:
+            raise ValueError(f"kind is one of {', '.join(allowed)}, got {v!r}")
+        return str(v)
+
+    if op in ("alloc", "free", "touch"):
+        k = g("kind", kind, "anon")
+        size = g("size", parse_size, -1)
+        if size < 0:
+            raise where.error("process", index, f"{label} ({op})", "size", "is required")
+        path = g("path", _str, None)
+        if op == "alloc" and k == "shmem" and path is not None and not path.startswith("/"):
+            raise where.error("process", index, f"{label} ({op})", "path", "must be absolute")
+        return Step(op, k, size, g("rate", parse_rate, None) if op == "alloc" else None, path,
+                    g("duration", parse_duration_ns, None) if op == "touch" else None,
+                    g("mapped", _bool, False) if op == "alloc" else False)
+    if op in ("work", "sleep"):
+        dur = g("duration", parse_duration_ns, None)
+        if op == "work" and dur is None:
+            raise where.error("process", index, f"{label} (work)", "duration", "is required")
+        return Step(op, duration_ns=dur)
+    return Step("exit")
+
+
+def parse_scenario(text: str, path: str = "<scenario>") -> Scenario:
+    where = _Where(path, text)
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    _check_keys(data, {"machine", "cgroup", "process", "name", "description", "policies"},
+                where, "", None, "top level")
+    mraw = data.get("machine", {})
+    if not isinstance(mraw, dict):
+        raise ConfigError(f"{path}: [machine] must be a table")
+    mkeys = {"memory", "swap", "duration", "seed", "tick", "exit_latency", "refault_latency",
+             "touch_rate", "alloc_rate"}
+    _check_keys(mraw, mkeys, where, "machine", None, "[machine]")
+
+    def mg(key: str, parse: Callable[[object], T], default: T) -> T:
+        return _get(mraw, key, parse, where, "machine", None, "[machine]", default)
+
+    d = MachineSpec()
+    machine = MachineSpec(
+        memory=mg("memory", parse_size, d.memory),
+        swap=mg("swap", parse_size, d.swap),
+        duration_ns=mg("duration", parse_duration_ns, d.duration_ns),
+        seed=mg("seed", _int_in(0, 2**63), d.seed),
+        tick_ns=mg("tick", parse_duration_ns, d.tick_ns),
+        exit_latency_ns=mg("exit_latency", parse_duration_ns, d.exit_latency_ns),
+        refault_ns=mg("refault_latency", parse_duration_ns, d.refault_ns),
+        touch_rate=mg("touch_rate", parse_rate, d.touch_rate),
+        alloc_rate=mg("alloc_rate", parse_rate, d.alloc_rate),
+    )
+    if machine.memory < (1 << 20):
+        raise where.error("machine", None, "[machine]", "memory", "must be at least 1M")
+    if not 100_000 <= machine.tick_ns <= 100_000_000:
+        raise where.error("machine", None, "[machine]", "tick", "must be 100us..100ms")
+
+    cgroups: list[CgroupSpec] = []
+    craw_list = data.get("cgroup", [])
+    if not isinstance(craw_list, list):
+        raise ConfigError(f"{path}: cgroup entries are written [[cgroup]]")
+    seen: set[str] = set()
+    for i, craw in enumerate(craw_list):
+        entry = f"cgroup[{i + 1}]"
+        _check_keys(craw, {"path", "create", "remove", *CGROUP_KEYS}, where, "cgroup", i, entry)
+        cpath = _get(craw, "path", _cgroup_path, where, "cgroup", i, entry, "")
+        if not cpath:
+            raise where.error("cgroup", i, entry, "path", "is required")
+        entry = f'cgroup "{cpath}"'
+        if cpath in seen:
+            raise where.error("cgroup", i, entry, "path", "is listed twice")
+        seen.add(cpath)
+
+        def cg(key: str, parse: Callable[[object], T], default: T,
+               _c: dict[str, Any] = craw, _i: int = i, _e: str = entry) -> T:
+            return _get(_c, key, parse, where, "cgroup", _i, _e, default)
+
+        zero: int | None = 0
+        low = cg("memory.low", parse_limit, zero)
+        mn = cg("memory.min", parse_limit, zero)
+        cgroups.append(CgroupSpec(
+            path=cpath,
+            memory_max=cg("memory.max", parse_limit, None),
+            memory_high=cg("memory.high", parse_limit, None),
+            memory_low=low if low is not None else machine.memory,
+            memory_min=mn if mn is not None else machine.memory,
+            swap_max=cg("memory.swap.max", parse_limit, None),
+            oom_group=cg("memory.oom.group", _bool, False),
+            create_ns=cg("create", parse_duration_ns, 0),
+            remove_ns=cg("remove", parse_duration_ns, None),
+        ))
+
+    processes: list[ProcessSpec] = []
+    praw_list = data.get("process", [])
+    if not isinstance(praw_list, list):
+        raise ConfigError(f"{path}: process entries are written [[process]]")
+    names: set[str] = set()
+    for i, praw in enumerate(praw_list):
+        entry = f"process[{i + 1}]"
+        _check_keys(praw, {"name", "cgroup", "oom_score_adj", "start", "program"},
+                    where, "process", i, entry)
+        name = _get(praw, "name", _str, where, "process", i, entry, "")
+        if not name:
+            raise where.error("process", i, entry, "name", "is required")
+        entry = f'process "{name}"'
+        if name in names:
+            raise where.error("process", i, entry, "name", "is used twice")
+        names.add(name)
+        prog_raw = praw.get("program")
+        if not isinstance(prog_raw, list) or not prog_raw:
+            raise where.error("process", i, entry, "program", "is required: a list of steps")
+        processes.append(ProcessSpec(
+            name=name,
+            cgroup=_get(praw, "cgroup", _cgroup_path, where, "process", i, entry, "/"),
+            oom_score_adj=_get(praw, "oom_score_adj", _int_in(OOM_SCORE_ADJ_MIN,
+                               OOM_SCORE_ADJ_MAX), where, "process", i, entry, 0),
+            start_ns=_get(praw, "start", parse_duration_ns, where, "process", i, entry, 0),
+            program=tuple(_step(s, where, i, entry, n) for n, s in enumerate(prog_raw)),
+        ))
+    pol = data.get("policies", [])
+    if not isinstance(pol, list) or not all(isinstance(p, str) for p in pol):
+        raise ConfigError(f"{path}: 'policies' is a list of policy specs (strings)")
+    return Scenario(machine, tuple(cgroups), tuple(processes),
+                    str(data.get("name", "")), str(data.get("description", "")), path,
+                    tuple(pol))
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read scenario: {exc.strerror}") from None
+    return parse_scenario(text, str(p))

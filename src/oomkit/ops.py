@@ -1,0 +1,222 @@
+"""The handler contract: OomOps and PsiOps (struct bpf_oom_ops / bpf_psi_ops analogs).
+
+A policy subclasses one of these and overrides what it needs. Policies *decide*; the
+actions on :class:`OomControl` and the :class:`oomkit.Runtime` do the killing, budgeting,
+fallback and reporting.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, final
+
+from oomkit.errors import HandlerExpired, Unkillable
+from oomkit.kernel.base import (
+    Cgroup,
+    Constraint,
+    Kernel,
+    PsiTrigger,
+    Resource,
+    Task,
+    Victim,
+    oom_group_of,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+
+@dataclass(frozen=True, slots=True)
+class OomContext:
+    """Where the handler is attached: a cgroup id, or 0 for the system-wide handler."""
+
+    cgroup_id: int
+
+
+class OomOps:
+    """An OOM policy. ``handle_out_of_memory`` returns True when it dealt with the OOM.
+
+    Returning True counts only if an action on ``oc`` released memory
+    (``oc.memory_freed``); otherwise the runtime goes on to the next handler, and in the
+    end to the default killer.
+    """
+
+    name: str = ""
+
+    def handle_out_of_memory(self, ctx: OomContext, oc: OomControl) -> bool:
+        return False
+
+    def handle_cgroup_offline(self, ctx: OomContext, cgroup_id: int) -> None:
+        return None
+
+
+class PsiOps:
+    """A PSI policy: creates triggers in ``init`` and reacts to their events."""
+
+    name: str = ""
+
+    def init(self, psi: Psi) -> int:
+        return 0
+
+    def handle_psi_event(self, psi: Psi, trigger: PsiTrigger) -> None:
+        return None
+
+    def handle_cgroup_online(self, psi: Psi, cgroup_id: int) -> None:
+        return None
+
+    def handle_cgroup_offline(self, psi: Psi, cgroup_id: int) -> None:
+        return None
+
+
+def ops_name(ops: OomOps | PsiOps) -> str:
+    return ops.name or type(ops).__name__
+
+
+@final
+class Psi:
+    """What a PsiOps gets: the kernel, and trigger creation (bpf_psi_create_trigger)."""
+
+    __slots__ = ("_create", "kernel")
+
+    def __init__(
+        self,
+        kernel: Kernel,
+        create: Callable[[int, Resource, int, int, bool], PsiTrigger],
+    ) -> None:
+        self.kernel = kernel
+        self._create = create
+
+    def create_trigger(
+        self,
+        cgroup_id: int,
+        resource: Resource,
+        threshold_us: int,
+        window_us: int,
+        full: bool = False,
+    ) -> PsiTrigger:
+        """A trigger firing when stall time grows by threshold_us within window_us.
+
+        cgroup_id 0 means the whole system. Raises ``oomkit.KernelError`` (EINVAL) for a
+        threshold or window the kernel would refuse.
+        """
+        return self._create(cgroup_id, resource, threshold_us, window_us, full)
+
+
+@final
+class OomControl:
+    """One OOM (struct oom_control) and the actions a handler may take on it.
+
+    Valid only while the OOM is being handled: after the runtime moved on (for example
+    because the handler overran its budget) every action raises ``HandlerExpired``.
+    """
+
+    __slots__ = (
+        "_expired",
+        "_freed",
+        "_victims",
+        "constraint",
+        "constraint_text",
+        "kernel",
+        "memcg",
+        "order",
+        "totalpages",
+    )
+
+    def __init__(
+        self,
+        kernel: Kernel,
+        memcg: Cgroup | None,
+        order: int,
+        constraint: Constraint,
+        constraint_text: str | None,
+        totalpages: int,
+    ) -> None:
+        self.kernel = kernel
+        self.memcg = memcg
+        self.order = order
+        self.constraint = constraint
+        self.constraint_text = constraint_text
+        self.totalpages = totalpages
+        self._freed = False
+        self._expired = False
+        self._victims: list[Victim] = []
+
+    def __repr__(self) -> str:
+        where = self.memcg.path if self.memcg is not None else "system"
+        return f"<OomControl {where} {self.constraint.value} freed={self._freed}>"
+
+    @property
+    def memory_freed(self) -> bool:
+        return self._freed
+
+    @property
+    def victims(self) -> tuple[Victim, ...]:
+        return tuple(self._victims)
+
+    # -- the runtime's ----------------------------------------------------------------------
+    def _clear_freed(self) -> None:
+        self._freed = False
+
+    def _expire(self) -> None:
+        self._expired = True
+
+    def _check(self) -> None:
+        if self._expired:
+            raise HandlerExpired("this OOM was already dealt with; the action was not taken")
+
+    # -- actions (kfunc analogs) -----------------------------------------------------------
+    def kill_process(self, task: Task, message: str = "") -> None:
+        """bpf_oom_kill_process: SIGKILL ``task``; widened by memory.oom.group.
+
+        Raises ``Unkillable`` (EPERM) for oom_score_adj -1000, init and kernel threads.
+        """
+        self._check()
+        if task.unkillable:
+            raise Unkillable(f"pid {task.pid} ({task.comm}) may not be killed")
+        group = oom_group_of(task.cgroup, self.memcg)
+        if group is None:
+            targets = [task]
+        else:
+            # oom_kill_memcg_member: every task of the group but the unkillable ones.
+            targets = [t for cg in group.walk() for t in cg.tasks() if not t.unkillable]
+            if task not in targets:
+                targets.insert(0, task)
+        killed = self.kernel.kill_tasks(targets, message, group)
+        self._note(killed)
+
+    def kill_cgroup(self, cgroup: Cgroup, message: str = "") -> int:
+        """Kill every task in ``cgroup`` and below (cgroup.kill). Returns how many."""
+        self._check()
+        killed = self.kernel.kill_cgroup(cgroup, message)
+        self._note(killed)
+        return len(killed)
+
+    def reclaim(self, cgroup: Cgroup, nbytes: int) -> int:
+        """Proactive reclaim (memory.reclaim). Returns the bytes actually reclaimed."""
+        self._check()
+        got = self.kernel.reclaim(cgroup, nbytes)
+        if got > 0:
+            self._freed = True
+        return got
+
+    def remove_file(self, path: str) -> int:
+        """Unlink a file (e.g. on tmpfs). Returns the bytes actually freed."""
+        self._check()
+        got = self.kernel.remove_file(path)
+        if got > 0:
+            self._freed = True
+        return got
+
+    def set_memory_max(self, cgroup: Cgroup, nbytes: int | None) -> None:
+        """Change memory.max. Raising the limit of the OOMing cgroup is progress too."""
+        self._check()
+        before = cgroup.memory_max
+        self.kernel.set_memory_max(cgroup, nbytes)
+        raised = nbytes is None or (before is not None and nbytes > before)
+        if raised:
+            self._freed = True
+
+    def _note(self, killed: list[Task]) -> None:
+        if killed:
+            self._freed = True
+            self._victims.extend(Victim.of(t) for t in killed)

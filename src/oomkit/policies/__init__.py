@@ -1,0 +1,10 @@
+"""Ready policies, one per module. ``BUILTIN`` maps the names the command line accepts."""
+
+from __future__ import annotations
+
+BUILTIN: dict[str, str] = {
+    "largest_leaf": "oomkit.policies.largest_leaf:LargestLeaf",
+    "kill_cgroup": "oomkit.policies.kill_cgroup:KillCgroup",
+    "tmpfs_cleanup": "oomkit.policies.tmpfs_cleanup:TmpfsCleanup",
+    "psi_declare": "oomkit.policies.psi_declare:PsiDeclare",
+}
