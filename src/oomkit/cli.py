@@ -37,6 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     sim = sub.add_parser("simulate", help="run policies against a scenario on the simulator")
     sim.add_argument("scenario", help="a scenario file (TOML)")
+    sim.add_argument("--bare", action="store_true",
+                     help="ignore the policies the scenario suggests: the kernel alone")
     _add_policy_args(sim)
     run = sub.add_parser("run", help="run policies on the live kernel until SIGTERM")
     run.add_argument("--config", default=None, help="config file (default: none, or "
@@ -105,19 +107,19 @@ def cmd_simulate(args: argparse.Namespace, out: TextIO) -> int:
                 out.write(f"  {line.strip()}\n")
         out.write(f"machine: {format_size(m.memory)} RAM, "
                   f"{format_size(m.swap) if m.swap else 'no'} swap; "
-                  f"{len(scenario.cgroups)} cgroups, {len(scenario.processes)} processes, "
-                  f"{m.duration_ns / 1e9:g} s\n\n")
+                  f"{len(scenario.processes)} processes, {m.duration_ns / 1e9:g} s\n\n")
     rt = Runtime(kernel, sink=printer, budget_s=args.budget)
     oom_specs = list(args.oom_policy)
     psi_specs = list(args.psi_policy)
-    if not oom_specs and not psi_specs:
+    if not oom_specs and not psi_specs and not args.bare:
         for text in scenario.policies:  # the scenario's own suggestion
             (psi_specs if text.startswith("psi:") else oom_specs).append(
                 text.removeprefix("psi:").removeprefix("oom:"))
     attach_policies(rt, oom_specs, psi_specs)
     kernel.run()
-    rt.emit(kernel.summary())
+    summary = kernel.summary()
     rt.close()
+    printer(summary)
     return 0
 
 

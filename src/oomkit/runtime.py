@@ -64,13 +64,16 @@ class _Worker:
     next call gets a fresh thread.
     """
 
-    __slots__ = ("_jobs", "_thread")
+    __slots__ = ("_jobs", "_nested", "_thread")
 
     def __init__(self) -> None:
         self._jobs: queue.SimpleQueue[
             tuple[Callable[[], Any], list[_Outcome], threading.Event] | None
         ] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
+        # A handler may cause another handler call (a PsiOps declaring an OOM): that one
+        # runs on the next worker down, since this worker's thread is busy with the first.
+        self._nested: _Worker | None = None
 
     def _loop(self, jobs: queue.SimpleQueue[Any]) -> None:
         while True:
@@ -91,6 +94,10 @@ class _Worker:
                 out = _Outcome(ok=True, value=fn())
             except Exception as exc:
                 out = _Outcome(ok=False, error=f"{type(exc).__name__}: {exc}")
+        elif self._thread is not None and threading.current_thread() is self._thread:
+            if self._nested is None:
+                self._nested = _Worker()
+            return self._nested.call(fn, budget_s)
         else:
             if self._thread is None or not self._thread.is_alive():
                 self._jobs = queue.SimpleQueue()
@@ -117,6 +124,8 @@ class _Worker:
         if self._thread is not None:
             self._jobs.put(None)
             self._thread = None
+        if self._nested is not None:
+            self._nested.close()
 
 
 @dataclass(eq=False, slots=True)

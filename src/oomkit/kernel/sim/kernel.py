@@ -853,6 +853,7 @@ class SimKernel:
             f = self._file(proc, step)
             f.resident += nbytes
             f.size = max(f.size, f.resident)
+            f.seen = max(f.seen, f.resident)
             if step.mapped or step.kind == "shmem":
                 if step.mapped:
                     f.mapped += nbytes
@@ -884,17 +885,24 @@ class SimKernel:
                 f.size = max(f.resident, f.size - take) if f.kind == "shmem" else f.size
 
     def _do_touch(self, proc: SimProcess, step: Step, t: int, end: int) -> tuple[int, int]:
-        """Re-touch a working set; evicted pages come back as (stalling) refaults."""
+        """Re-touch a working set. Returns (time reached, IO stall ns).
+
+        A page not in memory is read back at refault_latency. Only pages that were in
+        memory before and got evicted are refaults (a memory stall, as the kernel's
+        workingset code counts them); first reads of a file wait on IO only.
+        """
         proc.tick_busy = True
         ws = max(PAGE_SIZE, _page_align(step.size))
         cg = proc.cgroup
         if step.kind == "file":
-            f = self._file(proc, step)
+            f: SimFile | None = self._file(proc, step)
+            assert f is not None
             f.size = max(f.size, ws)
             missing = max(0, ws - f.resident)
+            refaulting = max(0, min(f.seen, ws) - f.resident)
         else:
             f = None
-            missing = min(proc.swapped, ws)
+            missing = refaulting = min(proc.swapped, ws)
         miss_frac = missing / ws
         per_byte_ns = NS / self.machine.touch_rate + miss_frac * self.machine.refault_ns / PAGE_SIZE
         budget = end - t
@@ -903,32 +911,36 @@ class SimKernel:
         nbytes = max(PAGE_SIZE, int(budget / per_byte_ns))
         if step.duration_ns is None:
             nbytes = min(nbytes, ws - proc.step_done)
-        misses = _page_align(int(nbytes * miss_frac)) if missing else 0
-        misses = min(misses, missing)
+        misses = min(missing, _page_align(int(nbytes * miss_frac))) if missing else 0
         charged, rstall = 0, 0
+        refaults = 0
         if misses:
             kind = "file" if f is not None else "anon"
             charged, rstall = self._charge(proc, cg if f is None else f.cgroup, kind, misses)
+            refaults = _page_align(charged * refaulting // missing)
             if f is not None:
                 f.resident += charged
-                cg.count_vm("workingset_refault_file", _pages(charged))
+                # First reads join the pages seen; refaults were seen already.
+                f.seen = min(f.size, max(f.resident, f.seen + charged - refaults))
+                cg.count_vm("workingset_refault_file", _pages(refaults))
             else:
                 proc.anon += charged
                 proc.swapped -= charged
                 self._swap_charge(cg, -charged)
-                cg.count_vm("workingset_refault_anon", _pages(charged))
+                cg.count_vm("workingset_refault_anon", _pages(refaults))
             cg.count_vm("pgmajfault", _pages(charged))
             cg.count_vm("pgfault", _pages(charged))
-        refault_ns = _pages(charged) * self.machine.refault_ns
+        io_ns = _pages(charged) * self.machine.refault_ns
+        refault_ns = _pages(refaults) * self.machine.refault_ns
         run_ns = int(nbytes * NS / self.machine.touch_rate)
-        used = min(budget, run_ns + refault_ns + rstall)
+        used = min(budget, run_ns + io_ns + rstall)
         stall = min(used, refault_ns + rstall)
         proc.tick_stall += stall
         proc.stall_ns += stall
         if proc.state != RUNNING:
-            return end, stall
+            return end, io_ns
         if misses and charged < misses:
-            return self._stall_rest(proc, t + used, end), stall
+            return self._stall_rest(proc, t + used, end), io_ns
         if step.duration_ns is not None:
             proc.step_done += used
             done = proc.step_done >= step.duration_ns
@@ -939,7 +951,7 @@ class SimKernel:
         t += max(used, 1)
         if done:
             self._next_step(proc, t)
-        return t, refault_ns
+        return t, io_ns
 
     # -- reporting ------------------------------------------------------------------------
     def system_pressure(self, resource: Resource = Resource.MEMORY) -> Any:

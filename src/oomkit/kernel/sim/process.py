@@ -27,6 +27,9 @@ class SimFile:
     size: int = 0  # bytes the file holds (for tmpfs: what removing it frees)
     resident: int = 0  # bytes in memory now
     mapped: int = 0  # bytes mapped MAP_SHARED by live processes
+    # Bytes that were in memory once: a miss below this is a refault (the kernel finds a
+    # shadow entry and counts a memory stall); above it, a first read (IO only).
+    seen: int = 0
 
 
 @dataclass(eq=False, slots=True)
