@@ -173,9 +173,10 @@ def ensure_packages() -> None:
             f"run 'apt-get update && apt-get install -y {' '.join(APT_PACKAGES)}' as root"
         )
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    wait_lock = ["-o", "DPkg::Lock::Timeout=600"]  # another apt/dpkg may be running
     for cmd in (
-        ["apt-get", "update"],
-        ["apt-get", "install", "-y", "--no-install-recommends", *missing],
+        ["apt-get", *wait_lock, "update"],
+        ["apt-get", *wait_lock, "install", "-y", "--no-install-recommends", *missing],
     ):
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
         if proc.returncode != 0:
@@ -335,6 +336,7 @@ mkdir -p $R/run/vm-out
 mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 out $R/run/vm-out \
     || die "cannot mount the run directory"
 [ -f $R/run/vm-out/job.sh ] || die "no job.sh in the run directory"
+cat /proc/mounts > $R/run/vm-out/mounts.txt  # init's view: includes /mnt/lower
 hostname oomkit-vm
 say START
 if [ "$MODE" = shell ]; then
@@ -501,16 +503,17 @@ def _qemu_argv(
 class _Tail(threading.Thread):
     """Copies what appears in a file to a stream while qemu runs."""
 
-    def __init__(self, path: Path, stream: TextIO) -> None:
+    def __init__(self, path: Path, stream: TextIO, nonce: str) -> None:
         super().__init__(daemon=True)
         self.path = path
         self.stream = stream
+        self.marker = re.compile(re.escape(f"@@OOMKIT-VM {nonce} ") + r"[^@]*@@")
         self.stop = threading.Event()
 
     def run(self) -> None:
         offset = 0
         pending = ""
-        held_blank = False
+        owed = False  # a line ended; its newline goes out with whatever comes next
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         while True:
             done = self.stop.is_set()
@@ -522,28 +525,28 @@ class _Tail(threading.Thread):
                 chunk = b""
             offset += len(chunk)
             pending += decoder.decode(chunk, final=done)
-            # Complete lines go out without the marker lines; a partial line (pytest's
-            # progress dots) goes out at once unless it may be the start of a marker.
+            # Marker lines are dropped, and so is the newline before them (the guest
+            # writes one before END). A partial line (pytest's progress dots) goes out at
+            # once unless it may be the start of a marker.
             *lines, pending = pending.split("\n")
             text = ""
             for line in lines:
-                if _MARKER_LINE.fullmatch(line):
-                    held_blank = False  # the newline the guest puts before its END marker
+                if self.marker.fullmatch(line):
+                    owed = False
                     continue
-                text += "\n" if held_blank else ""
-                held_blank = line == ""
-                text += "" if held_blank else f"{line}\n"
+                text += ("\n" if owed else "") + line
+                owed = True
             if pending and (done or not "@@OOMKIT-VM".startswith(pending[:11])):
-                text, pending = text + pending, ""
+                text += ("\n" if owed else "") + pending
+                pending, owed = "", False
+            if done and owed:
+                text += "\n"
             if text:
                 self.stream.write(text)
                 self.stream.flush()
             if done:
                 return
             self.stop.wait(0.2)
-
-
-_MARKER_LINE = re.compile(r"@@OOMKIT-VM [0-9a-f]+ [^@]*@@")
 
 
 def _marker(nonce: str, what: str) -> str:
@@ -608,7 +611,7 @@ def run_in_guest(
     start_line = _marker(nonce, "START")
     started = time.monotonic()
     booted: list[float] = []
-    tail = _Tail(output_log, stream) if stream is not None and not interactive else None
+    tail = _Tail(output_log, stream, nonce) if stream is not None and not interactive else None
 
     def pump(pipe: io.BufferedReader) -> None:
         with console_log.open("wb") as log:

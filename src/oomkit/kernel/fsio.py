@@ -84,7 +84,9 @@ def pread_text(fd: int, where: str, gone: GoneError = CgroupGone) -> str:
 def write_text(path: str, value: str | bytes, gone: GoneError = CgroupGone) -> None:
     data = value.encode() if isinstance(value, str) else value
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        # O_TRUNC as a shell's ">" does: cgroupfs and procfs ignore it, regular files (a
+        # fake tree in tests) need it.
+        fd = os.open(path, os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC)
         try:
             os.write(fd, data)
         finally:

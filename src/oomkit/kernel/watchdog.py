@@ -60,7 +60,7 @@ def restore_setting(s: Setting) -> str | None:
         except FileNotFoundError:
             return "cgroup is gone"
     try:
-        fd = os.open(s.path, os.O_WRONLY | os.O_CLOEXEC)
+        fd = os.open(s.path, os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC)
         try:
             os.write(fd, s.original.encode())
         finally:

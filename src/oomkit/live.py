@@ -1,0 +1,82 @@
+"""The live serve loop behind ``oomkit run``: the runtime on the real kernel until told to stop.
+
+Usage (what ``oomkit run`` does)::
+
+    kernel = LinuxKernel(state_file=live.default_state_file())
+    runtime = Runtime(kernel, sink=...)
+    runtime.attach_oom(...); runtime.attach_psi(...)
+    stop = threading.Event()
+    live.install_signal_handlers(stop)      # SIGTERM, SIGINT, SIGHUP -> stop
+    live.serve(kernel, runtime, stop)       # returns after stop; everything restored
+
+``serve`` owns shutdown: it detaches every handler (``runtime.close()``) and closes the
+kernel, which writes back every setting it changed and dismisses the watchdog. If this
+process dies instead (SIGKILL, a crash), the watchdog does the restoring.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from collections.abc import Callable
+from types import FrameType
+
+from oomkit.kernel.linux import LinuxKernel
+from oomkit.runtime import Runtime
+
+
+def default_state_file() -> str:
+    """/run/oomkit/restore.json when /run is writable (root), else a per-user tmp path."""
+    if os.access("/run", os.W_OK):
+        return "/run/oomkit/restore.json"
+    return f"/tmp/oomkit-{os.getuid()}/restore.json"
+
+
+def install_signal_handlers(
+    stop: threading.Event,
+    signals: tuple[signal.Signals, ...] = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP),
+) -> None:
+    """Make these signals set ``stop`` (main thread only, as Python requires)."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    for sig in signals:
+        signal.signal(sig, handler)
+
+
+def serve(
+    kernel: LinuxKernel,
+    runtime: Runtime,
+    stop: threading.Event,
+    *,
+    on_ready: Callable[[], None] | None = None,
+) -> None:
+    """Run the event loop until ``stop`` is set, then restore everything.
+
+    The loop sleeps in epoll until the kernel has something to say (an OOM notification,
+    a PSI trigger, a cgroup created or removed, a kernel OOM kill in /dev/kmsg), so an idle
+    runtime uses no CPU. ``stop`` may be set from any thread or a signal handler.
+    ``on_ready`` is called once the loop is about to wait for the first time.
+    """
+    if runtime.kernel is not kernel:
+        raise ValueError("the runtime drives another kernel")
+
+    def waker() -> None:
+        stop.wait()
+        kernel.wakeup()
+
+    thread = threading.Thread(target=waker, name="oomkit-stop", daemon=True)
+    thread.start()
+    try:
+        if on_ready is not None:
+            on_ready()
+        while not stop.is_set():
+            kernel.poll()
+    finally:
+        stop.set()
+        try:
+            runtime.close()
+        finally:
+            kernel.close()
