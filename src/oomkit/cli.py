@@ -45,15 +45,30 @@ def build_parser() -> argparse.ArgumentParser:
                      "/etc/oomkit/oomkit.toml when no policy is given)")
     run.add_argument("--dry-run", action="store_true",
                      help="run the policies but kill nothing; never guard the kernel killer")
+    run.add_argument("--sim", default=None, metavar="SCENARIO",
+                     help="run the daemon over the simulator instead of the live kernel "
+                          "(try a config without root or risk)")
+    run.add_argument("--quiet", "-q", action="store_true",
+                     help="no events on stdout (the event log has them)")
     _add_policy_args(run)
+    run.set_defaults(budget=None)  # the config's budget unless --budget is given
     chk = sub.add_parser("check-config", help="validate a config file")
     chk.add_argument("file")
     ev = sub.add_parser("events", help="show the event log as a readable table")
     ev.add_argument("--file", default=None, help="event log (default from the config)")
     ev.add_argument("--follow", "-f", action="store_true")
     ev.add_argument("--config", default=None)
+    ev.add_argument("--lines", "-n", type=int, default=None, metavar="N",
+                    help="only the last N records (10 with --follow)")
+    ev.add_argument("--kind", action="append", default=[], metavar="KIND",
+                    help="only records of this kind: oom, psi, error, attach... (repeatable)")
+    ev.add_argument("--json", action="store_true", help="the raw JSON lines")
     st = sub.add_parser("status", help="attached handlers, watched cgroups, last OOMs")
     st.add_argument("--config", default=None)
+    st.add_argument("--status-file", default=None, help="default from the config")
+    st.add_argument("--lines", "-n", type=int, default=5, metavar="N",
+                    help="how many of the last OOMs to show (default 5)")
+    st.add_argument("--json", action="store_true", help="the status file as it is")
     sub.add_parser("policies", help="list the built-in policies")
     return parser
 

@@ -1,0 +1,263 @@
+"""What the daemon costs while nothing happens: idle CPU and RSS, beside earlyoom's.
+
+    sudo .venv/bin/python bench/daemon_overhead.py [--seconds 60] [--cgroups 1000] [--json]
+
+Creates N memory cgroups below this process's own memcg (cgroup v1 memory or v2), starts
+``oomkit run`` with a system-wide handler over that subtree (so it arms every one of them:
+on v1 an ``oom_kill_disable`` + eventfd each) with metrics, event log and status file on,
+and starts earlyoom (Debian's package, its default arguments from /etc/default/earlyoom)
+as a plain foreground process. Once both are up, it measures the same window for both:
+CPU seconds (the scheduler's per-thread run time, /proc/PID/task/*/schedstat; the
+daemon's watchdog process counted with it)
+and resident memory (VmRSS, and VmHWM, the peak). Targets: idle CPU no more than
+earlyoom's, RSS under 40 MiB.
+
+Everything it made is removed afterwards, after a failure too: the daemon is stopped
+with SIGTERM (which restores every cgroup setting), earlyoom is killed, the cgroups are
+removed. Needs root.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+MiB = 1 << 20
+TICKS = os.sysconf("SC_CLK_TCK")
+TARGET_RSS = 40 * MiB
+
+
+def own_memcg() -> Path:
+    v1 = v2 = None
+    for line in Path("/proc/self/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        if "memory" in controllers.split(","):
+            v1 = path
+        elif controllers == "":
+            v2 = path
+    if v1 is not None and Path("/sys/fs/cgroup/memory").is_dir():
+        return Path("/sys/fs/cgroup/memory" + v1.rstrip("/"))
+    if v2 is not None:
+        return Path("/sys/fs/cgroup") / v2.lstrip("/")
+    sys.exit("no memory cgroup of our own")
+
+
+def limit(d: Path, nbytes: int) -> None:
+    if (d / "memory.limit_in_bytes").exists():
+        (d / "memory.limit_in_bytes").write_text(str(nbytes))
+        memsw = d / "memory.memsw.limit_in_bytes"
+        if memsw.exists():
+            memsw.write_text(str(nbytes))
+    elif (d / "memory.max").exists():
+        (d / "memory.max").write_text(str(nbytes))
+
+
+def remove_tree(root: Path) -> None:
+    """Remove a cgroup tree bottom-up (it holds no processes). Never raises."""
+    if not root.exists():
+        return
+    for d, _, _ in sorted(os.walk(root), key=lambda w: -len(w[0])):
+        for _ in range(50):
+            try:
+                os.rmdir(d)
+                break
+            except FileNotFoundError:
+                break
+            except OSError:
+                time.sleep(0.02)
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time of every live thread of pid, from /proc/PID/task/*/schedstat (the
+    scheduler's nanoseconds: utime/stime in /proc/PID/stat count 10 ms ticks, too coarse
+    for an idle minute). Falls back to utime + stime without schedstats."""
+    total = 0
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(OSError):
+                total += int((task / "schedstat").read_text().split()[0])
+        return total / 1e9
+    except OSError:
+        pass
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS  # utime, stime
+
+
+def status_kb(pid: int, key: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def children(pid: int) -> list[int]:
+    """Every process whose parent is pid (the daemon's watchdog)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError):
+                stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                if int(stat[1]) == pid:
+                    found.append(int(entry.name))
+    return found
+
+
+@dataclass
+class Figures:
+    name: str
+    pid: int
+    cpu_s: float = 0.0
+    rss_kib: int = 0
+    hwm_kib: int = 0
+    threads: int = 0
+    extra: str = ""
+
+
+def measure(pids: list[int], seconds: float) -> tuple[float, list[float]]:
+    before = [cpu_seconds(p) for p in pids]
+    time.sleep(seconds)
+    after = [cpu_seconds(p) for p in pids]
+    return seconds, [a - b for a, b in zip(after, before, strict=True)]
+
+
+def start_daemon(work: Path, root: Path) -> subprocess.Popen[bytes]:
+    config = work / "oomkit.toml"
+    config.write_text(
+        "[daemon]\n"
+        f'event_log = "{work}/events.jsonl"\nstatus_file = "{work}/status.json"\n'
+        f'state_file = "{work}/restore.json"\ncgroup_root = "{root}"\n'
+        '[metrics]\nlisten = "127.0.0.1:0"\n'
+        '[[oom]]\npolicy = "largest_leaf"\n'
+    )
+    return subprocess.Popen([sys.executable, "-m", "oomkit.cli", "run", "--config",
+                             str(config), "--quiet"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+
+
+def wait_ready(work: Path, proc: subprocess.Popen[bytes], timeout: float = 60) -> dict[str, object]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            err = proc.stderr.read().decode() if proc.stderr else ""
+            sys.exit(f"oomkit run exited with {proc.returncode}: {err}")
+        with contextlib.suppress(OSError, ValueError):
+            status: dict[str, object] = json.loads((work / "status.json").read_text())
+            if status.get("running") and status.get("handlers"):
+                return status
+        time.sleep(0.05)
+    sys.exit("oomkit run did not become ready")
+
+
+def earlyoom_args() -> list[str]:
+    args = ["-r", "3600"]
+    with contextlib.suppress(OSError):
+        for line in Path("/etc/default/earlyoom").read_text().splitlines():
+            if line.startswith("EARLYOOM_ARGS="):
+                args = shlex.split(line.split("=", 1)[1].strip().strip('"'))
+    return args
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seconds", type=float, default=60.0, help="idle window (default 60)")
+    ap.add_argument("--cgroups", type=int, default=1000, help="cgroups to watch (1000)")
+    ap.add_argument("--settle", type=float, default=2.0, help="wait after startup (2 s)")
+    ap.add_argument("--json", action="store_true", help="figures as JSON")
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        sys.exit("needs root (cgroups, mlockall, the kernel's OOM settings)")
+    earlyoom = shutil.which("earlyoom")
+
+    root = own_memcg() / f"oomkit-bench-{os.getpid()}"
+    work = Path(tempfile.mkdtemp(prefix="oomkit-bench-"))
+    daemon: subprocess.Popen[bytes] | None = None
+    eo: subprocess.Popen[bytes] | None = None
+    try:
+        root.mkdir()
+        limit(root, 1 << 30)  # a backstop; nothing runs in there
+        t0 = time.monotonic()
+        for i in range(args.cgroups):
+            (root / f"c{i:04d}").mkdir()
+        made_s = time.monotonic() - t0
+
+        t0 = time.monotonic()
+        daemon = start_daemon(work, root)
+        status = wait_ready(work, daemon)
+        startup_s = time.monotonic() - t0
+        startup_cpu = cpu_seconds(daemon.pid)
+        if earlyoom is not None:
+            eo = subprocess.Popen([earlyoom, *earlyoom_args()], stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL)
+        time.sleep(args.settle)
+        watchdogs = children(daemon.pid)
+        d_pids = [daemon.pid, *watchdogs]
+        pids = d_pids + ([eo.pid] if eo is not None else [])
+        window, deltas = measure(pids, args.seconds)
+        status = json.loads((work / "status.json").read_text())
+
+        ours = Figures("oomkit", daemon.pid, sum(deltas[: len(d_pids)]),
+                       status_kb(daemon.pid, "VmRSS"), status_kb(daemon.pid, "VmHWM"),
+                       status_kb(daemon.pid, "Threads"),
+                       f"watching {status.get('watched_cgroups')} cgroups; "
+                       f"startup {startup_s:.2f} s, {startup_cpu:.2f} s CPU")
+        wd = [Figures("watchdog", p, d, status_kb(p, "VmRSS"), status_kb(p, "VmHWM"),
+                      status_kb(p, "Threads"))
+              for p, d in zip(watchdogs, deltas[1: len(d_pids)], strict=True)]
+        theirs = None
+        if eo is not None:
+            theirs = Figures("earlyoom", eo.pid, deltas[-1], status_kb(eo.pid, "VmRSS"),
+                             status_kb(eo.pid, "VmHWM"), status_kb(eo.pid, "Threads"),
+                             " ".join(earlyoom_args()))
+        result = {
+            "seconds": window, "cgroups": args.cgroups, "cgroups_created_s": round(made_s, 3),
+            "oomkit": asdict(ours), "watchdog": [asdict(w) for w in wd],
+            "earlyoom": asdict(theirs) if theirs is not None else None,
+            "cpu_target_met": theirs is not None and ours.cpu_s <= theirs.cpu_s,
+            "rss_target_met": ours.rss_kib * 1024 < TARGET_RSS,
+        }
+        if args.json:
+            print(json.dumps(result, indent=1))
+        else:
+            print(f"idle for {window:g} s; {args.cgroups} cgroups below {root.parent} "
+                  f"(created in {made_s:.2f} s)")
+            print(f"{'':10} {'CPU s':>9} {'RSS MiB':>8} {'peak MiB':>9} {'threads':>8}")
+            for f in [ours, *wd] + ([theirs] if theirs else []):
+                print(f"{f.name:10} {f.cpu_s:9.4f} {f.rss_kib / 1024:8.1f} "
+                      f"{f.hwm_kib / 1024:9.1f} {f.threads:8}  {f.extra}")
+            if theirs is None:
+                print("earlyoom: not installed (apt-get install earlyoom): no comparison")
+            else:
+                verdict = "met" if result["cpu_target_met"] else "MISSED"
+                print(f"idle CPU target (<= earlyoom's): {verdict}")
+            verdict = "met" if result["rss_target_met"] else "MISSED"
+            print(f"RSS target (< 40 MiB): {verdict} ({ours.rss_kib / 1024:.1f} MiB)")
+        return 0
+    finally:
+        if eo is not None:
+            eo.kill()
+            eo.wait()
+        if daemon is not None:
+            if daemon.poll() is None:
+                daemon.send_signal(signal.SIGTERM)
+            try:
+                daemon.wait(60)
+            except subprocess.TimeoutExpired:
+                daemon.kill()
+                daemon.wait()
+        remove_tree(root)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

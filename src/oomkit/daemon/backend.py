@@ -1,0 +1,128 @@
+"""What the daemon runs on: a kernel and the loop that feeds its events to the runtime.
+
+The daemon does not care which kernel it drives; a :class:`Backend` opens one, serves its
+events until told to stop, and closes it (restoring every kernel setting it changed):
+
+* :class:`LiveBackend`: the real kernel (``oomkit.kernel.linux.LinuxKernel``) served by
+  ``oomkit.live.serve``, with the watchdog's restore journal;
+* :class:`SimBackend`: the simulator running a scenario (tests, and
+  ``oomkit run --sim SCENARIO`` to try a config without a live kernel).
+"""
+
+from __future__ import annotations
+
+import importlib
+import threading
+from collections.abc import Callable
+from typing import Protocol
+
+from oomkit.daemon.config import Config
+from oomkit.errors import ConfigError, OomkitError
+from oomkit.kernel.base import Kernel
+from oomkit.runtime import Runtime
+
+
+class Backend(Protocol):
+    name: str
+
+    def open(self, config: Config) -> Kernel:
+        """The kernel to drive, ready for Runtime(kernel)."""
+        ...
+
+    def serve(self, kernel: Kernel, runtime: Runtime, stop: threading.Event) -> bool:
+        """Deliver the kernel's events (OOMs, PSI, cgroups) to the runtime until ``stop``
+        is set; return soon after it is. True when there will never be more events (a
+        finished simulation), False when stopped."""
+        ...
+
+    def close(self, kernel: Kernel) -> None:
+        """Give the kernel back as it was: every setting restored, the watchdog released."""
+        ...
+
+
+class SimBackend:
+    """A scenario on the simulator, run in slices so that stop and reload get a turn."""
+
+    name = "sim"
+
+    def __init__(self, scenario: str, *, slice_s: float = 0.1,
+                 on_slice: Callable[[float], None] | None = None) -> None:
+        self.scenario = scenario
+        self.slice_ns = int(slice_s * 1e9)
+        self.on_slice = on_slice
+        self.summary_emitted = False
+
+    def open(self, config: Config) -> Kernel:
+        from oomkit.kernel.sim import SimKernel, load_scenario
+
+        return SimKernel.from_scenario(load_scenario(self.scenario))
+
+    def serve(self, kernel: Kernel, runtime: Runtime, stop: threading.Event) -> bool:
+        from oomkit.kernel.sim import SimKernel
+
+        assert isinstance(kernel, SimKernel)
+        end = kernel.machine.duration_ns
+        while not stop.is_set():
+            now = kernel.clock.now_ns()
+            if now >= end:
+                if not self.summary_emitted:
+                    self.summary_emitted = True
+                    runtime.emit(kernel.summary())
+                return True
+            kernel.run(min(end, now + self.slice_ns))
+            if self.on_slice is not None:
+                self.on_slice(kernel.clock.now())
+        return False
+
+    def close(self, kernel: Kernel) -> None:
+        return None
+
+
+class LiveBackend:
+    """The live kernel: LinuxKernel (with its restore journal and watchdog), polled.
+
+    ``oomkit.live.serve`` runs the same loop but also closes the runtime and the kernel
+    when it returns; the daemon has to keep both across a reload (serving stops for the
+    swap, then goes on), so this loop leaves closing to :meth:`close`.
+    """
+
+    name = "live"
+
+    def open(self, config: Config) -> Kernel:
+        try:
+            linux = importlib.import_module("oomkit.kernel.linux")
+        except ImportError as exc:
+            raise ConfigError("the live backend (oomkit.kernel.linux) is not available in "
+                              f"this build: {exc}") from None
+        d = config.daemon
+        try:
+            kernel: Kernel = linux.LinuxKernel.open(
+                cgroup_root=d.cgroup_root or None,
+                state_file=d.state_file,
+                guard_margin=config.guard.of,
+            )
+        except OomkitError as exc:
+            key = "cgroup_root" if d.cgroup_root else "state_file"
+            raise config.error(("daemon", key), f"cannot open the kernel: {exc}") from None
+        except RuntimeError as exc:  # the restore journal belongs to a running oomkit
+            raise config.error(("daemon", "state_file"), str(exc)) from None
+        return kernel
+
+    def serve(self, kernel: Kernel, runtime: Runtime, stop: threading.Event) -> bool:
+        poll = getattr(kernel, "poll")  # noqa: B009 - LinuxKernel's, not in the protocol
+        wakeup = getattr(kernel, "wakeup")  # noqa: B009
+
+        def waker() -> None:
+            stop.wait()
+            wakeup()
+
+        thread = threading.Thread(target=waker, name="oomkit-stop", daemon=True)
+        thread.start()
+        while not stop.is_set():
+            poll()
+        return False
+
+    def close(self, kernel: Kernel) -> None:
+        close = getattr(kernel, "close", None)
+        if close is not None:
+            close()

@@ -1,0 +1,178 @@
+"""Prometheus metrics: an event sink that counts, and a small HTTP server for ``/metrics``.
+
+The only module that imports ``prometheus_client``; the daemon imports it at startup (when
+metrics are on), so nothing is imported while an OOM is handled. The sink only increments
+counters (a dict lookup and a short lock per metric): the OOM path never waits for a
+scrape, and a failure here is swallowed, never raised into the runtime.
+
+The server runs in one thread of its own, blocked in ``select`` with no timeout (no idle
+wake-ups), and answers requests one at a time with a 2 s socket timeout, so a stuck client
+can only delay other scrapes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import selectors
+import socket
+import threading
+from collections.abc import Callable
+from typing import Any, Final
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    make_wsgi_app,
+)
+
+from oomkit.daemon.config import Listen
+from oomkit.events import (
+    AttachEvent,
+    DetachEvent,
+    ErrorEvent,
+    Event,
+    HandlerErrorEvent,
+    OomEvent,
+    PsiEventRecord,
+)
+
+#: Handler durations: budgets are around 0.1-1 s; most handlers take microseconds.
+DURATION_BUCKETS: Final = (0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0,
+                           2.5, 5.0, 10.0)
+
+
+class Metrics:
+    """The daemon's metrics in a registry of their own (plus the process collector)."""
+
+    def __init__(self, *, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry(auto_describe=True)
+        r = self.registry
+        ProcessCollector(registry=r)
+        self.ooms = Counter("oomkit_ooms", "OOMs seen, by who resolved them and the policy "
+                            "that made progress", ["resolved_by", "policy"], registry=r)
+        self.kills = Counter("oomkit_kills", "Processes killed for OOMs, by who resolved them",
+                             ["resolved_by"], registry=r)
+        self.handler_duration = Histogram(
+            "oomkit_handler_duration_seconds", "Time one handle_out_of_memory call took",
+            ["handler"], buckets=DURATION_BUCKETS, registry=r)
+        self.handler_errors = Counter(
+            "oomkit_handler_errors", "Handler calls that raised or overran their budget",
+            ["handler", "callback", "kind"], registry=r)
+        self.psi_events = Counter("oomkit_psi_events", "PSI trigger events",
+                                  ["resource", "kind"], registry=r)
+        self.errors = Counter("oomkit_errors", "Errors outside handlers (config reloads, "
+                              "event log, self-protection)", ["where"], registry=r)
+        self.attached = Gauge("oomkit_attached_handlers", "Attached handlers", ["ops"],
+                              registry=r)
+        self.watched = Gauge("oomkit_watched_cgroups",
+                             "Cgroups whose OOMs reach the handlers", registry=r)
+        self.reloads = Counter("oomkit_config_reloads", "Config reloads (SIGHUP), by result",
+                               ["result"], registry=r)
+        self.dry_run = Gauge("oomkit_dry_run", "1 when the daemon only reports what it "
+                             "would kill", registry=r)
+        self.up_since = Gauge("oomkit_start_time_seconds", "When the daemon started (epoch)",
+                              registry=r)
+        for resolved_by in ("handler", "default", "kernel"):
+            self.kills.labels(resolved_by)  # present from the start, at 0
+        for result in ("ok", "failed"):
+            self.reloads.labels(result)
+        for ops in ("oom", "psi"):
+            self.attached.labels(ops)
+
+    def watch_cgroups(self, count: Callable[[], int]) -> None:
+        """The watched-cgroups gauge asks ``count`` at each scrape."""
+        self.watched.set_function(lambda: float(count()))
+
+    # -- the sink ----------------------------------------------------------------------------
+    def __call__(self, event: Event) -> None:
+        try:
+            self._count(event)
+        except Exception:  # metrics never break the OOM path
+            pass
+
+    def _count(self, event: Event) -> None:
+        if isinstance(event, OomEvent):
+            self.ooms.labels(event.resolved_by, event.policy).inc()
+            if event.victims:
+                self.kills.labels(event.resolved_by).inc(len(event.victims))
+            for call in event.handlers:
+                self.handler_duration.labels(call.name).observe(call.duration_us / 1e6)
+        elif isinstance(event, HandlerErrorEvent):
+            kind = "timeout" if event.timeout else "exception"
+            self.handler_errors.labels(event.name, event.callback, kind).inc()
+        elif isinstance(event, PsiEventRecord):
+            self.psi_events.labels(event.resource, "full" if event.full else "some").inc()
+        elif isinstance(event, AttachEvent):
+            self.attached.labels(event.ops).inc()
+        elif isinstance(event, DetachEvent):
+            self.attached.labels(event.ops).dec()
+        elif isinstance(event, ErrorEvent):
+            self.errors.labels(event.where).inc()
+
+
+class _QuietHandler(WSGIRequestHandler):
+    timeout = 2  # seconds a client may take; socketserver applies it to the connection
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+class _Server(WSGIServer):
+    allow_reuse_address = True
+
+
+class _Server6(_Server):
+    address_family = socket.AF_INET6
+
+
+class MetricsServer:
+    """``/metrics`` over HTTP on ``listen``, served from one thread until close()."""
+
+    def __init__(self, metrics: Metrics, listen: Listen) -> None:
+        self.listen = listen
+        app = make_wsgi_app(metrics.registry)
+        server_class = _Server6 if ":" in listen.host else _Server
+        try:
+            self._httpd = make_server(listen.host, listen.port, app, server_class=server_class,
+                                      handler_class=_QuietHandler)
+        except OSError as exc:
+            raise OSError(exc.errno, f"metrics: cannot listen on {listen}: {exc.strerror}"
+                          ) from None
+        # handle_request() selects again with this timeout: a client that went away between
+        # our select and its accept costs half a second, never a hung thread.
+        self._httpd.timeout = 0.5
+        self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        self._thread = threading.Thread(target=self._serve, name="oomkit-metrics", daemon=True)
+        self._thread.start()
+
+    @property
+    def port(self) -> int:
+        return int(self._httpd.server_address[1])
+
+    def _serve(self) -> None:
+        sel = selectors.DefaultSelector()
+        sel.register(self._httpd.socket, selectors.EVENT_READ, "http")
+        sel.register(self._wake_r, selectors.EVENT_READ, "wake")
+        try:
+            while True:
+                for key, _ in sel.select():
+                    if key.data == "wake":
+                        return
+                    with contextlib.suppress(Exception):
+                        self._httpd.handle_request()
+        finally:
+            sel.close()
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            os.write(self._wake_w, b"x")
+        self._thread.join(5)
+        self._httpd.server_close()
+        for fd in (self._wake_r, self._wake_w):
+            with contextlib.suppress(OSError):
+                os.close(fd)

@@ -1,0 +1,594 @@
+"""The daemon: a config, a backend, a runtime, and the outputs around them.
+
+Life cycle (``Daemon.start``, ``Daemon.run``, ``Daemon.shutdown``):
+
+1. self-protection (small thread stacks, imports, ``oom_score_adj``, ``mlockall``);
+2. the outputs: housekeeping thread, event log, metrics server, status file;
+3. the backend opens the kernel (wrapped in :class:`DryRunKernel` for a dry run), the
+   runtime binds to it and the config's policies (already imported) are attached;
+4. one event is formatted as a warm-up, the garbage collector is frozen and switched off;
+5. ``run`` serves the kernel's events until SIGTERM/SIGINT; a SIGHUP stops serving for a
+   moment, reloads the config (fully parsed and its policies imported first: a broken
+   config keeps the running one and logs an ``error`` event), and serves again;
+6. ``shutdown``, also after a crash: every handler detached (the backend restores the
+   kernel settings it changed), the backend closed (its watchdog released), outputs closed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import sys
+import threading
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import FrameType
+from typing import Any, ClassVar, TextIO
+
+from oomkit.daemon.backend import Backend
+from oomkit.daemon.config import Config, Listen, LoadedPolicies, OomEntry, PsiEntry
+from oomkit.daemon.dryrun import DryRunKernel
+from oomkit.daemon.eventlog import EventLog, wall_clock
+from oomkit.daemon.housekeeper import Housekeeper
+from oomkit.daemon.protect import GcControl, Protection, lock_memory, protect
+from oomkit.daemon.sinks import Dispatch, Printer, Record
+from oomkit.daemon.status import Status
+from oomkit.errors import ConfigError, OomkitError
+from oomkit.events import (
+    CgroupOfflineEvent,
+    CgroupOnlineEvent,
+    ErrorEvent,
+    Event,
+    OomEvent,
+)
+from oomkit.kernel.base import Kernel, Victim
+from oomkit.runtime import OomLink, PsiLink, Runtime
+
+
+def sd_notify(state: str) -> bool:
+    """Tell systemd (Type=notify) how we are: READY=1 once armed, RELOADING=1, STOPPING=1.
+    A no-op outside systemd (no $NOTIFY_SOCKET)."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return False
+    if address.startswith("@"):  # an abstract socket
+        address = "\0" + address[1:]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+            sock.sendto(state.encode(), address)
+    except OSError:
+        return False
+    return True
+
+
+@dataclass(frozen=True, slots=True)
+class DaemonEvent(Event):
+    """The daemon's own milestones in the event log: start, reload, stop."""
+
+    kind: ClassVar[str] = "daemon"
+    action: str
+    detail: str = ""
+
+
+class Daemon:
+    def __init__(
+        self,
+        config: Config,
+        policies: LoadedPolicies,
+        backend: Backend,
+        *,
+        reload_config: Callable[[], tuple[Config, LoadedPolicies]] | None = None,
+        out: TextIO | None = None,
+        as_json: bool = False,
+        self_protect: bool = True,
+        wall: Callable[[], float] = wall_clock,
+    ) -> None:
+        self.config = config
+        self.policies = policies
+        self.backend = backend
+        self._reload_config = reload_config
+        self._out = out
+        self._as_json = as_json
+        self._self_protect = self_protect
+        self._wall = wall
+        self.protection = Protection()
+        self.gc = GcControl()
+        self.housekeeper: Housekeeper | None = None
+        self.eventlog: EventLog | None = None
+        self.status: Status | None = None
+        self.metrics: Any = None  # oomkit.daemon.metrics.Metrics, imported only when used
+        self.metrics_server: Any = None
+        self.dispatch: Dispatch | None = None
+        self.kernel: Kernel | None = None  # what the runtime drives (maybe DryRunKernel)
+        self.real_kernel: Kernel | None = None
+        self.runtime: Runtime | None = None
+        self._oom_links: list[tuple[OomEntry, OomLink]] = []
+        self._psi_links: list[tuple[PsiEntry, PsiLink]] = []
+        self._serving = threading.Event()
+        self._terminate = False
+        self._reload_requested = False
+        self._watched_cache: int | None = None
+        self.reloads = 0
+        self.exit_code = 0
+        self._old_signals: dict[int, Any] = {}
+
+    # -- start -------------------------------------------------------------------------------
+    def start(self) -> None:
+        cfg = self.config
+        if self._self_protect:
+            self.protection = protect(mlock=False)  # memory is locked once all is loaded
+        self.housekeeper = Housekeeper(gc_control=self.gc if self._self_protect else None,
+                                       gc_interval_s=cfg.daemon.gc_interval_s)
+        self.housekeeper.start()
+        try:
+            self._start_outputs()
+            self._start_kernel()
+        except BaseException:
+            self.shutdown()
+            raise
+        self._warm_up()
+        self._lock_memory()
+        for step, why in self.protection.steps.items():
+            if why is not None:
+                self.emit_error(f"self-protection: {step}", why)
+        self._emit(DaemonEvent(self._now(), "start", self._describe()))
+        if self._self_protect:
+            self.gc.startup_done()
+        sd_notify(f"READY=1\nMAINPID={os.getpid()}\nSTATUS={self._describe()}")
+
+    def _lock_memory(self) -> None:
+        """mlockall, now that every library, module and buffer of the decision path is
+        loaded (again after a reload: new policies may bring new modules)."""
+        if self._self_protect and self.config.daemon.mlock:
+            self.protection.steps["mlockall"] = lock_memory()
+
+    def _describe(self) -> str:
+        cfg = self.config
+        bits = [f"pid {os.getpid()}", f"config {cfg.path}", f"backend {self.backend.name}",
+                f"{len(self._oom_links)} oom and {len(self._psi_links)} psi handlers"]
+        if cfg.daemon.dry_run:
+            bits.append("DRY RUN")
+        return ", ".join(bits)
+
+    def _start_outputs(self) -> None:
+        cfg = self.config
+        assert self.housekeeper is not None
+        dry = cfg.daemon.dry_run
+        self.dispatch = Dispatch(wall=self._wall,
+                                 take_would=self._take_would if dry else None)
+        self.eventlog = self._open_eventlog(cfg)
+        self.dispatch.add("event log", self._log_record)
+        if cfg.metrics is not None:
+            self._start_metrics(cfg)
+        if cfg.daemon.status_file:
+            self.status = self._new_status(cfg)
+            self.dispatch.add("status", self.status)
+        self.dispatch.add_event_sink("cgroups", self._on_cgroup_event)
+        if self._out is not None:
+            self.dispatch.add("terminal", Printer(self._out, self._as_json))
+
+    def _open_eventlog(self, cfg: Config) -> EventLog:
+        assert self.housekeeper is not None
+        d = cfg.daemon
+        try:
+            return EventLog(d.event_log, max_bytes=d.event_log_max, keep=d.event_log_keep,
+                            defer=self.housekeeper.submit)
+        except OSError as exc:
+            raise cfg.error(("daemon", "event_log"), f"cannot open {d.event_log}: "
+                            f"{exc.strerror}") from None
+
+    def _log_record(self, event: Event, record: Record) -> None:
+        log = self.eventlog
+        if log is not None:
+            log.write(record)
+
+    def _start_metrics(self, cfg: Config) -> None:
+        from oomkit.daemon.metrics import Metrics, MetricsServer
+
+        assert cfg.metrics is not None and self.dispatch is not None
+        if self.metrics is None:
+            self.metrics = Metrics()
+            self.metrics.watch_cgroups(self.watched_cgroups)
+            self.metrics.dry_run.set(1 if cfg.daemon.dry_run else 0)
+            self.metrics.up_since.set(self._wall())
+            self.dispatch.add_event_sink("metrics", self.metrics)
+        try:
+            self.metrics_server = MetricsServer(self.metrics, cfg.metrics)
+        except OSError as exc:
+            raise cfg.error(("metrics", "listen"), str(exc.strerror or exc)) from None
+        if self.status is not None:
+            self.status.update_info(metrics=self.metrics_address)
+
+    @property
+    def metrics_address(self) -> str | None:
+        """Where /metrics is served (with the real port when the config said 0)."""
+        server = self.metrics_server
+        if server is None:
+            return None
+        return str(Listen(server.listen.host, server.port))
+
+    def _new_status(self, cfg: Config) -> Status:
+        assert self.housekeeper is not None
+        info = {"pid": os.getpid(), "config": cfg.path, "dry_run": cfg.daemon.dry_run,
+                "backend": self.backend.name, "event_log": cfg.daemon.event_log,
+                "metrics": self.metrics_address}
+        return Status(cfg.daemon.status_file, info=info, handlers=self.handlers,
+                      watched=self.watched_cgroups, wall=self._wall,
+                      defer=self.housekeeper.submit)
+
+    def _start_kernel(self) -> None:
+        cfg = self.config
+        assert self.dispatch is not None
+        self.real_kernel = self.backend.open(cfg)
+        self.kernel = DryRunKernel(self.real_kernel) if cfg.daemon.dry_run else self.real_kernel
+        self.runtime = Runtime(self.kernel, sink=self.dispatch, budget_s=cfg.daemon.budget_s,
+                               max_failures=cfg.daemon.max_failures)
+        self._attach(cfg, self.policies)
+
+    def _warm_up(self) -> None:
+        """Run the event formatting once, so the first OOM finds it all initialised."""
+        assert self.dispatch is not None
+        probe = OomEvent(0.0, "/", "MEMCG", None, "default", "default",
+                         (Victim(0, "warm-up", "/", 0),))
+        with contextlib.suppress(Exception):
+            json.dumps(self.dispatch.record_of(probe), separators=(", ", ": "), default=str)
+
+    # -- attach ------------------------------------------------------------------------------
+    def _attach(self, cfg: Config, policies: LoadedPolicies) -> None:
+        """Attach every policy; on a failure detach those attached and raise ConfigError
+        naming the entry."""
+        rt = self.runtime
+        assert rt is not None
+        oom_links: list[tuple[OomEntry, OomLink]] = []
+        psi_links: list[tuple[PsiEntry, PsiLink]] = []
+        try:
+            for entry, ops in policies.oom:
+                try:
+                    budget: float | bool = entry.budget_s if entry.budget_s is not None else True
+                    oom_links.append((entry, rt.attach_oom(ops, entry.cgroup,
+                                                           budget_s=budget)))
+                except OomkitError as exc:
+                    key = "cgroup" if entry.cgroup is not None else "policy"
+                    raise self._entry_error(cfg, ("oom", entry.index, key), entry.origin,
+                                            f"cannot attach {entry.policy}: {exc}") from None
+            for pentry, pops in policies.psi:
+                try:
+                    budget = pentry.budget_s if pentry.budget_s is not None else True
+                    psi_links.append((pentry, rt.attach_psi(pops, budget_s=budget)))
+                except OomkitError as exc:
+                    raise self._entry_error(cfg, ("psi", pentry.index, "policy"),
+                                            pentry.origin, f"cannot attach: {exc}") from None
+        except ConfigError:
+            for _, link in oom_links:
+                link.detach()
+            for _, plink in psi_links:
+                plink.detach()
+            raise
+        self._oom_links = oom_links
+        self._psi_links = psi_links
+        self._watched_cache = None
+
+    @staticmethod
+    def _entry_error(cfg: Config, at: tuple[str | int, ...], origin: str,
+                     msg: str) -> ConfigError:
+        if origin:
+            return ConfigError(f"{origin}: {msg}")
+        return cfg.error(at, msg)
+
+    def _detach_all(self) -> None:
+        for _, link in self._oom_links:
+            link.detach()
+        for _, plink in self._psi_links:
+            plink.detach()
+        self._oom_links = []
+        self._psi_links = []
+        self._watched_cache = None
+
+    # -- what the outputs ask ----------------------------------------------------------------
+    def handlers(self) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        for entry, link in list(self._oom_links):
+            if link.attached:
+                out.append({"ops": "oom", "name": link.name, "policy": entry.policy,
+                            "cgroup": link.cgroup_path, "cgroup_id": link.cgroup_id,
+                            "budget_s": link.budget_s, "failures": link.failures})
+        for pentry, plink in list(self._psi_links):
+            if plink.attached:
+                out.append({"ops": "psi", "name": plink.name, "policy": pentry.policy,
+                            "triggers": len(plink.triggers), "budget_s": plink.budget_s,
+                            "failures": plink.failures})
+        return out
+
+    def watched_cgroups(self) -> int:
+        """Cgroups whose OOMs reach a handler: the backend's count when it keeps one, else
+        the cgroups under the attached handlers (everything for a system-wide one)."""
+        kernel = self.real_kernel
+        if kernel is None:
+            return 0
+        count = getattr(kernel, "watched_cgroups", None)
+        if callable(count):
+            value = count()
+            return len(value) if not isinstance(value, int) else value
+        cached = self._watched_cache
+        if cached is not None:
+            return cached
+        roots = []
+        for _, link in list(self._oom_links):
+            if not link.attached:
+                continue
+            if link.cgroup_id == 0:
+                roots = [kernel.root_mem_cgroup()]
+                break
+            cg = kernel.mem_cgroup(link.cgroup_id)
+            if cg is not None:
+                roots.append(cg)
+        seen: set[int] = set()
+        try:
+            for root in roots:
+                for cg in root.walk():
+                    seen.add(cg.id)
+        except OomkitError:
+            pass
+        self._watched_cache = len(seen)
+        return self._watched_cache
+
+    def _on_cgroup_event(self, event: Event) -> None:
+        if isinstance(event, CgroupOnlineEvent | CgroupOfflineEvent):
+            self._watched_cache = None
+
+    def _take_would(self) -> list[str]:
+        kernel = self.kernel
+        return kernel.take_actions() if isinstance(kernel, DryRunKernel) else []
+
+    # -- events of our own ------------------------------------------------------------------
+    def _now(self) -> float:
+        kernel = self.kernel
+        return kernel.clock.now() if kernel is not None else 0.0
+
+    def _emit(self, event: Event) -> None:
+        if self.runtime is not None:
+            self.runtime.emit(event)
+        elif self.dispatch is not None:
+            self.dispatch(event)
+
+    def emit_error(self, where: str, error: str) -> None:
+        print(f"oomkit: {where}: {error}", file=sys.stderr)
+        self._emit(ErrorEvent(self._now(), where, error))
+
+    # -- signals and the serve loop --------------------------------------------------------
+    def request_reload(self) -> None:
+        self._reload_requested = True
+        self._serving.set()
+
+    def request_stop(self) -> None:
+        self._terminate = True
+        self._serving.set()
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        if signum == signal.SIGHUP:
+            self.request_reload()
+        else:
+            self.request_stop()
+
+    def install_signals(self) -> None:
+        """SIGHUP reloads, SIGTERM and SIGINT stop (main thread only); shutdown puts the
+        previous handlers back."""
+        for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
+            self._old_signals[sig] = signal.signal(sig, self._on_signal)
+
+    def _restore_signals(self) -> None:
+        old, self._old_signals = self._old_signals, {}
+        for sig, handler in old.items():
+            with contextlib.suppress(ValueError, TypeError):
+                signal.signal(sig, handler)
+
+    def run(self) -> int:
+        """Serve until stopped; returns the exit code. Always shuts down."""
+        assert self.runtime is not None and self.real_kernel is not None
+        try:
+            while True:
+                self._serving.clear()
+                if not (self._terminate or self._reload_requested):
+                    finished = self.backend.serve(self.real_kernel, self.runtime,
+                                                  self._serving)
+                else:
+                    finished = False
+                if self._terminate:
+                    break
+                if self._reload_requested:
+                    self._reload_requested = False
+                    self.reload()
+                    continue
+                if finished:
+                    break
+        except BaseException as exc:
+            self.exit_code = 1
+            what = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+            self.emit_error("serve", f"the daemon crashed: {what}; restoring the kernel")
+            traceback.print_exc()
+        finally:
+            self.shutdown()
+        return self.exit_code
+
+    # -- reload ------------------------------------------------------------------------------
+    def reload(self) -> bool:
+        """Load the config again and swap it in; on any error keep the running one."""
+        if self._reload_config is None:
+            self.emit_error("reload", "no config file to reload")
+            return False
+        sd_notify("RELOADING=1")
+        try:
+            return self._reload()
+        finally:
+            sd_notify(f"READY=1\nSTATUS={self._describe()}")
+
+    def _reload(self) -> bool:
+        assert self._reload_config is not None
+        try:
+            new, policies = self._reload_config()
+            changed = self.config.restart_only_changes(new)
+            if changed:
+                raise ConfigError(f"{new.path}: {', '.join(changed)} cannot change on reload; "
+                                  "restart oomkit to change it (the running config is kept)")
+        except ConfigError as exc:
+            self._reload_failed(str(exc))
+            return False
+        except Exception as exc:  # a policy's import ran code that failed oddly
+            self._reload_failed(f"{type(exc).__name__}: {exc}")
+            return False
+        try:
+            self._swap(new, policies)
+        except ConfigError as exc:
+            self._reload_failed(f"{exc} (the running config is kept)")
+            return False
+        self.reloads += 1
+        if self.metrics is not None:
+            self.metrics.reloads.labels("ok").inc()
+        if self.status is not None:
+            self.status.note_reload(True)
+        self._emit(DaemonEvent(self._now(), "reload", self._describe()))
+        if self._self_protect:
+            self._lock_memory()
+            self.gc.refreeze()
+        return True
+
+    def _reload_failed(self, message: str) -> None:
+        if self.metrics is not None:
+            self.metrics.reloads.labels("failed").inc()
+        if self.status is not None:
+            self.status.note_reload(False, message)
+        self.emit_error("reload", message)
+
+    def _swap(self, new: Config, policies: LoadedPolicies) -> None:
+        """Detach the old handlers, attach the new ones; if one fails, put the old back."""
+        rt = self.runtime
+        assert rt is not None
+        old_cfg, old_policies = self.config, self.policies
+        self._detach_all()
+        rt.budget_s = new.daemon.budget_s
+        rt.max_failures = new.daemon.max_failures
+        try:
+            self._attach(new, policies)
+        except ConfigError:
+            rt.budget_s = old_cfg.daemon.budget_s
+            rt.max_failures = old_cfg.daemon.max_failures
+            try:
+                self._attach(old_cfg, old_policies)
+            except ConfigError as exc:
+                # The old config's cgroup went away meanwhile: attach what still can be.
+                self.emit_error("reload", f"could not re-attach the running config: {exc}")
+                self._attach_what_can(old_cfg, old_policies)
+            raise
+        self.config, self.policies = new, policies
+        self._apply_outputs(old_cfg, new)
+
+    def _move_metrics(self, old: Config, new: Config) -> None:
+        """Serve /metrics where the new config says; on failure keep the old address."""
+        previous, self.metrics_server = self.metrics_server, None
+        if new.metrics is None:
+            if previous is not None:
+                previous.close()
+            return
+        try:
+            self._start_metrics(new)  # the old server still runs: a new port is free
+        except ConfigError:
+            if previous is not None:
+                previous.close()  # same port on another address: free it first
+                previous = None
+            try:
+                self._start_metrics(new)
+            except ConfigError as exc:
+                self.emit_error("reload", f"{exc}; metrics stay on {old.metrics}")
+                if old.metrics is not None:
+                    with contextlib.suppress(ConfigError):
+                        self._start_metrics(old)
+        if previous is not None:
+            previous.close()
+
+    def _attach_what_can(self, cfg: Config, policies: LoadedPolicies) -> None:
+        for entry, ops in policies.oom:
+            with contextlib.suppress(ConfigError):
+                self._attach(cfg, LoadedPolicies(((entry, ops),), ()))
+        for pentry, pops in policies.psi:
+            with contextlib.suppress(ConfigError):
+                self._attach(cfg, LoadedPolicies((), ((pentry, pops),)))
+
+    def _apply_outputs(self, old: Config, new: Config) -> None:
+        """Event log, metrics and status settings take effect on reload; a failure there is
+        logged and the old output kept."""
+        od, nd = old.daemon, new.daemon
+        if (od.event_log, od.event_log_max, od.event_log_keep) != (
+            nd.event_log, nd.event_log_max, nd.event_log_keep
+        ):
+            try:
+                log = self._open_eventlog(new)
+            except ConfigError as exc:
+                self.emit_error("reload", f"{exc}; keeping {od.event_log}")
+            else:
+                old_log, self.eventlog = self.eventlog, log
+                if old_log is not None:
+                    old_log.close()
+        if old.metrics != new.metrics:
+            self._move_metrics(old, new)
+        if od.status_file != nd.status_file and self.dispatch is not None:
+            if self.status is not None:
+                self.status.close()
+                self.dispatch.remove("status")
+                self.status = None
+            if nd.status_file:
+                self.status = self._new_status(new)
+                self.dispatch.add("status", self.status)
+        if self.status is not None:
+            self.status.update_info(config=new.path, event_log=nd.event_log,
+                                    metrics=self.metrics_address)
+
+    # -- shutdown ----------------------------------------------------------------------------
+    def shutdown(self) -> None:
+        """Restore the kernel and close everything; safe to call twice and after errors."""
+        sd_notify("STOPPING=1")
+        problems: list[str] = []
+        rt, self.runtime = self.runtime, None
+        if rt is not None:
+            self.runtime = rt  # so that the stop event still reaches the outputs
+            try:
+                self._emit(DaemonEvent(self._now(), "stop", f"exit code {self.exit_code}"))
+            except Exception:
+                pass
+            try:
+                rt.close()  # detaches everything: each unwatch_oom restores its setting
+            except Exception as exc:
+                problems.append(f"runtime close: {exc}")
+            self.runtime = None
+            self._oom_links, self._psi_links = [], []
+        kernel, self.real_kernel = self.real_kernel, None
+        if kernel is not None:
+            try:
+                self.backend.close(kernel)
+            except Exception as exc:
+                problems.append(f"backend close: {exc}")
+        for message in problems:
+            print(f"oomkit: shutdown: {message}", file=sys.stderr)
+            if self.eventlog is not None:
+                self.eventlog.write({"event": "error", "time": 0.0, "wall": self._wall(),
+                                     "where": "shutdown", "error": message})
+        if self.metrics_server is not None:
+            with contextlib.suppress(Exception):
+                self.metrics_server.close()
+            self.metrics_server = None
+        if self.status is not None:
+            with contextlib.suppress(Exception):
+                self.status.close()
+        if self.housekeeper is not None:
+            self.housekeeper.close()
+            self.housekeeper = None
+        if self.eventlog is not None:
+            with contextlib.suppress(Exception):
+                self.eventlog.close()
+            self.eventlog = None
+        if self._self_protect:
+            self.gc.restore()
+        self._restore_signals()

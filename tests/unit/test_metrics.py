@@ -1,0 +1,132 @@
+"""Metrics: the sink counts events; the server answers /metrics in the Prometheus format."""
+
+from __future__ import annotations
+
+import socket
+import urllib.request
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from oomkit.daemon.config import Listen
+from oomkit.daemon.metrics import Metrics, MetricsServer
+from oomkit.events import (
+    AttachEvent,
+    DetachEvent,
+    ErrorEvent,
+    HandlerCall,
+    HandlerErrorEvent,
+    OomEvent,
+    PsiEventRecord,
+)
+from oomkit.kernel.base import Victim
+
+
+def sample(metrics: Metrics, name: str, **labels: str) -> float:
+    value = metrics.registry.get_sample_value(name, labels)
+    return 0.0 if value is None else value
+
+
+def oom(resolved_by: str, policy: str, victims: int = 1, us: int = 300) -> OomEvent:
+    return OomEvent(1.0, "/a", "MEMCG", None, policy, resolved_by,
+                    tuple(Victim(10 + i, "hog", "/a", 1 << 20) for i in range(victims)),
+                    (HandlerCall(policy, 5, True, True, us),) if resolved_by == "handler"
+                    else ())
+
+
+def test_ooms_kills_and_durations() -> None:
+    m = Metrics()
+    m(oom("handler", "largest_leaf", victims=2, us=400))
+    m(oom("handler", "largest_leaf"))
+    m(oom("kernel", "kernel", victims=1))
+    m(oom("default", "default", victims=0))
+    assert sample(m, "oomkit_ooms_total", resolved_by="handler", policy="largest_leaf") == 2
+    assert sample(m, "oomkit_ooms_total", resolved_by="kernel", policy="kernel") == 1
+    assert sample(m, "oomkit_ooms_total", resolved_by="default", policy="default") == 1
+    assert sample(m, "oomkit_kills_total", resolved_by="handler") == 3
+    assert sample(m, "oomkit_kills_total", resolved_by="kernel") == 1
+    assert sample(m, "oomkit_kills_total", resolved_by="default") == 0
+    assert sample(m, "oomkit_handler_duration_seconds_count", handler="largest_leaf") == 2
+    assert sample(m, "oomkit_handler_duration_seconds_sum",
+                  handler="largest_leaf") == pytest.approx(0.0007)
+
+
+def test_errors_psi_and_attachments() -> None:
+    m = Metrics()
+    m(HandlerErrorEvent(1.0, "bad", "handle_out_of_memory", 0, "boom", False, 1))
+    m(HandlerErrorEvent(1.0, "bad", "handle_out_of_memory", 0, "slow", True, 2))
+    m(PsiEventRecord(1.0, 0, None, "memory", True, 500_000, 2_000_000))
+    m(AttachEvent(1.0, "x", "oom", 3, "/a"))
+    m(AttachEvent(1.0, "y", "psi", 0, None))
+    m(DetachEvent(1.0, "x", "oom", 3, "gone"))
+    m(ErrorEvent(1.0, "reload", "broken"))
+    assert sample(m, "oomkit_handler_errors_total", handler="bad",
+                  callback="handle_out_of_memory", kind="exception") == 1
+    assert sample(m, "oomkit_handler_errors_total", handler="bad",
+                  callback="handle_out_of_memory", kind="timeout") == 1
+    assert sample(m, "oomkit_psi_events_total", resource="memory", kind="full") == 1
+    assert sample(m, "oomkit_attached_handlers", ops="oom") == 0
+    assert sample(m, "oomkit_attached_handlers", ops="psi") == 1
+    assert sample(m, "oomkit_errors_total", where="reload") == 1
+
+
+def test_watched_cgroups_is_asked_at_scrape_time() -> None:
+    m = Metrics()
+    count = {"n": 3}
+    m.watch_cgroups(lambda: count["n"])
+    assert sample(m, "oomkit_watched_cgroups") == 3
+    count["n"] = 1000
+    assert sample(m, "oomkit_watched_cgroups") == 1000
+
+
+def test_the_sink_never_raises() -> None:
+    m = Metrics()
+    m.ooms = None  # type: ignore[assignment]
+    m(oom("handler", "x"))  # swallowed
+
+
+def test_the_server_serves_parseable_text() -> None:
+    m = Metrics()
+    m.watch_cgroups(lambda: 7)
+    m(oom("handler", "largest_leaf"))
+    server = MetricsServer(m, Listen("127.0.0.1", 0))
+    try:
+        url = f"http://127.0.0.1:{server.port}/metrics"
+        for _ in range(3):  # one thread, several requests in a row
+            with urllib.request.urlopen(url, timeout=5) as resp:
+                text = resp.read().decode()
+        families = {f.name: f for f in text_string_to_metric_families(text)}
+        ooms = families["oomkit_ooms"]
+        assert [(s.labels, s.value) for s in ooms.samples if s.name == "oomkit_ooms_total"] == [
+            ({"resolved_by": "handler", "policy": "largest_leaf"}, 1.0)]
+        assert families["oomkit_watched_cgroups"].samples[0].value == 7
+        assert "process_resident_memory_bytes" in families
+    finally:
+        server.close()
+    with pytest.raises(OSError), socket.create_connection(("127.0.0.1", server.port), 1):
+        pass
+
+
+def test_a_silent_client_does_not_block_the_next_scrape() -> None:
+    m = Metrics()
+    server = MetricsServer(m, Listen("127.0.0.1", 0))
+    try:
+        idle = socket.create_connection(("127.0.0.1", server.port), 2)  # sends nothing
+        try:
+            url = f"http://127.0.0.1:{server.port}/metrics"
+            with urllib.request.urlopen(url, timeout=10) as resp:
+                assert resp.status == 200
+        finally:
+            idle.close()
+    finally:
+        server.close()
+
+
+def test_a_taken_port_is_a_clear_error() -> None:
+    m = Metrics()
+    first = MetricsServer(m, Listen("127.0.0.1", 0))
+    try:
+        with pytest.raises(OSError, match=r"metrics: cannot listen on 127\.0\.0\.1:"):
+            MetricsServer(Metrics(), Listen("127.0.0.1", first.port))
+    finally:
+        first.close()
