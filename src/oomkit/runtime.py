@@ -315,6 +315,10 @@ class Runtime:
             self._psi_links.remove(link)
         self.emit(DetachEvent(self._now(), link.name, "psi", 0, reason))
 
+    def warm_up(self) -> None:
+        """Start the handler thread now, so the first OOM does not pay for it."""
+        self._worker.call(lambda: None, self.budget_s or DEFAULT_BUDGET_S)
+
     def close(self) -> None:
         """Detach everything and unbind from the kernel."""
         for oom_link in list(self._oom_links.values()):

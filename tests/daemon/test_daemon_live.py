@@ -160,7 +160,12 @@ def test_a_memcg_oom_is_handled_logged_with_its_victim_and_counted(
         rec = d.wait_record(lambda r: r["event"] == "oom" and r["resolved_by"] == "handler")
         assert rec["memcg"] == "/h" and rec["policy"] == "largest_leaf"
         assert [(v["pid"], v["cgroup"]) for v in rec["victims"]] == [(hog.pid, "/h/leaf")]
+        # The status file is rewritten right after the log line: wait for it, briefly.
+        deadline = time.monotonic() + 10
         status = d.status()
+        while not status["last_ooms"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+            status = d.status()
         assert status["last_ooms"][-1]["victims"][0]["pid"] == hog.pid
         shown = subprocess.run([sys.executable, "-m", "oomkit.cli", "status", "--status-file",
                                 str(d.dir / "status.json")], capture_output=True, text=True,

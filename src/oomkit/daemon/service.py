@@ -232,6 +232,8 @@ class Daemon:
     def _warm_up(self) -> None:
         """Run the event formatting once, so the first OOM finds it all initialised."""
         assert self.dispatch is not None
+        if self.runtime is not None:
+            self.runtime.warm_up()
         probe = OomEvent(0.0, "/", "MEMCG", None, "default", "default",
                          (Victim(0, "warm-up", "/", 0),))
         with contextlib.suppress(Exception):

@@ -873,6 +873,10 @@ class LinuxKernel:
             how += "; system-wide: PSI /proc/pressure/memory + MemAvailable"
         return how
 
+    def watched_cgroups(self) -> int:
+        """How many memcgs are armed now (their OOMs reach the handlers first)."""
+        return len(self._armed)
+
     def unwatch_oom(self, cgroup: Cgroup | None) -> None:
         key = cgroup.id if cgroup is not None else 0
         self._scopes.pop(key, None)
