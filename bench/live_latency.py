@@ -81,6 +81,7 @@ def run_oomkit(root: Path, box: Path, runs: int) -> tuple[list[float], list[floa
     kernel.trace = lambda stage, ns: marks.setdefault(stage, ns)
     runtime = Runtime(kernel)
     runtime.attach_oom(KillLargest(), "/box")
+    runtime.warm_up()  # as the daemon does: the handler thread exists before the first OOM
     decide: list[float] = []
     release: list[float] = []
     try:
