@@ -203,7 +203,8 @@ program = [ { op = "alloc", kind = "anon", size = "60M" }, { op = "sleep" } ]
 name = "indexer"
 cgroup = "/app/indexer"
 start = "1s"
-program = [ { op = "touch", kind = "file", size = "256M", path = "/data/index", duration = "60s" } ]
+program = [ { op = "touch", kind = "file", size = "80M", path = "/data/index", duration = "60s" } ]
+# A working set that nearly fits: its refaults are workingset refaults, memory stalls.
 """
 
 

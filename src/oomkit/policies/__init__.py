@@ -7,4 +7,5 @@ BUILTIN: dict[str, str] = {
     "kill_cgroup": "oomkit.policies.kill_cgroup:KillCgroup",
     "tmpfs_cleanup": "oomkit.policies.tmpfs_cleanup:TmpfsCleanup",
     "psi_declare": "oomkit.policies.psi_declare:PsiDeclare",
+    "thrash_guard": "oomkit.policies.thrash_guard:ThrashGuard",
 }

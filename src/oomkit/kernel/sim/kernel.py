@@ -5,25 +5,44 @@ Inside a tick every runnable process, in PID order, spends the tick's time on it
 program: allocating (charging pages up its cgroup's ancestors, reclaiming when a limit is
 hit, declaring an OOM at the innermost cgroup over its ``memory.max`` when reclaim cannot
 make room), touching a working set (refaulting what was evicted), working or sleeping.
-Time lost to reclaim, refaults, memory.high throttling and waiting for an OOM victim is
-a memory stall: it feeds PSI exactly where the kernel's psi_memstall_enter() would.
+Time lost to reclaim, memory.high throttling, waiting for an OOM victim and (see below)
+refaults is a memory stall: it feeds PSI exactly where the kernel's psi_memstall_enter()
+would. Time waiting for reads is an IO stall.
 
 Model choices, each a simplification of the kernel stated once here:
 - Pages are counted in bytes per cgroup and per file; which page is resident is not
-  tracked. A working set of W bytes with R resident misses with probability (W - R) / W.
+  tracked. A working set of W bytes with R resident touched at random misses with
+  probability (W - R) / W; touched in order ("sequential"), it misses every page when it
+  cannot stay resident, and reads in readahead batches.
+- Only misses on pages that were in memory before are refaults; first reads wait on IO
+  only. Which refaults are memory stalls is machine.refault_stall: "all" (the default,
+  as if every working set would fit) or "workingset", the kernel's rule: a refault
+  stalls on memory when its page was in the workingset and comes back within the
+  workingset size (mm/workingset.c), estimated from the refault distance
+  (_workingset_refault_share; measured against Linux 6.18 in docs/sim-vs-kernel.md).
 - Reclaim takes page cache before anonymous memory (anon only to swap), proportionally
   over the cgroups of the reclaimed subtree, skipping memory.min-protected cgroups always
   and memory.low-protected ones until nothing else is left (counting a "low" event then).
+  Its cost, a memory stall, is machine.reclaim_ns a page (reclaim_large_ns for pages
+  sequential readahead brought in as large folios).
 - While a victim in the OOM domain is still exiting, a charge that fails waits for it
   instead of declaring a new OOM: the kernel would declare one and its killer would find
   the victim and abort; declared OOMs (out_of_memory()) always run the full path.
 - After an OOM that made no progress the charge retries after one second, where the
   kernel would retry at once (and loop or panic).
+
+The tick loop visits only processes that can do something different this tick: one in a
+work or timed sleep step that outlasts the tick is parked until the tick its step ends
+in, and a cgroup's PSI state is ticked only when something is due (see _park and
+_psi_phase). Neither changes any result; docs/simulator.md says where the time goes.
 """
 
 from __future__ import annotations
 
+import bisect
 import errno
+import heapq
+import math
 from collections.abc import Sequence
 from typing import Any, Final
 
@@ -65,7 +84,6 @@ MEMCG_CHARGE_BATCH: Final = 64  # pages
 MEMCG_DELAY_PRECISION_SHIFT: Final = 20
 MEMCG_DELAY_SCALING_SHIFT: Final = 14
 MEMCG_MAX_HIGH_DELAY_JIFFIES: Final = 2 * HZ
-RECLAIM_NS_PER_PAGE: Final = 1_000  # direct reclaim cost, counted as a memory stall
 OOM_RETRY_NS: Final = NS
 PSI_POLL_UPDATES_PER_WINDOW: Final = 10  # the kernel evaluates triggers every window/10
 
@@ -76,6 +94,15 @@ def _pages(nbytes: int) -> int:
 
 def _page_align(nbytes: int) -> int:
     return _pages(nbytes) * PAGE_SIZE
+
+
+def _active_share(lru_bytes: int) -> float:
+    """The share of an LRU the kernel keeps active: inactive_is_low() deactivates while
+    inactive * inactive_ratio < active, with inactive_ratio = int_sqrt(10 * GB) (1 below
+    1G)."""
+    gb = lru_bytes >> 30
+    ratio = math.isqrt(10 * gb) if gb else 1
+    return ratio / (1 + ratio)
 
 
 class SimKernel:
@@ -92,6 +119,20 @@ class SimKernel:
         self._by_path: dict[str, SimCgroup] = {"/": self.root}
         self.procs: dict[int, SimProcess] = {}
         self._pending: list[SimProcess] = []  # not started yet, by start time
+        self._spawn_seq = 0
+        # The tick loop visits only _active: running processes that are not parked.
+        self._active: dict[int, SimProcess] = {}
+        self._order: list[int] | None = []  # _active's pids in PID order (None: stale)
+        self._parked: list[tuple[int, int]] = []  # heap of (wake_ns, pid)
+        self._nr_parked = 0
+        self._victims: dict[int, SimProcess] = {}  # killed, not reaped yet
+        # Cgroups whose PSI state needs a tick although no task of theirs was visited:
+        # a heap of (due_ns, cgroup id); see _psi_phase.
+        self._psi_queue: list[tuple[int, int]] = []
+        self._touched: dict[int, list[int]] = {}
+        self._parked_now: list[SimProcess] = []
+        self._cur_pid = 0  # the process the tick loop is running (0: none)
+        self._reclaim_cost_ns = 0  # what reclaim has cost so far (see _charge)
         self._next_pid = 100
         self.files: dict[str, SimFile] = {}
         self._files_of: dict[int, list[SimFile]] = {}
@@ -126,13 +167,13 @@ class SimKernel:
 
     def _schedule(self, at_ns: int, what: str, arg: object) -> None:
         self._seq += 1
-        self._scheduled.append((at_ns, self._seq, what, arg))
-        self._scheduled.sort(key=lambda e: (e[0], e[1]))
+        heapq.heappush(self._scheduled, (at_ns, self._seq, what, arg))
 
     def _new_cgroup(self, path: str, parent: SimCgroup | None) -> SimCgroup:
         cg = SimCgroup(self, self._next_id, path, parent)
         self._next_id += 1
-        cg.psi = GroupPsi(self._clock.now_ns() if hasattr(self, "_clock") else 0)
+        cg.psi = GroupPsi(self._clock.now_ns() if hasattr(self, "_clock") else 0,
+                          self.machine.tick_ns)
         return cg
 
     def create_cgroup(self, path: str, *, memory_max: int | None = None,
@@ -196,8 +237,9 @@ class SimKernel:
         proc = SimProcess(0, name, self.root, tuple(program), oom_score_adj, start)
         proc.cgroup = self._by_path.get(path) or self.root
         proc.exit_status = path  # remembered until start: the cgroup may appear later
-        self._pending.append(proc)
-        self._pending.sort(key=lambda p: p.start_ns)
+        self._spawn_seq += 1
+        proc.spawn_seq = self._spawn_seq
+        bisect.insort(self._pending, proc, key=lambda p: (p.start_ns, p.spawn_seq))
         if start <= self._clock.now_ns():
             self._start_due(self._clock.now_ns())
         return proc
@@ -349,8 +391,10 @@ class SimKernel:
         cg = self.root if cgroup_id == 0 else self._by_id.get(cgroup_id)
         if cg is None or cg.psi is None:
             raise CgroupGone(f"no cgroup with id {cgroup_id}")
-        return cg.psi.create_trigger(cgroup_id, resource, threshold_us, window_us, full,
-                                     self._clock.now_ns())
+        trig = cg.psi.create_trigger(cgroup_id, resource, threshold_us, window_us, full,
+                                     self._clock.now_ns(), self.machine.cap_sys_resource)
+        self._psi_enqueue(cg)
+        return trig
 
     def psi_trigger_destroy(self, trigger: PsiTrigger) -> None:
         if not isinstance(trigger, SimPsiTrigger):
@@ -436,14 +480,15 @@ class SimKernel:
             self._commit(cg, kind, nbytes)
             return nbytes, 0
         over = self._over_limit(cg, nbytes)
+        cost_before = self._reclaim_cost_ns
         if over is not None:
             over.count_event("max")
             need = over.charged + nbytes - over.memory_max_  # type: ignore[operator]
-            got = self._reclaim(over, _page_align(need))
+            self._reclaim(over, _page_align(need))
         else:
             need = self.root.charged + nbytes - self.machine.memory
-            got = self._reclaim(None, _page_align(need))
-        stall += _pages(got) * RECLAIM_NS_PER_PAGE
+            self._reclaim(None, _page_align(need))
+        stall += self._reclaim_cost_ns - cost_before
         room = self._room(cg)
         if nbytes <= room:
             self._commit(cg, kind, nbytes)
@@ -460,7 +505,7 @@ class SimKernel:
         now = self._clock.now_ns()
         if now < proc.oom_retry_at:
             return
-        if any(p.victim for p in self._domain(over)):
+        if self._victim_in(over):
             return  # a victim is exiting: its memory is on the way (see module doc)
         if over is not None:
             over.count_event("oom")
@@ -475,8 +520,24 @@ class SimKernel:
             return self._hooks.oom(request)
         return 1 if self.default_oom(request).progress else 0
 
+    def _victim_in(self, memcg: SimCgroup | None) -> bool:
+        """Is a killed, not yet reaped task inside memcg's subtree (None: anywhere)?"""
+        if memcg is None:
+            return bool(self._victims)
+        for v in self._victims.values():
+            c: SimCgroup | None = v.cgroup
+            while c is not None:
+                if c is memcg:
+                    return True
+                c = c._parent
+        return False
+
     def _kill(self, proc: SimProcess) -> None:
         now = self._clock.now_ns()
+        if proc.parked:
+            self._unpark_killed(proc, now)
+        self._deactivate(proc)
+        self._victims[proc.pid] = proc
         proc.victim = True
         proc.state = EXITING
         proc.killed_at = now
@@ -552,6 +613,8 @@ class SimKernel:
             if take > 0:
                 self._drop_file_pages(f, take)
                 got += take
+                self._reclaim_cost_ns += _pages(take) * (
+                    self.machine.reclaim_large_ns if f.large_folios else self.machine.reclaim_ns)
         cg.count_vm("pgscan", _pages(got))
         cg.count_vm("pgsteal", _pages(got))
         return got
@@ -575,6 +638,7 @@ class SimKernel:
             self._uncharge(cg, "anon", take)
             self._swap_charge(cg, take)
             got += take
+        self._reclaim_cost_ns += _pages(got) * self.machine.reclaim_ns
         cg.count_vm("pgscan", _pages(got))
         cg.count_vm("pgsteal", _pages(got))
         return got
@@ -588,8 +652,10 @@ class SimKernel:
 
     # -- memory.high ----------------------------------------------------------------------
     def _over_high_penalty(self, proc: SimProcess, nr_pages: int) -> int:
-        """mem_cgroup_handle_over_high(): reclaim, then the throttle in ns (0: none)."""
+        """mem_cgroup_handle_over_high(): reclaim, then the throttle. Returns the stall in
+        ns (the reclaim's cost and the throttle; 0: none)."""
         worst = 0
+        cost_before = self._reclaim_cost_ns
         c: SimCgroup | None = proc.cgroup
         while c is not None:
             high = c.memory_high_
@@ -601,16 +667,17 @@ class SimKernel:
                     overage = ((c.charged - high) << MEMCG_DELAY_PRECISION_SHIFT) // max(high, 1)
                     worst = max(worst, overage)
             c = c._parent
+        reclaim_ns = self._reclaim_cost_ns - cost_before  # reclaim_high() is a memstall too
         if worst == 0:
-            return 0
+            return reclaim_ns
         penalty = worst * worst * HZ
         penalty >>= MEMCG_DELAY_PRECISION_SHIFT
         penalty >>= MEMCG_DELAY_SCALING_SHIFT
         penalty = penalty * nr_pages // MEMCG_CHARGE_BATCH
         penalty = min(penalty, MEMCG_MAX_HIGH_DELAY_JIFFIES)
         if penalty <= HZ // 100:
-            return 0
-        return penalty * (NS // HZ)
+            return reclaim_ns
+        return reclaim_ns + penalty * (NS // HZ)
 
     def _over_high(self, cg: SimCgroup) -> bool:
         c: SimCgroup | None = cg
@@ -636,6 +703,8 @@ class SimKernel:
             proc.step_done = 0
             cg.procs[proc.pid] = proc
             self.procs[proc.pid] = proc
+            self._active[proc.pid] = proc
+            self._order = None
 
     def _reap(self, pid: int) -> None:
         proc = self.procs.get(pid)
@@ -645,6 +714,10 @@ class SimKernel:
 
     def _exit(self, proc: SimProcess, status: str) -> None:
         cg = proc.cgroup
+        if proc.parked:
+            self._unpark(proc, self._clock.now_ns())
+        self._deactivate(proc)
+        self._victims.pop(proc.pid, None)
         self._uncharge(cg, "anon", proc.anon)
         self._uncharge(cg, "shmem", proc.shmem_anon)
         cg.local["file_mapped"] -= sum(proc.mapped_files.values())
@@ -666,7 +739,7 @@ class SimKernel:
 
     def _run_scheduled(self, now: int) -> None:
         while self._scheduled and self._scheduled[0][0] <= now:
-            _, _, what, arg = self._scheduled.pop(0)
+            _, _, what, arg = heapq.heappop(self._scheduled)
             if what == "reap":
                 self._reap(arg)
             elif what == "create":
@@ -679,47 +752,225 @@ class SimKernel:
                     self._schedule(now + self.machine.tick_ns, "remove", arg)  # retry
         self._start_due(now)
 
+    # -- parking: processes in a long work or sleep step ----------------------------------
+    # A process whose work or timed sleep outlasts the tick is parked: the tick loop skips
+    # it until the tick in which the step ends, and its progress is accounted in one go
+    # (_settle). Nothing a parked process does can differ from tick to tick: a working
+    # one is busy and never stalled, which for PSI only means "full" is zero in its
+    # cgroups (nr_working); a sleeping one is idle. So parking changes no result, only
+    # how many processes each tick visits.
+
+    def _deactivate(self, proc: SimProcess) -> None:
+        if self._active.pop(proc.pid, None) is not None:
+            self._order = None
+
+    def _park(self, proc: SimProcess, end: int) -> None:
+        step = proc.program[proc.pc]
+        assert step.duration_ns is not None
+        proc.parked = True
+        proc.park_ns = end
+        proc.wake_ns = end + step.duration_ns - proc.step_done
+        proc.park_work = step.op == "work"
+        if proc.park_work:
+            # Counted in nr_working from the next tick on: this tick it was visited.
+            self._parked_now.append(proc)
+        heapq.heappush(self._parked, (proc.wake_ns, proc.pid))
+        self._nr_parked += 1
+        self._deactivate(proc)
+
+    def _settle(self, proc: SimProcess, now: int) -> None:
+        """Account a parked process's progress up to now."""
+        done = now - proc.park_ns
+        if done > 0:
+            proc.step_done += done
+            if proc.park_work:
+                proc.work_ns += done
+            proc.park_ns = now
+
+    def _unpark(self, proc: SimProcess, now: int) -> None:
+        self._settle(proc, now)
+        proc.parked = False
+        self._nr_parked -= 1
+        if proc.counted_working:
+            proc.counted_working = False
+            c: SimCgroup | None = proc.cgroup
+            while c is not None:
+                c.nr_working -= 1
+                c = c._parent
+
+    def _unpark_killed(self, proc: SimProcess, now: int) -> None:
+        """A parked process is killed. In the middle of a tick loop that has passed its
+        PID, it has (in effect) run this whole tick already: account that, as if the
+        loop had visited it."""
+        end = now + self.machine.tick_ns
+        if self._cur_pid and proc.pid < self._cur_pid and proc.park_ns < end:
+            self._unpark(proc, end)
+            if proc.park_work:
+                self._add_busy(proc, 0, 0)
+        else:
+            self._unpark(proc, now)
+
+    def _settle_parked(self) -> None:
+        now = self._clock.now_ns()
+        for _, pid in self._parked:
+            proc = self.procs.get(pid)
+            if proc is not None and proc.parked:
+                self._settle(proc, now)
+
+    def _wake_parked(self, end: int) -> None:
+        """Unpark every process whose step ends in the tick that ends at end."""
+        heap = self._parked
+        now = self._clock.now_ns()
+        while heap and heap[0][0] <= end:
+            wake, pid = heapq.heappop(heap)
+            proc = self.procs.get(pid)
+            if proc is None or not proc.parked or proc.wake_ns != wake:
+                continue
+            self._unpark(proc, now)
+            if proc.state == RUNNING:
+                self._active[pid] = proc
+                self._order = None
+
+    def _add_busy(self, proc: SimProcess, mem_stall: int, io_stall: int) -> None:
+        """Fold one non-idle process's tick into its cgroups' per-tick PSI accumulators:
+        ``some`` is the longest stall, ``full`` the shortest (see psi.py)."""
+        touched = self._touched
+        c: SimCgroup | None = proc.cgroup
+        while c is not None:
+            acc = touched.get(c.id)
+            if acc is None:
+                touched[c.id] = [mem_stall, mem_stall, io_stall, io_stall]
+            else:
+                if mem_stall > acc[0]:
+                    acc[0] = mem_stall
+                if mem_stall < acc[1]:
+                    acc[1] = mem_stall
+                if io_stall > acc[2]:
+                    acc[2] = io_stall
+                if io_stall < acc[3]:
+                    acc[3] = io_stall
+            c = c._parent
+
+    # -- the tick -------------------------------------------------------------------------
     def step(self) -> None:
         """One tick: scheduled events, every runnable process, then PSI."""
+        self._tick()
+        self._settle_parked()
+
+    def _tick(self) -> None:
         now = self._clock.now_ns()
-        self._run_scheduled(now)
+        if (self._scheduled and self._scheduled[0][0] <= now) or (
+                self._pending and self._pending[0].start_ns <= now):
+            self._run_scheduled(now)
         dt = self.machine.tick_ns
         end = now + dt
-        touched: dict[int, list[int]] = {}  # cgroup id -> [some, full, io_some, io_full, n]
-        for proc in list(self.procs.values()):
-            if proc.state != RUNNING:
+        if self._parked and self._parked[0][0] <= end:
+            self._wake_parked(end)
+        self._touched = {}
+        order = self._order
+        if order is None:
+            order = self._order = sorted(self._active)
+        active = self._active
+        for pid in order:
+            proc = active.get(pid)
+            if proc is None:
                 continue
+            if proc.state != RUNNING:
+                self._deactivate(proc)
+                continue
+            self._cur_pid = pid
             proc.tick_stall = 0
             proc.tick_busy = False
             io_stall = self._run_tick(proc, now, end)
             if proc.tick_busy:
-                ms = proc.tick_stall
-                c: SimCgroup | None = proc.cgroup
-                while c is not None:
-                    acc = touched.get(c.id)
-                    if acc is None:
-                        touched[c.id] = [ms, ms, io_stall, io_stall, 1]
-                    else:
-                        acc[0] = max(acc[0], ms)
-                        acc[1] = min(acc[1], ms)
-                        acc[2] = max(acc[2], io_stall)
-                        acc[3] = min(acc[3], io_stall)
-                        acc[4] += 1
-                    c = c._parent
+                self._add_busy(proc, proc.tick_stall, io_stall)
+            if proc.state != RUNNING:
+                self._deactivate(proc)
+            elif proc.blocked_until <= end and proc.pc < len(proc.program):
+                step = proc.program[proc.pc]
+                if step.duration_ns is not None and step.op in ("work", "sleep") and (
+                        proc.step_done < step.duration_ns):
+                    self._park(proc, end)
+        self._cur_pid = 0
         self._clock.set_ns(end)
-        fired: list[SimPsiTrigger] = []
-        for cid, acc in touched.items():
-            cg = self._by_id.get(cid)
+        self._psi_phase(end)
+
+    def _psi_enqueue(self, cg: SimCgroup) -> None:
+        assert cg.psi is not None
+        due = cg.psi.next_due_ns()
+        if cg.psi_queued is None or due < cg.psi_queued:
+            cg.psi_queued = due
+            heapq.heappush(self._psi_queue, (due, cg.id))
+
+    def _psi_phase(self, end: int) -> None:
+        """Add the tick's stall to every cgroup a non-idle task touched, then tick the PSI
+        state of those and of every cgroup that is due, in cgroup order. Due: one with
+        triggers, or parked working tasks (their non-stall matters to its averages), or
+        touched in the current averaging period: like the kernel's psi_avgs_work(),
+        which runs once more after the period with activity, a cgroup gone idle still
+        gets that period's averages on time."""
+        by_id = self._by_id
+        ticking: dict[int, SimCgroup] = {}
+        for cid, acc in self._touched.items():
+            cg = by_id.get(cid)
             if cg is None or cg.psi is None:
                 continue
-            cg.psi.add(Resource.MEMORY, acc[0], acc[1])
-            cg.psi.add(Resource.IO, acc[2], acc[3])
-        for cg in self._by_id.values():
-            if cg.psi is not None and (cg.id in touched or cg.psi.triggers):
-                fired.extend(cg.psi.tick(end))
+            if cg.nr_working:
+                acc[1] = acc[3] = 0  # a parked task of its subtree worked, unstalled
+            cg.psi.add_memory_io(acc[0], acc[1], acc[2], acc[3])
+            ticking[cid] = cg
+        for proc in self._parked_now:
+            if proc.parked and not proc.counted_working:
+                proc.counted_working = True
+                c: SimCgroup | None = proc.cgroup
+                while c is not None:
+                    c.nr_working += 1
+                    c = c._parent
+        self._parked_now.clear()
+        queue = self._psi_queue
+        while queue and queue[0][0] <= end:
+            due, cid = heapq.heappop(queue)
+            cg = by_id.get(cid)
+            if cg is None or cg.psi_queued != due:
+                continue  # removed, or queued again for another time
+            cg.psi_queued = None
+            if cg.psi is not None and (cg.psi.triggers or cg.nr_working):
+                ticking[cid] = cg
+        fired: list[SimPsiTrigger] = []
+        touched = self._touched
+        for cid in sorted(ticking):
+            cg = ticking[cid]
+            assert cg.psi is not None
+            fired.extend(cg.psi.tick(end))
+            if cg.psi.triggers or cg.nr_working or cid in touched:
+                self._psi_enqueue(cg)
         if self._hooks is not None:
             for trig in fired:
                 self._hooks.psi_event(trig)
+
+    def _psi_idle_until(self, landing: int) -> None:
+        """Time jumps over idle ticks: the averages of cgroups active in their current
+        period still get updated when it ends, at the tick the loop would have done it.
+        (Cgroups with triggers keep their old catch-up after the jump: see skip_to.)"""
+        queue, by_id, tick = self._psi_queue, self._by_id, self.machine.tick_ns
+        keep: list[tuple[int, int]] = []
+        while queue and queue[0][0] <= landing:
+            due, cid = heapq.heappop(queue)
+            cg = by_id.get(cid)
+            if cg is None or cg.psi is None or cg.psi_queued != due:
+                continue
+            if cg.psi.triggers or cg.nr_working:
+                keep.append((due, cid))
+                continue
+            cg.psi_queued = None
+            at = -(-due // tick) * tick
+            if at <= landing:
+                cg.psi.tick(at)
+            else:
+                keep.append((due, cid))
+                cg.psi_queued = due
+        for entry in keep:
+            heapq.heappush(queue, entry)
 
     def _next_wakeup(self) -> int | None:
         times = [self._scheduled[0][0]] if self._scheduled else []
@@ -733,15 +984,21 @@ class SimKernel:
         end = self.machine.duration_ns if until_ns is None else until_ns
         tick = self.machine.tick_ns
         while self._clock.now_ns() < end:
-            if not any(p.state == RUNNING for p in self.procs.values()):
+            if not self._active and not self._nr_parked:
                 wake = self._next_wakeup()
                 now = self._clock.now_ns()
                 target = end if wake is None else min(end, wake)
                 if target > now + tick:
                     # Land on the tick grid so runs are identical however they jump.
-                    self._clock.set_ns(now + ((target - now) // tick) * tick)
+                    landing = now + ((target - now) // tick) * tick
+                    self._psi_idle_until(landing)
+                    for cg in self._by_id.values():
+                        if cg.psi is not None and cg.psi.triggers:
+                            cg.psi.skip_to(now, landing)
+                    self._clock.set_ns(landing)
                     continue
-            self.step()
+            self._tick()
+        self._settle_parked()
 
     # -- a process's tick -----------------------------------------------------------------
     def _run_tick(self, proc: SimProcess, t: int, end: int) -> int:
@@ -885,62 +1142,103 @@ class SimKernel:
                 f.size = max(f.resident, f.size - take) if f.kind == "shmem" else f.size
 
     def _do_touch(self, proc: SimProcess, step: Step, t: int, end: int) -> tuple[int, int]:
-        """Re-touch a working set. Returns (time reached, IO stall ns).
+        """Re-touch a working set; what is not resident comes back from disk or swap.
 
-        A page not in memory is read back at refault_latency. Only pages that were in
-        memory before and got evicted are refaults (a memory stall, as the kernel's
-        workingset code counts them); first reads of a file wait on IO only.
+        Random access misses each non-resident byte alike. A sequential pass over a
+        working set that cannot stay resident misses on every page (the pass evicts what
+        it needs next time round); one that can stay misses only what is missing. Misses
+        cost IO time, an IO stall; reclaim to make room is a memory stall. Which misses
+        stall on memory too depends on machine.refault_stall: "all" of them, or (as the
+        kernel does, "workingset") only refaults of evicted pages that the workingset
+        detection flags (_workingset_refault_share). Returns (time, IO stall).
         """
         proc.tick_busy = True
+        m = self.machine
+        kernel_rule = m.refault_stall == "workingset"
         ws = max(PAGE_SIZE, _page_align(step.size))
         cg = proc.cgroup
+        seq = step.pattern == "sequential"
         if step.kind == "file":
             f: SimFile | None = self._file(proc, step)
             assert f is not None
             f.size = max(f.size, ws)
+            owner = f.cgroup
             missing = max(0, ws - f.resident)
+            # Pages that were in memory before come back as refaults (the kernel finds
+            # their shadow entries); first reads are not refaults.
             refaulting = max(0, min(f.seen, ws) - f.resident)
+            others = owner.local["file"] - f.resident  # other cache reclaim could take
         else:
             f = None
+            owner = cg
             missing = refaulting = min(proc.swapped, ws)
+            others = owner.local["file"]
+        resident = ws - missing
         miss_frac = missing / ws
-        per_byte_ns = NS / self.machine.touch_rate + miss_frac * self.machine.refault_ns / PAGE_SIZE
+        if seq and missing and ws > resident + self._room(owner) + max(0, others):
+            miss_frac = 1.0
+        if seq:
+            io_page_ns = (m.refault_ns * PAGE_SIZE / max(PAGE_SIZE, m.readahead)
+                          + PAGE_SIZE * NS / m.read_bandwidth)
+        else:
+            io_page_ns = float(m.refault_ns)
+        per_byte_ns = NS / m.touch_rate + miss_frac * (io_page_ns + m.miss_cpu_ns) / PAGE_SIZE
         budget = end - t
         if step.duration_ns is not None:
             budget = min(budget, step.duration_ns - proc.step_done)
         nbytes = max(PAGE_SIZE, int(budget / per_byte_ns))
         if step.duration_ns is None:
             nbytes = min(nbytes, ws - proc.step_done)
-        misses = min(missing, _page_align(int(nbytes * miss_frac))) if missing else 0
-        charged, rstall = 0, 0
-        refaults = 0
+        misses = min(missing if miss_frac < 1.0 else ws,
+                     _page_align(int(nbytes * miss_frac))) if missing else 0
+        charged, rstall, refaults = 0, 0, 0
         if misses:
             kind = "file" if f is not None else "anon"
-            charged, rstall = self._charge(proc, cg if f is None else f.cgroup, kind, misses)
-            refaults = _page_align(charged * refaulting // missing)
+            share = (self._workingset_refault_share(owner, f is not None, ws, resident, seq)
+                     if kernel_rule else 1.0)
+            charged, rstall = self._charge(proc, owner, kind, misses)
+            if seq and f is not None:
+                # In order, the first pass reads what was never seen; later passes find
+                # every page they miss seen before.
+                refaults = charged if f.seen >= ws else 0
+            else:
+                refaults = _page_align(charged * refaulting // missing)
             if f is not None:
                 f.resident += charged
                 # First reads join the pages seen; refaults were seen already.
                 f.seen = min(f.size, max(f.resident, f.seen + charged - refaults))
-                cg.count_vm("workingset_refault_file", _pages(refaults))
+                f.large_folios = seq
+                item = "file"
             else:
                 proc.anon += charged
                 proc.swapped -= charged
                 self._swap_charge(cg, -charged)
-                cg.count_vm("workingset_refault_anon", _pages(refaults))
+                item = "anon"
+            nref = _pages(refaults)
+            cg.count_vm(f"workingset_refault_{item}", nref)
+            if kernel_rule:
+                cg.count_vm_frac(f"workingset_activate_{item}", nref * share)
+                cg.count_vm_frac(f"workingset_restore_{item}", nref * share * share)
             cg.count_vm("pgmajfault", _pages(charged))
             cg.count_vm("pgfault", _pages(charged))
-        io_ns = _pages(charged) * self.machine.refault_ns
-        refault_ns = _pages(refaults) * self.machine.refault_ns
-        run_ns = int(nbytes * NS / self.machine.touch_rate)
+            # The refaults that stall on memory (under the kernel's rule, share^2 of them:
+            # pages that were in the workingset and come back within its size) stall for
+            # the whole read, the kernel's psi_memstall_enter() around reading a
+            # PG_workingset folio covering its submission and completion too.
+            mem_io_ns = int(nref * (io_page_ns + m.miss_cpu_ns) * share * share)
+        else:
+            mem_io_ns = 0
+        io_ns = int(_pages(charged) * io_page_ns)
+        run_ns = int(nbytes * NS / m.touch_rate) + _pages(charged) * m.miss_cpu_ns
         used = min(budget, run_ns + io_ns + rstall)
-        stall = min(used, refault_ns + rstall)
+        stall = min(used, mem_io_ns + rstall)
+        io_stall = min(used, io_ns)
         proc.tick_stall += stall
         proc.stall_ns += stall
         if proc.state != RUNNING:
-            return end, io_ns
+            return end, io_stall
         if misses and charged < misses:
-            return self._stall_rest(proc, t + used, end), io_ns
+            return self._stall_rest(proc, t + used, end), io_stall
         if step.duration_ns is not None:
             proc.step_done += used
             done = proc.step_done >= step.duration_ns
@@ -951,15 +1249,48 @@ class SimKernel:
         t += max(used, 1)
         if done:
             self._next_step(proc, t)
-        return t, io_ns
+        return t, io_stall
+
+    def _workingset_refault_share(self, owner: SimCgroup, file: bool, ws: int,
+                                  resident: int, seq: bool) -> float:
+        """The share of refaults the kernel's workingset detection flags (mm/workingset.c).
+
+        A refault activates its page when its refault distance (pages evicted and
+        activated in the memcg since the page left) is at most the workingset size
+        (workingset_test_recent(): the active file list, plus anon when there is swap;
+        for an anon refault all of the file lists). It counts as a memory stall when,
+        besides, the page was in the workingset (PG_workingset) when it was evicted. With
+        a share p of the evicted pages activated, both hold for p * p of the refaults.
+
+        The distance: a sequential pass re-reads a page after the rest of the working set,
+        ws - resident bytes; random access after an exponential number of evictions with
+        that mean, stretched by the activations (1 + p). The active share of a list is
+        what the kernel's inactive_is_low() keeps: 1/2 below 1G, more above.
+        """
+        files = owner.local["file"]
+        anon = owner.local["anon"]
+        swap = bool(self.machine.swap) and self._swap_room(owner) > 0
+        if file:
+            size = _active_share(files) * files + (anon if swap else 0)
+        else:
+            size = files + (_active_share(anon) * anon if swap else 0)
+        distance = ws - resident
+        if distance <= 0 or size <= 0:
+            return 1.0 if distance <= 0 else 0.0
+        if seq:
+            return 1.0 if distance <= size else 0.0
+        p = 1.0 - math.exp(-size / distance)
+        for _ in range(8):
+            p = 1.0 - math.exp(-size / (distance * (1.0 + p)))
+        return p
 
     # -- reporting ------------------------------------------------------------------------
     def system_pressure(self, resource: Resource = Resource.MEMORY) -> Any:
         assert self.root.psi is not None
-        self.root.psi.tick(self._clock.now_ns())
-        return self.root.psi.pressure(resource)
+        return self.root.psi.pressure(resource, self._clock.now_ns())
 
     def summary(self) -> SummaryEvent:
+        self._settle_parked()
         procs: list[ProcessSummary] = []
         everyone = list(self.procs.values()) + self._pending
         for p in sorted(everyone, key=lambda p: (p.pid == 0, p.pid)):

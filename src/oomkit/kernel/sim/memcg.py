@@ -48,13 +48,16 @@ class SimCgroup(Cgroup):
         "memory_max_",
         "memory_min_",
         "name",
+        "nr_working",
         "online",
         "oom_group_",
         "procs",
         "psi",
+        "psi_queued",
         "swap_charged",
         "swap_max_",
         "vm",
+        "vm_frac",
     )
 
     def __init__(self, kernel: SimKernel, cgroup_id: int, path: str,
@@ -73,11 +76,17 @@ class SimCgroup(Cgroup):
         self.swap_charged = 0  # hierarchical swap charge (memory.swap.current), bytes
         self.local: dict[str, int] = dict.fromkeys(PAGE_STATES, 0)
         self.vm: dict[str, int] = dict.fromkeys(VM_EVENTS, 0)  # hierarchical
+        self.vm_frac: dict[str, float] = {}  # expected counts not yet whole (count_vm_frac)
         self.events: dict[str, int] = dict.fromkeys(MEMORY_EVENTS, 0)  # hierarchical
         self.events_local: dict[str, int] = dict.fromkeys(MEMORY_EVENTS, 0)
         self.procs: dict[int, SimProcess] = {}  # pid -> SimProcess, in arrival order
         self.online = True
         self.psi: GroupPsi | None = None
+        # The simulator's bookkeeping: parked working tasks in the subtree (they make
+        # "full" zero without being visited every tick), and the time this cgroup is
+        # queued for its next PSI update (None: not queued).
+        self.nr_working = 0
+        self.psi_queued: int | None = None
 
     @property
     def sim(self) -> SimKernel:
@@ -154,7 +163,7 @@ class SimCgroup(Cgroup):
         if self.psi is None:
             zero = PressureLine(0.0, 0.0, 0.0, 0)
             return Pressure(zero, zero)
-        return self.psi.pressure(resource)
+        return self.psi.pressure(resource, self.sim.clock.now_ns())
 
     def tasks(self) -> list[Task]:
         self._alive()
@@ -193,6 +202,14 @@ class SimCgroup(Cgroup):
         while cg is not None and cg._parent is not None:
             cg.events[item] += n
             cg = cg._parent
+
+    def count_vm_frac(self, item: str, expected: float) -> None:
+        """Count an expected (fractional) number of events: the whole part now, the rest
+        carried until it adds up, so long runs count what they should."""
+        total = self.vm_frac.get(item, 0.0) + expected
+        whole = int(total)
+        self.vm_frac[item] = total - whole
+        self.count_vm(item, whole)
 
     def count_vm(self, item: str, n: int) -> None:
         if n <= 0:

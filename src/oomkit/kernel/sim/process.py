@@ -27,6 +27,7 @@ class SimFile:
     size: int = 0  # bytes the file holds (for tmpfs: what removing it frees)
     resident: int = 0  # bytes in memory now
     mapped: int = 0  # bytes mapped MAP_SHARED by live processes
+    large_folios: bool = False  # brought in by sequential readahead (cheaper to reclaim)
     # Bytes that were in memory once: a miss below this is a refault (the kernel finds a
     # shadow entry and counts a memory stall); above it, a first read (IO only).
     seen: int = 0
@@ -41,6 +42,7 @@ class SimProcess:
     oom_score_adj: int
     start_ns: int
     start_time: int = 0
+    spawn_seq: int = 0  # orders processes that start at the same time
     state: str = NEW
     pc: int = 0
     # progress inside the current step
@@ -66,6 +68,13 @@ class SimProcess:
     work_lost_ns: int = 0
     tick_stall: int = 0  # ns stalled on memory in the current tick
     tick_busy: bool = False  # non-idle at some point in the current tick
+    # Parked: in a work or timed sleep step that outlasts the tick, so the tick loop skips
+    # it until wake_ns; its progress is accounted up to park_ns (see SimKernel._park).
+    parked: bool = False
+    park_work: bool = False  # parked in a work step (else a timed sleep)
+    counted_working: bool = False  # counted in its cgroups' nr_working
+    park_ns: int = 0
+    wake_ns: int = 0
 
     @property
     def rss(self) -> int:

@@ -41,6 +41,7 @@ class Step:
     path: str | None = None
     duration_ns: int | None = None
     mapped: bool = False  # file pages mapped MAP_SHARED (count in file_mapped and rss)
+    pattern: str = "random"  # touch: "random" or "sequential" (passes in order)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +59,26 @@ class MachineSpec:
     touch_rate: int = 4 << 30
     # Default allocation speed when a step gives no rate.
     alloc_rate: int = 2 << 30
+    # CPU time a miss costs besides its IO (page allocation, charging, the fault or
+    # read path): busy time, not a stall.
+    miss_cpu_ns: int = 0
+    # Sequential reads come in readahead batches: one refault_ns per batch, plus the
+    # transfer at read_bandwidth (bytes per second).
+    readahead: int = 128 << 10
+    read_bandwidth: int = 1 << 30
+    # Direct reclaim, counted as a memory stall: per 4K page of small folios, and per 4K
+    # page of the large folios sequential readahead brings in.
+    reclaim_ns: int = 1_000
+    reclaim_large_ns: int = 100
+    # Which refaults are memory stalls. "all": every miss, as if the working set would
+    # fit (the simulator's original model, and the default). "workingset": the kernel's
+    # rule, only refaults its workingset detection flags; cold misses and streaming
+    # refaults are IO stalls only (measured: docs/sim-vs-kernel.md).
+    refault_stall: str = "workingset"
+    # Without CAP_SYS_RESOURCE (Linux 6.5+) triggers need windows that are multiples of
+    # 2 s and are evaluated by the averaging work, once per PSI period, instead of by
+    # psimon every window/10.
+    cap_sys_resource: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +182,18 @@ def _cgroup_path(v: object) -> str:
     return s
 
 
+def _refault_stall(v: object) -> str:
+    if v not in ("all", "workingset"):
+        raise ValueError(f"refault_stall is all or workingset, got {v!r}")
+    return str(v)
+
+
+def _pattern(v: object) -> str:
+    if v not in ("random", "sequential"):
+        raise ValueError(f"pattern is random or sequential, got {v!r}")
+    return str(v)
+
+
 def _bool(v: object) -> bool:
     if isinstance(v, bool):
         return v
@@ -180,7 +213,7 @@ def _check_keys(raw: dict[str, Any], allowed: set[str], where: _Where, table: st
 _STEP_KEYS = {
     "alloc": {"op", "kind", "size", "rate", "path", "mapped"},
     "free": {"op", "kind", "size", "path"},
-    "touch": {"op", "kind", "size", "path", "duration"},
+    "touch": {"op", "kind", "size", "path", "duration", "pattern"},
     "work": {"op", "duration"},
     "sleep": {"op", "duration"},
     "exit": {"op"},
@@ -217,7 +250,8 @@ def _step(raw: object, where: _Where, index: int, entry: str, n: int) -> Step:
             raise where.error("process", index, f"{label} ({op})", "path", "must be absolute")
         return Step(op, k, size, g("rate", parse_rate, None) if op == "alloc" else None, path,
                     g("duration", parse_duration_ns, None) if op == "touch" else None,
-                    g("mapped", _bool, False) if op == "alloc" else False)
+                    g("mapped", _bool, False) if op == "alloc" else False,
+                    g("pattern", _pattern, "random") if op == "touch" else "random")
     if op in ("work", "sleep"):
         dur = g("duration", parse_duration_ns, None)
         if op == "work" and dur is None:
@@ -238,7 +272,8 @@ def parse_scenario(text: str, path: str = "<scenario>") -> Scenario:
     if not isinstance(mraw, dict):
         raise ConfigError(f"{path}: [machine] must be a table")
     mkeys = {"memory", "swap", "duration", "seed", "tick", "exit_latency", "refault_latency",
-             "touch_rate", "alloc_rate"}
+             "touch_rate", "alloc_rate", "miss_cpu", "readahead", "read_bandwidth", "reclaim_cost",
+             "reclaim_cost_large", "cap_sys_resource", "refault_stall"}
     _check_keys(mraw, mkeys, where, "machine", None, "[machine]")
 
     def mg(key: str, parse: Callable[[object], T], default: T) -> T:
@@ -255,11 +290,20 @@ def parse_scenario(text: str, path: str = "<scenario>") -> Scenario:
         refault_ns=mg("refault_latency", parse_duration_ns, d.refault_ns),
         touch_rate=mg("touch_rate", parse_rate, d.touch_rate),
         alloc_rate=mg("alloc_rate", parse_rate, d.alloc_rate),
+        miss_cpu_ns=mg("miss_cpu", parse_duration_ns, d.miss_cpu_ns),
+        readahead=mg("readahead", parse_size, d.readahead),
+        read_bandwidth=mg("read_bandwidth", parse_rate, d.read_bandwidth),
+        reclaim_ns=mg("reclaim_cost", parse_duration_ns, d.reclaim_ns),
+        reclaim_large_ns=mg("reclaim_cost_large", parse_duration_ns, d.reclaim_large_ns),
+        cap_sys_resource=mg("cap_sys_resource", _bool, d.cap_sys_resource),
+        refault_stall=mg("refault_stall", _refault_stall, d.refault_stall),
     )
     if machine.memory < (1 << 20):
         raise where.error("machine", None, "[machine]", "memory", "must be at least 1M")
     if not 100_000 <= machine.tick_ns <= 100_000_000:
         raise where.error("machine", None, "[machine]", "tick", "must be 100us..100ms")
+    if machine.readahead < 4096:
+        raise where.error("machine", None, "[machine]", "readahead", "must be at least 4K")
 
     cgroups: list[CgroupSpec] = []
     craw_list = data.get("cgroup", [])
