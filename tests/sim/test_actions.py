@@ -152,3 +152,27 @@ def test_scenario_cgroups_come_and_go_with_online_offline() -> None:
     assert kernel.mem_cgroup("/late") is None
     assert not [e for e in events.events if isinstance(e, OomEvent)]
     rt.close()
+
+
+def test_kill_cgroup_kills_the_subtree_but_is_not_an_oom_kill(sim: Sim) -> None:
+    k = sim.kernel
+    k.create_cgroup("/job", memory_max=M("100M"))
+    k.spawn("a", "/job/x", hold("30M"))
+    k.spawn("b", "/job/y", hold("30M"), oom_score_adj=-1000)
+    k.spawn("grower", "/job/y", hold("60M"), start_ns=100_000_000)
+    k.spawn("outside", "/other", hold("10M"))
+
+    class KillJob(OomOps):
+        def handle_out_of_memory(self, ctx: OomContext, oc: OomControl) -> bool:
+            assert oc.memcg is not None
+            return oc.kill_cgroup(oc.memcg, "the whole job") > 0
+
+    sim.rt.attach_oom(KillJob(), "/job")
+    sim.run(1)
+    first = sim.ooms()[0]
+    assert first.resolved_by == "handler"
+    assert sorted(v.comm for v in first.victims) == ["a", "b", "grower"]  # -1000 too
+    job = k.mem_cgroup("/job")
+    assert job is not None and job.memory_events("oom_kill") == 0
+    assert job.memory_events("oom") == 1
+    assert k.process("outside").state == "sleeping"

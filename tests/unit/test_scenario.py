@@ -95,3 +95,21 @@ def test_every_example_loads() -> None:
     for path in examples:
         s = load_scenario(path)
         assert s.processes, path
+
+
+def test_a_bad_step_in_a_long_program_names_its_own_line() -> None:
+    text = """[machine]
+memory = "1G"
+
+[[process]]
+name = "p"
+program = [
+  { op = "alloc", kind = "anon", size = "10M" },
+  { op = "work", duration = "1s" },
+  { op = "alloc", kind = "anon", size = "lots" },
+]
+"""
+    with pytest.raises(ConfigError) as err:
+        parse_scenario(text, "p.toml")
+    assert str(err.value).startswith(
+        "p.toml:9: process \"p\", program step 3 (alloc), key 'size'"), str(err.value)

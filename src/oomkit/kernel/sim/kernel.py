@@ -318,9 +318,10 @@ class SimKernel:
         for task in tasks:
             proc = self.procs[task.pid]
             if not proc.victim:
-                # cgroup.kill sends SIGKILL; it is not an OOM kill, but our handlers use
-                # it to resolve OOMs, so the victims are marked like the OOM killer's.
-                self._kill(proc)
+                # cgroup.kill is a plain SIGKILL: memory.events does not count it as an
+                # oom_kill. The task is still marked as a victim (its memory is on the way),
+                # so the default killer waits for it rather than choosing another.
+                self._kill(proc, oom_kill=False)
                 killed.append(task)
         return killed
 
@@ -532,7 +533,8 @@ class SimKernel:
                 c = c._parent
         return False
 
-    def _kill(self, proc: SimProcess) -> None:
+    def _kill(self, proc: SimProcess, oom_kill: bool = True) -> None:
+        """SIGKILL. ``oom_kill``: an OOM kill (counted in memory.events), not cgroup.kill."""
         now = self._clock.now_ns()
         if proc.parked:
             self._unpark_killed(proc, now)
@@ -544,7 +546,8 @@ class SimKernel:
         proc.exit_at = now + self.machine.exit_latency_ns
         proc.work_lost_ns += proc.work_ns
         proc.work_ns = 0
-        proc.cgroup.count_event("oom_kill")
+        if oom_kill:
+            proc.cgroup.count_event("oom_kill")
         self.kills += 1
         self._schedule(proc.exit_at, "reap", proc.pid)
 

@@ -6,7 +6,6 @@ the entry (``process "cg5"``, ``cgroup[2]``) and the key.
 
 from __future__ import annotations
 
-import re
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -15,6 +14,7 @@ from typing import Any, TypeVar
 
 from oomkit.errors import ConfigError
 from oomkit.kernel.base import OOM_SCORE_ADJ_MAX, OOM_SCORE_ADJ_MIN
+from oomkit.tomlpos import TomlPositions
 from oomkit.units import parse_duration_ns, parse_limit, parse_rate, parse_size
 
 T = TypeVar("T")
@@ -114,43 +114,36 @@ class Scenario:
     policies: tuple[str, ...] = field(default=())
 
 
+Index = int | tuple[int | str, ...] | None
+
+
 class _Where:
-    """Finds the line of a table entry and key in the raw TOML, for error messages."""
+    """Names the file and line of a table entry and key, for error messages."""
 
     def __init__(self, path: str, text: str) -> None:
         self.path = path
-        self.lines = text.splitlines()
+        self.text = text
+        self._pos: TomlPositions | None = None
 
-    def line_of(self, table: str, index: int | None, key: str | None) -> int | None:
-        header = re.compile(rf"^\s*\[\[\s*{re.escape(table)}\s*\]\]" if index is not None
-                            else rf"^\s*\[\s*{re.escape(table)}\s*\]")
-        starts = [i for i, ln in enumerate(self.lines) if header.match(ln)]
-        if not starts:
-            return None
-        start = starts[index if index is not None and index < len(starts) else 0]
-        end = len(self.lines)
-        for i in range(start + 1, len(self.lines)):
-            if re.match(r"^\s*\[", self.lines[i]):
-                end = i
-                break
-        if key is None:
-            return start + 1
-        pat = re.compile(rf"(^|[\s{{,])\"?{re.escape(key)}\"?\s*=")
-        for i in range(start, end):
-            if pat.search(self.lines[i]):
-                return i + 1
-        return start + 1
-
-    def error(self, table: str, index: int | None, entry: str, key: str | None, msg: str
+    def error(self, table: str, index: Index, entry: str, key: str | None, msg: str
               ) -> ConfigError:
-        line = self.line_of(table, index, key)
+        if self._pos is None:
+            self._pos = TomlPositions(self.text)  # only on the error path
+        parts: list[int | str] = [table] if table else []
+        if isinstance(index, tuple):
+            parts.extend(index)
+        elif index is not None:
+            parts.append(index)
+        if key:
+            parts.append(key)
+        line = self._pos.line(*parts)
         loc = f"{self.path}:{line}" if line else self.path
         what = f"{entry}, key '{key}'" if key else entry
         return ConfigError(f"{loc}: {what}: {msg}")
 
 
 def _get(raw: dict[str, Any], key: str, parse: Callable[[object], T], where: _Where,
-         table: str, index: int | None, entry: str, default: T) -> T:
+         table: str, index: Index, entry: str, default: T) -> T:
     if key not in raw:
         return default
     try:
@@ -203,7 +196,7 @@ def _bool(v: object) -> bool:
 
 
 def _check_keys(raw: dict[str, Any], allowed: set[str], where: _Where, table: str,
-                index: int | None, entry: str) -> None:
+                index: Index, entry: str) -> None:
     for key in raw:
         if key not in allowed:
             hint = ", ".join(sorted(allowed))
@@ -222,17 +215,18 @@ _STEP_KEYS = {
 
 def _step(raw: object, where: _Where, index: int, entry: str, n: int) -> Step:
     label = f"{entry}, program step {n + 1}"
+    at: Index = (index, "program", n)
     if not isinstance(raw, dict):
-        raise where.error("process", index, label, "program", "a step is a table like "
+        raise where.error("process", at, label, "program", "a step is a table like "
                           "{ op = \"alloc\", kind = \"anon\", size = \"10M\" }")
     op = raw.get("op")
     if op not in _STEP_KEYS:
-        raise where.error("process", index, label, "op",
+        raise where.error("process", at, label, "op",
                           f"unknown op {op!r} (known: {', '.join(_STEP_KEYS)})")
-    _check_keys(raw, _STEP_KEYS[op], where, "process", index, f"{label} ({op})")
+    _check_keys(raw, _STEP_KEYS[op], where, "process", at, f"{label} ({op})")
 
     def g(key: str, parse: Callable[[object], T], default: T) -> T:
-        return _get(raw, key, parse, where, "process", index, f"{label} ({op})", default)
+        return _get(raw, key, parse, where, "process", at, f"{label} ({op})", default)
 
     def kind(v: object) -> str:
         allowed = ("anon", "file") if op == "touch" else KINDS
@@ -244,10 +238,10 @@ def _step(raw: object, where: _Where, index: int, entry: str, n: int) -> Step:
         k = g("kind", kind, "anon")
         size = g("size", parse_size, -1)
         if size < 0:
-            raise where.error("process", index, f"{label} ({op})", "size", "is required")
+            raise where.error("process", at, f"{label} ({op})", "size", "is required")
         path = g("path", _str, None)
         if op == "alloc" and k == "shmem" and path is not None and not path.startswith("/"):
-            raise where.error("process", index, f"{label} ({op})", "path", "must be absolute")
+            raise where.error("process", at, f"{label} ({op})", "path", "must be absolute")
         return Step(op, k, size, g("rate", parse_rate, None) if op == "alloc" else None, path,
                     g("duration", parse_duration_ns, None) if op == "touch" else None,
                     g("mapped", _bool, False) if op == "alloc" else False,
@@ -255,7 +249,7 @@ def _step(raw: object, where: _Where, index: int, entry: str, n: int) -> Step:
     if op in ("work", "sleep"):
         dur = g("duration", parse_duration_ns, None)
         if op == "work" and dur is None:
-            raise where.error("process", index, f"{label} (work)", "duration", "is required")
+            raise where.error("process", at, f"{label} (work)", "duration", "is required")
         return Step(op, duration_ns=dur)
     return Step("exit")
 
