@@ -145,7 +145,8 @@ def cmd_policies(out: TextIO) -> int:
     for name in sorted(BUILTIN):
         obj = resolve(name)
         doc = ((obj.__module__ and sys.modules[obj.__module__].__doc__) or "").strip()
-        out.write(f"{name:15} {doc.splitlines()[0] if doc else ''}\n")
+        first = doc.splitlines()[0] if doc else ""
+        out.write(f"{name:15} {first.removeprefix(name + ':').strip()}\n")
     return 0
 
 
