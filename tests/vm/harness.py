@@ -325,7 +325,8 @@ mount -t devtmpfs devtmpfs $R/dev
 mkdir -p $R/dev/pts $R/dev/shm
 mount -t devpts -o gid=5,mode=0620,ptmxmode=0666 devpts $R/dev/pts
 mount -t tmpfs -o mode=1777 tmpfs $R/dev/shm
-mount -t tmpfs -o mode=1777 tmpfs $R/tmp
+# /tmp stays the host's (through the writable overlay): a checkout under /tmp, as CI may
+# make one, must be visible in the guest at the same path.
 mount -t tmpfs -o mode=0755 tmpfs $R/run
 mount -t cgroup2 -o nsdelegate cgroup2 $R/sys/fs/cgroup || die "cannot mount cgroup2"
 for c in memory cpu io pids; do
