@@ -20,6 +20,7 @@ from oomkit.daemon.config import (
     with_cli,
 )
 from oomkit.errors import ConfigError
+from oomkit.kernel.watchdog import pid_alive
 
 #: ``oomkit status`` of a daemon that is not running (as systemctl status and LSB say).
 EXIT_NOT_RUNNING = 3
@@ -169,16 +170,6 @@ def cmd_events(args: argparse.Namespace, out: TextIO) -> int:
 # -- status -----------------------------------------------------------------------------------
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
     from oomkit.daemon.eventlog import read_events
     from oomkit.daemon.sinks import format_wall, write_record
@@ -192,7 +183,7 @@ def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
         raise ConfigError(f"{status_file or 'status file'}: no status (is the daemon running?)")
     event_log = str(status.get("event_log") or event_log)
     pid = int(status.get("pid", 0))
-    alive = bool(status.get("running")) and _pid_alive(pid)
+    alive = bool(status.get("running")) and pid_alive(pid)
     code = 0 if alive else EXIT_NOT_RUNNING
     if getattr(args, "json", False):
         out.write(json.dumps(status, indent=1) + "\n")

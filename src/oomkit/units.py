@@ -8,6 +8,7 @@ Anything else is a ValueError whose text says what was expected.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(i?B)?\s*$", re.IGNORECASE)
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(us|ms|s|m|h)\s*$")
@@ -74,3 +75,16 @@ def format_size(nbytes: int | None) -> str:
             value = nbytes / mult
             return f"{value:.0f}{suffix}" if value == int(value) else f"{value:.1f}{suffix}"
     return f"{nbytes}B"
+
+
+def int_between(lo: int, hi: int) -> Callable[[object], int]:
+    """A parser for a whole number in [lo, hi] (booleans refused, though TOML has them)."""
+
+    def parse(v: object) -> int:
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise ValueError(f"expected a whole number, got {v!r}")
+        if not lo <= v <= hi:
+            raise ValueError(f"must be between {lo} and {hi}, got {v}")
+        return v
+
+    return parse

@@ -23,7 +23,7 @@ from oomkit.errors import ConfigError
 from oomkit.ops import OomOps, PsiOps
 from oomkit.policy_loader import load_oom, load_psi
 from oomkit.tomlpos import TomlPositions
-from oomkit.units import parse_duration_ns, parse_size
+from oomkit.units import int_between, parse_duration_ns, parse_size
 
 T = TypeVar("T")
 
@@ -190,17 +190,6 @@ def _duration_s(v: object) -> float:
     return ns / 1e9
 
 
-def _int_between(lo: int, hi: int) -> Callable[[object], int]:
-    def parse(v: object) -> int:
-        if isinstance(v, bool) or not isinstance(v, int):
-            raise ValueError(f"expected a whole number, got {v!r}")
-        if not lo <= v <= hi:
-            raise ValueError(f"must be between {lo} and {hi}, got {v}")
-        return v
-
-    return parse
-
-
 def _abs_path(v: object) -> str:
     if not isinstance(v, str) or not v.startswith("/"):
         raise ValueError(f"expected an absolute path, got {v!r}")
@@ -331,10 +320,10 @@ def parse_config(text: str, path: str = "<config>") -> Config:
     daemon = DaemonSettings(
         dry_run=p.get(draw, at, "dry_run", _bool, d.dry_run),
         budget_s=p.get(draw, at, "budget", _duration_s, d.budget_s),
-        max_failures=p.get(draw, at, "max_failures", _int_between(1, 1000), d.max_failures),
+        max_failures=p.get(draw, at, "max_failures", int_between(1, 1000), d.max_failures),
         event_log=p.get(draw, at, "event_log", _abs_path, d.event_log),
         event_log_max=p.get(draw, at, "event_log_max", parse_size, d.event_log_max),
-        event_log_keep=p.get(draw, at, "event_log_keep", _int_between(1, 1000),
+        event_log_keep=p.get(draw, at, "event_log_keep", int_between(1, 1000),
                              d.event_log_keep),
         status_file=p.get(draw, at, "status_file", _abs_path_or_empty, d.status_file),
         state_file=p.get(draw, at, "state_file", _abs_path, d.state_file),

@@ -94,7 +94,7 @@ def restore_file(path: str) -> list[tuple[Setting, str | None]]:
     return results
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     if pid <= 0:
         return False
     try:
@@ -123,7 +123,7 @@ class RestoreJournal:
         self.leftovers: list[tuple[Setting, str | None]] = []
         if state_file is not None:
             owner, _ = read_state(state_file)
-            if owner and owner != os.getpid() and _pid_alive(owner):
+            if owner and owner != os.getpid() and pid_alive(owner):
                 raise RuntimeError(
                     f"{state_file} belongs to a running oomkit (pid {owner}); "
                     "use another state file"

@@ -15,7 +15,13 @@ from typing import Any, TypeVar
 from oomkit.errors import ConfigError
 from oomkit.kernel.base import OOM_SCORE_ADJ_MAX, OOM_SCORE_ADJ_MIN
 from oomkit.tomlpos import TomlPositions
-from oomkit.units import parse_duration_ns, parse_limit, parse_rate, parse_size
+from oomkit.units import (
+    int_between,
+    parse_duration_ns,
+    parse_limit,
+    parse_rate,
+    parse_size,
+)
 
 T = TypeVar("T")
 
@@ -152,16 +158,6 @@ def _get(raw: dict[str, Any], key: str, parse: Callable[[object], T], where: _Wh
         raise where.error(table, index, entry, key, str(exc)) from None
 
 
-def _int_in(lo: int, hi: int) -> Callable[[object], int]:
-    def parse(v: object) -> int:
-        if isinstance(v, bool) or not isinstance(v, int):
-            raise ValueError(f"expected a whole number, got {v!r}")
-        if not lo <= v <= hi:
-            raise ValueError(f"must be between {lo} and {hi}, got {v}")
-        return v
-    return parse
-
-
 def _str(v: object) -> str:
     if not isinstance(v, str) or not v:
         raise ValueError(f"expected a non-empty string, got {v!r}")
@@ -278,7 +274,7 @@ def parse_scenario(text: str, path: str = "<scenario>") -> Scenario:
         memory=mg("memory", parse_size, d.memory),
         swap=mg("swap", parse_size, d.swap),
         duration_ns=mg("duration", parse_duration_ns, d.duration_ns),
-        seed=mg("seed", _int_in(0, 2**63), d.seed),
+        seed=mg("seed", int_between(0, 2**63), d.seed),
         tick_ns=mg("tick", parse_duration_ns, d.tick_ns),
         exit_latency_ns=mg("exit_latency", parse_duration_ns, d.exit_latency_ns),
         refault_ns=mg("refault_latency", parse_duration_ns, d.refault_ns),
@@ -356,7 +352,7 @@ def parse_scenario(text: str, path: str = "<scenario>") -> Scenario:
         processes.append(ProcessSpec(
             name=name,
             cgroup=_get(praw, "cgroup", _cgroup_path, where, "process", i, entry, "/"),
-            oom_score_adj=_get(praw, "oom_score_adj", _int_in(OOM_SCORE_ADJ_MIN,
+            oom_score_adj=_get(praw, "oom_score_adj", int_between(OOM_SCORE_ADJ_MIN,
                                OOM_SCORE_ADJ_MAX), where, "process", i, entry, 0),
             start_ns=_get(praw, "start", parse_duration_ns, where, "process", i, entry, 0),
             program=tuple(_step(s, where, i, entry, n) for n, s in enumerate(prog_raw)),
