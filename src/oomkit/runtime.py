@@ -34,6 +34,7 @@ from oomkit.kernel.base import (
     Cgroup,
     Kernel,
     KernelOom,
+    OomFlags,
     OomRequest,
     PsiTrigger,
     Resource,
@@ -383,8 +384,6 @@ class Runtime:
     # -- KernelHooks -----------------------------------------------------------------------
     def oom(self, request: OomRequest) -> int:
         """The OOM path, SPEC section 2. Returns 1 on progress, 0 without, -EBUSY."""
-        from oomkit.kernel.base import OomFlags
-
         if request.flags & OomFlags.WAIT_ON_OOM_LOCK:
             wait = (self.budget_s or DEFAULT_BUDGET_S) * 2
             got = self._oom_lock.acquire(timeout=wait)
