@@ -1278,6 +1278,8 @@ class LinuxKernel:
         self._system_trigger.on_event = self._on_system_pressure
 
     def _on_system_pressure(self, _trigger: LivePsiTrigger) -> None:
+        if self._victim_pending("/"):
+            return  # a victim of ours is still exiting: pressure lags its exit, no new OOM
         info = self.procfs.meminfo()
         total = info.get("MemTotal", 0)
         if info.get("MemAvailable", total) >= total * self.system_min_available:

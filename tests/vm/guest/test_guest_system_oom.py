@@ -1,0 +1,197 @@
+"""A system-wide OOM in the guest resolved by a system-wide OomOps (inside the VM only).
+
+A leaker in its own cgroup (no memory.max, oom_score_adj 0: the kernel killer would take
+it too, the point is that the *handler* picks it first) grows at ~64 MiB/s, touching every
+page, until the guest runs short of memory. LinuxKernel's system-wide watch (PSI on
+/proc/pressure/memory gated by MemAvailable) hands the OOM to LargestLeaf, which kills the
+leaker's cgroup before the kernel killer runs: the OOM event has memcg None and
+resolved_by "handler", the leaker is its victim, no "kernel" OOM is reported, and
+/proc/vmstat oom_kill did not move.
+
+Parameters (and why they differ from the defaults): the default trigger is "some 150 ms
+per 2 s" with MemAvailable < 3% of MemTotal. In a 1G guest 3% is ~30 MiB, which the leaker
+crosses well under a second before the kernel killer, and a PSI trigger fires at most
+once per window: a 2 s window can spend its one event while MemAvailable is still above
+the gate and then stay silent until the kernel has killed. Root has CAP_SYS_RESOURCE, so
+the test uses a 500 ms window (the smallest privileged one) with a 50 ms threshold and a
+10% MemAvailable gate (~100 MiB, ~1.5 s of growth): several trigger events fall inside
+the gate before the kernel could act.
+
+Cleanup, failures included: the leaker is killed and its cgroup removed (``tree``), and
+our own oom_score_adj (-1000 for the test, so the kernel never picks pytest) is restored.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from oomkit.events import EventList, OomEvent
+from oomkit.kernel.linux import LinuxKernel
+from oomkit.live import serve
+from oomkit.policies.largest_leaf import LargestLeaf
+from oomkit.runtime import Runtime
+from tests.live.conftest import Hog
+
+from .conftest import CGROUP_ROOT, MiB, V2Tree, events, wait_for
+
+ROOT_CONTROLLERS = CGROUP_ROOT / "cgroup.controllers"
+
+pytestmark = [
+    pytest.mark.skipif(
+        not ROOT_CONTROLLERS.exists() or "memory" not in ROOT_CONTROLLERS.read_text().split(),
+        reason="no cgroup v2 memory controller at /sys/fs/cgroup: run inside the VM guest "
+        "(python tests/vm/harness.py pytest tests/vm/guest)",
+    ),
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root to create cgroups"),
+]
+
+SLOW = 90.0  # seconds: anything timed under TCG gets this much
+CHUNK = 4 * MiB
+RATE = 64 * MiB  # bytes per second: slow enough for PSI + MemAvailable to see it coming
+
+# argv: cgroup_dir chunk rate. Resets the oom_score_adj -1000 it inherits from pytest to 0
+# and joins its cgroup first, waits for one byte on stdin, then
+# maps and touches `chunk` bytes at a time, paced to `rate`, printing its total, forever.
+LEAKER = r"""
+import mmap, os, sys, time
+cgroup, chunk, rate = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+open("/proc/self/oom_score_adj", "w").write("0")
+open(os.path.join(cgroup, "cgroup.procs"), "w").write(str(os.getpid()))
+print("joined", flush=True)
+os.read(0, 1)
+keep = []
+start = time.monotonic()
+total = 0
+while True:
+    m = mmap.mmap(-1, chunk, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    for i in range(0, chunk, 4096):
+        m[i] = 1
+    keep.append(m)
+    total += chunk
+    print(total >> 20, flush=True)
+    delay = start + total / rate - time.monotonic()
+    if delay > 0:
+        time.sleep(delay)
+"""
+
+
+def vmstat(key: str) -> int:
+    for line in Path("/proc/vmstat").read_text().splitlines():
+        name, value = line.split()
+        if name == key:
+            return int(value)
+    raise KeyError(key)
+
+
+def meminfo(key: str) -> int:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) * 1024
+    raise KeyError(key)
+
+
+@contextmanager
+def protected() -> Iterator[None]:
+    """oom_score_adj -1000 for pytest (and so for the serve thread) while the test runs."""
+    adj = Path("/proc/self/oom_score_adj")
+    own = adj.read_text().strip()
+    adj.write_text("-1000")
+    try:
+        yield
+    finally:
+        adj.write_text(own)
+
+
+@contextmanager
+def served(kernel: LinuxKernel, runtime: Runtime) -> Iterator[None]:
+    stop = threading.Event()
+    ready = threading.Event()
+    thread = threading.Thread(
+        target=serve, args=(kernel, runtime, stop), kwargs={"on_ready": ready.set}, daemon=True
+    )
+    thread.start()
+    assert ready.wait(30)
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(30)
+        assert not thread.is_alive(), "serve did not stop"
+
+
+def spawn_leaker(tree: V2Tree, cgroup: Path) -> Hog:
+    proc = subprocess.Popen(
+        [sys.executable, "-I", "-c", LEAKER, str(cgroup), str(CHUNK), str(RATE)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        close_fds=True,
+    )
+    hog = Hog(proc, cgroup, "leak", 0)
+    tree.hogs.append(hog)  # killed by the fixture whatever happens
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if line.strip() != b"joined":
+        hog.kill()
+        raise AssertionError(f"leaker did not join {cgroup}: {line!r}")
+    return hog
+
+
+def ooms(ev: EventList) -> list[OomEvent]:
+    return [e for e in ev.events if isinstance(e, OomEvent)]
+
+
+def test_system_wide_oom_resolved_by_the_handler(tree: V2Tree, tmp_path: Path) -> None:
+    leak = tree.mkdir("leak")
+    (tree.root / "memory.max").write_text("max")  # no backstop: a real system-wide shortage
+    total = meminfo("MemTotal")
+    kernel = LinuxKernel(
+        state_file=str(tmp_path / "restore.json"),  # the whole guest
+        system_psi=(50_000, 500_000),
+        system_min_available=0.10,
+    )
+    ev = EventList()
+    runtime = Runtime(kernel, sink=ev)
+    runtime.attach_oom(LargestLeaf(), None)
+    kills_before = vmstat("oom_kill")
+    with protected(), served(kernel, runtime):
+        hog = spawn_leaker(tree, leak)
+        started = time.monotonic()
+        hog.go()
+        assert hog.wait_dead(SLOW * 2), "the system-wide handler should kill the leaker"
+        elapsed = time.monotonic() - started
+        assert hog.proc.returncode == -9
+        handled_soon = wait_for(lambda: any(e.resolved_by == "handler" for e in ooms(ev)), SLOW)
+        assert handled_soon, ooms(ev)
+    assert hog.proc.stdout is not None
+    grown = hog.proc.stdout.read().split()
+    peak = int(grown[-1]) if grown else 0
+    t0 = ooms(ev)[0].time if ooms(ev) else 0.0
+    print(f"leaker grew to {peak} MiB of {total >> 20} MiB in {elapsed:.1f} s")
+    for e in ooms(ev):
+        calls = [(c.name, c.returned, c.memory_freed) for c in e.handlers]
+        print(f"  +{e.time - t0:.2f}s {e.memcg} {e.resolved_by} {calls} {e.note!r}")
+    handled = [e for e in ooms(ev) if e.resolved_by == "handler"]
+    first = handled[0]
+    assert first.memcg is None
+    assert first.constraint == "NONE"
+    assert first.policy == "largest_leaf"
+    assert [v.pid for v in first.victims] == [hog.pid]
+    assert first.victims[0].cgroup.endswith("/leak")
+    # One kill in all: no later event (pressure lags the victim's exit) took anyone else.
+    assert [v.pid for e in ooms(ev) for v in e.victims] == [hog.pid], ooms(ev)
+    # The kernel killer never ran: not reported, not counted.
+    assert not [e for e in ooms(ev) if e.resolved_by == "kernel"], ooms(ev)
+    assert vmstat("oom_kill") == kills_before
+    assert events(leak / "memory.events")["oom_kill"] == 0
+    # The leaker really pressed on the guest before it was killed.
+    assert peak << 20 > total // 2, f"leaker only reached {peak} MiB"
+    assert not (tmp_path / "restore.json").exists()
