@@ -176,3 +176,21 @@ def test_kill_cgroup_kills_the_subtree_but_is_not_an_oom_kill(sim: Sim) -> None:
     assert job is not None and job.memory_events("oom_kill") == 0
     assert job.memory_events("oom") == 1
     assert k.process("outside").state == "sleeping"
+
+
+def test_work_does_not_progress_while_the_task_is_stalled(sim: Sim) -> None:
+    k = sim.kernel
+    k.create_cgroup("/h", memory_high=M("40M"), swap_max=0)
+    k.spawn("busy", "/h", (Step("alloc", size=M("44M")), Step("work", duration_ns=2 * 10**9),
+                           Step("exit")))
+    k.spawn("free", "/f", (Step("alloc", size=M("44M")), Step("work", duration_ns=2 * 10**9),
+                           Step("exit")))
+    sim.run(2)
+    busy, free = k.process("busy"), k.process("free")
+    assert busy.stall_ns > 10**9 // 2  # throttled over memory.high
+    # Stalled time is not work: the throttled one did less, by about its stall.
+    assert busy.work_ns + busy.stall_ns <= 2 * 10**9
+    assert busy.work_ns < free.work_ns - busy.stall_ns // 2
+    sim.run(60)
+    assert busy.state == "exited" and free.state == "exited"
+    assert busy.work_ns == free.work_ns == 2 * 10**9  # all of it, in the end
