@@ -5,6 +5,8 @@ Policies (``OomOps``, ``PsiOps``) run before the kernel's OOM killer, on the liv
 The names here are the contract of SPEC.md; everything else is internal.
 """
 
+from typing import TYPE_CHECKING
+
 from oomkit.errors import (
     AttachError,
     CgroupGone,
@@ -30,6 +32,9 @@ from oomkit.kernel.sim import SimKernel
 from oomkit.ops import OomContext, OomControl, OomOps, Psi, PsiOps
 from oomkit.runtime import Runtime
 
+if TYPE_CHECKING:
+    from oomkit.kernel.linux import LinuxKernel
+
 __all__ = [
     "AttachError",
     "Cgroup",
@@ -39,6 +44,7 @@ __all__ = [
     "HandlerExpired",
     "Kernel",
     "KernelError",
+    "LinuxKernel",
     "OomContext",
     "OomControl",
     "OomFlags",
