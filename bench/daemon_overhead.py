@@ -33,6 +33,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from oomkit.kernel import fsio
+
 MiB = 1 << 20
 TICKS = os.sysconf("SC_CLK_TCK")
 TARGET_RSS = 40 * MiB
@@ -65,17 +67,7 @@ def limit(d: Path, nbytes: int) -> None:
 
 def remove_tree(root: Path) -> None:
     """Remove a cgroup tree bottom-up (it holds no processes). Never raises."""
-    if not root.exists():
-        return
-    for d, _, _ in sorted(os.walk(root), key=lambda w: -len(w[0])):
-        for _ in range(50):
-            try:
-                os.rmdir(d)
-                break
-            except FileNotFoundError:
-                break
-            except OSError:
-                time.sleep(0.02)
+    fsio.remove_tree(str(root))
 
 
 def cpu_seconds(pid: int) -> float:

@@ -167,15 +167,9 @@ def destroy(root: Path) -> None:
         if "populated 0" in (root / "cgroup.events").read_text():
             break
         time.sleep(0.05)
-    for d, _, _ in sorted(os.walk(root), key=lambda w: -len(w[0])):
-        for _ in range(100):
-            try:
-                os.rmdir(d)
-                break
-            except FileNotFoundError:
-                break
-            except OSError:
-                time.sleep(0.05)
+    from oomkit.kernel import fsio
+
+    fsio.remove_tree(str(root), pause_s=0.05)
 
 
 def big_files(total: int) -> list[str]:

@@ -27,6 +27,8 @@ from pathlib import Path
 
 import pytest
 
+from oomkit.kernel import fsio
+
 MiB = 1 << 20
 
 HOG = r"""
@@ -147,15 +149,7 @@ def destroy(directory: Path) -> None:
         for d, _, _ in os.walk(directory):
             with contextlib.suppress(OSError):
                 Path(d, "memory.oom_control").write_text("0")
-    for d, _, _ in sorted(os.walk(directory), key=lambda w: -len(w[0])):
-        for _ in range(100):
-            try:
-                os.rmdir(d)
-                break
-            except FileNotFoundError:
-                break
-            except OSError:
-                time.sleep(0.02)
+    fsio.remove_tree(str(directory))
 
 
 @dataclass

@@ -127,6 +127,29 @@ def subdirs(path: str, gone: GoneError = CgroupGone) -> list[tuple[str, int]]:
     return found
 
 
+def remove_tree(path: str, attempts: int = 100, pause_s: float = 0.02) -> bool:
+    """rmdir a cgroup directory and everything below it, deepest first.
+
+    A cgroup whose last task just died can refuse rmdir (EBUSY) for a moment while the
+    kernel finishes the exit, so each directory is retried. Returns True when it is all
+    gone; never raises (for cleanup paths).
+    """
+    import time  # only here: the decision path never removes cgroups
+
+    if not os.path.isdir(path):
+        return True
+    for d, _, _ in sorted(os.walk(path), key=lambda w: -len(w[0])):
+        for _ in range(attempts):
+            try:
+                os.rmdir(d)
+                break
+            except FileNotFoundError:
+                break
+            except OSError:
+                time.sleep(pause_s)
+    return not os.path.isdir(path)
+
+
 def exists(path: str) -> bool:
     return os.path.exists(path)
 
