@@ -198,10 +198,16 @@ def test_sigkill_of_the_runtime_restores_the_kernel_killer(
         assert proc.stdout.readline().strip() == b"ready"
         assert oom_control(box)["oom_kill_disable"] == 1
         assert state.exists()
+        # A memcg made below an armed one inherits oom_kill_disable 1 (v1 copies it at
+        # mkdir): the runtime must journal it, or it would stay disabled after we die.
+        child = live.mkdir("box/child")
+        assert oom_control(child)["oom_kill_disable"] == 1
+        assert wait_for(lambda: "box/child" in state.read_text(), 5)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(5)
         # The watchdog notices at once and writes the original value back.
         assert wait_for(lambda: oom_control(box)["oom_kill_disable"] == 0, 2)
+        assert wait_for(lambda: oom_control(child)["oom_kill_disable"] == 0, 2)
         assert wait_for(lambda: not state.exists(), 2)
         start = time.monotonic()
         hog = live.spawn(box, "anon", 64 * MiB)

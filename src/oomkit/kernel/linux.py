@@ -948,6 +948,16 @@ class LinuxKernel:
         if ctl.get("oom_kill_disable", 0) == 0:
             self.journal.record(ctl_path, "0", cg.id)
             fsio.write_text(ctl_path, "1")
+        elif self._inherited_disable(cg):
+            # A memcg made below one we armed inherits oom_kill_disable 1 from it (v1
+            # copies the parent's setting at mkdir): ours to undo, so journal it too.
+            self.journal.record(ctl_path, "0", cg.id)
+
+    def _inherited_disable(self, cg: LinuxCgroup) -> bool:
+        parent = cg.parent
+        if not isinstance(parent, LinuxCgroup) or parent.id not in self._armed:
+            return False
+        return self.journal.original(parent.file(cf.V1_OOM_CONTROL)) == "0"
 
     def _is_hierarchy_root(self, cg: LinuxCgroup) -> bool:
         # Our root is the hierarchy's root unless it is a subtree of a mounted hierarchy.
