@@ -19,7 +19,8 @@ from __future__ import annotations
 import os
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from types import FrameType
 
 from oomkit.kernel.linux import LinuxKernel
@@ -80,3 +81,29 @@ def serve(
             runtime.close()
         finally:
             kernel.close()
+
+
+@contextmanager
+def serving(kernel: LinuxKernel, runtime: Runtime, *, timeout_s: float = 30.0
+            ) -> Iterator[threading.Event]:
+    """serve() on a background thread for the duration of a with-block.
+
+    Yields the stop event. Leaving the block stops the loop and restores every setting;
+    raises TimeoutError if the loop did not come up, or did not stop, within timeout_s.
+    """
+    stop = threading.Event()
+    ready = threading.Event()
+    thread = threading.Thread(target=serve, args=(kernel, runtime, stop),
+                              kwargs={"on_ready": ready.set}, name="oomkit-serve",
+                              daemon=True)
+    thread.start()
+    if not ready.wait(timeout_s):
+        stop.set()
+        raise TimeoutError(f"the oomkit loop did not start within {timeout_s:g} s")
+    try:
+        yield stop
+    finally:
+        stop.set()
+        thread.join(timeout_s)
+        if thread.is_alive():
+            raise TimeoutError(f"the oomkit loop did not stop within {timeout_s:g} s")

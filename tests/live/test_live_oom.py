@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -13,7 +10,7 @@ import pytest
 from oomkit.events import EventList, OomEvent
 from oomkit.kernel.base import OOM_SCORE_ADJ_MIN
 from oomkit.kernel.linux import LinuxKernel
-from oomkit.live import serve
+from oomkit.live import serving as served
 from oomkit.ops import OomContext, OomControl, OomOps
 from oomkit.runtime import Runtime
 
@@ -54,21 +51,6 @@ class LargestLeaf(OomOps):
         return True
 
 
-@contextmanager
-def served(kernel: LinuxKernel, runtime: Runtime) -> Iterator[threading.Event]:
-    stop = threading.Event()
-    ready = threading.Event()
-    thread = threading.Thread(
-        target=serve, args=(kernel, runtime, stop), kwargs={"on_ready": ready.set}, daemon=True
-    )
-    thread.start()
-    ready.wait(5)
-    try:
-        yield stop
-    finally:
-        stop.set()
-        thread.join(10)
-        assert not thread.is_alive(), "serve did not stop"
 
 
 def oom_control(d: Path) -> dict[str, int]:

@@ -26,7 +26,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -36,7 +35,7 @@ import pytest
 
 from oomkit.events import EventList, OomEvent
 from oomkit.kernel.linux import LinuxKernel
-from oomkit.live import serve
+from oomkit.live import serving as served
 from oomkit.policies.largest_leaf import LargestLeaf
 from oomkit.runtime import Runtime
 from tests.live.conftest import Hog
@@ -56,20 +55,24 @@ pytestmark = [
 
 SLOW = 90.0  # seconds: anything timed under TCG gets this much
 CHUNK = 4 * MiB
-RATE = 64 * MiB  # bytes per second: slow enough for PSI + MemAvailable to see it coming
+RATE = 16 * MiB  # bytes per second near the end: slow enough for PSI + MemAvailable to see
+# it coming even when emulation is slowed down by a busy host (64 MiB/s failed 1 run in 5)
+FAST_SHARE = 0.6  # of MemTotal, allocated at full speed first so the test stays short
 
-# argv: cgroup_dir chunk rate. Resets the oom_score_adj -1000 it inherits from pytest to 0
-# and joins its cgroup first, waits for one byte on stdin, then
-# maps and touches `chunk` bytes at a time, paced to `rate`, printing its total, forever.
+# argv: cgroup_dir chunk rate fast_until. Resets the oom_score_adj -1000 it inherits from
+# pytest to 0 and joins its cgroup first, waits for one byte on stdin, then maps and
+# touches `chunk` bytes at a time, at full speed up to `fast_until` bytes and paced to
+# `rate` after that, printing its total, forever.
 LEAKER = r"""
 import mmap, os, sys, time
 cgroup, chunk, rate = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+fast_until = int(sys.argv[4])
 open("/proc/self/oom_score_adj", "w").write("0")
 open(os.path.join(cgroup, "cgroup.procs"), "w").write(str(os.getpid()))
 print("joined", flush=True)
 os.read(0, 1)
 keep = []
-start = time.monotonic()
+start = None
 total = 0
 while True:
     m = mmap.mmap(-1, chunk, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
@@ -78,7 +81,11 @@ while True:
     keep.append(m)
     total += chunk
     print(total >> 20, flush=True)
-    delay = start + total / rate - time.monotonic()
+    if total < fast_until:
+        continue
+    if start is None:
+        start, base = time.monotonic(), total
+    delay = start + (total - base) / rate - time.monotonic()
     if delay > 0:
         time.sleep(delay)
 """
@@ -111,26 +118,12 @@ def protected() -> Iterator[None]:
         adj.write_text(own)
 
 
-@contextmanager
-def served(kernel: LinuxKernel, runtime: Runtime) -> Iterator[None]:
-    stop = threading.Event()
-    ready = threading.Event()
-    thread = threading.Thread(
-        target=serve, args=(kernel, runtime, stop), kwargs={"on_ready": ready.set}, daemon=True
-    )
-    thread.start()
-    assert ready.wait(30)
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join(30)
-        assert not thread.is_alive(), "serve did not stop"
 
 
 def spawn_leaker(tree: V2Tree, cgroup: Path) -> Hog:
     proc = subprocess.Popen(
-        [sys.executable, "-I", "-c", LEAKER, str(cgroup), str(CHUNK), str(RATE)],
+        [sys.executable, "-I", "-c", LEAKER, str(cgroup), str(CHUNK), str(RATE),
+         str(int(meminfo("MemTotal") * FAST_SHARE))],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         close_fds=True,

@@ -10,9 +10,7 @@ in a limited cgroup, except the system-wide leaker (oom_score_adj 1000, ours -10
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -20,7 +18,7 @@ import pytest
 from oomkit.events import EventList, OomEvent, PsiEventRecord
 from oomkit.kernel.base import Cgroup
 from oomkit.kernel.linux import LinuxCgroup, LinuxKernel
-from oomkit.live import serve
+from oomkit.live import serving as served
 from oomkit.ops import OomContext, OomControl, OomOps
 from oomkit.runtime import Runtime
 from tests.contract.memcg_stats import check_memcg_stats
@@ -57,21 +55,6 @@ def _load(name: str):  # type: ignore[no-untyped-def]
     return mod
 
 
-@contextmanager
-def served(kernel: LinuxKernel, runtime: Runtime) -> Iterator[threading.Event]:
-    stop = threading.Event()
-    ready = threading.Event()
-    thread = threading.Thread(
-        target=serve, args=(kernel, runtime, stop), kwargs={"on_ready": ready.set}, daemon=True
-    )
-    thread.start()
-    assert ready.wait(30)
-    try:
-        yield stop
-    finally:
-        stop.set()
-        thread.join(30)
-        assert not thread.is_alive(), "serve did not stop"
 
 
 def ooms(ev: EventList) -> list[OomEvent]:
