@@ -305,6 +305,11 @@ class _Victim:
     killed_at: float
 
 
+# After a system-wide pressure event, MemAvailable is sampled this often, for this long.
+SYSTEM_SAMPLE_S = 0.1
+SYSTEM_WATCH_S = 10.0
+
+
 class _Timer:
     __slots__ = ("callback", "cancelled", "when")
 
@@ -429,6 +434,8 @@ class LinuxKernel:
         self._v1_oom_count: dict[int, int] = {}
         self._v1_kill_counts: dict[int, int] = {}
         self._system_trigger: LivePsiTrigger | None = None
+        self._system_watch_until = 0.0  # MemAvailable is sampled until then (see below)
+        self._system_timer: _Timer | None = None
         self._triggers: set[LivePsiTrigger] = set()
         self._victims: dict[tuple[int, int], _Victim] = {}
         self._started = False
@@ -1288,24 +1295,38 @@ class LinuxKernel:
         self._system_trigger.on_event = self._on_system_pressure
 
     def _on_system_pressure(self, _trigger: LivePsiTrigger) -> None:
-        if self._victim_pending("/"):
-            return  # a victim of ours is still exiting: pressure lags its exit, no new OOM
+        # Pressure says "the machine is reclaiming"; MemAvailable says how close the end
+        # is. A trigger fires at most once per window and may fire while there is still
+        # room, so after an event MemAvailable is sampled every SYSTEM_SAMPLE_S for a while
+        # (renewed by each event): polling only while the machine is under pressure.
+        self._system_watch_until = self._clock.now() + SYSTEM_WATCH_S
+        if self._system_timer is None:
+            self._system_check()
+
+    def _system_check(self) -> None:
+        self._system_timer = None
+        if self._system_trigger is None:
+            return  # unwatched meanwhile
+        if not self._victim_pending("/") and self._system_short():
+            hooks = self._hooks
+            if hooks is not None:
+                hooks.oom(
+                    OomRequest(
+                        memcg=None,
+                        order=0,
+                        constraint=Constraint.NONE,
+                        constraint_text=None,
+                        totalpages=self.oom_totalpages(None),
+                    )
+                )
+        # (A victim of ours still exiting: pressure lags its exit, no new OOM; look again.)
+        if self._clock.now() < self._system_watch_until:
+            self._system_timer = self._call_later(SYSTEM_SAMPLE_S, self._system_check)
+
+    def _system_short(self) -> bool:
         info = self.procfs.meminfo()
         total = info.get("MemTotal", 0)
-        if info.get("MemAvailable", total) >= total * self.system_min_available:
-            return
-        hooks = self._hooks
-        if hooks is None:
-            return
-        hooks.oom(
-            OomRequest(
-                memcg=None,
-                order=0,
-                constraint=Constraint.NONE,
-                constraint_text=None,
-                totalpages=self.oom_totalpages(None),
-            )
-        )
+        return info.get("MemAvailable", total) < total * self.system_min_available
 
     # -- PSI triggers ----------------------------------------------------------------------------
     def psi_trigger_create(
