@@ -33,7 +33,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from oomkit.kernel import fsio
+from oomkit.kernel import fsio, procfs
 
 MiB = 1 << 20
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -41,18 +41,10 @@ TARGET_RSS = 40 * MiB
 
 
 def own_memcg() -> Path:
-    v1 = v2 = None
-    for line in Path("/proc/self/cgroup").read_text().splitlines():
-        _, controllers, path = line.split(":", 2)
-        if "memory" in controllers.split(","):
-            v1 = path
-        elif controllers == "":
-            v2 = path
-    if v1 is not None and Path("/sys/fs/cgroup/memory").is_dir():
-        return Path("/sys/fs/cgroup/memory" + v1.rstrip("/"))
-    if v2 is not None:
-        return Path("/sys/fs/cgroup") / v2.lstrip("/")
-    sys.exit("no memory cgroup of our own")
+    found = procfs.own_memcg_dir()
+    if found is None:
+        sys.exit("no memory cgroup of our own")
+    return Path(found)
 
 
 def limit(d: Path, nbytes: int) -> None:

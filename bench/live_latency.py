@@ -26,6 +26,7 @@ import sys
 import time
 from pathlib import Path
 
+from oomkit.kernel import procfs
 from oomkit.kernel.linux import LinuxKernel
 from oomkit.ops import OomContext, OomControl, OomOps
 from oomkit.runtime import Runtime
@@ -54,11 +55,10 @@ class KillLargest(OomOps):
 
 
 def own_memcg() -> Path:
-    for line in Path("/proc/self/cgroup").read_text().splitlines():
-        _, controllers, path = line.split(":", 2)
-        if "memory" in controllers.split(","):
-            return Path("/sys/fs/cgroup/memory" + path.rstrip("/"))
-    sys.exit("needs the cgroup v1 memory controller (this benchmark is for v1 hosts)")
+    found = procfs.own_memcg_dir()
+    if found is None or "/memory/" not in found + "/":
+        sys.exit("needs the cgroup v1 memory controller (this benchmark is for v1 hosts)")
+    return Path(found)
 
 
 def spawn(box: Path) -> subprocess.Popen[bytes]:

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from oomkit.kernel import fsio
+from oomkit.kernel import fsio, procfs
 
 MiB = 1 << 20
 
@@ -72,25 +72,8 @@ while True:
 
 def own_memcg_dir() -> Path | None:
     """Our own memory cgroup directory (v1 memory hierarchy or v2 unified), if any."""
-    try:
-        lines = Path("/proc/self/cgroup").read_text().splitlines()
-    except OSError:
-        return None
-    v1 = v2 = None
-    for line in lines:
-        _, controllers, path = line.split(":", 2)
-        if "memory" in controllers.split(","):
-            v1 = path
-        elif controllers == "":
-            v2 = path
-    if v1 is not None and Path("/sys/fs/cgroup/memory").is_dir():
-        return Path("/sys/fs/cgroup/memory" + v1.rstrip("/"))
-    if v2 is not None:
-        root = Path("/sys/fs/cgroup")
-        ctl = root / "cgroup.controllers"
-        if ctl.exists() and "memory" in ctl.read_text().split():
-            return root / v2.lstrip("/")
-    return None
+    found = procfs.own_memcg_dir()
+    return Path(found) if found is not None else None
 
 
 def can_lower_oom_score_adj() -> bool:

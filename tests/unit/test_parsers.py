@@ -149,3 +149,18 @@ def test_limit_v2(text: str, expected: int | None) -> None:
 def test_limit_v1_unlimited() -> None:
     assert cf.parse_limit_v1("9223372036854771712\n") is None
     assert cf.parse_limit_v1(str(1 << 30)) == 1 << 30
+
+
+def test_own_memcg_dir_hybrid_v2_and_none(tmp_path: Path) -> None:
+    from oomkit.kernel.procfs import own_memcg_dir
+
+    proc, mount = tmp_path / "proc", tmp_path / "cg"
+    (proc / "self").mkdir(parents=True)
+    mount.mkdir()
+    (proc / "self" / "cgroup").write_text("4:memory:/a/b\n0::/u\n")
+    (mount / "memory").mkdir()
+    assert own_memcg_dir(str(proc), str(mount)) == f"{mount}/memory/a/b"
+    (mount / "memory").rmdir()
+    assert own_memcg_dir(str(proc), str(mount)) is None  # unified without memory
+    (mount / "cgroup.controllers").write_text("cpu io memory pids\n")
+    assert own_memcg_dir(str(proc), str(mount)) == f"{mount}/u"

@@ -15,7 +15,7 @@ import signal
 from dataclasses import dataclass
 from typing import Final
 
-from oomkit.errors import KernelError, TaskGone
+from oomkit.errors import KernelError, OomkitError, TaskGone
 from oomkit.kernel import fsio
 
 PF_KTHREAD: Final = 0x00200000  # include/linux/sched.h
@@ -104,6 +104,26 @@ def parse_proc_cgroup(text: str) -> dict[str, str]:
             if name:
                 out[name] = path
     return out
+
+
+def own_memcg_dir(proc_root: str = "/proc", mount: str = "/sys/fs/cgroup") -> str | None:
+    """The directory of this process's own memory cgroup: in the v1 memory hierarchy
+    (hybrid mode) or the unified one when it has the memory controller; None otherwise."""
+    try:
+        cgroups = parse_proc_cgroup(fsio.read_text(f"{proc_root}/self/cgroup", gone=TaskGone))
+    except OomkitError:
+        return None
+    v1_root = os.path.join(mount, "memory")
+    if "memory" in cgroups and os.path.isdir(v1_root):
+        return v1_root + cgroups["memory"].rstrip("/")
+    if "" in cgroups:
+        try:
+            controllers = fsio.read_text(os.path.join(mount, "cgroup.controllers")).split()
+        except OomkitError:
+            return None
+        if "memory" in controllers:
+            return os.path.join(mount, cgroups[""].lstrip("/"))
+    return None
 
 
 @dataclass(frozen=True, slots=True)
