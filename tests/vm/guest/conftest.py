@@ -25,6 +25,17 @@ import pytest
 from tests.live.conftest import HOG, Hog, destroy
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
+_CONTROLLERS = CGROUP_ROOT / "cgroup.controllers"
+
+# The marks of every guest test file: real cgroup v2 with the memory controller, and root.
+GUEST_ONLY = [
+    pytest.mark.skipif(
+        not _CONTROLLERS.exists() or "memory" not in _CONTROLLERS.read_text().split(),
+        reason="no cgroup v2 memory controller at /sys/fs/cgroup: run inside the VM guest "
+        "(python tests/vm/harness.py pytest tests/vm/guest)",
+    ),
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root to create cgroups"),
+]
 MiB = 1 << 20
 
 # argv: kind size path cgroup_dir oom_score_adj; joins its cgroup before anything else.

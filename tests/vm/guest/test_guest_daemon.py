@@ -12,7 +12,6 @@ everything else and skips with test_daemon_live's "no loopback network here" rea
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -25,16 +24,9 @@ from tests.daemon.test_daemon_live import daemon_dir as daemon_dir  # the fixtur
 from tests.live.conftest import LiveCgroups
 from tests.live.conftest import live as live  # the fixture
 
-ROOT_CONTROLLERS = Path("/sys/fs/cgroup/cgroup.controllers")
+from .conftest import GUEST_ONLY
 
-pytestmark = [
-    pytest.mark.skipif(
-        not ROOT_CONTROLLERS.exists() or "memory" not in ROOT_CONTROLLERS.read_text().split(),
-        reason="no cgroup v2 memory controller at /sys/fs/cgroup: run inside the VM guest "
-        "(python tests/vm/harness.py pytest tests/vm/guest)",
-    ),
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root to create cgroups"),
-]
+pytestmark = GUEST_ONLY
 
 
 @pytest.fixture(scope="module", autouse=True)

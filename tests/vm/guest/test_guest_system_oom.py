@@ -25,15 +25,12 @@ our own oom_score_adj (-1000 for the test, so the kernel never picks pytest) is 
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-
-import pytest
 
 from oomkit.events import EventList, OomEvent
 from oomkit.kernel.linux import LinuxKernel
@@ -42,18 +39,9 @@ from oomkit.policies.largest_leaf import LargestLeaf
 from oomkit.runtime import Runtime
 from tests.live.conftest import Hog
 
-from .conftest import CGROUP_ROOT, MiB, V2Tree, events, wait_for
+from .conftest import GUEST_ONLY, MiB, V2Tree, events, wait_for
 
-ROOT_CONTROLLERS = CGROUP_ROOT / "cgroup.controllers"
-
-pytestmark = [
-    pytest.mark.skipif(
-        not ROOT_CONTROLLERS.exists() or "memory" not in ROOT_CONTROLLERS.read_text().split(),
-        reason="no cgroup v2 memory controller at /sys/fs/cgroup: run inside the VM guest "
-        "(python tests/vm/harness.py pytest tests/vm/guest)",
-    ),
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root to create cgroups"),
-]
+pytestmark = GUEST_ONLY
 
 SLOW = 90.0  # seconds: anything timed under TCG gets this much
 CHUNK = 4 * MiB

@@ -23,18 +23,9 @@ from oomkit.ops import OomContext, OomControl, OomOps
 from oomkit.runtime import Runtime
 from tests.contract.memcg_stats import check_memcg_stats
 
-from .conftest import CGROUP_ROOT, MiB, V2Tree, events, wait_for
+from .conftest import GUEST_ONLY, MiB, V2Tree, events, wait_for
 
-ROOT_CONTROLLERS = CGROUP_ROOT / "cgroup.controllers"
-
-pytestmark = [
-    pytest.mark.skipif(
-        not ROOT_CONTROLLERS.exists() or "memory" not in ROOT_CONTROLLERS.read_text().split(),
-        reason="no cgroup v2 memory controller at /sys/fs/cgroup: run inside the VM guest "
-        "(python tests/vm/harness.py pytest tests/vm/guest)",
-    ),
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root to create cgroups"),
-]
+pytestmark = GUEST_ONLY
 
 SLOW = 90.0  # seconds: anything timed under TCG gets this much
 
