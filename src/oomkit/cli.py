@@ -40,6 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--bare", action="store_true",
                      help="ignore the policies the scenario suggests: the kernel alone")
     _add_policy_args(sim)
+    from oomkit.lab import simulate as lab_simulate
+
+    lab_simulate.add_args(sim)
     run = sub.add_parser("run", help="run policies on the live kernel until SIGTERM")
     run.add_argument("--config", default=None, help="config file (default: none, or "
                      "/etc/oomkit/oomkit.toml when no policy is given)")
@@ -123,6 +126,10 @@ def cmd_simulate(args: argparse.Namespace, out: TextIO) -> int:
         out.write(f"machine: {format_size(m.memory)} RAM, "
                   f"{format_size(m.swap) if m.swap else 'no'} swap; "
                   f"{len(scenario.processes)} processes, {m.duration_ns / 1e9:g} s\n\n")
+    from oomkit.lab import simulate as lab_simulate
+
+    if lab_simulate.wanted(args):  # time series, plots, alternatives: the lab's runner
+        return lab_simulate.run(args, scenario, printer, out)
     rt = Runtime(kernel, sink=printer, budget_s=args.budget)
     oom_specs = list(args.oom_policy)
     psi_specs = list(args.psi_policy)

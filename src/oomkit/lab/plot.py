@@ -1,0 +1,233 @@
+"""Pictures of timelines (matplotlib, the optional extra ``oomkit[plot]``).
+
+Only the lab imports this module, and only when asked for a picture: the daemon never
+does. :func:`require` turns a missing matplotlib into one ConfigError line.
+
+``plot_timelines`` draws one column per run and one row per concern, on a shared time
+axis: memory charged per leaf cgroup (anonymous and swap-backed below, page cache above,
+stacked) against each memory.max; memory pressure; IO pressure. Every kill is a vertical
+line through all rows, labelled with who and why. ``plot_kills`` draws the verdicts of a
+comparison: one row per scenario and contender, a marker per kill.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from oomkit.errors import ConfigError
+from oomkit.lab.timeline import Timeline
+
+MISSING = ("--plot needs matplotlib: pip install 'oomkit[plot]' "
+           "(or pip install 'matplotlib>=3.8,<4')")
+MIB = 1 << 20
+COLOURS = ("tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:brown", "tab:pink",
+           "tab:olive", "tab:cyan")
+
+
+def require() -> Any:
+    """matplotlib.pyplot on the Agg backend (no display needed); ConfigError if absent."""
+    try:
+        import matplotlib
+    except ImportError:
+        raise ConfigError(MISSING) from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def check_suffix(path: str) -> None:
+    if Path(path).suffix.lower() not in (".png", ".svg", ".pdf"):
+        raise ConfigError(f"--plot {path}: the name must end in .png, .svg or .pdf")
+
+
+def _leaves(paths: Sequence[str]) -> list[str]:
+    """Cgroups no other sampled cgroup is below: their usages add up without overlap."""
+    return [p for p in paths if p != "/" and not any(
+        q != p and q.startswith(p.rstrip("/") + "/") for q in paths)]
+
+
+def kills_of(tl: Timeline) -> list[tuple[float, str, str]]:
+    """(time, who, why) of every kill: the OOM events' victims, then processes the summary
+    says were killed without an OOM event (a PSI handler that killed by itself)."""
+    out: list[tuple[float, str, str]] = []
+    seen: set[int] = set()
+    for ev in tl.events("oom"):
+        why = ev.get("constraint_text") or ev.get("constraint") or "OOM"
+        by = ev.get("policy") if ev.get("resolved_by") == "handler" else ev.get("resolved_by")
+        for v in ev.get("victims", ()):
+            seen.add(int(v["pid"]))
+            out.append((float(ev["time"]), f"{v['comm']} ({v['cgroup']})", f"{why}, by {by}"))
+    for p in tl.summary.get("processes", ()):
+        if p.get("status") == "killed" and p["pid"] not in seen and p.get("killed_at"):
+            out.append((float(p["killed_at"]), f"{p['name']} ({p['cgroup']})", "killed"))
+    return sorted(out)
+
+
+def _series(samples: list[dict[str, Any]], path: str, key: str) -> list[float]:
+    return [float(s["cgroups"].get(path, {}).get(key) or 0) for s in samples]
+
+
+def _psi(samples: list[dict[str, Any]], path: str, res: str, idx: int) -> list[float]:
+    out = []
+    for s in samples:
+        cg = s["cgroups"].get(path)
+        out.append(float(cg["psi"][res][idx]) if cg else 0.0)
+    return out
+
+
+def _draw_usage(ax: Any, tl: Timeline, samples: list[dict[str, Any]]) -> None:
+    t = [s["time"] for s in samples]
+    paths = list(dict.fromkeys(p for s in samples for p in s["cgroups"]))
+    leaves = _leaves(paths) or ["/"]
+    base = [0.0] * len(t)
+    for i, path in enumerate(leaves):
+        colour = COLOURS[i % len(COLOURS)]
+        anon = [(a + sh) / MIB for a, sh in zip(_series(samples, path, "anon"),
+                                                 _series(samples, path, "shmem"), strict=True)]
+        usage = [u / MIB for u in _series(samples, path, "usage")]
+        # What usage holds beyond anon+shmem is page cache and kernel memory.
+        other = [max(0.0, u - a) for u, a in zip(usage, anon, strict=True)]
+        top1 = [b + a for b, a in zip(base, anon, strict=True)]
+        top2 = [b + o for b, o in zip(top1, other, strict=True)]
+        ax.fill_between(t, base, top1, color=colour, alpha=0.85, linewidth=0,
+                        label=f"{path} anon+shmem")
+        ax.fill_between(t, top1, top2, color=colour, alpha=0.35, linewidth=0,
+                        hatch="//", label=f"{path} page cache")
+        base = top2
+    for i, path in enumerate(p for p in paths if p != "/"):
+        lim = _series(samples, path, "max")
+        if any(lim):
+            ax.step(t, [x / MIB if x else float("nan") for x in lim], where="post",
+                    color=COLOURS[leaves.index(path) % len(COLOURS)] if path in leaves
+                    else "black", linestyle="--", linewidth=1.4,
+                    label=f"{path} memory.max")
+        if i > 12:
+            break
+    ax.set_ylabel("charged (MiB)")
+    ax.set_ylim(bottom=0)
+    ax.legend(loc="upper right", fontsize=7, framealpha=0.85)
+
+
+def _draw_psi(ax: Any, samples: list[dict[str, Any]], res: str) -> None:
+    t = [s["time"] for s in samples]
+    paths = list(dict.fromkeys(p for s in samples for p in s["cgroups"]))
+    # The machine's pressure ("/") and, when there are few, each leaf's.
+    leaves = _leaves(paths)
+    shown = leaves if len(leaves) <= 3 else []
+    machine = (_psi(samples, "/", res, 0), _psi(samples, "/", res, 1))
+    if not any(machine == (_psi(samples, p, res, 0), _psi(samples, p, res, 1))
+               for p in shown):
+        shown = ["/", *shown]  # the machine's own line, unless a leaf's is the same
+    for i, path in enumerate(shown):
+        colour = "black" if path == "/" else COLOURS[leaves.index(path) % len(COLOURS)]
+        name = "machine" if path == "/" else path
+        ax.plot(t, _psi(samples, path, res, 0), color=colour, linewidth=1.2 + (i == 0),
+                label=f"{name} some")
+        ax.plot(t, _psi(samples, path, res, 1), color=colour, linewidth=1.2 + (i == 0),
+                linestyle=":", label=f"{name} full")
+    ax.set_ylabel(f"{res} PSI avg10 (%)")
+    ax.set_ylim(0, max(5.0, ax.get_ylim()[1]))
+    ax.legend(loc="upper right", fontsize=7, framealpha=0.85)
+
+
+def _draw_aftermath(ax: Any, samples: list[dict[str, Any]], last_kill: float) -> None:
+    """Say in words what stays charged after the last kill: page cache and shmem are
+    not freed with their process (they stay charged to the cgroup until reclaimed)."""
+    end = samples[-1]
+    if end["time"] <= last_kill:
+        return
+    lines = []
+    for path in _leaves(list(end["cgroups"])):
+        cg = end["cgroups"][path]
+        if cg["usage"] > 0:
+            lines.append(f"{path}: {cg['usage'] / MIB:.0f} MiB still charged "
+                         f"({cg['file'] / MIB:.0f} MiB page cache) at {end['time']:g}s")
+    if lines:
+        ax.text(0.98, 0.04, "after the kill:\n" + "\n".join(lines[:4]), ha="right",
+                va="bottom", transform=ax.transAxes, fontsize=7.5,
+                bbox={"boxstyle": "round", "fc": "lightyellow", "ec": "grey"})
+
+
+def plot_timelines(timelines: Sequence[Timeline], path: str) -> None:
+    """Write the timelines side by side to ``path`` (.png, .svg or .pdf).
+    Raises ConfigError when matplotlib is missing or the name has another suffix."""
+    check_suffix(path)
+    plt = require()
+    n = len(timelines)
+    fig, axes = plt.subplots(3, n, figsize=(7.5 * n, 8.5), sharex="col", squeeze=False,
+                             gridspec_kw={"height_ratios": [1.6, 1, 1]})
+    for col, tl in enumerate(timelines):
+        samples = tl.samples()
+        top, mem, io = axes[0][col], axes[1][col], axes[2][col]
+        _draw_usage(top, tl, samples)
+        _draw_psi(mem, samples, "memory")
+        _draw_psi(io, samples, "io")
+        for ev in tl.events("psi"):
+            ax = io if ev.get("resource") == "io" else mem
+            ax.plot([ev["time"]], [ax.get_ylim()[1] * 0.97], marker="v", color="purple",
+                    markersize=6, linestyle="none")
+        mem.plot([], [], marker="v", color="purple", linestyle="none",
+                 label="PSI trigger fired")
+        mem.legend(loc="upper right", fontsize=7, framealpha=0.85)
+        kills = kills_of(tl)
+        ymax = top.get_ylim()[1]
+        for k, (when, who, why) in enumerate(kills):
+            for ax in (top, mem, io):
+                ax.axvline(when, color="red", linewidth=1.2, alpha=0.8)
+            if k < 6:  # more labels than that cover the picture; the table has them all
+                top.annotate(f"killed {who}\n{why} @ {when:.2f}s", xy=(when, ymax),
+                             xytext=(4, -12 - 24 * k), textcoords="offset points",
+                             fontsize=7.5, color="darkred", va="top",
+                             bbox={"boxstyle": "round", "fc": "white", "ec": "red",
+                                   "alpha": 0.9})
+        if kills and samples:
+            _draw_aftermath(top, samples, kills[-1][0])
+        title = f"{tl.label}: {tl.scenario}" if tl.scenario else tl.label
+        top.set_title(title if len(title) < 70 else title[:67] + "...", fontsize=10)
+        io.set_xlabel("time (s)")
+        io.set_xlim(0, max(tl.duration, 1e-3))
+        for ax in (top, mem, io):
+            ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def plot_kills(rows: Sequence[tuple[str, str, float, list[tuple[float, str, str]]]],
+               path: str) -> None:
+    """``rows``: (scenario, contender, duration, kills of kills_of) per run, one seed each.
+    One horizontal lane per (scenario, contender), a red cross per kill labelled with the
+    victim; scenarios are separated by a line."""
+    check_suffix(path)
+    plt = require()
+    height = max(2.5, 0.32 * len(rows) + 1.2)
+    fig, ax = plt.subplots(figsize=(11, height))
+    labels: list[str] = []
+    last_scenario = None
+    for y, (scen, label, duration, kills) in enumerate(rows):
+        if scen != last_scenario and y:
+            ax.axhline(y - 0.5, color="grey", linewidth=0.8)
+        last_scenario = scen
+        labels.append(f"{scen[:38]} | {label}" if scen != (rows[y - 1][0] if y else None)
+                      else f"{label}")
+        ax.plot([0, duration], [y, y], color="lightgrey", linewidth=4, solid_capstyle="butt",
+                zorder=1)
+        if not kills:
+            ax.text(duration, y, " no kill", va="center", fontsize=7, color="green")
+        for when, who, _why in kills:
+            ax.plot([when], [y], marker="X", color="red", markersize=8, zorder=3)
+            ax.annotate(who.split(" (")[0], (when, y), xytext=(5, 3),
+                        textcoords="offset points", fontsize=7, color="darkred")
+    ax.set_yticks(range(len(rows)))
+    ax.set_yticklabels(labels, fontsize=7.5)
+    ax.invert_yaxis()
+    ax.set_xlabel("time (s)")
+    ax.set_xlim(left=0)
+    ax.grid(axis="x", alpha=0.3)
+    ax.set_title("who was killed when, per scenario and policy", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)

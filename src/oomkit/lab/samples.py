@@ -1,0 +1,82 @@
+"""One sample of memory state, taken through the public Kernel/Cgroup/Task accessors.
+
+The same code samples the simulator and the live kernel, so a simulated timeline and a
+recorded incident have one shape. A sample is one JSON object (one line of a samples
+file, or of an incident file), with ``"event": "sample"`` so it interleaves with the
+events of SPEC section 7::
+
+    {"event": "sample", "time": 4.0,
+     "cgroups": {"/thrash": {"usage": 67108864, "max": 67108864, "high": null,
+                             "anon": 0, "file": 67108864, "shmem": 0, "swap": 0,
+                             "psi": {"memory": [0.12, 0.1, 3200, 2900],
+                                     "io": [61.0, 58.5, 2400000, 2300000]}}},
+     "procs": [{"pid": 100, "comm": "reader", "cgroup": "/thrash", "rss": 0,
+                "swap": 0, "adj": 0, "state": "R"}]}
+
+Sizes are bytes. ``psi`` holds, per resource, ``[some avg10, full avg10, some total,
+full total]``: averages in percent, totals in microseconds (the four numbers of a
+pressure file a plot and a replay need). ``state`` is ``"R"`` for a live task and
+``"V"`` for one already chosen as an OOM victim (TIF_MEMDIE / MMF_OOM_SKIP: it is dying).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, Final
+
+from oomkit.errors import OomkitError
+from oomkit.kernel.base import Cgroup, Kernel, Resource, Task
+
+#: memory.stat items a sample keeps (v2 names; the live backends translate v1's).
+STAT_ITEMS: Final = ("anon", "file", "shmem")
+#: PSI resources a sample keeps. cpu is left out: memory handling does not act on it.
+PSI_RESOURCES: Final = (Resource.MEMORY, Resource.IO)
+
+
+def sample_cgroup(cg: Cgroup) -> dict[str, Any]:
+    """usage, limits, page states and pressure of one cgroup.
+
+    Raises the backend's OomkitError (e.g. a vanished cgroup) as it comes.
+    """
+    out: dict[str, Any] = {"usage": cg.usage(), "max": cg.memory_max, "high": cg.memory_high}
+    for item in STAT_ITEMS:
+        out[item] = cg.page_state(item)
+    out["swap"] = cg.page_state("swap")
+    psi: dict[str, list[float]] = {}
+    for res in PSI_RESOURCES:
+        p = cg.pressure(res)
+        psi[res.value] = [p.some.avg10, p.full.avg10, p.some.total, p.full.total]
+    out["psi"] = psi
+    return out
+
+
+def sample_task(task: Task, kernel: Kernel) -> dict[str, Any]:
+    return {"pid": task.pid, "comm": task.comm, "cgroup": task.cgroup.path, "rss": task.rss,
+            "swap": task.swapents * 4096, "adj": task.oom_score_adj,
+            "state": "V" if kernel.task_is_oom_victim(task) else "R"}
+
+
+def take_sample(kernel: Kernel, cgroups: Iterable[Cgroup] | None = None,
+                *, max_procs: int | None = None) -> dict[str, Any]:
+    """A sample of ``cgroups`` (default: every cgroup, the root first, in pre-order) and
+    of their tasks.
+
+    ``max_procs`` keeps only the largest tasks by rss (the flight recorder's bound); None
+    keeps them all. A cgroup that vanishes while it is read is left out (the kernel may
+    remove it at any moment), never an error.
+    """
+    if cgroups is None:
+        cgroups = list(kernel.root_mem_cgroup().walk())
+    cg_out: dict[str, Any] = {}
+    tasks: list[Task] = []
+    for cg in cgroups:
+        try:
+            cg_out[cg.path] = sample_cgroup(cg)
+            tasks.extend(t for t in cg.tasks() if t.cgroup == cg)
+        except OomkitError:
+            cg_out.pop(cg.path, None)
+    if max_procs is not None and len(tasks) > max_procs:
+        tasks = sorted(tasks, key=lambda t: t.rss, reverse=True)[:max_procs]
+    tasks.sort(key=lambda t: t.pid)
+    return {"event": "sample", "time": round(kernel.clock.now(), 6), "cgroups": cg_out,
+            "procs": [sample_task(t, kernel) for t in tasks]}
