@@ -73,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="how many of the last OOMs to show (default 5)")
     st.add_argument("--json", action="store_true", help="the status file as it is")
     sub.add_parser("policies", help="list the built-in policies")
+    from oomkit.lab import compare as lab_compare
+
+    lab_compare.add_parser(sub)
     return parser
 
 
@@ -165,6 +168,10 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
             return cmd_simulate(args, out)
         if args.command == "policies":
             return cmd_policies(out)
+        if args.command == "compare":
+            from oomkit.lab import compare as lab_compare
+
+            return lab_compare.run(args, out)
         from oomkit import daemon_cli
 
         return daemon_cli.dispatch(args, out)

@@ -196,38 +196,69 @@ def plot_timelines(timelines: Sequence[Timeline], path: str) -> None:
     plt.close(fig)
 
 
-def plot_kills(rows: Sequence[tuple[str, str, float, list[tuple[float, str, str]]]],
-               path: str) -> None:
-    """``rows``: (scenario, contender, duration, kills of kills_of) per run, one seed each.
-    One horizontal lane per (scenario, contender), a red cross per kill labelled with the
-    victim; scenarios are separated by a line."""
+def _group(kills: Sequence[tuple[float, str, bool]]) -> list[tuple[float, str, bool]]:
+    """Kills at the same moment (one OOM, a group kill) under one label."""
+    out: list[tuple[float, list[str], bool]] = []
+    for when, who, bystander in sorted(kills):
+        if out and when - out[-1][0] < 0.05:
+            out[-1][1].append(who)
+            out[-1] = (out[-1][0], out[-1][1], out[-1][2] or bystander)
+        else:
+            out.append((when, [who], bystander))
+    return [(w, ", ".join(n[:2]) + (f" +{len(n) - 2}" if len(n) > 2 else ""), b)
+            for w, n, b in out]
+
+
+def plot_kills(rows: Sequence[dict[str, Any]], path: str) -> None:
+    """The verdicts of ``oomkit compare`` (its JSON rows): one panel per scenario, one
+    lane per contender, the seeds of a contender side by side in its lane; a cross per
+    kill, red for a culprit and orange for a bystander, labelled with the victims."""
     check_suffix(path)
     plt = require()
-    height = max(2.5, 0.32 * len(rows) + 1.2)
-    fig, ax = plt.subplots(figsize=(11, height))
-    labels: list[str] = []
-    last_scenario = None
-    for y, (scen, label, duration, kills) in enumerate(rows):
-        if scen != last_scenario and y:
-            ax.axhline(y - 0.5, color="grey", linewidth=0.8)
-        last_scenario = scen
-        labels.append(f"{scen[:38]} | {label}" if scen != (rows[y - 1][0] if y else None)
-                      else f"{label}")
-        ax.plot([0, duration], [y, y], color="lightgrey", linewidth=4, solid_capstyle="butt",
-                zorder=1)
-        if not kills:
-            ax.text(duration, y, " no kill", va="center", fontsize=7, color="green")
-        for when, who, _why in kills:
-            ax.plot([when], [y], marker="X", color="red", markersize=8, zorder=3)
-            ax.annotate(who.split(" (")[0], (when, y), xytext=(5, 3),
-                        textcoords="offset points", fontsize=7, color="darkred")
-    ax.set_yticks(range(len(rows)))
-    ax.set_yticklabels(labels, fontsize=7.5)
-    ax.invert_yaxis()
-    ax.set_xlabel("time (s)")
-    ax.set_xlim(left=0)
-    ax.grid(axis="x", alpha=0.3)
-    ax.set_title("who was killed when, per scenario and policy", fontsize=10)
+    scenarios = list(dict.fromkeys(r["scenario"] for r in rows))
+    labels = list(dict.fromkeys(r["contender"] for r in rows))
+    seeds = sorted({int(r["seed"]) for r in rows})
+    ncol = 2 if len(scenarios) > 1 else 1
+    nrow = -(-len(scenarios) // ncol)
+    lane_h = 0.42 * len(labels) + 0.9
+    fig, axes = plt.subplots(nrow, ncol, figsize=(7.2 * ncol, lane_h * nrow + 0.6),
+                             squeeze=False)
+    spread = 0.5 / max(1, len(seeds))
+    for k, scen in enumerate(scenarios):
+        ax = axes[k // ncol][k % ncol]
+        duration = max(float(r["duration"]) for r in rows if r["scenario"] == scen)
+        for r in rows:
+            if r["scenario"] != scen:
+                continue
+            y = labels.index(r["contender"]) + (seeds.index(int(r["seed"]))
+                                                - (len(seeds) - 1) / 2) * spread
+            ax.plot([0, duration], [y, y], color="lightgrey", linewidth=2, zorder=1)
+            if "error" in r:
+                ax.text(0, y, " error: " + r["error"][:50], va="center", fontsize=7,
+                        color="grey")
+                continue
+            victims = [(float(v["time"]), str(v["name"]), bool(v["bystander"]))
+                       for v in r.get("victims", ())]
+            if not victims:
+                ax.plot([duration], [y], marker="o", color="green", markersize=4)
+            for when, who, bystander in _group(victims):
+                ax.plot([when], [y], marker="X", markersize=7, zorder=3,
+                        color="darkorange" if bystander else "red")
+                if int(r["seed"]) == seeds[0]:
+                    ax.annotate(who, (when, y), xytext=(4, 2), textcoords="offset points",
+                                fontsize=7, color="darkorange" if bystander else "darkred")
+        ax.set_yticks(range(len(labels)))
+        ax.set_yticklabels(labels, fontsize=8)
+        ax.set_ylim(len(labels) - 0.5, -0.5)
+        ax.set_xlim(0, duration * 1.02)
+        ax.set_title(Path(scen).stem, fontsize=9, loc="left")
+        ax.grid(axis="x", alpha=0.3)
+        ax.tick_params(axis="x", labelsize=7)
+    for k in range(len(scenarios), nrow * ncol):
+        axes[k // ncol][k % ncol].set_visible(False)
+    note = (f"x: a kill (red: the culprit; orange: a bystander); o: no kill; "
+            f"{len(seeds)} seed(s) per lane, labels from seed {seeds[0]}; time in s")
+    fig.suptitle("who was killed when, per scenario and policy\n" + note, fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    fig.savefig(path, dpi=80)
     plt.close(fig)
