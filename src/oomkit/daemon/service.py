@@ -45,7 +45,8 @@ from oomkit.events import (
     Event,
     OomEvent,
 )
-from oomkit.kernel.base import Kernel, Victim
+from oomkit.kernel.base import Cgroup, Kernel, Victim
+from oomkit.lab.incidents import Incidents
 from oomkit.runtime import OomLink, PsiLink, Runtime
 
 
@@ -106,6 +107,7 @@ class Daemon:
         self.kernel: Kernel | None = None  # what the runtime drives (maybe DryRunKernel)
         self.real_kernel: Kernel | None = None
         self.runtime: Runtime | None = None
+        self.incidents: Incidents | None = None  # the flight recorder ([recorder])
         self._oom_links: list[tuple[OomEntry, OomLink]] = []
         self._psi_links: list[tuple[PsiEntry, PsiLink]] = []
         self._serving = threading.Event()
@@ -127,6 +129,7 @@ class Daemon:
         try:
             self._start_outputs()
             self._start_kernel()
+            self._start_recorder()
         except BaseException:
             self.shutdown()
             raise
@@ -161,6 +164,8 @@ class Daemon:
         self.dispatch = Dispatch(wall=self._wall,
                                  take_would=self._take_would if dry else None)
         self.eventlog = self._open_eventlog(cfg)
+        # Before the event log: it names the OOM's incident file in the OOM's line.
+        self.dispatch.add("flight recorder", self._incident_record)
         self.dispatch.add("event log", self._log_record)
         if cfg.metrics is not None:
             self._start_metrics(cfg)
@@ -180,6 +185,34 @@ class Daemon:
         except OSError as exc:
             raise cfg.error(("daemon", "event_log"), f"cannot open {d.event_log}: "
                             f"{exc.strerror}") from None
+
+    def _start_recorder(self) -> None:
+        cfg = self.config
+        if cfg.recorder.size_bytes <= 0 or self.real_kernel is None:
+            return
+        assert self.housekeeper is not None
+        self.incidents = Incidents(self.real_kernel, cfg.recorder,
+                                   event_log=cfg.daemon.event_log, roots=self._watched_roots,
+                                   wall=self._wall, defer=self.housekeeper.submit,
+                                   on_error=lambda msg: self.emit_error("recorder", msg))
+        if self.backend.name == "sim":
+            # The simulator is not thread-safe and runs on its own clock: sample it
+            # between its slices, in simulated time.
+            inner = getattr(self.backend, "on_slice", None)
+            tick = self.incidents.recorder.tick
+
+            def on_slice(now: float) -> None:
+                tick()
+                if inner is not None:
+                    inner(now)
+
+            self.backend.on_slice = on_slice  # type: ignore[attr-defined]
+        else:
+            self.incidents.start()
+
+    def _incident_record(self, event: Event, record: Record) -> None:
+        if self.incidents is not None:
+            self.incidents.on_record(event, record)
 
     def _log_record(self, event: Event, record: Record) -> None:
         log = self.eventlog
@@ -304,6 +337,22 @@ class Daemon:
                             "triggers": len(plink.triggers), "budget_s": plink.budget_s,
                             "failures": plink.failures})
         return out
+
+    def _watched_roots(self) -> list[Cgroup]:
+        """The cgroups of the attached OOM handlers (the root for a system-wide one)."""
+        kernel = self.real_kernel
+        if kernel is None:
+            return []
+        roots: list[Cgroup] = []
+        for _, link in list(self._oom_links):
+            if not link.attached:
+                continue
+            if link.cgroup_id == 0:
+                return [kernel.root_mem_cgroup()]
+            cg = kernel.mem_cgroup(link.cgroup_id)
+            if cg is not None:
+                roots.append(cg)
+        return roots
 
     def watched_cgroups(self) -> int:
         """Cgroups whose OOMs reach a handler: the backend's count when it keeps one, else
@@ -448,6 +497,8 @@ class Daemon:
             self._reload_failed(f"{exc} (the running config is kept)")
             return False
         self.reloads += 1
+        if self.incidents is not None:  # sizes and intervals; on/off needs a restart
+            self.incidents.recorder.settings = new.recorder
         if self.metrics is not None:
             self.metrics.reloads.labels("ok").inc()
         if self.status is not None:
@@ -553,6 +604,8 @@ class Daemon:
         """Restore the kernel and close everything; safe to call twice and after errors."""
         sd_notify("STOPPING=1")
         problems: list[str] = []
+        if self.incidents is not None:
+            self.incidents.close()
         rt, self.runtime = self.runtime, None
         if rt is not None:
             self.runtime = rt  # so that the stop event still reaches the outputs

@@ -73,8 +73,8 @@ def _series(samples: list[dict[str, Any]], path: str, key: str) -> list[float]:
 def _psi(samples: list[dict[str, Any]], path: str, res: str, idx: int) -> list[float]:
     out = []
     for s in samples:
-        cg = s["cgroups"].get(path)
-        out.append(float(cg["psi"][res][idx]) if cg else 0.0)
+        line = (s["cgroups"].get(path) or {}).get("psi", {}).get(res)
+        out.append(float(line[idx]) if line else 0.0)
     return out
 
 
@@ -144,7 +144,7 @@ def _draw_aftermath(ax: Any, samples: list[dict[str, Any]], last_kill: float) ->
         cg = end["cgroups"][path]
         if cg["usage"] > 0:
             lines.append(f"{path}: {cg['usage'] / MIB:.0f} MiB still charged "
-                         f"({cg['file'] / MIB:.0f} MiB page cache) at {end['time']:g}s")
+                         f"({(cg['file'] or 0) / MIB:.0f} MiB page cache) at {end['time']:g}s")
     if lines:
         ax.text(0.98, 0.04, "after the kill:\n" + "\n".join(lines[:4]), ha="right",
                 va="bottom", transform=ax.transAxes, fontsize=7.5,

@@ -7,6 +7,7 @@ events of SPEC section 7::
 
     {"event": "sample", "time": 4.0,
      "cgroups": {"/thrash": {"usage": 67108864, "max": 67108864, "high": null,
+                             "swap_max": null,
                              "anon": 0, "file": 67108864, "shmem": 0, "swap": 0,
                              "psi": {"memory": [0.12, 0.1, 3200, 2900],
                                      "io": [61.0, 58.5, 2400000, 2300000]}}},
@@ -15,8 +16,10 @@ events of SPEC section 7::
 
 Sizes are bytes. ``psi`` holds, per resource, ``[some avg10, full avg10, some total,
 full total]``: averages in percent, totals in microseconds (the four numbers of a
-pressure file a plot and a replay need). ``state`` is ``"R"`` for a live task and
-``"V"`` for one already chosen as an OOM victim (TIF_MEMDIE / MMF_OOM_SKIP: it is dying).
+pressure file a plot and a replay need; None where the backend has no such file, as
+cgroup v1 below the root). A stat item the backend lacks is None. ``state`` is ``"R"``
+for a live task and ``"V"`` for one already chosen as an OOM victim (TIF_MEMDIE /
+MMF_OOM_SKIP: it is dying).
 """
 
 from __future__ import annotations
@@ -33,18 +36,42 @@ STAT_ITEMS: Final = ("anon", "file", "shmem")
 PSI_RESOURCES: Final = (Resource.MEMORY, Resource.IO)
 
 
+def _stat(cg: Cgroup) -> dict[str, int] | None:
+    """memory.stat at once where the backend can (one read instead of one per item)."""
+    stat = getattr(cg, "stat", None)
+    if callable(stat):
+        try:
+            got = stat()
+        except OomkitError:
+            return None
+        return got if isinstance(got, dict) else None
+    return None
+
+
 def sample_cgroup(cg: Cgroup) -> dict[str, Any]:
     """usage, limits, page states and pressure of one cgroup.
 
-    Raises the backend's OomkitError (e.g. a vanished cgroup) as it comes.
+    usage raises the backend's OomkitError (a vanished cgroup); an item the backend lacks
+    (no per-cgroup PSI on cgroup v1, no swap item) is None.
     """
-    out: dict[str, Any] = {"usage": cg.usage(), "max": cg.memory_max, "high": cg.memory_high}
-    for item in STAT_ITEMS:
-        out[item] = cg.page_state(item)
-    out["swap"] = cg.page_state("swap")
-    psi: dict[str, list[float]] = {}
+    out: dict[str, Any] = {"usage": cg.usage(), "max": cg.memory_max, "high": cg.memory_high,
+                           "swap_max": cg.swap_max}
+    stat = _stat(cg)
+    for item in (*STAT_ITEMS, "swap"):
+        if stat is not None:
+            out[item] = stat.get(item)
+            continue
+        try:
+            out[item] = cg.page_state(item)
+        except OomkitError:
+            out[item] = None
+    psi: dict[str, list[float] | None] = {}
     for res in PSI_RESOURCES:
-        p = cg.pressure(res)
+        try:
+            p = cg.pressure(res)
+        except OomkitError:
+            psi[res.value] = None
+            continue
         psi[res.value] = [p.some.avg10, p.full.avg10, p.some.total, p.full.total]
     out["psi"] = psi
     return out

@@ -131,7 +131,9 @@ def _pressure_window(samples: Sequence[dict[str, Any]]) -> tuple[float | None, f
         ra, rb = a["cgroups"].get("/"), b["cgroups"].get("/")
         if dt <= 0 or ra is None or rb is None:
             continue
-        pct = max(100.0 * (rb["psi"][r][2] - ra["psi"][r][2]) / dt for r in ("memory", "io"))
+        pct = max((100.0 * (rb["psi"][r][2] - ra["psi"][r][2]) / dt
+                   for r in ("memory", "io") if ra["psi"].get(r) and rb["psi"].get(r)),
+                  default=0.0)
         if pct >= PRESSURE_PCT:
             if first is None:
                 first = float(a["time"])
@@ -148,8 +150,9 @@ def judge_run(scenario: Scenario, tl: Timeline) -> Verdict:
     procs = tl.summary.get("processes", ())
     samples = tl.samples()
     io_full = 0.0
-    if samples and "/" in samples[-1]["cgroups"]:
-        io_full = samples[-1]["cgroups"]["/"]["psi"]["io"][3] / 1e6
+    io_line = samples[-1]["cgroups"].get("/", {}).get("psi", {}).get("io") if samples else None
+    if io_line:
+        io_full = io_line[3] / 1e6
     first, relief = _pressure_window(samples)
     return Verdict(int(tl.summary.get("ooms", 0)), tuple(kills),
                    sum(k.bystander for k in kills),
