@@ -76,6 +76,12 @@ def build_parser() -> argparse.ArgumentParser:
     from oomkit.lab import compare as lab_compare
 
     lab_compare.add_parser(sub)
+    from oomkit.lab import replay as lab_replay
+
+    lab_replay.add_parser(sub)
+    from oomkit.lab import record as lab_record
+
+    lab_record.add_parser(sub)
     return parser
 
 
@@ -172,6 +178,14 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
             from oomkit.lab import compare as lab_compare
 
             return lab_compare.run(args, out)
+        if args.command == "replay":
+            from oomkit.lab import replay as lab_replay
+
+            return lab_replay.run(args, out)
+        if args.command == "record":
+            from oomkit.lab import record as lab_record
+
+            return lab_record.run(args, out)
         from oomkit import daemon_cli
 
         return daemon_cli.dispatch(args, out)

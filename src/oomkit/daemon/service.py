@@ -194,7 +194,9 @@ class Daemon:
         self.incidents = Incidents(self.real_kernel, cfg.recorder,
                                    event_log=cfg.daemon.event_log, roots=self._watched_roots,
                                    wall=self._wall, defer=self.housekeeper.submit,
-                                   on_error=lambda msg: self.emit_error("recorder", msg))
+                                   on_error=lambda msg: self.emit_error("recorder", msg),
+                                   context=lambda: {"config": os.path.abspath(self.config.path),
+                                                    "handlers": self.handlers()})
         if self.backend.name == "sim":
             # The simulator is not thread-safe and runs on its own clock: sample it
             # between its slices, in simulated time.

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from oomkit.daemon.eventlog import log_files
-from oomkit.events import Event, OomEvent
+from oomkit.events import CgroupOnlineEvent, Event, OomEvent
 from oomkit.kernel.base import Cgroup, Kernel
 from oomkit.lab.recorder import (
     FlightRecorder,
@@ -43,18 +43,21 @@ def _first_wall(path: str) -> float | None:
 class Incidents:
     """``event_log``: the daemon's event log path (incidents go to its directory);
     ``defer(key, job)``: run a job on
-    the housekeeping thread; ``on_error(message)``: report a failed write."""
+    the housekeeping thread; ``on_error(message)``: report a failed write; ``context()``:
+    more header fields (the daemon's config path and attached handlers, for the replay)."""
 
     def __init__(self, kernel: Kernel, settings: RecorderSettings, *, event_log: str,
                  roots: Callable[[], Iterable[Cgroup]] | None,
                  wall: Callable[[], float],
                  defer: Callable[[str, Callable[[], None]], None],
-                 on_error: Callable[[str], None]) -> None:
+                 on_error: Callable[[str], None],
+                 context: Callable[[], dict[str, Any]] | None = None) -> None:
         self.recorder = FlightRecorder(kernel, settings, roots=roots, wall=wall)
         self.event_log = event_log
         self._wall = wall
         self._defer = defer
         self._on_error = on_error
+        self._context = context
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._seq = 0
@@ -74,10 +77,16 @@ class Incidents:
     def on_record(self, event: Event, record: dict[str, Any]) -> None:
         """A dispatch sink: for an OOM, name an incident file in its record and have it
         written. Must run before the event log's sink."""
+        if isinstance(event, CgroupOnlineEvent):
+            self.recorder.invalidate()
+            return
         if not isinstance(event, OomEvent):
             return
         lines = self.recorder.snapshot()
         header = self.recorder.header("oom")
+        if self._context is not None:
+            with contextlib.suppress(Exception):
+                header.update(self._context())  # which config and handlers ran
         self._seq += 1
         path = incident_name(os.path.dirname(self.event_log) or ".", self._wall(), self._seq)
         record["incident"] = path

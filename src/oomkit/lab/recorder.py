@@ -125,20 +125,28 @@ class FlightRecorder:
         """Take one sample; the seconds until the next one is due."""
         now = self.kernel.clock.now()
         if now >= self._refresh_at or not self._cgroups:
-            # The tree changes slowly; walking it every sample would cost more than the
-            # sample. New cgroups are picked up within 30 s.
+            # Walking the tree every sample would cost more than the sample: walk again
+            # every 10 s, every second under pressure, and when told (invalidate(), on a
+            # cgroup_online event).
             self._cgroups = self._pick_cgroups()
-            self._refresh_at = now + 30.0
+            self._refresh_at = now + (1.0 if self.pressure else 10.0)
         sample = take_sample(self.kernel, self._cgroups, max_procs=self.settings.procs)
         if self._wall is not None:
             sample["wall"] = round(self._wall(), 3)
         if len(sample["cgroups"]) < len(self._cgroups):
             self._refresh_at = 0.0  # one vanished: walk again next time
+        was = self.pressure
         self.pressure = _under_pressure(sample)
+        if self.pressure and not was:
+            self._refresh_at = 0.0
         self._push(json.dumps(sample, separators=(",", ":")))
         self.samples_taken += 1
         s = self.settings
         return s.pressure_interval_s if self.pressure else s.interval_s
+
+    def invalidate(self) -> None:
+        """The cgroup tree changed: walk it again at the next sample."""
+        self._refresh_at = 0.0
 
     def tick(self) -> None:
         """Sample if one is due on the kernel's clock (for a caller that owns the loop,
@@ -226,7 +234,7 @@ def prune_incidents(directory: str, oldest_wall: float | None, *, keep_max: int 
         names = sorted(n for n in os.listdir(directory) if INCIDENT_GLOB.match(n))
     except OSError:
         return 0
-    drop: list[str] = names[:-keep_max] if len(names) > keep_max else []
+    drop: list[str] = names[:max(0, len(names) - keep_max)]
     if oldest_wall is not None:
         for n in names[len(drop):]:
             m = INCIDENT_GLOB.match(n)
