@@ -117,6 +117,11 @@ def test_every_oom_writes_an_incident_and_replay_reaches_the_live_decision(
     assert "resolved by default" in out and "replay: killed c (/app/c)" in out
     code, out = run("replay", path, "--oom-policy", "kill_cgroup@/app")
     assert code == 0 and "replay: killed" in out
+    # An incident is a scenario for compare too.
+    code, out = run("compare", path, "--policy", "kernel", "--config", str(cfg), "--json",
+                    "--jobs", "1")
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert [[v["name"] for v in r["victims"]] for r in rows] == [["c"], ["c"]]
 
 
 def test_incident_files_go_with_the_rotated_event_log(tmp_path: Path) -> None:

@@ -1,9 +1,11 @@
 """``oomkit compare``: every contender over every scenario and seed, in parallel processes.
 
-Scenarios come from files and directories (every ``*.toml`` in it that parses as a
-scenario; other files are skipped with a note). Runs are independent, so they go to a process pool
-(concurrent.futures: one process per core, at most ``--jobs``); the table keeps the input
-order whatever order they finish in. It informs: the exit code is 0 whatever the figures.
+Scenarios come from files, directories (every ``*.toml`` in it that parses as a
+scenario, other files skipped with a note, and every ``incident-*.jsonl``) and incident
+files (``*.jsonl``: turned into a scenario by oomkit.lab.replay). Runs are independent,
+so they go to a process pool (concurrent.futures: one process per core, at most
+``--jobs``); the table keeps the input order whatever order they finish in. It
+informs: the exit code is 0 whatever the figures.
 """
 
 from __future__ import annotations
@@ -65,6 +67,10 @@ def collect(inputs: Sequence[str], notes: list[str]) -> list[tuple[str, Scenario
                     out.append((str(f), load_scenario(f)))
                 except ConfigError as exc:
                     notes.append(f"skipped {f}: {str(exc).splitlines()[0][:120]}")
+            for f in sorted(path.glob("incident-*.jsonl")):
+                out.append((str(f), _incident(f)))
+        elif path.suffix == ".jsonl":
+            out.append((text, _incident(path)))
         elif path.exists():
             out.append((text, load_scenario(path)))
         else:
@@ -72,6 +78,12 @@ def collect(inputs: Sequence[str], notes: list[str]) -> list[tuple[str, Scenario
     if not out:
         raise ConfigError("no scenario found in " + " ".join(inputs))
     return out
+
+
+def _incident(path: Path) -> Scenario:
+    from oomkit.lab.replay import load_incident, to_scenario
+
+    return to_scenario(load_incident(str(path)))
 
 
 def contenders(args: argparse.Namespace) -> list[Contender]:
