@@ -6,7 +6,8 @@ own. Standard library only: the daemon imports this module.
 A sample (oomkit.lab.samples) of the watched cgroups and their largest processes is
 taken every ``interval_s``, or every ``pressure_interval_s`` while the machine is under
 pressure (memory some avg10 or IO full avg10 of the root at or above
-:data:`PRESSURE_AVG10`, or a sampled cgroup within 10 % of its memory.max): the minutes
+:data:`PRESSURE_AVG10`, or a sampled cgroup within 10 % of its memory.max, or growing
+fast enough to get there before the next idle sample; and for 10 s after): the minutes
 before an OOM are the ones a replay needs in detail. Samples are kept serialised, and the
 oldest dropped once they take more than ``size_bytes``.
 
@@ -34,6 +35,7 @@ from oomkit.lab.samples import take_sample
 
 PRESSURE_AVG10: Final = 1.0
 NEAR_LIMIT: Final = 0.9
+PRESSURE_HOLD_S: Final = 10.0
 INCIDENT_VERSION: Final = 1
 INCIDENT_GLOB: Final = re.compile(r"^incident-(\d{8}T\d{6}\.\d{3})(?:-\d+)?\.jsonl$")
 
@@ -64,8 +66,18 @@ def machine_of(kernel: Kernel) -> dict[str, int]:
     return {"memory": 0, "swap": 0}
 
 
-def _under_pressure(sample: dict[str, Any]) -> bool:
+def _under_pressure(sample: dict[str, Any], prev: dict[str, Any] | None,
+                    ahead_s: float) -> bool:
+    """Pressure now, or a cgroup that, growing as it did since ``prev``, comes within
+    10 % of its memory.max in ``ahead_s`` (a fast leak must not slip between samples)."""
+    dt = sample["time"] - prev["time"] if prev is not None else 0.0
     for path, cg in sample["cgroups"].items():
+        limit = cg.get("max")
+        before = prev["cgroups"].get(path) if prev is not None and dt > 0 else None
+        if limit and before is not None:
+            rate = (cg["usage"] - before["usage"]) / dt
+            if rate > 0 and cg["usage"] + rate * ahead_s >= NEAR_LIMIT * limit:
+                return True
         psi = cg.get("psi") or {}
         if path == "/":
             mem, io = psi.get("memory"), psi.get("io")
@@ -98,6 +110,8 @@ class FlightRecorder:
         self.pressure = False
         self.samples_taken = 0
         self._next_due = 0.0
+        self._prev: dict[str, Any] | None = None
+        self._fast_until = -1.0
         self.dropped = 0
 
     # -- sampling ----------------------------------------------------------------------------
@@ -136,7 +150,12 @@ class FlightRecorder:
         if len(sample["cgroups"]) < len(self._cgroups):
             self._refresh_at = 0.0  # one vanished: walk again next time
         was = self.pressure
-        self.pressure = _under_pressure(sample)
+        if _under_pressure(sample, self._prev, self.settings.interval_s):
+            # Stay fast for a while: growth comes in steps, and one quiet sample
+            # between them must not drop back to the idle interval.
+            self._fast_until = now + PRESSURE_HOLD_S
+        self.pressure = now < self._fast_until
+        self._prev = sample
         if self.pressure and not was:
             self._refresh_at = 0.0
         self._push(json.dumps(sample, separators=(",", ":")))

@@ -10,7 +10,8 @@ read and edit, ``--write-scenario``):
 - each process seen in a sample (named by its comm; ``comm.PID`` when two share one)
   starts when it was first seen, with ``oom_score_adj`` as recorded, and follows its
   footprint (rss + swap) from sample to sample: ``alloc`` at the rate it grew, ``free``
-  what it gave back, ``sleep`` while it stayed. After its last sample a process that was
+  what it gave back, ``sleep`` while it stayed; an OOM victim's rss in the OOM's event
+  line is its last point. After its last sample a process that was
   growing keeps growing at its last rate (the minutes before an OOM end with someone
   growing: that is how the replay reaches it); one that was not sleeps;
 - what a cgroup held beyond its processes' footprints at the first sample (page cache,
@@ -210,6 +211,14 @@ def scenario_toml(inc: Incident) -> str:
             series.setdefault(pid, []).append(
                 (float(s["time"]) - t0, int(p.get("rss") or 0) + int(p.get("swap") or 0)))
             info[pid] = p
+    # The OOM's victims, as the OOM found them: the last point of their growth.
+    if oom is not None and oom.get("time") is not None:
+        for v in oom.get("victims", ()):
+            pid = int(v.get("pid", -1))
+            t = float(oom["time"]) - t0
+            if pid in series and t > series[pid][-1][0]:
+                series[pid].append((t, int(v.get("rss") or 0) + series[pid][-1][1]
+                                    - int(info[pid].get("rss") or 0)))
     last_pids = {int(p["pid"]) for p in samples[-1]["procs"]}
     # Memory a cgroup held beyond its processes at the first sample: cache and tmpfs.
     first = samples[0]
