@@ -10,7 +10,9 @@ as a plain foreground process. Once both are up, it measures the same window for
 CPU seconds (the scheduler's per-thread run time, /proc/PID/task/*/schedstat; the
 daemon's watchdog process counted with it)
 and resident memory (VmRSS, and VmHWM, the peak). Targets: idle CPU no more than
-earlyoom's, RSS under 40 MiB.
+earlyoom's, RSS under 40 MiB. Then the daemon runs again with its flight recorder off
+(``[recorder] size = "0"``) over the same window: the recorder's own cost is the
+difference (target: at most 0.1 % of one CPU and 8 MiB of RSS).
 
 Everything it made is removed afterwards, after a failure too: the daemon is stopped
 with SIGTERM (which restores every cgroup setting), earlyoom is killed, the cgroups are
@@ -115,9 +117,11 @@ def measure(pids: list[int], seconds: float) -> tuple[float, list[float]]:
     return seconds, [a - b for a, b in zip(after, before, strict=True)]
 
 
-def start_daemon(work: Path, root: Path) -> subprocess.Popen[bytes]:
+def start_daemon(work: Path, root: Path, recorder: bool = True) -> subprocess.Popen[bytes]:
     config = work / "oomkit.toml"
+    (work / "status.json").unlink(missing_ok=True)
     config.write_text(
+        ("" if recorder else '[recorder]\nsize = "0"\n') +
         "[daemon]\n"
         f'event_log = "{work}/events.jsonl"\nstatus_file = "{work}/status.json"\n'
         f'state_file = "{work}/restore.json"\ncgroup_root = "{root}"\n'
@@ -203,7 +207,23 @@ def main() -> int:
             theirs = Figures("earlyoom", eo.pid, deltas[-1], status_kb(eo.pid, "VmRSS"),
                              status_kb(eo.pid, "VmHWM"), status_kb(eo.pid, "Threads"),
                              " ".join(earlyoom_args()))
+        # The same daemon without its flight recorder: what the recorder costs.
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(60)
+        daemon = start_daemon(work, root, recorder=False)
+        wait_ready(work, daemon)
+        time.sleep(args.settle)
+        bare_pids = [daemon.pid, *children(daemon.pid)]
+        _, bare_deltas = measure(bare_pids, args.seconds)
+        bare = Figures("no recorder", daemon.pid, sum(bare_deltas),
+                       status_kb(daemon.pid, "VmRSS"), status_kb(daemon.pid, "VmHWM"),
+                       status_kb(daemon.pid, "Threads"), "the same config, [recorder] off")
+        rec_cpu_pct = 100 * (ours.cpu_s - bare.cpu_s) / window
+        rec_rss_mib = (ours.rss_kib - bare.rss_kib) / 1024
         result = {
+            "no_recorder": asdict(bare),
+            "recorder_cpu_pct": round(rec_cpu_pct, 4), "recorder_rss_mib": round(rec_rss_mib, 2),
+            "recorder_target_met": rec_cpu_pct <= 0.1 and rec_rss_mib <= 8,
             "seconds": window, "cgroups": args.cgroups, "cgroups_created_s": round(made_s, 3),
             "oomkit": asdict(ours), "watchdog": [asdict(w) for w in wd],
             "earlyoom": asdict(theirs) if theirs is not None else None,
@@ -216,7 +236,7 @@ def main() -> int:
             print(f"idle for {window:g} s; {args.cgroups} cgroups below {root.parent} "
                   f"(created in {made_s:.2f} s)")
             print(f"{'':10} {'CPU s':>9} {'RSS MiB':>8} {'peak MiB':>9} {'threads':>8}")
-            for f in [ours, *wd] + ([theirs] if theirs else []):
+            for f in [ours, *wd, bare] + ([theirs] if theirs else []):
                 print(f"{f.name:10} {f.cpu_s:9.4f} {f.rss_kib / 1024:8.1f} "
                       f"{f.hwm_kib / 1024:9.1f} {f.threads:8}  {f.extra}")
             if theirs is None:
@@ -226,6 +246,9 @@ def main() -> int:
                 print(f"idle CPU target (<= earlyoom's): {verdict}")
             verdict = "met" if result["rss_target_met"] else "MISSED"
             print(f"RSS target (< 40 MiB): {verdict} ({ours.rss_kib / 1024:.1f} MiB)")
+            verdict = "met" if result["recorder_target_met"] else "MISSED"
+            print(f"flight recorder: {rec_cpu_pct:+.3f} % of one CPU, {rec_rss_mib:+.1f} MiB RSS "
+                  f"(target <= 0.1 %, <= 8 MiB): {verdict}")
         return 0
     finally:
         if eo is not None:

@@ -31,7 +31,7 @@ from typing import Any, Final
 
 from oomkit.errors import OomkitError
 from oomkit.kernel.base import Cgroup, Kernel
-from oomkit.lab.samples import take_sample
+from oomkit.lab.samples import Limits, take_sample
 
 PRESSURE_AVG10: Final = 1.0
 NEAR_LIMIT: Final = 0.9
@@ -45,7 +45,7 @@ class RecorderSettings:
     """``[recorder]`` of the daemon's config. ``size_bytes`` 0 turns it off."""
 
     size_bytes: int = 4 << 20
-    interval_s: float = 5.0
+    interval_s: float = 10.0
     pressure_interval_s: float = 0.5
     procs: int = 16
     cgroups: int = 64
@@ -107,6 +107,7 @@ class FlightRecorder:
         self._lock = threading.Lock()
         self._cgroups: list[Cgroup] = []
         self._refresh_at = 0.0
+        self._limits: Limits = {}
         self.pressure = False
         self.samples_taken = 0
         self._next_due = 0.0
@@ -139,12 +140,14 @@ class FlightRecorder:
         """Take one sample; the seconds until the next one is due."""
         now = self.kernel.clock.now()
         if now >= self._refresh_at or not self._cgroups:
-            # Walking the tree every sample would cost more than the sample: walk again
-            # every 10 s, every second under pressure, and when told (invalidate(), on a
-            # cgroup_online event).
+            # Walking the tree (and reading the limits) every sample would cost more than
+            # the sample: walk again every minute, every second under pressure, and when
+            # told (invalidate(), on a cgroup_online event).
             self._cgroups = self._pick_cgroups()
-            self._refresh_at = now + (1.0 if self.pressure else 10.0)
-        sample = take_sample(self.kernel, self._cgroups, max_procs=self.settings.procs)
+            self._limits.clear()
+            self._refresh_at = now + (1.0 if self.pressure else 60.0)
+        sample = take_sample(self.kernel, self._cgroups, max_procs=self.settings.procs,
+                             limits=self._limits)
         if self._wall is not None:
             sample["wall"] = round(self._wall(), 3)
         if len(sample["cgroups"]) < len(self._cgroups):

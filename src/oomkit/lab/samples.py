@@ -48,14 +48,23 @@ def _stat(cg: Cgroup) -> dict[str, int] | None:
     return None
 
 
-def sample_cgroup(cg: Cgroup) -> dict[str, Any]:
-    """usage, limits, page states and pressure of one cgroup.
+def limits_of(cg: Cgroup) -> tuple[int | None, int | None, int | None]:
+    """(memory.max, memory.high, memory.swap.max) in bytes, None for no limit."""
+    return cg.memory_max, cg.memory_high, cg.swap_max
+
+
+def sample_cgroup(cg: Cgroup,
+                  limits: tuple[int | None, int | None, int | None] | None = None
+                  ) -> dict[str, Any]:
+    """usage, limits, page states and pressure of one cgroup. ``limits``: the
+    :func:`limits_of` the caller already knows (they change rarely; read when None).
 
     usage raises the backend's OomkitError (a vanished cgroup); an item the backend lacks
     (no per-cgroup PSI on cgroup v1, no swap item) is None.
     """
-    out: dict[str, Any] = {"usage": cg.usage(), "max": cg.memory_max, "high": cg.memory_high,
-                           "swap_max": cg.swap_max}
+    usage = cg.usage()
+    lim = limits if limits is not None else limits_of(cg)
+    out: dict[str, Any] = {"usage": usage, "max": lim[0], "high": lim[1], "swap_max": lim[2]}
     stat = _stat(cg)
     for item in (*STAT_ITEMS, "swap"):
         if stat is not None:
@@ -83,13 +92,19 @@ def sample_task(task: Task, kernel: Kernel) -> dict[str, Any]:
             "state": "V" if kernel.task_is_oom_victim(task) else "R"}
 
 
+Limits = dict[int, tuple[int | None, int | None, int | None]]
+
+
 def take_sample(kernel: Kernel, cgroups: Iterable[Cgroup] | None = None,
-                *, max_procs: int | None = None) -> dict[str, Any]:
+                *, max_procs: int | None = None, limits: Limits | None = None
+                ) -> dict[str, Any]:
     """A sample of ``cgroups`` (default: every cgroup, the root first, in pre-order) and
     of their tasks.
 
     ``max_procs`` keeps only the largest tasks by rss (the flight recorder's bound); None
-    keeps them all. A cgroup that vanishes while it is read is left out (the kernel may
+    keeps them all. ``limits``: a cache of :func:`limits_of` by cgroup id, filled as
+    needed (the flight recorder clears it when it walks the tree again). A cgroup that
+    vanishes while it is read is left out (the kernel may
     remove it at any moment), never an error.
     """
     if cgroups is None:
@@ -98,7 +113,12 @@ def take_sample(kernel: Kernel, cgroups: Iterable[Cgroup] | None = None,
     tasks: list[Task] = []
     for cg in cgroups:
         try:
-            cg_out[cg.path] = sample_cgroup(cg)
+            lim = None
+            if limits is not None:
+                lim = limits.get(cg.id)
+                if lim is None:
+                    lim = limits[cg.id] = limits_of(cg)
+            cg_out[cg.path] = sample_cgroup(cg, lim)
             tasks.extend(t for t in cg.tasks() if t.cgroup == cg)
         except OomkitError:
             cg_out.pop(cg.path, None)
