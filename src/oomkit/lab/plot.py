@@ -93,9 +93,9 @@ def _draw_usage(ax: Any, tl: Timeline, samples: list[dict[str, Any]]) -> None:
         top1 = [b + a for b, a in zip(base, anon, strict=True)]
         top2 = [b + o for b, o in zip(top1, other, strict=True)]
         ax.fill_between(t, base, top1, color=colour, alpha=0.85, linewidth=0,
-                        label=f"{path} anon+shmem")
+                        label=f"{path} anon+shmem" if any(anon) else None)
         ax.fill_between(t, top1, top2, color=colour, alpha=0.35, linewidth=0,
-                        hatch="//", label=f"{path} page cache")
+                        hatch="//", label=f"{path} page cache" if any(other) else None)
         base = top2
     for i, path in enumerate(p for p in paths if p != "/"):
         lim = _series(samples, path, "max")
@@ -128,19 +128,26 @@ def _draw_psi(ax: Any, samples: list[dict[str, Any]], res: str) -> None:
                 label=f"{name} some")
         ax.plot(t, _psi(samples, path, res, 1), color=colour, linewidth=1.2 + (i == 0),
                 linestyle=":", label=f"{name} full")
+    if not any(v for path in shown for i in (0, 1) for v in _psi(samples, path, res, i)):
+        ax.text(0.5, 0.5, f"no {res} pressure", transform=ax.transAxes, ha="center",
+                va="center", color="grey")
     ax.set_ylabel(f"{res} PSI avg10 (%)")
     ax.set_ylim(0, max(5.0, ax.get_ylim()[1]))
     ax.legend(loc="upper right", fontsize=7, framealpha=0.85)
 
 
-def _draw_aftermath(ax: Any, samples: list[dict[str, Any]], last_kill: float) -> None:
-    """Say in words what stays charged after the last kill: page cache and shmem are
-    not freed with their process (they stay charged to the cgroup until reclaimed)."""
+def _draw_aftermath(ax: Any, samples: list[dict[str, Any]], last_kill: float,
+                    cgroups: set[str]) -> None:
+    """Say in words what the victims' cgroups still hold after the last kill: page
+    cache and shmem are not freed with their process (they stay charged to the cgroup
+    until reclaimed)."""
     end = samples[-1]
     if end["time"] <= last_kill:
         return
     lines = []
     for path in _leaves(list(end["cgroups"])):
+        if path not in cgroups:
+            continue
         cg = end["cgroups"][path]
         if cg["usage"] > 0:
             lines.append(f"{path}: {cg['usage'] / MIB:.0f} MiB still charged "
@@ -169,9 +176,11 @@ def plot_timelines(timelines: Sequence[Timeline], path: str) -> None:
             ax = io if ev.get("resource") == "io" else mem
             ax.plot([ev["time"]], [ax.get_ylim()[1] * 0.97], marker="v", color="purple",
                     markersize=6, linestyle="none")
-        mem.plot([], [], marker="v", color="purple", linestyle="none",
-                 label="PSI trigger fired")
-        mem.legend(loc="upper right", fontsize=7, framealpha=0.85)
+        for res, ax in (("memory", mem), ("io", io)):
+            if any(ev.get("resource") == res for ev in tl.events("psi")):
+                ax.plot([], [], marker="v", color="purple", linestyle="none",
+                        label="PSI trigger fired")
+                ax.legend(loc="upper right", fontsize=7, framealpha=0.85)
         kills = kills_of(tl)
         ymax = top.get_ylim()[1]
         for k, (when, who, why) in enumerate(kills):
@@ -184,7 +193,8 @@ def plot_timelines(timelines: Sequence[Timeline], path: str) -> None:
                              bbox={"boxstyle": "round", "fc": "white", "ec": "red",
                                    "alpha": 0.9})
         if kills and samples:
-            _draw_aftermath(top, samples, kills[-1][0])
+            _draw_aftermath(top, samples, kills[-1][0],
+                            {who.rsplit(" (", 1)[-1].rstrip(")") for _, who, _ in kills})
         title = f"{tl.label}: {tl.scenario}" if tl.scenario else tl.label
         top.set_title(title if len(title) < 70 else title[:67] + "...", fontsize=10)
         io.set_xlabel("time (s)")

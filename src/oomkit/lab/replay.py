@@ -43,6 +43,7 @@ from oomkit.lab.timeline import Timeline, run_timeline
 TAIL_S: Final = 10.0
 UNLIMITED: Final = 1 << 60  # v1 reports PAGE_COUNTER_MAX pages as a huge byte count
 MIN_CACHE: Final = 1 << 20
+REPLAY_INTERVAL_NS: Final = 100_000_000  # the replay's samples, for --plot
 
 
 @dataclass(slots=True)
@@ -146,17 +147,28 @@ def _program(points: list[tuple[float, int]], growing_tail: bool) -> list[str]:
     if first > 0:
         steps.append(f'{{ op = "alloc", kind = "anon", size = {_size(first)} }}')
     rate = 0
+    idle_ms = 0  # consecutive quiet intervals become one sleep
+
+    def flush() -> None:
+        nonlocal idle_ms
+        if idle_ms > 0:
+            steps.append(f'{{ op = "sleep", duration = "{idle_ms}ms" }}')
+        idle_ms = 0
+
     for (t0, a), (t1, b) in itertools.pairwise(points):
         dt = max(t1 - t0, 0.001)
         if b > a:
+            flush()
             rate = max(1, int((b - a) / dt))
             steps.append(f'{{ op = "alloc", kind = "anon", size = {_size(b - a)}, '
                          f'rate = "{rate}/s" }}')
         else:
             rate = 0
             if b < a:
+                flush()
                 steps.append(f'{{ op = "free", kind = "anon", size = {_size(a - b)} }}')
-            steps.append(f'{{ op = "sleep", duration = "{int(dt * 1000)}ms" }}')
+            idle_ms += int(dt * 1000)
+    flush()
     if growing_tail and rate > 0:
         steps.append(f'{{ op = "alloc", kind = "anon", size = {_size(rate * 3600)}, '
                      f'rate = "{rate}/s" }}')
@@ -327,7 +339,8 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
         out.write(f"oomkit replay: {inc.path}: {len(inc.samples)} samples, "
                   f"{len(scenario.processes)} processes, {len(scenario.cgroups)} cgroups; "
                   f"under {contender.label}\n\n")
-    tl: Timeline = run_timeline(scenario, contender, sink=printer)
+    tl: Timeline = run_timeline(scenario, contender, sink=printer,
+                                interval_ns=REPLAY_INTERVAL_NS)
     if args.plot:
         from oomkit.lab.plot import plot_timelines
 
