@@ -5,8 +5,8 @@ own. Standard library only: the daemon imports this module.
 
 A sample (oomkit.lab.samples) of the watched cgroups and their largest processes is
 taken every ``interval_s``, or every ``pressure_interval_s`` while the machine is under
-pressure (memory some avg10 or IO full avg10 of the root at or above
-:data:`PRESSURE_AVG10`, or a sampled cgroup within 10 % of its memory.max, or growing
+pressure (the root's memory some avg10 at 20 % or more, memory full at 5 %, IO full at
+10 %, or a sampled cgroup within 10 % of its memory.max, or growing
 fast enough to get there before the next idle sample; and for 10 s after): the minutes
 before an OOM are the ones a replay needs in detail. Samples are kept serialised, and the
 oldest dropped once they take more than ``size_bytes``.
@@ -33,9 +33,15 @@ from oomkit.errors import OomkitError
 from oomkit.kernel.base import Cgroup, Kernel
 from oomkit.lab.samples import Limits, take_sample
 
-PRESSURE_AVG10: Final = 1.0
+# The machine is "under pressure" for the recorder at these avg10s (percent): well above
+# what a busy but healthy machine shows (a few percent of memory some is common), well
+# below where the recommended psi_declare acts (500 ms of full stall in 2 s: 25 %).
+MEMORY_SOME_AVG10: Final = 20.0
+MEMORY_FULL_AVG10: Final = 5.0
+IO_FULL_AVG10: Final = 10.0
 NEAR_LIMIT: Final = 0.9
 PRESSURE_HOLD_S: Final = 10.0
+MIN_USAGE: Final = 1 << 20  # below: usage and limits only (see samples.sample_cgroup)
 INCIDENT_VERSION: Final = 1
 INCIDENT_GLOB: Final = re.compile(r"^incident-(\d{8}T\d{6}\.\d{3})(?:-\d+)?\.jsonl$")
 
@@ -81,7 +87,9 @@ def _under_pressure(sample: dict[str, Any], prev: dict[str, Any] | None,
         psi = cg.get("psi") or {}
         if path == "/":
             mem, io = psi.get("memory"), psi.get("io")
-            if (mem and mem[0] >= PRESSURE_AVG10) or (io and io[1] >= PRESSURE_AVG10):
+            if mem and (mem[0] >= MEMORY_SOME_AVG10 or mem[1] >= MEMORY_FULL_AVG10):
+                return True
+            if io and io[1] >= IO_FULL_AVG10:
                 return True
         limit = cg.get("max")
         if limit and cg["usage"] >= NEAR_LIMIT * limit:
@@ -141,13 +149,13 @@ class FlightRecorder:
         now = self.kernel.clock.now()
         if now >= self._refresh_at or not self._cgroups:
             # Walking the tree (and reading the limits) every sample would cost more than
-            # the sample: walk again every minute, every second under pressure, and when
-            # told (invalidate(), on a cgroup_online event).
+            # the sample: walk again every 5 minutes, every 10 s under pressure, and when
+            # told (invalidate(): the daemon does on every cgroup_online event).
             self._cgroups = self._pick_cgroups()
             self._limits.clear()
-            self._refresh_at = now + (1.0 if self.pressure else 60.0)
+            self._refresh_at = now + (10.0 if self.pressure else 300.0)
         sample = take_sample(self.kernel, self._cgroups, max_procs=self.settings.procs,
-                             limits=self._limits)
+                             limits=self._limits, min_usage=MIN_USAGE)
         if self._wall is not None:
             sample["wall"] = round(self._wall(), 3)
         if len(sample["cgroups"]) < len(self._cgroups):

@@ -36,9 +36,11 @@ from pathlib import Path
 from typing import Any, Final, TextIO
 
 from oomkit.errors import ConfigError
+from oomkit.events import Event, SummaryEvent
 from oomkit.kernel.sim import Scenario, parse_scenario
 from oomkit.lab.contender import Contender, from_config, from_policy_text
 from oomkit.lab.timeline import Timeline, run_timeline
+from oomkit.report import write_event, write_summary
 
 TAIL_S: Final = 10.0
 UNLIMITED: Final = 1 << 60  # v1 reports PAGE_COUNTER_MAX pages as a huge byte count
@@ -310,8 +312,6 @@ def _base(comm: str) -> str:
 
 
 def run(args: argparse.Namespace, out: TextIO) -> int:
-    from oomkit.cli import _Printer
-
     inc = load_incident(args.incident)
     text = scenario_toml(inc)
     scenario = parse_scenario(text, inc.path + " (replayed)")
@@ -334,7 +334,14 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
 
         check_suffix(args.plot)
         require()
-    printer = _Printer(out, args.json)
+    def printer(event: Event) -> None:
+        if args.json:
+            out.write(event.to_json() + "\n")
+            return
+        write_event(out, event.to_dict())
+        if isinstance(event, SummaryEvent):
+            write_summary(out, event.to_dict())
+
     if not args.json:
         out.write(f"oomkit replay: {inc.path}: {len(inc.samples)} samples, "
                   f"{len(scenario.processes)} processes, {len(scenario.cgroups)} cgroups; "

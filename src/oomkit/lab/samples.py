@@ -54,10 +54,12 @@ def limits_of(cg: Cgroup) -> tuple[int | None, int | None, int | None]:
 
 
 def sample_cgroup(cg: Cgroup,
-                  limits: tuple[int | None, int | None, int | None] | None = None
-                  ) -> dict[str, Any]:
+                  limits: tuple[int | None, int | None, int | None] | None = None,
+                  *, min_usage: int = 0) -> dict[str, Any]:
     """usage, limits, page states and pressure of one cgroup. ``limits``: the
     :func:`limits_of` the caller already knows (they change rarely; read when None).
+    A cgroup below ``min_usage`` bytes gets usage and limits only (an empty cgroup has
+    nothing more to tell, and reading it would cost the recorder most of its time).
 
     usage raises the backend's OomkitError (a vanished cgroup); an item the backend lacks
     (no per-cgroup PSI on cgroup v1, no swap item) is None.
@@ -65,6 +67,8 @@ def sample_cgroup(cg: Cgroup,
     usage = cg.usage()
     lim = limits if limits is not None else limits_of(cg)
     out: dict[str, Any] = {"usage": usage, "max": lim[0], "high": lim[1], "swap_max": lim[2]}
+    if usage < min_usage and cg.path != "/":
+        return out
     stat = _stat(cg)
     for item in (*STAT_ITEMS, "swap"):
         if stat is not None:
@@ -96,14 +100,15 @@ Limits = dict[int, tuple[int | None, int | None, int | None]]
 
 
 def take_sample(kernel: Kernel, cgroups: Iterable[Cgroup] | None = None,
-                *, max_procs: int | None = None, limits: Limits | None = None
-                ) -> dict[str, Any]:
+                *, max_procs: int | None = None, limits: Limits | None = None,
+                min_usage: int = 0) -> dict[str, Any]:
     """A sample of ``cgroups`` (default: every cgroup, the root first, in pre-order) and
     of their tasks.
 
     ``max_procs`` keeps only the largest tasks by rss (the flight recorder's bound); None
     keeps them all. ``limits``: a cache of :func:`limits_of` by cgroup id, filled as
-    needed (the flight recorder clears it when it walks the tree again). A cgroup that
+    needed (the flight recorder clears it when it walks the tree again); ``min_usage``:
+    see :func:`sample_cgroup` (no task of a cgroup below it is listed). A cgroup that
     vanishes while it is read is left out (the kernel may
     remove it at any moment), never an error.
     """
@@ -118,8 +123,9 @@ def take_sample(kernel: Kernel, cgroups: Iterable[Cgroup] | None = None,
                 lim = limits.get(cg.id)
                 if lim is None:
                     lim = limits[cg.id] = limits_of(cg)
-            cg_out[cg.path] = sample_cgroup(cg, lim)
-            tasks.extend(t for t in cg.tasks() if t.cgroup == cg)
+            one = cg_out[cg.path] = sample_cgroup(cg, lim, min_usage=min_usage)
+            if "psi" in one:  # not skipped as (nearly) empty: its tasks count
+                tasks.extend(t for t in cg.tasks() if t.cgroup == cg)
         except OomkitError:
             cg_out.pop(cg.path, None)
     if max_procs is not None and len(tasks) > max_procs:
