@@ -147,6 +147,35 @@ def wait_ready(work: Path, proc: subprocess.Popen[bytes], timeout: float = 60) -
     sys.exit("oomkit run did not become ready")
 
 
+def recorder_cost(root: Path) -> dict[str, float]:
+    """The flight recorder's own cost, measured in this process over the same tree: CPU
+    per sample and per tree walk, and what that makes at the default intervals (the
+    difference of two daemon runs above is within the daemon's own noise)."""
+    from oomkit.kernel.linux import LinuxKernel
+    from oomkit.lab.recorder import FlightRecorder, RecorderSettings
+
+    kernel = LinuxKernel(cgroup_root=str(root), state_file=None, watchdog=False,
+                         kmsg_path=None)
+    try:
+        settings = RecorderSettings()
+        rec = FlightRecorder(kernel, settings)
+        rec.sample_once()
+        t0 = time.process_time()
+        for _ in range(5):
+            rec._pick_cgroups()
+        walk = (time.process_time() - t0) / 5
+        t0 = time.process_time()
+        for _ in range(50):
+            rec.sample_once()
+        sample = (time.process_time() - t0) / 50
+    finally:
+        kernel.close()
+    walk_every = 300.0  # FlightRecorder's idle walk period
+    return {"cgroups": len(rec._cgroups), "sample_ms": sample * 1e3, "walk_ms": walk * 1e3,
+            "interval_s": settings.interval_s, "walk_every_s": walk_every,
+            "idle_pct": 100 * (sample / settings.interval_s + walk / walk_every)}
+
+
 def earlyoom_args() -> list[str]:
     args = ["-r", "3600"]
     with contextlib.suppress(OSError):
@@ -219,11 +248,13 @@ def main() -> int:
                        status_kb(daemon.pid, "VmRSS"), status_kb(daemon.pid, "VmHWM"),
                        status_kb(daemon.pid, "Threads"), "the same config, [recorder] off")
         rec_cpu_pct = 100 * (ours.cpu_s - bare.cpu_s) / window
+        direct = recorder_cost(root)
         rec_rss_mib = (ours.rss_kib - bare.rss_kib) / 1024
         result = {
             "no_recorder": asdict(bare),
             "recorder_cpu_pct": round(rec_cpu_pct, 4), "recorder_rss_mib": round(rec_rss_mib, 2),
             "recorder_target_met": rec_cpu_pct <= 0.1 and rec_rss_mib <= 8,
+            "recorder_direct": direct,
             "seconds": window, "cgroups": args.cgroups, "cgroups_created_s": round(made_s, 3),
             "oomkit": asdict(ours), "watchdog": [asdict(w) for w in wd],
             "earlyoom": asdict(theirs) if theirs is not None else None,
@@ -249,6 +280,11 @@ def main() -> int:
             verdict = "met" if result["recorder_target_met"] else "MISSED"
             print(f"flight recorder: {rec_cpu_pct:+.3f} % of one CPU, {rec_rss_mib:+.1f} MiB RSS "
                   f"(target <= 0.1 %, <= 8 MiB): {verdict}")
+            print(f"flight recorder measured in-process over the same tree: "
+                  f"{direct['sample_ms']:.2f} ms CPU per sample of {direct['cgroups']} cgroups, "
+                  f"{direct['walk_ms']:.1f} ms per tree walk: {direct['idle_pct']:.3f} % of one "
+                  f"CPU at the default intervals ({direct['interval_s']:g} s, walk every "
+                  f"{direct['walk_every_s']:g} s)")
         return 0
     finally:
         if eo is not None:
