@@ -85,6 +85,8 @@ def attach(rt: Runtime, contender: Contender) -> list[str]:
 
         cfg = load_config(contender.config)
         loaded = load_policies(cfg, secure=False)
+        rt.budget_s = cfg.daemon.budget_s  # as the daemon would run them
+        rt.max_failures = cfg.daemon.max_failures
         for entry, ops in loaded.oom:
             if entry.cgroup is not None and rt.kernel.mem_cgroup(entry.cgroup) is None:
                 notes.append(f"{entry.policy}@{entry.cgroup}: no such cgroup here")

@@ -99,9 +99,9 @@ def _under_pressure(sample: dict[str, Any], prev: dict[str, Any] | None,
 
 class FlightRecorder:
     """Samples ``kernel`` into a ring. ``roots`` gives the cgroups to watch (each with
-    its subtree; None: the whole tree); at most ``settings.cgroups`` of them are sampled,
-    the root and then the largest by usage. Thread-safe: ``run`` samples on one thread
-    while ``snapshot`` is called from another (the OOM path)."""
+    its subtree; None or none given: the whole tree); at most ``settings.cgroups`` of
+    them are sampled, the root and then the largest by usage. Thread-safe: ``run``
+    samples on one thread while ``snapshot`` is called from another (the OOM path)."""
 
     def __init__(self, kernel: Kernel, settings: RecorderSettings, *,
                  roots: Callable[[], Iterable[Cgroup]] | None = None,
@@ -126,7 +126,7 @@ class FlightRecorder:
     # -- sampling ----------------------------------------------------------------------------
     def _pick_cgroups(self) -> list[Cgroup]:
         root = self.kernel.root_mem_cgroup()
-        roots = list(self._roots()) if self._roots is not None else [root]
+        roots = (list(self._roots()) if self._roots is not None else []) or [root]
         seen: dict[int, Cgroup] = {root.id: root}
         for r in roots:
             try:
