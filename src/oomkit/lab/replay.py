@@ -4,7 +4,9 @@ How the recorded minutes become a scenario (all of it is written out as TOML the
 read and edit, ``--write-scenario``):
 
 - the machine: the recorded MemTotal and SwapTotal; the scenario's time 0 is the first
-  sample, and it lasts until 10 s after the last record;
+  sample, and it lasts until 30 s after the last record (a live OOM declared early, as
+  the system-wide watch does at low MemAvailable, comes later on a simulator that only
+  runs out when memory is full);
 - the cgroup tree: every sampled cgroup with its last memory.max, memory.high and
   memory.swap.max (a v1 "unlimited" is no limit);
 - each process seen in a sample (named by its comm; ``comm.PID`` when two share one)
@@ -42,9 +44,10 @@ from oomkit.lab.contender import Contender, from_config, from_policy_text
 from oomkit.lab.timeline import Timeline, run_timeline
 from oomkit.report import write_event, write_summary
 
-TAIL_S: Final = 10.0
+TAIL_S: Final = 30.0
 UNLIMITED: Final = 1 << 60  # v1 reports PAGE_COUNTER_MAX pages as a huge byte count
 MIN_CACHE: Final = 1 << 20
+MIN_OTHER: Final = 4 << 20
 REPLAY_INTERVAL_NS: Final = 100_000_000  # the replay's samples, for --plot
 
 
@@ -261,6 +264,21 @@ def scenario_toml(inc: Incident) -> str:
         out += ["[[process]]", f"name = {_q(path.strip('/').replace('/', '.') + '.cache')}",
                 f"cgroup = {_q(path)}", "oom_score_adj = -1000",
                 "program = [\n  " + ",\n  ".join(steps) + ",\n]", ""]
+    # What the machine used beyond every sampled cgroup and task (kernel memory, the
+    # cgroups the recorder did not sample): one pseudo-process in the root.
+    root = first["cgroups"].get("/")
+    if root is not None:
+        leaves = [q for q in first["cgroups"] if q != "/" and not any(
+            r != q and r.startswith(q.rstrip("/") + "/") for r in first["cgroups"])]
+        accounted = sum(int(first["cgroups"][q].get("usage") or 0) for q in leaves)
+        accounted += sum(int(p.get("rss") or 0) + int(p.get("swap") or 0)
+                         for p in first["procs"] if p["cgroup"] == "/")
+        other = int(root.get("usage") or 0) - accounted
+        if other >= MIN_OTHER:
+            out += ["[[process]]", 'name = "system.other"', 'cgroup = "/"',
+                    "oom_score_adj = -1000",
+                    f'program = [ {{ op = "alloc", kind = "anon", size = {_size(other)} }}, '
+                    '{ op = "sleep" } ]', ""]
     for pid, points in series.items():
         p = info[pid]
         adj = max(-1000, min(1000, int(p.get("adj") or 0)))
