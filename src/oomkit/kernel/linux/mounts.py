@@ -51,7 +51,9 @@ def kernel_version(release: str) -> tuple[int, int]:
     """``"6.18.0-1-amd64"`` -> (6, 18); (0, 0) if unreadable."""
     parts = release.split(".")
     try:
-        return int(parts[0]), int("".join(c for c in parts[1] if c.isdigit()) or 0)
+        minor = parts[1]
+        digits = len(minor) - len(minor.lstrip("0123456789"))
+        return int(parts[0]), int(minor[:digits] or 0)
     except (IndexError, ValueError):
         return (0, 0)
 
