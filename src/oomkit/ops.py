@@ -19,8 +19,8 @@ from oomkit.kernel.base import (
     Resource,
     Task,
     Victim,
-    oom_group_of,
 )
+from oomkit.kernel.oom_kill import mem_cgroup_get_oom_group, oom_kill_targets
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -173,14 +173,8 @@ class OomControl:
         self._check()
         if task.unkillable:
             raise Unkillable(f"pid {task.pid} ({task.comm}) may not be killed")
-        group = oom_group_of(task.cgroup, self.memcg)
-        if group is None:
-            targets = [task]
-        else:
-            # oom_kill_memcg_member: every task of the group but the unkillable ones.
-            targets = [t for cg in group.walk() for t in cg.tasks() if not t.unkillable]
-            if task not in targets:
-                targets.insert(0, task)
+        group = mem_cgroup_get_oom_group(task.cgroup, self.memcg)
+        targets = oom_kill_targets(task, group)
         killed = self.kernel.kill_tasks(targets, message, group)
         self._note(killed)
 

@@ -222,21 +222,6 @@ class Task:
         return points + self.oom_score_adj * (totalpages // 1000)
 
 
-def oom_group_of(cgroup: Cgroup, domain: Cgroup | None) -> Cgroup | None:
-    """mem_cgroup_get_oom_group: the highest cgroup with memory.oom.group set on the way
-    from a victim's cgroup up to the OOM domain (the OOMing memcg; the root for a
-    system-wide OOM, which itself never counts). None: kill the victim alone."""
-    group: Cgroup | None = None
-    cg: Cgroup | None = cgroup
-    while cg is not None and cg.parent is not None:
-        if cg.oom_group:
-            group = cg
-        if domain is not None and cg == domain:
-            break
-        cg = cg.parent
-    return group
-
-
 @dataclass(frozen=True, slots=True)
 class Victim:
     """A killed task as an event reports it."""

@@ -25,7 +25,7 @@ import errno
 import os
 import posixpath
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Final, final
 
 from oomkit.clock import Clock, MonotonicClock, wall_perf_ns
@@ -43,6 +43,7 @@ from oomkit.kernel.base import (
     OomRequest,
     Resource,
     Task,
+    Victim,
 )
 from oomkit.kernel.linux import fsio, procfs
 from oomkit.kernel.linux.cgroup import LinuxCgroup
@@ -65,6 +66,13 @@ from oomkit.kernel.linux.tree import CgroupTree
 from oomkit.kernel.linux.v1 import V1OomWatch
 from oomkit.kernel.linux.v2 import V2GuardBand
 from oomkit.kernel.linux.watch import OomWatch
+from oomkit.kernel.oom_kill import (
+    for_each_process,
+    mem_cgroup_get_oom_group,
+    oom_kill_targets,
+    scan_order,
+    select_bad_process,
+)
 from oomkit.kernel.psi_math import validate_trigger
 
 CAP_SYS_RESOURCE: Final = 24
@@ -414,38 +422,28 @@ class LinuxKernel:
         return self._select_and_kill(request)
 
     def _select_and_kill(self, request: OomRequest) -> DefaultOutcome:
-        """The kernel's own choice (select_bad_process + oom_kill_process), done here for
-        OOMs the kernel itself is not in: declared ones."""
-        from oomkit.ops import OomControl  # the kill mechanics (memory.oom.group) live there
-
-        domain = self.root_mem_cgroup() if request.memcg is None else self._own(request.memcg)
-        best: Task | None = None
-        best_points = -(1 << 62)
-        for c in domain.walk():
-            try:
-                tasks = c.tasks()
-            except CgroupGone:
-                continue
-            for t in tasks:
-                if t.unkillable:
-                    continue
-                if self.task_is_oom_victim(t):
-                    return DefaultOutcome(waited=True)
-                points = t.oom_badness(request.totalpages)
-                if points is not None and points > best_points:
-                    best, best_points = t, points
-        if best is None:
+        """The kernel's own choice (select_bad_process + oom_kill_process, shared with the
+        simulator in :mod:`oomkit.kernel.oom_kill`), done here for OOMs the kernel itself
+        is not in: declared ones."""
+        if request.memcg is None:
+            tasks: Iterable[Task] = for_each_process(self.root_mem_cgroup())
+        else:
+            tasks = scan_order(self._own(request.memcg))
+        found = select_bad_process(tasks, request.totalpages, self.task_is_oom_victim)
+        if found.waiting_for is not None:
+            w = found.waiting_for
+            return DefaultOutcome(
+                waited=True, note=f"victim {w.pid} ({w.comm}) is still exiting: waiting"
+            )
+        victim = found.chosen
+        if victim is None:
             return DefaultOutcome(note="no killable task")
-        oc = OomControl(
-            self,
-            request.memcg,
-            request.order,
-            request.constraint,
-            request.constraint_text,
-            request.totalpages,
-        )
+        group = mem_cgroup_get_oom_group(victim.cgroup, request.memcg)
         try:
-            oc.kill_process(best, "oom_kill_process (declared OOM)")
+            killed = self.kill_tasks(oom_kill_targets(victim, group), "oom_kill_process", group)
         except OomkitError as exc:
             return DefaultOutcome(note=f"kill failed: {exc}")
-        return DefaultOutcome(victims=oc.victims)
+        return DefaultOutcome(
+            victims=tuple(Victim.of(t) for t in killed),
+            note=f"oom_badness chose pid {victim.pid} ({victim.comm}), {found.points} points",
+        )
