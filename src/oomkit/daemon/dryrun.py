@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from oomkit.kernel.base import (
     Cgroup,
@@ -95,10 +95,6 @@ class DryRunKernel:
         self.real = kernel
         self._lock = threading.Lock()
         self._actions: list[str] = []
-
-    def __getattr__(self, name: str) -> Any:
-        # Anything else a backend offers (close, poll, ...) is the real kernel's.
-        return getattr(self.real, name)
 
     # -- the record of what would have been done ----------------------------------------------
     def _would(self, text: str) -> None:
