@@ -228,20 +228,28 @@ class LinuxKernel:
         flags: OomFlags = OomFlags(0),
         constraint_text: str | None = None,
     ) -> int:
-        """bpf_out_of_memory: a declared OOM, handlers first, then the default killer."""
+        """bpf_out_of_memory: a declared OOM, handlers first, then the default killer
+        (without a runtime, the default killer alone, as the kernel has no handlers
+        then). 1: progress, 0: none, -EBUSY: an OOM is being handled and
+        WAIT_ON_OOM_LOCK is not set, -EINVAL: unknown flags, an order outside 0..10, or a
+        memcg that is gone."""
         if int(flags) & ~int(KNOWN_OOM_FLAGS) or not 0 <= order <= MAX_ORDER:
             return -errno.EINVAL
-        hooks = self._hooks
-        if hooks is None:
-            return 0
+        try:
+            totalpages = self.oom_totalpages(memcg)
+        except CgroupGone:
+            return -errno.EINVAL
         request = OomRequest(
             memcg=memcg,
             order=order,
             constraint=Constraint.DECLARED,
             constraint_text=constraint_text,
-            totalpages=self.oom_totalpages(memcg),
+            totalpages=totalpages,
             flags=OomFlags(flags),
         )
+        hooks = self._hooks
+        if hooks is None:
+            return 1 if self.default_oom(request).progress else 0
         return hooks.oom(request)
 
     def task_is_oom_victim(self, task: Task) -> bool:
@@ -357,6 +365,10 @@ class LinuxKernel:
         return self.triggers.open(trig)
 
     def psi_trigger_destroy(self, trigger: object) -> None:
+        """Close a trigger of this kernel (again: nothing). KernelError(EINVAL) for
+        anything else."""
+        if not isinstance(trigger, LivePsiTrigger) or not self.triggers.owns(trigger):
+            raise KernelError("not a PSI trigger of this kernel", errno.EINVAL)
         self.triggers.destroy(trigger)
 
     def _deliver_psi(self, trig: LivePsiTrigger) -> None:
@@ -389,11 +401,15 @@ class LinuxKernel:
 
     def reclaim(self, cgroup: Cgroup, nbytes: int) -> int:
         """memory.reclaim (v2); the bytes reclaimed, from memory.stat pgsteal.
+        KernelError(EINVAL) for ``nbytes`` <= 0 (the kernel refuses to parse it).
 
         v1 has no partial reclaim (memory.force_empty empties the memcg, and shrinking
         the limit can OOM concurrent chargers): returns 0 there.
         """
-        return self.layout.reclaim(self._own(cgroup), nbytes)
+        cg = self._own(cgroup)
+        if nbytes <= 0:
+            raise KernelError("memory.reclaim needs a positive size", errno.EINVAL)
+        return self.layout.reclaim(cg, nbytes)
 
     def remove_file(self, path: str) -> int:
         """Unlink a file; the bytes it held if this was its last link (a file still open or
@@ -404,7 +420,11 @@ class LinuxKernel:
         return st.st_blocks * 512 if st.st_nlink <= 1 else 0
 
     def set_memory_max(self, cgroup: Cgroup, nbytes: int | None) -> None:
+        """memory.max (v1: the limit, memory+swap moved along). KernelError(EINVAL) on the
+        root memcg, which has no limit; CgroupGone for a removed cgroup."""
         cg = self._own(cgroup)
+        if self.is_hierarchy_root(cg):
+            raise KernelError("the root cgroup has no memory.max", errno.EINVAL)
         self.layout.set_memory_max(cg, nbytes)
         self.oom_watch.limits_changed(cg)
 

@@ -117,8 +117,6 @@ class V2Layout(Layout):
         cg.write(cf.MEMORY_MAX, cf.format_limit_v2(nbytes))
 
     def reclaim(self, cg: LinuxCgroup, nbytes: int) -> int:
-        if nbytes <= 0:
-            return 0
         before = self.stat(cg).get("pgsteal", 0)
         usage_before = self.usage(cg)
         try:
