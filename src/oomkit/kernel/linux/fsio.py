@@ -127,13 +127,15 @@ def inode(path: str, gone: GoneError = CgroupGone) -> int:
 
 
 def subdirs(path: str, gone: GoneError = CgroupGone) -> list[tuple[str, int]]:
-    """(name, inode) of every directory in ``path``, sorted by name."""
+    """(name, inode) of every directory in ``path``, oldest first: by inode, which cgroupfs
+    hands out in increasing order, so this is the order the kernel walks a cgroup's
+    children in (css_next_child: creation order), not readdir's."""
     try:
         with os.scandir(path) as it:
             found = [(e.name, e.inode()) for e in it if e.is_dir(follow_symlinks=False)]
     except OSError as exc:
         raise error_for(exc, path, gone) from exc
-    found.sort()
+    found.sort(key=lambda e: (e[1], e[0]))
     return found
 
 

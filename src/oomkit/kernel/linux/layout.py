@@ -216,5 +216,6 @@ class V1Layout(Layout):
 
     def reclaim(self, cg: LinuxCgroup, nbytes: int) -> int:
         # No partial reclaim on v1 (memory.force_empty empties the memcg, and shrinking the
-        # limit can OOM concurrent chargers).
+        # limit can OOM concurrent chargers). The read says CgroupGone for a removed one.
+        self.usage(cg)
         return 0
