@@ -355,11 +355,6 @@ class LinuxKernel:
             cg = self.mem_cgroup(cgroup_id)
             if cg is None:
                 raise CgroupGone(f"no cgroup with id {cgroup_id}")
-            if self.version == 1:
-                raise KernelError(
-                    f"{cg.path}: no per-cgroup PSI on cgroup v1 (use cgroup_id 0)",
-                    errno.EOPNOTSUPP,
-                )
             path = self.layout.pressure_path(cg, resource)
         trig = LivePsiTrigger(cgroup_id, resource, full, threshold_us, window_us, path)
         return self.triggers.open(trig)

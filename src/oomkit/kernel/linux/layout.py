@@ -163,7 +163,10 @@ class V1Layout(Layout):
         return 0
 
     def pressure_path(self, cg: LinuxCgroup, resource: Resource) -> str:
-        raise KernelError(f"{cg.path}: no per-cgroup PSI on cgroup v1", errno.EOPNOTSUPP)
+        raise KernelError(
+            f"{cg.path}: no per-cgroup PSI on cgroup v1 (system-wide: cgroup_id 0)",
+            errno.EOPNOTSUPP,
+        )
 
     def limit(self, cg: LinuxCgroup, name: Literal["max", "high", "low", "min"]) -> int | None:
         if name == "max":
