@@ -35,7 +35,7 @@ from typing import Protocol
 
 import pytest
 
-from oomkit.kernel.base import PAGE_SIZE, Cgroup, Kernel
+from oomkit.kernel.base import Cgroup, Kernel
 from oomkit.kernel.linux import LinuxKernel
 from oomkit.kernel.linux import cgroupfs as cf
 from oomkit.kernel.sim import MachineSpec, SimKernel, Step
@@ -250,7 +250,44 @@ class FakeHarness:
 _counter = itertools.count()
 
 
-class LiveV1Harness:
+class _LiveHarness:
+    """What the live harnesses share: ``root`` (our memcg below which all is made), the
+    twins, and the cleanup."""
+
+    root: Path
+    twins: _Twins
+    kernel: LinuxKernel
+
+    def rmcg(self, cg: Cgroup) -> None:
+        from oomkit.kernel.linux import fsio
+
+        assert fsio.remove_tree(str(self.root / cg.path.lstrip("/")))
+
+    def spawn(
+        self, cg: Cgroup, n: int, oom_score_adj: int = 0, into: list[Cgroup] | None = None
+    ) -> list[int]:
+        pids = self.twins.start(n)
+        for i, pid in enumerate(pids):
+            Path(f"/proc/{pid}/oom_score_adj").write_text(str(oom_score_adj))
+            target = into[i] if into else cg
+            (self.root / target.path.lstrip("/") / cf.CGROUP_PROCS).write_text(str(pid))
+        return pids
+
+    def close(self) -> None:
+        from tests.live.conftest import destroy
+
+        try:
+            self.kernel.close()
+        finally:
+            self.twins.close()
+            kill = self.root / cf.CGROUP_KILL  # v2: everything at once
+            if kill.exists():
+                with contextlib.suppress(OSError):
+                    kill.write_text("1")
+            destroy(self.root)
+
+
+class LiveV1Harness(_LiveHarness):
     """A fresh memcg below our own (limited to 256M as a backstop) as the kernel's root."""
 
     name = "live_v1"
@@ -293,30 +330,51 @@ class LiveV1Harness:
         assert cg is not None
         return cg
 
-    def rmcg(self, cg: Cgroup) -> None:
-        from oomkit.kernel.linux import fsio
 
-        assert fsio.remove_tree(str(self.root / cg.path.lstrip("/")))
+# -- LinuxKernel on real cgroup v2 (the QEMU guest) ----------------------------------------------
+class LiveV2Harness(_LiveHarness):
+    """A fresh cgroup below /sys/fs/cgroup (memory.max 512M, no swap) as the kernel's root.
+    Only in the guest (tests/vm/guest/test_guest_contract.py runs the suite there)."""
 
-    def spawn(
-        self, cg: Cgroup, n: int, oom_score_adj: int = 0, into: list[Cgroup] | None = None
-    ) -> list[int]:
-        pids = self.twins.start(n)
-        for i, pid in enumerate(pids):
-            Path(f"/proc/{pid}/oom_score_adj").write_text(str(oom_score_adj))
-            target = into[i] if into else cg
-            (self.root / target.path.lstrip("/") / cf.CGROUP_PROCS).write_text(str(pid))
-        return pids
+    name = "live_v2"
+    version = 2
+    psi_triggers = True
+    oom_group = True
+    owns_root = False
 
-    def close(self) -> None:
-        from tests.live.conftest import destroy
+    def __init__(self) -> None:
+        import secrets
 
-        try:
-            self.kernel.close()
-        finally:
-            self.twins.close()
-            destroy(self.root)
+        top = Path("/sys/fs/cgroup")
+        controllers = top / cf.CGROUP_CONTROLLERS
+        if not controllers.exists() or "memory" not in controllers.read_text().split():
+            pytest.skip("no cgroup v2 memory controller at /sys/fs/cgroup (the VM guest has it)")
+        if os.geteuid() != 0:
+            pytest.skip("the live backend needs root")
+        self.root = top / f"oomkit-contract-{secrets.token_hex(4)}"
+        self._enable_memory(top)
+        self.root.mkdir()
+        (self.root / cf.MEMORY_MAX).write_text(str(512 * MiB))
+        (self.root / cf.MEMORY_SWAP_MAX).write_text("0")
+        self.twins = _Twins()
+        self.kernel: LinuxKernel = LinuxKernel(
+            str(self.root), kmsg_path=None, state_file=None, watchdog=False
+        )
 
+    @staticmethod
+    def _enable_memory(d: Path) -> None:
+        ctl = d / cf.CGROUP_SUBTREE_CONTROL
+        if "memory" not in ctl.read_text().split():
+            ctl.write_text("+memory")
 
-def page_aligned(n: int) -> int:
-    return n // PAGE_SIZE * PAGE_SIZE
+    def mkcg(self, rel: str, memory_max: int | None = None, oom_group: bool = False) -> Cgroup:
+        d = self.root / rel
+        self._enable_memory(d.parent)
+        d.mkdir()
+        if memory_max is not None:
+            (d / cf.MEMORY_MAX).write_text(str(memory_max))
+        if oom_group:
+            (d / cf.MEMORY_OOM_GROUP).write_text("1")
+        cg = self.kernel.mem_cgroup("/" + rel)
+        assert cg is not None
+        return cg

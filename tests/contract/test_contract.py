@@ -409,11 +409,19 @@ def test_tie_of_three_the_last_is_chosen(be: Harness) -> None:
 
 
 def test_tie_across_cgroups_scan_order(be: Harness) -> None:
-    # mem_cgroup_scan_tasks walks the subtree pre-order: a's tasks, then a/b's.
+    # mem_cgroup_scan_tasks walks the subtree pre-order, children in creation order: b1's
+    # tasks, then b2's (tasks in leaves only, as cgroup v2 requires).
     a = be.mkcg("a", memory_max=LIMIT)
-    b = be.mkcg("a/b")
-    _, in_b = be.spawn(a, 2, into=[a, b])
-    assert _default_victims(be.kernel, a) == [in_b]
+    b1 = be.mkcg("a/b1")
+    b2 = be.mkcg("a/b2")
+    _, in_b2 = be.spawn(b1, 2, into=[b1, b2])
+    assert _default_victims(be.kernel, a) == [in_b2]
+    # Created the other way round, the other way round (the names do not matter).
+    c = be.mkcg("c", memory_max=LIMIT)
+    z = be.mkcg("c/z")
+    y = be.mkcg("c/y")
+    _, in_y = be.spawn(z, 2, into=[z, y])
+    assert _default_victims(be.kernel, c) == [in_y]
 
 
 def test_higher_badness_wins_whatever_the_order(be: Harness) -> None:
@@ -442,12 +450,14 @@ def test_oom_group_widens_the_kill(be: Harness) -> None:
         pytest.skip("no memory.oom.group on cgroup v1")
     top = be.mkcg("g", memory_max=LIMIT)
     group = be.mkcg("g/svc", oom_group=True)
+    x = be.mkcg("g/svc/x")
     leaf = be.mkcg("g/svc/leaf")
     outside = be.mkcg("g/other")
-    in_group = be.spawn(group, 1) + be.spawn(leaf, 1, oom_score_adj=500)
+    in_group = be.spawn(x, 1) + be.spawn(leaf, 1, oom_score_adj=500)
     be.spawn(outside, 1)
+    del group
     # The leaf's task is the choice (the most points); memory.oom.group on svc takes
-    # svc's task too, and nothing outside svc.
+    # x's task too, and nothing outside svc.
     victims = _default_victims(be.kernel, top)
     assert victims[0] == in_group[1]
     assert sorted(victims) == sorted(in_group)
@@ -464,7 +474,10 @@ def test_no_oom_group_kills_one(be: Harness) -> None:
 def test_kill_cgroup_kills_the_subtree(be: Harness) -> None:
     a = be.mkcg("k", memory_max=LIMIT)
     b = be.mkcg("k/b")
-    pids = be.spawn(a, 1) + be.spawn(b, 2)
+    c = be.mkcg("k/b/c")
+    d = be.mkcg("k/d")
+    pids = be.spawn(c, 3, into=[c, c, d])
+    del b
     killed = be.kernel.kill_cgroup(a, "test")
     assert sorted(t.pid for t in killed) == sorted(pids)
 
