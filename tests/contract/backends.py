@@ -16,8 +16,8 @@ written once and runs on:
 
 Tasks come as *twins*: one helper process forks the children and each stops itself at
 once (SIGSTOP) before doing anything else, so they have the same RSS and page tables to
-the page and thus equal ``oom_badness`` on the live kernel too; they sort in fork order
-(PID order, the order they join their cgroup).
+the page (checked, and made again if not) and thus equal ``oom_badness`` on the live
+kernel too; they sort in fork order (PID order, the order they join their cgroup).
 """
 
 from __future__ import annotations
@@ -48,6 +48,11 @@ TWINS = r"""
 import os, signal, sys, time
 n = int(sys.argv[1])
 pids = [0] * n
+for i in range(2):  # warm up: the fork path's own pages are faulted in before the twins
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
 for i in range(n):
     pid = os.fork()
     if pid == 0:
@@ -101,6 +106,28 @@ class _Twins:
         self.pids: list[int] = []
 
     def start(self, n: int) -> list[int]:
+        """``n`` stopped twins with the same RSS, swap and page tables (retried until so:
+        the helper may fault a page in between two forks)."""
+        for _ in range(10):
+            pids = self._start(n)
+            sizes = {self._sizes(pid) for pid in pids}
+            if len(sizes) == 1:
+                return pids
+            self._kill(pids)
+        raise AssertionError("could not make twins of equal size")
+
+    @staticmethod
+    def _sizes(pid: int) -> tuple[str, ...]:
+        status = Path(f"/proc/{pid}/status").read_text().splitlines()
+        return tuple(line for line in status if line.startswith(("VmRSS", "VmSwap", "VmPTE")))
+
+    def _kill(self, pids: list[int]) -> None:
+        for pid in pids:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+            self.pids.remove(pid)
+
+    def _start(self, n: int) -> list[int]:
         proc = subprocess.Popen(
             [sys.executable, "-I", "-c", TWINS, str(n)], stdout=subprocess.PIPE, close_fds=True
         )
