@@ -12,10 +12,9 @@ from collections.abc import Sequence
 from typing import TextIO
 
 from oomkit.errors import AttachError, ConfigError, OomkitError
-from oomkit.events import Event, SummaryEvent
 from oomkit.policy_loader import load_oom, load_psi, split_at
-from oomkit.report import write_event, write_summary
-from oomkit.runtime import Runtime
+from oomkit.report import Printer
+from oomkit.runtime import DEFAULT_BUDGET_S, Runtime
 from oomkit.units import format_size
 
 EXIT_USAGE = 2
@@ -27,8 +26,9 @@ def _add_policy_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--psi-policy", action="append", default=[], metavar="SPEC",
                    help="a PsiOps to attach (repeatable)")
     p.add_argument("--json", action="store_true", help="one JSON event per line")
-    p.add_argument("--budget", type=float, default=1.0, metavar="SECONDS",
-                   help="time budget of one handler call (default 1 s)")
+    p.add_argument("--budget", type=float, default=DEFAULT_BUDGET_S, metavar="SECONDS",
+                   help="time budget of one handler call "
+                        f"(default {DEFAULT_BUDGET_S * 1000:g} ms)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -73,23 +73,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-class _Printer:
-    """Writes events as they come: JSON lines, or the readable story."""
-
-    def __init__(self, out: TextIO, as_json: bool) -> None:
-        self.out = out
-        self.as_json = as_json
-
-    def __call__(self, event: Event) -> None:
-        if self.as_json:
-            self.out.write(event.to_json() + "\n")
-            self.out.flush()
-        else:
-            write_event(self.out, event.to_dict())
-            if isinstance(event, SummaryEvent):
-                write_summary(self.out, event.to_dict())
-
-
 def attach_policies(rt: Runtime, oom_specs: Sequence[str], psi_specs: Sequence[str],
                     *, secure: bool = False) -> None:
     for text in oom_specs:
@@ -112,7 +95,7 @@ def cmd_simulate(args: argparse.Namespace, out: TextIO) -> int:
 
     scenario = load_scenario(args.scenario)
     kernel = SimKernel.from_scenario(scenario)
-    printer = _Printer(out, args.json)
+    printer = Printer(out, args.json)
     if not args.json:
         m = scenario.machine
         title = scenario.name or args.scenario

@@ -127,7 +127,7 @@ def _daemon_paths(args: argparse.Namespace) -> tuple[str, str]:
 
 def _print_records(out: TextIO, records: Iterable[dict[str, Any]], as_json: bool,
                    kinds: set[str]) -> None:
-    from oomkit.daemon.sinks import write_record
+    from oomkit.report import write_record
 
     for record in records:
         if kinds and record.get("event") not in kinds:
@@ -172,9 +172,8 @@ def cmd_events(args: argparse.Namespace, out: TextIO) -> int:
 
 def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
     from oomkit.daemon.eventlog import read_events
-    from oomkit.daemon.sinks import format_wall, write_record
     from oomkit.daemon.status import read_status
-    from oomkit.report import write_table
+    from oomkit.report import format_wall, write_record, write_table
 
     event_log, status_file = _daemon_paths(args)
     status_file = getattr(args, "status_file", None) or status_file

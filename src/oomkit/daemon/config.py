@@ -22,6 +22,7 @@ from typing import Any, Final, TypeVar
 from oomkit.errors import ConfigError
 from oomkit.ops import OomOps, PsiOps
 from oomkit.policy_loader import load_oom, load_psi
+from oomkit.runtime import DEFAULT_BUDGET_S
 from oomkit.tomlpos import TomlPositions
 from oomkit.units import int_between, parse_duration_ns, parse_size
 
@@ -76,7 +77,7 @@ class GuardMargin:
 @dataclass(frozen=True, slots=True)
 class DaemonSettings:
     dry_run: bool = False
-    budget_s: float = 0.5
+    budget_s: float = DEFAULT_BUDGET_S
     max_failures: int = 3
     event_log: str = DEFAULT_EVENT_LOG
     event_log_max: int = 10 << 20

@@ -3,7 +3,8 @@
 Life cycle (``Daemon.start``, ``Daemon.run``, ``Daemon.shutdown``):
 
 1. self-protection (small thread stacks, imports, ``oom_score_adj``, ``mlockall``);
-2. the outputs: housekeeping thread, event log, metrics server, status file;
+2. the outputs (:mod:`oomkit.daemon.outputs`): housekeeping thread, event log, metrics
+   server, status file, terminal;
 3. the backend opens the kernel (wrapped in :class:`DryRunKernel` for a dry run), the
    runtime binds to it and the config's policies (already imported) are attached;
 4. one event is formatted as a warm-up, the garbage collector is frozen and switched off;
@@ -30,13 +31,12 @@ from types import FrameType
 from typing import Any, ClassVar, TextIO
 
 from oomkit.daemon.backend import Backend
-from oomkit.daemon.config import Config, Listen, LoadedPolicies, OomEntry, PsiEntry
+from oomkit.daemon.config import Config, LoadedPolicies, OomEntry, PsiEntry
 from oomkit.daemon.dryrun import DryRunKernel
-from oomkit.daemon.eventlog import EventLog, wall_clock
+from oomkit.daemon.eventlog import wall_clock
 from oomkit.daemon.housekeeper import Housekeeper
+from oomkit.daemon.outputs import Outputs
 from oomkit.daemon.protect import GcControl, Protection, lock_memory, protect
-from oomkit.daemon.sinks import Dispatch, Printer, Record
-from oomkit.daemon.status import Status
 from oomkit.errors import ConfigError, OomkitError
 from oomkit.events import (
     CgroupOfflineEvent,
@@ -98,11 +98,7 @@ class Daemon:
         self.protection = Protection()
         self.gc = GcControl()
         self.housekeeper: Housekeeper | None = None
-        self.eventlog: EventLog | None = None
-        self.status: Status | None = None
-        self.metrics: Any = None  # oomkit.daemon.metrics.Metrics, imported only when used
-        self.metrics_server: Any = None
-        self.dispatch: Dispatch | None = None
+        self.outputs: Outputs | None = None
         self.kernel: Kernel | None = None  # what the runtime drives (maybe DryRunKernel)
         self.real_kernel: Kernel | None = None
         self.runtime: Runtime | None = None
@@ -157,87 +153,46 @@ class Daemon:
     def _start_outputs(self) -> None:
         cfg = self.config
         assert self.housekeeper is not None
-        dry = cfg.daemon.dry_run
-        self.dispatch = Dispatch(wall=self._wall,
-                                 take_would=self._take_would if dry else None)
-        self.eventlog = self._open_eventlog(cfg)
-        self.dispatch.add("event log", self._log_record)
-        if cfg.metrics is not None:
-            self._start_metrics(cfg)
-        if cfg.daemon.status_file:
-            self.status = self._new_status(cfg)
-            self.dispatch.add("status", self.status)
-        self.dispatch.add_event_sink("cgroups", self._on_cgroup_event)
-        if self._out is not None:
-            self.dispatch.add("terminal", Printer(self._out, self._as_json))
+        self.outputs = Outputs(
+            wall=self._wall, defer=self.housekeeper.submit, backend_name=self.backend.name,
+            handlers=self.handlers, watched=self.watched_cgroups,
+            take_would=self._take_would if cfg.daemon.dry_run else None,
+            out=self._out, as_json=self._as_json)
+        self.outputs.dispatch.add_event_sink("cgroups", self._on_cgroup_event)
+        self.outputs.open(cfg)
 
-    def _open_eventlog(self, cfg: Config) -> EventLog:
-        assert self.housekeeper is not None
-        d = cfg.daemon
-        try:
-            return EventLog(d.event_log, max_bytes=d.event_log_max, keep=d.event_log_keep,
-                            defer=self.housekeeper.submit)
-        except OSError as exc:
-            raise cfg.error(("daemon", "event_log"), f"cannot open {d.event_log}: "
-                            f"{exc.strerror}") from None
+    @property
+    def metrics(self) -> Any:
+        return self.outputs.metrics if self.outputs is not None else None
 
-    def _log_record(self, event: Event, record: Record) -> None:
-        log = self.eventlog
-        if log is not None:
-            log.write(record)
-
-    def _start_metrics(self, cfg: Config) -> None:
-        from oomkit.daemon.metrics import Metrics, MetricsServer
-
-        assert cfg.metrics is not None and self.dispatch is not None
-        if self.metrics is None:
-            self.metrics = Metrics()
-            self.metrics.watch_cgroups(self.watched_cgroups)
-            self.metrics.dry_run.set(1 if cfg.daemon.dry_run else 0)
-            self.metrics.up_since.set(self._wall())
-            self.dispatch.add_event_sink("metrics", self.metrics)
-        try:
-            self.metrics_server = MetricsServer(self.metrics, cfg.metrics)
-        except OSError as exc:
-            raise cfg.error(("metrics", "listen"), str(exc.strerror or exc)) from None
-        if self.status is not None:
-            self.status.update_info(metrics=self.metrics_address)
+    @property
+    def metrics_server(self) -> Any:
+        return self.outputs.metrics_server if self.outputs is not None else None
 
     @property
     def metrics_address(self) -> str | None:
         """Where /metrics is served (with the real port when the config said 0)."""
-        server = self.metrics_server
-        if server is None:
-            return None
-        return str(Listen(server.listen.host, server.port))
-
-    def _new_status(self, cfg: Config) -> Status:
-        assert self.housekeeper is not None
-        info = {"pid": os.getpid(), "config": cfg.path, "dry_run": cfg.daemon.dry_run,
-                "backend": self.backend.name, "event_log": cfg.daemon.event_log,
-                "metrics": self.metrics_address}
-        return Status(cfg.daemon.status_file, info=info, handlers=self.handlers,
-                      watched=self.watched_cgroups, wall=self._wall,
-                      defer=self.housekeeper.submit)
+        return self.outputs.metrics_address if self.outputs is not None else None
 
     def _start_kernel(self) -> None:
         cfg = self.config
-        assert self.dispatch is not None
+        assert self.outputs is not None
         self.real_kernel = self.backend.open(cfg)
         self.kernel = DryRunKernel(self.real_kernel) if cfg.daemon.dry_run else self.real_kernel
-        self.runtime = Runtime(self.kernel, sink=self.dispatch, budget_s=cfg.daemon.budget_s,
+        self.runtime = Runtime(self.kernel, sink=self.outputs.dispatch,
+                               budget_s=cfg.daemon.budget_s,
                                max_failures=cfg.daemon.max_failures)
         self._attach(cfg, self.policies)
 
     def _warm_up(self) -> None:
         """Run the event formatting once, so the first OOM finds it all initialised."""
-        assert self.dispatch is not None
+        assert self.outputs is not None
         if self.runtime is not None:
             self.runtime.warm_up()
         probe = OomEvent(0.0, "/", "MEMCG", None, "default", "default",
                          (Victim(0, "warm-up", "/", 0),))
         with contextlib.suppress(Exception):
-            json.dumps(self.dispatch.record_of(probe), separators=(", ", ": "), default=str)
+            json.dumps(self.outputs.dispatch.record_of(probe), separators=(", ", ": "), default=str)
 
     # -- attach ------------------------------------------------------------------------------
     def _attach(self, cfg: Config, policies: LoadedPolicies) -> None:
@@ -354,8 +309,8 @@ class Daemon:
     def _emit(self, event: Event) -> None:
         if self.runtime is not None:
             self.runtime.emit(event)
-        elif self.dispatch is not None:
-            self.dispatch(event)
+        elif self.outputs is not None:
+            self.outputs.dispatch(event)
 
     def emit_error(self, where: str, error: str) -> None:
         print(f"oomkit: {where}: {error}", file=sys.stderr)
@@ -448,10 +403,8 @@ class Daemon:
             self._reload_failed(f"{exc} (the running config is kept)")
             return False
         self.reloads += 1
-        if self.metrics is not None:
-            self.metrics.reloads.labels("ok").inc()
-        if self.status is not None:
-            self.status.note_reload(True)
+        if self.outputs is not None:
+            self.outputs.note_reload(True)
         self._emit(DaemonEvent(self._now(), "reload", self._describe()))
         if self._self_protect:
             self._lock_memory()
@@ -459,10 +412,8 @@ class Daemon:
         return True
 
     def _reload_failed(self, message: str) -> None:
-        if self.metrics is not None:
-            self.metrics.reloads.labels("failed").inc()
-        if self.status is not None:
-            self.status.note_reload(False, message)
+        if self.outputs is not None:
+            self.outputs.note_reload(False, message)
         self.emit_error("reload", message)
 
     def _swap(self, new: Config, policies: LoadedPolicies) -> None:
@@ -486,30 +437,8 @@ class Daemon:
                 self._attach_what_can(old_cfg, old_policies)
             raise
         self.config, self.policies = new, policies
-        self._apply_outputs(old_cfg, new)
-
-    def _move_metrics(self, old: Config, new: Config) -> None:
-        """Serve /metrics where the new config says; on failure keep the old address."""
-        previous, self.metrics_server = self.metrics_server, None
-        if new.metrics is None:
-            if previous is not None:
-                previous.close()
-            return
-        try:
-            self._start_metrics(new)  # the old server still runs: a new port is free
-        except ConfigError:
-            if previous is not None:
-                previous.close()  # same port on another address: free it first
-                previous = None
-            try:
-                self._start_metrics(new)
-            except ConfigError as exc:
-                self.emit_error("reload", f"{exc}; metrics stay on {old.metrics}")
-                if old.metrics is not None:
-                    with contextlib.suppress(ConfigError):
-                        self._start_metrics(old)
-        if previous is not None:
-            previous.close()
+        if self.outputs is not None:
+            self.outputs.apply(old_cfg, new, self.emit_error)
 
     def _attach_what_can(self, cfg: Config, policies: LoadedPolicies) -> None:
         for entry, ops in policies.oom:
@@ -518,35 +447,6 @@ class Daemon:
         for pentry, pops in policies.psi:
             with contextlib.suppress(ConfigError):
                 self._attach(cfg, LoadedPolicies((), ((pentry, pops),)))
-
-    def _apply_outputs(self, old: Config, new: Config) -> None:
-        """Event log, metrics and status settings take effect on reload; a failure there is
-        logged and the old output kept."""
-        od, nd = old.daemon, new.daemon
-        if (od.event_log, od.event_log_max, od.event_log_keep) != (
-            nd.event_log, nd.event_log_max, nd.event_log_keep
-        ):
-            try:
-                log = self._open_eventlog(new)
-            except ConfigError as exc:
-                self.emit_error("reload", f"{exc}; keeping {od.event_log}")
-            else:
-                old_log, self.eventlog = self.eventlog, log
-                if old_log is not None:
-                    old_log.close()
-        if old.metrics != new.metrics:
-            self._move_metrics(old, new)
-        if od.status_file != nd.status_file and self.dispatch is not None:
-            if self.status is not None:
-                self.status.close()
-                self.dispatch.remove("status")
-                self.status = None
-            if nd.status_file:
-                self.status = self._new_status(new)
-                self.dispatch.add("status", self.status)
-        if self.status is not None:
-            self.status.update_info(config=new.path, event_log=nd.event_log,
-                                    metrics=self.metrics_address)
 
     # -- shutdown ----------------------------------------------------------------------------
     def shutdown(self) -> None:
@@ -574,23 +474,15 @@ class Daemon:
                 problems.append(f"backend close: {exc}")
         for message in problems:
             print(f"oomkit: shutdown: {message}", file=sys.stderr)
-            if self.eventlog is not None:
-                self.eventlog.write({"event": "error", "time": 0.0, "wall": self._wall(),
-                                     "where": "shutdown", "error": message})
-        if self.metrics_server is not None:
-            with contextlib.suppress(Exception):
-                self.metrics_server.close()
-            self.metrics_server = None
-        if self.status is not None:
-            with contextlib.suppress(Exception):
-                self.status.close()
+            if self.outputs is not None:
+                self.outputs.log_error("shutdown", message)
+        if self.outputs is not None:
+            self.outputs.close_servers()
         if self.housekeeper is not None:
             self.housekeeper.close()
             self.housekeeper = None
-        if self.eventlog is not None:
-            with contextlib.suppress(Exception):
-                self.eventlog.close()
-            self.eventlog = None
+        if self.outputs is not None:
+            self.outputs.close_eventlog()
         if self._self_protect:
             self.gc.restore()
         self._restore_signals()
