@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import threading
 from collections.abc import Iterable
 from typing import Any, TextIO
@@ -22,8 +23,12 @@ from oomkit.daemon.config import (
 from oomkit.errors import ConfigError
 from oomkit.kernel.watchdog import pid_alive
 
-#: ``oomkit status`` of a daemon that is not running (as systemctl status and LSB say).
-EXIT_NOT_RUNNING = 3
+#: ``oomkit status`` exit codes, as an LSB init script's ``status`` action (LSB 5.0, "Init
+#: Script Actions") and ``systemctl status`` give them.
+EXIT_RUNNING = 0
+EXIT_DEAD = 1  # the status file says running, its pid is gone: the daemon died
+EXIT_NOT_RUNNING = 3  # stopped cleanly, or no status file at all
+EXIT_UNKNOWN = 4  # a status file we cannot read
 
 
 def dispatch(args: argparse.Namespace, out: TextIO) -> int:
@@ -55,6 +60,9 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
 
     path = _config_path(args)
     sim = getattr(args, "sim", None)
+    state_dir = getattr(args, "state_dir", None)
+    if state_dir is not None:
+        state_dir = os.path.abspath(state_dir)
     # Policies are code run as root: files must be root's and writable by nobody else.
     # A simulation run by a user may use the user's own files.
     secure = not sim or os.geteuid() == 0
@@ -62,7 +70,8 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     def load() -> tuple[Config, LoadedPolicies]:
         config = load_config(path) if path is not None else Config()
         config = with_cli(config, list(args.oom_policy), list(args.psi_policy),
-                          dry_run=bool(args.dry_run), budget_s=args.budget)
+                          dry_run=bool(args.dry_run), budget_s=args.budget,
+                          state_dir=state_dir)
         return config, load_policies(config, secure=secure)
 
     config, policies = load()
@@ -89,7 +98,13 @@ def _cgroup_present(config: Config, cgroup: str) -> bool | None:
 
 
 def cmd_check_config(args: argparse.Namespace, out: TextIO) -> int:
-    config = load_config(args.file)
+    from oomkit.cli import other_kind
+    from oomkit.units import format_size
+
+    try:
+        config = load_config(args.file)
+    except ConfigError as exc:
+        raise other_kind(exc, args.file, "config") from None
     policies = load_policies(config, secure=True)
     d = config.daemon
     out.write(f"{config.path}: OK\n")
@@ -107,7 +122,7 @@ def cmd_check_config(args: argparse.Namespace, out: TextIO) -> int:
         out.write("  no handlers: every OOM is left to the kernel (and logged)\n")
     out.write(f"  budget {d.budget_s * 1000:g} ms, detach after {d.max_failures} failures"
               f"{', DRY RUN' if d.dry_run else ''}\n")
-    out.write(f"  event log {d.event_log} (rotate at {d.event_log_max} bytes, keep "
+    out.write(f"  event log {d.event_log} (rotate at {format_size(d.event_log_max)}, keep "
               f"{d.event_log_keep})\n")
     out.write(f"  metrics {config.metrics or 'off'}; status {d.status_file or 'off'}\n")
     return 0
@@ -117,7 +132,14 @@ def cmd_check_config(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _daemon_paths(args: argparse.Namespace) -> tuple[str, str]:
-    """(event log, status file) from --config, or the default config when it exists."""
+    """(event log, status file) from --state-dir, --config, or the default config when it
+    exists."""
+    from oomkit.daemon.config import state_paths
+
+    state_dir = getattr(args, "state_dir", None)
+    if state_dir:
+        event_log, status_file, _ = state_paths(os.path.abspath(state_dir))
+        return event_log, status_file
     path = args.config or (DEFAULT_CONFIG if os.path.exists(DEFAULT_CONFIG) else None)
     if path is None:
         return DEFAULT_EVENT_LOG, DEFAULT_STATUS_FILE
@@ -179,11 +201,19 @@ def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
     status_file = getattr(args, "status_file", None) or status_file
     status = read_status(status_file) if status_file else None
     if status is None:
-        raise ConfigError(f"{status_file or 'status file'}: no status (is the daemon running?)")
+        if status_file and os.path.lexists(status_file):
+            print(f"oomkit: {status_file}: cannot read the status file", file=sys.stderr)
+            return EXIT_UNKNOWN
+        print(f"oomkit: {status_file or 'status file'}: no status: oomkit is not running "
+              "(see --status-file, --state-dir)", file=sys.stderr)
+        return EXIT_NOT_RUNNING
     event_log = str(status.get("event_log") or event_log)
     pid = int(status.get("pid", 0))
     alive = bool(status.get("running")) and pid_alive(pid)
-    code = 0 if alive else EXIT_NOT_RUNNING
+    if alive:
+        code = EXIT_RUNNING
+    else:
+        code = EXIT_DEAD if status.get("running") else EXIT_NOT_RUNNING
     if getattr(args, "json", False):
         out.write(json.dumps(status, indent=1) + "\n")
         return code

@@ -105,7 +105,7 @@ def test_events_and_status_without_a_daemon(tmp_path: Path,
                                             capsys: pytest.CaptureFixture[str]) -> None:
     assert cli("events", "--file", str(tmp_path / "none.jsonl"))[0] == 2
     assert "no event log" in capsys.readouterr().err
-    assert cli("status", "--status-file", str(tmp_path / "none.json"))[0] == 2
+    assert cli("status", "--status-file", str(tmp_path / "none.json"))[0] == 3  # LSB
     assert "no status" in capsys.readouterr().err
 
 

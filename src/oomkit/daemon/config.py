@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Final, TypeVar
 
-from oomkit.errors import ConfigError
+from oomkit.errors import ConfigError, unknown_key
 from oomkit.ops import OomOps, PsiOps
 from oomkit.policy_loader import load_oom, load_psi
 from oomkit.runtime import DEFAULT_BUDGET_S
@@ -292,8 +292,7 @@ class _Parser:
                    at: tuple[str | int, ...]) -> None:
         for key in raw:
             if key not in allowed:
-                known = ", ".join(sorted(allowed))
-                raise self.error((*at, key), f"unknown key (known: {known})")
+                raise self.error((*at, key), unknown_key(key, allowed))
 
     def get(self, raw: Mapping[str, Any], at: tuple[str | int, ...], key: str,
             parse: Callable[[object], T], default: T) -> T:
@@ -446,10 +445,18 @@ def load_policies(config: Config, *, secure: bool = True) -> LoadedPolicies:
     return LoadedPolicies(tuple(oom), tuple(psi))
 
 
+def state_paths(state_dir: str) -> tuple[str, str, str]:
+    """(event log, status file, restore journal) in one directory (``--state-dir``)."""
+    return (os.path.join(state_dir, "events.jsonl"), os.path.join(state_dir, "status.json"),
+            os.path.join(state_dir, "restore.json"))
+
+
 def with_cli(config: Config, oom_specs: list[str], psi_specs: list[str], *,
-             dry_run: bool = False, budget_s: float | None = None) -> Config:
+             dry_run: bool = False, budget_s: float | None = None,
+             state_dir: str | None = None) -> Config:
     """``config`` plus the policies and switches given on the command line
-    (``--oom-policy SPEC[@CGROUP]``, ``--psi-policy``, ``--dry-run``, ``--budget``)."""
+    (``--oom-policy SPEC[@CGROUP]``, ``--psi-policy``, ``--dry-run``, ``--budget``,
+    ``--state-dir``: the event log, status file and restore journal in that directory)."""
     from dataclasses import replace
 
     from oomkit.policy_loader import split_at
@@ -481,4 +488,8 @@ def with_cli(config: Config, oom_specs: list[str], psi_specs: list[str], *,
         if budget_s <= 0:
             raise ConfigError(f"--budget {budget_s:g}: must be more than zero")
         daemon = replace(daemon, budget_s=budget_s)
+    if state_dir is not None:
+        event_log, status_file, state_file = state_paths(state_dir)
+        daemon = replace(daemon, event_log=event_log, status_file=status_file,
+                         state_file=state_file)
     return replace(config, daemon=daemon, oom=tuple(ooms), psi=tuple(psis))
