@@ -56,6 +56,7 @@ def _config_path(args: argparse.Namespace) -> str | None:
 
 def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     from oomkit.daemon.backend import Backend, LiveBackend, SimBackend
+    from oomkit.daemon.journal import Journal, journal_stream_is
     from oomkit.daemon.service import Daemon
 
     path = _config_path(args)
@@ -76,8 +77,12 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
 
     config, policies = load()
     backend: Backend = SimBackend(sim) if sim else LiveBackend()
+    quiet = bool(getattr(args, "quiet", False))
+    journal = None
+    if not quiet and not args.json and out is sys.stdout and journal_stream_is(1):
+        journal = Journal(out)  # under systemd: one journal entry per event, with fields
     daemon = Daemon(config, policies, backend, reload_config=load if path else None,
-                    out=None if getattr(args, "quiet", False) else out, as_json=args.json,
+                    out=None if quiet else out, as_json=args.json, journal=journal,
                     self_protect=not sim)
     daemon.install_signals()
     daemon.start()

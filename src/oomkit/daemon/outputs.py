@@ -1,4 +1,5 @@
-"""The daemon's outputs: event log, metrics, status file, terminal, behind one Dispatch.
+"""The daemon's outputs: event log, metrics, status file, terminal or journal, behind one
+Dispatch.
 
 :class:`Outputs` opens what a config asks for (``open``), moves or reopens what a reload
 changes (``apply``: a failure keeps the old output and is reported, never raised), and
@@ -18,6 +19,7 @@ from typing import Any, TextIO
 
 from oomkit.daemon.config import Config, Listen
 from oomkit.daemon.eventlog import EventLog
+from oomkit.daemon.journal import Journal
 from oomkit.daemon.sinks import Dispatch, Record
 from oomkit.daemon.status import Defer, Status
 from oomkit.errors import ConfigError
@@ -42,6 +44,7 @@ class Outputs:
         take_would: Callable[[], list[str]] | None = None,
         out: TextIO | None = None,
         as_json: bool = False,
+        journal: Journal | None = None,
     ) -> None:
         self._wall = wall
         self._defer = defer
@@ -50,6 +53,7 @@ class Outputs:
         self._watched = watched
         self._out = out
         self._as_json = as_json
+        self.journal = journal
         self.dispatch = Dispatch(wall=wall, take_would=take_would)
         self.eventlog: EventLog | None = None
         self.status: Status | None = None
@@ -67,7 +71,9 @@ class Outputs:
         if cfg.daemon.status_file:
             self.status = self._new_status(cfg)
             self.dispatch.add("status", self.status)
-        if self._out is not None:
+        if self.journal is not None:  # under systemd: entries with fields, not lines
+            self.dispatch.add("journal", self.journal)
+        elif self._out is not None:
             self.dispatch.add("terminal", Printer(self._out, self._as_json))
 
     def _open_eventlog(self, cfg: Config) -> EventLog:
@@ -191,6 +197,8 @@ class Outputs:
         if self.status is not None:
             with contextlib.suppress(Exception):
                 self.status.close()
+        if self.journal is not None:
+            self.journal.close()
 
     def close_eventlog(self) -> None:
         """Close the event log (after the housekeeper, which may still sync it, stopped)."""

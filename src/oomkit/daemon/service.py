@@ -35,6 +35,7 @@ from oomkit.daemon.config import Config, LoadedPolicies, OomEntry, PsiEntry
 from oomkit.daemon.dryrun import DryRunKernel
 from oomkit.daemon.eventlog import wall_clock
 from oomkit.daemon.housekeeper import Housekeeper
+from oomkit.daemon.journal import Journal
 from oomkit.daemon.outputs import Outputs
 from oomkit.daemon.protect import GcControl, Protection, lock_memory, protect
 from oomkit.errors import ConfigError, OomkitError
@@ -84,6 +85,7 @@ class Daemon:
         reload_config: Callable[[], tuple[Config, LoadedPolicies]] | None = None,
         out: TextIO | None = None,
         as_json: bool = False,
+        journal: Journal | None = None,
         self_protect: bool = True,
         wall: Callable[[], float] = wall_clock,
     ) -> None:
@@ -93,6 +95,7 @@ class Daemon:
         self._reload_config = reload_config
         self._out = out
         self._as_json = as_json
+        self._journal = journal
         self._self_protect = self_protect
         self._wall = wall
         self.protection = Protection()
@@ -157,7 +160,7 @@ class Daemon:
             wall=self._wall, defer=self.housekeeper.submit, backend_name=self.backend.name,
             handlers=self.handlers, watched=self.watched_cgroups,
             take_would=self._take_would if cfg.daemon.dry_run else None,
-            out=self._out, as_json=self._as_json)
+            out=self._out, as_json=self._as_json, journal=self._journal)
         self.outputs.dispatch.add_event_sink("cgroups", self._on_cgroup_event)
         self.outputs.open(cfg)
 
