@@ -125,6 +125,17 @@ def build_parser() -> argparse.ArgumentParser:
                     help="how many of the last OOMs to show (default 5)")
     st.add_argument("--json", action="store_true", help="the status file as it is")
     sub.add_parser("policies", help="list the built-in policies")
+    inst = sub.add_parser("install-unit", help="write the systemd unit (and the man page) "
+                          "for this oomkit")
+    inst.add_argument("--unit-dir", default="/etc/systemd/system", metavar="DIR",
+                      help="where oomkit.service goes (default /etc/systemd/system)")
+    inst.add_argument("--man-dir", default="/usr/local/share/man/man8", metavar="DIR",
+                      help="where oomkit.8 goes (default /usr/local/share/man/man8; "
+                           "'' for none)")
+    inst.add_argument("--oomkit", default=None, metavar="PATH",
+                      help="the oomkit the unit runs (default: this one)")
+    inst.add_argument("--stdout", action="store_true",
+                      help="print the unit instead of writing anything")
     return parser
 
 

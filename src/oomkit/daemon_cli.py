@@ -1,4 +1,5 @@
-"""The live-kernel commands: run, check-config, events, status (see docs/daemon.md)."""
+"""The live-kernel commands: run, check-config, events, status, install-unit (see
+docs/daemon.md)."""
 
 from __future__ import annotations
 
@@ -40,6 +41,8 @@ def dispatch(args: argparse.Namespace, out: TextIO) -> int:
         return cmd_events(args, out)
     if args.command == "status":
         return cmd_status(args, out)
+    if args.command == "install-unit":
+        return cmd_install_unit(args, out)
     raise ConfigError(f"unknown command {args.command!r}")
 
 
@@ -255,3 +258,77 @@ def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
     for record in ooms:
         write_record(out, record)
     return code
+
+
+# -- install-unit -----------------------------------------------------------------------------
+
+#: The path the shipped unit names (src/oomkit/data/oomkit.service).
+SHIPPED_PATH = "/usr/local/bin/oomkit"
+
+
+def this_oomkit() -> str:
+    """The absolute path of the ``oomkit`` script of this installation: the one running,
+    else the one beside this interpreter (a venv's bin/), else the one on $PATH."""
+    import shutil
+
+    argv0 = sys.argv[0] if sys.argv else ""
+    if os.path.basename(argv0) == "oomkit" and os.access(argv0, os.X_OK):
+        return os.path.abspath(argv0)
+    beside = os.path.join(os.path.dirname(sys.executable), "oomkit")
+    if os.access(beside, os.X_OK):
+        return beside
+    found = shutil.which("oomkit")
+    if found is None:
+        raise ConfigError("cannot find the oomkit command: give --oomkit PATH")
+    return os.path.abspath(found)
+
+
+def unit_text(oomkit: str) -> str:
+    """The shipped unit with ExecStart/ExecStartPre running ``oomkit``."""
+    from importlib.resources import files
+
+    text = files("oomkit").joinpath("data", "oomkit.service").read_text(encoding="utf-8")
+    lines = []
+    for line in text.splitlines():
+        if line.startswith(("ExecStart=", "ExecStartPre=")):
+            line = line.replace(SHIPPED_PATH, oomkit, 1)
+        lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
+def cmd_install_unit(args: argparse.Namespace, out: TextIO) -> int:
+    oomkit = os.path.abspath(args.oomkit) if args.oomkit else this_oomkit()
+    if not os.access(oomkit, os.X_OK):
+        raise ConfigError(f"--oomkit {oomkit}: not an executable file")
+    text = unit_text(oomkit)
+    if args.stdout:
+        out.write(text)
+        return 0
+    unit = os.path.join(args.unit_dir, "oomkit.service")
+    _write_file(unit, text)
+    out.write(f"wrote {unit} (ExecStart={oomkit} run ...)\n")
+    if args.man_dir:
+        from oomkit.cli import build_parser
+        from oomkit.manpage import manpage
+
+        page = os.path.join(args.man_dir, "oomkit.8")
+        _write_file(page, manpage(build_parser()))
+        out.write(f"wrote {page}\n")
+    if not os.path.exists(DEFAULT_CONFIG):
+        out.write(f"no {DEFAULT_CONFIG} yet: write one (packaging/oomkit.toml is an annotated "
+                  "example; `oomkit check-config FILE` checks it)\n")
+    out.write("then: systemctl daemon-reload && systemctl enable --now oomkit\n")
+    return 0
+
+
+def _write_file(path: str, text: str) -> None:
+    """Write ``path`` whole or not at all (a temporary file renamed over it)."""
+    try:
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        tmp = f"{path}.tmp{os.getpid()}"
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot write: {exc.strerror}") from None

@@ -66,6 +66,22 @@ def sd_notify(state: str) -> bool:
     return True
 
 
+def watchdog_interval(environ: dict[str, str] | None = None, pid: int | None = None
+                      ) -> float | None:
+    """Seconds between WATCHDOG=1 pings when systemd asks for them (``WatchdogSec=`` sets
+    ``$WATCHDOG_USEC``; ``$WATCHDOG_PID``, when set, must be ours; sd_watchdog_enabled(3)):
+    half the timeout, as that page advises. None without a watchdog."""
+    env = environ if environ is not None else dict(os.environ)
+    try:
+        usec = int(env.get("WATCHDOG_USEC", ""))
+    except ValueError:
+        return None
+    wanted_pid = env.get("WATCHDOG_PID")
+    if usec <= 0 or (wanted_pid and wanted_pid != str(pid if pid is not None else os.getpid())):
+        return None
+    return usec / 2e6
+
+
 @dataclass(frozen=True, slots=True)
 class DaemonEvent(Event):
     """The daemon's own milestones in the event log: start, reload, stop."""
@@ -114,14 +130,18 @@ class Daemon:
         self.reloads = 0
         self.exit_code = 0
         self._old_signals: dict[int, Any] = {}
+        self._serve_thread: threading.Thread | None = None
 
     # -- start -------------------------------------------------------------------------------
     def start(self) -> None:
         cfg = self.config
         if self._self_protect:
             self.protection = protect(mlock=False)  # memory is locked once all is loaded
+        ping_s = watchdog_interval()
         self.housekeeper = Housekeeper(gc_control=self.gc if self._self_protect else None,
-                                       gc_interval_s=cfg.daemon.gc_interval_s)
+                                       gc_interval_s=cfg.daemon.gc_interval_s,
+                                       tick=self._watchdog_ping if ping_s else None,
+                                       tick_interval_s=ping_s or 0.0)
         self.housekeeper.start()
         try:
             self._start_outputs()
@@ -138,6 +158,15 @@ class Daemon:
         if self._self_protect:
             self.gc.startup_done()
         sd_notify(f"READY=1\nMAINPID={os.getpid()}\nSTATUS={self._describe()}")
+
+    def _watchdog_ping(self) -> None:
+        """WATCHDOG=1 from the housekeeping thread, at its wakes (no timer of its own): the
+        process is scheduled, its threads take the GIL, and the serve loop still runs. A
+        handler that hangs is not this watchdog's business: its budget ends the call, and
+        the kernel killer's own watchdog process covers a stuck v1 OOM."""
+        serving = self._serve_thread
+        if serving is None or serving.is_alive():
+            sd_notify("WATCHDOG=1")
 
     def _lock_memory(self) -> None:
         """mlockall, now that every library, module and buffer of the decision path is
@@ -349,6 +378,7 @@ class Daemon:
     def run(self) -> int:
         """Serve until stopped; returns the exit code. Always shuts down."""
         assert self.runtime is not None and self.real_kernel is not None
+        self._serve_thread = threading.current_thread()
         try:
             while True:
                 self._serving.clear()
