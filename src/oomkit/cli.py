@@ -96,6 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "(try a config without root or risk)")
     run.add_argument("--quiet", "-q", action="store_true",
                      help="no events on stdout (the event log has them)")
+    run.add_argument("--watch-config", action="store_true",
+                     help="reload when the config file changes (a ConfigMap mounted in a "
+                          "pod): checked at the housekeeper's wakes, at least every 30 s")
     run.add_argument("--state-dir", default=None, metavar="DIR",
                      help="keep the event log, status file and restore journal in DIR "
                           "(events.jsonl, status.json, restore.json) instead of the config's: "
@@ -125,6 +128,12 @@ def build_parser() -> argparse.ArgumentParser:
                     help="how many of the last OOMs to show (default 5)")
     st.add_argument("--json", action="store_true", help="the status file as it is")
     sub.add_parser("policies", help="list the built-in policies")
+    rel = sub.add_parser("reload", help="make the running daemon reload its config (SIGHUP "
+                         "to the pid in its status file)")
+    rel.add_argument("--config", default=None)
+    rel.add_argument("--status-file", default=None, help="default from the config")
+    rel.add_argument("--state-dir", default=None, metavar="DIR",
+                     help="the status file of a daemon run with --state-dir DIR")
     inst = sub.add_parser("install-unit", help="write the systemd unit (and the man page) "
                           "for this oomkit")
     inst.add_argument("--unit-dir", default="/etc/systemd/system", metavar="DIR",

@@ -19,9 +19,10 @@ from oomkit.daemon.config import (
     LoadedPolicies,
     load_config,
     load_policies,
+    resolve_cgroups,
     with_cli,
 )
-from oomkit.errors import ConfigError
+from oomkit.errors import ConfigError, OomkitError
 from oomkit.kernel.watchdog import pid_alive
 
 #: ``oomkit status`` exit codes, as an LSB init script's ``status`` action (LSB 5.0, "Init
@@ -43,6 +44,8 @@ def dispatch(args: argparse.Namespace, out: TextIO) -> int:
         return cmd_status(args, out)
     if args.command == "install-unit":
         return cmd_install_unit(args, out)
+    if args.command == "reload":
+        return cmd_reload(args, out)
     raise ConfigError(f"unknown command {args.command!r}")
 
 
@@ -73,6 +76,7 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
 
     def load() -> tuple[Config, LoadedPolicies]:
         config = load_config(path) if path is not None else Config()
+        config = resolve_cgroups(config, lambda cg: _cgroup_present(config, cg))
         config = with_cli(config, list(args.oom_policy), list(args.psi_policy),
                           dry_run=bool(args.dry_run), budget_s=args.budget,
                           state_dir=state_dir)
@@ -84,9 +88,10 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     journal = None
     if not quiet and not args.json and out is sys.stdout and journal_stream_is(1):
         journal = Journal(out)  # under systemd: one journal entry per event, with fields
+    watch = path if path is not None and getattr(args, "watch_config", False) else None
     daemon = Daemon(config, policies, backend, reload_config=load if path else None,
                     out=None if quiet else out, as_json=args.json, journal=journal,
-                    self_protect=not sim)
+                    self_protect=not sim, watch_config=watch)
     daemon.install_signals()
     daemon.start()
     return daemon.run()
@@ -113,11 +118,15 @@ def cmd_check_config(args: argparse.Namespace, out: TextIO) -> int:
         config = load_config(args.file)
     except ConfigError as exc:
         raise other_kind(exc, args.file, "config") from None
+    config = resolve_cgroups(config, lambda cg: _cgroup_present(config, cg))
     policies = load_policies(config, secure=True)
     d = config.daemon
     out.write(f"{config.path}: OK\n")
     for entry, ops in policies.oom:
         where = entry.cgroup or "system-wide"
+        if entry.alternatives:
+            where += f" (the first that exists of {entry.cgroup or ''}, " \
+                f"{', '.join(entry.alternatives)})"
         out.write(f"  oom  {entry.policy} ({type(ops).__name__}) {where}"
                   f"{' args ' + json.dumps(dict(entry.args)) if entry.args else ''}\n")
         if entry.cgroup is not None and _cgroup_present(config, entry.cgroup) is False:
@@ -332,3 +341,29 @@ def _write_file(path: str, text: str) -> None:
         os.replace(tmp, path)
     except OSError as exc:
         raise ConfigError(f"{path}: cannot write: {exc.strerror}") from None
+
+
+# -- reload -----------------------------------------------------------------------------------
+
+
+def cmd_reload(args: argparse.Namespace, out: TextIO) -> int:
+    """SIGHUP to the daemon the status file names (its pid, as this PID namespace sees it:
+    in a pod with hostPID, the node's)."""
+    import signal
+
+    from oomkit.daemon.status import read_status
+
+    _, status_file = _daemon_paths(args)
+    status_file = getattr(args, "status_file", None) or status_file
+    status = read_status(status_file) if status_file else None
+    pid = int(status.get("pid", 0)) if status else 0
+    if status is None or not status.get("running") or not pid_alive(pid):
+        print(f"oomkit: {status_file}: no running daemon to reload", file=sys.stderr)
+        return EXIT_NOT_RUNNING
+    try:
+        os.kill(pid, signal.SIGHUP)
+    except OSError as exc:
+        raise OomkitError(f"cannot signal pid {pid}: {exc.strerror}") from None
+    out.write(f"sent SIGHUP to oomkit (pid {pid}); see `oomkit events --kind daemon --kind "
+              "error` for the result\n")
+    return 0

@@ -100,6 +100,9 @@ class OomEntry:
     index: int = 0
     line: int | None = None
     origin: str = ""  # "--oom-policy SPEC" for one given on the command line
+    # ``cgroup = ["/kubepods.slice", "/kubepods"]``: the paths after the first, for
+    # :func:`resolve_cgroups` to try in order (one config for both kubelet cgroup drivers).
+    alternatives: tuple[str, ...] = ()
 
     @property
     def label(self) -> str:
@@ -211,6 +214,31 @@ def _cgroup_path(v: object) -> str:
     if any(part in (".", "..") for part in v.split("/")):
         raise ValueError(f"a cgroup path has no . or .. parts, got {v!r}")
     return v
+
+
+def _cgroup_paths(v: object) -> tuple[str, ...]:
+    """A cgroup path, or a list of them (the first that exists is used)."""
+    if isinstance(v, list):
+        if not 1 <= len(v) <= 8:
+            raise ValueError("a list of cgroup paths has 1 to 8 entries")
+        return tuple(_cgroup_path(item) for item in v)
+    return (_cgroup_path(v),)
+
+
+def resolve_cgroups(config: Config, exists: Callable[[str], bool | None]) -> Config:
+    """``config`` with each ``[[oom]]`` that lists several cgroups set to the first that
+    ``exists`` (the first of all when none does, so attaching names it in its error)."""
+    from dataclasses import replace
+
+    ooms = []
+    for entry in config.oom:
+        if entry.alternatives and entry.cgroup is not None:
+            for path in (entry.cgroup, *entry.alternatives):
+                if exists(path):
+                    entry = replace(entry, cgroup=path)
+                    break
+        ooms.append(entry)
+    return replace(config, oom=tuple(ooms))
 
 
 def _policy(v: object) -> str:
@@ -351,13 +379,15 @@ def parse_config(text: str, path: str = "<config>") -> Config:
         p.check_keys(raw, _OOM_KEYS, at)
         if "policy" not in raw:
             raise p.error(at, "key 'policy' is required")
+        paths = p.get(raw, at, "cgroup", _cgroup_paths, None)
         entry = OomEntry(
             policy=p.get(raw, at, "policy", _policy, ""),
-            cgroup=p.get(raw, at, "cgroup", _cgroup_path, None),
+            cgroup=paths[0] if paths else None,
             args=p.get(raw, at, "args", _args, MappingProxyType({})),
             budget_s=p.get(raw, at, "budget", _duration_s, None),
             index=i,
             line=p.pos.line(*at),
+            alternatives=paths[1:] if paths else (),
         )
         if entry.slot in slots:
             first = ooms[slots[entry.slot]]

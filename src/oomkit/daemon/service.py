@@ -82,6 +82,20 @@ def watchdog_interval(environ: dict[str, str] | None = None, pid: int | None = N
     return usec / 2e6
 
 
+#: How often ``--watch-config`` looks at the config file, at most (seconds): kubelet takes a
+#: minute or so to update a mounted ConfigMap anyway.
+CONFIG_CHECK_S = 30.0
+
+
+def file_signature(path: str) -> tuple[int, ...] | None:
+    """(device, inode, size, mtime) of what ``path`` leads to; None when it is missing."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
 @dataclass(frozen=True, slots=True)
 class DaemonEvent(Event):
     """The daemon's own milestones in the event log: start, reload, stop."""
@@ -102,6 +116,7 @@ class Daemon:
         out: TextIO | None = None,
         as_json: bool = False,
         journal: Journal | None = None,
+        watch_config: str | None = None,
         self_protect: bool = True,
         wall: Callable[[], float] = wall_clock,
     ) -> None:
@@ -112,6 +127,8 @@ class Daemon:
         self._out = out
         self._as_json = as_json
         self._journal = journal
+        self._watch_config = watch_config
+        self._config_seen: tuple[int, ...] | None = None
         self._self_protect = self_protect
         self._wall = wall
         self.protection = Protection()
@@ -137,11 +154,15 @@ class Daemon:
         cfg = self.config
         if self._self_protect:
             self.protection = protect(mlock=False)  # memory is locked once all is loaded
-        ping_s = watchdog_interval()
+        self._ping_s = watchdog_interval()
+        intervals = [s for s in (self._ping_s,
+                                 CONFIG_CHECK_S if self._watch_config else None) if s]
+        if self._watch_config:
+            self._config_seen = file_signature(self._watch_config)
         self.housekeeper = Housekeeper(gc_control=self.gc if self._self_protect else None,
                                        gc_interval_s=cfg.daemon.gc_interval_s,
-                                       tick=self._watchdog_ping if ping_s else None,
-                                       tick_interval_s=ping_s or 0.0)
+                                       tick=self._tick if intervals else None,
+                                       tick_interval_s=min(intervals) if intervals else 0.0)
         self.housekeeper.start()
         try:
             self._start_outputs()
@@ -158,6 +179,20 @@ class Daemon:
         if self._self_protect:
             self.gc.startup_done()
         sd_notify(f"READY=1\nMAINPID={os.getpid()}\nSTATUS={self._describe()}")
+
+    def _tick(self) -> None:
+        if self._ping_s:
+            self._watchdog_ping()
+        if self._watch_config:
+            self._check_config_file(self._watch_config)
+
+    def _check_config_file(self, path: str) -> None:
+        """Reload when the config file is another file now (a ConfigMap update swaps the
+        ``..data`` symlink: a new inode) or was rewritten."""
+        seen = file_signature(path)
+        if seen is not None and seen != self._config_seen:
+            self._config_seen = seen
+            self.request_reload()
 
     def _watchdog_ping(self) -> None:
         """WATCHDOG=1 from the housekeeping thread, at its wakes (no timer of its own): the
@@ -411,6 +446,8 @@ class Daemon:
             self.emit_error("reload", "no config file to reload")
             return False
         sd_notify("RELOADING=1")
+        if self._watch_config:  # a SIGHUP after an edit: no second reload at the next tick
+            self._config_seen = file_signature(self._watch_config)
         try:
             return self._reload()
         finally:
