@@ -128,6 +128,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="how many of the last OOMs to show (default 5)")
     st.add_argument("--json", action="store_true", help="the status file as it is")
     sub.add_parser("policies", help="list the built-in policies")
+    comp = sub.add_parser("completion", help="print a shell completion script (needs shtab: "
+                          "pip install 'oomkit[completion]')")
+    comp.add_argument("shell", choices=["bash", "zsh", "tcsh"],
+                      help="e.g. oomkit completion bash > /etc/bash_completion.d/oomkit")
     rel = sub.add_parser("reload", help="make the running daemon reload its config (SIGHUP "
                          "to the pid in its status file)")
     rel.add_argument("--config", default=None)
@@ -225,6 +229,33 @@ def other_kind(exc: ConfigError, path: str, expected: str) -> ConfigError:
     return ConfigError(f"{exc} ({hint})")
 
 
+def cmd_completion(args: argparse.Namespace, out: TextIO) -> int:
+    """A completion script made by shtab from this very parser (options, commands, choices,
+    files where a file is expected)."""
+    try:
+        import shtab
+    except ImportError:
+        raise ConfigError("shell completion needs shtab: pip install 'oomkit[completion]'"
+                          ) from None
+    parser = build_parser()
+    for action in _all_actions(parser):  # file arguments complete as files
+        if action.dest in ("scenario", "file", "config", "status_file", "sim", "oomkit"):
+            action.complete = shtab.FILE  # type: ignore[attr-defined]
+        elif action.dest in ("state_dir", "unit_dir", "man_dir"):
+            action.complete = shtab.DIRECTORY  # type: ignore[attr-defined]
+    out.write(shtab.complete(parser, shell=args.shell))
+    return 0
+
+
+def _all_actions(parser: argparse.ArgumentParser) -> list[argparse.Action]:
+    actions = list(parser._actions)
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                actions += _all_actions(child)
+    return actions
+
+
 def cmd_policies(out: TextIO) -> int:
     from oomkit.policies import BUILTIN
     from oomkit.policy_loader import resolve
@@ -264,6 +295,8 @@ def _main(args: argparse.Namespace, out: TextIO) -> int:
             return cmd_simulate(args, out)
         if args.command == "policies":
             return cmd_policies(out)
+        if args.command == "completion":
+            return cmd_completion(args, out)
         from oomkit import daemon_cli
 
         return daemon_cli.dispatch(args, out)
