@@ -110,13 +110,14 @@ def daemon_dir(tmp_path: Path) -> Path:
 
 
 @contextlib.contextmanager
-def running(live: LiveCgroups, d: Path, body: str = HANDLER_H,
-            extra: str = "") -> Iterator[LiveDaemon]:
+def running(live: LiveCgroups, d: Path, body: str = HANDLER_H, extra: str = "", *,
+            quiet: bool = True, stdout: Any = subprocess.PIPE,
+            env: dict[str, str] | None = None) -> Iterator[LiveDaemon]:
     config = d / "oomkit.toml"
     config.write_text(config_text(d, live.root, body, extra))
     proc = subprocess.Popen([sys.executable, "-m", "oomkit.cli", "run", "--config",
-                             str(config), "-q"], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+                             str(config), *(["-q"] if quiet else [])], stdout=stdout,
+                            stderr=subprocess.STDOUT, text=True, env=env)
     daemon = LiveDaemon(proc, d, config)
     try:
         daemon.wait_ready()

@@ -109,3 +109,17 @@ def test_journal_stream_is_matched_by_device_and_inode(tmp_path: Path) -> None:
         assert journal_stream_is(f.fileno(), {"JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"})
         assert not journal_stream_is(f.fileno(), {"JOURNAL_STREAM": f"{st.st_dev}:1"})
         assert not journal_stream_is(f.fileno(), {})
+
+
+def test_a_journal_that_does_not_read_never_blocks(tmp_path: Path) -> None:
+    """A full datagram queue (journald stuck): the entry falls back, the send returns."""
+    sock = bound(tmp_path)
+    out = io.StringIO()
+    journal = Journal(out, socket_path=str(tmp_path / "journal.sock"))
+    record = {"event": "error", "where": "x", "error": "y", "time": 0.0}
+    for _ in range(2000):  # far past net.unix.max_dgram_qlen and the socket buffer
+        journal(None, record)  # type: ignore[arg-type]
+    assert journal.sent > 0 and journal.fell_back > 0
+    assert journal.sent + journal.fell_back == 2000
+    assert out.getvalue().splitlines()[0] == "<3>error     x: y"
+    sock.close()

@@ -7,7 +7,8 @@ length as 64-bit little endian + the value + ``\\n`` when the value holds a newl
 too big for a datagram goes in a sealed memfd passed with SCM_RIGHTS (``sd_journal_sendv``
 in systemd's src/libsystemd/sd-journal/journal-send.c does the same).
 
-When the socket cannot be written, the entry's MESSAGE goes to the fallback stream (the
+When the socket cannot be written (no journald, or one too slow to take the datagram
+now: sends never block), the entry's MESSAGE goes to the fallback stream (the
 journal's stdout stream under systemd) as one line with an ``<N>`` priority prefix, which
 journald reads as the priority (``SyslogLevelPrefix=`` defaults to yes; sd-daemon(3)).
 
@@ -135,7 +136,10 @@ class Journal:
                  socket_path: str = JOURNAL_SOCKET) -> None:
         self.socket_path = socket_path
         self.fallback = fallback if fallback is not None else sys.stdout
-        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+        # Non-blocking: a journald that does not read (its queue of datagrams is full)
+        # must not stall an OOM; the entry goes to the fallback stream instead.
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC
+                                   | socket.SOCK_NONBLOCK)
         self._lock = threading.Lock()
         self.sent = 0
         self.fell_back = 0
