@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import TextIO
 
 from oomkit.errors import AttachError, ConfigError, OomkitError
+from oomkit.meta import package_version
 from oomkit.policy_loader import load_oom, load_psi, split_at
 from oomkit.report import Printer
 from oomkit.runtime import DEFAULT_BUDGET_S, Runtime
@@ -24,18 +25,6 @@ from oomkit.units import duration_arg, format_size
 EXIT_USAGE = 2
 #: 128 + SIGPIPE: what the shell reports for a writer whose reader went away.
 EXIT_PIPE = 141
-
-
-def package_version() -> str:
-    """The installed distribution's version (``importlib.metadata``), else the source's."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("oomkit")
-    except PackageNotFoundError:
-        from oomkit import __version__
-
-        return __version__
 
 
 def event_kinds() -> list[str]:

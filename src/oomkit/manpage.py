@@ -12,7 +12,8 @@ import argparse
 import sys
 from typing import Final
 
-from oomkit.cli import EXIT_PIPE, EXIT_USAGE, build_parser, package_version
+from oomkit.cli import EXIT_PIPE, EXIT_USAGE, build_parser
+from oomkit.meta import package_version
 
 _DESCRIPTION: Final = """\
 oomkit runs out-of-memory policies written in Python before the kernel's OOM killer, on the

@@ -15,9 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from oomkit.cli import main, package_version
+from oomkit.cli import main
 from oomkit.daemon import service
 from oomkit.daemon.eventlog import read_events
+from oomkit.meta import package_version
 
 from .conftest import Setup
 

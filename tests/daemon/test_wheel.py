@@ -38,7 +38,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_version_and_python_m(installed: Path) -> None:
-    from oomkit.cli import package_version
+    from oomkit.meta import package_version
 
     r = sh([str(installed / "oomkit"), "--version"])
     assert r.returncode == 0 and r.stdout.strip() == f"oomkit {package_version()}"

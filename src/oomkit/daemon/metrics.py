@@ -50,6 +50,7 @@ from oomkit.events import (
     OomEvent,
     PsiEventRecord,
 )
+from oomkit.meta import package_version
 
 #: Handler durations: budgets are around 0.1-1 s; most handlers take microseconds.
 DURATION_BUCKETS: Final = (0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0,
@@ -79,18 +80,6 @@ def error_place(where: str) -> str:
     return head if head in ERROR_PLACES else "other"
 
 
-def version() -> str:
-    from importlib.metadata import PackageNotFoundError
-    from importlib.metadata import version as dist_version
-
-    try:
-        return dist_version("oomkit")
-    except PackageNotFoundError:
-        from oomkit import __version__
-
-        return __version__
-
-
 class Metrics:
     """The daemon's metrics in a registry of their own (plus the process collector)."""
 
@@ -101,7 +90,7 @@ class Metrics:
         ProcessCollector(registry=r)
         self.build_info = Gauge("oomkit_build_info", "Always 1: the oomkit version running",
                                 ["version", "python_version"], registry=r)
-        self.build_info.labels(version(), platform.python_version()).set(1)
+        self.build_info.labels(package_version(), platform.python_version()).set(1)
         self.ooms = Counter("oomkit_ooms", "OOMs seen, by who resolved them, the policy that "
                             "made progress and the kind of OOM (none: the whole machine)",
                             ["resolved_by", "policy", "constraint"], registry=r)
