@@ -323,11 +323,31 @@ def cmd_install_unit(args: argparse.Namespace, out: TextIO) -> int:
         page = os.path.join(args.man_dir, "oomkit.8")
         _write_file(page, manpage(build_parser()))
         out.write(f"wrote {page}\n")
-    if not os.path.exists(DEFAULT_CONFIG):
-        out.write(f"no {DEFAULT_CONFIG} yet: write one (packaging/oomkit.toml is an annotated "
-                  "example; `oomkit check-config FILE` checks it)\n")
+    config = args.config_file
+    if config and not os.path.exists(config):
+        _write_file(config, STARTER_CONFIG)
+        out.write(f"wrote {config}: no handlers yet, every OOM is left to the kernel and "
+                  "logged (add [[oom]] tables: packaging/oomkit.toml, docs/daemon.md)\n")
     out.write("then: systemctl daemon-reload && systemctl enable --now oomkit\n")
     return 0
+
+
+#: The config install-unit writes when there is none: the unit starts, logs every OOM (to
+#: the event log, the journal, metrics) and changes nothing until handlers are added.
+STARTER_CONFIG = """\
+# oomkit's config (written by `oomkit install-unit`; docs/daemon.md has every key).
+# No handlers yet: every OOM is left to the kernel's killer, and logged
+# (`journalctl -u oomkit`, `oomkit events`). Add one, check, reload:
+#
+#   [[oom]]
+#   policy = "largest_leaf"
+#   cgroup = "/system.slice"
+#
+#   oomkit check-config /etc/oomkit/oomkit.toml && systemctl reload oomkit
+
+[daemon]
+budget = "500ms"
+"""
 
 
 def _write_file(path: str, text: str) -> None:

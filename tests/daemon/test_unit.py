@@ -27,7 +27,8 @@ OOMKIT = str(Path(sys.executable).parent / "oomkit")
 def install(tmp_path: Path) -> tuple[Path, Path]:
     out = io.StringIO()
     code = main(["install-unit", "--unit-dir", str(tmp_path / "unit"), "--man-dir",
-                 str(tmp_path / "man" / "man8"), "--oomkit", OOMKIT], out=out)
+                 str(tmp_path / "man" / "man8"), "--oomkit", OOMKIT, "--config-file",
+                 str(tmp_path / "etc" / "oomkit.toml")], out=out)
     assert code == 0, out.getvalue()
     return tmp_path / "unit" / "oomkit.service", tmp_path / "man" / "man8" / "oomkit.8"
 
@@ -47,6 +48,17 @@ def test_install_unit_names_this_oomkit(tmp_path: Path) -> None:
     assert len(shipped) == len(written)
     assert [a for a, b in zip(shipped, written, strict=True) if a != b] == [
         line for line in shipped if line.startswith(("ExecStart=", "ExecStartPre="))]
+
+
+def test_install_unit_writes_a_starter_config_only_when_missing(tmp_path: Path) -> None:
+    install(tmp_path)
+    config = tmp_path / "etc" / "oomkit.toml"
+    out = io.StringIO()
+    assert main(["check-config", str(config)], out=out) == 0
+    assert "no handlers: every OOM is left to the kernel (and logged)" in out.getvalue()
+    config.write_text("# mine\n")
+    install(tmp_path)
+    assert config.read_text() == "# mine\n"
 
 
 def test_systemd_analyze_verify_is_clean(tmp_path: Path) -> None:
