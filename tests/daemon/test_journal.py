@@ -8,6 +8,8 @@ import os
 import socket
 from pathlib import Path
 
+import pytest
+
 from oomkit.daemon.backend import SimBackend
 from oomkit.daemon.journal import (
     MESSAGE_ID_OOM,
@@ -123,3 +125,21 @@ def test_a_journal_that_does_not_read_never_blocks(tmp_path: Path) -> None:
     assert journal.sent + journal.fell_back == 2000
     assert out.getvalue().splitlines()[0] == "<3>error     x: y"
     sock.close()
+
+
+def test_an_error_reaches_the_journal_once(setup: Setup, tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """Under systemd stderr is the journal too: an error goes as its entry, not also as a
+    stderr line."""
+    sock = bound(tmp_path)
+    journal = Journal(io.StringIO(), socket_path=str(tmp_path / "journal.sock"))
+    cfg, policies = setup.load()
+    d = Daemon(cfg, policies, SimBackend(str(setup.scenario)), journal=journal,
+               self_protect=False)
+    d.start()
+    d.emit_error("reload", "broken")
+    d.shutdown()
+    errors = [dict(e) for e in receive(sock) if ("OOMKIT_EVENT", "error") in e]
+    sock.close()
+    assert [(e["OOMKIT_WHERE"], e["PRIORITY"]) for e in errors] == [("reload", "3")]
+    assert "broken" not in capsys.readouterr().err

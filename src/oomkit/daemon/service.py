@@ -380,7 +380,8 @@ class Daemon:
             self.outputs.dispatch(event)
 
     def emit_error(self, where: str, error: str) -> None:
-        print(f"oomkit: {where}: {error}", file=sys.stderr)
+        if self._journal is None:  # the journal gets the error event itself, once
+            print(f"oomkit: {where}: {error}", file=sys.stderr)
         self._emit(ErrorEvent(self._now(), where, error))
 
     # -- signals and the serve loop --------------------------------------------------------
