@@ -38,11 +38,10 @@ from pathlib import Path
 from typing import Any, Final, TextIO
 
 from oomkit.errors import ConfigError
-from oomkit.events import Event, SummaryEvent
 from oomkit.kernel.sim import Scenario, parse_scenario
 from oomkit.lab.contender import Contender, from_config, from_policy_text
 from oomkit.lab.timeline import Timeline, run_timeline
-from oomkit.report import write_event, write_summary
+from oomkit.report import Printer
 
 TAIL_S: Final = 30.0
 UNLIMITED: Final = 1 << 60  # v1 reports PAGE_COUNTER_MAX pages as a huge byte count
@@ -352,13 +351,7 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
 
         check_suffix(args.plot)
         require()
-    def printer(event: Event) -> None:
-        if args.json:
-            out.write(event.to_json() + "\n")
-            return
-        write_event(out, event.to_dict())
-        if isinstance(event, SummaryEvent):
-            write_summary(out, event.to_dict())
+    printer = Printer(out, args.json)
 
     if not args.json:
         out.write(f"oomkit replay: {inc.path}: {len(inc.samples)} samples, "
