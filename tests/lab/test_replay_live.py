@@ -93,3 +93,29 @@ def test_a_live_memcg_oom_replays_to_the_same_victim(live: LiveCgroups,
     out = io.StringIO()
     assert main(["replay", path, "--kernel"], out=out) == 0
     assert "resolved by default" in out.getvalue()
+
+
+def test_record_samples_the_live_kernel_without_the_daemon(live: LiveCgroups,
+                                                           tmp_path: Path) -> None:
+    hog = live.spawn(live.mkdir("rec"), "anon", 20 * MiB)
+    assert hog.wait_ready(60)
+    rel = "/" + str(live.root.relative_to(_mount_of(live.root))).strip("/") + "/rec"
+    out_file = tmp_path / "rec.jsonl"
+    out = io.StringIO()
+    assert main(["record", "--duration", "1s", "--interval", "200ms", "--cgroup", rel,
+                 "--out", str(out_file)], out=out) == 0
+    assert "samples over 1 s" in out.getvalue()
+    inc = load_incident(str(out_file))
+    assert inc.header["reason"] == "record" and len(inc.samples) >= 5
+    last = inc.samples[-1]
+    assert last["cgroups"][rel]["usage"] >= 20 * MiB
+    assert [p["pid"] for p in last["procs"] if p["cgroup"] == rel] == [hog.pid]
+    assert hog.alive()  # recording changes nothing
+
+
+def _mount_of(path: Path) -> Path:
+    """The cgroup mount holding ``path`` (v1: the memory hierarchy; v2: the unified one)."""
+    p = path
+    while p.parent != p and (p.parent / "cgroup.procs").exists():
+        p = p.parent
+    return p
