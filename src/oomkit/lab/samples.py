@@ -125,7 +125,8 @@ def take_sample(kernel: Kernel, cgroups: Iterable[Cgroup] | None = None,
                     lim = limits[cg.id] = limits_of(cg)
             one = cg_out[cg.path] = sample_cgroup(cg, lim, min_usage=min_usage)
             if "psi" in one:  # not skipped as (nearly) empty: its tasks count
-                tasks.extend(t for t in cg.tasks() if t.cgroup == cg)
+                # Kernel threads hold no memory of their own and no killer takes them.
+                tasks.extend(t for t in cg.tasks() if t.cgroup == cg and not t.kthread)
         except OomkitError:
             cg_out.pop(cg.path, None)
     if max_procs is not None and len(tasks) > max_procs:
