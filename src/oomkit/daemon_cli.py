@@ -4,11 +4,12 @@ docs/daemon.md)."""
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import sys
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, TextIO
 
 from oomkit.daemon.config import (
@@ -174,8 +175,43 @@ def _print_records(out: TextIO, records: Iterable[dict[str, Any]], as_json: bool
         if as_json:
             out.write(json.dumps(record, separators=(", ", ": ")) + "\n")
         else:
-            write_record(out, record)
+            _write_readable(out, record, write_record)
         out.flush()
+
+
+def _write_readable(out: TextIO, record: dict[str, Any],
+                    write_record: Callable[[TextIO, dict[str, Any]], None]) -> None:
+    """One record as a table row; a record this version cannot lay out (another version's,
+    a line edited by hand) as its JSON, marked, rather than a traceback that ends the
+    listing."""
+    import io
+
+    buf = io.StringIO()
+    try:
+        write_record(buf, record)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError):
+        buf = io.StringIO()
+        buf.write(f"(a record oomkit cannot show: {json.dumps(record)[:500]})\n")
+    out.write(buf.getvalue())
+
+
+def _unreadable(path: str) -> str | None:
+    """Why ``path`` (the event log, the status file) cannot be read (``Permission denied``
+    for a user who is not in its group), or None when it can, or does not exist.
+    ``os.path.exists`` says False for both, so the two must be told apart before saying "no
+    event log" or "not running"."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # a FIFO: no wait
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    try:
+        if os.path.isdir(path):
+            return os.strerror(errno.EISDIR)  # os.open of a directory read-only succeeds
+    finally:
+        os.close(fd)
+    return None
 
 
 def cmd_events(args: argparse.Namespace, out: TextIO) -> int:
@@ -189,6 +225,9 @@ def cmd_events(args: argparse.Namespace, out: TextIO) -> int:
     lines = getattr(args, "lines", None)
     if lines is None and args.follow:
         lines = 10
+    why = _unreadable(path)
+    if why is not None:
+        raise OomkitError(f"{path}: cannot read the event log: {why}")
     if not log_files(path) and not args.follow:
         raise ConfigError(f"{path}: no event log (is the daemon running? see --file)")
     records: Iterable[dict[str, Any]] = read_events(path)
@@ -218,14 +257,21 @@ def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
     status_file = getattr(args, "status_file", None) or status_file
     status = read_status(status_file) if status_file else None
     if status is None:
-        if status_file and os.path.lexists(status_file):
-            print(f"oomkit: {status_file}: cannot read the status file", file=sys.stderr)
+        why = _unreadable(status_file) if status_file else None
+        if why is not None or (status_file and os.path.lexists(status_file)):
+            print(f"oomkit: {status_file}: cannot read the status file"
+                  f"{': ' + why if why else ''}", file=sys.stderr)
             return EXIT_UNKNOWN
         print(f"oomkit: {status_file or 'status file'}: no status: oomkit is not running "
               "(see --status-file, --state-dir)", file=sys.stderr)
         return EXIT_NOT_RUNNING
     event_log = str(status.get("event_log") or event_log)
-    pid = int(status.get("pid", 0))
+    try:
+        pid = int(status.get("pid", 0))
+    except (TypeError, ValueError):
+        print(f"oomkit: {status_file}: cannot read the status file (pid "
+              f"{status.get('pid')!r})", file=sys.stderr)
+        return EXIT_UNKNOWN
     alive = bool(status.get("running")) and pid_alive(pid)
     if alive:
         code = EXIT_RUNNING
@@ -260,12 +306,18 @@ def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
         write_table(out, rows, ["ops", "name", "policy", "where", "budget", "failures"])
     else:
         out.write("no handlers attached: the kernel's OOM killer handles every OOM\n")
-    n = int(getattr(args, "lines", None) or 5)
-    ooms = [r for r in read_events(event_log) if r.get("event") == "oom"][-n:]
+    n = getattr(args, "lines", None)
+    n = 5 if n is None else int(n)
+    why = _unreadable(event_log)
+    if why is not None:
+        out.write(f"\nthe last OOMs are in {event_log}: cannot read it: {why}\n")
+        return code
+    ooms = [r for r in read_events(event_log) if r.get("event") == "oom"]
+    ooms = ooms[-n:] if n else []
     out.write(f"\nlast {len(ooms)} OOMs (from {event_log}):\n" if ooms else
               "\nno OOM in the event log\n")
     for record in ooms:
-        write_record(out, record)
+        _write_readable(out, record, write_record)
     return code
 
 

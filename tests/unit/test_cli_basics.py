@@ -160,3 +160,78 @@ def test_one_size_and_duration_grammar() -> None:
     assert parse_duration_ns("1h") == 3_600_000_000_000
     for n in (1, 1023, 1024, 10 << 20, 3 << 29, 5 << 40):
         assert abs(parse_size(format_size(n).removesuffix("B")) - n) <= n * 0.05
+
+
+def _oom_record(i: int) -> dict[str, object]:
+    return {"event": "oom", "time": float(i), "wall": 1.0 + i, "memcg": "/a",
+            "constraint": "MEMCG", "resolved_by": "kernel", "policy": None, "victims": [],
+            "handlers": [], "note": ""}
+
+
+def test_status_lines_counts_the_last_ooms(tmp_path: Path) -> None:
+    """`status -n 0` shows none (not the default 5), -n 2 the last two."""
+    log = tmp_path / "e.jsonl"
+    log.write_text("".join(json.dumps(_oom_record(i)) + "\n" for i in range(7)))
+    st = tmp_path / "s.json"
+    st.write_text(json.dumps({"pid": (1 << 22) + 1, "running": False, "event_log": str(log)}))
+    code, text = run("status", "--status-file", str(st), "-n", "0")
+    assert code == 3 and "no OOM in the event log" in text and "OOM       " not in text
+    code, text = run("status", "--status-file", str(st), "-n", "2")
+    assert code == 3 and "last 2 OOMs" in text and text.count("OOM       ") == 2
+    code, text = run("status", "--status-file", str(st), "-n", "50")
+    assert "last 7 OOMs" in text and text.count("OOM       ") == 7
+
+
+def test_status_file_with_a_bad_pid(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    st = tmp_path / "s.json"
+    st.write_text(json.dumps({"pid": "abc", "running": True}))
+    assert run("status", "--status-file", str(st))[0] == 4
+    assert "cannot read the status file" in capsys.readouterr().err
+
+
+def _as_nobody(*argv: str) -> subprocess.CompletedProcess[str]:
+    r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                        sys.executable, "-m", "oomkit", *argv],
+                       capture_output=True, text=True, timeout=60, cwd="/")
+    if os.geteuid() != 0 or "setpriv:" in r.stderr:
+        pytest.skip(f"needs root and setpriv to read as another user: {r.stderr.strip()}")
+    return r
+
+
+def test_events_that_cannot_be_read(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A directory, or a log the user may not read: one line and exit 1, no traceback, and
+    never "no event log" or "not running" for a file that is there."""
+    import tempfile
+
+    assert run("events", "--file", str(tmp_path))[0] == 1
+    assert "cannot read the event log: Is a directory" in capsys.readouterr().err
+    with tempfile.TemporaryDirectory(dir="/tmp") as d:  # pytest's tmp_path is root's, 0700
+        os.chmod(d, 0o755)
+        log = Path(d) / "e.jsonl"
+        log.write_text(json.dumps(_oom_record(0)) + "\n")
+        log.chmod(0o600)  # as the daemon's, 0640 root:root
+        st = Path(d) / "s.json"
+        st.write_text(json.dumps({"pid": (1 << 22) + 1, "running": False,
+                                  "event_log": str(log)}))
+        r = _as_nobody("events", "--file", str(log))
+        assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+        assert "cannot read the event log: Permission denied" in r.stderr
+        r = _as_nobody("status", "--status-file", str(st))
+        assert r.returncode == 3 and "Traceback" not in r.stderr, r.stderr
+        assert "no OOM in the event log" not in r.stdout
+        assert f"{log}: cannot read it: Permission denied" in r.stdout
+        st.chmod(0o600)
+        r = _as_nobody("status", "--status-file", str(st))
+        assert r.returncode == 4 and "not running" not in r.stderr, r.stderr
+        assert "cannot read the status file: Permission denied" in r.stderr
+
+
+def test_a_record_this_version_cannot_show(tmp_path: Path) -> None:
+    """A hand-edited or foreign line is shown as its JSON; the records after it still are."""
+    log = tmp_path / "e.jsonl"
+    broken = {"event": "oom", "time": 0.0}  # no constraint, no victims
+    log.write_text(json.dumps(broken) + "\n" + json.dumps(_oom_record(1)) + "\n")
+    code, text = run("events", "--file", str(log))
+    assert code == 0
+    assert "a record oomkit cannot show" in text and '"time": 0.0' in text
+    assert text.count("OOM       ") == 1
