@@ -72,6 +72,10 @@ def test_events_on_a_closed_pipe(tmp_path: Path) -> None:
     (["events", "-n", "-1"], "must be 0 or more, got -1"),
     (["status", "-n", "x"], "expected a whole number"),
     (["simulate", DEFAULT, "--budget", "soon"], "expected a duration"),
+    (["simulate", DEFAULT, "--budget", "0"], "must be more than zero and at most 60s"),
+    (["simulate", DEFAULT, "--budget", "0us"], "must be more than zero"),
+    (["run", "--sim", DEFAULT, "--budget", "1h"], "at most 60s, got '1h'"),
+    (["run", "--sim", DEFAULT, "--budget", "61"], "at most 60s"),
 ])
 def test_choices_are_checked(argv: list[str], needle: str,
                              capsys: pytest.CaptureFixture[str]) -> None:
