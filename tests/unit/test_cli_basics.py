@@ -239,3 +239,26 @@ def test_a_record_this_version_cannot_show(tmp_path: Path) -> None:
     assert code == 0
     assert "a record oomkit cannot show" in text and '"time": 0.0' in text
     assert text.count("OOM       ") == 1
+
+
+def test_sizes_echo_at_the_right_unit() -> None:
+    """The largest unit the rounded figure fits: not "1024.0M" for a byte under 1G, not
+    "2048G" for 2T."""
+    assert format_size((1 << 30) - 1) == "1.0G"
+    assert format_size((1 << 20) - 1) == "1.0M"
+    assert format_size(2 << 40) == "2T" and format_size(3 << 39) == "1.5T"
+    assert format_size(1023) == "1023B" and format_size(1536 << 20) == "1.5G"
+
+
+@pytest.mark.parametrize("text", ["１s", "٣ms", "２M", "1０0"])
+def test_only_ascii_digits(text: str) -> None:
+    """Other scripts' digits are refused (re's \\d and float() would take them)."""
+    from oomkit.cli import budget_arg
+
+    for parse in (parse_size, parse_duration_ns):
+        with pytest.raises(ValueError, match="expected"):
+            parse(text)
+    import argparse
+
+    with pytest.raises(argparse.ArgumentTypeError):
+        budget_arg(text)
