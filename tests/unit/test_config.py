@@ -182,6 +182,12 @@ def test_guard_margin() -> None:
     assert GuardMargin(percent=None, nbytes=4096).of(100 << 20) == 4096
 
 
+def test_guard_margin_in_mb_says_which_m() -> None:
+    """"64MB" in the margin gets the hint every other size key gives."""
+    with pytest.raises(ConfigError, match=r"key 'guard.margin': '64MB' is ambiguous"):
+        parse_config('[guard]\nmargin = "64MB"\n', "c.toml")
+
+
 # -- policies ----------------------------------------------------------------------------------
 
 

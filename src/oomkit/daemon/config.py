@@ -258,7 +258,9 @@ def _margin(v: object) -> GuardMargin:
         return GuardMargin(percent=pct, nbytes=None)
     try:
         nbytes = parse_size(v)
-    except ValueError:
+    except ValueError as exc:
+        if "ambiguous" in str(exc):  # 64MB: say which M is meant, as every size key does
+            raise
         raise ValueError(f"expected a share like 5% or a size like 64M, got {v!r}") from None
     if nbytes <= 0:
         raise ValueError(f"must be more than zero, got {v!r}")
