@@ -344,6 +344,17 @@ def this_oomkit() -> str:
     return os.path.abspath(found)
 
 
+def exec_path(path: str) -> str:
+    """``path`` as the first word of an ``Exec*=`` line (systemd.service(5), "Command
+    lines"; systemd.unit(5), "Specifiers"): ``%`` doubled (else a specifier), and double
+    quotes around a path with blanks, quotes or backslashes (else it is split into words).
+    (``$`` stays: the program's own path is not subject to variable expansion.)"""
+    word = path.replace("%", "%%")
+    if any(c in word for c in " \t\"'\\;"):
+        word = '"' + word.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return word
+
+
 def unit_text(oomkit: str) -> str:
     """The shipped unit with ExecStart/ExecStartPre running ``oomkit``."""
     from importlib.resources import files
@@ -352,7 +363,7 @@ def unit_text(oomkit: str) -> str:
     lines = []
     for line in text.splitlines():
         if line.startswith(("ExecStart=", "ExecStartPre=")):
-            line = line.replace(SHIPPED_PATH, oomkit, 1)
+            line = line.replace(SHIPPED_PATH, exec_path(oomkit), 1)
         lines.append(line)
     return "\n".join(lines) + "\n"
 
