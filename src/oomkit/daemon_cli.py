@@ -94,7 +94,15 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
                     out=None if quiet else out, as_json=args.json, journal=journal,
                     self_protect=not sim, watch_config=watch)
     daemon.install_signals()
-    daemon.start()
+    try:
+        daemon.start()
+    except ConfigError as exc:
+        text = str(exc)  # the event log, status file or restore journal refused us
+        if state_dir is None and os.geteuid() != 0 and "key 'daemon." in text and \
+                "Permission denied" in text:
+            raise ConfigError(f"{exc} (not root? --state-dir DIR keeps the event log, status "
+                              "file and restore journal in DIR)") from None
+        raise
     return daemon.run()
 
 

@@ -262,3 +262,14 @@ def test_only_ascii_digits(text: str) -> None:
 
     with pytest.raises(argparse.ArgumentTypeError):
         budget_arg(text)
+
+
+def test_a_user_who_is_not_root_is_told_about_state_dir() -> None:
+    """The default event log (/var/log/oomkit) refuses a normal user: the error says which
+    flag gets around it."""
+    r = _as_nobody("run", "--sim", DEFAULT, "--quiet", "--oom-policy", "largest_leaf")
+    if "key 'daemon.event_log'" not in r.stderr or "Permission denied" not in r.stderr:
+        pytest.skip(f"not the default event log refusing nobody: {r.stderr.strip()}")
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert "(not root? --state-dir DIR keeps the event log" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
