@@ -256,6 +256,21 @@ def cmd_events(args: argparse.Namespace, out: TextIO) -> int:
 # -- status -----------------------------------------------------------------------------------
 
 
+def daemon_alive(pid: int) -> bool:
+    """Whether ``pid`` is alive and is an oomkit: after a daemon was SIGKILLed its status
+    file still says running, and its pid may since belong to another program, which a
+    SIGHUP (``oomkit reload``) would terminate. ``/proc/PID/cmdline`` names the script or
+    ``-m oomkit``; when it cannot be read (hidepid), the pid's existence is all we know."""
+    if not pid_alive(pid):
+        return False
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = f.read().split(b"\0")
+    except OSError:
+        return True
+    return any(os.path.basename(arg) == b"oomkit" or arg == b"oomkit" for arg in argv)
+
+
 def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
     from oomkit.daemon.eventlog import read_events
     from oomkit.daemon.status import read_status
@@ -280,7 +295,7 @@ def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
         print(f"oomkit: {status_file}: cannot read the status file (pid "
               f"{status.get('pid')!r})", file=sys.stderr)
         return EXIT_UNKNOWN
-    alive = bool(status.get("running")) and pid_alive(pid)
+    alive = bool(status.get("running")) and daemon_alive(pid)
     if alive:
         code = EXIT_RUNNING
     else:
@@ -448,7 +463,7 @@ def cmd_reload(args: argparse.Namespace, out: TextIO) -> int:
     status_file = getattr(args, "status_file", None) or status_file
     status = read_status(status_file) if status_file else None
     pid = int(status.get("pid", 0)) if status else 0
-    if status is None or not status.get("running") or not pid_alive(pid):
+    if status is None or not status.get("running") or not daemon_alive(pid):
         print(f"oomkit: {status_file}: no running daemon to reload", file=sys.stderr)
         return EXIT_NOT_RUNNING
     try:

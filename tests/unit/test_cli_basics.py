@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -103,9 +104,37 @@ def test_status_exit_codes_as_lsb(tmp_path: Path, capsys: pytest.CaptureFixture[
     dead.write_text(json.dumps({"pid": (1 << 22) + 1, "running": True,
                                 "event_log": str(tmp_path / "e")}))
     assert run("status", "--status-file", str(dead))[0] == 1
-    dead.write_text(json.dumps({"pid": os.getpid(), "running": True,
-                                "event_log": str(tmp_path / "e")}))
-    assert run("status", "--status-file", str(dead))[0] == 0
+    # A live oomkit (any: the check is its command line) is "running".
+    live = subprocess.Popen([sys.executable, "-m", "oomkit", "events", "-f", "--file",
+                             str(tmp_path / "e")], stdout=subprocess.DEVNULL)
+    try:
+        dead.write_text(json.dumps({"pid": live.pid, "running": True,
+                                    "event_log": str(tmp_path / "e")}))
+        deadline = time.monotonic() + 30
+        while b"oomkit" not in Path(f"/proc/{live.pid}/cmdline").read_bytes():
+            assert time.monotonic() < deadline  # still the fork, before exec
+            time.sleep(0.01)
+        assert run("status", "--status-file", str(dead))[0] == 0
+    finally:
+        live.kill()
+        live.wait()
+
+
+def test_a_reused_pid_is_not_the_daemon(tmp_path: Path) -> None:
+    """The daemon was SIGKILLed; its pid now belongs to another program. status says dead,
+    and reload does not send that program a SIGHUP (which would end it)."""
+    other = subprocess.Popen(["sleep", "60"])
+    try:
+        st = tmp_path / "s.json"
+        st.write_text(json.dumps({"pid": other.pid, "running": True,
+                                  "event_log": str(tmp_path / "e")}))
+        assert run("status", "--status-file", str(st))[0] == 1
+        assert run("reload", "--status-file", str(st))[0] == 3
+        time.sleep(0.2)
+        assert other.poll() is None, "reload signalled a process that is not oomkit"
+    finally:
+        other.kill()
+        other.wait()
 
 
 def test_did_you_mean(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
