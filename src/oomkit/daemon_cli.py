@@ -24,7 +24,7 @@ from oomkit.daemon.config import (
     with_cli,
 )
 from oomkit.errors import ConfigError, OomkitError
-from oomkit.kernel.watchdog import pid_alive
+from oomkit.kernel.linux.watchdog import pid_alive
 
 #: ``oomkit status`` exit codes, as an LSB init script's ``status`` action (LSB 5.0, "Init
 #: Script Actions") and ``systemctl status`` give them.

@@ -333,10 +333,9 @@ class Daemon:
         kernel = self.real_kernel
         if kernel is None:
             return 0
-        count = getattr(kernel, "watched_cgroups", None)
-        if callable(count):
-            value = count()
-            return len(value) if not isinstance(value, int) else value
+        count = self.backend.watched_cgroups(kernel)
+        if count is not None:
+            return count
         cached = self._watched_cache
         if cached is not None:
             return cached
