@@ -259,8 +259,11 @@ def cmd_events(args: argparse.Namespace, out: TextIO) -> int:
 def daemon_alive(pid: int) -> bool:
     """Whether ``pid`` is alive and is an oomkit: after a daemon was SIGKILLed its status
     file still says running, and its pid may since belong to another program, which a
-    SIGHUP (``oomkit reload``) would terminate. ``/proc/PID/cmdline`` names the script or
-    ``-m oomkit``; when it cannot be read (hidepid), the pid's existence is all we know."""
+    SIGHUP (``oomkit reload``) would terminate. ``/proc/PID/cmdline`` names the script
+    (``/usr/local/bin/oomkit``) or the module (``-m oomkit``, ``-m oomkit.cli``); when it
+    cannot be read (hidepid), the pid's existence is all we know. (Not the start time
+    against the status file's: a clock stepped since boot would make the daemon look
+    reused.)"""
     if not pid_alive(pid):
         return False
     try:
@@ -268,7 +271,7 @@ def daemon_alive(pid: int) -> bool:
             argv = f.read().split(b"\0")
     except OSError:
         return True
-    return any(os.path.basename(arg) == b"oomkit" or arg == b"oomkit" for arg in argv)
+    return any(b"oomkit" in arg for arg in argv)
 
 
 def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
