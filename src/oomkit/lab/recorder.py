@@ -199,7 +199,10 @@ class FlightRecorder:
 
     def run(self, stop: threading.Event) -> None:
         """Sample until ``stop`` is set (the recorder thread's body). A sample that fails
-        is skipped: the recorder must never take the daemon down."""
+        is skipped: the recorder must never take the daemon down. The first sample waits
+        a second: the daemon's start-up (imports, attach, mlockall) goes first."""
+        if stop.wait(min(1.0, self.settings.interval_s)):
+            return
         while not stop.is_set():
             try:
                 delay = self.sample_once()
