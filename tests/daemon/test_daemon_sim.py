@@ -129,9 +129,13 @@ def test_sighup_with_a_good_config_swaps_the_handlers(setup: Setup) -> None:
 
 
 def test_a_reload_whose_attach_fails_puts_the_old_handlers_back(setup: Setup) -> None:
+    failing = setup.tmp / "failing.py"
+    failing.write_text("from oomkit import PsiOps\n\n\nclass Fails(PsiOps):\n"
+                       "    def init(self, psi):\n        return -22\n")
+
     def change() -> None:
         setup.write_config('[[oom]]\npolicy = "kill_cgroup"\ncgroup = "/a"\n\n'
-                           '[[oom]]\npolicy = "largest_leaf"\ncgroup = "/nowhere"\n')
+                           f'[[psi]]\npolicy = "{failing}:Fails"\n')
         d.request_reload()
 
     d = setup.daemon()
@@ -139,10 +143,17 @@ def test_a_reload_whose_attach_fails_puts_the_old_handlers_back(setup: Setup) ->
     run(d)
     errors = setup.records("error")
     assert len(errors) == 1
-    assert "oomkit.toml:15: [[oom]] 2, key 'cgroup': cannot attach largest_leaf" in \
-        errors[0]["error"]
+    assert "oomkit.toml:15: [[psi]] 1, key 'policy': cannot attach" in errors[0]["error"]
     assert "running config is kept" in errors[0]["error"]
     assert [r["policy"] for r in setup.records("oom")] == ["largest_leaf", "default"]
+
+
+def test_a_handler_for_a_missing_cgroup_waits_for_it(setup: Setup) -> None:
+    setup.write_config('[[oom]]\npolicy = "largest_leaf"\ncgroup = "/later"\n')
+    assert run(setup.daemon()) == 0
+    (attach,) = [r for r in setup.records("attach") if r["ops"] == "oom"]
+    assert attach["cgroup"] == "/later" and "does not exist yet" in attach["mechanism"]
+    assert [r["policy"] for r in setup.records("oom")] == ["default", "default"]
 
 
 def test_a_reload_cannot_switch_dry_run(setup: Setup) -> None:

@@ -37,7 +37,7 @@ DEFAULT_PORT: Final = 9727
 _TOP_KEYS: Final = frozenset({"daemon", "guard", "metrics", "oom", "psi"})
 _DAEMON_KEYS: Final = frozenset({
     "dry_run", "budget", "max_failures", "event_log", "event_log_max", "event_log_keep",
-    "status_file", "state_file", "cgroup_root", "mlock", "gc_interval",
+    "status_file", "state_file", "cgroup_root", "mlock", "gc_interval", "post_action_delay",
 })
 _GUARD_KEYS: Final = frozenset({"margin"})
 _METRICS_KEYS: Final = frozenset({"listen"})
@@ -86,6 +86,7 @@ class DaemonSettings:
     cgroup_root: str = ""  # "": the memory controller's mount (v2 preferred)
     mlock: bool = True
     gc_interval_s: float = 60.0
+    post_action_delay_s: float = 2.0  # declared OOMs wait this long after victims exit
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,6 +188,13 @@ def _duration_s(v: object) -> float:
     ns = parse_duration_ns(v)
     if ns <= 0:
         raise ValueError(f"must be more than zero, got {v!r}")
+    return ns / 1e9
+
+
+def _duration_s_or_zero(v: object) -> float:
+    ns = parse_duration_ns(v)
+    if ns < 0:
+        raise ValueError(f"must not be negative, got {v!r}")
     return ns / 1e9
 
 
@@ -330,6 +338,8 @@ def parse_config(text: str, path: str = "<config>") -> Config:
         cgroup_root=p.get(draw, at, "cgroup_root", _abs_path_or_empty, d.cgroup_root),
         mlock=p.get(draw, at, "mlock", _bool, d.mlock),
         gc_interval_s=p.get(draw, at, "gc_interval", _duration_s, d.gc_interval_s),
+        post_action_delay_s=p.get(draw, at, "post_action_delay", _duration_s_or_zero,
+                                  d.post_action_delay_s),
     )
     if daemon.event_log_max < 4096:
         raise p.error(("daemon", "event_log_max"), "must be at least 4K")
