@@ -21,13 +21,21 @@ from typing import Any, Final, TypeVar
 
 from oomkit.errors import ConfigError
 from oomkit.ops import OomOps, PsiOps
-from oomkit.policy_loader import load_oom, load_psi
+from oomkit.policy_loader import BadArgument, load_oom, load_psi
 from oomkit.tomlpos import TomlPositions
 from oomkit.units import int_between, parse_duration_ns, parse_size
 
 T = TypeVar("T")
 
 DEFAULT_CONFIG: Final = "/etc/oomkit/oomkit.toml"
+
+
+def recommended_config() -> str:
+    """The recommended config shipped with oomkit (a copy of packaging/oomkit.toml): what
+    `oomkit run` uses when given nothing and DEFAULT_CONFIG does not exist."""
+    from importlib.resources import files
+
+    return str(files("oomkit") / "data" / "oomkit.toml")
 DEFAULT_EVENT_LOG: Final = "/var/log/oomkit/events.jsonl"
 DEFAULT_STATUS_FILE: Final = "/run/oomkit/status.json"
 DEFAULT_STATE_FILE: Final = "/run/oomkit/restore.json"
@@ -426,6 +434,8 @@ def _policy_error(config: Config, at: tuple[str | int, ...], origin: str, has_ar
     msg = str(exc)
     if origin:
         return ConfigError(f"{origin}: {msg}")
+    if isinstance(exc, BadArgument):
+        return config.error((*at, "args", exc.arg), msg)
     key = "args" if has_args and any(t in msg for t in _ARG_TROUBLE) else "policy"
     return config.error((*at, key), msg)
 
