@@ -17,6 +17,7 @@ from oomkit.daemon.config import (
     LoadedPolicies,
     load_config,
     load_policies,
+    recommended_config,
     with_cli,
 )
 from oomkit.errors import ConfigError
@@ -46,7 +47,7 @@ def _config_path(args: argparse.Namespace) -> str | None:
         return str(args.config)
     if args.oom_policy or args.psi_policy:
         return None  # policies on the command line, no config file
-    return DEFAULT_CONFIG
+    return DEFAULT_CONFIG if os.path.exists(DEFAULT_CONFIG) else recommended_config()
 
 
 def cmd_run(args: argparse.Namespace, out: TextIO) -> int:

@@ -143,7 +143,7 @@ def test_a_reload_whose_attach_fails_puts_the_old_handlers_back(setup: Setup) ->
     run(d)
     errors = setup.records("error")
     assert len(errors) == 1
-    assert "oomkit.toml:15: [[psi]] 1, key 'policy': cannot attach" in errors[0]["error"]
+    assert "oomkit.toml:14: [[psi]] 1, key 'policy': cannot attach" in errors[0]["error"]
     assert "running config is kept" in errors[0]["error"]
     assert [r["policy"] for r in setup.records("oom")] == ["largest_leaf", "default"]
 
@@ -256,11 +256,14 @@ def test_a_crash_restores_and_exits_non_zero(setup: Setup) -> None:
     assert setup.status()["running"] is False
 
 
-def test_startup_fails_cleanly_when_a_cgroup_is_missing(setup: Setup) -> None:
-    setup.write_config('\n[[oom]]\npolicy = "largest_leaf"\ncgroup = "/nowhere"\n')
+def test_startup_fails_cleanly_when_an_attach_fails(setup: Setup) -> None:
+    failing = setup.tmp / "failing.py"
+    failing.write_text("from oomkit import PsiOps\n\n\nclass Fails(PsiOps):\n"
+                       "    def init(self, psi):\n        return -22\n")
+    setup.write_config(f'\n[[psi]]\npolicy = "{failing}:Fails"\n')
     d = setup.daemon()
-    with pytest.raises(ConfigError, match=r"oomkit.toml:\d+: \[\[oom\]\] 1, key 'cgroup': "
-                                          r"cannot attach largest_leaf: no such cgroup"):
+    with pytest.raises(ConfigError, match=r"oomkit.toml:\d+: \[\[psi\]\] 1, key 'policy': "
+                                          r"cannot attach: Fails: attach failed"):
         d.start()
     assert d.runtime is None and d.metrics_server is None and d.housekeeper is None
 
@@ -293,7 +296,8 @@ def test_loading_the_example_packaging_config(tmp_path: Path) -> None:
     repo = Path(__file__).resolve().parents[2]
     cfg = load_config(str(repo / "packaging" / "oomkit.toml"))
     policies = load_policies(cfg, secure=False)
-    assert [e.policy for e, _ in policies.oom] == ["largest_leaf", "tmpfs_cleanup"]
+    assert [e.policy for e, _ in policies.oom] == ["tmpfs_cleanup", "kill_cause"]
+    assert [e.policy for e, _ in policies.psi] == ["pressure_guard"]
 
 
 def test_systemd_is_told_ready_reloading_and_stopping(setup: Setup, tmp_path: Path,

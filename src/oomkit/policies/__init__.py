@@ -8,4 +8,6 @@ BUILTIN: dict[str, str] = {
     "tmpfs_cleanup": "oomkit.policies.tmpfs_cleanup:TmpfsCleanup",
     "psi_declare": "oomkit.policies.psi_declare:PsiDeclare",
     "thrash_guard": "oomkit.policies.thrash_guard:ThrashGuard",
+    "kill_cause": "oomkit.policies.kill_cause:KillCause",
+    "pressure_guard": "oomkit.policies.pressure_guard:PressureGuard",
 }

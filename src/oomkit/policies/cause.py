@@ -1,0 +1,172 @@
+"""Finding the cause of memory pressure: where memory is short, and who made it so.
+
+Pressure is *felt* by whoever stalls; it is *caused* elsewhere more often than not: an
+editor stalls because a job beside it grows, three programs re-read their files because a
+hog's anonymous memory left no room for them (without swap, reclaim can only drop cache).
+Two questions, answered from the kernel's counters alone:
+
+1. **The domain**: where is memory short? From the cgroup whose trigger fired, walk up to
+   the first cgroup at its own ``memory.high``/``memory.max`` (within 1/16): the shortage
+   is that limit, and the choice stays inside it, as the kernel's memcg OOM does. No such
+   cgroup: the machine (``None``).
+2. **The cause** in that domain, a leaf cgroup ranked by what it adds to the pressure:
+   its *footprint* (memory reclaim cannot simply drop: usage minus the unmapped page
+   cache) plus, weighted, what it *grew* in the last sampling interval and (inside a
+   limited domain, where the working set is its own) the pages it *refaulted*. A cgroup
+   that only waits (stalls, refaults what others pushed out, does not grow) has neither
+   growth nor footprint to speak of, so it ranks last.
+
+Counters are cumulative; :class:`Activity` keeps one earlier sample per cgroup so that
+growth and refaults are over an interval (at least ``min_interval_s``): a PsiOps samples at
+attach time and at every event it receives, an OomOps reads the ranking at OOM time.
+"""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass
+from typing import Any
+
+from oomkit.errors import OomkitError
+from oomkit.kernel.base import PAGE_SIZE, Cgroup, Kernel
+
+GROWTH_WEIGHT = 4  # a byte grown in the last interval counts as much as 4 held
+REFAULT_WEIGHT = 4
+
+
+def limit_of(cg: Cgroup) -> int | None:
+    """The lower of memory.high and memory.max (None: unlimited)."""
+    limits = [x for x in (cg.memory_high, cg.memory_max) if x is not None]
+    return min(limits) if limits else None
+
+
+def at_limit(cg: Cgroup) -> bool:
+    limit = limit_of(cg)
+    return limit is not None and cg.usage() >= limit - max(limit // 16, PAGE_SIZE)
+
+
+def domain_of(cg: Cgroup | None) -> Cgroup | None:
+    """The nearest of cg and its ancestors at its own limit; None: the machine."""
+    c = cg
+    while c is not None and c.parent is not None:
+        if at_limit(c):
+            return c
+        c = c.parent
+    return None
+
+
+def footprint(cg: Cgroup) -> int:
+    """Bytes reclaim cannot simply drop: usage minus the unmapped page cache (tmpfs and
+    mapped files stay in it)."""
+    cache = cg.page_state("file") - cg.page_state("shmem") - cg.page_state("file_mapped")
+    return max(0, cg.usage() - max(0, cache))
+
+
+def _event(cg: Cgroup, *names: str) -> int:
+    for name in names:
+        try:
+            return cg.vm_events(name)
+        except OomkitError:
+            continue
+    return 0
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    time: float
+    usage: int
+    refaults: int  # pages, file and anon
+    activations: int  # refaults of pages still in the workingset (mm/workingset.c)
+    pgscan: int
+
+
+def sample(cg: Cgroup, now: float) -> Sample:
+    return Sample(now, cg.usage(),
+                  _event(cg, "workingset_refault_file", "workingset_refault")
+                  + _event(cg, "workingset_refault_anon"),
+                  _event(cg, "workingset_activate_file", "workingset_activate")
+                  + _event(cg, "workingset_activate_anon"),
+                  _event(cg, "pgscan"))
+
+
+@dataclass(frozen=True, slots=True)
+class Rates:
+    """Deltas over ``interval_s`` (0: no earlier sample; deltas are then 0)."""
+
+    interval_s: float
+    growth: int  # bytes
+    refaults: int  # pages
+    activations: int  # pages
+    pgscan: int  # pages
+
+    def per_s(self, value: int) -> float:
+        return value / self.interval_s if self.interval_s > 0 else 0.0
+
+
+class Activity:
+    """One earlier sample per cgroup id, replaced once it is ``min_interval_s`` old."""
+
+    def __init__(self, min_interval_s: float = 1.0) -> None:
+        self.min_interval_s = min_interval_s
+        self._base: dict[int, Sample] = {}
+
+    def note(self, cg: Cgroup, now: float) -> None:
+        """Record a baseline for cg (kept while younger than min_interval_s)."""
+        try:
+            base = self._base.get(cg.id)
+            if base is None or now - base.time >= self.min_interval_s:
+                self._base[cg.id] = sample(cg, now)
+        except OomkitError:
+            self._base.pop(cg.id, None)
+
+    def note_tree(self, root: Cgroup, now: float) -> None:
+        try:
+            for cg in root.walk():
+                self.note(cg, now)
+        except OomkitError:
+            pass
+
+    def forget(self, cgroup_id: int) -> None:
+        self._base.pop(cgroup_id, None)
+
+    def rates(self, cg: Cgroup, now: float) -> Rates:
+        base = self._base.get(cg.id)
+        cur = sample(cg, now)
+        if base is None or now <= base.time:
+            return Rates(0.0, 0, 0, 0, 0)
+        return Rates(now - base.time, max(0, cur.usage - base.usage),
+                     max(0, cur.refaults - base.refaults),
+                     max(0, cur.activations - base.activations),
+                     max(0, cur.pgscan - base.pgscan))
+
+
+_TRACKERS: weakref.WeakKeyDictionary[Any, Activity] = weakref.WeakKeyDictionary()
+
+
+def tracker(kernel: Kernel) -> Activity:
+    """The Activity shared by every policy on this kernel (a dry run shares the real one)."""
+    key = getattr(kernel, "real", kernel)
+    found = _TRACKERS.get(key)
+    if found is None:
+        found = _TRACKERS[key] = Activity()
+    return found
+
+
+def leaves(root: Cgroup) -> list[Cgroup]:
+    """The cgroups under root (root included) that hold tasks themselves."""
+    out = []
+    try:
+        for cg in root.walk():
+            if cg.tasks():
+                out.append(cg)
+    except OomkitError:
+        pass
+    return out
+
+
+def cause_score(cg: Cgroup, rates: Rates, limited: bool) -> int:
+    """Bytes of pressure a leaf adds (see the module doc)."""
+    score = footprint(cg) + GROWTH_WEIGHT * rates.growth
+    if limited:
+        score += REFAULT_WEIGHT * rates.refaults * PAGE_SIZE
+    return score

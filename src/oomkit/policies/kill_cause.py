@@ -1,0 +1,86 @@
+"""kill_cause: end the OOM where the pressure comes from, one process at a time.
+
+The recommended OOM handler (see oomkit.policies.cause). In the OOM's domain (the
+OOMing memcg, or for a declared OOM the domain its memcg belongs to: the nearest cgroup
+at its own limit, else the machine) it ranks the leaf cgroups by what they add to the
+pressure (footprint, growth, refaults of their own working set), then kills the task of
+the winner with the highest oom_badness, the kernel's own choice within one cgroup
+(``memory.oom.group`` still widens it). A parallel build in one session scope loses its
+linker, not the session. ``whole_cgroup = true`` kills every task of the leaf instead.
+
+Never chosen: protected cgroups/commands and ``user.oomd_omit`` (see prefs), tasks
+under ``min_victim`` bytes (nothing is killed for 28K: the event says so and the next
+handler or the default killer decides). Avoided ones only when nothing else is left.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from oomkit.kernel.base import Cgroup, Constraint, Task
+from oomkit.ops import OomContext, OomControl, OomOps
+from oomkit.policies import cause, prefs
+from oomkit.policy_args import Size
+
+
+def task_size(task: Task) -> int:
+    return task.rss + task.swapents * 4096
+
+
+def pick_task(cg: Cgroup, p: prefs.Preferences, min_victim: int,
+              cgroup_pref: int | None) -> tuple[int, Task] | None:
+    """(preference, task) with the highest oom_badness among the eligible, or None."""
+    best: tuple[int, int, Task] | None = None
+    for t in cg.tasks():
+        pref = p.task(t, cgroup_pref)
+        if pref is prefs.OMIT or t.is_oom_victim or task_size(t) < min_victim:
+            continue
+        points = t.oom_badness(1) or 0
+        if best is None or (pref, points) > best[:2]:
+            best = (pref, points, t)
+    return (best[0], best[2]) if best is not None else None
+
+
+class KillCause(OomOps):
+    name = "kill_cause"
+
+    def __init__(self, min_victim: Size = 4 << 20, whole_cgroup: bool = False,
+                 protect: Sequence[str] = (), avoid: Sequence[str] = (),
+                 prefer: Sequence[str] = (), protect_comm: str = "", avoid_comm: str = "",
+                 prefer_comm: str = "") -> None:
+        self.min_victim = min_victim
+        self.whole_cgroup = whole_cgroup
+        self.prefs = prefs.Preferences.of(protect, avoid, prefer, protect_comm, avoid_comm,
+                                          prefer_comm)
+
+    def choose(self, oc: OomControl) -> tuple[Cgroup, Task] | None:
+        domain = oc.memcg
+        if oc.constraint is Constraint.DECLARED:
+            domain = cause.domain_of(oc.memcg)
+        root = domain or oc.kernel.root_mem_cgroup()
+        now = oc.kernel.clock.now()
+        activity = cause.tracker(oc.kernel)
+        ranked: list[tuple[int, int, Cgroup, Task]] = []
+        for cg in cause.leaves(root):
+            cpref = self.prefs.cgroup(cg)
+            if cpref is prefs.OMIT:
+                continue
+            found = pick_task(cg, self.prefs, self.min_victim, cpref)
+            if found is None:
+                continue
+            score = cause.cause_score(cg, activity.rates(cg, now), domain is not None)
+            ranked.append((found[0], score, cg, found[1]))
+        if not ranked:
+            return None
+        _, _, cg, task = max(ranked, key=lambda r: (r[0], r[1]))
+        return cg, task
+
+    def handle_out_of_memory(self, ctx: OomContext, oc: OomControl) -> bool:
+        chosen = self.choose(oc)
+        if chosen is None:
+            return False
+        cg, task = chosen
+        if self.whole_cgroup:
+            return oc.kill_cgroup(cg, f"kill_cause: {cg.path}") > 0
+        oc.kill_process(task, f"kill_cause: {task.comm} in {cg.path}")
+        return True
