@@ -4,7 +4,10 @@ The recommended PSI policy. "full" triggers on memory and on IO, for the machine
 every cgroup (new ones too; cgroup v1 has only the machine's). When one fires:
 
 - the domain is found (oomkit.policies.cause.domain_of): the nearest cgroup at its own
-  limit, else the machine. A machine-wide trigger while some cgroup at its limit has
+  limit, else the machine. The machine is a domain only for the machine's own trigger:
+  "full" there means every task that wanted to run was stalled, while a cgroup that
+  stalls alone (a reader streaming more than fits, waiting on its disk) hurts nobody but
+  itself. A machine-wide trigger while some cgroup at its limit has
   pressure of its own is that cgroup's business: its own trigger declares there. The
   machine is short only while MemFree is under ``min_free`` of RAM (reclaim keeps it near
   the watermarks then); pressure with memory free again is a recovery (the programs a
@@ -95,6 +98,8 @@ class PressureGuard(PsiOps):
         domain = cause.domain_of(where)
         activity = cause.tracker(kernel)
         try:
+            if domain is None and where is not None:
+                return  # felt by one cgroup, not at a limit: the machine's trigger decides
             if domain is None and self._limited_elsewhere(root, trigger.resource):
                 return
             info = sysmem.meminfo(kernel) if domain is None else None
