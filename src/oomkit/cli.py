@@ -145,9 +145,9 @@ def cmd_policies(out: TextIO) -> int:
 
     for info in policy_infos():
         origin = "" if info.origin == "built-in" else f" [{info.origin}: {info.spec}]"
-        out.write(f"{info.name:15} {info.kind:3}  {info.summary}{origin}\n")
+        out.write(f"{info.name:17} {info.kind:3}  {info.summary}{origin}\n")
         for name, tp, default in info.args:
-            out.write(f"{'':21}{name} ({tp}) = {default or 'required'}\n")
+            out.write(f"{'':23}{name} ({tp}) = {default or 'required'}\n")
     return 0
 
 

@@ -198,7 +198,7 @@ def _info(name: str, spec: str, origin: str) -> PolicyInfo:
         return PolicyInfo(name, spec, "?", str(exc), (), origin)
     cls = obj if isinstance(obj, type) else type(obj)
     kind = "oom" if issubclass(cls, OomOps) else "psi" if issubclass(cls, PsiOps) else "?"
-    doc = (sys.modules[cls.__module__].__doc__ or cls.__doc__ or "").strip()
+    doc = (cls.__doc__ or sys.modules[cls.__module__].__doc__ or "").strip()
     summary = doc.splitlines()[0].removeprefix(name + ":").strip() if doc else ""
     args = []
     if isinstance(obj, type):

@@ -10,4 +10,12 @@ BUILTIN: dict[str, str] = {
     "thrash_guard": "oomkit.policies.thrash_guard:ThrashGuard",
     "kill_cause": "oomkit.policies.kill_cause:KillCause",
     "pressure_guard": "oomkit.policies.pressure_guard:PressureGuard",
+    "earlyoom": "oomkit.policies.earlyoom:EarlyoomWatch",
+    "earlyoom_kill": "oomkit.policies.earlyoom:Earlyoom",
+    "systemd_oomd": "oomkit.policies.systemd_oomd:SystemdOomdWatch",
+    "systemd_oomd_kill": "oomkit.policies.systemd_oomd:SystemdOomd",
+    "oomd": "oomkit.policies.oomd:OomdWatch",
+    "oomd_kill": "oomkit.policies.oomd:Oomd",
+    "lmkd": "oomkit.policies.lmkd:LmkdWatch",
+    "lmkd_kill": "oomkit.policies.lmkd:Lmkd",
 }

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from oomkit.errors import OomkitError
-from oomkit.kernel.base import PAGE_SIZE, Cgroup, Kernel
+from oomkit.kernel.base import PAGE_SIZE, Cgroup, Kernel, Resource
 
 GROWTH_WEIGHT = 4  # a byte grown in the last interval counts as much as 4 held
 REFAULT_WEIGHT = 4
@@ -170,3 +170,18 @@ def cause_score(cg: Cgroup, rates: Rates, limited: bool) -> int:
     if limited:
         score += REFAULT_WEIGHT * rates.refaults * PAGE_SIZE
     return score
+
+
+def own_full_avg10(cg: Cgroup, resource: Resource = Resource.MEMORY) -> float:
+    """The cgroup's "full" avg10 (0 where it has no pressure file, as on cgroup v1)."""
+    try:
+        return cg.pressure(resource).full.avg10
+    except OomkitError:
+        return 0.0
+
+
+def own_some_avg10(cg: Cgroup, resource: Resource = Resource.MEMORY) -> float:
+    try:
+        return cg.pressure(resource).some.avg10
+    except OomkitError:
+        return 0.0

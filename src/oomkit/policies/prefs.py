@@ -123,3 +123,19 @@ class Preferences:
         if self.prefer_comm is not None and self.prefer_comm.search(task.comm):
             return PREFER
         return cgroup_pref
+
+
+def all_tasks(root: Cgroup) -> list[Task]:
+    """Every task at or below root (tasks of cgroups that vanish meanwhile are skipped)."""
+    from oomkit.errors import OomkitError
+
+    out: list[Task] = []
+    try:
+        for cg in root.walk():
+            try:
+                out.extend(cg.tasks())
+            except OomkitError:
+                continue
+    except OomkitError:
+        pass
+    return out

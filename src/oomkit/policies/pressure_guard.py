@@ -33,13 +33,6 @@ from oomkit.policies import cause, sysmem
 from oomkit.policy_args import Duration, Percent
 
 
-def own_pressure(cg: Cgroup, resource: Resource) -> float:
-    try:
-        return cg.pressure(resource).full.avg10
-    except OomkitError:
-        return 0.0
-
-
 class PressureGuard(PsiOps):
     name = "pressure_guard"
 
@@ -84,7 +77,7 @@ class PressureGuard(PsiOps):
     def _limited_elsewhere(self, root: Cgroup, resource: Resource) -> bool:
         """Is some cgroup at its own limit with pressure of its own (its business)?"""
         for cg in root.walk():
-            if cg.parent is not None and cause.at_limit(cg) and own_pressure(cg, resource):
+            if cg.parent is not None and cause.at_limit(cg) and cause.own_full_avg10(cg, resource):
                 return True
         return False
 
