@@ -4,57 +4,22 @@ packaging/oomkit.toml``, and held to the outcome its description states."""
 
 from __future__ import annotations
 
-import io
-import json
 import os
-import re
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from oomkit.cli import main
+from .conftest import Outcome, run_with_config
 
 REPO = Path(__file__).resolve().parents[2]
+RECOMMENDED = REPO / "packaging" / "oomkit.toml"
 SHARED = Path(os.environ.get("OOMKIT_SHARED", REPO / ".." / "shared"))
 FIELD = SHARED / "field"
 KINDS = Path(__file__).parent / "field_kinds"
 
 
-@dataclass
-class Outcome:
-    ooms: list[dict[str, Any]]
-    procs: dict[str, dict[str, Any]]
-
-    @property
-    def killed(self) -> list[str]:
-        return [v["comm"] for e in self.ooms for v in e["victims"]]
-
-    def killed_at(self, name: str) -> float:
-        at = self.procs[name]["killed_at"]
-        assert at is not None, f"{name} was not killed: {self.ooms}"
-        return float(at)
-
-    def alive(self, *names: str) -> bool:
-        return all(self.procs[n]["killed_at"] is None for n in names)
-
-
 def run_case(scenario: Path, tmp_path: Path) -> Outcome:
-    """The recommended config, its files moved to tmp_path, over the scenario."""
-    text = (REPO / "packaging" / "oomkit.toml").read_text()
-    for key, name in (("event_log", "events.jsonl"), ("status_file", "status.json"),
-                      ("state_file", "restore.json")):
-        text = re.sub(rf"(?m)^{key}\s*=.*$", f'{key} = "{tmp_path / name}"', text)
-    text = re.sub(r'(?m)^listen\s*=.*$', 'listen = ""', text)
-    config = tmp_path / "oomkit.toml"
-    config.write_text(text)
-    out = io.StringIO()
-    assert main(["run", "--sim", str(scenario), "--config", str(config), "--json"], out) == 0
-    events = [json.loads(line) for line in out.getvalue().splitlines() if line.startswith("{")]
-    (summary,) = [e for e in events if e["event"] == "summary"]
-    return Outcome([e for e in events if e["event"] == "oom"],
-                   {p["name"]: p for p in summary["processes"]})
+    return run_with_config(scenario, RECOMMENDED, tmp_path)
 
 
 def field(name: str) -> Path:
