@@ -31,6 +31,7 @@ from oomkit.events import (
     PsiEventRecord,
 )
 from oomkit.kernel.base import (
+    PAGE_SIZE,
     Cgroup,
     Constraint,
     Kernel,
@@ -189,12 +190,16 @@ class Runtime:
         budget_s: float | None = DEFAULT_BUDGET_S,
         max_failures: int = DEFAULT_MAX_FAILURES,
         post_action_delay_s: float = DEFAULT_POST_ACTION_DELAY_S,
+        min_victim: int = 0,
     ) -> None:
         self.kernel = kernel
         self._sinks: list[EventSink] = [sink] if sink is not None else []
         self.budget_s = budget_s
         self.max_failures = max_failures
         self.post_action_delay_s = post_action_delay_s
+        #: a declared OOM never falls back to the default killer for a task smaller than
+        #: this (bytes of RSS + swap): pressure is no reason to kill a 28K helper
+        self.min_victim = min_victim
         self._oom_links: dict[int, OomLink] = {}
         self._waiting: dict[str, OomLink] = {}  # cgroup path -> link attached when it appears
         self._exiting: list[Victim] = []  # victims of the last kill not yet seen gone
@@ -486,6 +491,24 @@ class Runtime:
                     "more, the pressure of the last kill is still falling")
         return ""
 
+    def _too_small(self, request: OomRequest) -> str:
+        """Why the default killer must not run for this declared OOM ("" if it may)."""
+        if request.constraint is not Constraint.DECLARED or self.min_victim <= 0:
+            return ""
+        root = request.memcg or self.kernel.root_mem_cgroup()
+        largest = 0
+        try:
+            for cg in root.walk():
+                for t in cg.tasks():
+                    if not t.unkillable:
+                        largest = max(largest, t.rss + t.swapents * PAGE_SIZE)
+        except OomkitError:
+            return ""  # the tree changed under us: let the default killer look itself
+        if largest >= self.min_victim:
+            return ""
+        return (f"no task of at least {self.min_victim} bytes (the largest has {largest}): "
+                "no kill for a declared OOM")
+
     def _note_victims(self, victims: list[Victim]) -> None:
         if victims:
             self._exiting.extend(victims)
@@ -514,6 +537,10 @@ class Runtime:
                 self._note_victims(victims)
                 self._report(request, link.name, "handler", victims, calls, "")
                 return 1
+        small = self._too_small(request)
+        if small:
+            self._report(request, "default", "default", victims, calls, small)
+            return 0
         outcome = self.kernel.default_oom(request)
         victims.extend(outcome.victims)
         self._note_victims(victims)

@@ -77,3 +77,19 @@ def test_a_handler_waits_for_its_cgroup_and_attaches_when_it_appears() -> None:
     s.run(1)
     assert s.ooms()[0].policy == "kill_cgroup"
     s.rt.close()
+
+
+def test_a_declared_oom_kills_nothing_smaller_than_min_victim() -> None:
+    s = Sim()
+    s.rt.min_victim = 1 << 20
+    k = s.kernel
+    k.spawn("tiny", "/t", hold("28K"))
+    s.run(0.1)
+    assert k.out_of_memory(None) == 0
+    (event,) = s.ooms()
+    assert event.victims == () and "no task of at least 1048576 bytes" in event.note
+    k.spawn("big", "/b", hold("8M"))
+    s.run(0.1)
+    assert k.out_of_memory(None) == 1
+    assert [v.comm for v in s.ooms()[1].victims] == ["big"]
+    s.rt.close()

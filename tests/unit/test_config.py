@@ -325,3 +325,30 @@ def test_restart_only_settings() -> None:
     b = parse_config('[daemon]\ndry_run = true\n[guard]\nmargin = "10%"\n', "c.toml")
     assert a.restart_only_changes(b) == ["daemon.dry_run", "guard.margin"]
     assert a.restart_only_changes(parse_config('[daemon]\nbudget = "1s"\n', "c")) == []
+
+
+def test_the_declared_oom_rules_are_daemon_keys() -> None:
+    cfg = parse_config('[daemon]\npost_action_delay = "15s"\nmin_victim = "4M"\n')
+    assert (cfg.daemon.post_action_delay_s, cfg.daemon.min_victim) == (15.0, 4 << 20)
+    assert parse_config('[daemon]\npost_action_delay = "0s"\n').daemon.post_action_delay_s == 0
+    with pytest.raises(ConfigError, match=r":2: key 'daemon.min_victim'"):
+        parse_config('[daemon]\nmin_victim = "lots"\n', "c.toml")
+
+
+def test_run_with_nothing_uses_etc_or_else_the_recommended_config(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import argparse
+
+    from oomkit import daemon_cli
+    from oomkit.daemon.config import recommended_config
+
+    args = argparse.Namespace(config=None, oom_policy=[], psi_policy=[])
+    monkeypatch.setattr(daemon_cli, "DEFAULT_CONFIG", str(tmp_path / "absent.toml"))
+    assert daemon_cli._config_path(args) == recommended_config()
+    load_policies(load_config(recommended_config()), secure=False)
+    present = tmp_path / "oomkit.toml"
+    present.write_text("")
+    monkeypatch.setattr(daemon_cli, "DEFAULT_CONFIG", str(present))
+    assert daemon_cli._config_path(args) == str(present)
+    args.psi_policy = ["pressure_guard"]
+    assert daemon_cli._config_path(args) is None

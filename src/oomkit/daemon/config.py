@@ -46,6 +46,7 @@ _TOP_KEYS: Final = frozenset({"daemon", "guard", "metrics", "oom", "psi"})
 _DAEMON_KEYS: Final = frozenset({
     "dry_run", "budget", "max_failures", "event_log", "event_log_max", "event_log_keep",
     "status_file", "state_file", "cgroup_root", "mlock", "gc_interval", "post_action_delay",
+    "min_victim",
 })
 _GUARD_KEYS: Final = frozenset({"margin"})
 _METRICS_KEYS: Final = frozenset({"listen"})
@@ -95,6 +96,7 @@ class DaemonSettings:
     mlock: bool = True
     gc_interval_s: float = 60.0
     post_action_delay_s: float = 2.0  # declared OOMs wait this long after victims exit
+    min_victim: int = 0  # declared OOMs: the default killer spares tasks under this (bytes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -348,6 +350,7 @@ def parse_config(text: str, path: str = "<config>") -> Config:
         gc_interval_s=p.get(draw, at, "gc_interval", _duration_s, d.gc_interval_s),
         post_action_delay_s=p.get(draw, at, "post_action_delay", _duration_s_or_zero,
                                   d.post_action_delay_s),
+        min_victim=p.get(draw, at, "min_victim", parse_size, d.min_victim),
     )
     if daemon.event_log_max < 4096:
         raise p.error(("daemon", "event_log_max"), "must be at least 4K")

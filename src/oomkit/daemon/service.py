@@ -227,7 +227,8 @@ class Daemon:
         self.kernel = DryRunKernel(self.real_kernel) if cfg.daemon.dry_run else self.real_kernel
         self.runtime = Runtime(self.kernel, sink=self.dispatch, budget_s=cfg.daemon.budget_s,
                                max_failures=cfg.daemon.max_failures,
-                               post_action_delay_s=cfg.daemon.post_action_delay_s)
+                               post_action_delay_s=cfg.daemon.post_action_delay_s,
+                               min_victim=cfg.daemon.min_victim)
         self._attach(cfg, self.policies)
 
     def _warm_up(self) -> None:
@@ -476,12 +477,14 @@ class Daemon:
         rt.budget_s = new.daemon.budget_s
         rt.max_failures = new.daemon.max_failures
         rt.post_action_delay_s = new.daemon.post_action_delay_s
+        rt.min_victim = new.daemon.min_victim
         try:
             self._attach(new, policies)
         except ConfigError:
             rt.budget_s = old_cfg.daemon.budget_s
             rt.max_failures = old_cfg.daemon.max_failures
             rt.post_action_delay_s = old_cfg.daemon.post_action_delay_s
+            rt.min_victim = old_cfg.daemon.min_victim
             try:
                 self._attach(old_cfg, old_policies)
             except ConfigError as exc:
