@@ -104,22 +104,29 @@ class Rates:
 
 
 class Activity:
-    """One earlier sample per cgroup id, replaced once it is ``min_interval_s`` old."""
+    """Two earlier samples per cgroup id, the newer replaced once it is ``min_interval_s``
+    old: rates are then always over at least that long, even right after a sample."""
 
     def __init__(self, min_interval_s: float = 1.0) -> None:
         self.min_interval_s = min_interval_s
-        self._base: dict[int, Sample] = {}
+        self._base: dict[int, tuple[Sample | None, Sample]] = {}  # (older, newer)
+        self._tree_at = float("-inf")
 
     def note(self, cg: Cgroup, now: float) -> None:
-        """Record a baseline for cg (kept while younger than min_interval_s)."""
+        """Record a sample of cg (kept while the last one is younger than min_interval_s)."""
         try:
-            base = self._base.get(cg.id)
-            if base is None or now - base.time >= self.min_interval_s:
-                self._base[cg.id] = sample(cg, now)
+            held = self._base.get(cg.id)
+            if held is None or now - held[1].time >= self.min_interval_s:
+                self._base[cg.id] = (held[1] if held else None, sample(cg, now))
         except OomkitError:
             self._base.pop(cg.id, None)
 
     def note_tree(self, root: Cgroup, now: float) -> None:
+        """note() every cgroup, at most once per min_interval_s (triggers on every cgroup
+        may all fire in one window: one walk of the tree serves them all)."""
+        if now - self._tree_at < self.min_interval_s:
+            return
+        self._tree_at = now
         try:
             for cg in root.walk():
                 self.note(cg, now)
@@ -130,10 +137,14 @@ class Activity:
         self._base.pop(cgroup_id, None)
 
     def rates(self, cg: Cgroup, now: float) -> Rates:
-        base = self._base.get(cg.id)
-        cur = sample(cg, now)
+        held = self._base.get(cg.id)
+        base: Sample | None = None
+        if held is not None:
+            older, newer = held
+            base = newer if now - newer.time >= self.min_interval_s or older is None else older
         if base is None or now <= base.time:
             return Rates(0.0, 0, 0, 0, 0)
+        cur = sample(cg, now)
         return Rates(now - base.time, max(0, cur.usage - base.usage),
                      max(0, cur.refaults - base.refaults),
                      max(0, cur.activations - base.activations),
@@ -164,12 +175,25 @@ def leaves(root: Cgroup) -> list[Cgroup]:
     return out
 
 
-def cause_score(cg: Cgroup, rates: Rates, limited: bool) -> int:
-    """Bytes of pressure a leaf adds (see the module doc)."""
+def _score(cg: Cgroup, activity: Activity, now: float, limited: bool) -> int:
+    rates = activity.rates(cg, now)
     score = footprint(cg) + GROWTH_WEIGHT * rates.growth
     if limited:
         score += REFAULT_WEIGHT * rates.refaults * PAGE_SIZE
     return score
+
+
+def cause_score(cg: Cgroup, activity: Activity, now: float, limited: bool) -> int:
+    """Bytes of pressure the tasks of cg itself add (see the module doc). Statistics are
+    hierarchical: a cgroup with tasks and children (the root, a v1 parent) counts what its
+    children do not."""
+    score = _score(cg, activity, now, limited)
+    for child in cg.children():
+        try:
+            score -= _score(child, activity, now, limited)
+        except OomkitError:
+            continue
+    return max(0, score)
 
 
 def own_full_avg10(cg: Cgroup, resource: Resource = Resource.MEMORY) -> float:

@@ -28,14 +28,14 @@ def task_size(task: Task) -> int:
 
 
 def pick_task(cg: Cgroup, p: prefs.Preferences, min_victim: int,
-              cgroup_pref: int | None) -> tuple[int, Task] | None:
+              cgroup_pref: int | None, totalpages: int) -> tuple[int, Task] | None:
     """(preference, task) with the highest oom_badness among the eligible, or None."""
     best: tuple[int, int, Task] | None = None
     for t in cg.tasks():
         pref = p.task(t, cgroup_pref)
         if pref is prefs.OMIT or t.is_oom_victim or task_size(t) < min_victim:
             continue
-        points = t.oom_badness(1) or 0
+        points = t.oom_badness(totalpages) or 0
         if best is None or (pref, points) > best[:2]:
             best = (pref, points, t)
     return (best[0], best[2]) if best is not None else None
@@ -65,10 +65,10 @@ class KillCause(OomOps):
             cpref = self.prefs.cgroup(cg)
             if cpref is prefs.OMIT:
                 continue
-            found = pick_task(cg, self.prefs, self.min_victim, cpref)
+            found = pick_task(cg, self.prefs, self.min_victim, cpref, oc.totalpages)
             if found is None:
                 continue
-            score = cause.cause_score(cg, activity.rates(cg, now), domain is not None)
+            score = cause.cause_score(cg, activity, now, domain is not None)
             ranked.append((found[0], score, cg, found[1]))
         if not ranked:
             return None
