@@ -7,8 +7,8 @@ Mirrors rfjakob/earlyoom (main.c poll loop, kill.c find_largest_process/is_large
   counts as 0 % free, so only memory matters), declare a machine OOM; at or below the
   kill thresholds (half the term ones by default) it says SIGKILL instead of SIGTERM
   (``CONSTRAINT_EARLYOOM_SIGTERM`` / ``_SIGKILL``). earlyoom polls /proc/meminfo up to
-  10 times a second; here a machine-wide memory "some" trigger of ``wake`` per ``window``
-  is the poll, so it looks whenever reclaim stalls anyone.
+  10 times a second; here oomkit.policies.poll.PollWatch does, whenever reclaim stalls
+  anyone.
 - ``earlyoom_kill`` (OomOps): the victim is the process with the highest oom_score (the
   kernel's badness in thousandths of RAM + swap), or the largest RSS with
   ``sort_by_rss``; a comm matching ``prefer`` gets +300, ``avoid`` -300, ``ignore`` is
@@ -24,13 +24,14 @@ from __future__ import annotations
 
 import re
 
-from oomkit.kernel.base import PsiTrigger, Resource, Task
-from oomkit.ops import OomContext, OomControl, OomOps, Psi, PsiOps
+from oomkit.kernel.base import Kernel, Task
+from oomkit.ops import OomContext, OomControl, OomOps
 from oomkit.policies import prefs, sysmem
+from oomkit.policies.poll import PollWatch
 from oomkit.policy_args import Duration, Percent
 
 
-class EarlyoomWatch(PsiOps):
+class EarlyoomWatch(PollWatch):
     """earlyoom's trigger: MemAvailable and SwapFree at or below their thresholds."""
 
     name = "earlyoom"
@@ -39,18 +40,14 @@ class EarlyoomWatch(PsiOps):
                  mem_kill_percent: Percent | None = None,
                  swap_kill_percent: Percent | None = None,
                  wake: Duration = 0.01, window: Duration = 2.0) -> None:
+        super().__init__(wake, window)
         self.mem_term, self.swap_term = mem_term_percent, swap_term_percent
         self.mem_kill = mem_term_percent / 2 if mem_kill_percent is None else mem_kill_percent
         self.swap_kill = (swap_term_percent / 2 if swap_kill_percent is None
                           else swap_kill_percent)
-        self.wake_us, self.window_us = int(wake * 1e6), int(window * 1e6)
 
-    def init(self, psi: Psi) -> int:
-        psi.create_trigger(0, Resource.MEMORY, self.wake_us, self.window_us, full=False)
-        return 0
-
-    def handle_psi_event(self, psi: Psi, trigger: PsiTrigger) -> None:
-        info = sysmem.meminfo(psi.kernel)
+    def poll(self, kernel: Kernel, now: float) -> None:
+        info = sysmem.meminfo(kernel)
         if info is None:
             return
         mem, swap = info.available_percent, info.swap_free_percent
@@ -60,7 +57,7 @@ class EarlyoomWatch(PsiOps):
             signal = "SIGTERM"
         else:
             return
-        psi.kernel.out_of_memory(None, 0, constraint_text=f"CONSTRAINT_EARLYOOM_{signal}")
+        kernel.out_of_memory(None, 0, constraint_text=f"CONSTRAINT_EARLYOOM_{signal}")
 
 
 class Earlyoom(OomOps):

@@ -7,8 +7,8 @@ defaults of its example config:
 - ``oomd`` (PsiOps): a ``cgroups`` glob's memory "some" avg10 above
   ``pressure_threshold`` (60 %) for ``pressure_duration`` (30 s) declares an OOM there
   (CONSTRAINT_OOMD_PRESSURE); free swap under ``swap_free_threshold`` (10 %) declares a
-  machine OOM (CONSTRAINT_OOMD_SWAP). oomd ticks every second; here a machine-wide memory
-  "some" trigger of ``wake`` per ``window`` is the tick.
+  machine OOM (CONSTRAINT_OOMD_SWAP). oomd ticks every second; here
+  oomkit.policies.poll.PollWatch does.
 - ``oomd_kill`` (OomOps): ranks the leaf cgroups of the OOM's domain with ``plugin`` on a
   pressure OOM and ``swap_plugin`` on a swap OOM, and kills the winner whole:
   ``kill_by_memory_size_or_growth`` (the largest if it holds ``size_threshold`` % of the
@@ -20,17 +20,17 @@ defaults of its example config:
 
 from __future__ import annotations
 
-import fnmatch
 from collections.abc import Callable, Sequence
 
-from oomkit.kernel.base import Cgroup, PsiTrigger, Resource
-from oomkit.ops import OomContext, OomControl, OomOps, Psi, PsiOps
+from oomkit.kernel.base import Cgroup, Kernel
+from oomkit.ops import OomContext, OomControl, OomOps
 from oomkit.policies import cause, prefs, sysmem
+from oomkit.policies.poll import PollWatch, Sustained
 from oomkit.policies.systemd_oomd import swap_usage
 from oomkit.policy_args import Duration, Percent
 
 
-class OomdWatch(PsiOps):
+class OomdWatch(PollWatch):
     """oomd's detectors: pressure above a threshold for a duration, free swap below one."""
 
     name = "oomd"
@@ -38,33 +38,17 @@ class OomdWatch(PsiOps):
     def __init__(self, cgroups: Sequence[str] = ("/*",), pressure_threshold: Percent = 60.0,
                  pressure_duration: Duration = 30.0, swap_free_threshold: Percent = 10.0,
                  wake: Duration = 0.01, window: Duration = 2.0) -> None:
-        self.cgroups = tuple(cgroups)
-        self.threshold, self.duration = pressure_threshold, pressure_duration
+        super().__init__(wake, window)
+        self.pressure = Sustained(cgroups, pressure_threshold, pressure_duration,
+                                  cause.own_some_avg10)
         self.swap_free = swap_free_threshold
-        self.wake_us, self.window_us = int(wake * 1e6), int(window * 1e6)
-        self._since: dict[int, float] = {}
 
-    def init(self, psi: Psi) -> int:
-        psi.create_trigger(0, Resource.MEMORY, self.wake_us, self.window_us, full=False)
-        cause.tracker(psi.kernel).note_tree(psi.kernel.root_mem_cgroup(), psi.kernel.clock.now())
-        return 0
-
-    def handle_psi_event(self, psi: Psi, trigger: PsiTrigger) -> None:
-        kernel, now = psi.kernel, psi.kernel.clock.now()
+    def poll(self, kernel: Kernel, now: float) -> None:
         info = sysmem.meminfo(kernel)
         if info is not None and info.swap_total and info.swap_free_percent < self.swap_free:
             kernel.out_of_memory(None, 0, constraint_text="CONSTRAINT_OOMD_SWAP")
-        root = kernel.root_mem_cgroup()
-        for cg in root.walk():
-            if cg.parent is None or not any(fnmatch.fnmatchcase(cg.path, g)
-                                            for g in self.cgroups):
-                continue
-            if cause.own_some_avg10(cg) <= self.threshold:
-                self._since.pop(cg.id, None)
-            elif now - self._since.setdefault(cg.id, now) >= self.duration:
-                self._since.pop(cg.id, None)
-                kernel.out_of_memory(cg, 0, constraint_text="CONSTRAINT_OOMD_PRESSURE")
-        cause.tracker(kernel).note_tree(root, now)
+        for cg in self.pressure.due(kernel.root_mem_cgroup(), now):
+            kernel.out_of_memory(cg, 0, constraint_text="CONSTRAINT_OOMD_PRESSURE")
 
 
 Ranker = Callable[[list[Cgroup], float, cause.Activity], Cgroup | None]

@@ -8,7 +8,7 @@ oomd_select_by_swap_usage / oomd_select_by_pgscan_rate, defaults of oomd.conf(5)
   cgroup (globs; systemd: units with ManagedOOMMemoryPressure=kill) whose memory "full"
   avg10 stays above ``memory_pressure_limit`` (60 %) for ``memory_pressure_duration``
   (30 s) gets a declared OOM (CONSTRAINT_OOMD_PRESSURE). systemd-oomd polls every second;
-  here a machine-wide memory "some" trigger of ``wake`` per ``window`` is the poll.
+  here oomkit.policies.poll.PollWatch does.
 - ``systemd_oomd_kill`` (OomOps). Swap: the leaf cgroup using the most swap, above
   ``swap_min_usage``. Pressure: the leaf below the monitored cgroup with the highest
   pgscan rate since the last sample, then the most memory; none without reclaim or usage.
@@ -18,16 +18,16 @@ oomd_select_by_swap_usage / oomd_select_by_pgscan_rate, defaults of oomd.conf(5)
 
 from __future__ import annotations
 
-import fnmatch
 from collections.abc import Sequence
 
-from oomkit.kernel.base import PAGE_SIZE, Cgroup, PsiTrigger, Resource
-from oomkit.ops import OomContext, OomControl, OomOps, Psi, PsiOps
+from oomkit.kernel.base import PAGE_SIZE, Cgroup, Kernel
+from oomkit.ops import OomContext, OomControl, OomOps
 from oomkit.policies import cause, prefs, sysmem
+from oomkit.policies.poll import PollWatch, Sustained
 from oomkit.policy_args import Duration, Percent, Size
 
 
-class SystemdOomdWatch(PsiOps):
+class SystemdOomdWatch(PollWatch):
     """systemd-oomd's triggers: swap used over a limit, or pressure over one for long."""
 
     name = "systemd_oomd"
@@ -35,35 +35,17 @@ class SystemdOomdWatch(PsiOps):
     def __init__(self, swap_used_limit: Percent = 90.0, memory_pressure_limit: Percent = 60.0,
                  memory_pressure_duration: Duration = 30.0, monitored: Sequence[str] = ("/*",),
                  wake: Duration = 0.01, window: Duration = 2.0) -> None:
-        self.swap_limit, self.pressure_limit = swap_used_limit, memory_pressure_limit
-        self.duration = memory_pressure_duration
-        self.monitored = tuple(monitored)
-        self.wake_us, self.window_us = int(wake * 1e6), int(window * 1e6)
-        self._hit_start: dict[int, float] = {}
+        super().__init__(wake, window)
+        self.swap_limit = swap_used_limit
+        self.pressure = Sustained(monitored, memory_pressure_limit, memory_pressure_duration,
+                                  cause.own_full_avg10)
 
-    def init(self, psi: Psi) -> int:
-        psi.create_trigger(0, Resource.MEMORY, self.wake_us, self.window_us, full=False)
-        cause.tracker(psi.kernel).note_tree(psi.kernel.root_mem_cgroup(), psi.kernel.clock.now())
-        return 0
-
-    def handle_psi_event(self, psi: Psi, trigger: PsiTrigger) -> None:
-        kernel, now = psi.kernel, psi.kernel.clock.now()
+    def poll(self, kernel: Kernel, now: float) -> None:
         info = sysmem.meminfo(kernel)
         if info is not None and info.swap_total and info.swap_used_percent > self.swap_limit:
             kernel.out_of_memory(None, 0, constraint_text="CONSTRAINT_OOMD_SWAP")
-        root = kernel.root_mem_cgroup()
-        for cg in root.walk():
-            if cg.parent is None or not any(fnmatch.fnmatchcase(cg.path, g)
-                                            for g in self.monitored):
-                continue
-            if cause.own_full_avg10(cg) <= self.pressure_limit:
-                self._hit_start.pop(cg.id, None)
-                continue
-            start = self._hit_start.setdefault(cg.id, now)
-            if now - start >= self.duration:
-                self._hit_start.pop(cg.id, None)
-                kernel.out_of_memory(cg, 0, constraint_text="CONSTRAINT_OOMD_PRESSURE")
-        cause.tracker(kernel).note_tree(root, now)
+        for cg in self.pressure.due(kernel.root_mem_cgroup(), now):
+            kernel.out_of_memory(cg, 0, constraint_text="CONSTRAINT_OOMD_PRESSURE")
 
 
 def swap_usage(cg: Cgroup) -> int:
