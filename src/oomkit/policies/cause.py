@@ -55,20 +55,42 @@ def domain_of(cg: Cgroup | None) -> Cgroup | None:
     return None
 
 
-def footprint(cg: Cgroup) -> int:
+class Stat:
+    """memory.stat of one cgroup, read once where the backend can (a live cgroup's
+    ``stat()``: one file read instead of one per item), else item by item."""
+
+    __slots__ = ("_all", "cg")
+
+    def __init__(self, cg: Cgroup) -> None:
+        self.cg = cg
+        read = getattr(cg, "stat", None)
+        self._all: dict[str, int] | None = read() if callable(read) else None
+
+    def page(self, name: str) -> int:
+        if self._all is not None:
+            return self._all.get(name, 0)
+        return self.cg.page_state(name)
+
+    def event(self, *names: str) -> int:
+        """The first of ``names`` the kernel has (v2 and v1 spell some differently)."""
+        for name in names:
+            if self._all is not None:
+                if name in self._all:
+                    return self._all[name]
+                continue
+            try:
+                return self.cg.vm_events(name)
+            except OomkitError:
+                continue
+        return 0
+
+
+def footprint(cg: Cgroup, st: Stat | None = None) -> int:
     """Bytes reclaim cannot simply drop: usage minus the unmapped page cache (tmpfs and
     mapped files stay in it)."""
-    cache = cg.page_state("file") - cg.page_state("shmem") - cg.page_state("file_mapped")
+    st = st or Stat(cg)
+    cache = st.page("file") - st.page("shmem") - st.page("file_mapped")
     return max(0, cg.usage() - max(0, cache))
-
-
-def _event(cg: Cgroup, *names: str) -> int:
-    for name in names:
-        try:
-            return cg.vm_events(name)
-        except OomkitError:
-            continue
-    return 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,13 +102,14 @@ class Sample:
     pgscan: int
 
 
-def sample(cg: Cgroup, now: float) -> Sample:
+def sample(cg: Cgroup, now: float, st: Stat | None = None) -> Sample:
+    st = st or Stat(cg)
     return Sample(now, cg.usage(),
-                  _event(cg, "workingset_refault_file", "workingset_refault")
-                  + _event(cg, "workingset_refault_anon"),
-                  _event(cg, "workingset_activate_file", "workingset_activate")
-                  + _event(cg, "workingset_activate_anon"),
-                  _event(cg, "pgscan"))
+                  st.event("workingset_refault_file", "workingset_refault")
+                  + st.event("workingset_refault_anon"),
+                  st.event("workingset_activate_file", "workingset_activate")
+                  + st.event("workingset_activate_anon"),
+                  st.event("pgscan"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,7 +159,7 @@ class Activity:
     def forget(self, cgroup_id: int) -> None:
         self._base.pop(cgroup_id, None)
 
-    def rates(self, cg: Cgroup, now: float) -> Rates:
+    def rates(self, cg: Cgroup, now: float, st: Stat | None = None) -> Rates:
         held = self._base.get(cg.id)
         base: Sample | None = None
         if held is not None:
@@ -144,7 +167,7 @@ class Activity:
             base = newer if now - newer.time >= self.min_interval_s or older is None else older
         if base is None or now <= base.time:
             return Rates(0.0, 0, 0, 0, 0)
-        cur = sample(cg, now)
+        cur = sample(cg, now, st)
         return Rates(now - base.time, max(0, cur.usage - base.usage),
                      max(0, cur.refaults - base.refaults),
                      max(0, cur.activations - base.activations),
@@ -175,9 +198,18 @@ def leaves(root: Cgroup) -> list[Cgroup]:
     return out
 
 
+def cgroups(root: Cgroup) -> list[Cgroup]:
+    """root and every cgroup below it (those that vanish meanwhile left out)."""
+    try:
+        return list(root.walk())
+    except OomkitError:
+        return [root]
+
+
 def _score(cg: Cgroup, activity: Activity, now: float, limited: bool) -> int:
-    rates = activity.rates(cg, now)
-    score = footprint(cg) + GROWTH_WEIGHT * rates.growth
+    st = Stat(cg)
+    rates = activity.rates(cg, now, st)
+    score = footprint(cg, st) + GROWTH_WEIGHT * rates.growth
     if limited:
         score += REFAULT_WEIGHT * rates.refaults * PAGE_SIZE
     return score
@@ -187,6 +219,10 @@ def cause_score(cg: Cgroup, activity: Activity, now: float, limited: bool) -> in
     """Bytes of pressure the tasks of cg itself add (see the module doc). Statistics are
     hierarchical: a cgroup with tasks and children (the root, a v1 parent) counts what its
     children do not."""
+    if cg.parent is None:
+        # The root's statistics are the machine's (v2 has none of its own: memory.current
+        # is MemTotal - MemAvailable, kernel memory included): count its own tasks.
+        return sum(t.rss + t.swapents * PAGE_SIZE for t in cg.tasks())
     score = _score(cg, activity, now, limited)
     for child in cg.children():
         try:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from oomkit.errors import OomkitError
 from oomkit.kernel.base import Cgroup, Constraint, Task
 from oomkit.ops import OomContext, OomControl, OomOps
 from oomkit.policies import cause, prefs
@@ -60,20 +61,33 @@ class KillCause(OomOps):
         root = domain or oc.kernel.root_mem_cgroup()
         now = oc.kernel.clock.now()
         activity = cause.tracker(oc.kernel)
-        ranked: list[tuple[int, int, Cgroup, Task]] = []
-        for cg in cause.leaves(root):
-            cpref = self.prefs.cgroup(cg)
-            if cpref is prefs.OMIT:
+        # Score every cgroup first (statistics are cheap), list tasks only in rank order
+        # (on a live machine that is /proc reads for each task).
+        ranked: list[tuple[int, int, Cgroup]] = []
+        for cg in cause.cgroups(root):
+            try:
+                cpref = self.prefs.cgroup(cg)
+                if cpref is not prefs.OMIT:
+                    ranked.append((cpref, cause.cause_score(cg, activity, now,
+                                                            domain is not None), cg))
+            except OomkitError:
+                continue  # gone meanwhile, or no statistics here (the v2 root on old kernels)
+        ranked.sort(key=lambda r: (r[0], r[1]), reverse=True)
+        by_comm = self.prefs.has_comm_rules
+        best: tuple[tuple[int, int], Cgroup, Task] | None = None
+        for cpref, score, cg in ranked:
+            try:
+                found = pick_task(cg, self.prefs, self.min_victim, cpref, oc.totalpages)
+            except OomkitError:
                 continue
-            found = pick_task(cg, self.prefs, self.min_victim, cpref, oc.totalpages)
             if found is None:
                 continue
-            score = cause.cause_score(cg, activity, now, domain is not None)
-            ranked.append((found[0], score, cg, found[1]))
-        if not ranked:
-            return None
-        _, _, cg, task = max(ranked, key=lambda r: (r[0], r[1]))
-        return cg, task
+            key = (found[0], score)
+            if best is None or key > best[0]:
+                best = (key, cg, found[1])
+            if not by_comm:
+                break  # without rules by command, the first in rank order is the one
+        return (best[1], best[2]) if best is not None else None
 
     def handle_out_of_memory(self, ctx: OomContext, oc: OomControl) -> bool:
         chosen = self.choose(oc)

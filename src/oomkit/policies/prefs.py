@@ -99,6 +99,11 @@ class Preferences:
                    re.compile(avoid_comm) if avoid_comm else None,
                    re.compile(prefer_comm) if prefer_comm else None, xattrs)
 
+    @property
+    def has_comm_rules(self) -> bool:
+        return any(r is not None for r in (self.protect_comm, self.avoid_comm,
+                                           self.prefer_comm))
+
     def cgroup(self, cg: Cgroup) -> int | None:
         """OMIT, AVOID, NEUTRAL or PREFER for a cgroup."""
         if _matches(self.protect, cg):

@@ -88,9 +88,9 @@ class PressureGuard(PsiOps):
         where = kernel.mem_cgroup(trigger.cgroup_id) if trigger.cgroup_id else None
         if trigger.cgroup_id and where is None:
             return  # gone meanwhile
-        domain = cause.domain_of(where)
         activity = cause.tracker(kernel)
         try:
+            domain = cause.domain_of(where)
             if domain is None and where is not None:
                 return  # felt by one cgroup, not at a limit: the machine's trigger decides
             if domain is None and self._limited_elsewhere(root, trigger.resource):
@@ -105,5 +105,7 @@ class PressureGuard(PsiOps):
             text = ("CONSTRAINT_PSI_IO" if trigger.resource is Resource.IO
                     else "CONSTRAINT_PSI_MEM")
             kernel.out_of_memory(domain, 0, constraint_text=text)
+        except OomkitError:
+            return  # a cgroup on the way went meanwhile: the next event looks again
         finally:
             activity.note_tree(root, now)
