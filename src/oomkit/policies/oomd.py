@@ -14,12 +14,15 @@ defaults of its example config:
   ``kill_by_memory_size_or_growth`` (the largest if it holds ``size_threshold`` % of the
   candidates' memory, else the fastest growing, else the largest), ``kill_by_swap_usage``
   (most swap), ``kill_by_pressure`` (highest memory pressure), ``kill_by_pg_scan``
-  (highest pgscan rate). oomd's post_action_delay (15 s) is the daemon's
-  ``post_action_delay``: the oomd preset sets it.
+  (highest pgscan rate). ``candidates`` are oomd's kill plugins' "cgroup" globs (without
+  them: the domain's leaves). oomd's post_action_delay (15 s) is the daemon's
+  ``post_action_delay``: the oomd preset sets it. A ``swap_free_threshold`` of 0 turns
+  the swap detector off (for a second ``oomd`` entry with other cgroups).
 """
 
 from __future__ import annotations
 
+import fnmatch
 from collections.abc import Callable, Sequence
 
 from oomkit.kernel.base import Cgroup, Kernel
@@ -45,7 +48,8 @@ class OomdWatch(PollWatch):
 
     def poll(self, kernel: Kernel, now: float) -> None:
         info = sysmem.meminfo(kernel)
-        if info is not None and info.swap_total and info.swap_free_percent < self.swap_free:
+        if info is not None and info.swap_total and self.swap_free and \
+                info.swap_free_percent < self.swap_free:
             kernel.out_of_memory(None, 0, constraint_text="CONSTRAINT_OOMD_SWAP")
         for cg in self.pressure.due(kernel.root_mem_cgroup(), now):
             kernel.out_of_memory(cg, 0, constraint_text="CONSTRAINT_OOMD_PRESSURE")
@@ -82,13 +86,22 @@ class Oomd(OomOps):
     name = "oomd_kill"
 
     def __init__(self, plugin: str = "kill_by_memory_size_or_growth",
-                 swap_plugin: str = "kill_by_swap_usage", avoid: Sequence[str] = (),
-                 protect: Sequence[str] = ()) -> None:
+                 swap_plugin: str = "kill_by_swap_usage", candidates: Sequence[str] = (),
+                 avoid: Sequence[str] = (), protect: Sequence[str] = ()) -> None:
         for p in (plugin, swap_plugin):
             if p not in PLUGINS:
                 raise ValueError(f"unknown oomd plugin {p!r} (known: {', '.join(PLUGINS)})")
         self.plugin, self.swap_plugin = PLUGINS[plugin], PLUGINS[swap_plugin]
+        self.candidates = tuple(candidates)
         self.prefs = prefs.Preferences.of(protect=protect, avoid=avoid)
+
+    def _candidates(self, root: Cgroup) -> list[Cgroup]:
+        """The cgroups matching ``candidates`` (oomd's kill plugins' "cgroup" globs) in
+        the OOM's domain; without globs, its leaves."""
+        if not self.candidates:
+            return [cg for cg in cause.leaves(root) if cg.parent is not None]
+        return [cg for cg in cause.cgroups(root) if cg.parent is not None and any(
+            fnmatch.fnmatchcase(cg.path, g) for g in self.candidates)]
 
     def handle_out_of_memory(self, ctx: OomContext, oc: OomControl) -> bool:
         text = oc.constraint_text
@@ -96,10 +109,8 @@ class Oomd(OomOps):
             return False
         rank = self.swap_plugin if text == "CONSTRAINT_OOMD_SWAP" else self.plugin
         now, act = oc.kernel.clock.now(), cause.tracker(oc.kernel)
-        leaves = [cg for cg in cause.leaves(oc.memcg or oc.kernel.root_mem_cgroup())
-                  if cg.parent is not None]
         by_pref: dict[int, list[Cgroup]] = {}
-        for cg in leaves:
+        for cg in self._candidates(oc.memcg or oc.kernel.root_mem_cgroup()):
             pref = self.prefs.cgroup(cg)
             if pref is not prefs.OMIT:
                 by_pref.setdefault(pref, []).append(cg)
