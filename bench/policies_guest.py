@@ -1,10 +1,15 @@
-"""The recommended config on the real kernel: f10 for real, and a lone reader (v2 guest).
+"""Policies against the real kernel and the real daemons: f10 for real, a lone reader.
 
     sudo .venv/bin/python bench/policies_guest.py [--memory 1G] [--seconds 60]
 
-On the host this boots the QEMU guest (tests/vm/harness.py: cgroup v2, no swap, TCG)
-and runs itself there with ``--in-guest``. In the guest, the daemon runs
-packaging/oomkit.toml unchanged (only its files moved to /tmp) and two scenarios follow:
+On the host this fetches Debian's earlyoom and oomd packages (``apt-get download``, unpacked
+under /var/tmp/oomkit-peers, never installed or started on the host), boots the QEMU guest
+(tests/vm/harness.py: cgroup v2, no swap, TCG) and runs itself there with ``--in-guest``.
+In the guest each daemon in turn runs both scenarios: oomkit with packaging/oomkit.toml
+(the recommended config) and with the earlyoom and oomd presets, each unchanged but for
+its files moved to /tmp, then the real earlyoom (defaults) and oomd (Debian's
+/etc/oomd/oomd.json). The applications live where a desktop's would,
+/user.slice/user-1000.slice/user@1000.service/*.scope.
 
 - **f10** (../shared/field/f10_noswap_cache_thrash.toml for real): no swap, no
   memory.max anywhere; three applications, each in its own cgroup, re-read their own
@@ -15,8 +20,8 @@ packaging/oomkit.toml unchanged (only its files moved to /tmp) and two scenarios
   re-reading a (sparse) file of 1.4x the guest's RAM. It hurts nobody but itself: the
   right outcome is no kill at all.
 
-Prints one line per scenario (victims, seconds from the hog being full to its death,
-memory/io "full" avg10 seen) and the daemon's OOM records. Removes what it made.
+Prints one table row per daemon and scenario: who died, and for f10 how long after the
+hog started. Removes what it made.
 """
 
 from __future__ import annotations
@@ -37,6 +42,8 @@ REPO = Path(__file__).resolve().parents[1]
 CGROUP = Path("/sys/fs/cgroup")
 MiB = 1 << 20
 SPARSE = Path("/var/tmp/oomkit-bench-lone-reader.bin")
+PEERS = Path("/var/tmp/oomkit-peers")
+APPS = "user.slice/user-1000.slice/user@1000.service"
 
 
 def _load(name: str, path: Path) -> ModuleType:
@@ -77,9 +84,21 @@ READER = dup.READER.replace("open('/proc/self/oom_score_adj', 'w').write('1000')
 # ------------------------------------------------------------------------------- host side
 
 
+def fetch_peers() -> None:
+    """earlyoom and oomd from Debian, unpacked (not installed: no service starts here)."""
+    if (PEERS / "root/usr/bin/earlyoom").exists() and (PEERS / "root/usr/bin/oomd").exists():
+        return
+    PEERS.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["apt-get", "download", "earlyoom", "oomd"], cwd=PEERS, check=True,
+                   timeout=600)
+    for deb in PEERS.glob("*.deb"):
+        subprocess.run(["dpkg-deb", "-x", str(deb), str(PEERS / "root")], check=True)
+
+
 def host_main(args: argparse.Namespace) -> int:
     harness = dup.load_harness()
     harness.ensure_packages()
+    fetch_peers()
     ram = int(args.memory[:-1]) * (1 << 30 if args.memory.endswith("G") else MiB)
     with open(SPARSE, "wb") as f:
         f.truncate(int(ram * 1.4))
@@ -110,32 +129,46 @@ def full_avg10() -> str:
     return ", ".join(out)
 
 
-def start_daemon(work: Path) -> tuple[subprocess.Popen[bytes], Path]:
-    text = (REPO / "packaging" / "oomkit.toml").read_text()
+def daemons() -> dict[str, list[str] | Path]:
+    """name -> an oomkit config (Path) or a command line."""
+    bin_ = PEERS / "root/usr/bin"
+    return {
+        "oomkit, recommended": REPO / "packaging" / "oomkit.toml",
+        "oomkit, earlyoom preset": REPO / "packaging" / "presets" / "earlyoom.toml",
+        "earlyoom 1.7": [str(bin_ / "earlyoom"), "-r", "0"],
+        "oomkit, oomd preset": REPO / "packaging" / "presets" / "oomd.toml",
+        "oomd 0.5.0": [str(bin_ / "oomd"), "--config", str(PEERS / "root/etc/oomd/oomd.json"),
+                       "--interval", "1", "--cgroup-fs", str(CGROUP)],
+    }
+
+
+def start_daemon(what: list[str] | Path, work: Path) -> subprocess.Popen[bytes]:
+    if isinstance(what, list):
+        proc = subprocess.Popen(what, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(3)
+        return proc
+    text = what.read_text()
+    if "[daemon]" not in text:
+        text = "[daemon]\n" + text
     for key, name in (("event_log", "events.jsonl"), ("status_file", "status.json"),
                       ("state_file", "restore.json")):
-        text = re.sub(rf"(?m)^{key}\s*=.*$", f'{key} = "{work / name}"', text)
+        if re.search(rf"(?m)^{key}\s*=", text):
+            text = re.sub(rf"(?m)^{key}\s*=.*$", f'{key} = "{work / name}"', text)
+        else:
+            text = text.replace("[daemon]\n", f'[daemon]\n{key} = "{work / name}"\n', 1)
     config = work / "oomkit.toml"
     config.write_text(text)
     log = work / "events.jsonl"
+    log.unlink(missing_ok=True)
     proc = subprocess.Popen([sys.executable, "-m", "oomkit.cli", "run", "--config",
                              str(config), "-q"], cwd=REPO)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if log.exists() and '"action": "start"' in log.read_text():
-            return proc, log
+            return proc
         time.sleep(0.2)
     proc.kill()
     sys.exit("the daemon did not start in 120 s")
-
-
-def ooms(log: Path) -> list[dict[str, object]]:
-    out = []
-    for line in log.read_text().splitlines():
-        rec = json.loads(line)
-        if rec.get("event") == "oom":
-            out.append(rec)
-    return out
 
 
 def spawn(code: str, cg: Path, *argv: str) -> subprocess.Popen[bytes]:
@@ -143,79 +176,79 @@ def spawn(code: str, cg: Path, *argv: str) -> subprocess.Popen[bytes]:
                             stdout=subprocess.PIPE)
 
 
-def f10(root: Path, files: list[str], seconds: float, log: Path) -> dict[str, object]:
-    apps = {}
+def f10(root: Path, files: list[str], seconds: float) -> dict[str, object]:
+    procs = {}
     for i, name in enumerate(("browser", "mail", "ide")):
-        apps[name] = spawn(READER, dup.mkcg(root / f"app-{name}"), *files[i::3])
+        procs[name] = spawn(READER, dup.mkcg(root / f"app-{name}.scope"), *files[i::3])
     time.sleep(10)  # their files in page cache
     total = sum(os.path.getsize(f) for f in files)
     hog_size = max(0, dup.meminfo()["MemAvailable"] - total // 2)
-    before = len(ooms(log))
-    hog = spawn(HOG, dup.mkcg(root / "app-hog"), str(hog_size))
-    assert hog.stdout is not None
-    first = hog.stdout.readline()
-    full_at = time.monotonic()
-    psi = full_avg10()
-    while hog.poll() is None and time.monotonic() - full_at < seconds:
-        time.sleep(0.5)
-        psi = full_avg10() if hog.poll() is None else psi
-    dead_after = time.monotonic() - full_at if hog.poll() is not None else None
-    victims = [v["comm"] for r in ooms(log)[before:] for v in r["victims"]]  # type: ignore[attr-defined]
-    apps_dead = [n for n, p in apps.items() if p.poll() is not None]
-    for p in [hog, *apps.values()]:
+    started = time.monotonic()
+    procs["hog"] = spawn(HOG, dup.mkcg(root / "app-hog.scope"), str(hog_size))
+    while procs["hog"].poll() is None and time.monotonic() - started < seconds:
+        time.sleep(0.25)
+    hog_s = time.monotonic() - started if procs["hog"].poll() is not None else None
+    died = [n for n, p in procs.items() if p.poll() is not None]
+    for p in procs.values():
         with contextlib.suppress(OSError):
             p.kill()
-    return {"scenario": "f10", "hog_mib": hog_size // MiB, "files_mib": total // MiB,
-            "hog_was_full": first.strip() == b"full", "hog_dead_after_s": dead_after,
-            "apps_dead": apps_dead, "victims": victims, "psi_before_kill": psi}
+    return {"scenario": "f10", "died": died, "hog_dead_after_s": hog_s,
+            "hog_mib": hog_size // MiB, "files_mib": total // MiB, "psi": full_avg10()}
 
 
-def lone(root: Path, seconds: float, log: Path) -> dict[str, object]:
-    before = len(ooms(log))
-    service = spawn(SERVICE, dup.mkcg(root / "service"), str(300 * MiB))
-    reader = spawn(READER, dup.mkcg(root / "reader"), str(SPARSE))
+def lone(root: Path, seconds: float) -> dict[str, object]:
+    procs = {"service": spawn(SERVICE, dup.mkcg(root / "service.scope"), str(300 * MiB)),
+             "reader": spawn(READER, dup.mkcg(root / "reader.scope"), str(SPARSE))}
     start = time.monotonic()
     psi = full_avg10()
-    while time.monotonic() - start < seconds and service.poll() is None \
-            and reader.poll() is None:
+    while time.monotonic() - start < seconds and all(p.poll() is None
+                                                     for p in procs.values()):
         time.sleep(1)
         psi = full_avg10()
-    victims = [v["comm"] for r in ooms(log)[before:] for v in r["victims"]]  # type: ignore[attr-defined]
-    dead = [n for n, p in (("service", service), ("reader", reader)) if p.poll() is not None]
-    for p in (service, reader):
+    died = [n for n, p in procs.items() if p.poll() is not None]
+    for p in procs.values():
         with contextlib.suppress(OSError):
             p.kill()
-    return {"scenario": "lone reader", "file_mib": SPARSE.stat().st_size // MiB,
-            "dead": dead, "victims": victims, "psi_at_end": psi}
+    return {"scenario": "lone reader", "died": died, "file_mib": SPARSE.stat().st_size // MiB,
+            "psi": psi}
 
 
 def guest_main(args: argparse.Namespace) -> int:
+    Path("/proc/self/oom_score_adj").write_text("-1000")  # the driver is not a candidate
     work = Path("/tmp/oomkit-bench-policies")
     work.mkdir(exist_ok=True)
-    daemon, log = start_daemon(work)
-    results = []
-    try:
-        for name, run in (("f10", lambda r: f10(r, args.files.split(os.pathsep),
-                                                 args.seconds, log)),
-                          ("lone", lambda r: lone(r, args.seconds, log))):
-            root = dup.mkcg(CGROUP / f"bench-{name}")
-            try:
-                results.append(run(root))
-            finally:
-                dup.destroy(root)
-            time.sleep(5)
-    finally:
-        daemon.terminate()
-        daemon.wait(60)
-    for r in results:
-        print("RESULT " + json.dumps(r), flush=True)
-    for line in log.read_text().splitlines():
-        rec = json.loads(line)
-        if rec.get("event") in ("oom", "handler_error", "error"):
-            print(line, flush=True)
-        elif rec.get("event") == "psi":
-            print(f"psi at {rec['time']:.1f}: {rec.get('cgroup') or 'machine'} "
-                  f"{rec['resource']} {'full' if rec['full'] else 'some'}", flush=True)
+    dup.mkcg(CGROUP / "system.slice")
+    files = args.files.split(os.pathsep)
+    rows = []
+    for name, what in daemons().items():
+        daemon = start_daemon(what, work)
+        try:
+            for scenario in ("f10", "lone"):
+                root = CGROUP
+                for part in APPS.split("/"):
+                    root = dup.mkcg(root / part)
+                try:
+                    r = f10(root, files, args.seconds) if scenario == "f10" else \
+                        lone(root, args.seconds)
+                finally:
+                    dup.destroy(CGROUP / "user.slice")
+                r["daemon"] = name
+                rows.append(r)
+                print("RESULT " + json.dumps(r), flush=True)
+                time.sleep(3)
+        finally:
+            daemon.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                daemon.wait(60)
+    print("\n| daemon | f10: died | f10: hog dead after | lone reader: died |")
+    print("|---|---|---|---|")
+    by = {(r["daemon"], r["scenario"]): r for r in rows}
+    for name in daemons():
+        a, b = by[(name, "f10")], by[(name, "lone reader")]
+        after = a["hog_dead_after_s"]
+        print(f"| {name} | {', '.join(a['died']) or 'none'} | "  # type: ignore[arg-type]
+              f"{f'{after:.0f} s' if after is not None else 'alive'} | "
+              f"{', '.join(b['died']) or 'none'} |", flush=True)  # type: ignore[arg-type]
     return 0
 
 

@@ -160,3 +160,14 @@ def test_oomd_plugins_rank_as_oomd_does() -> None:
     s.rt.close()
 
 
+
+
+def test_oomd_kill_takes_its_candidates_from_globs() -> None:
+    s = Sim(memory="1G", swap="1G")
+    k = s.kernel
+    k.spawn("session", "/user.slice/user-1000.slice/session-2.scope", hold("300M"))
+    k.spawn("app", "/user.slice/user-1000.slice/user@1000.service/app.scope", hold("100M"))
+    s.run(0.5)
+    ops = Oomd(candidates=["/user.slice/user-*.slice/user@*.service/*"])
+    assert chosen(ops, declared(s, "CONSTRAINT_OOMD_PRESSURE", "/user.slice")) == ["app"]
+    s.rt.close()
