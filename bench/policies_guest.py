@@ -14,7 +14,7 @@ its files moved to /tmp, then the real earlyoom (defaults) and oomd (Debian's
 - **f10** (../shared/field/f10_noswap_cache_thrash.toml for real): no swap, no
   memory.max anywhere; three applications, each in its own cgroup, re-read their own
   host files (over virtio-9p: clean page cache, evicted and fetched again), then a hog
-  allocates anonymous memory until only about half of the applications' files fit. The
+  allocates anonymous memory until only about a quarter of the applications' files fit. The
   right outcome: the hog is killed within 30 s of being full, no application is.
 - **lone reader**: a service doing work in 300M of its own memory, and a reader
   re-reading a (sparse) file of 1.4x the guest's RAM. It hurts nobody but itself: the
@@ -103,7 +103,8 @@ def host_main(args: argparse.Namespace) -> int:
     with open(SPARSE, "wb") as f:
         f.truncate(int(ram * 1.4))
     argv = [str(REPO / ".venv/bin/python"), str(Path(__file__).resolve()), "--in-guest",
-            "--seconds", str(args.seconds),
+            "--seconds", str(args.seconds), "--daemons", args.daemons,
+            *(["--verbose"] if args.verbose else []),
             "--files", os.pathsep.join(dup.big_files(300 * MiB))]
     try:
         res = harness.run_in_guest(argv, memory=args.memory, timeout=args.timeout,
@@ -144,7 +145,8 @@ def daemons() -> dict[str, list[str] | Path]:
 
 def start_daemon(what: list[str] | Path, work: Path) -> subprocess.Popen[bytes]:
     if isinstance(what, list):
-        proc = subprocess.Popen(what, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(what, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                preexec_fn=_adj_zero)
         time.sleep(3)
         return proc
     text = what.read_text()
@@ -171,9 +173,14 @@ def start_daemon(what: list[str] | Path, work: Path) -> subprocess.Popen[bytes]:
     sys.exit("the daemon did not start in 120 s")
 
 
+def _adj_zero() -> None:
+    # the driver runs at -1000; what it starts must not inherit that
+    Path("/proc/self/oom_score_adj").write_text("0")
+
+
 def spawn(code: str, cg: Path, *argv: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen([sys.executable, "-I", "-c", code, str(cg / "cgroup.procs"), *argv],
-                            stdout=subprocess.PIPE)
+                            stdout=subprocess.PIPE, preexec_fn=_adj_zero)
 
 
 def f10(root: Path, files: list[str], seconds: float) -> dict[str, object]:
@@ -182,7 +189,7 @@ def f10(root: Path, files: list[str], seconds: float) -> dict[str, object]:
         procs[name] = spawn(READER, dup.mkcg(root / f"app-{name}.scope"), *files[i::3])
     time.sleep(10)  # their files in page cache
     total = sum(os.path.getsize(f) for f in files)
-    hog_size = max(0, dup.meminfo()["MemAvailable"] - total // 2)
+    hog_size = max(0, dup.meminfo()["MemAvailable"] - total // 4)
     started = time.monotonic()
     procs["hog"] = spawn(HOG, dup.mkcg(root / "app-hog.scope"), str(hog_size))
     while procs["hog"].poll() is None and time.monotonic() - started < seconds:
@@ -213,6 +220,17 @@ def lone(root: Path, seconds: float) -> dict[str, object]:
             "psi": psi}
 
 
+def show_log(log: Path) -> None:
+    """The daemon's PSI events, OOMs and errors so far (then the log starts afresh)."""
+    if not log.exists():
+        return
+    for line in log.read_text().splitlines():
+        rec = json.loads(line)
+        if rec.get("event") in ("oom", "handler_error", "error", "psi"):
+            print("  " + line[:400], flush=True)
+    log.write_text("")
+
+
 def guest_main(args: argparse.Namespace) -> int:
     Path("/proc/self/oom_score_adj").write_text("-1000")  # the driver is not a candidate
     work = Path("/tmp/oomkit-bench-policies")
@@ -220,7 +238,9 @@ def guest_main(args: argparse.Namespace) -> int:
     dup.mkcg(CGROUP / "system.slice")
     files = args.files.split(os.pathsep)
     rows = []
-    for name, what in daemons().items():
+    chosen = {n: w for n, w in daemons().items()
+              if not args.daemons or any(d in n for d in args.daemons.split(","))}
+    for name, what in chosen.items():
         daemon = start_daemon(what, work)
         try:
             for scenario in ("f10", "lone"):
@@ -235,6 +255,8 @@ def guest_main(args: argparse.Namespace) -> int:
                 r["daemon"] = name
                 rows.append(r)
                 print("RESULT " + json.dumps(r), flush=True)
+                if args.verbose and isinstance(what, Path):
+                    show_log(work / "events.jsonl")
                 time.sleep(3)
         finally:
             daemon.terminate()
@@ -243,7 +265,7 @@ def guest_main(args: argparse.Namespace) -> int:
     print("\n| daemon | f10: died | f10: hog dead after | lone reader: died |")
     print("|---|---|---|---|")
     by = {(r["daemon"], r["scenario"]): r for r in rows}
-    for name in daemons():
+    for name in chosen:
         a, b = by[(name, "f10")], by[(name, "lone reader")]
         after = a["hog_dead_after_s"]
         print(f"| {name} | {', '.join(a['died']) or 'none'} | "  # type: ignore[arg-type]
@@ -259,7 +281,10 @@ def main() -> int:
     ap.add_argument("--memory", default="1G", help="guest RAM (default 1G)")
     ap.add_argument("--seconds", type=float, default=60.0,
                     help="how long each scenario may run (default 60)")
-    ap.add_argument("--timeout", type=float, default=900.0, help="guest timeout (s)")
+    ap.add_argument("--timeout", type=float, default=1500.0, help="guest timeout (s)")
+    ap.add_argument("--daemons", default="", help="only these (comma-separated parts of "
+                    "their names: oomkit,earlyoom,oomd,recommended,preset)")
+    ap.add_argument("--verbose", action="store_true", help="oomkit's PSI events and OOMs")
     args = ap.parse_args()
     return guest_main(args) if args.in_guest else host_main(args)
 
