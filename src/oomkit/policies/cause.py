@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from oomkit.errors import OomkitError
-from oomkit.kernel.base import PAGE_SIZE, Cgroup, Kernel, Resource
+from oomkit.kernel.base import PAGE_SIZE, Cgroup, PolicyKernel, Resource
 
 GROWTH_WEIGHT = 4  # a byte grown in the last interval counts as much as 4 held
 REFAULT_WEIGHT = 4
@@ -177,7 +177,7 @@ class Activity:
 _TRACKERS: weakref.WeakKeyDictionary[Any, Activity] = weakref.WeakKeyDictionary()
 
 
-def tracker(kernel: Kernel) -> Activity:
+def tracker(kernel: PolicyKernel) -> Activity:
     """The Activity shared by every policy on this kernel (a dry run shares the real one)."""
     key = getattr(kernel, "real", kernel)
     found = _TRACKERS.get(key)

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import re
 
-from oomkit.kernel.base import Kernel, Task
+from oomkit.kernel.base import PolicyKernel, Task
 from oomkit.ops import OomContext, OomControl, OomOps
 from oomkit.policies import prefs, sysmem
 from oomkit.policies.poll import PollWatch
@@ -46,7 +46,7 @@ class EarlyoomWatch(PollWatch):
         self.swap_kill = (swap_term_percent / 2 if swap_kill_percent is None
                           else swap_kill_percent)
 
-    def poll(self, kernel: Kernel, now: float) -> None:
+    def poll(self, kernel: PolicyKernel, now: float) -> None:
         info = sysmem.meminfo(kernel)
         if info is None:
             return

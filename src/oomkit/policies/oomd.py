@@ -25,7 +25,7 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Callable, Sequence
 
-from oomkit.kernel.base import Cgroup, Kernel
+from oomkit.kernel.base import Cgroup, PolicyKernel
 from oomkit.ops import OomContext, OomControl, OomOps
 from oomkit.policies import cause, prefs, sysmem
 from oomkit.policies.poll import PollWatch, Sustained
@@ -46,7 +46,7 @@ class OomdWatch(PollWatch):
                                   cause.own_some_avg10)
         self.swap_free = swap_free_threshold
 
-    def poll(self, kernel: Kernel, now: float) -> None:
+    def poll(self, kernel: PolicyKernel, now: float) -> None:
         info = sysmem.meminfo(kernel)
         if info is not None and info.swap_total and self.swap_free and \
                 info.swap_free_percent < self.swap_free:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Callable, Iterator, Sequence
 
-from oomkit.kernel.base import Cgroup, Kernel, PsiTrigger, Resource
+from oomkit.kernel.base import Cgroup, PolicyKernel, PsiTrigger, Resource
 from oomkit.ops import Psi, PsiOps
 from oomkit.policies import cause
 
@@ -35,7 +35,7 @@ class PollWatch(PsiOps):
         finally:
             cause.tracker(kernel).note_tree(kernel.root_mem_cgroup(), now)
 
-    def poll(self, kernel: Kernel, now: float) -> None:
+    def poll(self, kernel: PolicyKernel, now: float) -> None:
         raise NotImplementedError
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from oomkit.kernel.base import Kernel
+from oomkit.kernel.base import PolicyKernel
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +37,7 @@ class MemInfo:
         return 100.0 - self.swap_free_percent if self.swap_total else 0.0
 
 
-def meminfo(kernel: Kernel) -> MemInfo | None:
+def meminfo(kernel: PolicyKernel) -> MemInfo | None:
     """The machine's memory now, or None when the backend cannot tell."""
     real: Any = getattr(kernel, "real", kernel)  # a dry run wraps the real kernel
     procfs = getattr(real, "procfs", None)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from oomkit.kernel.base import PAGE_SIZE, Cgroup, Kernel
+from oomkit.kernel.base import PAGE_SIZE, Cgroup, PolicyKernel
 from oomkit.ops import OomContext, OomControl, OomOps
 from oomkit.policies import cause, prefs, sysmem
 from oomkit.policies.poll import PollWatch, Sustained
@@ -40,7 +40,7 @@ class SystemdOomdWatch(PollWatch):
         self.pressure = Sustained(monitored, memory_pressure_limit, memory_pressure_duration,
                                   cause.own_full_avg10)
 
-    def poll(self, kernel: Kernel, now: float) -> None:
+    def poll(self, kernel: PolicyKernel, now: float) -> None:
         info = sysmem.meminfo(kernel)
         if info is not None and info.swap_total and info.swap_used_percent > self.swap_limit:
             kernel.out_of_memory(None, 0, constraint_text="CONSTRAINT_OOMD_SWAP")
