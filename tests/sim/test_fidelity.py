@@ -168,7 +168,7 @@ def test_memory_high_penalty_is_the_kernels_formula(over_pct: float, nr_pages: i
     assert proc.anon == usage
     cg = k.create_cgroup("/h", memory_high=high)  # write memory.high afterwards
     want = calculate_high_delay_jiffies(usage // PAGE_SIZE, high // PAGE_SIZE, nr_pages)
-    got = k._over_high_penalty(proc, nr_pages)
+    got = k.mem.over_high_penalty(proc, nr_pages)
     assert got == want * (S // HZ)
     assert cg.memory_events("high") == 1  # counted whether or not it sleeps
     if over_pct == 10 and nr_pages == 64:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from oomkit.kernel.base import PAGE_SIZE, Task
+
 if TYPE_CHECKING:
     from oomkit.kernel.sim.memcg import SimCgroup
     from oomkit.kernel.sim.scenario import Step
@@ -54,6 +56,7 @@ class SimProcess:
     mapped_files: dict[str, int] = field(default_factory=dict)  # path -> bytes mapped
     peak_rss: int = 0
     # scheduling
+    cpu: int = 0  # the CPU it runs on (sched.py)
     blocked_until: int = 0  # a memory stall (throttle, refault) ends then
     oom_retry_at: int = 0  # after an OOM with no progress, the charge retries then
     waiting_oom: bool = False
@@ -79,6 +82,20 @@ class SimProcess:
     @property
     def rss(self) -> int:
         return self.anon + self.shmem_anon + sum(self.mapped_files.values())
+
+    @property
+    def listed(self) -> bool:
+        """In its cgroup's cgroup.procs: started and not reaped (an exiting victim is
+        still listed until its teardown ends)."""
+        return self.state in (RUNNING, SLEEPING, EXITING)
+
+    def task(self) -> Task:
+        """The task record a policy sees: rss in bytes, swap entries in pages, page
+        tables estimated as one PTE page per 2M of address space in use."""
+        vm = self.rss + self.swapped
+        pgtables = ((vm + (2 << 20) - 1) // (2 << 20)) * PAGE_SIZE
+        return Task(self.pid, self.name, self.cgroup, self.oom_score_adj, self.rss,
+                    self.swapped // PAGE_SIZE, pgtables, self.start_time)
 
     @property
     def alive(self) -> bool:

@@ -85,6 +85,9 @@ class MachineSpec:
     # 2 s and are evaluated by the averaging work, once per PSI period, instead of by
     # psimon every window/10.
     cap_sys_resource: bool = True
+    # CPUs: processes are placed on their run queues and PSI is kept per CPU and
+    # aggregated by non-idle time, as kernel/sched/psi.c does (see sched.py).
+    cpus: int = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,7 +266,7 @@ def parse_scenario(text: str, path: str = "<scenario>") -> Scenario:
         raise ConfigError(f"{path}: [machine] must be a table")
     mkeys = {"memory", "swap", "duration", "seed", "tick", "exit_latency", "refault_latency",
              "touch_rate", "alloc_rate", "miss_cpu", "readahead", "read_bandwidth", "reclaim_cost",
-             "reclaim_cost_large", "cap_sys_resource", "refault_stall"}
+             "reclaim_cost_large", "cap_sys_resource", "refault_stall", "cpus"}
     _check_keys(mraw, mkeys, where, "machine", None, "[machine]")
 
     def mg(key: str, parse: Callable[[object], T], default: T) -> T:
@@ -287,6 +290,7 @@ def parse_scenario(text: str, path: str = "<scenario>") -> Scenario:
         reclaim_large_ns=mg("reclaim_cost_large", parse_duration_ns, d.reclaim_large_ns),
         cap_sys_resource=mg("cap_sys_resource", _bool, d.cap_sys_resource),
         refault_stall=mg("refault_stall", _refault_stall, d.refault_stall),
+        cpus=mg("cpus", int_between(1, 4096), d.cpus),
     )
     if machine.memory < (1 << 20):
         raise where.error("machine", None, "[machine]", "memory", "must be at least 1M")

@@ -1,0 +1,310 @@
+"""Charging and reclaim for the simulator: page counters, reclaim, swap, memory.high.
+
+SimMemory holds the machine's memory state that is not a cgroup's own (the page cache's
+files, the swap in use, what reclaim has cost) and does what the kernel's mm/memcontrol.c
+and mm/vmscan.c do with it: charge pages up the hierarchy (page_counter_try_charge),
+reclaim from a subtree when a limit is hit (try_to_free_mem_cgroup_pages), swap anonymous
+memory out within memory.swap.max, and throttle over memory.high
+(mem_cgroup_handle_over_high). It never calls the OOM killer itself: a charge that cannot
+be met calls the on_oom callback it was given.
+
+Model choices, stated once: pages are counted in bytes per cgroup and per file; reclaim
+takes page cache before anonymous memory (anon only to swap), proportionally over the
+cgroups of the reclaimed subtree, skipping memory.min-protected cgroups always and
+memory.low-protected ones until nothing else is left (counting a "low" event then); its
+cost, a memory stall, is machine.reclaim_ns a page (reclaim_large_ns for pages sequential
+readahead brought in as large folios).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Final
+
+from oomkit.kernel.base import PAGE_SIZE
+from oomkit.kernel.sim.memcg import SimCgroup
+from oomkit.kernel.sim.process import SimFile, SimProcess
+from oomkit.kernel.sim.scenario import MachineSpec
+
+NS: Final = 1_000_000_000
+HZ: Final = 1000  # jiffies per second for the memory.high penalty (CONFIG_HZ_1000)
+MEMCG_CHARGE_BATCH: Final = 64  # pages
+MEMCG_DELAY_PRECISION_SHIFT: Final = 20
+MEMCG_DELAY_SCALING_SHIFT: Final = 14
+MEMCG_MAX_HIGH_DELAY_JIFFIES: Final = 2 * HZ
+
+OnOom = Callable[[SimProcess, "SimCgroup | None"], None]
+
+
+def pages(nbytes: int) -> int:
+    """Bytes to 4K pages, rounded up."""
+    return (nbytes + PAGE_SIZE - 1) // PAGE_SIZE
+
+
+def page_align(nbytes: int) -> int:
+    """Bytes rounded up to whole pages."""
+    return pages(nbytes) * PAGE_SIZE
+
+
+def _active_share(lru_bytes: int) -> float:
+    """The share of an LRU the kernel keeps active: inactive_is_low() deactivates while
+    inactive * inactive_ratio < active, with inactive_ratio = int_sqrt(10 * GB) (1 below
+    1G)."""
+    gb = lru_bytes >> 30
+    ratio = math.isqrt(10 * gb) if gb else 1
+    return ratio / (1 + ratio)
+
+
+class SimMemory:
+    """The machine's memory outside the cgroups' own counters, and the charge and reclaim
+    paths over it. ``root`` is the root cgroup; ``on_oom(proc, over)`` is called when a
+    charge cannot be met (over: the innermost cgroup still over its memory.max, None for
+    the machine)."""
+
+    def __init__(self, machine: MachineSpec, root: SimCgroup, on_oom: OnOom) -> None:
+        self.machine = machine
+        self.root = root
+        self._on_oom = on_oom
+        self.files: dict[str, SimFile] = {}
+        self.files_of: dict[int, list[SimFile]] = {root.id: []}
+        self.swap_used = 0  # bytes
+        self.reclaim_cost_ns = 0  # what reclaim has cost so far (see charge)
+
+    def commit(self, cg: SimCgroup, kind: str, nbytes: int) -> None:
+        cg.local[kind] += nbytes
+        c: SimCgroup | None = cg
+        while c is not None:
+            c.charged += nbytes
+            c = c._parent
+
+    def uncharge(self, cg: SimCgroup, kind: str, nbytes: int) -> None:
+        if nbytes <= 0:
+            return
+        cg.local[kind] -= nbytes
+        c: SimCgroup | None = cg
+        while c is not None:
+            c.charged -= nbytes
+            c = c._parent
+
+    def over_limit(self, cg: SimCgroup, nbytes: int) -> SimCgroup | None:
+        """page_counter_try_charge: the innermost ancestor whose memory.max is hit."""
+        c: SimCgroup | None = cg
+        while c is not None:
+            mx = c.memory_max_
+            if mx is not None and c.charged + nbytes > mx:
+                return c
+            c = c._parent
+        return None
+
+    def room(self, cg: SimCgroup) -> int:
+        room = self.machine.memory - self.root.charged
+        c: SimCgroup | None = cg
+        while c is not None:
+            if c.memory_max_ is not None:
+                room = min(room, c.memory_max_ - c.charged)
+            c = c._parent
+        return max(0, room)
+
+    def charge(self, proc: SimProcess, cg: SimCgroup, kind: str, nbytes: int) -> tuple[int, int]:
+        """Charge nbytes for proc. Returns (bytes charged, stall ns spent reclaiming).
+
+        Less than asked means the rest met an OOM (or is waiting for a victim to exit);
+        the caller stalls for the rest of its tick.
+        """
+        stall = 0
+        if nbytes <= self.room(cg):
+            self.commit(cg, kind, nbytes)
+            return nbytes, 0
+        over = self.over_limit(cg, nbytes)
+        cost_before = self.reclaim_cost_ns
+        if over is not None:
+            over.count_event("max")
+            need = over.charged + nbytes - over.memory_max_  # type: ignore[operator]
+            self.reclaim(over, page_align(need))
+        else:
+            need = self.root.charged + nbytes - self.machine.memory
+            self.reclaim(None, page_align(need))
+        stall += self.reclaim_cost_ns - cost_before
+        room = self.room(cg)
+        if nbytes <= room:
+            self.commit(cg, kind, nbytes)
+            return nbytes, stall
+        part = (room // PAGE_SIZE) * PAGE_SIZE
+        if part > 0:
+            self.commit(cg, kind, part)
+        # Out of memory for the rest: at the innermost cgroup still over, or the machine.
+        over = self.over_limit(cg, nbytes - part)
+        self._on_oom(proc, over)
+        return part, stall
+
+    def swap_room(self, cg: SimCgroup) -> int:
+        room = self.machine.swap - self.swap_used
+        c: SimCgroup | None = cg
+        while c is not None:
+            if c.swap_max_ is not None:
+                room = min(room, c.swap_max_ - c.swap_charged)
+            c = c._parent
+        return max(0, room)
+
+    def _reclaimable(self, cg: SimCgroup) -> tuple[int, int]:
+        """(file, anon) bytes reclaim could take from this cgroup itself."""
+        file = sum(f.resident - f.mapped for f in self.files_of.get(cg.id, ())
+                   if f.kind == "file")
+        anon = 0
+        if self.machine.swap:
+            anon = min(cg.local["anon"], self.swap_room(cg))
+        return max(0, file), max(0, anon)
+
+    def reclaim(self, target: SimCgroup | None, nbytes: int) -> int:
+        """Reclaim up to nbytes from target's subtree (None: the whole machine)."""
+        top = target or self.root
+        cgs = [c for c in top.walk("post")]
+        got = 0
+        for honour_low in (True, False):
+            cands: list[tuple[SimCgroup, int, int]] = []
+            for c in cgs:
+                assert isinstance(c, SimCgroup)
+                if c.parent is not None and c.charged <= c.memory_min_:
+                    continue
+                protected_low = c.parent is not None and c.charged <= c.memory_low_
+                if honour_low and protected_low:
+                    continue
+                file, anon = self._reclaimable(c)
+                if file or anon:
+                    cands.append((c, file, anon))
+                    if not honour_low and protected_low:
+                        c.count_event("low")
+            want = nbytes - got
+            total_file = sum(f for _, f, _ in cands)
+            if total_file:
+                for c, file, _ in cands:
+                    share = min(file, page_align(want * file // total_file))
+                    got += self._evict_file(c, share)
+            want = nbytes - got
+            total_anon = sum(a for _, _, a in cands)
+            if want > 0 and total_anon:
+                for c, _, anon in cands:
+                    share = min(anon, page_align(want * anon // total_anon))
+                    got += self._swap_out(c, share)
+            if got >= nbytes:
+                break
+        return got
+
+    def _evict_file(self, cg: SimCgroup, nbytes: int) -> int:
+        got = 0
+        for f in self.files_of.get(cg.id, ()):
+            if got >= nbytes:
+                break
+            if f.kind != "file":
+                continue
+            take = min(nbytes - got, f.resident - f.mapped)
+            if take > 0:
+                self.drop_file_pages(f, take)
+                got += take
+                self.reclaim_cost_ns += pages(take) * (
+                    self.machine.reclaim_large_ns if f.large_folios else self.machine.reclaim_ns)
+        cg.count_vm("pgscan", pages(got))
+        cg.count_vm("pgsteal", pages(got))
+        return got
+
+    def drop_file_pages(self, f: SimFile, nbytes: int) -> None:
+        if nbytes <= 0:
+            return
+        f.resident -= nbytes
+        self.uncharge(f.cgroup, f.kind, nbytes)
+
+    def _swap_out(self, cg: SimCgroup, nbytes: int) -> int:
+        got = 0
+        procs = sorted((p for p in cg.procs.values() if p.anon > 0),
+                       key=lambda p: -p.anon)
+        for proc in procs:
+            take = min(nbytes - got, proc.anon, self.swap_room(cg))
+            if take <= 0:
+                break
+            proc.anon -= take
+            proc.swapped += take
+            self.uncharge(cg, "anon", take)
+            self.swap_charge(cg, take)
+            got += take
+        self.reclaim_cost_ns += pages(got) * self.machine.reclaim_ns
+        cg.count_vm("pgscan", pages(got))
+        cg.count_vm("pgsteal", pages(got))
+        return got
+
+    def swap_charge(self, cg: SimCgroup, nbytes: int) -> None:
+        self.swap_used += nbytes
+        c: SimCgroup | None = cg
+        while c is not None:
+            c.swap_charged += nbytes
+            c = c._parent
+
+    # -- memory.high ----------------------------------------------------------------------
+    def over_high_penalty(self, proc: SimProcess, nr_pages: int) -> int:
+        """mem_cgroup_handle_over_high(): reclaim, then the throttle. Returns the stall in
+        ns (the reclaim's cost and the throttle; 0: none)."""
+        worst = 0
+        cost_before = self.reclaim_cost_ns
+        c: SimCgroup | None = proc.cgroup
+        while c is not None:
+            high = c.memory_high_
+            if high is not None and c.charged > high:
+                c.count_event("high")
+                self.reclaim(c, page_align(min(nr_pages * PAGE_SIZE, c.charged - high)))
+                if c.charged > high:
+                    # calculate_overage(): fixed point, 20 bits of precision
+                    overage = ((c.charged - high) << MEMCG_DELAY_PRECISION_SHIFT) // max(high, 1)
+                    worst = max(worst, overage)
+            c = c._parent
+        reclaim_ns = self.reclaim_cost_ns - cost_before  # reclaim_high() is a memstall too
+        if worst == 0:
+            return reclaim_ns
+        penalty = worst * worst * HZ
+        penalty >>= MEMCG_DELAY_PRECISION_SHIFT
+        penalty >>= MEMCG_DELAY_SCALING_SHIFT
+        penalty = penalty * nr_pages // MEMCG_CHARGE_BATCH
+        penalty = min(penalty, MEMCG_MAX_HIGH_DELAY_JIFFIES)
+        if penalty <= HZ // 100:
+            return reclaim_ns
+        return reclaim_ns + penalty * (NS // HZ)
+
+    def over_high(self, cg: SimCgroup) -> bool:
+        c: SimCgroup | None = cg
+        while c is not None:
+            if c.memory_high_ is not None and c.charged > c.memory_high_:
+                return True
+            c = c._parent
+        return False
+
+    def workingset_refault_share(self, owner: SimCgroup, file: bool, ws: int,
+                                  resident: int, seq: bool) -> float:
+        """The share of refaults the kernel's workingset detection flags (mm/workingset.c).
+
+        A refault activates its page when its refault distance (pages evicted and
+        activated in the memcg since the page left) is at most the workingset size
+        (workingset_test_recent(): the active file list, plus anon when there is swap;
+        for an anon refault all of the file lists). It counts as a memory stall when,
+        besides, the page was in the workingset (PG_workingset) when it was evicted. With
+        a share p of the evicted pages activated, both hold for p * p of the refaults.
+
+        The distance: a sequential pass re-reads a page after the rest of the working set,
+        ws - resident bytes; random access after an exponential number of evictions with
+        that mean, stretched by the activations (1 + p). The active share of a list is
+        what the kernel's inactive_is_low() keeps: 1/2 below 1G, more above.
+        """
+        files = owner.local["file"]
+        anon = owner.local["anon"]
+        swap = bool(self.machine.swap) and self.swap_room(owner) > 0
+        if file:
+            size = _active_share(files) * files + (anon if swap else 0)
+        else:
+            size = files + (_active_share(anon) * anon if swap else 0)
+        distance = ws - resident
+        if distance <= 0 or size <= 0:
+            return 1.0 if distance <= 0 else 0.0
+        if seq:
+            return 1.0 if distance <= size else 0.0
+        p = 1.0 - math.exp(-size / distance)
+        for _ in range(8):
+            p = 1.0 - math.exp(-size / (distance * (1.0 + p)))
+        return p
