@@ -102,7 +102,7 @@ class SimKernel:
         self._spawn_seq = 0
         self._victims: dict[int, SimProcess] = {}  # killed, not reaped yet
         self._next_pid = 100
-        self.mem = SimMemory(self.machine, self.root, self._oom)
+        self.mem = SimMemory(self.machine, self.root, self._oom, self._clock)
         self.steps = StepRunner(self.machine, self.mem, self._exit)
         self._scheduled: list[tuple[int, int, str, Any]] = []  # (time, seq, what, arg)
         self._seq = 0

@@ -26,6 +26,7 @@ class Member(Protocol):
     state: str
     anon: int
     swapped: int
+    touched_at: int  # ns: the last time it touched or allocated anonymous memory
 
     @property
     def alive(self) -> bool: ...

@@ -30,6 +30,7 @@ class SimFile:
     resident: int = 0  # bytes in memory now
     mapped: int = 0  # bytes mapped MAP_SHARED by live processes
     large_folios: bool = False  # brought in by sequential readahead (cheaper to reclaim)
+    touched_at: int = 0  # ns: the last time a process read or wrote it
     # Bytes that were in memory once: a miss below this is a refault (the kernel finds a
     # shadow entry and counts a memory stall); above it, a first read (IO only).
     seen: int = 0
@@ -55,6 +56,7 @@ class SimProcess:
     shmem_anon: int = 0  # MAP_SHARED|MAP_ANONYMOUS bytes (shmem without a path)
     mapped_files: dict[str, int] = field(default_factory=dict)  # path -> bytes mapped
     peak_rss: int = 0
+    touched_at: int = 0  # ns: the last time it touched or allocated anonymous memory
     # scheduling
     cpu: int = 0  # the CPU it runs on (sched.py)
     blocked_until: int = 0  # a memory stall (throttle, refault) ends then

@@ -19,9 +19,10 @@ readahead brought in as large folios).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from typing import Final
+from collections.abc import Callable, Sequence
+from typing import Final, TypeVar
 
+from oomkit.clock import ManualClock
 from oomkit.kernel.base import PAGE_SIZE
 from oomkit.kernel.sim.memcg import SimCgroup
 from oomkit.kernel.sim.process import SimFile, SimProcess
@@ -33,6 +34,10 @@ MEMCG_CHARGE_BATCH: Final = 64  # pages
 MEMCG_DELAY_PRECISION_SHIFT: Final = 20
 MEMCG_DELAY_SCALING_SHIFT: Final = 14
 MEMCG_MAX_HIGH_DELAY_JIFFIES: Final = 2 * HZ
+# Pages untouched this long are taken as deactivated (on the inactive list's tail): about
+# the time the kernel's aging takes to cycle a busy list.
+LRU_AGE_NS: Final = NS
+T = TypeVar("T")
 
 OnOom = Callable[[SimProcess, "SimCgroup | None"], None]
 
@@ -45,6 +50,55 @@ def pages(nbytes: int) -> int:
 def page_align(nbytes: int) -> int:
     """Bytes rounded up to whole pages."""
     return pages(nbytes) * PAGE_SIZE
+
+
+def lru_order(owners: Sequence[tuple[T, int, int]], nbytes: int, now_ns: int
+              ) -> list[tuple[T, int]]:
+    """Which owners' pages reclaim takes, and how many bytes of each, to free nbytes from
+    one LRU. ``owners``: (owner, reclaimable bytes, last touch in ns), in list order.
+
+    The kernel keeps pages, not owners, on its LRU lists (mm/vmscan.c shrink_lruvec):
+    the pages of an owner that has not touched them for LRU_AGE_NS have been deactivated
+    and sit at the inactive list's tail, so they go first, the longest untouched first;
+    the pages of owners that keep touching theirs are interleaved on the lists, so the
+    rest comes from them in proportion to what each holds (never "the largest first")."""
+    out: list[tuple[T, int]] = []
+    if nbytes <= 0:
+        return out
+    got = 0
+    horizon = now_ns - LRU_AGE_NS
+    order = sorted(range(len(owners)), key=lambda i: owners[i][2])
+    hot: list[int] = []
+    for i in order:
+        owner, size, touched = owners[i]
+        if touched >= horizon:
+            hot.append(i)
+            continue
+        take = min(size, nbytes - got)
+        if take > 0:
+            out.append((owner, take))
+            got += take
+        if got >= nbytes:
+            return out
+    hot.sort()  # back to list order
+    total = sum(owners[i][1] for i in hot)
+    rest = nbytes - got
+    left: dict[int, int] = {}
+    for i in hot:
+        size = owners[i][1]
+        take = min(size, page_align(rest * size // total) if total else 0, nbytes - got)
+        if take > 0:
+            out.append((owners[i][0], take))
+            got += take
+        left[i] = size - max(take, 0)
+    for i in sorted(hot, key=lambda i: -left[i]):  # what rounding left over
+        if got >= nbytes:
+            break
+        take = min(left[i], nbytes - got)
+        if take > 0:
+            out.append((owners[i][0], take))
+            got += take
+    return out
 
 
 def _active_share(lru_bytes: int) -> float:
@@ -62,8 +116,10 @@ class SimMemory:
     charge cannot be met (over: the innermost cgroup still over its memory.max, None for
     the machine)."""
 
-    def __init__(self, machine: MachineSpec, root: SimCgroup, on_oom: OnOom) -> None:
+    def __init__(self, machine: MachineSpec, root: SimCgroup, on_oom: OnOom,
+                 clock: ManualClock) -> None:
         self.machine = machine
+        self._now = clock.now_ns
         self.root = root
         self._on_oom = on_oom
         self.files: dict[str, SimFile] = {}
@@ -192,18 +248,15 @@ class SimMemory:
         return got
 
     def _evict_file(self, cg: SimCgroup, nbytes: int) -> int:
+        """Clean page cache off the cgroup's file LRU, tail first (see lru_order)."""
+        files = [(f, f.resident - f.mapped, f.touched_at) for f in self.files_of.get(cg.id, ())
+                 if f.kind == "file" and f.resident > f.mapped]
         got = 0
-        for f in self.files_of.get(cg.id, ()):
-            if got >= nbytes:
-                break
-            if f.kind != "file":
-                continue
-            take = min(nbytes - got, f.resident - f.mapped)
-            if take > 0:
-                self.drop_file_pages(f, take)
-                got += take
-                self.reclaim_cost_ns += pages(take) * (
-                    self.machine.reclaim_large_ns if f.large_folios else self.machine.reclaim_ns)
+        for f, take in lru_order(files, nbytes, self._now()):
+            self.drop_file_pages(f, take)
+            got += take
+            self.reclaim_cost_ns += pages(take) * (
+                self.machine.reclaim_large_ns if f.large_folios else self.machine.reclaim_ns)
         cg.count_vm("pgscan", pages(got))
         cg.count_vm("pgsteal", pages(got))
         return got
@@ -215,13 +268,12 @@ class SimMemory:
         self.uncharge(f.cgroup, f.kind, nbytes)
 
     def _swap_out(self, cg: SimCgroup, nbytes: int) -> int:
+        """Anonymous pages to swap off the cgroup's anon LRU, tail first (lru_order),
+        within the swap room."""
+        want = min(nbytes, self.swap_room(cg))
+        procs = [(p, p.anon, p.touched_at) for p in cg.procs.values() if p.anon > 0]
         got = 0
-        procs = sorted((p for p in cg.procs.values() if p.anon > 0),
-                       key=lambda p: -p.anon)
-        for proc in procs:
-            take = min(nbytes - got, proc.anon, self.swap_room(cg))
-            if take <= 0:
-                break
+        for proc, take in lru_order(procs, want, self._now()):
             proc.anon -= take
             proc.swapped += take
             self.uncharge(cg, "anon", take)

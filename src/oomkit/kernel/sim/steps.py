@@ -117,6 +117,10 @@ class StepRunner:
         charged, stall = self.mem.charge(proc, proc.cgroup, kind, can)
         if charged:
             self._place(proc, step, charged)
+            if step.kind == "anon":
+                proc.touched_at = t
+            elif step.kind == "file":
+                self._file(proc, step).touched_at = t
             proc.step_done += charged
             proc.peak_rss = max(proc.peak_rss, proc.rss)
         t += charged * NS // rate
@@ -198,6 +202,7 @@ class StepRunner:
         if step.kind == "file":
             f: SimFile | None = self._file(proc, step)
             assert f is not None
+            f.touched_at = t
             f.size = max(f.size, ws)
             owner = f.cgroup
             missing = max(0, ws - f.resident)
@@ -208,6 +213,7 @@ class StepRunner:
         else:
             f = None
             owner = cg
+            proc.touched_at = t
             missing = refaulting = min(proc.swapped, ws)
             others = owner.local["file"]
         resident = ws - missing
