@@ -99,6 +99,8 @@ class SimKernel:
         self._by_id[self.root.id] = self.root
         self._by_path: dict[str, SimCgroup] = {"/": self.root}
         self._pending: list[SimProcess] = []  # not started yet, by start time
+        self._removed: set[str] = set()  # cgroups removed (and not created again)
+        self._unstarted: list[SimProcess] = []  # could not start: cgroup removed
         self._spawn_seq = 0
         self._victims: dict[int, SimProcess] = {}  # killed, not reaped yet
         self._next_pid = 100
@@ -156,6 +158,7 @@ class SimKernel:
                 so_far += "/" + part
                 child = self._by_path.get(so_far)
                 if child is None:
+                    self._removed.discard(so_far)
                     child = self._new_cgroup(so_far, cg)
                     cg._children[part] = child
                     self._by_id[child.id] = child
@@ -191,14 +194,19 @@ class SimKernel:
         cg.online = False
         del parent._children[cg.name]
         del self._by_path[path]
+        self._removed.add(path)
         del self._by_id[cg.id]
         if self._hooks is not None:
             self._hooks.cgroup_offline(cg.id, path)
 
     def spawn(self, name: str, cgroup: str | SimCgroup, program: Sequence[Step],
               oom_score_adj: int = 0, start_ns: int | None = None) -> SimProcess:
-        """A process that starts at start_ns (now by default) in that cgroup."""
+        """A process that starts at start_ns (now by default) in that cgroup. A cgroup
+        that does not exist then is created (without limits), unless it was removed:
+        then the process does not start (CgroupGone here if it is removed already)."""
         path = cgroup.path if isinstance(cgroup, SimCgroup) else cgroup
+        if self._removed_at(path):
+            raise CgroupGone(f"cgroup {self._removed_at(path)} was removed")
         start = self._clock.now_ns() if start_ns is None else start_ns
         proc = SimProcess(0, name, self.root, tuple(program), oom_score_adj, start)
         proc.cgroup = self._by_path.get(path) or self.root
@@ -223,7 +231,17 @@ class SimKernel:
     def processes(self) -> list[SimProcess]:
         """Every process, started or not: the started ones in PID order, then the ones
         still to start in start order (what a report lists)."""
-        return [self.procs[pid] for pid in sorted(self.procs)] + list(self._pending)
+        return ([self.procs[pid] for pid in sorted(self.procs)] + self._unstarted
+                + list(self._pending))
+
+    def _removed_at(self, path: str) -> str | None:
+        """The removed cgroup at or above path that has not been created again, if any."""
+        so_far = ""
+        for part in path.strip("/").split("/") if path != "/" else ():
+            so_far += "/" + part
+            if so_far in self._removed and so_far not in self._by_path:
+                return so_far
+        return None
 
     # -- Kernel protocol: SPEC section 3 ------------------------------------------------
     @property
@@ -403,7 +421,7 @@ class SimKernel:
         return out
 
     def process(self, name: str) -> SimProcess:
-        for p in list(self.procs.values()) + self._pending:
+        for p in list(self.procs.values()) + self._pending + self._unstarted:
             if p.name == name:
                 return p
         raise TaskGone(f"no process named {name!r}")
@@ -423,7 +441,13 @@ class SimKernel:
             proc.oom_retry_at = now + OOM_RETRY_NS
 
     def _run_oom(self, request: OomRequest) -> int:
-        self.ooms += 1
+        memcg = request.memcg
+        assert memcg is None or isinstance(memcg, SimCgroup)
+        # One stall can fire triggers on a cgroup and its ancestors at once: once the
+        # first declared OOM has a victim on its way out, the others in the same domain
+        # find it (oom_evaluate_task aborts) and are not new OOMs.
+        if request.constraint is not Constraint.DECLARED or not self._victim_in(memcg):
+            self.ooms += 1
         if self._hooks is not None:
             return self._hooks.oom(request)
         return 1 if self.default_oom(request).progress else 0
@@ -463,6 +487,13 @@ class SimKernel:
         while self._pending and self._pending[0].start_ns <= now:
             proc = self._pending.pop(0)
             cg = self._by_path.get(proc.exit_status)
+            if cg is None and self._removed_at(proc.exit_status):
+                # clone3(CLONE_INTO_CGROUP) into a removed cgroup fails: the process
+                # never starts (the cgroup is not silently made again without limits).
+                proc.state = EXITED
+                proc.exit_status = f"not started: cgroup {proc.exit_status} was removed"
+                self._unstarted.append(proc)
+                continue
             if cg is None:
                 cg = self.create_cgroup(proc.exit_status)
             proc.exit_status = ""

@@ -162,8 +162,11 @@ class SimMemory:
             c = c._parent
         return max(0, room)
 
-    def charge(self, proc: SimProcess, cg: SimCgroup, kind: str, nbytes: int) -> tuple[int, int]:
+    def charge(self, proc: SimProcess, cg: SimCgroup, kind: str, nbytes: int,
+               place: Callable[[int], None] | None = None) -> tuple[int, int]:
         """Charge nbytes for proc. Returns (bytes charged, stall ns spent reclaiming).
+        ``place(n)`` records the n bytes charged where they live (the process's rss, a
+        file), before an OOM for the rest is declared, so the OOM sees them.
 
         Less than asked means the rest met an OOM (or is waiting for a victim to exit);
         the caller stalls for the rest of its tick.
@@ -171,6 +174,8 @@ class SimMemory:
         stall = 0
         if nbytes <= self.room(cg):
             self.commit(cg, kind, nbytes)
+            if place is not None:
+                place(nbytes)
             return nbytes, 0
         over = self.over_limit(cg, nbytes)
         cost_before = self.reclaim_cost_ns
@@ -185,10 +190,14 @@ class SimMemory:
         room = self.room(cg)
         if nbytes <= room:
             self.commit(cg, kind, nbytes)
+            if place is not None:
+                place(nbytes)
             return nbytes, stall
         part = (room // PAGE_SIZE) * PAGE_SIZE
         if part > 0:
             self.commit(cg, kind, part)
+            if place is not None:
+                place(part)
         # Out of memory for the rest: at the innermost cgroup still over, or the machine.
         over = self.over_limit(cg, nbytes - part)
         self._on_oom(proc, over)

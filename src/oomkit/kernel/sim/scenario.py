@@ -361,12 +361,55 @@ def parse_scenario(text: str, path: str = "<scenario>") -> Scenario:
             start_ns=_get(praw, "start", parse_duration_ns, where, "process", i, entry, 0),
             program=tuple(_step(s, where, i, entry, n) for n, s in enumerate(prog_raw)),
         ))
+    _check_programs(processes, cgroups, where)
     pol = data.get("policies", [])
     if not isinstance(pol, list) or not all(isinstance(p, str) for p in pol):
         raise ConfigError(f"{path}: 'policies' is a list of policy specs (strings)")
     return Scenario(machine, tuple(cgroups), tuple(processes),
                     str(data.get("name", "")), str(data.get("description", "")), path,
                     tuple(pol))
+
+
+def _check_programs(processes: list[ProcessSpec], cgroups: list[CgroupSpec],
+                    where: _Where) -> None:
+    """What the steps alone cannot tell: a touch of anonymous memory the process has not
+    allocated (the simulator would take it as resident), a free of a file that no step
+    of the scenario brings into memory (it would free nothing), a process that starts in
+    a cgroup after the scenario removes it (it would re-create it without its limits)."""
+    known_files = {s.path for p in processes for s in p.program
+                   if s.op in ("alloc", "touch") and s.kind != "anon" and s.path}
+    removed = {c.path: c.remove_ns for c in cgroups if c.remove_ns is not None}
+    for i, proc in enumerate(processes):
+        entry = f'process "{proc.name}"'
+        for path, at in removed.items():
+            inside = proc.cgroup == path or proc.cgroup.startswith(path + "/")
+            if inside and proc.start_ns >= at:
+                raise where.error("process", i, entry, "start",
+                                  f"starts at {proc.start_ns / 1e9:g}s in {proc.cgroup}, but "
+                                  f"cgroup {path} is removed at {at / 1e9:g}s")
+        anon = 0
+        for n, step in enumerate(proc.program):
+            label = f"{entry}, program step {n + 1} ({step.op})"
+            at_step: Index = (i, "program", n)
+            if step.kind == "anon" and step.op in ("alloc", "free", "touch"):
+                size = (step.size + 4095) // 4096 * 4096
+                if step.op == "alloc":
+                    anon += size
+                elif step.op == "free":
+                    anon = max(0, anon - size)
+                elif size > anon:
+                    have = f"only {anon >> 20}M" if anon else "none"
+                    raise where.error("process", at_step, label, "size",
+                                      f"touches {step.size >> 20}M of anonymous memory but "
+                                      f"has allocated {have} by then (alloc it first)")
+            if step.op == "free" and step.kind != "anon" and not (
+                    step.kind == "shmem" and step.path is None):
+                if step.path is None:
+                    raise where.error("process", at_step, label, "path",
+                                      f"is required to free {step.kind} pages (the file's path)")
+                if step.path not in known_files:
+                    raise where.error("process", at_step, label, "path",
+                                      f"no step of the scenario allocates or reads {step.path}")
 
 
 def load_scenario(path: str | Path) -> Scenario:

@@ -114,9 +114,9 @@ class StepRunner:
             # Over memory.high the task pays its penalty every batch of pages.
             can = min(can, MEMCG_CHARGE_BATCH * PAGE_SIZE)
         kind = "shmem" if step.kind == "shmem" else step.kind
-        charged, stall = self.mem.charge(proc, proc.cgroup, kind, can)
+        charged, stall = self.mem.charge(proc, proc.cgroup, kind, can,
+                                         lambda n: self._place(proc, step, n))
         if charged:
-            self._place(proc, step, charged)
             if step.kind == "anon":
                 proc.touched_at = t
             elif step.kind == "file":
@@ -158,6 +158,12 @@ class StepRunner:
                     proc.mapped_files[f.path] = proc.mapped_files.get(f.path, 0) + nbytes
                     cg.local["file_mapped"] += nbytes
                 cg.count_vm("pgfault", pages(nbytes))
+
+    def _swap_in(self, proc: SimProcess, nbytes: int) -> None:
+        """Swapped-out anon charged back in: resident again, off the swap."""
+        proc.anon += nbytes
+        proc.swapped -= nbytes
+        self.mem.swap_charge(proc.cgroup, -nbytes)
 
     def _do_free(self, proc: SimProcess, step: Step) -> None:
         n = page_align(step.size)
@@ -239,7 +245,9 @@ class StepRunner:
             kind = "file" if f is not None else "anon"
             share = (self.mem.workingset_refault_share(owner, f is not None, ws, resident, seq)
                      if kernel_rule else 1.0)
-            charged, rstall = self.mem.charge(proc, owner, kind, misses)
+            charged, rstall = self.mem.charge(
+                proc, owner, kind, misses, None if f is not None else (
+                    lambda n: self._swap_in(proc, n)))
             if seq and f is not None:
                 # In order, the first pass reads what was never seen; later passes find
                 # every page they miss seen before.
@@ -253,9 +261,6 @@ class StepRunner:
                 f.large_folios = seq
                 item = "file"
             else:
-                proc.anon += charged
-                proc.swapped -= charged
-                self.mem.swap_charge(cg, -charged)
                 item = "anon"
             nref = pages(refaults)
             cg.count_vm(f"workingset_refault_{item}", nref)
