@@ -44,7 +44,9 @@ UNMODELLED_STATES = frozenset({
     "shmem_thp", "inactive_anon", "active_anon", "inactive_file", "active_file",
     "unevictable", "slab_reclaimable", "slab_unreclaimable", "slab",
 })
-VM_EVENTS = ("pgfault", "pgmajfault", "pgscan", "pgsteal", "pgrefill", "pgactivate",
+VM_EVENTS = ("pgfault", "pgmajfault", "pgpgin", "pgscan", "pgsteal", "pgscan_kswapd",
+             "pgscan_direct", "pgsteal_kswapd", "pgsteal_direct", "pgscan_anon", "pgscan_file",
+             "pgsteal_anon", "pgsteal_file", "pgrefill", "pgactivate",
              "pgdeactivate", "pglazyfree", "pglazyfreed", "workingset_refault_anon",
              "workingset_refault_file", "workingset_activate_anon",
              "workingset_activate_file", "workingset_restore_anon",

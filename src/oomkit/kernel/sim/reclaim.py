@@ -101,6 +101,18 @@ def lru_order(owners: Sequence[tuple[T, int, int]], nbytes: int, now_ns: int
     return out
 
 
+def count_reclaim(cg: SimCgroup, lru: str, nr: int) -> None:
+    """pgscan/pgsteal as memory.stat keeps them: the total, by who reclaimed (all of the
+    simulator's reclaim is direct: it has no kswapd) and by list (anon, file). Every page
+    scanned is taken: the simulator does not rotate referenced pages."""
+    if nr <= 0:
+        return
+    for item in ("pgscan", "pgsteal"):
+        cg.count_vm(item, nr)
+        cg.count_vm(item + "_direct", nr)
+        cg.count_vm(f"{item}_{lru}", nr)
+
+
 def _active_share(lru_bytes: int) -> float:
     """The share of an LRU the kernel keeps active: inactive_is_low() deactivates while
     inactive * inactive_ratio < active, with inactive_ratio = int_sqrt(10 * GB) (1 below
@@ -129,6 +141,7 @@ class SimMemory:
 
     def commit(self, cg: SimCgroup, kind: str, nbytes: int) -> None:
         cg.local[kind] += nbytes
+        cg.count_vm("pgpgin", pages(nbytes))  # v1's (total_)pgpgin: pages charged
         c: SimCgroup | None = cg
         while c is not None:
             c.charged += nbytes
@@ -266,8 +279,7 @@ class SimMemory:
             got += take
             self.reclaim_cost_ns += pages(take) * (
                 self.machine.reclaim_large_ns if f.large_folios else self.machine.reclaim_ns)
-        cg.count_vm("pgscan", pages(got))
-        cg.count_vm("pgsteal", pages(got))
+        count_reclaim(cg, "file", pages(got))
         return got
 
     def drop_file_pages(self, f: SimFile, nbytes: int) -> None:
@@ -289,8 +301,7 @@ class SimMemory:
             self.swap_charge(cg, take)
             got += take
         self.reclaim_cost_ns += pages(got) * self.machine.reclaim_ns
-        cg.count_vm("pgscan", pages(got))
-        cg.count_vm("pgsteal", pages(got))
+        count_reclaim(cg, "anon", pages(got))
         return got
 
     def swap_charge(self, cg: SimCgroup, nbytes: int) -> None:

@@ -264,11 +264,15 @@ class StepRunner:
                 item = "anon"
             nref = pages(refaults)
             cg.count_vm(f"workingset_refault_{item}", nref)
-            if kernel_rule:
-                cg.count_vm_frac(f"workingset_activate_{item}", nref * share)
-                cg.count_vm_frac(f"workingset_restore_{item}", nref * share * share)
-            cg.count_vm("pgmajfault", pages(charged))
-            cg.count_vm("pgfault", pages(charged))
+            # workingset_refault(): activated when the refault distance is within the
+            # workingset, restored when the page was in it (PG_workingset) besides.
+            cg.count_vm_frac(f"workingset_activate_{item}", nref * share)
+            cg.count_vm_frac(f"workingset_restore_{item}", nref * share * share)
+            if f is None or f.path in proc.mapped_files:
+                # A page fault: swap-in, or a mapped file. A read() that misses the page
+                # cache is no fault at all (filemap_read), so it counts neither.
+                cg.count_vm("pgmajfault", pages(charged))
+                cg.count_vm("pgfault", pages(charged))
             # The refaults that stall on memory (under the kernel's rule, share^2 of them:
             # pages that were in the workingset and come back within its size) stall for
             # the whole read, the kernel's psi_memstall_enter() around reading a
