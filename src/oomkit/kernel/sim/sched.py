@@ -56,9 +56,9 @@ class Scheduler:
         self.parked: list[tuple[int, int]] = []  # heap of (wake_ns, pid)
         self.nr_parked = 0
         self._parked_now: list[SimProcess] = []
-        # Per tick, per cgroup id: 4 slots per CPU (memory some, memory full, IO some,
-        # IO full), -1 where no task of the cgroup was non-idle on that CPU.
-        self._touched: dict[int, list[int]] = {}
+        # Per tick, per cgroup id, per CPU where a task of the cgroup was non-idle:
+        # [memory some, memory full, IO some, IO full] in ns.
+        self._touched: dict[int, dict[int, list[int]]] = {}
         # Cgroups whose PSI state needs a tick although no task of theirs was visited:
         # a heap of (due_ns, cgroup id); see psi_phase.
         self.psi_queue: list[tuple[int, int]] = []
@@ -161,24 +161,25 @@ class Scheduler:
     def add_busy(self, proc: SimProcess, mem_stall: int, io_stall: int) -> None:
         """Fold one non-idle process's tick into its cgroups' per-CPU accumulators."""
         touched = self._touched
-        i = 4 * proc.cpu
+        cpu = proc.cpu
         c: SimCgroup | None = proc.cgroup
         while c is not None:
             acc = touched.get(c.id)
             if acc is None:
-                acc = touched[c.id] = [-1] * (4 * self.ncpu)
-            if acc[i] < 0:
-                acc[i] = acc[i + 1] = mem_stall
-                acc[i + 2] = acc[i + 3] = io_stall
+                touched[c.id] = {cpu: [mem_stall, mem_stall, io_stall, io_stall]}
             else:
-                if mem_stall > acc[i]:
-                    acc[i] = mem_stall
-                if mem_stall < acc[i + 1]:
-                    acc[i + 1] = mem_stall
-                if io_stall > acc[i + 2]:
-                    acc[i + 2] = io_stall
-                if io_stall < acc[i + 3]:
-                    acc[i + 3] = io_stall
+                slot = acc.get(cpu)
+                if slot is None:
+                    acc[cpu] = [mem_stall, mem_stall, io_stall, io_stall]
+                else:
+                    if mem_stall > slot[0]:
+                        slot[0] = mem_stall
+                    if mem_stall < slot[1]:
+                        slot[1] = mem_stall
+                    if io_stall > slot[2]:
+                        slot[2] = io_stall
+                    if io_stall < slot[3]:
+                        slot[3] = io_stall
             c = c._parent
 
     def tick(self, now: int, end: int, run_tick: RunTick) -> None:
@@ -221,28 +222,28 @@ class Scheduler:
             cg.psi_queued = due
             heapq.heappush(self.psi_queue, (due, cg.id))
 
-    def _aggregate(self, cg: SimCgroup, acc: list[int]) -> None:
+    @staticmethod
+    def _aggregate(cg: SimCgroup, acc: dict[int, list[int]]) -> None:
         """collect_percpu_times() for one tick: each CPU's stall weighted by its non-idle
         time (here: the whole tick or nothing), added to the cgroup's totals."""
-        working = cg.nr_working_cpu if cg.nr_working else None
-        n = ms = mf = io_s = io_f = 0
-        for cpu in range(self.ncpu):
-            i = 4 * cpu
-            busy = working is not None and working[cpu] > 0
-            if acc[i] < 0:
-                n += busy  # a parked task works here, unstalled
-                continue
-            n += 1
-            ms += acc[i]
-            io_s += acc[i + 2]
-            if not busy:
-                mf += acc[i + 1]
-                io_f += acc[i + 3]
-        assert cg.psi is not None
-        if n == 1:
-            cg.psi.add_memory_io(ms, mf, io_s, io_f)
-        else:
-            cg.psi.add_memory_io(ms // n, mf // n, io_s // n, io_f // n)
+        psi = cg.psi
+        assert psi is not None
+        if not cg.nr_working and len(acc) == 1:
+            for slot in acc.values():  # one CPU non-idle: its stall is the cgroup's
+                psi.add_memory_io(slot[0], slot[1], slot[2], slot[3])
+            return
+        working = cg.nr_working_cpu
+        n = len(acc)
+        ms = mf = io_s = io_f = 0
+        for cpu, slot in acc.items():
+            ms += slot[0]
+            io_s += slot[2]
+            if not working[cpu]:  # a parked task works here, unstalled: not full
+                mf += slot[1]
+                io_f += slot[3]
+        if cg.nr_working:
+            n += sum(1 for cpu, w in enumerate(working) if w and cpu not in acc)
+        psi.add_memory_io(ms // n, mf // n, io_s // n, io_f // n)
 
     def psi_phase(self, end: int) -> list[SimPsiTrigger]:
         """Add the tick's stall to every cgroup a non-idle task touched, then tick the PSI
