@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+
 from oomkit import SimKernel
-from oomkit.kernel.sim import MachineSpec, Step
+from oomkit.errors import ConfigError
+from oomkit.kernel.sim import MachineSpec, Step, parse_scenario
 from oomkit.kernel.sim.reclaim import LRU_AGE_NS, lru_order
 
 from .conftest import M, hold
@@ -43,3 +46,35 @@ def test_swap_takes_an_idle_process_before_the_larger_busy_one() -> None:
     shell, big, small = (k.process(n) for n in ("shell", "big", "small"))
     assert shell.swapped == M("40M")
     assert (big.swapped, small.swapped) == (M("30M"), M("10M"))
+
+
+def reader(lru: str, file: str) -> SimKernel:
+    k = SimKernel(MachineSpec(memory=M("1G"), lru=lru))
+    k.create_cgroup("/r", memory_max=M("64M"))
+    k.spawn("r", "/r", (Step("touch", "file", M(file), path="/f", duration_ns=20 * S),))
+    k.run(20 * S)
+    return k
+
+
+def test_mglru_counts_no_activations_for_read_refaults_and_a_wider_window() -> None:
+    """Under the multi-gen LRU a read() refault is recent within the whole file list
+    (MAX_NR_GENS generations), not the active half: more restores (memory stalls) for a
+    near-fit reader; activations are counted only in the fault path."""
+    classic, mglru = reader("classic", "96M"), reader("mglru", "96M")
+    c, g = classic.mem_cgroup("/r"), mglru.mem_cgroup("/r")
+    assert c is not None and g is not None
+    assert c.vm_events("workingset_activate_file") > 0
+    assert g.vm_events("workingset_activate_file") == 0
+    refaults = g.vm_events("workingset_refault_file")
+    share_g = g.vm_events("workingset_restore_file") / refaults
+    share_c = c.vm_events("workingset_restore_file") / c.vm_events("workingset_refault_file")
+    assert share_g > share_c
+    assert g.pressure().some.total > c.pressure().some.total
+
+
+def test_lru_is_a_machine_setting() -> None:
+    text = '[machine]\nlru = "mglru"\ncpus = 2\n'
+    m = parse_scenario(text + '[[process]]\nname = "p"\nprogram = [{ op = "sleep" }]\n').machine
+    assert (m.lru, m.cpus) == ("mglru", 2)
+    with pytest.raises(ConfigError, match="lru is classic or mglru"):
+        parse_scenario('[machine]\nlru = "clock"\n')

@@ -363,10 +363,24 @@ class SimMemory:
         ws - resident bytes; random access after an exponential number of evictions with
         that mean, stretched by the activations (1 + p). The active share of a list is
         what the kernel's inactive_is_low() keeps: 1/2 below 1G, more above.
+
+        With machine.lru = "mglru" (multi-gen LRU, the default of 7.x kernels), a refault
+        is recent when its page left fewer than MAX_NR_GENS generations ago
+        (lru_gen_test_recent()); the generations span the whole list of its type, so the
+        window is that list (file or anon alone), and there is no active list for
+        activations to stretch the distance: p = 1 - exp(-size / distance).
         """
         files = owner.local["file"]
         anon = owner.local["anon"]
         swap = bool(self.machine.swap) and self.swap_room(owner) > 0
+        if self.machine.lru == "mglru":
+            size: float = files if file else (anon if swap else 0)
+            distance = ws - resident
+            if distance <= 0 or size <= 0:
+                return 1.0 if distance <= 0 else 0.0
+            if seq:
+                return 1.0 if distance <= size else 0.0
+            return 1.0 - math.exp(-size / distance)
         if file:
             size = _active_share(files) * files + (anon if swap else 0)
         else:

@@ -88,6 +88,9 @@ class MachineSpec:
     # CPUs: processes are placed on their run queues and PSI is kept per CPU and
     # aggregated by non-idle time, as kernel/sched/psi.c does (see sched.py).
     cpus: int = 4
+    # The page reclaim's LRU: "classic" (active/inactive lists) or "mglru" (multi-gen
+    # LRU, Debian's 7.x default): which refaults are recent, and which count activations.
+    lru: str = "classic"
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +183,12 @@ def _refault_stall(v: object) -> str:
     return str(v)
 
 
+def _lru(v: object) -> str:
+    if v not in ("classic", "mglru"):
+        raise ValueError(f"lru is classic or mglru, got {v!r}")
+    return str(v)
+
+
 def _pattern(v: object) -> str:
     if v not in ("random", "sequential"):
         raise ValueError(f"pattern is random or sequential, got {v!r}")
@@ -266,7 +275,7 @@ def parse_scenario(text: str, path: str = "<scenario>") -> Scenario:
         raise ConfigError(f"{path}: [machine] must be a table")
     mkeys = {"memory", "swap", "duration", "seed", "tick", "exit_latency", "refault_latency",
              "touch_rate", "alloc_rate", "miss_cpu", "readahead", "read_bandwidth", "reclaim_cost",
-             "reclaim_cost_large", "cap_sys_resource", "refault_stall", "cpus"}
+             "reclaim_cost_large", "cap_sys_resource", "refault_stall", "cpus", "lru"}
     _check_keys(mraw, mkeys, where, "machine", None, "[machine]")
 
     def mg(key: str, parse: Callable[[object], T], default: T) -> T:
@@ -291,6 +300,7 @@ def parse_scenario(text: str, path: str = "<scenario>") -> Scenario:
         cap_sys_resource=mg("cap_sys_resource", _bool, d.cap_sys_resource),
         refault_stall=mg("refault_stall", _refault_stall, d.refault_stall),
         cpus=mg("cpus", int_between(1, 4096), d.cpus),
+        lru=mg("lru", _lru, d.lru),
     )
     if machine.memory < (1 << 20):
         raise where.error("machine", None, "[machine]", "memory", "must be at least 1M")

@@ -265,10 +265,14 @@ class StepRunner:
             nref = pages(refaults)
             cg.count_vm(f"workingset_refault_{item}", nref)
             # workingset_refault(): activated when the refault distance is within the
-            # workingset, restored when the page was in it (PG_workingset) besides.
-            cg.count_vm_frac(f"workingset_activate_{item}", nref * share)
+            # workingset, restored when the page was in it (PG_workingset) besides. The
+            # multi-gen LRU counts an activation only for a refault in the fault path
+            # (lru_gen_refault(): lru_gen_in_fault()), not for one by read().
+            fault = f is None or f.path in proc.mapped_files
+            if fault or m.lru == "classic":
+                cg.count_vm_frac(f"workingset_activate_{item}", nref * share)
             cg.count_vm_frac(f"workingset_restore_{item}", nref * share * share)
-            if f is None or f.path in proc.mapped_files:
+            if fault:
                 # A page fault: swap-in, or a mapped file. A read() that misses the page
                 # cache is no fault at all (filemap_read), so it counts neither.
                 cg.count_vm("pgmajfault", pages(charged))
