@@ -188,7 +188,7 @@ class SimKernel:
         for f in self.mem.files_of.pop(cg.id, []):
             f.cgroup = parent
             self.mem.files_of[parent.id].append(f)
-        for kind in ("file", "shmem", "file_mapped"):
+        for kind in ("file", "shmem", "file_mapped", "file_dirty"):
             parent.local[kind] += cg.local[kind]
             cg.local[kind] = 0
         cg.online = False
@@ -569,6 +569,8 @@ class SimKernel:
             self._run_scheduled(now)
         end = now + self.machine.tick_ns
         self.sched.tick(now, end, self.steps.run_tick)
+        if self.mem.wb.total:
+            self.mem.wb.run(end, self.machine.tick_ns)
         self._clock.set_ns(end)
         fired = self.sched.psi_phase(end)
         if self._hooks is not None:
@@ -580,6 +582,9 @@ class SimKernel:
         times = [self._scheduled[0][0]] if self._scheduled else []
         if self._pending:
             times.append(self._pending[0].start_ns)
+        flush = self.mem.wb.next_due_ns(self._clock.now_ns())
+        if flush is not None:
+            times.append(flush)
         return min(times) if times else None
 
     def run(self, until_ns: int | None = None) -> None:

@@ -36,11 +36,11 @@ class Member(Protocol):
 
     def task(self) -> Task: ...
 
-PAGE_STATES = ("anon", "file", "shmem", "file_mapped", "swap")
+PAGE_STATES = ("anon", "file", "shmem", "file_mapped", "file_dirty", "swap")
 # memory.stat items the simulator does not model but a policy may ask for: they read 0.
 UNMODELLED_STATES = frozenset({
     "kernel", "kernel_stack", "pagetables", "sec_pagetables", "percpu", "sock", "vmalloc",
-    "zswap", "zswapped", "file_dirty", "file_writeback", "anon_thp", "file_thp",
+    "zswap", "zswapped", "file_writeback", "anon_thp", "file_thp",
     "shmem_thp", "inactive_anon", "active_anon", "inactive_file", "active_file",
     "unevictable", "slab_reclaimable", "slab_unreclaimable", "slab",
 })

@@ -31,6 +31,8 @@ class SimFile:
     mapped: int = 0  # bytes mapped MAP_SHARED by live processes
     large_folios: bool = False  # brought in by sequential readahead (cheaper to reclaim)
     touched_at: int = 0  # ns: the last time a process read or wrote it
+    dirty: int = 0  # bytes written and not yet written back (not reclaimable)
+    dirtied_at: int = 0  # ns: when the oldest of them was dirtied
     # Bytes that were in memory once: a miss below this is a refault (the kernel finds a
     # shadow entry and counts a memory stall); above it, a first read (IO only).
     seen: int = 0
@@ -60,6 +62,7 @@ class SimProcess:
     # scheduling
     cpu: int = 0  # the CPU it runs on (sched.py)
     blocked_until: int = 0  # a memory stall (throttle, refault) ends then
+    io_blocked_until: int = 0  # an IO wait (balance_dirty_pages) ends then
     oom_retry_at: int = 0  # after an OOM with no progress, the charge retries then
     waiting_oom: bool = False
     # the OOM killer

@@ -27,6 +27,7 @@ from oomkit.kernel.base import PAGE_SIZE
 from oomkit.kernel.sim.memcg import SimCgroup
 from oomkit.kernel.sim.process import SimFile, SimProcess
 from oomkit.kernel.sim.scenario import MachineSpec
+from oomkit.kernel.sim.writeback import Writeback
 
 NS: Final = 1_000_000_000
 HZ: Final = 1000  # jiffies per second for the memory.high penalty (CONFIG_HZ_1000)
@@ -136,6 +137,7 @@ class SimMemory:
         self._on_oom = on_oom
         self.files: dict[str, SimFile] = {}
         self.files_of: dict[int, list[SimFile]] = {root.id: []}
+        self.wb = Writeback(machine, root)
         self.swap_used = 0  # bytes
         self.reclaim_cost_ns = 0  # what reclaim has cost so far (see charge)
 
@@ -213,6 +215,13 @@ class SimMemory:
                 place(part)
         # Out of memory for the rest: at the innermost cgroup still over, or the machine.
         over = self.over_limit(cg, nbytes - part)
+        dirty = self.wb.total if over is None else sum(
+            c.local["file_dirty"] for c in over.walk())  # type: ignore[attr-defined]
+        if dirty:
+            # Only dirty pages left to take: reclaim waits for writeback (it kicks the
+            # flusher) instead of declaring an OOM; the caller stalls for the tick.
+            self.wb.urgent.update(c.id for c in (over or self.root).walk())
+            return part, stall
         self._on_oom(proc, over)
         return part, stall
 
@@ -227,7 +236,7 @@ class SimMemory:
 
     def _reclaimable(self, cg: SimCgroup) -> tuple[int, int]:
         """(file, anon) bytes reclaim could take from this cgroup itself."""
-        file = sum(f.resident - f.mapped for f in self.files_of.get(cg.id, ())
+        file = sum(f.resident - f.mapped - f.dirty for f in self.files_of.get(cg.id, ())
                    if f.kind == "file")
         anon = 0
         if self.machine.swap:
@@ -271,8 +280,9 @@ class SimMemory:
 
     def _evict_file(self, cg: SimCgroup, nbytes: int) -> int:
         """Clean page cache off the cgroup's file LRU, tail first (see lru_order)."""
-        files = [(f, f.resident - f.mapped, f.touched_at) for f in self.files_of.get(cg.id, ())
-                 if f.kind == "file" and f.resident > f.mapped]
+        files = [(f, f.resident - f.mapped - f.dirty, f.touched_at)
+                 for f in self.files_of.get(cg.id, ())
+                 if f.kind == "file" and f.resident > f.mapped + f.dirty]
         got = 0
         for f, take in lru_order(files, nbytes, self._now()):
             self.drop_file_pages(f, take)
@@ -287,6 +297,8 @@ class SimMemory:
             return
         f.resident -= nbytes
         self.uncharge(f.cgroup, f.kind, nbytes)
+        if f.dirty > f.resident - f.mapped:  # dirty pages dropped (file freed, removed)
+            self.wb.clean(f, f.dirty - max(0, f.resident - f.mapped))
 
     def _swap_out(self, cg: SimCgroup, nbytes: int) -> int:
         """Anonymous pages to swap off the cgroup's anon LRU, tail first (lru_order),

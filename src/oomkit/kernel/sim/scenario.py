@@ -48,6 +48,7 @@ class Step:
     duration_ns: int | None = None
     mapped: bool = False  # file pages mapped MAP_SHARED (count in file_mapped and rss)
     pattern: str = "random"  # touch: "random" or "sequential" (passes in order)
+    write: bool = False  # alloc of file pages by write(): dirty until written back
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +92,11 @@ class MachineSpec:
     # The page reclaim's LRU: "classic" (active/inactive lists) or "mglru" (multi-gen
     # LRU, Debian's 7.x default): which refaults are recent, and which count activations.
     lru: str = "classic"
+    # Writeback (writeback.py): the device's write rate in bytes a second, and
+    # vm.dirty_ratio / vm.dirty_background_ratio in percent of dirtyable memory.
+    write_bandwidth: int = 200 << 20
+    dirty_ratio: int = 20
+    dirty_background_ratio: int = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,7 +218,7 @@ def _check_keys(raw: dict[str, Any], allowed: set[str], where: _Where, table: st
 
 
 _STEP_KEYS = {
-    "alloc": {"op", "kind", "size", "rate", "path", "mapped"},
+    "alloc": {"op", "kind", "size", "rate", "path", "mapped", "write"},
     "free": {"op", "kind", "size", "path"},
     "touch": {"op", "kind", "size", "path", "duration", "pattern"},
     "work": {"op", "duration"},
@@ -250,10 +256,14 @@ def _step(raw: object, where: _Where, index: int, entry: str, n: int) -> Step:
         path = g("path", _str, None)
         if op == "alloc" and k == "shmem" and path is not None and not path.startswith("/"):
             raise where.error("process", at, f"{label} ({op})", "path", "must be absolute")
+        write = g("write", _bool, False) if op == "alloc" else False
+        if write and (k != "file" or g("mapped", _bool, False)):
+            raise where.error("process", at, f"{label} ({op})", "write",
+                              "only page cache written by write() (kind file, not mapped)")
         return Step(op, k, size, g("rate", parse_rate, None) if op == "alloc" else None, path,
                     g("duration", parse_duration_ns, None) if op == "touch" else None,
                     g("mapped", _bool, False) if op == "alloc" else False,
-                    g("pattern", _pattern, "random") if op == "touch" else "random")
+                    g("pattern", _pattern, "random") if op == "touch" else "random", write)
     if op in ("work", "sleep"):
         dur = g("duration", parse_duration_ns, None)
         if op == "work" and dur is None:
@@ -275,7 +285,8 @@ def parse_scenario(text: str, path: str = "<scenario>") -> Scenario:
         raise ConfigError(f"{path}: [machine] must be a table")
     mkeys = {"memory", "swap", "duration", "seed", "tick", "exit_latency", "refault_latency",
              "touch_rate", "alloc_rate", "miss_cpu", "readahead", "read_bandwidth", "reclaim_cost",
-             "reclaim_cost_large", "cap_sys_resource", "refault_stall", "cpus", "lru"}
+             "reclaim_cost_large", "cap_sys_resource", "refault_stall", "cpus", "lru",
+             "write_bandwidth", "dirty_ratio", "dirty_background_ratio"}
     _check_keys(mraw, mkeys, where, "machine", None, "[machine]")
 
     def mg(key: str, parse: Callable[[object], T], default: T) -> T:
@@ -301,6 +312,10 @@ def parse_scenario(text: str, path: str = "<scenario>") -> Scenario:
         refault_stall=mg("refault_stall", _refault_stall, d.refault_stall),
         cpus=mg("cpus", int_between(1, 4096), d.cpus),
         lru=mg("lru", _lru, d.lru),
+        write_bandwidth=mg("write_bandwidth", parse_rate, d.write_bandwidth),
+        dirty_ratio=mg("dirty_ratio", int_between(1, 100), d.dirty_ratio),
+        dirty_background_ratio=mg("dirty_background_ratio", int_between(0, 100),
+                                  d.dirty_background_ratio),
     )
     if machine.memory < (1 << 20):
         raise where.error("machine", None, "[machine]", "memory", "must be at least 1M")

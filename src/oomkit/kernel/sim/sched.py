@@ -207,7 +207,8 @@ class Scheduler:
                 self.add_busy(proc, proc.tick_stall, io_stall)
             if proc.state != RUNNING:
                 self.deactivate(proc)
-            elif proc.blocked_until <= end and proc.pc < len(proc.program):
+            elif (proc.blocked_until <= end and proc.io_blocked_until <= end
+                  and proc.pc < len(proc.program)):
                 step = proc.program[proc.pc]
                 if step.duration_ns is not None and step.op in ("work", "sleep") and (
                         proc.step_done < step.duration_ns):

@@ -42,6 +42,12 @@ class StepRunner:
         """Spend [t, end) of proc's time on its program. Returns the IO stall (refaults)."""
         io_stall = 0
         while t < end and proc.state == RUNNING:
+            if proc.io_blocked_until > t:
+                s = min(proc.io_blocked_until, end) - t
+                io_stall += s
+                proc.tick_busy = True
+                t += s
+                continue
             if proc.blocked_until > t:
                 s = min(proc.blocked_until, end) - t
                 proc.tick_stall += s
@@ -120,7 +126,13 @@ class StepRunner:
             if step.kind == "anon":
                 proc.touched_at = t
             elif step.kind == "file":
-                self._file(proc, step).touched_at = t
+                f = self._file(proc, step)
+                f.touched_at = t
+                if step.write:
+                    self.mem.wb.dirty(f, charged, t)
+                    pause = self.mem.wb.pause_ns(proc.cgroup, charged)
+                    if pause:  # balance_dirty_pages(): an IO wait
+                        proc.io_blocked_until = t + charged * NS // rate + pause
             proc.step_done += charged
             proc.peak_rss = max(proc.peak_rss, proc.rss)
         t += charged * NS // rate
