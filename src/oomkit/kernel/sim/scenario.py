@@ -97,6 +97,9 @@ class MachineSpec:
     write_bandwidth: int = 200 << 20
     dirty_ratio: int = 20
     dirty_background_ratio: int = 10
+    # cgroup writeback (v2): a memcg with a memory.max is a dirty domain of its own.
+    # false: v1, where only the machine's dirty limits throttle writers.
+    cgroup_writeback: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,7 +289,8 @@ def parse_scenario(text: str, path: str = "<scenario>") -> Scenario:
     mkeys = {"memory", "swap", "duration", "seed", "tick", "exit_latency", "refault_latency",
              "touch_rate", "alloc_rate", "miss_cpu", "readahead", "read_bandwidth", "reclaim_cost",
              "reclaim_cost_large", "cap_sys_resource", "refault_stall", "cpus", "lru",
-             "write_bandwidth", "dirty_ratio", "dirty_background_ratio"}
+             "write_bandwidth", "dirty_ratio", "dirty_background_ratio",
+             "cgroup_writeback"}
     _check_keys(mraw, mkeys, where, "machine", None, "[machine]")
 
     def mg(key: str, parse: Callable[[object], T], default: T) -> T:
@@ -316,6 +320,7 @@ def parse_scenario(text: str, path: str = "<scenario>") -> Scenario:
         dirty_ratio=mg("dirty_ratio", int_between(1, 100), d.dirty_ratio),
         dirty_background_ratio=mg("dirty_background_ratio", int_between(0, 100),
                                   d.dirty_background_ratio),
+        cgroup_writeback=mg("cgroup_writeback", _bool, d.cgroup_writeback),
     )
     if machine.memory < (1 << 20):
         raise where.error("machine", None, "[machine]", "memory", "must be at least 1M")

@@ -75,8 +75,10 @@ class Writeback:
         return max(0, self.machine.memory - root.local["anon"] - root.local["shmem"]
                    - sum(c.local["anon"] + c.local["shmem"] for c in _descendants(root)))
 
-    @staticmethod
-    def _domain(cg: SimCgroup) -> SimCgroup | None:
+    def _domain(self, cg: SimCgroup) -> SimCgroup | None:
+        """The memcg dirty domain a writer in cg is in (None: the machine's only)."""
+        if not self.machine.cgroup_writeback:
+            return None
         c: SimCgroup | None = cg
         while c is not None and c.parent is not None:
             if c.memory_max_ is not None:
