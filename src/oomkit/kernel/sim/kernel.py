@@ -1,40 +1,23 @@
 """SimKernel: a deterministic model of the kernel's memcg, reclaim, PSI and OOM killer.
 
-Time moves in ticks of the scenario's ``tick`` (10 ms by default) on a ManualClock.
-Inside a tick every runnable process, in PID order, spends the tick's time on its
-program: allocating (charging pages up its cgroup's ancestors, reclaiming when a limit is
-hit, declaring an OOM at the innermost cgroup over its ``memory.max`` when reclaim cannot
-make room), touching a working set (refaulting what was evicted), working or sleeping.
-Time lost to reclaim, memory.high throttling, waiting for an OOM victim and (see below)
-refaults is a memory stall: it feeds PSI exactly where the kernel's psi_memstall_enter()
-would. Time waiting for reads is an IO stall.
+Time moves in ticks of the scenario's ``tick`` (10 ms by default) on a ManualClock. This
+module is the machine's face (SPEC section 3: cgroups, tasks, limits, kills, triggers)
+and what happens between the ticks' work: starts and exits, scheduled cgroup creation
+and removal, and the OOM path. The work itself is elsewhere: sched.py runs every
+runnable process on its CPU each tick and keeps PSI per CPU; steps.py interprets the
+program steps; reclaim.py charges, reclaims (in LRU order), swaps and throttles at
+memory.high; writeback.py keeps dirty pages and writes them back. Each module's
+docstring states its model choices.
 
-Model choices, each a simplification of the kernel stated once here:
-- Pages are counted in bytes per cgroup and per file; which page is resident is not
-  tracked. A working set of W bytes with R resident touched at random misses with
-  probability (W - R) / W; touched in order ("sequential"), it misses every page when it
-  cannot stay resident, and reads in readahead batches.
-- Only misses on pages that were in memory before are refaults; first reads wait on IO
-  only. Which refaults are memory stalls is machine.refault_stall: "all" (the default,
-  as if every working set would fit) or "workingset", the kernel's rule: a refault
-  stalls on memory when its page was in the workingset and comes back within the
-  workingset size (mm/workingset.c), estimated from the refault distance
-  (_workingset_refault_share; measured against Linux 6.18 in docs/sim-vs-kernel.md).
-- Reclaim takes page cache before anonymous memory (anon only to swap), proportionally
-  over the cgroups of the reclaimed subtree, skipping memory.min-protected cgroups always
-  and memory.low-protected ones until nothing else is left (counting a "low" event then).
-  Its cost, a memory stall, is machine.reclaim_ns a page (reclaim_large_ns for pages
-  sequential readahead brought in as large folios).
+Choices of the OOM path, each a simplification of the kernel:
 - While a victim in the OOM domain is still exiting, a charge that fails waits for it
   instead of declaring a new OOM: the kernel would declare one and its killer would find
-  the victim and abort; declared OOMs (out_of_memory()) always run the full path.
+  the victim and abort; declared OOMs (out_of_memory()) always run the full path, but
+  one declared where a victim is already on its way out is not counted as a new OOM.
 - After an OOM that made no progress the charge retries after one second, where the
   kernel would retry at once (and loop or panic).
-
-The tick loop visits only processes that can do something different this tick: one in a
-work or timed sleep step that outlasts the tick is parked until the tick its step ends
-in, and a cgroup's PSI state is ticked only when something is due (see _park and
-_psi_phase). Neither changes any result; docs/simulator.md says where the time goes.
+- A process whose cgroup was removed before it starts does not start (clone3 into a
+  removed cgroup fails); other missing cgroups are created when it starts.
 """
 
 from __future__ import annotations

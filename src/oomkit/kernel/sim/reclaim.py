@@ -9,10 +9,12 @@ memory out within memory.swap.max, and throttle over memory.high
 be met calls the on_oom callback it was given.
 
 Model choices, stated once: pages are counted in bytes per cgroup and per file; reclaim
-takes page cache before anonymous memory (anon only to swap), proportionally over the
-cgroups of the reclaimed subtree, skipping memory.min-protected cgroups always and
-memory.low-protected ones until nothing else is left (counting a "low" event then); its
-cost, a memory stall, is machine.reclaim_ns a page (reclaim_large_ns for pages sequential
+takes clean page cache before anonymous memory (anon only to swap; dirty pages wait for
+writeback.py), proportionally over the cgroups of the reclaimed subtree, skipping
+memory.min-protected cgroups always and memory.low-protected ones until nothing else is
+left (counting a "low" event then); within a cgroup, in LRU order (lru_order: the
+longest untouched first, then in proportion to what each toucher holds); its cost, a
+memory stall, is machine.reclaim_ns a page (reclaim_large_ns for pages sequential
 readahead brought in as large folios).
 """
 

@@ -209,7 +209,7 @@ class StepRunner:
         cost IO time, an IO stall; reclaim to make room is a memory stall. Which misses
         stall on memory too depends on machine.refault_stall: "all" of them, or (as the
         kernel does, "workingset") only refaults of evicted pages that the workingset
-        detection flags (_workingset_refault_share). Returns (time, IO stall).
+        detection flags (SimMemory.workingset_refault_share). Returns (time, IO stall).
         """
         proc.tick_busy = True
         m = self.machine
