@@ -80,6 +80,7 @@ class SimCgroup(Cgroup):
         "swap_max_",
         "vm",
         "vm_frac",
+        "working_cpus",
     )
 
     def __init__(self, kernel: Kernel, clock: ManualClock, cgroup_id: int, path: str,
@@ -110,6 +111,7 @@ class SimCgroup(Cgroup):
         # queued for its next PSI update (None: not queued).
         self.nr_working = 0
         self.nr_working_cpu: list[int] = []  # the same per CPU (sized by the scheduler)
+        self.working_cpus = 0  # CPUs where nr_working_cpu is not 0
         self.psi_queued: int | None = None
 
     def _alive(self) -> None:

@@ -110,10 +110,18 @@ def count_reclaim(cg: SimCgroup, lru: str, nr: int) -> None:
     scanned is taken: the simulator does not rotate referenced pages."""
     if nr <= 0:
         return
-    for item in ("pgscan", "pgsteal"):
-        cg.count_vm(item, nr)
-        cg.count_vm(item + "_direct", nr)
-        cg.count_vm(f"{item}_{lru}", nr)
+    scan, steal = ("pgscan_anon", "pgsteal_anon") if lru == "anon" else (
+        "pgscan_file", "pgsteal_file")
+    c: SimCgroup | None = cg
+    while c is not None:
+        vm = c.vm
+        vm["pgscan"] += nr
+        vm["pgsteal"] += nr
+        vm["pgscan_direct"] += nr
+        vm["pgsteal_direct"] += nr
+        vm[scan] += nr
+        vm[steal] += nr
+        c = c._parent
 
 
 def _active_share(lru_bytes: int) -> float:
@@ -145,10 +153,11 @@ class SimMemory:
 
     def commit(self, cg: SimCgroup, kind: str, nbytes: int) -> None:
         cg.local[kind] += nbytes
-        cg.count_vm("pgpgin", pages(nbytes))  # v1's (total_)pgpgin: pages charged
+        nr = (nbytes + PAGE_SIZE - 1) // PAGE_SIZE
         c: SimCgroup | None = cg
         while c is not None:
             c.charged += nbytes
+            c.vm["pgpgin"] += nr  # v1's (total_)pgpgin: pages charged, hierarchical
             c = c._parent
 
     def uncharge(self, cg: SimCgroup, kind: str, nbytes: int) -> None:

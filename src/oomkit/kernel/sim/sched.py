@@ -37,6 +37,7 @@ from oomkit.kernel.sim.process import RUNNING, SimProcess
 from oomkit.kernel.sim.psi import SimPsiTrigger
 
 RunTick = Callable[[SimProcess, int, int], int]
+Acc = list[int] | dict[int, list[int]]  # one CPU's [cpu, stalls...], or several by CPU
 
 
 class Scheduler:
@@ -57,8 +58,8 @@ class Scheduler:
         self.nr_parked = 0
         self._parked_now: list[SimProcess] = []
         # Per tick, per cgroup id, per CPU where a task of the cgroup was non-idle:
-        # [memory some, memory full, IO some, IO full] in ns.
-        self._touched: dict[int, dict[int, list[int]]] = {}
+        # [cpu, memory some, memory full, IO some, IO full] in ns (see add_busy).
+        self._touched: dict[int, Acc] = {}
         # Cgroups whose PSI state needs a tick although no task of theirs was visited:
         # a heap of (due_ns, cgroup id); see psi_phase.
         self.psi_queue: list[tuple[int, int]] = []
@@ -124,6 +125,8 @@ class Scheduler:
             while c is not None:
                 c.nr_working -= 1
                 c.nr_working_cpu[cpu] -= 1
+                if not c.nr_working_cpu[cpu]:
+                    c.working_cpus -= 1
                 c = c._parent
 
     def unpark_killed(self, proc: SimProcess, now: int) -> None:
@@ -159,27 +162,36 @@ class Scheduler:
 
     # -- the tick -------------------------------------------------------------------------
     def add_busy(self, proc: SimProcess, mem_stall: int, io_stall: int) -> None:
-        """Fold one non-idle process's tick into its cgroups' per-CPU accumulators."""
+        """Fold one non-idle process's tick into its cgroups' per-CPU accumulators: a
+        list [cpu, memory some, memory full, IO some, IO full] while one CPU is busy in
+        the cgroup (the common case), a dict of such lists by CPU once two are."""
         touched = self._touched
         cpu = proc.cpu
         c: SimCgroup | None = proc.cgroup
         while c is not None:
             acc = touched.get(c.id)
             if acc is None:
-                touched[c.id] = {cpu: [mem_stall, mem_stall, io_stall, io_stall]}
+                touched[c.id] = [cpu, mem_stall, mem_stall, io_stall, io_stall]
             else:
-                slot = acc.get(cpu)
-                if slot is None:
-                    acc[cpu] = [mem_stall, mem_stall, io_stall, io_stall]
+                if isinstance(acc, list):
+                    if acc[0] == cpu:
+                        slot = acc
+                    else:
+                        slot = None
+                        acc = touched[c.id] = {acc[0]: acc}
                 else:
-                    if mem_stall > slot[0]:
-                        slot[0] = mem_stall
-                    if mem_stall < slot[1]:
+                    slot = acc.get(cpu)
+                if slot is None:
+                    acc[cpu] = [cpu, mem_stall, mem_stall, io_stall, io_stall]
+                else:
+                    if mem_stall > slot[1]:
                         slot[1] = mem_stall
-                    if io_stall > slot[2]:
-                        slot[2] = io_stall
-                    if io_stall < slot[3]:
+                    if mem_stall < slot[2]:
+                        slot[2] = mem_stall
+                    if io_stall > slot[3]:
                         slot[3] = io_stall
+                    if io_stall < slot[4]:
+                        slot[4] = io_stall
             c = c._parent
 
     def tick(self, now: int, end: int, run_tick: RunTick) -> None:
@@ -224,26 +236,34 @@ class Scheduler:
             heapq.heappush(self.psi_queue, (due, cg.id))
 
     @staticmethod
-    def _aggregate(cg: SimCgroup, acc: dict[int, list[int]]) -> None:
+    def _aggregate(cg: SimCgroup, acc: Acc) -> None:
         """collect_percpu_times() for one tick: each CPU's stall weighted by its non-idle
-        time (here: the whole tick or nothing), added to the cgroup's totals."""
+        time (here: the whole tick or nothing), added to the cgroup's totals. CPUs where
+        only a parked task of the cgroup works count as non-idle and unstalled."""
         psi = cg.psi
         assert psi is not None
-        if not cg.nr_working and len(acc) == 1:
-            for slot in acc.values():  # one CPU non-idle: its stall is the cgroup's
-                psi.add_memory_io(slot[0], slot[1], slot[2], slot[3])
+        if isinstance(acc, list):
+            if not cg.nr_working:  # one CPU non-idle: its stall is the cgroup's
+                psi.add_memory_io(acc[1], acc[2], acc[3], acc[4])
+                return
+            if cg.nr_working_cpu[acc[0]]:  # a parked task works there too: not full
+                n = cg.working_cpus
+                psi.add_memory_io(acc[1] // n, 0, acc[3] // n, 0)
+            else:
+                n = cg.working_cpus + 1
+                psi.add_memory_io(acc[1] // n, acc[2] // n, acc[3] // n, acc[4] // n)
             return
         working = cg.nr_working_cpu
-        n = len(acc)
+        n = len(acc) + cg.working_cpus
         ms = mf = io_s = io_f = 0
         for cpu, slot in acc.items():
-            ms += slot[0]
-            io_s += slot[2]
-            if not working[cpu]:  # a parked task works here, unstalled: not full
-                mf += slot[1]
-                io_f += slot[3]
-        if cg.nr_working:
-            n += sum(1 for cpu, w in enumerate(working) if w and cpu not in acc)
+            ms += slot[1]
+            io_s += slot[3]
+            if working[cpu]:
+                n -= 1  # counted among the working CPUs already
+            else:
+                mf += slot[2]
+                io_f += slot[4]
         psi.add_memory_io(ms // n, mf // n, io_s // n, io_f // n)
 
     def psi_phase(self, end: int) -> list[SimPsiTrigger]:
@@ -259,7 +279,17 @@ class Scheduler:
             cg = by_id.get(cid)
             if cg is None or cg.psi is None:
                 continue
-            self._aggregate(cg, acc)
+            if type(acc) is list:  # one CPU with a visited task (see _aggregate)
+                if not cg.nr_working:
+                    cg.psi.add_memory_io(acc[1], acc[2], acc[3], acc[4])
+                elif cg.nr_working_cpu[acc[0]]:
+                    n = cg.working_cpus
+                    cg.psi.add_memory_io(acc[1] // n, 0, acc[3] // n, 0)
+                else:
+                    n = cg.working_cpus + 1
+                    cg.psi.add_memory_io(acc[1] // n, acc[2] // n, acc[3] // n, acc[4] // n)
+            else:
+                self._aggregate(cg, acc)
             ticking[cid] = cg
         for proc in self._parked_now:
             if proc.parked and not proc.counted_working:
@@ -269,6 +299,8 @@ class Scheduler:
                 while c is not None:
                     c.nr_working += 1
                     c.nr_working_cpu[cpu] += 1
+                    if c.nr_working_cpu[cpu] == 1:
+                        c.working_cpus += 1
                     c = c._parent
         self._parked_now.clear()
         queue = self.psi_queue
