@@ -52,3 +52,16 @@ def test_a_full_trigger_policy_ends_the_storm(storm: SimKernel) -> None:
     assert sum(p.status == "killed" for p in by_name.values()) <= 4
     p = storm.root.pressure(Resource.MEMORY)
     assert p.full.avg10 < 5  # the storm is over
+
+
+def test_simulate_prints_the_cpu_count_in_its_header(tmp_path: Path) -> None:
+    import io
+
+    from oomkit.cli import main
+
+    scen = tmp_path / "s.toml"
+    scen.write_text('[machine]\ncpus = 8\nduration = "1s"\n'
+                    '[[process]]\nname = "p"\nprogram = [{ op = "sleep" }]\n')
+    out = io.StringIO()
+    assert main(["simulate", str(scen), "--bare"], out=out) == 0
+    assert "machine: 8 CPUs, 1G RAM, no swap" in out.getvalue()
