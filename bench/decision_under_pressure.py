@@ -10,7 +10,7 @@ itself there with ``--in-guest``. In the guest:
   ``largest_leaf`` on ``/box`` (memory.max 64 MiB), forked into a process of its own.
   Its LinuxKernel's ``trace`` hook records ``oom_notify`` (the first memory.high event
   of the v2 guard band), ``band_check`` (the stuck-in-the-band check that dispatches the
-  OOM to the handler; the bench wraps ``_v2_check_band`` for it) and ``kill_sent``.
+  OOM to the handler; the bench wraps ``V2GuardBand.check_band`` for it) and ``kill_sent``.
 - each OOM: a process allocating 96 MiB in /box/leaf; the handler must SIGKILL it.
 - baseline: N such OOMs on a quiet guest; then the same N OOMs while thrashers run.
 - thrashers, in /thrash: an anonymous ballast (oom_score_adj 1000) that leaves only
@@ -167,7 +167,7 @@ def destroy(root: Path) -> None:
         if "populated 0" in (root / "cgroup.events").read_text():
             break
         time.sleep(0.05)
-    from oomkit.kernel import fsio
+    from oomkit.kernel.linux import fsio
 
     fsio.remove_tree(str(root), pause_s=0.05)
 
@@ -216,13 +216,14 @@ def daemon_child(config_path: str, wfd: int) -> None:
                 os.write(wfd, (json.dumps(marks) + "\n").encode())
                 marks.clear()
 
-        check = kernel._v2_check_band  # type: ignore[union-attr]
+        band = kernel.oom_watch  # type: ignore[union-attr]
+        check = band.check_band
 
         def traced_check(a: object) -> None:
-            kernel._trace("band_check")  # type: ignore[union-attr]
+            kernel.trace_stage("band_check")  # type: ignore[union-attr]
             check(a)
 
-        kernel._v2_check_band = traced_check  # type: ignore[union-attr]
+        band.check_band = traced_check
         kernel.trace = trace  # type: ignore[union-attr]
         os.write(wfd, b"ready\n")
         code = daemon.run()
