@@ -77,7 +77,7 @@ class SimProcess:
     tick_stall: int = 0  # ns stalled on memory in the current tick
     tick_busy: bool = False  # non-idle at some point in the current tick
     # Parked: in a work or timed sleep step that outlasts the tick, so the tick loop skips
-    # it until wake_ns; its progress is accounted up to park_ns (see SimKernel._park).
+    # it until wake_ns; its progress is accounted up to park_ns (see sched.Scheduler.park).
     parked: bool = False
     park_work: bool = False  # parked in a work step (else a timed sleep)
     counted_working: bool = False  # counted in its cgroups' nr_working
