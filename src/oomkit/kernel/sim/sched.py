@@ -37,7 +37,6 @@ from oomkit.kernel.sim.process import RUNNING, SimProcess
 from oomkit.kernel.sim.psi import SimPsiTrigger
 
 RunTick = Callable[[SimProcess, int, int], int]
-Acc = list[int] | dict[int, list[int]]  # one CPU's [cpu, stalls...], or several by CPU
 
 
 class Scheduler:
@@ -57,9 +56,11 @@ class Scheduler:
         self.parked: list[tuple[int, int]] = []  # heap of (wake_ns, pid)
         self.nr_parked = 0
         self._parked_now: list[SimProcess] = []
-        # Per tick, per cgroup id, per CPU where a task of the cgroup was non-idle:
-        # [cpu, memory some, memory full, IO some, IO full] in ns (see add_busy).
-        self._touched: dict[int, Acc] = {}
+        # Per tick, per cgroup id: [cpu, memory some, memory full, IO some, IO full] in
+        # ns for the one CPU where a task of the cgroup was non-idle; cpu -1 when there
+        # were several, whose lists are in _multi by CPU (see add_busy).
+        self._touched: dict[int, list[int]] = {}
+        self._multi: dict[int, dict[int, list[int]]] = {}
         # Cgroups whose PSI state needs a tick although no task of theirs was visited:
         # a heap of (due_ns, cgroup id); see psi_phase.
         self.psi_queue: list[tuple[int, int]] = []
@@ -162,36 +163,37 @@ class Scheduler:
 
     # -- the tick -------------------------------------------------------------------------
     def add_busy(self, proc: SimProcess, mem_stall: int, io_stall: int) -> None:
-        """Fold one non-idle process's tick into its cgroups' per-CPU accumulators: a
-        list [cpu, memory some, memory full, IO some, IO full] while one CPU is busy in
-        the cgroup (the common case), a dict of such lists by CPU once two are."""
+        """Fold one non-idle process's tick into its cgroups' per-CPU accumulators:
+        [cpu, memory some, memory full, IO some, IO full] while one CPU is busy in the
+        cgroup (the common case); once a second one is, the list's cpu becomes -1 and
+        the per-CPU lists live in _multi."""
         touched = self._touched
         cpu = proc.cpu
         c: SimCgroup | None = proc.cgroup
         while c is not None:
-            acc = touched.get(c.id)
-            if acc is None:
+            slot = touched.get(c.id)
+            if slot is None:
                 touched[c.id] = [cpu, mem_stall, mem_stall, io_stall, io_stall]
-            else:
-                if isinstance(acc, list):
-                    if acc[0] == cpu:
-                        slot = acc
-                    else:
-                        slot = None
-                        acc = touched[c.id] = {acc[0]: acc}
-                else:
-                    slot = acc.get(cpu)
+                c = c._parent
+                continue
+            if slot[0] != cpu:
+                multi = self._multi.get(c.id)
+                if multi is None:
+                    multi = self._multi[c.id] = {slot[0]: slot[:]}
+                    slot[0] = -1
+                slot = multi.get(cpu)
                 if slot is None:
-                    acc[cpu] = [cpu, mem_stall, mem_stall, io_stall, io_stall]
-                else:
-                    if mem_stall > slot[1]:
-                        slot[1] = mem_stall
-                    if mem_stall < slot[2]:
-                        slot[2] = mem_stall
-                    if io_stall > slot[3]:
-                        slot[3] = io_stall
-                    if io_stall < slot[4]:
-                        slot[4] = io_stall
+                    multi[cpu] = [cpu, mem_stall, mem_stall, io_stall, io_stall]
+                    c = c._parent
+                    continue
+            if mem_stall > slot[1]:
+                slot[1] = mem_stall
+            if mem_stall < slot[2]:
+                slot[2] = mem_stall
+            if io_stall > slot[3]:
+                slot[3] = io_stall
+            if io_stall < slot[4]:
+                slot[4] = io_stall
             c = c._parent
 
     def tick(self, now: int, end: int, run_tick: RunTick) -> None:
@@ -200,6 +202,7 @@ class Scheduler:
         if self.parked and self.parked[0][0] <= end:
             self._wake_parked(now, end)
         self._touched = {}
+        self._multi = {}
         order = self._order
         if order is None:
             order = self._order = sorted(self.active)
@@ -236,23 +239,13 @@ class Scheduler:
             heapq.heappush(self.psi_queue, (due, cg.id))
 
     @staticmethod
-    def _aggregate(cg: SimCgroup, acc: Acc) -> None:
+    def _aggregate(cg: SimCgroup, acc: dict[int, list[int]]) -> None:
         """collect_percpu_times() for one tick: each CPU's stall weighted by its non-idle
         time (here: the whole tick or nothing), added to the cgroup's totals. CPUs where
-        only a parked task of the cgroup works count as non-idle and unstalled."""
+        only a parked task of the cgroup works count as non-idle and unstalled. (The
+        one-CPU case is done inline in psi_phase, the same way.)"""
         psi = cg.psi
         assert psi is not None
-        if isinstance(acc, list):
-            if not cg.nr_working:  # one CPU non-idle: its stall is the cgroup's
-                psi.add_memory_io(acc[1], acc[2], acc[3], acc[4])
-                return
-            if cg.nr_working_cpu[acc[0]]:  # a parked task works there too: not full
-                n = cg.working_cpus
-                psi.add_memory_io(acc[1] // n, 0, acc[3] // n, 0)
-            else:
-                n = cg.working_cpus + 1
-                psi.add_memory_io(acc[1] // n, acc[2] // n, acc[3] // n, acc[4] // n)
-            return
         working = cg.nr_working_cpu
         n = len(acc) + cg.working_cpus
         ms = mf = io_s = io_f = 0
@@ -279,7 +272,7 @@ class Scheduler:
             cg = by_id.get(cid)
             if cg is None or cg.psi is None:
                 continue
-            if type(acc) is list:  # one CPU with a visited task (see _aggregate)
+            if acc[0] >= 0:  # one CPU with a visited task (see _aggregate)
                 if not cg.nr_working:
                     cg.psi.add_memory_io(acc[1], acc[2], acc[3], acc[4])
                 elif cg.nr_working_cpu[acc[0]]:
@@ -289,7 +282,7 @@ class Scheduler:
                     n = cg.working_cpus + 1
                     cg.psi.add_memory_io(acc[1] // n, acc[2] // n, acc[3] // n, acc[4] // n)
             else:
-                self._aggregate(cg, acc)
+                self._aggregate(cg, self._multi[cid])
             ticking[cid] = cg
         for proc in self._parked_now:
             if proc.parked and not proc.counted_working:
