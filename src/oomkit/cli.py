@@ -53,15 +53,30 @@ def count_arg(value: str) -> int:
     return n
 
 
+#: The longest handler budget, as the config file's ``[daemon] budget`` allows: a v1 memcg
+#: under OOM stalls its tasks for as long as a handler runs.
+MAX_BUDGET_S = 60.0
+
+
+def budget_arg(value: str) -> float:
+    """``--budget``: a duration (or bare seconds) above zero and at most 60 s, the bounds
+    the config file puts on ``budget``."""
+    seconds = duration_arg(value)
+    if not 0 < seconds <= MAX_BUDGET_S:
+        raise argparse.ArgumentTypeError(
+            f"must be more than zero and at most {MAX_BUDGET_S:g}s, got {value!r}")
+    return seconds
+
+
 def _add_policy_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--oom-policy", action="append", default=[], metavar="SPEC[@CGROUP]",
                    help="an OomOps to attach, at CGROUP or system-wide (repeatable)")
     p.add_argument("--psi-policy", action="append", default=[], metavar="SPEC",
                    help="a PsiOps to attach (repeatable)")
     p.add_argument("--json", action="store_true", help="one JSON event per line")
-    p.add_argument("--budget", type=duration_arg, default=DEFAULT_BUDGET_S,
+    p.add_argument("--budget", type=budget_arg, default=DEFAULT_BUDGET_S,
                    metavar="DURATION", help="time budget of one handler call: seconds, or "
-                   f"500ms, 2s... (default {DEFAULT_BUDGET_S * 1000:g} ms)")
+                   f"500ms, 2s... up to 60s (default {DEFAULT_BUDGET_S * 1000:g} ms)")
 
 
 def build_parser() -> argparse.ArgumentParser:
