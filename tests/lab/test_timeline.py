@@ -15,6 +15,7 @@ from oomkit.kernel.sim import SimKernel, load_scenario
 from oomkit.lab.contender import Contender, from_policy_text
 from oomkit.lab.timeline import perturb, run_timeline
 from oomkit.runtime import Runtime
+from oomkit.sim_summary import summarize
 
 REPO = Path(__file__).resolve().parents[2]
 THRASH = str(REPO / "examples" / "thrash.toml")
@@ -60,7 +61,7 @@ def test_sampling_does_not_change_the_run() -> None:
     kernel = SimKernel.from_scenario(scen)
     rt = Runtime(kernel)
     kernel.run()
-    plain = kernel.summary().to_dict()
+    plain = summarize(kernel).to_dict()
     rt.close()
     tl = run_timeline(scen, Contender("kernel"), interval_ns=300_000_000)
     assert json.loads(json.dumps(tl.summary)) == json.loads(json.dumps(plain))

@@ -18,6 +18,7 @@ from oomkit.kernel.sim import Scenario, SimKernel
 from oomkit.lab.contender import Contender, attach
 from oomkit.lab.samples import take_sample
 from oomkit.runtime import Runtime
+from oomkit.sim_summary import summarize
 
 DEFAULT_INTERVAL_NS = 1_000_000_000
 
@@ -100,7 +101,7 @@ def run_timeline(scenario: Scenario, contender: Contender | None, *,
             t = min(end, t + interval_ns)
             kernel.run(until_ns=t)
             tl.records.append(take_sample(kernel))
-        summary: SummaryEvent = kernel.summary()
+        summary: SummaryEvent = summarize(kernel)
     finally:
         rt.close()
     keep(summary)
