@@ -16,9 +16,17 @@ from oomkit.events import Event, SummaryEvent
 from oomkit.policy_loader import load_oom, load_psi, split_at
 from oomkit.report import write_event, write_summary
 from oomkit.runtime import Runtime
-from oomkit.units import format_size
+from oomkit.units import check_budget_s, format_size
 
 EXIT_USAGE = 2
+
+
+def _budget(text: str) -> float:
+    """--budget SECONDS: finite, more than zero, capped (units.check_budget_s)."""
+    try:
+        return check_budget_s(float(text) if text.isascii() else float("nan"))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _add_policy_args(p: argparse.ArgumentParser) -> None:
@@ -27,7 +35,7 @@ def _add_policy_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--psi-policy", action="append", default=[], metavar="SPEC",
                    help="a PsiOps to attach (repeatable)")
     p.add_argument("--json", action="store_true", help="one JSON event per line")
-    p.add_argument("--budget", type=float, default=1.0, metavar="SECONDS",
+    p.add_argument("--budget", type=_budget, default=1.0, metavar="SECONDS",
                    help="time budget of one handler call (default 1 s)")
 
 
@@ -127,9 +135,13 @@ def cmd_simulate(args: argparse.Namespace, out: TextIO) -> int:
     oom_specs = list(args.oom_policy)
     psi_specs = list(args.psi_policy)
     if not oom_specs and not psi_specs and not args.bare:
-        for text in scenario.policies:  # the scenario's own suggestion
-            (psi_specs if text.startswith("psi:") else oom_specs).append(
-                text.removeprefix("psi:").removeprefix("oom:"))
+        for n, text in enumerate(scenario.policies):  # the scenario's own suggestion
+            spec = text.removeprefix("psi:").removeprefix("oom:")
+            psi = text.startswith("psi:")
+            try:
+                attach_policies(rt, [] if psi else [spec], [spec] if psi else [])
+            except ConfigError as exc:
+                raise scenario.policy_error(n, str(exc)) from None
     attach_policies(rt, oom_specs, psi_specs)
     kernel.run()
     summary = kernel.summary()
