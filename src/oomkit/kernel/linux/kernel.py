@@ -388,12 +388,12 @@ class LinuxKernel:
         return self.layout.reclaim(self._own(cgroup), nbytes)
 
     def remove_file(self, path: str) -> int:
-        """Unlink a file; the bytes it held if this was its last link (a file still open or
-        mapped elsewhere keeps its memory until closed: counted as 0)."""
-        with fsio.translate(path, gone=None):
-            st = os.stat(path)
-            os.unlink(path)
-        return st.st_blocks * 512 if st.st_nlink <= 1 else 0
+        """Unlink a closed regular file on tmpfs, never through a link another user could
+        have planted (:mod:`.tmpfs`); the bytes it held if this was its last link.
+        Raises KernelError (EPERM, EBUSY, ENOENT) for anything else."""
+        from oomkit.kernel.linux.tmpfs import remove_tmpfs_file
+
+        return remove_tmpfs_file(path, self.procfs.root)
 
     def set_memory_max(self, cgroup: Cgroup, nbytes: int | None) -> None:
         cg = self._own(cgroup)
