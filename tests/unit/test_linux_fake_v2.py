@@ -375,7 +375,7 @@ def test_watchdog_restores_when_the_pipe_closes(tmp_path: Path) -> None:
 
 
 def test_leftover_state_is_restored_on_startup(tmp_path: Path) -> None:
-    setting = tmp_path / "oom_control"
+    setting = tmp_path / "memory.oom_control"
     setting.write_text("1")
     state = tmp_path / "restore.json"
     dead = subprocess.Popen(["true"])
@@ -398,9 +398,8 @@ def test_watchdog_skips_a_replaced_cgroup(tmp_path: Path) -> None:
     why = watchdog.restore_setting(watchdog.Setting(str(d / "memory.high"), "5", other_inode))
     assert why == "cgroup was replaced"
     assert (d / "memory.high").read_text() == "7"
-    assert watchdog.restore_setting(watchdog.Setting(str(tmp_path / "nope" / "x"), "5", 1)) == (
-        "cgroup is gone"
-    )
+    gone = watchdog.Setting(str(tmp_path / "nope" / "memory.high"), "5", 1)
+    assert watchdog.restore_setting(gone) == "cgroup is gone"
 
 
 def test_linux_cgroup_is_a_cgroup(kernel: LinuxKernel) -> None:

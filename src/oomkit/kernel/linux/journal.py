@@ -4,26 +4,75 @@
 too, and the first record starts the watchdog process (:mod:`.watchdog`), which writes the
 originals back if this process dies or hangs. A state file left by a dead runtime is
 restored when a new journal opens it.
+
+One runtime owns a state file: ``STATE.lock`` is held with ``flock`` by the runtime and,
+inherited, by its watchdog, so a second daemon on the same state file is refused while
+either lives, and a stale journal whose PID now belongs to an unrelated process does not
+block a start (the lock, not the PID, says who owns it). The journal is written 0600 in
+a directory made 0700 (whatever the umask), through a temporary file created with
+O_EXCL; an existing file at the state path that is not an oomkit journal is refused, never
+overwritten or removed.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
+import stat
 import subprocess
+import tempfile
 import threading
 
 from oomkit.kernel.linux.watchdog import (
     STATE_VERSION,
     Setting,
     default_hung_after,
-    pid_alive,
-    read_state,
+    load_state,
     restore_file,
     restore_setting,
     spawn_watchdog,
 )
+
+
+def make_private_dirs(directory: str) -> None:
+    """Create ``directory`` and missing parents as 0700 (chmod after mkdir: the umask may
+    have taken bits away, or left group/other bits). Existing directories are left as
+    they are: they may be shared (/run)."""
+    missing: list[str] = []
+    d = os.path.abspath(directory)
+    while not os.path.lexists(d):
+        missing.append(d)
+        d = os.path.dirname(d)
+    for d in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(d, 0o700)
+            os.chmod(d, 0o700, follow_symlinks=False)
+
+
+def _take_lock(state_file: str) -> int:
+    """flock STATE.lock (created 0600, never through a link); RuntimeError if taken."""
+    path = f"{state_file}.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK,
+                 0o600)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
+            raise RuntimeError(f"{path}: not a regular file of ours: refusing to use it")
+        os.fchmod(fd, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            raise RuntimeError(f"{state_file} belongs to a running oomkit (pid {holder}, or "
+                               "its watchdog); use another state file") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 class RestoreJournal:
@@ -34,7 +83,9 @@ class RestoreJournal:
     watchdog process. Thread-safe: handlers act from the runtime's worker thread.
     ``hung_after``: how long a memcg may stay under OOM with the kernel killer disabled by
     us before the watchdog hands it to the kernel killer (None: ``default_hung_after()``;
-    0: never).
+    0: never). ``cgroup_root``: the hierarchy every entry must lie below (None: any).
+    Raises RuntimeError when another oomkit holds the state file, or the file there is not
+    a journal.
     """
 
     def __init__(
@@ -43,26 +94,32 @@ class RestoreJournal:
         *,
         watchdog: bool = True,
         hung_after: float | None = None,
+        cgroup_root: str | None = None,
     ) -> None:
         self.state_file = state_file
         self.hung_after = default_hung_after() if hung_after is None else hung_after
         if self.hung_after < 0:
             raise ValueError("hung_after must be >= 0")
         self._use_watchdog = watchdog and state_file is not None
+        self.cgroup_root = cgroup_root
         self._lock = threading.Lock()
         self._settings: dict[str, Setting] = {}
         self._proc: subprocess.Popen[bytes] | None = None
+        self._lock_fd: int | None = None
         self.leftovers: list[tuple[Setting, str | None]] = []
         if state_file is not None:
-            owner, _ = read_state(state_file)
-            if owner and owner != os.getpid() and pid_alive(owner):
-                raise RuntimeError(
-                    f"{state_file} belongs to a running oomkit (pid {owner}); "
-                    "use another state file"
-                )
+            make_private_dirs(os.path.dirname(os.path.abspath(state_file)))
+            self._lock_fd = _take_lock(state_file)
+            kind, _, _ = load_state(state_file)
+            if kind == "other":
+                os.close(self._lock_fd)
+                self._lock_fd = None
+                raise RuntimeError(f"{state_file} exists and is not an oomkit restore "
+                                   "journal: refusing to overwrite it")
             # A crashed run's settings (its watchdog should have restored them already;
-            # restoring twice writes the same original values).
-            self.leftovers = restore_file(state_file)
+            # restoring twice writes the same original values). Only entries of the form
+            # oomkit writes, below the cgroup root, are restored (watchdog.check_setting).
+            self.leftovers = restore_file(state_file, cgroup_root)
 
     # -- the runtime's side --------------------------------------------------------------
     def record(self, path: str, original: str, dir_inode: int = 0) -> None:
@@ -98,7 +155,7 @@ class RestoreJournal:
             s = self._settings.get(path)
         if s is None:
             return None
-        why = restore_setting(s)
+        why = restore_setting(s, self.cgroup_root)
         self.forget(path)
         return why
 
@@ -125,6 +182,10 @@ class RestoreJournal:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+        with self._lock:
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)  # the lock file stays: unlinking it would race
+                self._lock_fd = None
         return results
 
     @property
@@ -135,21 +196,35 @@ class RestoreJournal:
         # Called with the lock held. Atomic replace: the watchdog never reads half a file.
         if self.state_file is None:
             return
-        directory = os.path.dirname(self.state_file) or "."
+        directory = os.path.dirname(os.path.abspath(self.state_file))
         # Before the watchdog starts: it watches this directory for the journal's updates.
-        os.makedirs(directory, exist_ok=True)
+        make_private_dirs(directory)
         if self._use_watchdog and self._proc is None:
-            self._proc = spawn_watchdog(self.state_file, self.hung_after)
+            self._proc = spawn_watchdog(self.state_file, self.hung_after, self.cgroup_root,
+                                        self._lock_fd)
         data = {
             "version": STATE_VERSION,
             "pid": os.getpid(),
             "watchdog_pid": self._proc.pid if self._proc is not None else None,
             "settings": [s.to_json() for s in self._settings.values()],
         }
-        tmp = f"{self.state_file}.{os.getpid()}.tmp"
         # json.dumps, not json.dump: dump() streams through the pure-Python encoder, ten
         # times slower, and arming a thousand cgroups rewrites this file a thousand times.
-        text = json.dumps(data)
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, self.state_file)
+        text = json.dumps(data).encode()
+        # mkstemp: O_EXCL|O_NOFOLLOW, 0600 and a random name (nothing planted is followed);
+        # the rename is atomic: the watchdog never reads half a file.
+        fd, tmp = tempfile.mkstemp(prefix=os.path.basename(self.state_file) + ".",
+                                   suffix=".tmp", dir=directory)
+        try:
+            view = memoryview(text)
+            while view:
+                view = view[os.write(fd, view):]
+            os.close(fd)
+            fd = -1
+            os.replace(tmp, self.state_file)
+        except BaseException:
+            if fd >= 0:
+                os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise

@@ -55,6 +55,7 @@ from oomkit.kernel.linux.mounts import (
     Mount,
     detect_root,
     freezer_root,
+    hierarchy_point,
     kernel_version,
     mount_prefix,
     parse_mountinfo,
@@ -117,7 +118,9 @@ class LinuxKernel:
         self.root_dir, self.version = detect_root(cgroup_root, mounts, fsio.exists, fsio.read_text)
         self.prefix = mount_prefix(self.root_dir, mounts)
         self._freezer_root = freezer_root(mounts)
-        self.journal = RestoreJournal(state_file, watchdog=watchdog)
+        # Journal entries (ours, or a leftover one) are restored only below this hierarchy.
+        self.journal = RestoreJournal(state_file, watchdog=watchdog,
+                                      cgroup_root=hierarchy_point(self.root_dir, mounts))
         self.kver = kernel_version(os.uname().release)
         self.privileged_psi = self._has_cap(CAP_SYS_RESOURCE)
         self.guard_margin = guard_margin

@@ -17,7 +17,14 @@ resolves the OOM. The journal entry stays (the runtime, if it recovers, owns it)
 journal is followed with inotify on its directory; nothing is polled while no OOM is
 pending.
 
-Run as ``python -m oomkit.kernel.linux.watchdog STATE_FILE [RUNTIME_PID [HUNG_AFTER]]``
+A journal is trusted no further than what oomkit itself writes (:func:`check_setting`): an
+entry is restored only if it names a file oomkit changes (``memory.oom_control``,
+``memory.high``) below the cgroup root, by a normalized absolute path, with an original
+value of that file's form, and the file is opened without following a link. A journal
+planted at the state file's path cannot make root write anything else anywhere.
+
+Run as ``python -m oomkit.kernel.linux.watchdog STATE_FILE [RUNTIME_PID [HUNG_AFTER
+[CGROUP_ROOT]]]``
 (stdin: the pipe), or by file path, which is how the journal starts it: this file uses only
 the standard library and imports nothing from oomkit, so the safety net works even if
 the package does not. ``HUNG_AFTER`` (seconds; 0 turns the hung-runtime check off) defaults
@@ -31,8 +38,10 @@ import ctypes
 import errno
 import json
 import os
+import re
 import select
 import signal
+import stat
 import struct
 import subprocess
 import sys
@@ -46,6 +55,11 @@ DEFAULT_HUNG_AFTER: Final = 15.0
 HUNG_AFTER_ENV: Final = "OOMKIT_WATCHDOG_HUNG_AFTER"
 V1_OOM_CONTROL: Final = "memory.oom_control"
 V1_EVENT_CONTROL: Final = "cgroup.event_control"
+#: The files oomkit changes, and the form of their original values.
+KNOWN_SETTINGS: Final = {
+    V1_OOM_CONTROL: re.compile(r"[01]"),
+    "memory.high": re.compile(r"max|[0-9]{1,20}"),
+}
 
 
 def default_hung_after() -> float:
@@ -77,8 +91,30 @@ class Setting:
         return Setting(str(d["path"]), str(d["original"]), int(d.get("dir_inode", 0)))
 
 
-def restore_setting(s: Setting) -> str | None:
+def check_setting(s: Setting, root: str | None) -> str | None:
+    """Why ``s`` is not an entry oomkit would have written (None: it is). ``root``: the
+    cgroup hierarchy the entry must lie below (None: not checked)."""
+    p = s.path
+    if not p.startswith("/") or os.path.normpath(p) != p or not p.isprintable():
+        return "not a normalized absolute path"
+    name = os.path.basename(p)
+    form = KNOWN_SETTINGS.get(name)
+    if form is None:
+        return f"{name} is not a file oomkit changes"
+    if not form.fullmatch(s.original.strip()):
+        return f"{s.original[:40]!r} is not a value of {name}"
+    if root is not None:
+        top = os.path.normpath(root).rstrip("/") + "/"
+        if not p.startswith(top):
+            return f"not below the cgroup root {top}"
+    return None
+
+
+def restore_setting(s: Setting, root: str | None = None) -> str | None:
     """Write the original value back. Returns None, or why it was not done/failed."""
+    refused = check_setting(s, root)
+    if refused is not None:
+        return f"refused: {refused}"
     if s.dir_inode:
         try:
             if os.stat(os.path.dirname(s.path)).st_ino != s.dir_inode:
@@ -86,8 +122,12 @@ def restore_setting(s: Setting) -> str | None:
         except FileNotFoundError:
             return "cgroup is gone"
     try:
-        fd = os.open(s.path, os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC)
+        # O_NONBLOCK: a FIFO planted under the name would block the open.
+        fd = os.open(s.path, os.O_WRONLY | os.O_TRUNC | os.O_NOFOLLOW | os.O_NONBLOCK
+                     | os.O_CLOEXEC)
         try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return "refused: not a regular file"
             os.write(fd, s.original.encode())
         finally:
             os.close(fd)
@@ -98,23 +138,46 @@ def restore_setting(s: Setting) -> str | None:
     return None
 
 
-def read_state(path: str) -> tuple[int, list[Setting]]:
-    """(owner pid, settings) of a state file; (0, []) when there is none."""
+def load_state(path: str) -> tuple[str, int, list[Setting]]:
+    """(kind, owner pid, settings) of a state file. kind: "none" (no file), "journal", or
+    "other" (a file that is not an oomkit journal: never overwritten or removed)."""
     try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
     except FileNotFoundError:
-        return 0, []
-    except (OSError, ValueError):
-        return 0, []
-    settings = [Setting.from_json(d) for d in data.get("settings", [])]
-    return int(data.get("pid", 0)), settings
+        return "none", 0, []
+    except OSError:
+        return "other", 0, []  # a symbolic link (ELOOP), unreadable...
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return "other", 0, []
+        with os.fdopen(os.dup(fd), "rb") as f:
+            data = json.loads(f.read(4 << 20))
+        if not isinstance(data, dict) or data.get("version") != STATE_VERSION or not (
+            isinstance(data.get("settings"), list)
+        ):
+            return "other", 0, []
+        settings = [Setting.from_json(d) for d in data["settings"]]
+        pid = data.get("pid", 0)
+        return "journal", pid if isinstance(pid, int) else 0, settings
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return "other", 0, []
+    finally:
+        os.close(fd)
 
 
-def restore_file(path: str) -> list[tuple[Setting, str | None]]:
-    """Restore every setting listed in a state file, then remove the file."""
-    _, settings = read_state(path)
-    results = [(s, restore_setting(s)) for s in settings]
+def read_state(path: str) -> tuple[int, list[Setting]]:
+    """(owner pid, settings) of a state file; (0, []) when there is no journal."""
+    _, pid, settings = load_state(path)
+    return pid, settings
+
+
+def restore_file(path: str, root: str | None = None) -> list[tuple[Setting, str | None]]:
+    """Restore every valid setting of a journal, then remove it (a file that is not an
+    oomkit journal is left alone)."""
+    kind, _, settings = load_state(path)
+    if kind != "journal":
+        return []
+    results = [(s, restore_setting(s, root)) for s in settings]
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
     return results
@@ -133,23 +196,26 @@ def pid_alive(pid: int) -> bool:
 
 
 def spawn_watchdog(
-    state_file: str, hung_after: float = DEFAULT_HUNG_AFTER
+    state_file: str,
+    hung_after: float = DEFAULT_HUNG_AFTER,
+    root: str | None = None,
+    lock_fd: int | None = None,
 ) -> subprocess.Popen[bytes]:
     """Start the watchdog: a new session (a Ctrl-C or SIGTERM of the runtime's process group
-    does not reach it), stdin the pipe whose EOF means "the runtime is gone"."""
+    does not reach it), stdin the pipe whose EOF means "the runtime is gone". ``lock_fd``
+    (the journal's flock) is inherited: the state file stays locked until the watchdog,
+    too, is done with it."""
+    argv = [sys.executable, "-I", os.path.abspath(__file__), state_file, str(os.getpid()),
+            repr(float(hung_after))]
+    if root is not None:
+        argv.append(root)
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-I",
-            os.path.abspath(__file__),
-            state_file,
-            str(os.getpid()),
-            repr(float(hung_after)),
-        ],
+        argv,
         stdin=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
         start_new_session=True,
         close_fds=True,
+        pass_fds=(lock_fd,) if lock_fd is not None else (),
     )
     # No handshake needed: if we die before it opened its pidfd of us, pidfd_open fails (or
     # the pipe is already at EOF) and it restores at once.
@@ -282,8 +348,10 @@ class _HungGuard:
     """The hung-runtime safety net: eventfds per journaled v1 memcg, deadlines while under
     OOM. Every method is called from the watchdog's one loop."""
 
-    def __init__(self, state_file: str, hung_after: float, ep: select.epoll) -> None:
+    def __init__(self, state_file: str, hung_after: float, ep: select.epoll,
+                 root: str | None = None) -> None:
         self.state_file = state_file
+        self.root = root
         self.name = os.path.basename(state_file)
         self.hung_after = hung_after
         # While an OOM is pending: look at under_oom this often (a memcg whose OOM the
@@ -298,7 +366,8 @@ class _HungGuard:
 
     def reload(self) -> None:
         _, settings = read_state(self.state_file)
-        wanted = {s.path: s for s in settings if _is_ours(s)}
+        wanted = {s.path: s for s in settings if _is_ours(s) and check_setting(s, self.root)
+                  is None}
         for path, w in list(self.by_path.items()):
             if wanted.get(path) != w.setting:
                 self._drop(w)
@@ -359,7 +428,7 @@ class _HungGuard:
 
     def _hand_over(self, w: _OomWatch) -> None:
         # The original value (0): the kernel killer acts. The journal entry stays.
-        why = restore_setting(w.setting)
+        why = restore_setting(w.setting, self.root)
         if why is None:
             _log(
                 f"{w.setting.path}: under OOM for {self.hung_after:g} s and the runtime did "
@@ -378,7 +447,11 @@ class _HungGuard:
 
 
 def watch(
-    state_file: str, runtime_pid: int, pipe_fd: int = 0, hung_after: float | None = None
+    state_file: str,
+    runtime_pid: int,
+    pipe_fd: int = 0,
+    hung_after: float | None = None,
+    root: str | None = None,
 ) -> int:
     """Block until the runtime is gone (pipe EOF or its pidfd readable), then restore.
 
@@ -397,11 +470,11 @@ def watch(
             pidfd = os.pidfd_open(runtime_pid)
             ep.register(pidfd, select.EPOLLIN)
         except OSError:
-            return _finish(state_file)  # already gone: restore right away
+            return _finish(state_file, root)  # already gone: restore right away
     guard: _HungGuard | None = None
     if hung_after > 0:
         try:
-            guard = _HungGuard(state_file, hung_after, ep)
+            guard = _HungGuard(state_file, hung_after, ep, root)
         except OSError as exc:  # the restore on the runtime's death works regardless
             _log(f"no hung-runtime check: {exc}")
     try:
@@ -409,14 +482,14 @@ def watch(
             timeout = guard.timeout() if guard is not None else -1
             for fd, _ in ep.poll(timeout):
                 if fd == pidfd:
-                    return _finish(state_file)
+                    return _finish(state_file, root)
                 if fd == pipe_fd:
                     try:
                         data = os.read(pipe_fd, 4096)
                     except OSError:
                         data = b""
                     if not data:
-                        return _finish(state_file)
+                        return _finish(state_file, root)
                 elif guard is not None:
                     guard.on_fd(fd)
             if guard is not None:
@@ -426,9 +499,9 @@ def watch(
             guard.close()
 
 
-def _finish(state_file: str) -> int:
+def _finish(state_file: str, root: str | None = None) -> int:
     failed = 0
-    for setting, why in restore_file(state_file):
+    for setting, why in restore_file(state_file, root):
         if why is not None and why not in ("cgroup is gone", "cgroup was replaced"):
             failed += 1
             print(f"oomkit watchdog: {setting.path}: {why}", file=sys.stderr)
@@ -440,14 +513,15 @@ def main(argv: list[str] | None = None) -> int:
     if not args or args[0] in ("-h", "--help"):
         print(
             "usage: python -m oomkit.kernel.linux.watchdog STATE_FILE"
-            " [RUNTIME_PID [HUNG_AFTER]]",
+            " [RUNTIME_PID [HUNG_AFTER [CGROUP_ROOT]]]",
             file=sys.stderr,
         )
         return 2
     state_file = args[0]
     runtime_pid = int(args[1]) if len(args) > 1 else os.getppid()
     hung_after = float(args[2]) if len(args) > 2 else None
-    return watch(state_file, runtime_pid, hung_after=hung_after)
+    root = args[3] if len(args) > 3 else None
+    return watch(state_file, runtime_pid, hung_after=hung_after, root=root)
 
 
 if __name__ == "__main__":
