@@ -311,13 +311,26 @@ def test_recycled_pid_is_not_killed(kernel: LinuxKernel, tree: Path) -> None:
 
 
 def test_remove_file(kernel: LinuxKernel, tmp_path: Path) -> None:
-    f = tmp_path / "blob"
-    f.write_bytes(b"x" * 65536)
-    assert kernel.remove_file(str(f)) >= 65536
-    assert not f.exists()
-    with pytest.raises(KernelError) as exc:
-        kernel.remove_file(str(f))
-    assert exc.value.errno == errno.ENOENT
+    import tempfile
+
+    from oomkit.kernel.linux.tmpfs import tmpfs_devices
+
+    if os.stat(tmp_path).st_dev not in tmpfs_devices():  # only tmpfs files are removed
+        blob = tmp_path / "blob"
+        blob.write_bytes(b"x")
+        with pytest.raises(KernelError) as exc:
+            kernel.remove_file(str(blob))
+        assert exc.value.errno == errno.EPERM and blob.exists()
+    if not os.path.isdir("/dev/shm") or os.stat("/dev/shm").st_dev not in tmpfs_devices():
+        pytest.skip("no tmpfs at /dev/shm")
+    with tempfile.TemporaryDirectory(dir="/dev/shm") as d:
+        f = Path(d) / "blob"
+        f.write_bytes(b"x" * 65536)
+        assert kernel.remove_file(str(f)) >= 65536
+        assert not f.exists()
+        with pytest.raises(KernelError) as exc:
+            kernel.remove_file(str(f))
+        assert exc.value.errno == errno.ENOENT
 
 
 def test_psi_trigger_validation(kernel: LinuxKernel) -> None:

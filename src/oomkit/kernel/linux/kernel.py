@@ -396,7 +396,8 @@ class LinuxKernel:
         Raises KernelError (EPERM, EBUSY, ENOENT) for anything else."""
         from oomkit.kernel.linux.tmpfs import remove_tmpfs_file
 
-        return remove_tmpfs_file(path, self.procfs.root)
+        # The real /proc even over a fake tree: the file, its mount and its openers are real.
+        return remove_tmpfs_file(path)
 
     def set_memory_max(self, cgroup: Cgroup, nbytes: int | None) -> None:
         cg = self._own(cgroup)
