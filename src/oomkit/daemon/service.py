@@ -160,16 +160,27 @@ class Daemon:
         dry = cfg.daemon.dry_run
         self.dispatch = Dispatch(wall=self._wall,
                                  take_would=self._take_would if dry else None)
-        self.eventlog = self._open_eventlog(cfg)
+        # An output that cannot start (a read-only log directory, a busy port) is reported
+        # and left out: OOM handling never depends on it.
+        failed: list[tuple[str, str]] = []
+        try:
+            self.eventlog = self._open_eventlog(cfg)
+        except ConfigError as exc:
+            failed.append(("event log", str(exc)))
         self.dispatch.add("event log", self._log_record)
         if cfg.metrics is not None:
-            self._start_metrics(cfg)
+            try:
+                self._start_metrics(cfg)
+            except ConfigError as exc:
+                failed.append(("metrics", str(exc)))
         if cfg.daemon.status_file:
             self.status = self._new_status(cfg)
             self.dispatch.add("status", self.status)
         self.dispatch.add_event_sink("cgroups", self._on_cgroup_event)
         if self._out is not None:
             self.dispatch.add("terminal", Printer(self._out, self._as_json))
+        for where, message in failed:
+            self.emit_error(where, f"{message}; OOM handling goes on without it")
 
     def _open_eventlog(self, cfg: Config) -> EventLog:
         assert self.housekeeper is not None

@@ -22,7 +22,6 @@ import json
 import os
 import stat
 import subprocess
-import tempfile
 import threading
 
 from oomkit.kernel.linux.watchdog import (
@@ -34,21 +33,7 @@ from oomkit.kernel.linux.watchdog import (
     restore_setting,
     spawn_watchdog,
 )
-
-
-def make_private_dirs(directory: str) -> None:
-    """Create ``directory`` and missing parents as 0700 (chmod after mkdir: the umask may
-    have taken bits away, or left group/other bits). Existing directories are left as
-    they are: they may be shared (/run)."""
-    missing: list[str] = []
-    d = os.path.abspath(directory)
-    while not os.path.lexists(d):
-        missing.append(d)
-        d = os.path.dirname(d)
-    for d in reversed(missing):
-        with contextlib.suppress(FileExistsError):
-            os.mkdir(d, 0o700)
-            os.chmod(d, 0o700, follow_symlinks=False)
+from oomkit.privfile import make_private_dirs, replace_private
 
 
 def _take_lock(state_file: str) -> int:
@@ -213,18 +198,4 @@ class RestoreJournal:
         text = json.dumps(data).encode()
         # mkstemp: O_EXCL|O_NOFOLLOW, 0600 and a random name (nothing planted is followed);
         # the rename is atomic: the watchdog never reads half a file.
-        fd, tmp = tempfile.mkstemp(prefix=os.path.basename(self.state_file) + ".",
-                                   suffix=".tmp", dir=directory)
-        try:
-            view = memoryview(text)
-            while view:
-                view = view[os.write(fd, view):]
-            os.close(fd)
-            fd = -1
-            os.replace(tmp, self.state_file)
-        except BaseException:
-            if fd >= 0:
-                os.close(fd)
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        replace_private(self.state_file, text)
