@@ -179,6 +179,38 @@ class LinuxKernel:
         """Our root is the hierarchy's root unless it is a subtree of a mounted hierarchy."""
         return cg.path == "/" and not self.prefix
 
+    def oomkit_memcgs(self) -> set[str]:
+        """Paths below our root of the memcgs holding this process and its watchdog."""
+        key = "memory" if self.version == 1 else ""
+        found: set[str] = set()
+        holders: list[int | str] = ["self"]
+        if self.journal.watchdog_pid is not None:
+            holders.append(self.journal.watchdog_pid)
+        for holder in holders:
+            try:
+                kpath = procfs.parse_proc_cgroup(self.procfs.read(holder, "cgroup")).get(key)
+            except OomkitError:
+                continue
+            path = from_kernel_path(self.prefix, kpath)
+            if path is not None:
+                found.add(path)
+        return found
+
+    def holds_oomkit(self, cg: LinuxCgroup) -> bool:
+        """Arming ``cg`` could freeze oomkit itself: it is the memcg of the daemon or its
+        watchdog, or (v1) an ancestor of one. On v1 the OOM of a memcg with
+        oom_kill_disable 1 puts every task charging to it to sleep, those of its
+        descendants included (mem_cgroup_oom_synchronize), and memcgs made below it
+        inherit the flag: a handler, or the daemon's own allocation, would then wait for
+        an OOM only the daemon can end. On v2 the guard band of an ancestor only
+        throttles (memory.high), so only the daemon's own memcg is left alone."""
+        for path in self.oomkit_memcgs():
+            if path == cg.path:
+                return True
+            if self.version == 1 and (cg.path == "/" or path.startswith(cg.path + "/")):
+                return True
+        return False
+
     def in_scope(self, path: str) -> bool:
         """Some watch_oom scope covers the cgroup at ``path``."""
         for spath in self._scopes.values():
@@ -280,7 +312,7 @@ class LinuxKernel:
 
     # -- cgroup online/offline ------------------------------------------------------------------
     def _online(self, cg: LinuxCgroup) -> None:
-        if self.in_scope(cg.path):
+        if self.in_scope(cg.path) and not self.holds_oomkit(cg):
             self.oom_watch.arm_safely(cg)
         if self._hooks is not None:
             self._hooks.cgroup_online(cg.id, cg.path)
@@ -300,10 +332,18 @@ class LinuxKernel:
             self._start()
         root = self.root_mem_cgroup() if cgroup is None else self._own(cgroup)
         self._scopes[cgroup.id if cgroup is not None else 0] = root.path
+        spared: list[str] = []
         for cg in root.walk():
             assert isinstance(cg, LinuxCgroup)
+            if self.holds_oomkit(cg):
+                spared.append(cg.path)
+                continue
             self.oom_watch.arm_safely(cg)
         how = self.layout.oom_how
+        if spared:
+            shown = ", ".join(spared[:3]) + (" ..." if len(spared) > 3 else "")
+            how += (f"; not armed: {shown} (holds oomkit itself: its OOMs go to the kernel "
+                    "killer)")
         if cgroup is None:
             self.system.arm()
             how += "; system-wide: PSI /proc/pressure/memory + MemAvailable"
