@@ -29,7 +29,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Final, final
 
 from oomkit.clock import Clock, MonotonicClock, wall_perf_ns
-from oomkit.errors import CgroupGone, KernelError, OomkitError
+from oomkit.errors import CgroupGone, KernelError, OomkitError, Unkillable
 from oomkit.kernel.base import (
     KNOWN_OOM_FLAGS,
     MAX_ORDER,
@@ -183,7 +183,7 @@ class LinuxKernel:
         """Paths below our root of the memcgs holding this process and its watchdog."""
         key = "memory" if self.version == 1 else ""
         found: set[str] = set()
-        holders: list[int | str] = ["self"]
+        holders: list[int] = [os.getpid()]  # not "self": a fake proc_root records another
         if self.journal.watchdog_pid is not None:
             holders.append(self.journal.watchdog_pid)
         for holder in holders:
@@ -412,10 +412,27 @@ class LinuxKernel:
         return self.layout.totalpages(self._own(memcg), ram, swap)
 
     def kill_tasks(self, tasks: Sequence[Task], message: str, group: Cgroup | None) -> list[Task]:
-        return self.killer.kill(tasks, skip_unkillable=True)
+        return self.killer.kill([t for t in tasks if self._may_kill(t.pid)],
+                                skip_unkillable=True)
+
+    def _may_kill(self, pid: int) -> bool:
+        """Never this process or its watchdog, nor a task outside our cgroup root (a Task
+        a policy made up, or one that moved out): its memcg is read at kill time."""
+        if pid in (os.getpid(), self.journal.watchdog_pid):
+            return False
+        key = "memory" if self.version == 1 else ""
+        try:
+            kpath = procfs.parse_proc_cgroup(self.procfs.read(pid, "cgroup")).get(key)
+        except OomkitError:
+            return False  # gone: nothing to kill
+        return from_kernel_path(self.prefix, kpath) is not None
 
     def kill_cgroup(self, cgroup: Cgroup, message: str) -> list[Task]:
         cg = self._own(cgroup)
+        for path in self.oomkit_memcgs():
+            if cg.path in ("/", path) or path.startswith(cg.path + "/"):
+                raise Unkillable(f"cgroup {cg.path} holds oomkit itself (its daemon or "
+                                 "watchdog): not killed")
         atomic = self.layout.has_cgroup_kill(cg)
         freezer = None
         if not atomic:
