@@ -22,8 +22,10 @@ import json
 import os
 import stat
 import subprocess
+import sys
 import threading
 
+from oomkit.errors import KernelError
 from oomkit.kernel.linux.watchdog import (
     STATE_VERSION,
     Setting,
@@ -58,6 +60,17 @@ def _take_lock(state_file: str) -> int:
         os.close(fd)
         raise
     return fd
+
+
+class JournalError(KernelError):
+    """The journal could not be written (ENOSPC, EROFS, fork failing for the watchdog):
+    the change it was to guard must not be made; the memcg stays with the kernel."""
+
+
+def warn(message: str) -> None:
+    """One line on stderr (the daemon's goes to the journal under systemd)."""
+    with contextlib.suppress(OSError, ValueError):
+        print(f"oomkit: {message}", file=sys.stderr, flush=True)
 
 
 class RestoreJournal:
@@ -113,7 +126,14 @@ class RestoreJournal:
             if path in self._settings:
                 return
             self._settings[path] = Setting(path, original, dir_inode)
-            self._persist()
+            try:
+                self._persist()
+            except OSError as exc:
+                # Not on disk: the watchdog could not undo it, so it must not be done.
+                del self._settings[path]
+                raise JournalError(f"{self.state_file}: cannot write the restore journal "
+                                   f"({exc.strerror or exc}): {os.path.dirname(path)} is "
+                                   "left to the kernel OOM killer", exc.errno) from None
 
     def update_original(self, path: str, original: str) -> None:
         """The user changed the setting meanwhile: that is the value to restore now."""
@@ -121,7 +141,7 @@ class RestoreJournal:
             old = self._settings.get(path)
             if old is not None and old.original != original:
                 self._settings[path] = Setting(path, original, old.dir_inode)
-                self._persist()
+                self._persist_or_warn()
 
     def original(self, path: str) -> str | None:
         with self._lock:
@@ -132,7 +152,7 @@ class RestoreJournal:
         """The original value is back in place (we restored it, or the cgroup is gone)."""
         with self._lock:
             if self._settings.pop(path, None) is not None:
-                self._persist()
+                self._persist_or_warn()
 
     def restore(self, path: str) -> str | None:
         """Write one original back and forget it."""
@@ -176,6 +196,15 @@ class RestoreJournal:
     @property
     def watchdog_pid(self) -> int | None:
         return self._proc.pid if self._proc is not None else None
+
+    def _persist_or_warn(self) -> None:
+        # The disk copy is behind (it may list a value already restored): the watchdog
+        # would write an original again, which is harmless; crashing is not.
+        try:
+            self._persist()
+        except OSError as exc:
+            warn(f"{self.state_file}: cannot update the restore journal: "
+                  f"{exc.strerror or exc}")
 
     def _persist(self) -> None:
         # Called with the lock held. Atomic replace: the watchdog never reads half a file.

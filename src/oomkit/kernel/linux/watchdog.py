@@ -17,6 +17,12 @@ resolves the OOM. The journal entry stays (the runtime, if it recovers, owns it)
 journal is followed with inotify on its directory; nothing is polled while no OOM is
 pending.
 
+On v1 a memcg made below one with ``oom_kill_disable 1`` inherits the flag. One made while
+the runtime cannot journal it (stopped, hung, its journal unwritable) would stay disabled
+for good: the watchdog watches each journaled memcg's directory (inotify IN_CREATE), takes
+every new child that inherited the flag under the same hung-runtime check, and writes it
+back to 0 when the runtime is gone, as if it had been journaled.
+
 A journal is trusted no further than what oomkit itself writes (:func:`check_setting`): an
 entry is restored only if it names a file oomkit changes (``memory.oom_control``,
 ``memory.high``) below the cgroup root, by a normalized absolute path, with an original
@@ -54,6 +60,7 @@ DEFAULT_STATE_FILE: Final = "/run/oomkit/restore.json"
 DEFAULT_HUNG_AFTER: Final = 15.0
 HUNG_AFTER_ENV: Final = "OOMKIT_WATCHDOG_HUNG_AFTER"
 V1_OOM_CONTROL: Final = "memory.oom_control"
+READY_TIMEOUT: Final = 3.0  # how long the runtime waits for the watchdog to say "ready"
 V1_EVENT_CONTROL: Final = "cgroup.event_control"
 #: The files oomkit changes, and the form of their original values.
 KNOWN_SETTINGS: Final = {
@@ -212,11 +219,19 @@ def spawn_watchdog(
     proc = subprocess.Popen(
         argv,
         stdin=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
         start_new_session=True,
         close_fds=True,
         pass_fds=(lock_fd,) if lock_fd is not None else (),
     )
+    # Wait (a little) until it watches the journal and the memcgs: a memcg made below an
+    # armed one right after would otherwise be made before the watchdog looks.
+    assert proc.stdout is not None
+    with contextlib.suppress(OSError, ValueError):
+        ready, _, _ = select.select([proc.stdout], [], [], READY_TIMEOUT)
+        if ready:
+            proc.stdout.readline()
+    proc.stdout.close()
     # No handshake needed: if we die before it opened its pidfd of us, pidfd_open fails (or
     # the pipe is already at EOF) and it restores at once.
     return proc
@@ -244,7 +259,9 @@ def _log(msg: str) -> None:
 _IN_CLOSE_WRITE: Final = 0x00000008
 _IN_MOVED_TO: Final = 0x00000080
 _IN_DELETE: Final = 0x00000200
+_IN_CREATE: Final = 0x00000100
 _IN_Q_OVERFLOW: Final = 0x00004000
+_IN_ISDIR: Final = 0x40000000
 _INOTIFY_EVENT: Final = struct.Struct("iIII")  # wd, mask, cookie, len
 
 
@@ -261,6 +278,40 @@ def _inotify_watch_dir(directory: str) -> int:
         os.close(fd)
         raise OSError(code, f"inotify_add_watch {directory}: {os.strerror(code)}")
     return fd
+
+
+def _inotify_add(fd: int, path: str, mask: int) -> int:
+    """inotify_add_watch; the watch descriptor, or -1 (the directory is gone)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    return int(libc.inotify_add_watch(fd, os.fsencode(path), ctypes.c_uint32(mask)))
+
+
+def _inotify_init() -> int:
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = int(libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC))
+    if fd < 0:
+        code = ctypes.get_errno()
+        raise OSError(code, f"inotify_init1: {os.strerror(code)}")
+    return fd
+
+
+def _inotify_events(fd: int) -> list[tuple[int, int, str]]:
+    """(wd, mask, name) of the pending events (drained)."""
+    out: list[tuple[int, int, str]] = []
+    while True:
+        try:
+            buf = os.read(fd, 65536)
+        except OSError:
+            break
+        if not buf:
+            break
+        pos = 0
+        while pos + _INOTIFY_EVENT.size <= len(buf):
+            wd, mask, _cookie, length = _INOTIFY_EVENT.unpack_from(buf, pos)
+            pos += _INOTIFY_EVENT.size
+            out.append((wd, mask, os.fsdecode(buf[pos : pos + length].split(b"\0", 1)[0])))
+            pos += length
+    return out
 
 
 def _inotify_names(fd: int) -> list[str] | None:
@@ -362,12 +413,26 @@ class _HungGuard:
         self.by_path: dict[str, _OomWatch] = {}
         self.inotify_fd = _inotify_watch_dir(os.path.dirname(state_file) or ".")
         ep.register(self.inotify_fd, select.EPOLLIN)
+        # New memcgs below journaled ones (v1 inheritance of oom_kill_disable).
+        self.cg_fd = _inotify_init()
+        ep.register(self.cg_fd, select.EPOLLIN)
+        self.cg_wds: dict[int, str] = {}  # watch descriptor -> memcg directory
+        self.watched_dirs: set[str] = set()
+        self.inherited: dict[str, Setting] = {}  # oom_control path -> its "0" to restore
+        self.journaled: set[str] = set()
         self.reload()  # after the watch: an update in between is not missed
 
     def reload(self) -> None:
         _, settings = read_state(self.state_file)
         wanted = {s.path: s for s in settings if _is_ours(s) and check_setting(s, self.root)
                   is None}
+        self.journaled = set(wanted)
+        for path in wanted:
+            self.inherited.pop(path, None)  # journaled now: the runtime owns it
+        for path, s in self.inherited.items():
+            wanted.setdefault(path, s)  # ours until the runtime journals it
+        for path in wanted:
+            self._watch_children(os.path.dirname(path))
         for path, w in list(self.by_path.items()):
             if wanted.get(path) != w.setting:
                 self._drop(w)
@@ -379,7 +444,47 @@ class _HungGuard:
                     self.by_efd[new.efd] = new
                     self.ep.register(new.efd, select.EPOLLIN)
 
+    def _watch_children(self, directory: str) -> None:
+        if directory in self.watched_dirs:
+            return
+        wd = _inotify_add(self.cg_fd, directory, _IN_CREATE)
+        if wd >= 0:
+            self.cg_wds[wd] = directory
+            self.watched_dirs.add(directory)
+
+    def _on_children(self) -> None:
+        """A memcg made below a disabled one: take it if it inherited the flag."""
+        for wd, mask, name in _inotify_events(self.cg_fd):
+            parent = self.cg_wds.get(wd)
+            if parent is None or not (mask & _IN_CREATE and mask & _IN_ISDIR):
+                continue
+            child = os.path.join(parent, name)
+            ctl = os.path.join(child, V1_OOM_CONTROL)
+            try:
+                inode = os.stat(child).st_ino
+                with open(ctl, encoding="ascii", errors="replace") as f:
+                    flags = dict(line.split(None, 1) for line in f if " " in line)
+            except OSError:
+                continue
+            if flags.get("oom_kill_disable", "0").strip() != "1" or ctl in self.by_path:
+                continue
+            s = Setting(ctl, "0", inode)
+            if check_setting(s, self.root) is not None:
+                continue
+            self.inherited[ctl] = s
+            self._watch_children(child)  # and its children in turn
+            new = _register(s)
+            if new is not None:
+                self.by_path[ctl] = new
+                self.by_efd[new.efd] = new
+                self.ep.register(new.efd, select.EPOLLIN)
+
+    def unjournaled(self) -> list[Setting]:
+        """Memcgs that inherited oom_kill_disable and the runtime never journaled."""
+        return [s for p, s in self.inherited.items() if p not in self.journaled]
+
     def _drop(self, w: _OomWatch) -> None:
+        self.inherited.pop(w.setting.path, None)
         self.by_path.pop(w.setting.path, None)
         self.by_efd.pop(w.efd, None)
         with contextlib.suppress(OSError, ValueError):
@@ -392,6 +497,9 @@ class _HungGuard:
             names = _inotify_names(fd)
             if names is None or self.name in names:
                 self.reload()
+            return True
+        if fd == self.cg_fd:
+            self._on_children()
             return True
         w = self.by_efd.get(fd)
         if w is None:
@@ -442,8 +550,9 @@ class _HungGuard:
     def close(self) -> None:
         for w in list(self.by_path.values()):
             self._drop(w)
-        with contextlib.suppress(OSError):
-            os.close(self.inotify_fd)
+        for fd in (self.inotify_fd, self.cg_fd):
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
 
 def watch(
@@ -477,19 +586,22 @@ def watch(
             guard = _HungGuard(state_file, hung_after, ep, root)
         except OSError as exc:  # the restore on the runtime's death works regardless
             _log(f"no hung-runtime check: {exc}")
+    with contextlib.suppress(OSError):  # "ready": the runtime may go on arming
+        os.write(1, b"ready\n")
+        os.close(1)
     try:
         while True:
             timeout = guard.timeout() if guard is not None else -1
             for fd, _ in ep.poll(timeout):
                 if fd == pidfd:
-                    return _finish(state_file, root)
+                    return _finish(state_file, root, guard)
                 if fd == pipe_fd:
                     try:
                         data = os.read(pipe_fd, 4096)
                     except OSError:
                         data = b""
                     if not data:
-                        return _finish(state_file, root)
+                        return _finish(state_file, root, guard)
                 elif guard is not None:
                     guard.on_fd(fd)
             if guard is not None:
@@ -499,9 +611,13 @@ def watch(
             guard.close()
 
 
-def _finish(state_file: str, root: str | None = None) -> int:
+def _finish(state_file: str, root: str | None = None, guard: _HungGuard | None = None) -> int:
     failed = 0
-    for setting, why in restore_file(state_file, root):
+    if guard is not None:
+        guard.on_fd(guard.cg_fd)  # memcgs made just before the runtime went
+    extra = guard.unjournaled() if guard is not None else []
+    results = restore_file(state_file, root) + [(s, restore_setting(s, root)) for s in extra]
+    for setting, why in results:
         if why is not None and why not in ("cgroup is gone", "cgroup was replaced"):
             failed += 1
             print(f"oomkit watchdog: {setting.path}: {why}", file=sys.stderr)
