@@ -167,3 +167,31 @@ def test_the_watchdog_keeps_the_lock_until_it_restored(tmp_path: Path, cg: Path)
     assert proc.wait(5) == 0
     assert (cg / "a" / "memory.oom_control").read_text() == "0"
     RestoreJournal(str(state), watchdog=False, cgroup_root=str(cg)).close()
+
+
+def test_a_forked_child_does_not_keep_the_watchdog_waiting(tmp_path: Path, cg: Path) -> None:
+    """A handler that forks: the child must not hold the watchdog's pipe (issue 14 item 8)
+    nor the state file's lock."""
+    import time
+
+    state = tmp_path / "restore.json"
+    journal = RestoreJournal(str(state), cgroup_root=str(cg))
+    journal.record(str(cg / "a" / "memory.oom_control"), "0")
+    proc = journal._proc
+    assert proc is not None and proc.stdin is not None
+    child = os.fork()
+    if child == 0:  # the handler's child: lives on, holding whatever it inherited
+        time.sleep(20)
+        os._exit(0)
+    try:
+        journal._proc = None
+        assert journal._lock_fd is not None
+        os.close(journal._lock_fd)
+        journal._lock_fd = None
+        proc.stdin.close()  # the runtime dies
+        assert proc.wait(5) == 0, "the watchdog still waits: the child holds its pipe"
+        assert (cg / "a" / "memory.oom_control").read_text() == "0"
+        RestoreJournal(str(state), watchdog=False).close()  # and the lock is free
+    finally:
+        os.kill(child, 9)
+        os.waitpid(child, 0)

@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import json
 import os
 import stat
 import subprocess
 import sys
 import threading
+import weakref
 
 from oomkit.errors import KernelError
 from oomkit.kernel.linux.watchdog import (
@@ -73,6 +75,27 @@ def warn(message: str) -> None:
         print(f"oomkit: {message}", file=sys.stderr, flush=True)
 
 
+def _drop_in_child(ref: weakref.ref[RestoreJournal]) -> None:
+    """After fork, in the child: put /dev/null where the watchdog pipe and the lock were
+    (dup2 keeps the numbers valid for objects that will close them later)."""
+    journal = ref()
+    if journal is None:
+        return
+    fds = [journal._lock_fd]
+    proc = journal._proc
+    if proc is not None and proc.stdin is not None:
+        fds.append(proc.stdin.fileno())
+    try:
+        null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+    except OSError:
+        return
+    for fd in fds:
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.dup2(null, fd)
+    os.close(null)
+
+
 class RestoreJournal:
     """What the runtime changed, kept in memory and, with a ``state_file``, on disk.
 
@@ -105,6 +128,10 @@ class RestoreJournal:
         self._proc: subprocess.Popen[bytes] | None = None
         self._lock_fd: int | None = None
         self.leftovers: list[tuple[Setting, str | None]] = []
+        # A handler that forks (and does not exec) must not leave a child holding the
+        # watchdog's pipe (its EOF is how the watchdog learns we died) or the lock.
+        os.register_at_fork(after_in_child=functools.partial(_drop_in_child,
+                                                             weakref.ref(self)))
         if state_file is not None:
             make_private_dirs(os.path.dirname(os.path.abspath(state_file)))
             self._lock_fd = _take_lock(state_file)
