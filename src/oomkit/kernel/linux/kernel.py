@@ -150,6 +150,7 @@ class LinuxKernel:
             self.loop, self._report_kernel_oom, lambda p: from_kernel_path(self.prefix, p)
         )
         self._scopes: dict[int, str] = {}  # scope key (cgroup id, 0 = root) -> path
+        self._handovers: dict[str, float] = {}  # memcg path -> when handed to the kernel
         self._started = False
         self._closed = False
         self.tree.rescan()
@@ -398,9 +399,29 @@ class LinuxKernel:
         if self._hooks is not None:
             self._hooks.psi_event(trig)
 
-    def _report_kernel_oom(self, oom: KernelOom) -> None:
+    #: How long after a hand-over the kernel's kills in that memcg are the same OOM.
+    HANDOVER_SAME_OOM_S: Final = 10.0
+
+    def note_handover(self, path: str) -> None:
+        """An OOM of ``path`` was handed to the kernel killer (and already reported)."""
+        self._handovers[path] = self._clock.now()
+
+    def report_kernel_oom(self, oom: KernelOom) -> None:
+        """Report an OOM the kernel resolved, unless it is one we handed over: that OOM
+        was reported by the runtime already (once, with resolved_by "default"), and its
+        kills here are the same OOM, not a new one."""
+        now = self._clock.now()
+        for path, at in list(self._handovers.items()):
+            if now - at > self.HANDOVER_SAME_OOM_S:
+                del self._handovers[path]
+            elif oom.memcg is not None and (
+                oom.memcg == path or oom.memcg.startswith(path.rstrip("/") + "/")
+            ):
+                return
         if self._hooks is not None:
             self._hooks.kernel_oom(oom)
+
+    _report_kernel_oom = report_kernel_oom
 
     # -- the actions ------------------------------------------------------------------------------
     def oom_totalpages(self, memcg: Cgroup | None) -> int:

@@ -235,6 +235,6 @@ class V1OomWatch(OomWatch):
                 continue
             before = self._kill_counts.get(cg_id, now)
             self._kill_counts[cg_id] = now
-            hooks = k.hooks
-            if now > before and hooks is not None:
-                hooks.kernel_oom(KernelOom(a.cg.path, (), now - before, "memory.oom_control"))
+            if now > before:
+                k.report_kernel_oom(KernelOom(a.cg.path, (), now - before,
+                                              "memory.oom_control"))

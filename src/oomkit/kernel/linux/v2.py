@@ -114,9 +114,8 @@ class V2GuardBand(OomWatch):
             return
         before, a.last_events = a.last_events, events
         kills = events.get("oom_kill", 0) - before.get("oom_kill", 0)
-        hooks = k.hooks
-        if kills > 0 and not k.reads_kmsg and hooks is not None:
-            hooks.kernel_oom(KernelOom(a.cg.path, (), kills, "memory.events"))
+        if kills > 0 and not k.reads_kmsg:
+            k.report_kernel_oom(KernelOom(a.cg.path, (), kills, "memory.events"))
         if a.handed_over_at is not None:
             self.handover_done(a)  # its timer keeps looking too
             return

@@ -133,6 +133,7 @@ class OomWatch:
         """The fallback: let the kernel's OOM killer act on this memcg."""
         a.handed_over_at = self.k.clock.now()
         a.kills_at_handover = a.cg.memory_events("oom_kill")
+        self.k.note_handover(a.cg.path)
         note = self._release(a, why)
         self.k.loop.call_later(0.05, lambda: self.check_handover(a.cg.id))
         return note
