@@ -88,7 +88,9 @@ class LinuxKernel:
     ``system_min_available`` (a fraction of MemTotal): the system-wide watch;
     ``recheck_s``: how long a victim may take to exit before the OOM is asked about
     again; ``max_stall_s``: how long handlers may claim progress on a stuck memcg before
-    the kernel killer takes over. Raises KernelError (ENOENT) without a memory cgroup.
+    the kernel killer takes over; ``watchdog_hung_after``: how long the watchdog process
+    lets a memcg stay under OOM with the killer disabled by us (None: its default, 15 s).
+    Raises KernelError (ENOENT) without a memory cgroup.
     """
 
     def __init__(
@@ -107,6 +109,7 @@ class LinuxKernel:
         system_min_available: float = 0.03,
         recheck_s: float = 0.5,
         max_stall_s: float = 5.0,
+        watchdog_hung_after: float | None = None,
     ) -> None:
         self.procfs = procfs.Procfs(proc_root)
         self._clock: Clock = clock or MonotonicClock()
@@ -120,6 +123,7 @@ class LinuxKernel:
         self._freezer_root = freezer_root(mounts)
         # Journal entries (ours, or a leftover one) are restored only below this hierarchy.
         self.journal = RestoreJournal(state_file, watchdog=watchdog,
+                                      hung_after=watchdog_hung_after,
                                       cgroup_root=hierarchy_point(self.root_dir, mounts))
         self.kver = kernel_version(os.uname().release)
         self.privileged_psi = self._has_cap(CAP_SYS_RESOURCE)
