@@ -4,6 +4,7 @@ hands the OOM to the kernel killer after the budget plus a margin (not after 15 
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -33,10 +34,14 @@ class HoldsTheGil(OomOps):
 '''
 
 
-def test_a_handler_holding_the_gil_is_bounded_by_its_budget(live_v1: LiveCgroups,
-                                                            tmp_path: Path) -> None:
-    live = live_v1
-    box = live.mkdir("box", limit=32 * MiB)
+def ooms(log: Path) -> list[dict[str, object]]:
+    if not log.exists():
+        return []
+    records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    return [r for r in records if r.get("event") == "oom"]
+
+
+def start_daemon(live: LiveCgroups, tmp_path: Path, box: Path) -> subprocess.Popen[bytes]:
     os.chmod(tmp_path, 0o755)
     policy = tmp_path / "gil.py"
     policy.write_text(POLICY)
@@ -50,12 +55,20 @@ def test_a_handler_holding_the_gil_is_bounded_by_its_budget(live_v1: LiveCgroups
     env = {k: v for k, v in os.environ.items() if k != "OOMKIT_WATCHDOG_HUNG_AFTER"}
     proc = subprocess.Popen([sys.executable, "-m", "oomkit.cli", "run", "--config", str(config),
                              "--quiet"], stderr=subprocess.PIPE, env=env)
+    armed = wait_for(lambda: oom_control(box)["oom_kill_disable"] == 1, 15)
+    if not armed:
+        proc.kill()
+        assert proc.stderr is not None
+        pytest.fail(f"not armed: {proc.stderr.read().decode()[-2000:]}")
+    return proc
+
+
+def test_a_handler_holding_the_gil_is_bounded_by_its_budget(live_v1: LiveCgroups,
+                                                            tmp_path: Path) -> None:
+    live = live_v1
+    box = live.mkdir("box", limit=32 * MiB)
+    proc = start_daemon(live, tmp_path, box)
     try:
-        armed = wait_for(lambda: oom_control(box)["oom_kill_disable"] == 1, 15)
-        if not armed:
-            proc.kill()
-            assert proc.stderr is not None
-            pytest.fail(f"not armed: {proc.stderr.read().decode()[-2000:]}")
         start = time.monotonic()
         hog = live.spawn(box, "anon", 64 * MiB)
         assert hog.wait_dead(WATCHDOG_MIN_S + 4), "the OOM waited for more than budget+margin"
@@ -70,3 +83,30 @@ def test_a_handler_holding_the_gil_is_bounded_by_its_budget(live_v1: LiveCgroups
     assert wait_for(lambda: not (tmp_path / "run" / "restore.json").exists(), 5)
     if proc.stderr is not None:
         proc.stderr.close()
+    # The daemon never wrote it (stuck): the watchdog did, once (item 8).
+    (oom,) = ooms(tmp_path / "log" / "events.jsonl")
+    assert (oom["memcg"], oom["policy"], oom["resolved_by"]) == ("/box", "watchdog", "kernel")
+
+
+def test_an_oom_the_daemon_did_not_live_to_record_is_recorded(live_v1: LiveCgroups,
+                                                              tmp_path: Path) -> None:
+    live = live_v1
+    box = live.mkdir("box", limit=32 * MiB)
+    proc = start_daemon(live, tmp_path, box)
+    try:
+        hog = live.spawn(box, "anon", 64 * MiB)
+        assert wait_for(lambda: oom_control(box)["under_oom"] == 1, 5)
+        time.sleep(0.5)  # the handler is stuck now
+        proc.kill()  # SIGKILL in the middle of the OOM
+        proc.wait()
+        assert hog.wait_dead(5), "the watchdog gives the OOM to the kernel when we die"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if proc.stderr is not None:
+            proc.stderr.close()
+    assert wait_for(lambda: not (tmp_path / "run" / "restore.json").exists(), 5)
+    (oom,) = ooms(tmp_path / "log" / "events.jsonl")
+    assert (oom["memcg"], oom["policy"]) == ("/box", "watchdog")
+    assert "the runtime was gone" in str(oom["note"])

@@ -121,6 +121,7 @@ class LiveBackend:
                 state_file=d.state_file,
                 guard_margin=config.guard.of,
                 watchdog_hung_after=watchdog_deadline(config),
+                event_log=d.event_log,
             )
         except OomkitError as exc:
             key = "cgroup_root" if d.cgroup_root else "state_file"

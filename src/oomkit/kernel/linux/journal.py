@@ -116,6 +116,8 @@ class RestoreJournal:
         watchdog: bool = True,
         hung_after: float | None = None,
         cgroup_root: str | None = None,
+        event_log: str | None = None,
+        tree_root: str | None = None,
     ) -> None:
         self.state_file = state_file
         self.hung_after = default_hung_after() if hung_after is None else hung_after
@@ -123,6 +125,8 @@ class RestoreJournal:
             raise ValueError("hung_after must be >= 0")
         self._use_watchdog = watchdog and state_file is not None
         self.cgroup_root = cgroup_root
+        self.event_log = event_log  # where the watchdog records the OOMs it hands over
+        self.tree_root = tree_root
         self._lock = threading.Lock()
         self._settings: dict[str, Setting] = {}
         self._proc: subprocess.Popen[bytes] | None = None
@@ -240,9 +244,17 @@ class RestoreJournal:
         directory = os.path.dirname(os.path.abspath(self.state_file))
         # Before the watchdog starts: it watches this directory for the journal's updates.
         make_private_dirs(directory)
-        if self._use_watchdog and self._proc is None:
+        spawn = self._use_watchdog and self._proc is None
+        self._write()
+        if spawn:
+            # After the first write: the watchdog's first read sees the setting (and
+            # watches its memcg for children) before the change is made.
             self._proc = spawn_watchdog(self.state_file, self.hung_after, self.cgroup_root,
-                                        self._lock_fd)
+                                        self._lock_fd, self.event_log, self.tree_root)
+            self._write()  # with its pid
+
+    def _write(self) -> None:
+        assert self.state_file is not None
         data = {
             "version": STATE_VERSION,
             "pid": os.getpid(),

@@ -89,7 +89,8 @@ class LinuxKernel:
     ``recheck_s``: how long a victim may take to exit before the OOM is asked about
     again; ``max_stall_s``: how long handlers may claim progress on a stuck memcg before
     the kernel killer takes over; ``watchdog_hung_after``: how long the watchdog process
-    lets a memcg stay under OOM with the killer disabled by us (None: its default, 15 s).
+    lets a memcg stay under OOM with the killer disabled by us (None: its default, 15 s);
+    ``event_log``: where the watchdog records the OOMs it hands over (None: its stderr).
     Raises KernelError (ENOENT) without a memory cgroup.
     """
 
@@ -110,6 +111,7 @@ class LinuxKernel:
         recheck_s: float = 0.5,
         max_stall_s: float = 5.0,
         watchdog_hung_after: float | None = None,
+        event_log: str | None = None,
     ) -> None:
         self.procfs = procfs.Procfs(proc_root)
         self._clock: Clock = clock or MonotonicClock()
@@ -124,7 +126,8 @@ class LinuxKernel:
         # Journal entries (ours, or a leftover one) are restored only below this hierarchy.
         self.journal = RestoreJournal(state_file, watchdog=watchdog,
                                       hung_after=watchdog_hung_after,
-                                      cgroup_root=hierarchy_point(self.root_dir, mounts))
+                                      cgroup_root=hierarchy_point(self.root_dir, mounts),
+                                      event_log=event_log, tree_root=self.root_dir)
         self.kver = kernel_version(os.uname().release)
         self.privileged_psi = self._has_cap(CAP_SYS_RESOURCE)
         self.guard_margin = guard_margin

@@ -190,6 +190,42 @@ def restore_file(path: str, root: str | None = None) -> list[tuple[Setting, str 
     return results
 
 
+@dataclass(frozen=True, slots=True)
+class EventLog:
+    """The daemon's event log, where the watchdog records the OOMs it hands to the kernel
+    (the runtime could not: hung, or dead). ``tree_root``: the runtime's cgroup root, to
+    name memcgs as the runtime does."""
+
+    path: str
+    tree_root: str
+
+    def oom(self, ctl_path: str, note: str) -> None:
+        directory = os.path.dirname(ctl_path)
+        rel = os.path.relpath(directory, self.tree_root)
+        record = {
+            "event": "oom", "time": round(time.monotonic(), 6),
+            "memcg": "/" if rel == "." else "/" + rel, "constraint": "MEMCG",
+            "constraint_text": None, "policy": "watchdog", "resolved_by": "kernel",
+            "victims": [], "handlers": [], "order": 0, "totalpages": 0, "note": note,
+            "wall": round(time.time(), 3),
+        }
+        line = (json.dumps(record, separators=(", ", ": ")) + "\n").encode()
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW
+                         | os.O_NONBLOCK | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            _log(f"{self.path}: cannot record the OOM of {record['memcg']}: {exc.strerror}")
+            return
+        try:
+            st = os.fstat(fd)
+            if stat.S_ISREG(st.st_mode) and st.st_uid == os.geteuid():
+                os.write(fd, line)
+        except OSError as exc:
+            _log(f"{self.path}: cannot record the OOM of {record['memcg']}: {exc.strerror}")
+        finally:
+            os.close(fd)
+
+
 def pid_alive(pid: int) -> bool:
     if pid <= 0:
         return False
@@ -207,6 +243,8 @@ def spawn_watchdog(
     hung_after: float = DEFAULT_HUNG_AFTER,
     root: str | None = None,
     lock_fd: int | None = None,
+    event_log: str | None = None,
+    tree_root: str | None = None,
 ) -> subprocess.Popen[bytes]:
     """Start the watchdog: a new session (a Ctrl-C or SIGTERM of the runtime's process group
     does not reach it), stdin the pipe whose EOF means "the runtime is gone". ``lock_fd``
@@ -216,6 +254,8 @@ def spawn_watchdog(
             repr(float(hung_after))]
     if root is not None:
         argv.append(root)
+        if event_log:
+            argv += [event_log, tree_root or root]
     proc = subprocess.Popen(
         argv,
         stdin=subprocess.PIPE,
@@ -400,9 +440,10 @@ class _HungGuard:
     OOM. Every method is called from the watchdog's one loop."""
 
     def __init__(self, state_file: str, hung_after: float, ep: select.epoll,
-                 root: str | None = None) -> None:
+                 root: str | None = None, log: EventLog | None = None) -> None:
         self.state_file = state_file
         self.root = root
+        self.log = log
         self.name = os.path.basename(state_file)
         self.hung_after = hung_after
         # While an OOM is pending: look at under_oom this often (a memcg whose OOM the
@@ -537,6 +578,9 @@ class _HungGuard:
     def _hand_over(self, w: _OomWatch) -> None:
         # The original value (0): the kernel killer acts. The journal entry stays.
         why = restore_setting(w.setting, self.root)
+        if why is None and self.log is not None:
+            self.log.oom(w.setting.path, f"handed to the kernel OOM killer by the watchdog: "
+                         f"under OOM for {self.hung_after:g} s and the runtime did not end it")
         if why is None:
             _log(
                 f"{w.setting.path}: under OOM for {self.hung_after:g} s and the runtime did "
@@ -561,6 +605,7 @@ def watch(
     pipe_fd: int = 0,
     hung_after: float | None = None,
     root: str | None = None,
+    log: EventLog | None = None,
 ) -> int:
     """Block until the runtime is gone (pipe EOF or its pidfd readable), then restore.
 
@@ -579,11 +624,11 @@ def watch(
             pidfd = os.pidfd_open(runtime_pid)
             ep.register(pidfd, select.EPOLLIN)
         except OSError:
-            return _finish(state_file, root)  # already gone: restore right away
+            return _finish(state_file, root, None, log)  # already gone: restore now
     guard: _HungGuard | None = None
     if hung_after > 0:
         try:
-            guard = _HungGuard(state_file, hung_after, ep, root)
+            guard = _HungGuard(state_file, hung_after, ep, root, log)
         except OSError as exc:  # the restore on the runtime's death works regardless
             _log(f"no hung-runtime check: {exc}")
     with contextlib.suppress(OSError):  # "ready": the runtime may go on arming
@@ -594,14 +639,14 @@ def watch(
             timeout = guard.timeout() if guard is not None else -1
             for fd, _ in ep.poll(timeout):
                 if fd == pidfd:
-                    return _finish(state_file, root, guard)
+                    return _finish(state_file, root, guard, log)
                 if fd == pipe_fd:
                     try:
                         data = os.read(pipe_fd, 4096)
                     except OSError:
                         data = b""
                     if not data:
-                        return _finish(state_file, root, guard)
+                        return _finish(state_file, root, guard, log)
                 elif guard is not None:
                     guard.on_fd(fd)
             if guard is not None:
@@ -611,12 +656,28 @@ def watch(
             guard.close()
 
 
-def _finish(state_file: str, root: str | None = None, guard: _HungGuard | None = None) -> int:
+def _under_oom(ctl_path: str) -> bool:
+    try:
+        with open(ctl_path, encoding="ascii", errors="replace") as f:
+            return any(line.split()[:2] == ["under_oom", "1"] for line in f)
+    except OSError:
+        return False
+
+
+def _finish(state_file: str, root: str | None = None, guard: _HungGuard | None = None,
+            log: EventLog | None = None) -> int:
     failed = 0
     if guard is not None:
         guard.on_fd(guard.cg_fd)  # memcgs made just before the runtime went
     extra = guard.unjournaled() if guard is not None else []
+    # OOMs the runtime did not live to end (or to record): recorded here, once.
+    _, journaled = read_state(state_file)
+    pending = [s.path for s in (*journaled, *extra) if _is_ours(s) and _under_oom(s.path)]
     results = restore_file(state_file, root) + [(s, restore_setting(s, root)) for s in extra]
+    if log is not None:
+        for path in pending:
+            log.oom(path, "the runtime was gone during this OOM: handed to the kernel OOM "
+                          "killer by the watchdog")
     for setting, why in results:
         if why is not None and why not in ("cgroup is gone", "cgroup was replaced"):
             failed += 1
@@ -629,7 +690,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args or args[0] in ("-h", "--help"):
         print(
             "usage: python -m oomkit.kernel.linux.watchdog STATE_FILE"
-            " [RUNTIME_PID [HUNG_AFTER [CGROUP_ROOT]]]",
+            " [RUNTIME_PID [HUNG_AFTER [CGROUP_ROOT [EVENT_LOG [TREE_ROOT]]]]]",
             file=sys.stderr,
         )
         return 2
@@ -637,7 +698,8 @@ def main(argv: list[str] | None = None) -> int:
     runtime_pid = int(args[1]) if len(args) > 1 else os.getppid()
     hung_after = float(args[2]) if len(args) > 2 else None
     root = args[3] if len(args) > 3 else None
-    return watch(state_file, runtime_pid, hung_after=hung_after, root=root)
+    log = EventLog(args[4], args[5] if len(args) > 5 else root or "/") if len(args) > 4 else None
+    return watch(state_file, runtime_pid, hung_after=hung_after, root=root, log=log)
 
 
 if __name__ == "__main__":
