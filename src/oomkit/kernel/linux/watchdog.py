@@ -305,18 +305,13 @@ _IN_ISDIR: Final = 0x40000000
 _INOTIFY_EVENT: Final = struct.Struct("iIII")  # wd, mask, cookie, len
 
 
-def _inotify_watch_dir(directory: str) -> int:
-    """A non-blocking inotify fd watching ``directory`` for files written or moved in."""
+def _inotify_init() -> int:
+    """A non-blocking inotify fd."""
     libc = ctypes.CDLL(None, use_errno=True)
     fd = int(libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC))
     if fd < 0:
         code = ctypes.get_errno()
         raise OSError(code, f"inotify_init1: {os.strerror(code)}")
-    mask = _IN_MOVED_TO | _IN_CLOSE_WRITE | _IN_DELETE
-    if libc.inotify_add_watch(fd, os.fsencode(directory), ctypes.c_uint32(mask)) < 0:
-        code = ctypes.get_errno()
-        os.close(fd)
-        raise OSError(code, f"inotify_add_watch {directory}: {os.strerror(code)}")
     return fd
 
 
@@ -326,12 +321,13 @@ def _inotify_add(fd: int, path: str, mask: int) -> int:
     return int(libc.inotify_add_watch(fd, os.fsencode(path), ctypes.c_uint32(mask)))
 
 
-def _inotify_init() -> int:
-    libc = ctypes.CDLL(None, use_errno=True)
-    fd = int(libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC))
-    if fd < 0:
+def _inotify_watch_dir(directory: str) -> int:
+    """A non-blocking inotify fd watching ``directory`` for files written or moved in."""
+    fd = _inotify_init()
+    if _inotify_add(fd, directory, _IN_MOVED_TO | _IN_CLOSE_WRITE | _IN_DELETE) < 0:
         code = ctypes.get_errno()
-        raise OSError(code, f"inotify_init1: {os.strerror(code)}")
+        os.close(fd)
+        raise OSError(code, f"inotify_add_watch {directory}: {os.strerror(code)}")
     return fd
 
 
@@ -341,7 +337,7 @@ def _inotify_events(fd: int) -> list[tuple[int, int, str]]:
     while True:
         try:
             buf = os.read(fd, 65536)
-        except OSError:
+        except OSError:  # BlockingIOError: drained
             break
         if not buf:
             break
@@ -356,26 +352,10 @@ def _inotify_events(fd: int) -> list[tuple[int, int, str]]:
 
 def _inotify_names(fd: int) -> list[str] | None:
     """Names in the pending events (drained); None on a queue overflow (re-read anyway)."""
-    names: list[str] = []
-    overflow = False
-    while True:
-        try:
-            buf = os.read(fd, 65536)
-        except BlockingIOError:
-            break
-        except OSError:
-            break
-        if not buf:
-            break
-        pos = 0
-        while pos + _INOTIFY_EVENT.size <= len(buf):
-            _wd, mask, _cookie, length = _INOTIFY_EVENT.unpack_from(buf, pos)
-            pos += _INOTIFY_EVENT.size
-            names.append(os.fsdecode(buf[pos : pos + length].split(b"\0", 1)[0]))
-            pos += length
-            if mask & _IN_Q_OVERFLOW:
-                overflow = True
-    return None if overflow else names
+    events = _inotify_events(fd)
+    if any(mask & _IN_Q_OVERFLOW for _, mask, _ in events):
+        return None
+    return [name for _, _, name in events]
 
 
 @dataclass(slots=True)
