@@ -182,6 +182,12 @@ def test_guard_margin() -> None:
     assert GuardMargin(percent=None, nbytes=4096).of(100 << 20) == 4096
 
 
+def test_guard_margin_in_mb_says_which_m() -> None:
+    """"64MB" in the margin gets the hint every other size key gives."""
+    with pytest.raises(ConfigError, match=r"key 'guard.margin': '64MB' is ambiguous"):
+        parse_config('[guard]\nmargin = "64MB"\n', "c.toml")
+
+
 # -- policies ----------------------------------------------------------------------------------
 
 
@@ -292,3 +298,11 @@ def test_restart_only_settings() -> None:
     b = parse_config('[daemon]\ndry_run = true\n[guard]\nmargin = "10%"\n', "c.toml")
     assert a.restart_only_changes(b) == ["daemon.dry_run", "guard.margin"]
     assert a.restart_only_changes(parse_config('[daemon]\nbudget = "1s"\n', "c")) == []
+
+
+@pytest.mark.parametrize("table", ["[[oom]]\npolicy = \"largest_leaf\"",
+                                   "[[psi]]\npolicy = \"psi_declare\""])
+def test_a_handler_budget_has_the_daemon_budgets_bounds(table: str) -> None:
+    with pytest.raises(ConfigError, match=r":3: .*key 'budget': must be at most 60s"):
+        parse_config(f'{table}\nbudget = "1h"\n', "c.toml")
+    assert parse_config(f'{table}\nbudget = "60s"\n', "c.toml") is not None

@@ -201,6 +201,14 @@ def _duration_s(v: object) -> float:
     return ns / 1e9
 
 
+def _handler_budget_s(v: object) -> float:
+    """A handler's own budget: the bounds of ``[daemon] budget`` (above zero, at most 60 s)."""
+    seconds = _duration_s(v)
+    if seconds > 60:
+        raise ValueError("must be at most 60s: the kernel is waiting")
+    return seconds
+
+
 def _abs_path(v: object) -> str:
     if not isinstance(v, str) or not v.startswith("/"):
         raise ValueError(f"expected an absolute path, got {shown(v)}")
@@ -265,7 +273,9 @@ def _margin(v: object) -> GuardMargin:
         return GuardMargin(percent=pct, nbytes=None)
     try:
         nbytes = parse_size(v)
-    except ValueError:
+    except ValueError as exc:
+        if "ambiguous" in str(exc):  # 64MB: say which M is meant, as every size key does
+            raise
         raise ValueError(f"expected a share like 5% or a size like 64M, got {shown(v)}"
                          ) from None
     if nbytes <= 0:
@@ -390,7 +400,7 @@ def parse_config(text: str, path: str = "<config>") -> Config:
             policy=p.get(raw, at, "policy", _policy, ""),
             cgroup=paths[0] if paths else None,
             args=p.get(raw, at, "args", _args, MappingProxyType({})),
-            budget_s=p.get(raw, at, "budget", parse_budget_s, None),
+            budget_s=p.get(raw, at, "budget", _handler_budget_s, None),
             index=i,
             line=p.pos.line(*at),
             alternatives=paths[1:] if paths else (),
@@ -412,7 +422,7 @@ def parse_config(text: str, path: str = "<config>") -> Config:
         psis.append(PsiEntry(
             policy=p.get(raw, at, "policy", _policy, ""),
             args=p.get(raw, at, "args", _args, MappingProxyType({})),
-            budget_s=p.get(raw, at, "budget", parse_budget_s, None),
+            budget_s=p.get(raw, at, "budget", _handler_budget_s, None),
             index=i,
             line=p.pos.line(*at),
         ))

@@ -119,6 +119,7 @@ class Daemon:
         watch_config: str | None = None,
         self_protect: bool = True,
         wall: Callable[[], float] = wall_clock,
+        strict_outputs: bool = False,
     ) -> None:
         self.config = config
         self.policies = policies
@@ -130,6 +131,7 @@ class Daemon:
         self._watch_config = watch_config
         self._config_seen: tuple[int, ...] | None = None
         self._self_protect = self_protect
+        self._strict_outputs = strict_outputs  # a trial run: refuse rather than go on
         self._wall = wall
         self.protection = Protection()
         self.gc = GcControl()
@@ -228,7 +230,10 @@ class Daemon:
         self.outputs.dispatch.add_event_sink("cgroups", self._on_cgroup_event)
         # An output that cannot start (a read-only log directory, a busy port) is reported
         # and left out: OOM handling never depends on it (issue 14, item 8).
-        for where, message in self.outputs.open(cfg):
+        failed = self.outputs.open(cfg)
+        if failed and self._strict_outputs:
+            raise ConfigError(failed[0][1])
+        for where, message in failed:
             self.emit_error(where, f"{message}; OOM handling goes on without it")
 
     @property
@@ -336,10 +341,9 @@ class Daemon:
         kernel = self.real_kernel
         if kernel is None:
             return 0
-        count = getattr(kernel, "watched_cgroups", None)
-        if callable(count):
-            value = count()
-            return len(value) if not isinstance(value, int) else value
+        count = self.backend.watched_cgroups(kernel)
+        if count is not None:
+            return count
         cached = self._watched_cache
         if cached is not None:
             return cached

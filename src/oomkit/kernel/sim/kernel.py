@@ -63,8 +63,8 @@ from oomkit.kernel.base import (
     Resource,
     Task,
     Victim,
-    oom_group_of,
 )
+from oomkit.kernel.oom_kill import mem_cgroup_get_oom_group, oom_kill_targets, select_bad_process
 from oomkit.kernel.sim.memcg import SimCgroup
 from oomkit.kernel.sim.process import (
     EXITED,
@@ -359,33 +359,24 @@ class SimKernel:
             self._reclaim(cgroup, cgroup.charged - cgroup.memory_max_)  # type: ignore[operator]
 
     def default_oom(self, request: OomRequest) -> DefaultOutcome:
-        """select_bad_process() + oom_kill_process(), as mm/oom_kill.c does them."""
-        chosen: SimProcess | None = None
-        chosen_points = 0
-        for proc in self._domain(request.memcg):
-            if proc.victim:
-                # oom_evaluate_task: an exiting victim in the domain aborts the scan.
-                return DefaultOutcome(waited=True, note=f"victim {proc.pid} ({proc.name}) "
-                                      "is still exiting: waiting, no new kill")
-            points = self._task(proc).oom_badness(request.totalpages)
-            if points is None:
-                continue
-            if chosen is None or points >= chosen_points:  # ties go to the later task
-                chosen, chosen_points = proc, points
-        if chosen is None:
+        """select_bad_process() + oom_kill_process(), as mm/oom_kill.c does them
+        (oomkit.kernel.oom_kill, shared with the live backend)."""
+        found = select_bad_process((self._task(p) for p in self._domain(request.memcg)),
+                                   request.totalpages, self.task_is_oom_victim)
+        if found.waiting_for is not None:
+            w = found.waiting_for
+            return DefaultOutcome(waited=True, note=f"victim {w.pid} ({w.comm}) "
+                                  "is still exiting: waiting, no new kill")
+        if found.chosen is None:
             what = ("the kernel would panic: out of memory and no killable processes"
                     if request.memcg is None else "no killable task in the cgroup")
             return DefaultOutcome(note=what)
-        victim = self._task(chosen)
-        group = oom_group_of(chosen.cgroup, request.memcg)
-        targets = [victim]
-        if group is not None:
-            targets += [t for cg in group.walk() for t in cg.tasks()
-                        if t.pid != victim.pid and not t.unkillable]
-        killed = self.kill_tasks(targets, "default", group)
+        victim = found.chosen
+        group = mem_cgroup_get_oom_group(victim.cgroup, request.memcg)
+        killed = self.kill_tasks(oom_kill_targets(victim, group), "default", group)
         return DefaultOutcome(tuple(Victim.of(t) for t in killed),
-                              note=f"oom_badness chose pid {chosen.pid} ({chosen.name}), "
-                              f"{chosen_points} points")
+                              note=f"oom_badness chose pid {victim.pid} ({victim.comm}), "
+                              f"{found.points} points")
 
     def psi_trigger_create(self, cgroup_id: int, resource: Resource, threshold_us: int,
                            window_us: int, full: bool) -> PsiTrigger:
