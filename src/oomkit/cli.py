@@ -91,8 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="ignore the policies the scenario suggests: the kernel alone")
     _add_policy_args(sim)
     run = sub.add_parser("run", help="run policies on the live kernel until SIGTERM")
-    run.add_argument("--config", default=None, help="config file (default: none, or "
-                     "/etc/oomkit/oomkit.toml when no policy is given)")
+    run.add_argument("--config", default=None, help="config file (default: none when a "
+                     "policy is given, else /etc/oomkit/oomkit.toml, else the recommended "
+                     "config shipped with oomkit)")
     run.add_argument("--dry-run", action="store_true",
                      help="run the policies but kill nothing; never guard the kernel killer")
     run.add_argument("--sim", default=None, metavar="SCENARIO",
@@ -131,7 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--lines", "-n", type=count_arg, default=5, metavar="N",
                     help="how many of the last OOMs to show (default 5)")
     st.add_argument("--json", action="store_true", help="the status file as it is")
-    sub.add_parser("policies", help="list the built-in policies")
+    sub.add_parser("policies", help="the policies: built-in and those installed packages "
+                   "register, each with its kind and arguments")
     comp = sub.add_parser("completion", help="print a shell completion script (needs shtab: "
                           "pip install 'oomkit[completion]')")
     comp.add_argument("shell", choices=["bash", "zsh", "tcsh"],
@@ -192,7 +194,7 @@ def cmd_simulate(args: argparse.Namespace, out: TextIO) -> int:
         if scenario.description:
             for line in scenario.description.strip().splitlines():
                 out.write(f"  {line.strip()}\n")
-        out.write(f"machine: {format_size(m.memory)} RAM, "
+        out.write(f"machine: {m.cpus} CPUs, {format_size(m.memory)} RAM, "
                   f"{format_size(m.swap) if m.swap else 'no'} swap; "
                   f"{len(scenario.processes)} processes, {m.duration_ns / 1e9:g} s\n\n")
     rt = Runtime(kernel, sink=printer, budget_s=args.budget)
@@ -208,7 +210,9 @@ def cmd_simulate(args: argparse.Namespace, out: TextIO) -> int:
                 raise scenario.policy_error(n, str(exc)) from None
     attach_policies(rt, oom_specs, psi_specs)
     kernel.run()
-    summary = kernel.summary()
+    from oomkit.sim_summary import summarize
+
+    summary = summarize(kernel)
     rt.close()
     printer(summary)
     return 0
@@ -267,14 +271,13 @@ def _all_actions(parser: argparse.ArgumentParser) -> list[argparse.Action]:
 
 
 def cmd_policies(out: TextIO) -> int:
-    from oomkit.policies import BUILTIN
-    from oomkit.policy_loader import resolve
+    from oomkit.policy_loader import policy_infos
 
-    for name in sorted(BUILTIN):
-        obj = resolve(name)
-        doc = ((obj.__module__ and sys.modules[obj.__module__].__doc__) or "").strip()
-        first = doc.splitlines()[0] if doc else ""
-        out.write(f"{name:15} {first.removeprefix(name + ':').strip()}\n")
+    for info in policy_infos():
+        origin = "" if info.origin == "built-in" else f" [{info.origin}: {info.spec}]"
+        out.write(f"{info.name:17} {info.kind:3}  {info.summary}{origin}\n")
+        for name, tp, default in info.args:
+            out.write(f"{'':23}{name} ({tp}) = {default or 'required'}\n")
     return 0
 
 

@@ -20,6 +20,7 @@ from oomkit.daemon.config import (
     LoadedPolicies,
     load_config,
     load_policies,
+    recommended_config,
     resolve_cgroups,
     with_cli,
 )
@@ -58,7 +59,7 @@ def _config_path(args: argparse.Namespace) -> str | None:
         return str(args.config)
     if args.oom_policy or args.psi_policy:
         return None  # policies on the command line, no config file
-    return DEFAULT_CONFIG
+    return DEFAULT_CONFIG if os.path.exists(DEFAULT_CONFIG) else recommended_config()
 
 
 def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
@@ -142,8 +143,8 @@ def cmd_check_config(args: argparse.Namespace, out: TextIO) -> int:
         out.write(f"  oom  {entry.policy} ({type(ops).__name__}) {where}"
                   f"{' args ' + json.dumps(dict(entry.args)) if entry.args else ''}\n")
         if entry.cgroup is not None and _cgroup_present(config, entry.cgroup) is False:
-            out.write(f"       warning: {entry.cgroup} does not exist now: attaching would "
-                      "fail until it does\n")
+            out.write(f"       note: {entry.cgroup} does not exist now: its handler is "
+                      "attached when it appears\n")
     for pentry, pops in policies.psi:
         out.write(f"  psi  {pentry.policy} ({type(pops).__name__})"
                   f"{' args ' + json.dumps(dict(pentry.args)) if pentry.args else ''}\n")

@@ -20,7 +20,7 @@ from typing import Any, Final, TypeVar
 
 from oomkit.errors import ConfigError, unknown_key
 from oomkit.ops import OomOps, PsiOps
-from oomkit.policy_loader import load_oom, load_psi
+from oomkit.policy_loader import BadArgument, load_oom, load_psi
 from oomkit.runtime import DEFAULT_BUDGET_S
 from oomkit.tomlpos import TomlPositions, load_toml, read_toml
 from oomkit.units import (
@@ -36,6 +36,14 @@ from oomkit.units import (
 T = TypeVar("T")
 
 DEFAULT_CONFIG: Final = "/etc/oomkit/oomkit.toml"
+
+
+def recommended_config() -> str:
+    """The recommended config shipped with oomkit (a copy of packaging/oomkit.toml): what
+    `oomkit run` uses when given nothing and DEFAULT_CONFIG does not exist."""
+    from importlib.resources import files
+
+    return str(files("oomkit") / "data" / "oomkit.toml")
 DEFAULT_EVENT_LOG: Final = "/var/log/oomkit/events.jsonl"
 DEFAULT_STATUS_FILE: Final = "/run/oomkit/status.json"
 DEFAULT_STATE_FILE: Final = "/run/oomkit/restore.json"
@@ -45,7 +53,8 @@ DEFAULT_PORT: Final = 9727
 _TOP_KEYS: Final = frozenset({"daemon", "guard", "metrics", "oom", "psi"})
 _DAEMON_KEYS: Final = frozenset({
     "dry_run", "budget", "max_failures", "event_log", "event_log_max", "event_log_keep",
-    "status_file", "state_file", "cgroup_root", "mlock", "gc_interval",
+    "status_file", "state_file", "cgroup_root", "mlock", "gc_interval", "post_action_delay",
+    "min_victim",
 })
 _GUARD_KEYS: Final = frozenset({"margin"})
 _METRICS_KEYS: Final = frozenset({"listen"})
@@ -94,6 +103,8 @@ class DaemonSettings:
     cgroup_root: str = ""  # "": the memory controller's mount (v2 preferred)
     mlock: bool = True
     gc_interval_s: float = 60.0
+    post_action_delay_s: float = 2.0  # declared OOMs wait this long after victims exit
+    min_victim: int = 0  # declared OOMs: the default killer spares tasks under this (bytes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,6 +209,13 @@ def _duration_s(v: object) -> float:
     ns = parse_duration_ns(v)
     if ns <= 0:
         raise ValueError(f"must be more than zero, got {shown(v)}")
+    return ns / 1e9
+
+
+def _duration_s_or_zero(v: object) -> float:
+    ns = parse_duration_ns(v)
+    if ns < 0:
+        raise ValueError(f"must not be negative, got {v!r}")
     return ns / 1e9
 
 
@@ -376,6 +394,9 @@ def parse_config(text: str, path: str = "<config>") -> Config:
         cgroup_root=p.get(draw, at, "cgroup_root", _abs_path_or_empty, d.cgroup_root),
         mlock=p.get(draw, at, "mlock", _bool, d.mlock),
         gc_interval_s=p.get(draw, at, "gc_interval", _duration_s, d.gc_interval_s),
+        post_action_delay_s=p.get(draw, at, "post_action_delay", _duration_s_or_zero,
+                                  d.post_action_delay_s),
+        min_victim=p.get(draw, at, "min_victim", parse_size, d.min_victim),
     )
     if daemon.event_log_max < 4096:
         raise p.error(("daemon", "event_log_max"), "must be at least 4K")
@@ -454,6 +475,8 @@ def _policy_error(config: Config, at: tuple[str | int, ...], origin: str, has_ar
     msg = str(exc)
     if origin:
         return ConfigError(f"{origin}: {msg}")
+    if isinstance(exc, BadArgument):
+        return config.error((*at, "args", exc.arg), msg)
     key = "args" if has_args and any(t in msg for t in _ARG_TROUBLE) else "policy"
     return config.error((*at, key), msg)
 

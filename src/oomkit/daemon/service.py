@@ -256,7 +256,9 @@ class Daemon:
         self.kernel = DryRunKernel(self.real_kernel) if cfg.daemon.dry_run else self.real_kernel
         self.runtime = Runtime(self.kernel, sink=self.outputs.dispatch,
                                budget_s=cfg.daemon.budget_s,
-                               max_failures=cfg.daemon.max_failures)
+                               max_failures=cfg.daemon.max_failures,
+                               post_action_delay_s=cfg.daemon.post_action_delay_s,
+                               min_victim=cfg.daemon.min_victim)
         self._attach(cfg, self.policies)
 
     def _warm_up(self) -> None:
@@ -281,8 +283,9 @@ class Daemon:
             for entry, ops in policies.oom:
                 try:
                     budget: float | bool = entry.budget_s if entry.budget_s is not None else True
-                    oom_links.append((entry, rt.attach_oom(ops, entry.cgroup,
-                                                           budget_s=budget)))
+                    # A cgroup that does not exist yet is attached when it appears.
+                    oom_links.append((entry, rt.attach_oom(ops, entry.cgroup, budget_s=budget,
+                                                           wait=entry.cgroup is not None)))
                 except OomkitError as exc:
                     key = "cgroup" if entry.cgroup is not None else "policy"
                     raise self._entry_error(cfg, ("oom", entry.index, key), entry.origin,
@@ -502,11 +505,15 @@ class Daemon:
         self._detach_all()
         rt.budget_s = new.daemon.budget_s
         rt.max_failures = new.daemon.max_failures
+        rt.post_action_delay_s = new.daemon.post_action_delay_s
+        rt.min_victim = new.daemon.min_victim
         try:
             self._attach(new, policies)
         except ConfigError:
             rt.budget_s = old_cfg.daemon.budget_s
             rt.max_failures = old_cfg.daemon.max_failures
+            rt.post_action_delay_s = old_cfg.daemon.post_action_delay_s
+            rt.min_victim = old_cfg.daemon.min_victim
             try:
                 self._attach(old_cfg, old_policies)
             except ConfigError as exc:
