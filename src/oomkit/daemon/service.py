@@ -272,7 +272,10 @@ class Daemon:
             self.incidents.start()
 
     def _incident_record(self, event: Event, record: dict[str, Any]) -> None:
-        if self.incidents is not None:
+        # An incident lives beside the event log, is named in its OOM line and rotates
+        # with it: with no event log open (reported once at start) there is none to write.
+        if self.incidents is not None and self.outputs is not None \
+                and self.outputs.eventlog is not None:
             self.incidents.on_record(event, record)
 
     @property
