@@ -115,3 +115,19 @@ def test_the_daemon_never_imports_matplotlib() -> None:
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                        timeout=60)
     assert r.stdout.strip() == "False", r.stderr
+
+
+def test_unwritable_plot_is_one_line_before_or_after_the_run(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("matplotlib")
+    code, out = run("simulate", THRASH, "--plot", str(tmp_path / "nodir" / "x.png"))
+    assert code == 2 and "process  pid" not in out  # refused before the run
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"oomkit: --plot {tmp_path / 'nodir' / 'x.png'}: no such directory"]
+    (tmp_path / "d.svg").mkdir()  # the directory exists, the write fails
+    for argv in (("simulate", THRASH), ("compare", THRASH, "--policy", "kernel",
+                                        "--jobs", "1")):
+        code, _ = run(*argv, "--plot", str(tmp_path / "d.svg"))
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(err) == 1, err
+        assert "d.svg: cannot write: Is a directory" in err[0]

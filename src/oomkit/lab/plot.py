@@ -39,8 +39,19 @@ def require() -> Any:
 
 
 def check_suffix(path: str) -> None:
+    """ConfigError unless ``path`` ends in .png/.svg/.pdf and its directory exists:
+    callers check before a run, so a long compare does not end in a traceback."""
     if Path(path).suffix.lower() not in (".png", ".svg", ".pdf"):
         raise ConfigError(f"--plot {path}: the name must end in .png, .svg or .pdf")
+    if not Path(path).resolve().parent.is_dir():
+        raise ConfigError(f"--plot {path}: no such directory")
+
+
+def _save(fig: Any, path: str, dpi: int) -> None:
+    try:
+        fig.savefig(path, dpi=dpi)
+    except OSError as exc:
+        raise ConfigError(f"--plot {path}: cannot write: {exc.strerror or exc}") from None
 
 
 def _leaves(paths: Sequence[str]) -> list[str]:
@@ -202,8 +213,10 @@ def plot_timelines(timelines: Sequence[Timeline], path: str) -> None:
         for ax in (top, mem, io):
             ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    try:
+        _save(fig, path, 90)
+    finally:
+        plt.close(fig)
 
 
 def _group(kills: Sequence[tuple[float, str, bool]]) -> list[tuple[float, str, bool]]:
@@ -270,5 +283,7 @@ def plot_kills(rows: Sequence[dict[str, Any]], path: str) -> None:
             f"{len(seeds)} seed(s) per lane, labels from seed {seeds[0]}; time in s")
     fig.suptitle("who was killed when, per scenario and policy\n" + note, fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    try:
+        _save(fig, path, 80)
+    finally:
+        plt.close(fig)
