@@ -79,3 +79,38 @@ def test_one_line_errors(capsys: pytest.CaptureFixture[str]) -> None:
     assert run("compare", str(EX / "default.toml"), "--policy", "kernel",
                "--policy", "kernel")[0] == 2
     assert "two contenders" in capsys.readouterr().err
+
+
+RAISER = '''
+from oomkit.ops import OomOps
+class Boom(OomOps):
+    name = "boom"
+    def handle_out_of_memory(self, ctx, oc):
+        raise RuntimeError("kaboom")
+class BadInit(OomOps):
+    name = "badinit"
+    def __init__(self):
+        raise ValueError("a long message that says exactly why the policy would not start")
+'''
+
+
+def test_table_says_what_a_row_hides(tmp_path: Path) -> None:
+    """A handler left out, a handler that raised (the kernel's killer then acts, so the
+    row reads like the kernel's) and a policy that failed to start: each is said."""
+    pol = tmp_path / "raiser.py"
+    pol.write_text(RAISER)
+    code, out = run("compare", str(EX / "default.toml"), "--policy", "largest_leaf@/nope",
+                    "--policy", f"{pol}:Boom", "--policy", f"{pol}:BadInit", "--policy",
+                    "kernel", "--seeds", "2", "--jobs", "1")
+    assert code == 0
+    assert out.count("note: default under largest_leaf@/nope: largest_leaf@/nope: "
+                     "no such cgroup here") == 1
+    assert out.count(f"note: default under {pol}:Boom: boom.handle_out_of_memory raised: "
+                     "RuntimeError: kaboom (1x)") == 1
+    lines = out.splitlines()
+    bad = next(line for line in lines if "BadInit" in line and " error " in line)
+    assert bad.endswith("exactly why the policy would not start")  # whole, last column
+    head = lines[0]
+    kernel = next(line for line in lines if " kernel " in line)
+    # the error does not widen the kills column: every row lines up with the header
+    assert kernel.index("db@") == head.index("victims")

@@ -111,8 +111,17 @@ def run_job(job: Job) -> dict[str, Any]:
         row["error"] = str(exc)
         return row
     row.update(judge_run(scen, tl).to_dict())
-    if tl.notes:
-        row["notes"] = tl.notes
+    notes = list(tl.notes)
+    # A handler that raised or overran leaves the OOM to the default killer: the row then
+    # looks like the kernel's own, so say so (one note per distinct error).
+    raised: dict[str, int] = {}
+    for ev in tl.events("handler_error"):
+        how = "overran its budget" if ev.get("timeout") else f"raised: {ev.get('error')}"
+        what = f"{ev.get('name')}.{ev.get('callback')} {how}"
+        raised[what] = raised.get(what, 0) + 1
+    notes += [f"{what} ({n}x)" for what, n in raised.items()]
+    if notes:
+        row["notes"] = notes
     return row
 
 
@@ -128,9 +137,9 @@ def write_table(out: TextIO, rows: Sequence[dict[str, Any]]) -> None:
     lines = [head]
     for r in rows:
         name = Path(r["scenario"]).stem
-        if "error" in r:
-            lines.append((name, r["contender"], str(r["seed"]), "error", r["error"][:60],
-                          "", "", "", "", "", ""))
+        if "error" in r:  # the message in the last column, whole: no column widens
+            lines.append((name, r["contender"], str(r["seed"]), "error", "", "", "", "", "",
+                          "", r["error"]))
             continue
         victims = ", ".join(f"{v['name']}{'*' if v['bystander'] else ''}@{v['time']:g}s"
                             for v in r["victims"][:4])
@@ -148,6 +157,13 @@ def write_table(out: TextIO, rows: Sequence[dict[str, Any]]) -> None:
             out.write("  ".join("-" * w for w in [*widths, len(head[-1])]) + "\n")
     out.write("\n* a bystander: killed, but neither the culprit (the process asking for the "
               "most memory in the OOM's domain) nor in its cgroup (docs/lab.md)\n")
+    seen: set[tuple[str, str, str]] = set()  # a note repeats for every seed: once
+    for r in rows:
+        for note in r.get("notes", ()):
+            key = (Path(r["scenario"]).stem, r["contender"], note)
+            if key not in seen:
+                seen.add(key)
+                out.write(f"note: {key[0]} under {key[1]}: {note}\n")
 
 
 def run(args: argparse.Namespace, out: TextIO) -> int:
