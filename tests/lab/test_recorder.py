@@ -146,3 +146,21 @@ def test_bad_incident_files_are_one_line(tmp_path: Path,
     bad.write_text('{"event": "incident"}\nnot json\n')
     assert run("replay", str(bad))[0] == 2
     assert f"{bad}:2: not JSON" in capsys.readouterr().err
+
+
+def test_an_incident_with_fields_of_the_wrong_kind_is_one_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    head = '{"event": "incident", "machine": {"memory": 1073741824, "swap": 0}}\n'
+    sample = ('{"event": "sample", "time": %s, "cgroups": {"/a": {"usage": 1048576}}, '
+              '"procs": [{"pid": %s, "comm": "x", "cgroup": "/a", "rss": 1048576}]}\n')
+    bad = tmp_path / "incident-x.jsonl"
+    for t, pid, why in (("0", '"x"', "invalid literal for int()"),
+                        ('"abc"', "7", "could not convert string to float"),
+                        ("0", "null", "int() argument must be")):
+        bad.write_text(head + sample % (t, pid))
+        assert run("replay", str(bad))[0] == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and f"{bad}: a record is not as the recorder writes it" in err[0]
+        assert why in err[0]
+    bad.write_text(head + sample % ("0", "7"))  # the same shape, well typed, replays
+    assert run("replay", str(bad), "--kernel")[0] == 0

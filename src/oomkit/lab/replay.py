@@ -181,7 +181,18 @@ def _program(points: list[tuple[float, int]], growing_tail: bool) -> list[str]:
 
 
 def scenario_toml(inc: Incident) -> str:
-    """The incident as scenario TOML (see the module docstring for how)."""
+    """The incident as scenario TOML (see the module docstring for how). Raises
+    ConfigError for a record whose fields are not what the recorder writes (a pid that
+    is no number, a sample without a time): the file is input, not our own state."""
+    try:
+        return _scenario_toml(inc)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        what = f"missing {exc}" if isinstance(exc, KeyError) else str(exc)
+        raise ConfigError(f"{inc.path}: a record is not as the recorder writes it: "
+                          f"{what}") from None
+
+
+def _scenario_toml(inc: Incident) -> str:
     samples = inc.samples
     t0 = float(samples[0]["time"])
     end = max([float(samples[-1]["time"])] + [float(e.get("time", 0)) for e in inc.events])
