@@ -58,6 +58,10 @@ def test_table_directory_notes_and_plot(tmp_path: Path) -> None:
                     "largest_leaf", "--jobs", "1")
     assert code == 0
     assert "note: skipped" in out and "not_a_scenario.toml" in out
+    (tmp_path / "incident-damaged.jsonl").write_text('{"event": "incident"\n')
+    code, out2 = run("compare", str(tmp_path), "--policy", "kernel", "--jobs", "1")
+    assert code == 0 and "note: skipped" in out2 and "incident-damaged.jsonl:1: not JSON" in out2
+    assert any(line.startswith("a ") and "db@" in line for line in out2.splitlines())
     lines = out.splitlines()
     head = next(line for line in lines if line.startswith("scenario"))
     assert "bystanders" in head and "relief" in head

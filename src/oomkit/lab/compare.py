@@ -57,7 +57,8 @@ class Job:
 
 def collect(inputs: Sequence[str], notes: list[str]) -> list[tuple[str, Scenario]]:
     """(source, scenario) of every input, in order. Raises ConfigError for a named file
-    that is not a scenario; in a directory such files are skipped with a note."""
+    that is not a scenario or incident; in a directory such files are skipped with a
+    note."""
     out: list[tuple[str, Scenario]] = []
     for text in inputs:
         path = Path(text)
@@ -68,7 +69,10 @@ def collect(inputs: Sequence[str], notes: list[str]) -> list[tuple[str, Scenario
                 except ConfigError as exc:
                     notes.append(f"skipped {f}: {str(exc).splitlines()[0][:120]}")
             for f in sorted(path.glob("incident-*.jsonl")):
-                out.append((str(f), _incident(f)))
+                try:  # a log directory may hold an older or damaged one: skip it too
+                    out.append((str(f), _incident(f)))
+                except ConfigError as exc:
+                    notes.append(f"skipped {f}: {str(exc).splitlines()[0][:120]}")
         elif path.suffix == ".jsonl":
             out.append((text, _incident(path)))
         elif path.exists():
