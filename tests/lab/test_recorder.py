@@ -164,3 +164,19 @@ def test_an_incident_with_fields_of_the_wrong_kind_is_one_line(
         assert why in err[0]
     bad.write_text(head + sample % ("0", "7"))  # the same shape, well typed, replays
     assert run("replay", str(bad), "--kernel")[0] == 0
+
+
+def test_replay_says_when_the_oom_was_outside_the_samples(tmp_path: Path) -> None:
+    """A kernel OOM in a cgroup no handler watched: the recorder sampled the root and the
+    watched /other only, so the replay cannot reach the decision, and says why."""
+    inc = tmp_path / "incident-k.jsonl"
+    inc.write_text(
+        '{"event": "incident", "machine": {"memory": 1073741824, "swap": 0}}\n'
+        '{"event": "sample", "time": 0, "cgroups": {"/": {"usage": 104857600}, '
+        '"/other": {"usage": 0}}, "procs": []}\n'
+        '{"event": "oom", "time": 1, "memcg": "/app", "constraint": "MEMCG", '
+        '"resolved_by": "kernel", "policy": "kernel", "victims": [{"pid": 7, '
+        '"comm": "python", "cgroup": "/app/c", "rss": 1048576}]}\n')
+    code, out = run("replay", str(inc), "--kernel")
+    assert code == 0 and "same decision as live: no" in out
+    assert "note: /app, /app/c not in the incident's samples" in out

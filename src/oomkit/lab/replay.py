@@ -339,6 +339,16 @@ def _base(comm: str) -> str:
     return head if dot and tail.isdigit() else comm
 
 
+def _unsampled(inc: Incident, live: list[tuple[str, str]]) -> list[str]:
+    """The live OOM's memcg and victims' cgroups that no sample covers (a kernel OOM in a
+    cgroup no handler watched): without them the replay has nothing to reach."""
+    sampled: set[str] = set().union(*(s["cgroups"] for s in inc.samples))
+    wanted = {g for _, g in live}
+    if inc.oom is not None and isinstance(inc.oom.get("memcg"), str):
+        wanted.add(inc.oom["memcg"])
+    return sorted(wanted - sampled)
+
+
 def run(args: argparse.Namespace, out: TextIO) -> int:
     inc = load_incident(args.incident)
     text = scenario_toml(inc)
@@ -389,6 +399,11 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
     if inc.oom is not None:
         same = sorted(live) == sorted((_base(c), g) for c, g in replayed)
         out.write(f"same decision as live: {'yes' if same else 'no'}\n")
+        unseen = _unsampled(inc, live)
+        if unseen:
+            out.write(f"note: {', '.join(unseen)} not in the incident's samples (the "
+                      "recorder samples the cgroups OOM handlers watch): the replay cannot "
+                      "reach the live decision; attach a handler at or above it\n")
     for note in tl.notes:
         out.write(f"note: {note}\n")
     if args.plot:
