@@ -131,3 +131,17 @@ def test_unwritable_plot_is_one_line_before_or_after_the_run(
         err = capsys.readouterr().err.strip().splitlines()
         assert code == 2 and len(err) == 1, err
         assert "d.svg: cannot write: Is a directory" in err[0]
+
+
+def test_samples_of_several_policies_say_which_run(tmp_path: Path) -> None:
+    out = tmp_path / "s.jsonl"
+    code, _ = run("simulate", DEFAULT, "--policy", "kernel", "--policy", "largest_leaf",
+                  "--samples", str(out))
+    assert code == 0
+    recs = [json.loads(line) for line in out.read_text().splitlines()]
+    assert {r.get("run") for r in recs} == {"kernel", "largest_leaf"}
+    kills = {r["run"]: [v["comm"] for v in r["victims"]] for r in recs
+             if r["event"] == "oom"}
+    assert kills["kernel"] == ["db"] and "worker1" in kills["largest_leaf"]
+    code, _ = run("simulate", DEFAULT, "--samples", str(out))  # one run: lines as before
+    assert code == 0 and all("run" not in json.loads(x) for x in out.read_text().splitlines())
