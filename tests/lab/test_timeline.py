@@ -145,3 +145,15 @@ def test_samples_of_several_policies_say_which_run(tmp_path: Path) -> None:
     assert kills["kernel"] == ["db"] and "worker1" in kills["largest_leaf"]
     code, _ = run("simulate", DEFAULT, "--samples", str(out))  # one run: lines as before
     assert code == 0 and all("run" not in json.loads(x) for x in out.read_text().splitlines())
+
+
+def test_one_label_for_the_victims_of_one_oom(tmp_path: Path) -> None:
+    """largest_leaf kills the 8 workers of /srv/batch in one OOM: one label, not six boxes
+    repeating the reason (and the last two workers unnamed)."""
+    pytest.importorskip("matplotlib")
+    svg = tmp_path / "g.svg"
+    code, _ = run("simulate", DEFAULT, "--oom-policy", "largest_leaf", "--plot", str(svg))
+    assert code == 0
+    text = svg.read_text()  # matplotlib keeps each text as a comment beside its paths
+    assert text.count("killed worker") == 1
+    assert "killed worker1 (/srv/batch), worker2 (/srv/batch) +6" in text

@@ -60,6 +60,16 @@ def _leaves(paths: Sequence[str]) -> list[str]:
         q != p and q.startswith(p.rstrip("/") + "/") for q in paths)]
 
 
+def _one_label_per_oom(kills: Sequence[tuple[float, str, str]]) -> list[tuple[float, str, str]]:
+    """Kills of one moment and reason (one OOM killing a cgroup's tasks) under one label:
+    "a (/cg), b (/cg) +6", so that the victims of a later OOM still get theirs."""
+    groups: dict[tuple[float, str], list[str]] = {}
+    for when, who, why in kills:
+        groups.setdefault((when, why), []).append(who)
+    return [(when, ", ".join(who[:2]) + (f" +{len(who) - 2}" if len(who) > 2 else ""), why)
+            for (when, why), who in groups.items()]
+
+
 def kills_of(tl: Timeline) -> list[tuple[float, str, str]]:
     """(time, who, why) of every kill: the OOM events' victims, then processes the summary
     says were killed without an OOM event (a PSI handler that killed by itself)."""
@@ -194,9 +204,10 @@ def plot_timelines(timelines: Sequence[Timeline], path: str) -> None:
                 ax.legend(loc="upper right", fontsize=7, framealpha=0.85)
         kills = kills_of(tl)
         ymax = top.get_ylim()[1]
-        for k, (when, who, why) in enumerate(kills):
+        for when, _, _ in kills:
             for ax in (top, mem, io):
                 ax.axvline(when, color="red", linewidth=1.2, alpha=0.8)
+        for k, (when, who, why) in enumerate(_one_label_per_oom(kills)):
             if k < 6:  # more labels than that cover the picture; the table has them all
                 top.annotate(f"killed {who}\n{why} @ {when:.2f}s", xy=(when, ymax),
                              xytext=(4, -12 - 24 * k), textcoords="offset points",
