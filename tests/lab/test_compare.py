@@ -118,3 +118,14 @@ def test_table_says_what_a_row_hides(tmp_path: Path) -> None:
     kernel = next(line for line in lines if " kernel " in line)
     # the error does not widen the kills column: every row lines up with the header
     assert kernel.index("db@") == head.index("victims")
+
+
+def test_two_configs_of_one_name_are_named_by_their_paths(tmp_path: Path) -> None:
+    """The installed config against a candidate: both are oomkit.toml."""
+    cand = tmp_path / "oomkit.toml"
+    cand.write_text('[[oom]]\npolicy = "largest_leaf"\n')
+    cur = str(REPO / "packaging" / "oomkit.toml")
+    code, out = run("compare", str(EX / "default.toml"), "--config", cur, "--config",
+                    str(cand), "--jobs", "1", "--json")
+    assert code == 0
+    assert [json.loads(line)["contender"] for line in out.splitlines()] == [cur, str(cand)]

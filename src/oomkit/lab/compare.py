@@ -15,7 +15,7 @@ import json
 import os
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -96,6 +96,11 @@ def contenders(args: argparse.Namespace) -> list[Contender]:
     out += [from_preset(n) for n in args.preset]
     if not out:
         raise ConfigError("nothing to compare: give --policy, --config or --preset")
+    stems = [c.label for c in out]
+    # Two configs of one name (/etc/oomkit/oomkit.toml against a candidate oomkit.toml):
+    # named by their paths instead, as given.
+    out = [replace(c, label=c.config) if c.config is not None and stems.count(c.label) > 1
+           else c for c in out]
     labels = [c.label for c in out]
     dup = {x for x in labels if labels.count(x) > 1}
     if dup:
