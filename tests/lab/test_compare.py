@@ -129,3 +129,15 @@ def test_two_configs_of_one_name_are_named_by_their_paths(tmp_path: Path) -> Non
                     str(cand), "--jobs", "1", "--json")
     assert code == 0
     assert [json.loads(line)["contender"] for line in out.splitlines()] == [cur, str(cand)]
+
+
+def test_plot_labels_of_close_kills_do_not_overlap(tmp_path: Path) -> None:
+    """default under the recommended config: worker1 at 5.29 s, worker2 at 5.89 s of 25 s;
+    two labels there were written over each other, one label names both."""
+    pytest.importorskip("matplotlib")
+    svg = tmp_path / "c.svg"
+    code, out = run("compare", str(EX / "default.toml"), "--config",
+                    str(REPO / "packaging" / "oomkit.toml"), "--plot", str(svg), "--jobs", "1")
+    assert code == 0 and "worker1*@5.29s, worker2*@5.89s" in out
+    text = svg.read_text()  # matplotlib keeps each text as a comment beside its paths
+    assert "<!-- worker1; worker2 -->" in text

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from oomkit.errors import ConfigError
 from oomkit.lab.timeline import Timeline
@@ -243,6 +243,22 @@ def _group(kills: Sequence[tuple[float, str, bool]]) -> list[tuple[float, str, b
             for w, n, b in out]
 
 
+#: Kills closer than this share of the time axis share a label ("a; b"): one label per
+#: kill would be written over the last (a panel is about 6 inches for the whole run).
+NEAR: Final = 0.12
+
+
+def _near(kills: Sequence[tuple[float, str, bool]], gap: float
+          ) -> list[tuple[float, str, bool]]:
+    out: list[tuple[float, str, bool]] = []
+    for when, who, bystander in kills:
+        if out and when - out[-1][0] < gap:
+            out[-1] = (out[-1][0], f"{out[-1][1]}; {who}", out[-1][2] or bystander)
+        else:
+            out.append((when, who, bystander))
+    return out
+
+
 def plot_kills(rows: Sequence[dict[str, Any]], path: str) -> None:
     """The verdicts of ``oomkit compare`` (its JSON rows): one panel per scenario, one
     lane per contender, the seeds of a contender side by side in its lane; a cross per
@@ -275,10 +291,11 @@ def plot_kills(rows: Sequence[dict[str, Any]], path: str) -> None:
                        for v in r.get("victims", ())]
             if not victims:
                 ax.plot([duration], [y], marker="o", color="green", markersize=4)
-            for when, who, bystander in _group(victims):
+            for when, _who, bystander in _group(victims):
                 ax.plot([when], [y], marker="X", markersize=7, zorder=3,
                         color="darkorange" if bystander else "red")
-                if int(r["seed"]) == seeds[0]:
+            if int(r["seed"]) == seeds[0]:
+                for when, who, bystander in _near(_group(victims), duration * NEAR):
                     ax.annotate(who, (when, y), xytext=(4, 2), textcoords="offset points",
                                 fontsize=7, color="darkorange" if bystander else "darkred")
         ax.set_yticks(range(len(labels)))
