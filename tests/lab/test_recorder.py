@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -180,3 +181,20 @@ def test_replay_says_when_the_oom_was_outside_the_samples(tmp_path: Path) -> Non
     code, out = run("replay", str(inc), "--kernel")
     assert code == 0 and "same decision as live: no" in out
     assert "note: /app, /app/c not in the incident's samples" in out
+
+
+def test_replay_says_when_the_live_config_changed_since(tmp_path: Path) -> None:
+    cfg = tmp_path / "oomkit.toml"
+    cfg.write_text('[[oom]]\npolicy = "largest_leaf"\n')
+    inc = tmp_path / "incident-c.jsonl"
+    head = {"event": "incident", "machine": {"memory": 1 << 30, "swap": 0},
+            "config": str(cfg), "wall": 1_000_000_000.0}
+    sample = {"event": "sample", "time": 0, "cgroups": {"/a": {"usage": 1 << 20}},
+              "procs": [{"pid": 7, "comm": "x", "cgroup": "/a", "rss": 1 << 20}]}
+    inc.write_text(json.dumps(head) + "\n" + json.dumps(sample) + "\n")
+    code, out = run("replay", str(inc))  # the config is newer than the incident (2001)
+    assert code == 0 and "under live config" in out
+    assert f"note: {cfg} changed after the incident was written" in out
+    os.utime(cfg, (900_000_000, 900_000_000))  # older than the incident: as it ran
+    code, out = run("replay", str(inc))
+    assert code == 0 and "changed after" not in out

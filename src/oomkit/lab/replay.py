@@ -406,6 +406,23 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
                       "reach the live decision; attach a handler at or above it\n")
     for note in tl.notes:
         out.write(f"note: {note}\n")
+    changed = _config_changed(inc, contender)
+    if changed:
+        out.write(f"note: {changed} changed after the incident was written: the replay ran "
+                  "it as it is now, not as it ran live\n")
     if args.plot:
         out.write(f"plot: {args.plot}\n")
     return 0
+
+
+def _config_changed(inc: Incident, contender: Contender) -> str | None:
+    """The live config, when the replay runs it and it was modified after the incident
+    (mtime later than the header's wall time): a later edit, not what decided live."""
+    wall = inc.header.get("wall")
+    if contender.config is None or contender.config != inc.header.get("config") or not (
+            isinstance(wall, (int, float))):
+        return None
+    try:
+        return contender.config if os.stat(contender.config).st_mtime > wall else None
+    except OSError:
+        return None
