@@ -33,7 +33,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from oomkit.kernel import fsio, procfs
+from oomkit.kernel.linux import fsio, procfs
 
 MiB = 1 << 20
 TICKS = os.sysconf("SC_CLK_TCK")

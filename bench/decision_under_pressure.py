@@ -167,7 +167,7 @@ def destroy(root: Path) -> None:
         if "populated 0" in (root / "cgroup.events").read_text():
             break
         time.sleep(0.05)
-    from oomkit.kernel import fsio
+    from oomkit.kernel.linux import fsio
 
     fsio.remove_tree(str(root), pause_s=0.05)
 
@@ -216,13 +216,14 @@ def daemon_child(config_path: str, wfd: int) -> None:
                 os.write(wfd, (json.dumps(marks) + "\n").encode())
                 marks.clear()
 
-        check = kernel._v2_check_band  # type: ignore[union-attr]
+        band = kernel.oom_watch  # type: ignore[union-attr]
+        check = band.check_band
 
         def traced_check(a: object) -> None:
-            kernel._trace("band_check")  # type: ignore[union-attr]
+            kernel.trace_stage("band_check")  # type: ignore[union-attr]
             check(a)
 
-        kernel._v2_check_band = traced_check  # type: ignore[union-attr]
+        band.check_band = traced_check
         kernel.trace = trace  # type: ignore[union-attr]
         os.write(wfd, b"ready\n")
         code = daemon.run()

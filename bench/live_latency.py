@@ -26,8 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-from oomkit.kernel import procfs
-from oomkit.kernel.linux import LinuxKernel
+from oomkit.kernel.linux import LinuxKernel, procfs
 from oomkit.ops import OomContext, OomControl, OomOps
 from oomkit.runtime import Runtime
 

@@ -20,7 +20,7 @@ from oomkit.daemon.config import (
     with_cli,
 )
 from oomkit.errors import ConfigError
-from oomkit.kernel.watchdog import pid_alive
+from oomkit.kernel.linux.watchdog import pid_alive
 
 #: ``oomkit status`` of a daemon that is not running (as systemctl status and LSB say).
 EXIT_NOT_RUNNING = 3

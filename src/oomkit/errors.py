@@ -10,7 +10,8 @@
      └── ConfigError        a scenario, policy spec or config file is wrong (exit code 2)
 
 Every backend raises these and nothing else for kernel-side failures: the live backends
-translate OSError at one seam (``oomkit.kernel.fsio``), the simulator raises them directly.
+translate OSError at one seam (``oomkit.kernel.linux.fsio``), the simulator raises them
+directly.
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from oomkit.kernel import fsio, procfs
+from oomkit.kernel.linux import fsio, procfs
 
 MiB = 1 << 20
 

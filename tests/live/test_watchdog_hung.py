@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from oomkit.kernel.watchdog import HUNG_AFTER_ENV
+from oomkit.kernel.linux.watchdog import HUNG_AFTER_ENV
 
 from .conftest import LiveCgroups, MiB, wait_for
 

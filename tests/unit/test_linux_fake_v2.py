@@ -21,9 +21,9 @@ import pytest
 
 from oomkit.errors import CgroupGone, KernelError
 from oomkit.events import CgroupOfflineEvent, CgroupOnlineEvent, EventList, OomEvent
-from oomkit.kernel import watchdog
 from oomkit.kernel.base import Constraint, OomRequest, Resource
-from oomkit.kernel.linux import LinuxCgroup, LinuxKernel
+from oomkit.kernel.linux import LinuxCgroup, LinuxKernel, watchdog
+from oomkit.kernel.linux.journal import RestoreJournal
 from oomkit.ops import OomContext, OomControl, OomOps
 from oomkit.runtime import Runtime
 
@@ -358,7 +358,7 @@ def test_watchdog_restores_when_the_pipe_closes(tmp_path: Path) -> None:
     setting = tmp_path / "memory.high"
     setting.write_text("max")
     state = tmp_path / "run" / "restore.json"
-    journal = watchdog.RestoreJournal(str(state))
+    journal = RestoreJournal(str(state))
     journal.record(str(setting), "max")
     setting.write_text("123")  # the change
     assert journal.watchdog_pid is not None
@@ -384,7 +384,7 @@ def test_leftover_state_is_restored_on_startup(tmp_path: Path) -> None:
         "version": 1, "pid": dead.pid,
         "settings": [{"path": str(setting), "original": "0", "dir_inode": 0}],
     }))
-    journal = watchdog.RestoreJournal(str(state), watchdog=False)
+    journal = RestoreJournal(str(state), watchdog=False)
     assert [why for _, why in journal.leftovers] == [None]
     assert setting.read_text() == "0"
     assert not state.exists()

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from oomkit.kernel import cgroupfs as cf
-from oomkit.kernel import kmsg, procfs
+from oomkit.kernel.linux import cgroupfs as cf
+from oomkit.kernel.linux import kmsg, procfs
 
 V2 = "linux-6.1-cgroup2"
 V1 = "linux-6.18-cgroup1-memory"
@@ -152,7 +152,7 @@ def test_limit_v1_unlimited() -> None:
 
 
 def test_own_memcg_dir_hybrid_v2_and_none(tmp_path: Path) -> None:
-    from oomkit.kernel.procfs import own_memcg_dir
+    from oomkit.kernel.linux.procfs import own_memcg_dir
 
     proc, mount = tmp_path / "proc", tmp_path / "cg"
     (proc / "self").mkdir(parents=True)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from oomkit.errors import KernelError, OomkitError, TaskGone
-from oomkit.kernel import fsio
+from oomkit.kernel.linux import fsio
 
 PF_KTHREAD: Final = 0x00200000  # include/linux/sched.h
 SIGKILL_BIT: Final = 1 << (signal.SIGKILL - 1)

@@ -1,0 +1,53 @@
+"""The live backend's decisions, apart from their I/O: functions of plain values.
+
+The watchers (:mod:`.v1`, :mod:`.v2`, :mod:`.system`) read the files and act; what the
+readings mean is decided here, so each rule is tested without a cgroup tree (as
+systemd-oomd keeps ``oomd-util.c`` apart from ``oomd-manager.c``). Sizes are bytes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+
+from oomkit.kernel.base import PAGE_SIZE
+
+
+def guard_band(
+    memory_max: int, margin: float | Callable[[int], int], min_bytes: int
+) -> int:
+    """The ``memory.high`` to set below ``memory_max``: ``memory_max`` less a margin
+    (``margin`` a fraction of ``memory_max``, or a function of it giving bytes), at least
+    ``min_bytes`` and at most half of ``memory_max``; page-aligned, never below 0."""
+    wanted = margin(memory_max) if callable(margin) else int(memory_max * margin)
+    band = max(wanted, min_bytes)
+    return max(memory_max - min(band, memory_max // 2), 0) // PAGE_SIZE * PAGE_SIZE
+
+
+def stuck_in_band(usage: int, guard: int, high_count: int, high_count_before: int) -> bool:
+    """An OOM in the band: usage at the guard (within a charge batch: 1/64 of it, at least
+    64 pages) and ``memory.events`` "high" still rising since the band was entered (the
+    kernel still throttles, so reclaim does not get usage down)."""
+    slack = max(guard // 64, 64 * PAGE_SIZE)
+    return usage + slack >= guard and high_count > high_count_before
+
+
+def v1_oom_domain(under_oom: Sequence[bool]) -> int | None:
+    """The v1 memcg whose limit was hit, from ``under_oom`` of a signalled memcg and its
+    ancestors (``under_oom[0]`` the memcg, then its parent, ... up to, not including, the
+    hierarchy's root; a vanished ancestor ends the list). The kernel marks the whole
+    subtree of the OOMing memcg (``mem_cgroup_mark_under_oom``), so the domain is the
+    highest one of the unbroken run of marked memcgs from the start: its index. None:
+    the memcg itself is not under OOM (over already)."""
+    if not under_oom or not under_oom[0]:
+        return None
+    top = 0
+    while top + 1 < len(under_oom) and under_oom[top + 1]:
+        top += 1
+    return top
+
+
+def system_short(meminfo: Mapping[str, int], min_available: float) -> bool:
+    """The machine is out of memory: MemAvailable below ``min_available`` (a fraction) of
+    MemTotal. Missing MemAvailable counts as all available (never a false OOM)."""
+    total = meminfo.get("MemTotal", 0)
+    return meminfo.get("MemAvailable", total) < total * min_available

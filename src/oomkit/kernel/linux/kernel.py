@@ -1,0 +1,451 @@
+"""LinuxKernel: the real kernel behind the ``Kernel`` interface, on cgroup v2 or v1.
+
+This is the face: SPEC section 3 and the backend seam, over the one-job modules of this
+package (docs/live.md maps each mechanism to its module):
+
+- :mod:`.mounts` finds the memory controller and its version, once; :mod:`.layout` holds
+  what differs between v1 and v2 files, :mod:`.cgroup` the cgroup over it.
+- :mod:`.loop` is the one epoll loop (eventfds, inotify, PSI fds, victims' pidfds,
+  /dev/kmsg, and timers only while something is in progress); :mod:`.tree` the cgroup
+  index and its inotify watches.
+- The OOM watcher, chosen at construction: :mod:`.v1` (``memory.oom_control``
+  ``oom_kill_disable`` + eventfd) or :mod:`.v2` (a ``memory.high`` guard band below
+  ``memory.max``), both over :mod:`.watch` (arming, the hand-over to the kernel killer);
+  :mod:`.system` the system-wide watch (PSI + MemAvailable); :mod:`.decisions` the rules
+  they apply, as pure functions.
+- :mod:`.kills` kills through pidfds, ``process_mrelease`` and tracks victims;
+  :mod:`.kmsgwatch` reports the kernel's own kills from /dev/kmsg.
+- :mod:`.journal` records every changed setting before it is changed; the watchdog
+  process (:mod:`.watchdog`) restores them if this process dies or hangs.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import posixpath
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any, Final, final
+
+from oomkit.clock import Clock, MonotonicClock, wall_perf_ns
+from oomkit.errors import CgroupGone, KernelError, OomkitError
+from oomkit.kernel.base import (
+    KNOWN_OOM_FLAGS,
+    MAX_ORDER,
+    PAGE_SIZE,
+    Cgroup,
+    Constraint,
+    DefaultOutcome,
+    KernelHooks,
+    KernelOom,
+    OomFlags,
+    OomRequest,
+    Resource,
+    Task,
+)
+from oomkit.kernel.linux import fsio, procfs
+from oomkit.kernel.linux.cgroup import LinuxCgroup
+from oomkit.kernel.linux.journal import RestoreJournal
+from oomkit.kernel.linux.kills import Killer, freezer_state_path
+from oomkit.kernel.linux.kmsgwatch import KmsgWatch, from_kernel_path
+from oomkit.kernel.linux.layout import Layout, V1Layout, V2Layout
+from oomkit.kernel.linux.loop import EventLoop
+from oomkit.kernel.linux.mounts import (
+    Mount,
+    detect_root,
+    freezer_root,
+    kernel_version,
+    mount_prefix,
+    parse_mountinfo,
+)
+from oomkit.kernel.linux.psi import LivePsiTrigger, PsiTriggers
+from oomkit.kernel.linux.system import SystemWatch
+from oomkit.kernel.linux.tree import CgroupTree
+from oomkit.kernel.linux.v1 import V1OomWatch
+from oomkit.kernel.linux.v2 import V2GuardBand
+from oomkit.kernel.linux.watch import OomWatch
+from oomkit.kernel.psi_math import validate_trigger
+
+CAP_SYS_RESOURCE: Final = 24
+MiB: Final = 1 << 20
+
+Trace = Callable[[str, int], None]
+
+
+@final
+class LinuxKernel:
+    """The live kernel. See the module docstring; docs/live.md for the design.
+
+    ``cgroup_root``: a cgroup directory to treat as the root (default: the mount of the
+    memory controller, v2 preferred). A subtree works too: the kernel then sees, arms and
+    reports only below it. ``proc_root``: procfs. ``state_file``: where the watchdog's
+    journal lives (None: in memory only, no watchdog). ``kmsg_path``: /dev/kmsg to report
+    kernel OOM kills from (None: count them from memory.events / memory.oom_control).
+    ``guard_*``: the v2 band (:func:`.decisions.guard_band`) and how long usage must stay
+    in it to be an OOM; ``system_psi`` (threshold, window) in µs and
+    ``system_min_available`` (a fraction of MemTotal): the system-wide watch;
+    ``recheck_s``: how long a victim may take to exit before the OOM is asked about
+    again; ``max_stall_s``: how long handlers may claim progress on a stuck memcg before
+    the kernel killer takes over. Raises KernelError (ENOENT) without a memory cgroup.
+    """
+
+    def __init__(
+        self,
+        cgroup_root: str | None = None,
+        proc_root: str = "/proc",
+        *,
+        clock: Clock | None = None,
+        state_file: str | None = None,
+        watchdog: bool = True,
+        kmsg_path: str | None = "/dev/kmsg",
+        guard_margin: float | Callable[[int], int] = 0.05,
+        guard_min_bytes: int = 4 * MiB,
+        guard_stuck_s: float = 0.25,
+        system_psi: tuple[int, int] = (150_000, 2_000_000),
+        system_min_available: float = 0.03,
+        recheck_s: float = 0.5,
+        max_stall_s: float = 5.0,
+    ) -> None:
+        self.procfs = procfs.Procfs(proc_root)
+        self._clock: Clock = clock or MonotonicClock()
+        mounts: list[Mount] = []
+        try:
+            mounts = parse_mountinfo(self.procfs.read("self", "mountinfo"))
+        except OomkitError:
+            pass
+        self.root_dir, self.version = detect_root(cgroup_root, mounts, fsio.exists, fsio.read_text)
+        self.prefix = mount_prefix(self.root_dir, mounts)
+        self._freezer_root = freezer_root(mounts)
+        self.journal = RestoreJournal(state_file, watchdog=watchdog)
+        self.kver = kernel_version(os.uname().release)
+        self.privileged_psi = self._has_cap(CAP_SYS_RESOURCE)
+        self.guard_margin = guard_margin
+        self.guard_min_bytes = guard_min_bytes
+        self.guard_stuck_s = guard_stuck_s
+        self.system_psi = system_psi
+        self.system_min_available = system_min_available
+        self.recheck_s = recheck_s
+        self.max_stall_s = max_stall_s
+        self.trace: Trace | None = None
+
+        self._lock = threading.RLock()
+        self._hooks: KernelHooks | None = None
+        self.loop = EventLoop(self._clock, self._lock)
+        self.tree = CgroupTree(
+            self, self.root_dir, self.loop, self._lock, self._online, self._offline
+        )
+        self.layout: Layout = V1Layout(self.procfs) if self.version == 1 else V2Layout(
+            self.procfs
+        )
+        self.oom_watch: OomWatch = V1OomWatch(self) if self.version == 1 else V2GuardBand(self)
+        self.system = SystemWatch(self)
+        self.killer = Killer(self, self.loop, self._lock)
+        self.triggers = PsiTriggers(self.loop, self._lock, self._deliver_psi)
+        self._kmsg_path = kmsg_path
+        self.kmsg = KmsgWatch(
+            self.loop, self._report_kernel_oom, lambda p: from_kernel_path(self.prefix, p)
+        )
+        self._scopes: dict[int, str] = {}  # scope key (cgroup id, 0 = root) -> path
+        self._started = False
+        self._closed = False
+        self.tree.rescan()
+
+    @classmethod
+    def open(cls, **kwargs: Any) -> LinuxKernel:
+        """``LinuxKernel(**kwargs)``, named for the daemon's backend."""
+        return cls(**kwargs)
+
+    def _has_cap(self, cap: int) -> bool:
+        try:
+            status = procfs.parse_status(self.procfs.read("self", "status"))
+            return bool(int(status.get("CapEff", "0"), 16) >> cap & 1)
+        except (OomkitError, ValueError):
+            return False
+
+    # -- for the package's modules ---------------------------------------------------------
+    @property
+    def hooks(self) -> KernelHooks | None:
+        """The runtime bound to this kernel (None: none; OOMs go to the kernel killer)."""
+        return self._hooks
+
+    def cgroup_at(self, path: str) -> LinuxCgroup:
+        return self.tree.cgroup_at(path)
+
+    def is_hierarchy_root(self, cg: LinuxCgroup) -> bool:
+        """Our root is the hierarchy's root unless it is a subtree of a mounted hierarchy."""
+        return cg.path == "/" and not self.prefix
+
+    def in_scope(self, path: str) -> bool:
+        """Some watch_oom scope covers the cgroup at ``path``."""
+        for spath in self._scopes.values():
+            if spath == "/" or path == spath or path.startswith(spath + "/"):
+                return True
+        return False
+
+    def trace_stage(self, stage: str) -> None:
+        if self.trace is not None:
+            self.trace(stage, wall_perf_ns())
+
+    @property
+    def reads_kmsg(self) -> bool:
+        return self.kmsg.fd >= 0
+
+    # -- SPEC section 3 ------------------------------------------------------------------------
+    @property
+    def clock(self) -> Clock:
+        return self._clock
+
+    def root_mem_cgroup(self) -> LinuxCgroup:
+        return self.cgroup_at("/")
+
+    def mem_cgroup(self, id_or_path: int | str) -> LinuxCgroup | None:
+        if isinstance(id_or_path, str):
+            path = id_or_path
+            if path.startswith(self.root_dir + "/") or path == self.root_dir:
+                path = path[len(self.root_dir) :] or "/"
+            if not path.startswith("/"):
+                path = "/" + path
+            path = posixpath.normpath(path)
+            try:
+                return self.cgroup_at(path)
+            except CgroupGone:
+                return None
+        return self.tree.by_id(id_or_path)
+
+    def out_of_memory(
+        self,
+        memcg: Cgroup | None,
+        order: int = 0,
+        flags: OomFlags = OomFlags(0),
+        constraint_text: str | None = None,
+    ) -> int:
+        """bpf_out_of_memory: a declared OOM, handlers first, then the default killer."""
+        if int(flags) & ~int(KNOWN_OOM_FLAGS) or not 0 <= order <= MAX_ORDER:
+            return -errno.EINVAL
+        hooks = self._hooks
+        if hooks is None:
+            return 0
+        request = OomRequest(
+            memcg=memcg,
+            order=order,
+            constraint=Constraint.DECLARED,
+            constraint_text=constraint_text,
+            totalpages=self.oom_totalpages(memcg),
+            flags=OomFlags(flags),
+        )
+        return hooks.oom(request)
+
+    def task_is_oom_victim(self, task: Task) -> bool:
+        return self.killer.is_victim(task)
+
+    # -- backend seam: binding and the loop -------------------------------------------------------
+    def bind(self, hooks: KernelHooks | None) -> None:
+        self._hooks = hooks
+        if hooks is not None and not self._started:
+            self._start()
+
+    def _start(self) -> None:
+        self._started = True
+        self.tree.start()
+        if self._kmsg_path is not None:
+            self.kmsg.open(self._kmsg_path)  # not readable (no CAP_SYSLOG): the counters
+
+    def poll(self, timeout: float | None = None) -> None:
+        """Wait for one batch of events (at most ``timeout`` s) and handle them."""
+        self.loop.poll(timeout)
+
+    def wakeup(self) -> None:
+        """Make a poll() in progress return (thread-safe)."""
+        self.loop.wakeup()
+
+    def close(self) -> None:
+        """Restore every setting this kernel changed and release its fds. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._hooks = None
+        self._scopes.clear()
+        self.oom_watch.close()
+        self.system.disarm()
+        self.triggers.close()
+        self.journal.close()
+        self.killer.close()
+        self.tree.close()
+        self.kmsg.close()
+        self.loop.close()
+
+    # -- cgroup online/offline ------------------------------------------------------------------
+    def _online(self, cg: LinuxCgroup) -> None:
+        if self.in_scope(cg.path):
+            self.oom_watch.arm_safely(cg)
+        if self._hooks is not None:
+            self._hooks.cgroup_online(cg.id, cg.path)
+
+    def _offline(self, cg_id: int, path: str) -> None:
+        self.oom_watch.offline(cg_id)
+        for key, spath in list(self._scopes.items()):
+            if key == cg_id and spath == path:
+                del self._scopes[key]
+        self.triggers.offline(cg_id)
+        if self._hooks is not None:
+            self._hooks.cgroup_offline(cg_id, path)
+
+    # -- OOM scopes --------------------------------------------------------------------------------
+    def watch_oom(self, cgroup: Cgroup | None) -> str:
+        if not self._started:
+            self._start()
+        root = self.root_mem_cgroup() if cgroup is None else self._own(cgroup)
+        self._scopes[cgroup.id if cgroup is not None else 0] = root.path
+        for cg in root.walk():
+            assert isinstance(cg, LinuxCgroup)
+            self.oom_watch.arm_safely(cg)
+        how = self.layout.oom_how
+        if cgroup is None:
+            self.system.arm()
+            how += "; system-wide: PSI /proc/pressure/memory + MemAvailable"
+        return how
+
+    def watched_cgroups(self) -> int:
+        """How many memcgs are armed now (their OOMs reach the handlers first)."""
+        return len(self.oom_watch.armed)
+
+    def unwatch_oom(self, cgroup: Cgroup | None) -> None:
+        key = cgroup.id if cgroup is not None else 0
+        self._scopes.pop(key, None)
+        self.oom_watch.prune()
+        if cgroup is None:
+            self.system.disarm()
+
+    def _own(self, cgroup: Cgroup) -> LinuxCgroup:
+        if isinstance(cgroup, LinuxCgroup) and cgroup.kernel is self:
+            return cgroup
+        found = self.mem_cgroup(cgroup.id)
+        if found is None:
+            raise CgroupGone(f"{cgroup.path}: gone")
+        return found
+
+    # -- PSI triggers ----------------------------------------------------------------------------
+    def psi_trigger_create(
+        self, cgroup_id: int, resource: Resource, threshold_us: int, window_us: int, full: bool
+    ) -> LivePsiTrigger:
+        try:
+            validate_trigger(threshold_us, window_us, self.privileged_psi, kernel=self.kver)
+        except ValueError as exc:
+            raise KernelError(f"PSI trigger refused: {exc}", errno.EINVAL) from None
+        if cgroup_id == 0:
+            path = self.procfs.path("pressure", resource.value)
+        else:
+            cg = self.mem_cgroup(cgroup_id)
+            if cg is None:
+                raise CgroupGone(f"no cgroup with id {cgroup_id}")
+            if self.version == 1:
+                raise KernelError(
+                    f"{cg.path}: no per-cgroup PSI on cgroup v1 (use cgroup_id 0)",
+                    errno.EOPNOTSUPP,
+                )
+            path = self.layout.pressure_path(cg, resource)
+        trig = LivePsiTrigger(cgroup_id, resource, full, threshold_us, window_us, path)
+        return self.triggers.open(trig)
+
+    def psi_trigger_destroy(self, trigger: object) -> None:
+        self.triggers.destroy(trigger)
+
+    def _deliver_psi(self, trig: LivePsiTrigger) -> None:
+        if self._hooks is not None:
+            self._hooks.psi_event(trig)
+
+    def _report_kernel_oom(self, oom: KernelOom) -> None:
+        if self._hooks is not None:
+            self._hooks.kernel_oom(oom)
+
+    # -- the actions ------------------------------------------------------------------------------
+    def oom_totalpages(self, memcg: Cgroup | None) -> int:
+        info = self.procfs.meminfo()
+        ram = info.get("MemTotal", 0)
+        swap = info.get("SwapTotal", 0)
+        if memcg is None or memcg.path == "/":
+            return (ram + swap) // PAGE_SIZE
+        return self.layout.totalpages(self._own(memcg), ram, swap)
+
+    def kill_tasks(self, tasks: Sequence[Task], message: str, group: Cgroup | None) -> list[Task]:
+        return self.killer.kill(tasks, skip_unkillable=True)
+
+    def kill_cgroup(self, cgroup: Cgroup, message: str) -> list[Task]:
+        cg = self._own(cgroup)
+        atomic = self.layout.has_cgroup_kill(cg)
+        freezer = None
+        if not atomic:
+            freezer = freezer_state_path(self._freezer_root, self.prefix, cg.path, fsio.exists)
+        return self.killer.kill_cgroup(cg, atomic, freezer)
+
+    def reclaim(self, cgroup: Cgroup, nbytes: int) -> int:
+        """memory.reclaim (v2); the bytes reclaimed, from memory.stat pgsteal.
+
+        v1 has no partial reclaim (memory.force_empty empties the memcg, and shrinking
+        the limit can OOM concurrent chargers): returns 0 there.
+        """
+        return self.layout.reclaim(self._own(cgroup), nbytes)
+
+    def remove_file(self, path: str) -> int:
+        """Unlink a file; the bytes it held if this was its last link (a file still open or
+        mapped elsewhere keeps its memory until closed: counted as 0)."""
+        with fsio.translate(path, gone=None):
+            st = os.stat(path)
+            os.unlink(path)
+        return st.st_blocks * 512 if st.st_nlink <= 1 else 0
+
+    def set_memory_max(self, cgroup: Cgroup, nbytes: int | None) -> None:
+        cg = self._own(cgroup)
+        self.layout.set_memory_max(cg, nbytes)
+        self.oom_watch.limits_changed(cg)
+
+    def default_oom(self, request: OomRequest) -> DefaultOutcome:
+        memcg = request.memcg
+        if request.constraint == Constraint.MEMCG and memcg is not None:
+            note = self.oom_watch.hand_back(memcg.id)
+            if note is not None:
+                return DefaultOutcome(handed_over=True, note=note)
+        if request.constraint == Constraint.NONE and memcg is None:
+            return DefaultOutcome(
+                handed_over=True,
+                note="system-wide: the kernel OOM killer was never disabled and acts when it must",
+            )
+        return self._select_and_kill(request)
+
+    def _select_and_kill(self, request: OomRequest) -> DefaultOutcome:
+        """The kernel's own choice (select_bad_process + oom_kill_process), done here for
+        OOMs the kernel itself is not in: declared ones."""
+        from oomkit.ops import OomControl  # the kill mechanics (memory.oom.group) live there
+
+        domain = self.root_mem_cgroup() if request.memcg is None else self._own(request.memcg)
+        best: Task | None = None
+        best_points = -(1 << 62)
+        for c in domain.walk():
+            try:
+                tasks = c.tasks()
+            except CgroupGone:
+                continue
+            for t in tasks:
+                if t.unkillable:
+                    continue
+                if self.task_is_oom_victim(t):
+                    return DefaultOutcome(waited=True)
+                points = t.oom_badness(request.totalpages)
+                if points is not None and points > best_points:
+                    best, best_points = t, points
+        if best is None:
+            return DefaultOutcome(note="no killable task")
+        oc = OomControl(
+            self,
+            request.memcg,
+            request.order,
+            request.constraint,
+            request.constraint_text,
+            request.totalpages,
+        )
+        try:
+            oc.kill_process(best, "oom_kill_process (declared OOM)")
+        except OomkitError as exc:
+            return DefaultOutcome(note=f"kill failed: {exc}")
+        return DefaultOutcome(victims=oc.victims)

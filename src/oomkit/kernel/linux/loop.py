@@ -1,0 +1,130 @@
+"""The live backend's one loop: epoll over file descriptors, plus timers.
+
+Every source of events (eventfds of v1 OOM notifications, inotify, PSI trigger fds, pidfds
+of victims, /dev/kmsg, the wake-up eventfd) registers a callback for its fd here. Timers
+exist only while something is in progress (an OOM being handled, a hand-over, the
+system-wide sampling window); with none, :meth:`EventLoop.poll` sleeps in ``epoll_wait``
+until the kernel has news. Callbacks run on the thread that calls ``poll``; ``call_later``
+and ``wakeup`` may be called from any thread.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import os
+import select
+import threading
+from collections.abc import Callable
+
+from oomkit.clock import Clock
+
+
+class Timer:
+    """A pending callback; ``cancelled = True`` drops it."""
+
+    __slots__ = ("callback", "cancelled", "when")
+
+    def __init__(self, when: float, callback: Callable[[], None]) -> None:
+        self.when = when
+        self.callback = callback
+        self.cancelled = False
+
+
+def close_fd(fd: int) -> None:
+    """os.close, ignoring an fd that is already closed."""
+    try:
+        os.close(fd)
+    except OSError:
+        pass
+
+
+class EventLoop:
+    """epoll + a heap of timers on ``clock`` (seconds)."""
+
+    def __init__(self, clock: Clock, lock: threading.RLock) -> None:
+        self._clock = clock
+        self._lock = lock
+        self._ep = select.epoll()
+        self._fd_cb: dict[int, Callable[[int], None]] = {}
+        self._timers: list[tuple[float, int, Timer]] = []
+        self._seq = itertools.count()
+        self._loop_thread: int | None = None
+        self._wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self.add_fd(self._wake_fd, select.EPOLLIN, self._on_wake)
+
+    def add_fd(self, fd: int, events: int, cb: Callable[[int], None]) -> None:
+        """Call ``cb(epoll mask)`` whenever ``fd`` is ready for ``events``."""
+        with self._lock:
+            self._fd_cb[fd] = cb
+            self._ep.register(fd, events)
+
+    def del_fd(self, fd: int) -> None:
+        """Stop watching ``fd`` (it stays open: the caller owns it)."""
+        with self._lock:
+            if self._fd_cb.pop(fd, None) is not None:
+                try:
+                    self._ep.unregister(fd)
+                except (OSError, ValueError):
+                    pass
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> Timer:
+        """Run ``callback`` on the loop's thread ``delay`` s from now."""
+        timer = Timer(self._clock.now() + delay, callback)
+        with self._lock:
+            heapq.heappush(self._timers, (timer.when, next(self._seq), timer))
+        if threading.get_ident() != self._loop_thread:
+            self.wakeup()
+        return timer
+
+    def poll(self, timeout: float | None = None) -> None:
+        """Wait for one batch of events (at most ``timeout`` s, None: until one comes) and
+        run their callbacks, then every timer that is due."""
+        self._loop_thread = threading.get_ident()
+        now = self._clock.now()
+        with self._lock:
+            while self._timers and self._timers[0][2].cancelled:
+                heapq.heappop(self._timers)
+            next_at = self._timers[0][0] if self._timers else None
+        wait = timeout
+        if next_at is not None:
+            until = max(0.0, next_at - now)
+            wait = until if wait is None else min(wait, until)
+        try:
+            events = self._ep.poll(-1 if wait is None else wait)
+        except InterruptedError:  # pragma: no cover - PEP 475 retries for us
+            events = []
+        for fd, mask in events:
+            with self._lock:
+                cb = self._fd_cb.get(fd)
+            if cb is not None:
+                cb(mask)
+        self._run_timers()
+
+    def _run_timers(self) -> None:
+        while True:
+            now = self._clock.now()
+            with self._lock:
+                if not self._timers or self._timers[0][0] > now:
+                    return
+                _, _, timer = heapq.heappop(self._timers)
+            if not timer.cancelled:
+                timer.callback()
+
+    def wakeup(self) -> None:
+        """Make a poll() in progress return (thread-safe)."""
+        try:
+            os.eventfd_write(self._wake_fd, 1)
+        except OSError:
+            pass
+
+    def _on_wake(self, _mask: int) -> None:
+        try:
+            os.eventfd_read(self._wake_fd)
+        except BlockingIOError:
+            pass
+
+    def close(self) -> None:
+        self.del_fd(self._wake_fd)
+        close_fd(self._wake_fd)
+        self._ep.close()
