@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from oomkit.kernel import band as b
+from oomkit.kernel.linux import band as b
 
 MiB = 1 << 20
 

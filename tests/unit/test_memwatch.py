@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from oomkit.kernel import memwatch as mw
-from oomkit.kernel.procfs import parse_meminfo
+from oomkit.kernel.linux import memwatch as mw
+from oomkit.kernel.linux.procfs import parse_meminfo
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -31,6 +31,15 @@ def sample(at: float, avail_mib: float, total_mib: int = 1024, swap_mib: int = 0
 def test_sample_from_proc_meminfo_is_in_bytes() -> None:
     s = mw.MemSample.of(3.0, parse_meminfo(MEMINFO))
     assert s == mw.MemSample(3.0, 1014516 * 1024, 735812 * 1024, 0, 0)
+
+
+def test_sample_from_raw_bytes_reads_only_the_four_fields() -> None:
+    s = mw.parse_sample(3.0, MEMINFO.encode())
+    assert s == mw.MemSample.of(3.0, parse_meminfo(MEMINFO))
+    old = mw.parse_sample(1.0, b"MemTotal: 1024 kB\nMemFree: 10 kB\n")
+    assert old.mem_available == old.mem_total == 1 * MiB  # before 3.14: never short
+    with pytest.raises(ValueError, match="MemTotal"):
+        mw.parse_sample(1.0, b"")
 
 
 def test_thresholds_from_shares_and_bytes() -> None:

@@ -51,6 +51,7 @@ from oomkit.kernel.linux.kills import Killer, freezer_state_path
 from oomkit.kernel.linux.kmsgwatch import KmsgWatch, from_kernel_path
 from oomkit.kernel.linux.layout import Layout, V1Layout, V2Layout
 from oomkit.kernel.linux.loop import EventLoop
+from oomkit.kernel.linux.memwatch import MAX_FILL_RATE
 from oomkit.kernel.linux.mounts import (
     Mount,
     detect_root,
@@ -83,8 +84,10 @@ class LinuxKernel:
     journal lives (None: in memory only, no watchdog). ``kmsg_path``: /dev/kmsg to report
     kernel OOM kills from (None: count them from memory.events / memory.oom_control).
     ``guard_*``: the v2 band (:func:`.decisions.guard_band`) and how long usage must stay
-    in it to be an OOM; ``system_psi`` (threshold, window) in µs and
-    ``system_min_available`` (a fraction of MemTotal): the system-wide watch;
+    in it to be an OOM; ``system_psi`` (threshold, window) in µs, ``system_min_available``
+    and ``system_min_swap_free`` (a float: a share of MemTotal / SwapTotal; an int: bytes),
+    ``system_lead_s`` and ``system_max_fill_rate`` (bytes/s): the system-wide watch
+    (:mod:`.memwatch`);
     ``recheck_s``: how long a victim may take to exit before the OOM is asked about
     again; ``max_stall_s``: how long handlers may claim progress on a stuck memcg before
     the kernel killer takes over. Raises KernelError (ENOENT) without a memory cgroup.
@@ -103,7 +106,10 @@ class LinuxKernel:
         guard_min_bytes: int = 4 * MiB,
         guard_stuck_s: float = 0.25,
         system_psi: tuple[int, int] = (150_000, 2_000_000),
-        system_min_available: float = 0.03,
+        system_min_available: float | int = 0.05,
+        system_min_swap_free: float | int = 0.1,
+        system_lead_s: float = 0.25,
+        system_max_fill_rate: float = MAX_FILL_RATE,
         recheck_s: float = 0.5,
         max_stall_s: float = 5.0,
     ) -> None:
@@ -125,6 +131,9 @@ class LinuxKernel:
         self.guard_stuck_s = guard_stuck_s
         self.system_psi = system_psi
         self.system_min_available = system_min_available
+        self.system_min_swap_free = system_min_swap_free
+        self.system_lead_s = system_lead_s
+        self.system_max_fill_rate = system_max_fill_rate
         self.recheck_s = recheck_s
         self.max_stall_s = max_stall_s
         self.trace: Trace | None = None
@@ -303,7 +312,7 @@ class LinuxKernel:
         how = self.layout.oom_how
         if cgroup is None:
             self.system.arm()
-            how += "; system-wide: PSI /proc/pressure/memory + MemAvailable"
+            how += "; system-wide: MemAvailable on an adaptive timer + PSI /proc/pressure/memory"
         return how
 
     def watched_cgroups(self) -> int:
@@ -407,6 +416,11 @@ class LinuxKernel:
             if note is not None:
                 return DefaultOutcome(handed_over=True, note=note)
         if request.constraint == Constraint.NONE and memcg is None:
+            if self.system.armed and self.system.short():
+                # Our MemAvailable watch saw it first and it still holds: the kernel's own
+                # choice (oom_badness), made now rather than when reclaim has failed, as
+                # earlyoom does. Past this the kernel killer is still there, as ever.
+                return self._select_and_kill(request)
             return DefaultOutcome(
                 handed_over=True,
                 note="system-wide: the kernel OOM killer was never disabled and acts when it must",
@@ -445,7 +459,10 @@ class LinuxKernel:
             request.totalpages,
         )
         try:
-            oc.kill_process(best, "oom_kill_process (declared OOM)")
+            why = "declared OOM" if request.constraint == Constraint.DECLARED else (
+                "MemAvailable below the system-wide minimum"
+            )  # fmt: skip
+            oc.kill_process(best, f"oom_kill_process ({why})")
         except OomkitError as exc:
             return DefaultOutcome(note=f"kill failed: {exc}")
         return DefaultOutcome(victims=oc.victims)

@@ -67,6 +67,28 @@ class MemSample:
         )
 
 
+_FIELDS: Final = (b"MemTotal:", b"MemAvailable:", b"SwapTotal:", b"SwapFree:")
+
+
+def parse_sample(at: float, data: bytes) -> MemSample:
+    """The four fields from raw /proc/meminfo bytes (kB -> bytes), without parsing the
+    other fifty: the watch reads it several times a second. A missing MemAvailable (before
+    Linux 3.14) counts as all available, never as a false OOM."""
+    values = []
+    for key in _FIELDS:
+        i = data.find(key)
+        if i < 0:
+            values.append(-1)
+            continue
+        end = data.find(b"\n", i)
+        values.append(int(data[i + len(key) : end if end >= 0 else None].split()[0]) * 1024)
+    total, avail, swap_total, swap_free = values
+    if total < 0:
+        raise ValueError("no MemTotal in /proc/meminfo")
+    return MemSample(at, total, total if avail < 0 else avail, max(0, swap_total),
+                     max(0, swap_free))  # fmt: skip
+
+
 @dataclass(frozen=True, slots=True)
 class SystemThresholds:
     """When the machine is out of memory, in bytes (``of()`` turns shares into bytes).
