@@ -315,6 +315,14 @@ class LinuxKernel:
             how += "; system-wide: MemAvailable on an adaptive timer + PSI /proc/pressure/memory"
         return how
 
+    def watch_system_memory(self) -> str:
+        """The system-wide MemAvailable watch alone, arming no memcg (a dry run's: it only
+        reads /proc/meminfo and declares system-wide OOMs to the hooks)."""
+        if not self._started:
+            self._start()
+        self.system.arm()
+        return "system-wide: MemAvailable on an adaptive timer + PSI /proc/pressure/memory"
+
     def watched_cgroups(self) -> int:
         """How many memcgs are armed now (their OOMs reach the handlers first)."""
         return len(self.oom_watch.armed)

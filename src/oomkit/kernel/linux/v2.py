@@ -2,7 +2,8 @@
 
 v2 cannot disable the kernel killer per memcg. Instead ``memory.high`` is set a margin
 below ``memory.max`` (the band, :func:`.band.band_margin`: a share of ``memory.max``, at
-least 4 MiB, and wide enough for the allocation rate measured in that cgroup): the kernel
+least 4 MiB, and wide enough for the allocation rate measured in that cgroup: growth
+between two looks in the band, or twice the band after an escape to the kernel killer): the kernel
 throttles and reclaims there (``mem_cgroup_handle_over_high``) rather than killing. When
 ``memory.events`` "high" rises (the kernel calls ``cgroup_file_notify``; inotify wakes
 us), the cgroup is looked at at once: usage, what it could give back (clean page cache;
@@ -53,7 +54,6 @@ class BandState:
     first: BandLook | None = None
     prev: BandLook | None = None
     timer: Timer | None = None
-    notified_at: float = 0.0  # when the memory.events change that started the look came
     rate: float = 0.0  # bytes/s: the fastest allocation seen in the band (decaying)
     rate_at: float = 0.0
 
@@ -158,10 +158,16 @@ class V2GuardBand(OomWatch):
         if a.handed_over_at is not None:
             self.handover_done(a)  # its timer keeps looking too
             return
+        st: BandState = a.band
+        if kills > 0 and a.guard is not None and a.cg.memory_max is not None:
+            # An escape: the kernel killed at memory.max while the band was up, so the
+            # allocation outran the decision. Twice the band from now on (a rate that
+            # would fill it in half a reaction time), narrowing back as the rate decays.
+            margin = a.cg.memory_max - a.guard
+            st.rate, st.rate_at = max(self._rate(a), 2 * margin / REACTION_S), k.clock.now()
+            self.set_guard(a)
         if a.guard is None or events.get("high", 0) <= before.get("high", 0):
             return
-        st: BandState = a.band
-        st.notified_at = k.clock.now()
         if st.first is None:
             k.trace_stage("oom_notify")
         self.check_band(a)
@@ -212,12 +218,10 @@ class V2GuardBand(OomWatch):
             return
         prev = st.prev or st.first
         if prev is not None and cur.at > prev.at:
+            # Still growing in the band between two looks: the rate it allocates at.
             seen = max(0, cur.usage - prev.usage) / (cur.at - prev.at)
-        else:
-            # Entering the band: what it went past the guard since the notification.
-            seen = max(0, cur.usage - cur.guard) / max(cur.at - st.notified_at, 0.001)
-        if seen > self._rate(a):
-            st.rate, st.rate_at = seen, cur.at
+            if seen > self._rate(a):
+                st.rate, st.rate_at = seen, cur.at
         policy = BandPolicy(max_wait_s=k.guard_stuck_s)
         verdict = band_verdict(st.first, st.prev, cur, st.rate, policy)
         if verdict is Verdict.CLEAR:
