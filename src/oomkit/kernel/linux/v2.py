@@ -16,6 +16,7 @@ kernel killer acts at ``memory.max``; the band comes back once usage is below it
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -35,6 +36,7 @@ from oomkit.kernel.linux.band import (
 )
 from oomkit.kernel.linux.cgroup import LinuxCgroup
 from oomkit.kernel.linux.loop import Timer
+from oomkit.kernel.linux.memwatch import parse_sample
 from oomkit.kernel.linux.watch import Armed, OomWatch
 
 if TYPE_CHECKING:
@@ -172,8 +174,10 @@ class V2GuardBand(OomWatch):
             k.trace_stage("oom_notify")
         self.check_band(a)
 
-    def look(self, a: Armed) -> BandLook:
-        """Read what the band decision needs: usage, events, give-back, "full" stall."""
+    def look(self, a: Armed, *, stall: bool = True) -> BandLook:
+        """Read what the band decision needs: usage, what could be given back and (with
+        ``stall``) the "full" stall total; the "high" count is the last one seen. Only
+        the files the decision reads: this is the path from notification to kill."""
         cg = a.cg
         assert a.guard is not None
         stat = cg.stat()
@@ -181,8 +185,7 @@ class V2GuardBand(OomWatch):
         swap_current = 0
         swap_free = 0
         if swap_max != 0:
-            info = self.k.procfs.meminfo()
-            swap_free = info.get("SwapFree", 0)
+            swap_free = parse_sample(0.0, self.k.procfs.read("meminfo").encode()).swap_free
             if swap_free > 0:
                 try:
                     swap_current = int(cg.read(cf.MEMORY_SWAP_CURRENT))
@@ -195,9 +198,9 @@ class V2GuardBand(OomWatch):
             at=self.k.clock.now(),
             usage=cg.usage(),
             guard=a.guard,
-            high_events=cf.parse_flat_keyed(cg.read(cf.MEMORY_EVENTS)).get("high", 0),
+            high_events=a.last_events.get("high", 0),
             give_back=give_back,
-            full_us=cg.pressure().full.total,
+            full_us=cg.pressure().full.total if stall else 0,
         )
 
     def check_band(self, a: Armed) -> None:
@@ -213,7 +216,8 @@ class V2GuardBand(OomWatch):
             st.first = st.prev = None
             return
         try:
-            cur = self.look(a)
+            # The "full" stall only matters from the second look on (progress between two).
+            cur = self.look(a, stall=st.first is not None)
         except CgroupGone:
             return
         prev = st.prev or st.first
@@ -230,6 +234,10 @@ class V2GuardBand(OomWatch):
             return
         if verdict is Verdict.WAIT:
             if st.first is None:
+                try:
+                    cur = dataclasses.replace(cur, full_us=a.cg.pressure().full.total)
+                except CgroupGone:
+                    return
                 st.first = cur
             st.prev = cur
             st.timer = k.loop.call_later(policy.recheck_s, lambda: self.check_band(a))
