@@ -145,7 +145,7 @@ def run_baseline(box: Path, runs: int) -> list[float]:
 
 
 def destroy(root: Path) -> None:
-    for d in (root / "box", root):
+    for d in (root / "box", root / "bare", root):
         for _ in range(200):
             pids = (d / "cgroup.procs").read_text().split() if d.exists() else []
             for pid in pids:
@@ -225,10 +225,11 @@ def v2_host(args: argparse.Namespace) -> int:
     return int(res.returncode)
 
 
-def v2_box(root: Path) -> Path:
-    root.mkdir()
-    (root / "cgroup.subtree_control").write_text("+memory")
-    box = root / "box"
+def v2_box(root: Path, name: str = "box") -> Path:
+    if not root.exists():
+        root.mkdir()
+        (root / "cgroup.subtree_control").write_text("+memory")
+    box = root / name
     box.mkdir()
     (box / "memory.max").write_text(str(LIMIT))
     (box / "memory.swap.max").write_text("0")
@@ -258,7 +259,9 @@ def v2_wait_empty(box: Path) -> None:
         time.sleep(0.01)
 
 
-def v2_oomkit(root: Path, box: Path, runs: int) -> dict[str, list[float]]:
+def v2_oomkit(root: Path, box: Path, bare: Path, runs: int) -> dict[str, list[float]]:
+    """Each oomkit OOM in /box follows a kernel-alone OOM in /bare (no handler there, so
+    never armed): the two lives are measured under the same load, run after run."""
     from oomkit.events import EventList, OomEvent
 
     kernel = LinuxKernel(str(root), kmsg_path=None)
@@ -269,9 +272,10 @@ def v2_oomkit(root: Path, box: Path, runs: int) -> dict[str, list[float]]:
     runtime.attach_oom(KillLargest(), "/box")
     runtime.warm_up()
     out: dict[str, list[float]] = {"decide": [], "look": [], "life": [], "escapes": [],
-                                   "events": []}
+                                   "events": [], "base": []}
     try:
         for i in range(runs):
+            out["base"] += v2_kernel_alone(bare, 1, i + 1, runs)
             marks.clear()
             before = len(events.of(OomEvent))
             kills0 = v2_events(box).get("oom_kill", 0)
@@ -308,13 +312,13 @@ def v2_oomkit(root: Path, box: Path, runs: int) -> dict[str, list[float]]:
     return out
 
 
-def v2_kernel_alone(box: Path, runs: int) -> list[float]:
+def v2_kernel_alone(box: Path, runs: int, first: int = 1, of: int = 0) -> list[float]:
     out = []
     for i in range(runs):
         hog, started = v2_spawn(box)
         hog.wait(120)
         out.append(time.monotonic() - started)
-        print(f"  kernel {i + 1:2}/{runs}: hog life {out[-1]:5.2f} s", flush=True)
+        print(f"  kernel {first + i:2}/{of or runs}: hog life {out[-1]:5.2f} s", flush=True)
         v2_wait_empty(box)
     return out
 
@@ -323,10 +327,11 @@ def v2_guest(runs: int) -> int:
     Path("/proc/self/oom_score_adj").write_text("-1000")
     root = Path("/sys/fs/cgroup") / f"oomkit-bench-{os.getpid()}"
     box = v2_box(root)
+    bare = v2_box(root, "bare")
     try:
-        v2_kernel_alone(box, 1)  # warm the page cache of python's own files
-        base = v2_kernel_alone(box, runs)
-        mine = v2_oomkit(root, box, runs)
+        v2_kernel_alone(bare, 1)  # warm the page cache of python's own files
+        mine = v2_oomkit(root, box, bare, runs)
+        base = mine["base"]
     finally:
         destroy(root)
     decide = [x for x in mine["decide"] if x == x]
