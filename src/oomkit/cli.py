@@ -1,24 +1,56 @@
 """The ``oomkit`` command: simulate, run, check-config, events, status, policies.
 
 Errors in what the user gave us (a scenario, a policy, a config) print one line and exit
-with code 2; a bug of ours still shows its traceback.
+with code 2 (as argparse does for a bad option); a bug of ours still shows its traceback.
+A reader that goes away (``oomkit events | head``) ends the command quietly, with 141 as a
+process killed by SIGPIPE would. ``oomkit status`` exits as an LSB init script's status
+does (0 running, 1 dead, 3 not running, 4 unknown; see docs/daemon.md).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from typing import TextIO
 
 from oomkit.errors import AttachError, ConfigError, OomkitError
-from oomkit.events import Event, SummaryEvent
+from oomkit.meta import package_version
 from oomkit.policy_loader import load_oom, load_psi, split_at
-from oomkit.report import write_event, write_summary
-from oomkit.runtime import Runtime
-from oomkit.units import format_size
+from oomkit.report import Printer
+from oomkit.runtime import DEFAULT_BUDGET_S, Runtime
+from oomkit.units import duration_arg, format_size
 
 EXIT_USAGE = 2
+#: 128 + SIGPIPE: what the shell reports for a writer whose reader went away.
+EXIT_PIPE = 141
+
+
+def event_kinds() -> list[str]:
+    """Every event kind a record can have: the events module's, and the daemon's own."""
+    import oomkit.events as events
+
+    kinds: set[str] = {"daemon"}
+    todo: list[type] = list(events.Event.__subclasses__())
+    while todo:
+        cls = todo.pop()
+        todo.extend(cls.__subclasses__())
+        kind = getattr(cls, "kind", None)
+        if isinstance(kind, str) and kind:
+            kinds.add(kind)
+    return sorted(kinds)
+
+
+def count_arg(value: str) -> int:
+    """A whole number of at least 0 (``-n``)."""
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {n}")
+    return n
 
 
 def _add_policy_args(p: argparse.ArgumentParser) -> None:
@@ -27,14 +59,17 @@ def _add_policy_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--psi-policy", action="append", default=[], metavar="SPEC",
                    help="a PsiOps to attach (repeatable)")
     p.add_argument("--json", action="store_true", help="one JSON event per line")
-    p.add_argument("--budget", type=float, default=1.0, metavar="SECONDS",
-                   help="time budget of one handler call (default 1 s)")
+    p.add_argument("--budget", type=duration_arg, default=DEFAULT_BUDGET_S,
+                   metavar="DURATION", help="time budget of one handler call: seconds, or "
+                   f"500ms, 2s... (default {DEFAULT_BUDGET_S * 1000:g} ms)")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="oomkit", description="Programmable out-of-memory handling for Linux.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--version", action="version",
+                        version=f"%(prog)s {package_version()}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sim = sub.add_parser("simulate", help="run policies against a scenario on the simulator")
     sim.add_argument("scenario", help="a scenario file (TOML)")
     sim.add_argument("--bare", action="store_true",
@@ -50,6 +85,13 @@ def build_parser() -> argparse.ArgumentParser:
                           "(try a config without root or risk)")
     run.add_argument("--quiet", "-q", action="store_true",
                      help="no events on stdout (the event log has them)")
+    run.add_argument("--watch-config", action="store_true",
+                     help="reload when the config file changes (a ConfigMap mounted in a "
+                          "pod): checked at the housekeeper's wakes, at least every 30 s")
+    run.add_argument("--state-dir", default=None, metavar="DIR",
+                     help="keep the event log, status file and restore journal in DIR "
+                          "(events.jsonl, status.json, restore.json) instead of the config's: "
+                          "try the daemon without root")
     _add_policy_args(run)
     run.set_defaults(budget=None)  # the config's budget unless --budget is given
     chk = sub.add_parser("check-config", help="validate a config file")
@@ -58,36 +100,48 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--file", default=None, help="event log (default from the config)")
     ev.add_argument("--follow", "-f", action="store_true")
     ev.add_argument("--config", default=None)
-    ev.add_argument("--lines", "-n", type=int, default=None, metavar="N",
+    ev.add_argument("--state-dir", default=None, metavar="DIR",
+                    help="the event log of a daemon run with --state-dir DIR")
+    ev.add_argument("--lines", "-n", type=count_arg, default=None, metavar="N",
                     help="only the last N records (10 with --follow)")
-    ev.add_argument("--kind", action="append", default=[], metavar="KIND",
-                    help="only records of this kind: oom, psi, error, attach... (repeatable)")
+    kinds = event_kinds()
+    ev.add_argument("--kind", action="append", default=[], metavar="KIND", choices=kinds,
+                    help=f"only records of this kind (repeatable): {', '.join(kinds)}")
     ev.add_argument("--json", action="store_true", help="the raw JSON lines")
     st = sub.add_parser("status", help="attached handlers, watched cgroups, last OOMs")
     st.add_argument("--config", default=None)
     st.add_argument("--status-file", default=None, help="default from the config")
-    st.add_argument("--lines", "-n", type=int, default=5, metavar="N",
+    st.add_argument("--state-dir", default=None, metavar="DIR",
+                    help="the status file of a daemon run with --state-dir DIR")
+    st.add_argument("--lines", "-n", type=count_arg, default=5, metavar="N",
                     help="how many of the last OOMs to show (default 5)")
     st.add_argument("--json", action="store_true", help="the status file as it is")
     sub.add_parser("policies", help="list the built-in policies")
+    comp = sub.add_parser("completion", help="print a shell completion script (needs shtab: "
+                          "pip install 'oomkit[completion]')")
+    comp.add_argument("shell", choices=["bash", "zsh", "tcsh"],
+                      help="e.g. oomkit completion bash > /etc/bash_completion.d/oomkit")
+    rel = sub.add_parser("reload", help="make the running daemon reload its config (SIGHUP "
+                         "to the pid in its status file)")
+    rel.add_argument("--config", default=None)
+    rel.add_argument("--status-file", default=None, help="default from the config")
+    rel.add_argument("--state-dir", default=None, metavar="DIR",
+                     help="the status file of a daemon run with --state-dir DIR")
+    inst = sub.add_parser("install-unit", help="write the systemd unit (and the man page) "
+                          "for this oomkit")
+    inst.add_argument("--unit-dir", default="/etc/systemd/system", metavar="DIR",
+                      help="where oomkit.service goes (default /etc/systemd/system)")
+    inst.add_argument("--man-dir", default="/usr/local/share/man/man8", metavar="DIR",
+                      help="where oomkit.8 goes (default /usr/local/share/man/man8; "
+                           "'' for none)")
+    inst.add_argument("--config-file", default="/etc/oomkit/oomkit.toml", metavar="FILE",
+                      help="written with no handlers (OOMs logged, nothing changed) when it "
+                           "does not exist; '' for none (default /etc/oomkit/oomkit.toml)")
+    inst.add_argument("--oomkit", default=None, metavar="PATH",
+                      help="the oomkit the unit runs (default: this one)")
+    inst.add_argument("--stdout", action="store_true",
+                      help="print the unit instead of writing anything")
     return parser
-
-
-class _Printer:
-    """Writes events as they come: JSON lines, or the readable story."""
-
-    def __init__(self, out: TextIO, as_json: bool) -> None:
-        self.out = out
-        self.as_json = as_json
-
-    def __call__(self, event: Event) -> None:
-        if self.as_json:
-            self.out.write(event.to_json() + "\n")
-            self.out.flush()
-        else:
-            write_event(self.out, event.to_dict())
-            if isinstance(event, SummaryEvent):
-                write_summary(self.out, event.to_dict())
 
 
 def attach_policies(rt: Runtime, oom_specs: Sequence[str], psi_specs: Sequence[str],
@@ -110,9 +164,12 @@ def attach_policies(rt: Runtime, oom_specs: Sequence[str], psi_specs: Sequence[s
 def cmd_simulate(args: argparse.Namespace, out: TextIO) -> int:
     from oomkit.kernel.sim import SimKernel, load_scenario
 
-    scenario = load_scenario(args.scenario)
+    try:
+        scenario = load_scenario(args.scenario)
+    except ConfigError as exc:
+        raise other_kind(exc, args.scenario, "scenario") from None
     kernel = SimKernel.from_scenario(scenario)
-    printer = _Printer(out, args.json)
+    printer = Printer(out, args.json)
     if not args.json:
         m = scenario.machine
         title = scenario.name or args.scenario
@@ -138,6 +195,59 @@ def cmd_simulate(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+#: The top-level keys that tell a scenario from a daemon config.
+_SCENARIO_KEYS = frozenset({"machine", "cgroup", "process"})
+_CONFIG_KEYS = frozenset({"daemon", "guard", "metrics", "oom", "psi"})
+
+
+def other_kind(exc: ConfigError, path: str, expected: str) -> ConfigError:
+    """``exc`` with a hint when the file is the other kind (a daemon config given to
+    ``simulate``, a scenario to ``check-config``); ``exc`` itself otherwise."""
+    import tomllib
+
+    try:
+        with open(path, "rb") as f:
+            keys = set(tomllib.load(f))
+    except (OSError, tomllib.TOMLDecodeError):
+        return exc
+    if expected == "scenario" and keys & _CONFIG_KEYS and not keys & _SCENARIO_KEYS:
+        hint = (f"{path} looks like a daemon config, not a scenario: try "
+                f"`oomkit check-config {path}` or `oomkit run --config {path} --sim SCENARIO`")
+    elif expected == "config" and keys & _SCENARIO_KEYS and not keys & _CONFIG_KEYS - {"oom"}:
+        hint = (f"{path} looks like a scenario, not a daemon config: try "
+                f"`oomkit simulate {path}`")
+    else:
+        return exc
+    return ConfigError(f"{exc} ({hint})")
+
+
+def cmd_completion(args: argparse.Namespace, out: TextIO) -> int:
+    """A completion script made by shtab from this very parser (options, commands, choices,
+    files where a file is expected)."""
+    try:
+        import shtab
+    except ImportError:
+        raise ConfigError("shell completion needs shtab: pip install 'oomkit[completion]'"
+                          ) from None
+    parser = build_parser()
+    for action in _all_actions(parser):  # file arguments complete as files
+        if action.dest in ("scenario", "file", "config", "status_file", "sim", "oomkit"):
+            action.complete = shtab.FILE  # type: ignore[attr-defined]
+        elif action.dest in ("state_dir", "unit_dir", "man_dir"):
+            action.complete = shtab.DIRECTORY  # type: ignore[attr-defined]
+    out.write(shtab.complete(parser, shell=args.shell))
+    return 0
+
+
+def _all_actions(parser: argparse.ArgumentParser) -> list[argparse.Action]:
+    actions = list(parser._actions)
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                actions += _all_actions(child)
+    return actions
+
+
 def cmd_policies(out: TextIO) -> int:
     from oomkit.policies import BUILTIN
     from oomkit.policy_loader import resolve
@@ -150,14 +260,35 @@ def cmd_policies(out: TextIO) -> int:
     return 0
 
 
+def _pipe_closed() -> int:
+    """The reader went away: stop writing, and keep the interpreter's final flush of stdout
+    from failing again (the recipe of the Python docs' signal module notes)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+    return EXIT_PIPE
+
+
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     out = out or sys.stdout
     args = build_parser().parse_args(argv)
+    try:
+        return _main(args, out)
+    except BrokenPipeError:
+        return _pipe_closed()
+
+
+def _main(args: argparse.Namespace, out: TextIO) -> int:
     try:
         if args.command == "simulate":
             return cmd_simulate(args, out)
         if args.command == "policies":
             return cmd_policies(out)
+        if args.command == "completion":
+            return cmd_completion(args, out)
         from oomkit import daemon_cli
 
         return daemon_cli.dispatch(args, out)

@@ -1,10 +1,12 @@
-"""The live-kernel commands: run, check-config, events, status (see docs/daemon.md)."""
+"""The live-kernel commands: run, check-config, events, status, install-unit (see
+docs/daemon.md)."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import sys
 import threading
 from collections.abc import Iterable
 from typing import Any, TextIO
@@ -17,13 +19,18 @@ from oomkit.daemon.config import (
     LoadedPolicies,
     load_config,
     load_policies,
+    resolve_cgroups,
     with_cli,
 )
-from oomkit.errors import ConfigError
+from oomkit.errors import ConfigError, OomkitError
 from oomkit.kernel.linux.watchdog import pid_alive
 
-#: ``oomkit status`` of a daemon that is not running (as systemctl status and LSB say).
-EXIT_NOT_RUNNING = 3
+#: ``oomkit status`` exit codes, as an LSB init script's ``status`` action (LSB 5.0, "Init
+#: Script Actions") and ``systemctl status`` give them.
+EXIT_RUNNING = 0
+EXIT_DEAD = 1  # the status file says running, its pid is gone: the daemon died
+EXIT_NOT_RUNNING = 3  # stopped cleanly, or no status file at all
+EXIT_UNKNOWN = 4  # a status file we cannot read
 
 
 def dispatch(args: argparse.Namespace, out: TextIO) -> int:
@@ -35,6 +42,10 @@ def dispatch(args: argparse.Namespace, out: TextIO) -> int:
         return cmd_events(args, out)
     if args.command == "status":
         return cmd_status(args, out)
+    if args.command == "install-unit":
+        return cmd_install_unit(args, out)
+    if args.command == "reload":
+        return cmd_reload(args, out)
     raise ConfigError(f"unknown command {args.command!r}")
 
 
@@ -51,25 +62,36 @@ def _config_path(args: argparse.Namespace) -> str | None:
 
 def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     from oomkit.daemon.backend import Backend, LiveBackend, SimBackend
+    from oomkit.daemon.journal import Journal, journal_stream_is
     from oomkit.daemon.service import Daemon
 
     path = _config_path(args)
     sim = getattr(args, "sim", None)
+    state_dir = getattr(args, "state_dir", None)
+    if state_dir is not None:
+        state_dir = os.path.abspath(state_dir)
     # Policies are code run as root: files must be root's and writable by nobody else.
     # A simulation run by a user may use the user's own files.
     secure = not sim or os.geteuid() == 0
 
     def load() -> tuple[Config, LoadedPolicies]:
         config = load_config(path) if path is not None else Config()
+        config = resolve_cgroups(config, lambda cg: _cgroup_present(config, cg))
         config = with_cli(config, list(args.oom_policy), list(args.psi_policy),
-                          dry_run=bool(args.dry_run), budget_s=args.budget)
+                          dry_run=bool(args.dry_run), budget_s=args.budget,
+                          state_dir=state_dir)
         return config, load_policies(config, secure=secure)
 
     config, policies = load()
     backend: Backend = SimBackend(sim) if sim else LiveBackend()
+    quiet = bool(getattr(args, "quiet", False))
+    journal = None
+    if not quiet and not args.json and out is sys.stdout and journal_stream_is(1):
+        journal = Journal(out)  # under systemd: one journal entry per event, with fields
+    watch = path if path is not None and getattr(args, "watch_config", False) else None
     daemon = Daemon(config, policies, backend, reload_config=load if path else None,
-                    out=None if getattr(args, "quiet", False) else out, as_json=args.json,
-                    self_protect=not sim)
+                    out=None if quiet else out, as_json=args.json, journal=journal,
+                    self_protect=not sim, watch_config=watch)
     daemon.install_signals()
     daemon.start()
     return daemon.run()
@@ -89,12 +111,22 @@ def _cgroup_present(config: Config, cgroup: str) -> bool | None:
 
 
 def cmd_check_config(args: argparse.Namespace, out: TextIO) -> int:
-    config = load_config(args.file)
+    from oomkit.cli import other_kind
+    from oomkit.units import format_size
+
+    try:
+        config = load_config(args.file)
+    except ConfigError as exc:
+        raise other_kind(exc, args.file, "config") from None
+    config = resolve_cgroups(config, lambda cg: _cgroup_present(config, cg))
     policies = load_policies(config, secure=True)
     d = config.daemon
     out.write(f"{config.path}: OK\n")
     for entry, ops in policies.oom:
         where = entry.cgroup or "system-wide"
+        if entry.alternatives:
+            where += f" (the first that exists of {entry.cgroup or ''}, " \
+                f"{', '.join(entry.alternatives)})"
         out.write(f"  oom  {entry.policy} ({type(ops).__name__}) {where}"
                   f"{' args ' + json.dumps(dict(entry.args)) if entry.args else ''}\n")
         if entry.cgroup is not None and _cgroup_present(config, entry.cgroup) is False:
@@ -107,7 +139,7 @@ def cmd_check_config(args: argparse.Namespace, out: TextIO) -> int:
         out.write("  no handlers: every OOM is left to the kernel (and logged)\n")
     out.write(f"  budget {d.budget_s * 1000:g} ms, detach after {d.max_failures} failures"
               f"{', DRY RUN' if d.dry_run else ''}\n")
-    out.write(f"  event log {d.event_log} (rotate at {d.event_log_max} bytes, keep "
+    out.write(f"  event log {d.event_log} (rotate at {format_size(d.event_log_max)}, keep "
               f"{d.event_log_keep})\n")
     out.write(f"  metrics {config.metrics or 'off'}; status {d.status_file or 'off'}\n")
     return 0
@@ -117,7 +149,14 @@ def cmd_check_config(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _daemon_paths(args: argparse.Namespace) -> tuple[str, str]:
-    """(event log, status file) from --config, or the default config when it exists."""
+    """(event log, status file) from --state-dir, --config, or the default config when it
+    exists."""
+    from oomkit.daemon.config import state_paths
+
+    state_dir = getattr(args, "state_dir", None)
+    if state_dir:
+        event_log, status_file, _ = state_paths(os.path.abspath(state_dir))
+        return event_log, status_file
     path = args.config or (DEFAULT_CONFIG if os.path.exists(DEFAULT_CONFIG) else None)
     if path is None:
         return DEFAULT_EVENT_LOG, DEFAULT_STATUS_FILE
@@ -127,7 +166,7 @@ def _daemon_paths(args: argparse.Namespace) -> tuple[str, str]:
 
 def _print_records(out: TextIO, records: Iterable[dict[str, Any]], as_json: bool,
                    kinds: set[str]) -> None:
-    from oomkit.daemon.sinks import write_record
+    from oomkit.report import write_record
 
     for record in records:
         if kinds and record.get("event") not in kinds:
@@ -172,19 +211,26 @@ def cmd_events(args: argparse.Namespace, out: TextIO) -> int:
 
 def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
     from oomkit.daemon.eventlog import read_events
-    from oomkit.daemon.sinks import format_wall, write_record
     from oomkit.daemon.status import read_status
-    from oomkit.report import write_table
+    from oomkit.report import format_wall, write_record, write_table
 
     event_log, status_file = _daemon_paths(args)
     status_file = getattr(args, "status_file", None) or status_file
     status = read_status(status_file) if status_file else None
     if status is None:
-        raise ConfigError(f"{status_file or 'status file'}: no status (is the daemon running?)")
+        if status_file and os.path.lexists(status_file):
+            print(f"oomkit: {status_file}: cannot read the status file", file=sys.stderr)
+            return EXIT_UNKNOWN
+        print(f"oomkit: {status_file or 'status file'}: no status: oomkit is not running "
+              "(see --status-file, --state-dir)", file=sys.stderr)
+        return EXIT_NOT_RUNNING
     event_log = str(status.get("event_log") or event_log)
     pid = int(status.get("pid", 0))
     alive = bool(status.get("running")) and pid_alive(pid)
-    code = 0 if alive else EXIT_NOT_RUNNING
+    if alive:
+        code = EXIT_RUNNING
+    else:
+        code = EXIT_DEAD if status.get("running") else EXIT_NOT_RUNNING
     if getattr(args, "json", False):
         out.write(json.dumps(status, indent=1) + "\n")
         return code
@@ -221,3 +267,123 @@ def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
     for record in ooms:
         write_record(out, record)
     return code
+
+
+# -- install-unit -----------------------------------------------------------------------------
+
+#: The path the shipped unit names (src/oomkit/data/oomkit.service).
+SHIPPED_PATH = "/usr/local/bin/oomkit"
+
+
+def this_oomkit() -> str:
+    """The absolute path of the ``oomkit`` script of this installation: the one running,
+    else the one beside this interpreter (a venv's bin/), else the one on $PATH."""
+    import shutil
+
+    argv0 = sys.argv[0] if sys.argv else ""
+    if os.path.basename(argv0) == "oomkit" and os.access(argv0, os.X_OK):
+        return os.path.abspath(argv0)
+    beside = os.path.join(os.path.dirname(sys.executable), "oomkit")
+    if os.access(beside, os.X_OK):
+        return beside
+    found = shutil.which("oomkit")
+    if found is None:
+        raise ConfigError("cannot find the oomkit command: give --oomkit PATH")
+    return os.path.abspath(found)
+
+
+def unit_text(oomkit: str) -> str:
+    """The shipped unit with ExecStart/ExecStartPre running ``oomkit``."""
+    from importlib.resources import files
+
+    text = files("oomkit").joinpath("data", "oomkit.service").read_text(encoding="utf-8")
+    lines = []
+    for line in text.splitlines():
+        if line.startswith(("ExecStart=", "ExecStartPre=")):
+            line = line.replace(SHIPPED_PATH, oomkit, 1)
+        lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
+def cmd_install_unit(args: argparse.Namespace, out: TextIO) -> int:
+    oomkit = os.path.abspath(args.oomkit) if args.oomkit else this_oomkit()
+    if not os.access(oomkit, os.X_OK):
+        raise ConfigError(f"--oomkit {oomkit}: not an executable file")
+    text = unit_text(oomkit)
+    if args.stdout:
+        out.write(text)
+        return 0
+    unit = os.path.join(args.unit_dir, "oomkit.service")
+    _write_file(unit, text)
+    out.write(f"wrote {unit} (ExecStart={oomkit} run ...)\n")
+    if args.man_dir:
+        from oomkit.cli import build_parser
+        from oomkit.manpage import manpage
+
+        page = os.path.join(args.man_dir, "oomkit.8")
+        _write_file(page, manpage(build_parser()))
+        out.write(f"wrote {page}\n")
+    config = args.config_file
+    if config and not os.path.exists(config):
+        _write_file(config, STARTER_CONFIG)
+        out.write(f"wrote {config}: no handlers yet, every OOM is left to the kernel and "
+                  "logged (add [[oom]] tables: packaging/oomkit.toml, docs/daemon.md)\n")
+    out.write("then: systemctl daemon-reload && systemctl enable --now oomkit\n")
+    return 0
+
+
+#: The config install-unit writes when there is none: the unit starts, logs every OOM (to
+#: the event log, the journal, metrics) and changes nothing until handlers are added.
+STARTER_CONFIG = """\
+# oomkit's config (written by `oomkit install-unit`; docs/daemon.md has every key).
+# No handlers yet: every OOM is left to the kernel's killer, and logged
+# (`journalctl -u oomkit`, `oomkit events`). Add one, check, reload:
+#
+#   [[oom]]
+#   policy = "largest_leaf"
+#   cgroup = "/system.slice"
+#
+#   oomkit check-config /etc/oomkit/oomkit.toml && systemctl reload oomkit
+
+[daemon]
+budget = "500ms"
+"""
+
+
+def _write_file(path: str, text: str) -> None:
+    """Write ``path`` whole or not at all (a temporary file renamed over it)."""
+    try:
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        tmp = f"{path}.tmp{os.getpid()}"
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot write: {exc.strerror}") from None
+
+
+# -- reload -----------------------------------------------------------------------------------
+
+
+def cmd_reload(args: argparse.Namespace, out: TextIO) -> int:
+    """SIGHUP to the daemon the status file names (its pid, as this PID namespace sees it:
+    in a pod with hostPID, the node's)."""
+    import signal
+
+    from oomkit.daemon.status import read_status
+
+    _, status_file = _daemon_paths(args)
+    status_file = getattr(args, "status_file", None) or status_file
+    status = read_status(status_file) if status_file else None
+    pid = int(status.get("pid", 0)) if status else 0
+    if status is None or not status.get("running") or not pid_alive(pid):
+        print(f"oomkit: {status_file}: no running daemon to reload", file=sys.stderr)
+        return EXIT_NOT_RUNNING
+    try:
+        os.kill(pid, signal.SIGHUP)
+    except OSError as exc:
+        raise OomkitError(f"cannot signal pid {pid}: {exc.strerror}") from None
+    out.write(f"sent SIGHUP to oomkit (pid {pid}); see `oomkit events --kind daemon --kind "
+              "error` for the result\n")
+    return 0

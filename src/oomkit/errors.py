@@ -17,6 +17,7 @@ directly.
 from __future__ import annotations
 
 import errno as _errno
+from collections.abc import Iterable
 
 
 class OomkitError(Exception):
@@ -70,3 +71,14 @@ class ConfigError(OomkitError):
     """Bad user input: a scenario, a policy spec, a config file. Printed as one line."""
 
     errno = _errno.EINVAL
+
+
+def unknown_key(key: str, known: Iterable[str]) -> str:
+    """The text of an unknown-key error: the nearest known key when there is one (difflib's
+    ratio of at least 0.6, as ``git`` and argparse suggest), then the known keys."""
+    import difflib
+
+    names = sorted(known)
+    close = difflib.get_close_matches(key, names, n=1, cutoff=0.6)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return f"unknown key ({hint}known: {', '.join(names)})"

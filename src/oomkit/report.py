@@ -1,4 +1,5 @@
-"""Readable rendering of events: the story ``oomkit simulate`` tells, and ``oomkit events``.
+"""Readable rendering of events: the story ``oomkit simulate`` and ``oomkit run`` tell, and
+``oomkit events``.
 
 Works on event dicts (the JSON form), so the same code renders live events, simulated
 ones, and lines read back from the event log.
@@ -6,9 +7,12 @@ ones, and lines read back from the event log.
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Callable, Mapping
 from typing import Any, TextIO
 
+from oomkit.events import Event
 from oomkit.units import format_size
 
 Ev = Mapping[str, Any]
@@ -91,12 +95,64 @@ def event_lines(e: Ev) -> list[str]:
     return [f"{kind}  {dict(e)}"]
 
 
-def write_event(out: TextIO, e: Ev) -> None:
-    lines = event_lines(e)
-    out.write(f"{e.get('time', 0.0):8.2f}s  {lines[0]}\n")
+def format_wall(wall: float | None) -> str:
+    """An epoch time as local ``YYYY-MM-DD HH:MM:SS.mmm`` ("-" for None)."""
+    if wall is None:
+        return "-"
+    t = time.localtime(wall)
+    return time.strftime("%Y-%m-%d %H:%M:%S", t) + f".{int((wall % 1) * 1000):03d}"
+
+
+def record_lines(record: Ev) -> list[str]:
+    """A record as readable lines: :func:`event_lines`, plus what a dry run adds."""
+    dry = bool(record.get("dry_run")) and record.get("event") == "oom" and \
+        record.get("resolved_by") != "kernel"
+    if record.get("event") == "daemon":
+        lines = [f"daemon    {record.get('action', '?')}: {record.get('detail', '')}"]
+    elif dry:
+        # The victims of a dry run are the would-be victims: shown as "would kill" below.
+        lines = [line.replace("the default killer ran", "the default killer would run")
+                 for line in event_lines({**record, "victims": [], "note": ""})]
+        lines[0] += "  [DRY RUN: nothing was killed]"
+        lines.extend(f"          would {w}" for w in record.get("would", []))
+    else:
+        lines = event_lines(record)
+    return lines
+
+
+def write_record(out: TextIO, record: Ev) -> None:
+    """One record, stamped with its wall-clock time when it has one (the daemon's, the event
+    log's), else with its kernel time in seconds (the simulator's). A simulation's summary
+    adds its table of processes."""
+    lines = record_lines(record)
+    wall = record.get("wall")
+    stamp = format_wall(wall) if wall is not None else f"{record.get('time', 0.0):8.2f}s"
+    out.write(f"{stamp}  {lines[0]}\n")
+    pad = " " * (len(stamp) + 2)
     for line in lines[1:]:
-        out.write(f"{'':10}{line}\n")
-    out.flush()
+        out.write(f"{pad}{line}\n")
+    if record.get("event") == "summary" and record.get("processes"):
+        write_summary(out, record)
+
+
+class Printer:
+    """Events as they come, for ``oomkit simulate`` and ``oomkit run`` alike: JSON lines, or
+    the readable form of :func:`write_record`.
+
+    A runtime sink (called with the event) and a daemon output (called with the event and
+    the record the daemon made of it, which adds ``wall`` and the dry-run fields)."""
+
+    def __init__(self, out: TextIO, as_json: bool) -> None:
+        self.out = out
+        self.as_json = as_json
+
+    def __call__(self, event: Event, record: Ev | None = None) -> None:
+        rec = record if record is not None else event.to_dict()
+        if self.as_json:
+            self.out.write(json.dumps(rec, separators=(", ", ": "), default=str) + "\n")
+        else:
+            write_record(self.out, rec)
+        self.out.flush()
 
 
 def write_table(out: TextIO, rows: list[list[str]], header: list[str]) -> None:

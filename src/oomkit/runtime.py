@@ -44,7 +44,11 @@ from oomkit.ops import OomContext, OomControl, OomOps, Psi, PsiOps, ops_name
 
 T = TypeVar("T")
 
-DEFAULT_BUDGET_S: Final = 1.0
+#: A handler call's time budget unless the config or ``--budget`` says otherwise, in
+#: seconds: the same for ``simulate`` and the daemon. Half a second: the tasks of an OOMing
+#: memcg (v1) or the whole machine are stalled meanwhile; a handler that takes longer is a
+#: handler that should ask for a bigger budget explicitly.
+DEFAULT_BUDGET_S: Final = 0.5
 DEFAULT_MAX_FAILURES: Final = 3
 
 

@@ -1,7 +1,16 @@
-"""Strict parsers for sizes, durations and rates as they appear in scenarios and configs.
+"""Strict parsers for sizes, durations and rates: one grammar for scenarios, configs and
+the command line.
 
-Sizes: a whole number with an optional suffix K, M, G or T (powers of 1024, as cgroup files
-accept them), or "max" where a limit is meant. Durations: a number with ms, s or m (h too).
+Sizes: a whole number of bytes, or a number with a binary suffix: ``K``/``Ki``/``KiB``,
+``M``/``Mi``/``MiB``, ``G``/``Gi``/``GiB``, ``T``/``Ti``/``TiB``, all powers of 1024 (as the
+cgroup files read them: ``echo 10M > memory.max`` is 10 MiB; Kubernetes writes ``10Mi``).
+``KB``/``MB``/``GB``/``TB`` are refused with a hint: elsewhere they mean powers of 1000 (SI,
+Kubernetes' ``10M``), here ``M`` means MiB, so the unit would be read two ways. ``"max"``
+where a limit is meant. Sizes are echoed back with :func:`format_size` (``10M``).
+
+Durations: a number with ``us``, ``ms``, ``s``, ``min`` or ``m`` (minutes, both as systemd
+writes them), or ``h``. A bare number is refused: the unit must be said.
+
 Anything else is a ValueError whose text says what was expected.
 """
 
@@ -10,30 +19,63 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(i?B)?\s*$", re.IGNORECASE)
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(us|ms|s|m|h)\s*$")
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(?:([KMGT])(i?B|i)?|(B))?\s*$", re.IGNORECASE)
+_SI_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT])B\s*$", re.IGNORECASE)
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(us|ms|s|min|m|h)\s*$")
 _MULT = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-_DUR_NS = {"us": 1_000, "ms": 1_000_000, "s": 1_000_000_000, "m": 60_000_000_000,
-           "h": 3_600_000_000_000}
+_DUR_NS = {"us": 1_000, "ms": 1_000_000, "s": 1_000_000_000, "min": 60_000_000_000,
+           "m": 60_000_000_000, "h": 3_600_000_000_000}
+SIZE_HELP = "a size like 64M, 64Mi or 1G (powers of 1024)"
+DURATION_HELP = "a duration like 500ms, 2s, 1min or 1h"
 
 
 def parse_size(value: object) -> int:
-    """'80M' -> 83886080. Integers are bytes. Fractions are allowed with a suffix."""
+    """'80M' -> 83886080 ('80Mi', '80MiB' too). Integers are bytes. Fractions are allowed
+    with a suffix ('1.5G'). 'MB' and friends are refused (see the module's docstring)."""
     if isinstance(value, bool):
-        raise ValueError(f"expected a size like 64M, got {value!r}")
+        raise ValueError(f"expected {SIZE_HELP}, got {value!r}")
     if isinstance(value, int):
         if value < 0:
             raise ValueError(f"a size cannot be negative: {value}")
         return value
     if not isinstance(value, str):
-        raise ValueError(f"expected a size like 64M, got {value!r}")
+        raise ValueError(f"expected {SIZE_HELP}, got {value!r}")
+    si = _SI_SIZE.match(value)
+    if si is not None:
+        n, u = si.group(1), si.group(2).upper()
+        k = "KMGT".index(u) + 1
+        raise ValueError(f"{value!r} is ambiguous: {u}B is 10^{3 * k} bytes (SI), {u} here is "
+                         f"2^{10 * k}; write {n}{u} or {n}{u}i for 2^{10 * k}, or a number of "
+                         "bytes")
     m = _SIZE.match(value)
     if m is None:
-        raise ValueError(f"expected a size like 64M or 1G, got {value!r}")
-    number, suffix = m.group(1), m.group(2).upper()
+        raise ValueError(f"expected {SIZE_HELP}, got {value!r}")
+    number, suffix = m.group(1), (m.group(2) or "").upper()
     if "." in number and not suffix:
         raise ValueError(f"a size in bytes must be a whole number, got {value!r}")
     return int(float(number) * _MULT[suffix]) if "." in number else int(number) * _MULT[suffix]
+
+
+def size_arg(value: str) -> int:
+    """:func:`parse_size` for argparse (``type=size_arg``): errors become usage errors."""
+    import argparse
+
+    try:
+        return parse_size(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def duration_arg(value: str) -> float:
+    """A duration for argparse in seconds: :func:`parse_duration_ns`, or a bare number of
+    seconds (``--budget 0.2``, as the option always took)."""
+    import argparse
+
+    try:
+        return float(value) if re.fullmatch(r"\s*\d+(\.\d+)?\s*", value) else \
+            parse_duration_ns(value) / 1e9
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def parse_limit(value: object) -> int | None:
@@ -46,10 +88,10 @@ def parse_limit(value: object) -> int | None:
 def parse_duration_ns(value: object) -> int:
     """'100ms' -> 100_000_000. A bare number is refused: the unit must be said."""
     if not isinstance(value, str):
-        raise ValueError(f"expected a duration like 500ms, 2s or 1m, got {value!r}")
+        raise ValueError(f"expected {DURATION_HELP}, got {value!r}")
     m = _DURATION.match(value)
     if m is None:
-        raise ValueError(f"expected a duration like 500ms, 2s or 1m, got {value!r}")
+        raise ValueError(f"expected {DURATION_HELP}, got {value!r}")
     return round(float(m.group(1)) * _DUR_NS[m.group(2)])
 
 
@@ -67,7 +109,8 @@ def parse_rate(value: object) -> int:
 
 
 def format_size(nbytes: int | None) -> str:
-    """83886080 -> '80M'; None -> 'max'."""
+    """83886080 -> '80M'; None -> 'max'. Read back by :func:`parse_size` (to 0.1 of the
+    unit)."""
     if nbytes is None:
         return "max"
     for suffix, mult in (("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)):

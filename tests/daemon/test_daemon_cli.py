@@ -105,7 +105,7 @@ def test_events_and_status_without_a_daemon(tmp_path: Path,
                                             capsys: pytest.CaptureFixture[str]) -> None:
     assert cli("events", "--file", str(tmp_path / "none.jsonl"))[0] == 2
     assert "no event log" in capsys.readouterr().err
-    assert cli("status", "--status-file", str(tmp_path / "none.json"))[0] == 2
+    assert cli("status", "--status-file", str(tmp_path / "none.json"))[0] == 3  # LSB
     assert "no status" in capsys.readouterr().err
 
 
@@ -129,3 +129,27 @@ def test_events_follow_prints_new_records(setup: Setup) -> None:
         proc.wait(10)
         log.close()
     assert proc.returncode in (0, 130)
+
+
+def test_simulate_and_run_sim_print_one_story(setup: Setup, tmp_path: Path) -> None:
+    """One printer: `simulate` and `run --sim` tell the same events in the same words (the
+    stamp differs: kernel seconds for a simulation, the wall clock for the daemon), with the
+    same default budget."""
+    setup.write_config('[[oom]]\npolicy = "largest_leaf"\n')
+    _, story = cli("simulate", str(setup.scenario), "--oom-policy", "largest_leaf", "--bare")
+    _, daemon = cli("run", "--sim", str(setup.scenario), "--config", str(setup.config))
+
+    sim_lines = [line for line in story.splitlines() if "OOM " in line]
+    assert sim_lines and sim_lines[0][8] == "s"  # "    1.01s  OOM ..."
+    run_lines = [line for line in daemon.splitlines() if "OOM " in line]
+    assert [line[11:] for line in sim_lines] == [line[25:] for line in run_lines]
+    assert "resolved by handler largest_leaf" in story and "process  pid" in story
+
+
+def test_one_default_budget() -> None:
+    from oomkit.cli import build_parser
+    from oomkit.daemon.config import Config
+    from oomkit.runtime import DEFAULT_BUDGET_S
+
+    sim = build_parser().parse_args(["simulate", "x.toml"])
+    assert sim.budget == DEFAULT_BUDGET_S == Config().daemon.budget_s == 0.5

@@ -110,13 +110,14 @@ def daemon_dir(tmp_path: Path) -> Path:
 
 
 @contextlib.contextmanager
-def running(live: LiveCgroups, d: Path, body: str = HANDLER_H,
-            extra: str = "") -> Iterator[LiveDaemon]:
+def running(live: LiveCgroups, d: Path, body: str = HANDLER_H, extra: str = "", *,
+            quiet: bool = True, stdout: Any = subprocess.PIPE,
+            env: dict[str, str] | None = None) -> Iterator[LiveDaemon]:
     config = d / "oomkit.toml"
     config.write_text(config_text(d, live.root, body, extra))
     proc = subprocess.Popen([sys.executable, "-m", "oomkit.cli", "run", "--config",
-                             str(config), "-q"], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+                             str(config), *(["-q"] if quiet else [])], stdout=stdout,
+                            stderr=subprocess.STDOUT, text=True, env=env)
     daemon = LiveDaemon(proc, d, config)
     try:
         daemon.wait_ready()
@@ -189,10 +190,12 @@ def test_a_memcg_oom_is_handled_logged_with_its_victim_and_counted(
             families = {f.name: f for f in text_string_to_metric_families(text)}
             ooms = {tuple(sorted(s.labels.items())): s.value
                     for s in families["oomkit_ooms"].samples if s.name == "oomkit_ooms_total"}
-            assert ooms[(("policy", "largest_leaf"), ("resolved_by", "handler"))] == 1
-            kills = {s.labels["resolved_by"]: s.value for s in families["oomkit_kills"].samples
+            assert ooms[(("constraint", "memcg"), ("policy", "largest_leaf"),
+                         ("resolved_by", "handler"))] == 1
+            kills = {(s.labels["resolved_by"], s.labels["constraint"]): s.value
+                     for s in families["oomkit_kills"].samples
                      if s.name == "oomkit_kills_total"}
-            assert kills["handler"] == 1
+            assert kills["handler", "memcg"] == 1
             assert families["oomkit_watched_cgroups"].samples[0].value >= 2  # /h, /h/leaf
     assert d.proc.returncode == 0
     # SIGTERM gave the kernel its killer back.

@@ -80,7 +80,8 @@ def test_metrics_are_served_while_running_and_count_the_oom(setup: Setup) -> Non
     families = {f.name: f for f in text_string_to_metric_families(texts[0])}
     ooms = [(s.labels, s.value) for s in families["oomkit_ooms"].samples
             if s.name == "oomkit_ooms_total"]
-    assert ooms == [({"resolved_by": "handler", "policy": "largest_leaf"}, 1.0)]
+    assert ooms == [({"resolved_by": "handler", "policy": "largest_leaf",
+                      "constraint": "memcg"}, 1.0)]
     assert families["oomkit_watched_cgroups"].samples[0].value == 3
     attached = {s.labels["ops"]: s.value for s in families["oomkit_attached_handlers"].samples}
     assert attached == {"oom": 1.0, "psi": 0.0}

@@ -19,9 +19,10 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Final, TypeVar
 
-from oomkit.errors import ConfigError
+from oomkit.errors import ConfigError, unknown_key
 from oomkit.ops import OomOps, PsiOps
 from oomkit.policy_loader import load_oom, load_psi
+from oomkit.runtime import DEFAULT_BUDGET_S
 from oomkit.tomlpos import TomlPositions
 from oomkit.units import int_between, parse_duration_ns, parse_rate, parse_size
 
@@ -88,7 +89,7 @@ class SystemSettings:
 @dataclass(frozen=True, slots=True)
 class DaemonSettings:
     dry_run: bool = False
-    budget_s: float = 0.5
+    budget_s: float = DEFAULT_BUDGET_S
     max_failures: int = 3
     event_log: str = DEFAULT_EVENT_LOG
     event_log_max: int = 10 << 20
@@ -111,6 +112,9 @@ class OomEntry:
     index: int = 0
     line: int | None = None
     origin: str = ""  # "--oom-policy SPEC" for one given on the command line
+    # ``cgroup = ["/kubepods.slice", "/kubepods"]``: the paths after the first, for
+    # :func:`resolve_cgroups` to try in order (one config for both kubelet cgroup drivers).
+    alternatives: tuple[str, ...] = ()
 
     @property
     def label(self) -> str:
@@ -226,6 +230,31 @@ def _cgroup_path(v: object) -> str:
     return v
 
 
+def _cgroup_paths(v: object) -> tuple[str, ...]:
+    """A cgroup path, or a list of them (the first that exists is used)."""
+    if isinstance(v, list):
+        if not 1 <= len(v) <= 8:
+            raise ValueError("a list of cgroup paths has 1 to 8 entries")
+        return tuple(_cgroup_path(item) for item in v)
+    return (_cgroup_path(v),)
+
+
+def resolve_cgroups(config: Config, exists: Callable[[str], bool | None]) -> Config:
+    """``config`` with each ``[[oom]]`` that lists several cgroups set to the first that
+    ``exists`` (the first of all when none does, so attaching names it in its error)."""
+    from dataclasses import replace
+
+    ooms = []
+    for entry in config.oom:
+        if entry.alternatives and entry.cgroup is not None:
+            for path in (entry.cgroup, *entry.alternatives):
+                if exists(path):
+                    entry = replace(entry, cgroup=path)
+                    break
+        ooms.append(entry)
+    return replace(config, oom=tuple(ooms))
+
+
 def _policy(v: object) -> str:
     if not isinstance(v, str) or not v.strip():
         raise ValueError(f"expected a policy name or SPEC (module:Name, file.py:Name), got {v!r}")
@@ -321,8 +350,7 @@ class _Parser:
                    at: tuple[str | int, ...]) -> None:
         for key in raw:
             if key not in allowed:
-                known = ", ".join(sorted(allowed))
-                raise self.error((*at, key), f"unknown key (known: {known})")
+                raise self.error((*at, key), unknown_key(key, allowed))
 
     def get(self, raw: Mapping[str, Any], at: tuple[str | int, ...], key: str,
             parse: Callable[[object], T], default: T) -> T:
@@ -393,13 +421,15 @@ def parse_config(text: str, path: str = "<config>") -> Config:
         p.check_keys(raw, _OOM_KEYS, at)
         if "policy" not in raw:
             raise p.error(at, "key 'policy' is required")
+        paths = p.get(raw, at, "cgroup", _cgroup_paths, None)
         entry = OomEntry(
             policy=p.get(raw, at, "policy", _policy, ""),
-            cgroup=p.get(raw, at, "cgroup", _cgroup_path, None),
+            cgroup=paths[0] if paths else None,
             args=p.get(raw, at, "args", _args, MappingProxyType({})),
             budget_s=p.get(raw, at, "budget", _duration_s, None),
             index=i,
             line=p.pos.line(*at),
+            alternatives=paths[1:] if paths else (),
         )
         if entry.slot in slots:
             first = ooms[slots[entry.slot]]
@@ -487,10 +517,18 @@ def load_policies(config: Config, *, secure: bool = True) -> LoadedPolicies:
     return LoadedPolicies(tuple(oom), tuple(psi))
 
 
+def state_paths(state_dir: str) -> tuple[str, str, str]:
+    """(event log, status file, restore journal) in one directory (``--state-dir``)."""
+    return (os.path.join(state_dir, "events.jsonl"), os.path.join(state_dir, "status.json"),
+            os.path.join(state_dir, "restore.json"))
+
+
 def with_cli(config: Config, oom_specs: list[str], psi_specs: list[str], *,
-             dry_run: bool = False, budget_s: float | None = None) -> Config:
+             dry_run: bool = False, budget_s: float | None = None,
+             state_dir: str | None = None) -> Config:
     """``config`` plus the policies and switches given on the command line
-    (``--oom-policy SPEC[@CGROUP]``, ``--psi-policy``, ``--dry-run``, ``--budget``)."""
+    (``--oom-policy SPEC[@CGROUP]``, ``--psi-policy``, ``--dry-run``, ``--budget``,
+    ``--state-dir``: the event log, status file and restore journal in that directory)."""
     from dataclasses import replace
 
     from oomkit.policy_loader import split_at
@@ -522,4 +560,8 @@ def with_cli(config: Config, oom_specs: list[str], psi_specs: list[str], *,
         if budget_s <= 0:
             raise ConfigError(f"--budget {budget_s:g}: must be more than zero")
         daemon = replace(daemon, budget_s=budget_s)
+    if state_dir is not None:
+        event_log, status_file, state_file = state_paths(state_dir)
+        daemon = replace(daemon, event_log=event_log, status_file=status_file,
+                         state_file=state_file)
     return replace(config, daemon=daemon, oom=tuple(ooms), psi=tuple(psis))

@@ -4,6 +4,10 @@ Jobs are keyed: submitting a key that is already pending does not queue it twice
 in a burst need one ``fsync`` and one status write, not ten). When nothing happened for
 ``idle_s`` and ``gc_interval_s`` passed since the last collection, the thread runs the
 cyclic garbage collector, so that a collection never lands in the middle of an OOM.
+
+A ``tick`` (the systemd watchdog ping) runs at every wake of the thread, whatever woke it,
+and bounds its sleep by ``tick_interval_s``: with the idle collection due more often than
+that, the tick costs no wake-up of its own.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ class Housekeeper:
         gc_interval_s: float = 60.0,
         idle_s: float = 2.0,
         clock: Clock | None = None,
+        tick: Callable[[], None] | None = None,
+        tick_interval_s: float = 0.0,
     ) -> None:
         self._cond = threading.Condition()
         self._jobs: dict[str, Job] = {}
@@ -37,6 +43,10 @@ class Housekeeper:
         self._clock = clock or MonotonicClock()
         self._last_activity = self._clock.now()
         self._last_gc = self._clock.now()
+        self._tick = tick
+        self._tick_interval_s = tick_interval_s
+        self._last_tick = self._clock.now()
+        self.ticks = 0
         self._thread: threading.Thread | None = None
         self.failures = 0
 
@@ -95,11 +105,25 @@ class Housekeeper:
         due = max(self._last_gc + self._gc_interval_s, self._last_activity + self._idle_s)
         return max(0.0, due - now)
 
+    def _wait_s(self, now: float) -> float | None:
+        """Seconds until the next idle collection or tick is due (None: neither)."""
+        wait = self._gc_due(now)
+        if self._tick is not None and self._tick_interval_s > 0:
+            tick_due = max(0.0, self._last_tick + self._tick_interval_s - now)
+            wait = tick_due if wait is None else min(wait, tick_due)
+        return wait
+
+    def _run_tick(self) -> None:
+        if self._tick is not None:
+            self._last_tick = self._clock.now()
+            self.ticks += 1
+            self._run(self._tick)
+
     def _loop(self) -> None:
         while True:
             with self._cond:
                 while not self._jobs and not self._closing:
-                    wait = self._gc_due(self._clock.now())
+                    wait = self._wait_s(self._clock.now())
                     if wait == 0.0:
                         break
                     self._cond.wait(wait)
@@ -114,6 +138,7 @@ class Housekeeper:
                 if not jobs and self._gc is not None and self._gc_due(now) == 0.0:
                     self._gc.collect_idle()
                     self._last_gc = self._clock.now()
+                self._run_tick()
             finally:
                 with self._cond:
                     self._running -= 1

@@ -8,16 +8,25 @@ scrape, and a failure here is swallowed, never raised into the runtime.
 The server runs in one thread of its own, blocked in ``select`` with no timeout (no idle
 wake-ups), and answers requests one at a time with a 2 s socket timeout, so a stuck client
 can only delay other scrapes.
+
+Conventions, as exporters keep them (node_exporter, the Prometheus "Writing exporters"
+guide): no ``_created`` series (they double every counter); ``oomkit_build_info`` with the
+version; label values from fixed sets (``resolved_by``, ``constraint``, error ``where``),
+or names sanitised to ``[A-Za-z0-9_.:-]`` (handlers and policies, which the config names);
+``GET``/``HEAD /metrics`` answer 200, ``/`` a short page, any other path 404, any other
+method 405. ``promtool check metrics`` passes on a scrape (tests/unit/test_metrics.py).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import platform
+import re
 import selectors
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, Final
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
@@ -27,6 +36,7 @@ from prometheus_client import (
     Gauge,
     Histogram,
     ProcessCollector,
+    disable_created_metrics,
     make_wsgi_app,
 )
 
@@ -40,23 +50,52 @@ from oomkit.events import (
     OomEvent,
     PsiEventRecord,
 )
+from oomkit.meta import package_version
 
 #: Handler durations: budgets are around 0.1-1 s; most handlers take microseconds.
 DURATION_BUCKETS: Final = (0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0,
                            2.5, 5.0, 10.0)
+
+#: Label values of ``resolved_by`` (who ended the OOM: SPEC section 2).
+RESOLVED_BY: Final = ("handler", "default", "kernel")
+#: Label values of ``constraint``: the kernel's ``enum oom_constraint`` in lower case
+#: (``none`` is the whole machine), and ``declared`` for ``out_of_memory()`` (PSI policies).
+CONSTRAINTS: Final = ("none", "cpuset", "memory_policy", "memcg", "declared")
+#: Label values of ``oomkit_errors_total{where}``: the first word of an error's place.
+ERROR_PLACES: Final = ("reload", "self_protection", "serve", "shutdown", "event_log",
+                       "output", "other")
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.:-]+")
+
+
+def name_label(name: str) -> str:
+    """A handler or policy name as a label value: no spaces, quotes or slashes, at most 64
+    characters (names come from the config, so their number is bounded)."""
+    return _UNSAFE.sub("_", name)[:64] or "_"
+
+
+def error_place(where: str) -> str:
+    """'self-protection: mlockall' -> 'self_protection'; an unknown place -> 'other'."""
+    head = where.split(":", 1)[0].strip().lower().replace("-", "_").replace(" ", "_")
+    return head if head in ERROR_PLACES else "other"
 
 
 class Metrics:
     """The daemon's metrics in a registry of their own (plus the process collector)."""
 
     def __init__(self, *, registry: CollectorRegistry | None = None) -> None:
+        disable_created_metrics()  # type: ignore[no-untyped-call]  # process-wide; the daemon has no other registry
         self.registry = registry or CollectorRegistry(auto_describe=True)
         r = self.registry
         ProcessCollector(registry=r)
-        self.ooms = Counter("oomkit_ooms", "OOMs seen, by who resolved them and the policy "
-                            "that made progress", ["resolved_by", "policy"], registry=r)
-        self.kills = Counter("oomkit_kills", "Processes killed for OOMs, by who resolved them",
-                             ["resolved_by"], registry=r)
+        self.build_info = Gauge("oomkit_build_info", "Always 1: the oomkit version running",
+                                ["version", "python_version"], registry=r)
+        self.build_info.labels(package_version(), platform.python_version()).set(1)
+        self.ooms = Counter("oomkit_ooms", "OOMs seen, by who resolved them, the policy that "
+                            "made progress and the kind of OOM (none: the whole machine)",
+                            ["resolved_by", "policy", "constraint"], registry=r)
+        self.kills = Counter("oomkit_kills", "Processes killed for OOMs, by who resolved them "
+                             "and the kind of OOM", ["resolved_by", "constraint"], registry=r)
         self.handler_duration = Histogram(
             "oomkit_handler_duration_seconds", "Time one handle_out_of_memory call took",
             ["handler"], buckets=DURATION_BUCKETS, registry=r)
@@ -77,12 +116,15 @@ class Metrics:
                              "would kill", registry=r)
         self.up_since = Gauge("oomkit_start_time_seconds", "When the daemon started (epoch)",
                               registry=r)
-        for resolved_by in ("handler", "default", "kernel"):
-            self.kills.labels(resolved_by)  # present from the start, at 0
+        for resolved_by in RESOLVED_BY:  # present from the start, at 0
+            for constraint in CONSTRAINTS:
+                self.kills.labels(resolved_by, constraint)
         for result in ("ok", "failed"):
             self.reloads.labels(result)
         for ops in ("oom", "psi"):
             self.attached.labels(ops)
+        for place in ERROR_PLACES:
+            self.errors.labels(place)
 
     def watch_cgroups(self, count: Callable[[], int]) -> None:
         """The watched-cgroups gauge asks ``count`` at each scrape."""
@@ -97,14 +139,19 @@ class Metrics:
 
     def _count(self, event: Event) -> None:
         if isinstance(event, OomEvent):
-            self.ooms.labels(event.resolved_by, event.policy).inc()
+            constraint = event.constraint.lower()
+            if constraint not in CONSTRAINTS:
+                constraint = "none"
+            self.ooms.labels(event.resolved_by, name_label(event.policy), constraint).inc()
             if event.victims:
-                self.kills.labels(event.resolved_by).inc(len(event.victims))
+                self.kills.labels(event.resolved_by, constraint).inc(len(event.victims))
             for call in event.handlers:
-                self.handler_duration.labels(call.name).observe(call.duration_us / 1e6)
+                self.handler_duration.labels(name_label(call.name)).observe(
+                    call.duration_us / 1e6)
         elif isinstance(event, HandlerErrorEvent):
             kind = "timeout" if event.timeout else "exception"
-            self.handler_errors.labels(event.name, event.callback, kind).inc()
+            self.handler_errors.labels(name_label(event.name), name_label(event.callback),
+                                       kind).inc()
         elif isinstance(event, PsiEventRecord):
             self.psi_events.labels(event.resource, "full" if event.full else "some").inc()
         elif isinstance(event, AttachEvent):
@@ -112,7 +159,43 @@ class Metrics:
         elif isinstance(event, DetachEvent):
             self.attached.labels(event.ops).dec()
         elif isinstance(event, ErrorEvent):
-            self.errors.labels(event.where).inc()
+            self.errors.labels(error_place(event.where)).inc()
+
+
+_INDEX: Final = (b"<html><head><title>oomkit</title></head><body><h1>oomkit</h1>"
+                 b'<p><a href="/metrics">Metrics</a></p></body></html>\n')
+WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+def routed(metrics_app: WsgiApp) -> WsgiApp:
+    """``/metrics`` (GET and HEAD), ``/`` a page linking to it, 404 elsewhere, 405 for any
+    other method. HEAD gets GET's headers without the body (wsgiref would send it)."""
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO") or "/"
+        method = environ.get("REQUEST_METHOD", "GET")
+        if path not in ("/", "/metrics"):
+            start_response("404 Not Found", [("Content-Type", "text/plain; charset=utf-8")])
+            return [b"Not found: try /metrics\n"]
+        if method not in ("GET", "HEAD"):
+            start_response("405 Method Not Allowed", [("Allow", "GET, HEAD"),
+                                                      ("Content-Type", "text/plain")])
+            return [b"Method not allowed\n"]
+        if path == "/":
+            start_response("200 OK", [("Content-Type", "text/html; charset=utf-8"),
+                                      ("Content-Length", str(len(_INDEX)))])
+            return [b""] if method == "HEAD" else [_INDEX]
+        if method == "HEAD":
+            got: list[Any] = []
+            body = b"".join(metrics_app({**environ, "REQUEST_METHOD": "GET"},
+                                        lambda status, headers, *_: got.extend((status,
+                                                                                headers))))
+            headers = [(k, v) for k, v in got[1] if k.lower() != "content-length"]
+            start_response(got[0], [*headers, ("Content-Length", str(len(body)))])
+            return [b""]
+        return metrics_app(environ, start_response)
+
+    return app
 
 
 class _QuietHandler(WSGIRequestHandler):
@@ -135,7 +218,7 @@ class MetricsServer:
 
     def __init__(self, metrics: Metrics, listen: Listen) -> None:
         self.listen = listen
-        app = make_wsgi_app(metrics.registry)
+        app = routed(make_wsgi_app(metrics.registry))
         server_class = _Server6 if ":" in listen.host else _Server
         try:
             self._httpd = make_server(listen.host, listen.port, app, server_class=server_class,

@@ -3,7 +3,8 @@
 Life cycle (``Daemon.start``, ``Daemon.run``, ``Daemon.shutdown``):
 
 1. self-protection (small thread stacks, imports, ``oom_score_adj``, ``mlockall``);
-2. the outputs: housekeeping thread, event log, metrics server, status file;
+2. the outputs (:mod:`oomkit.daemon.outputs`): housekeeping thread, event log, metrics
+   server, status file, terminal;
 3. the backend opens the kernel (wrapped in :class:`DryRunKernel` for a dry run), the
    runtime binds to it and the config's policies (already imported) are attached;
 4. one event is formatted as a warm-up, the garbage collector is frozen and switched off;
@@ -30,13 +31,13 @@ from types import FrameType
 from typing import Any, ClassVar, TextIO
 
 from oomkit.daemon.backend import Backend
-from oomkit.daemon.config import Config, Listen, LoadedPolicies, OomEntry, PsiEntry
+from oomkit.daemon.config import Config, LoadedPolicies, OomEntry, PsiEntry
 from oomkit.daemon.dryrun import DryRunKernel
-from oomkit.daemon.eventlog import EventLog, wall_clock
+from oomkit.daemon.eventlog import wall_clock
 from oomkit.daemon.housekeeper import Housekeeper
+from oomkit.daemon.journal import Journal
+from oomkit.daemon.outputs import Outputs
 from oomkit.daemon.protect import GcControl, Protection, lock_memory, protect
-from oomkit.daemon.sinks import Dispatch, Printer, Record
-from oomkit.daemon.status import Status
 from oomkit.errors import ConfigError, OomkitError
 from oomkit.events import (
     CgroupOfflineEvent,
@@ -65,6 +66,36 @@ def sd_notify(state: str) -> bool:
     return True
 
 
+def watchdog_interval(environ: dict[str, str] | None = None, pid: int | None = None
+                      ) -> float | None:
+    """Seconds between WATCHDOG=1 pings when systemd asks for them (``WatchdogSec=`` sets
+    ``$WATCHDOG_USEC``; ``$WATCHDOG_PID``, when set, must be ours; sd_watchdog_enabled(3)):
+    half the timeout, as that page advises. None without a watchdog."""
+    env = environ if environ is not None else dict(os.environ)
+    try:
+        usec = int(env.get("WATCHDOG_USEC", ""))
+    except ValueError:
+        return None
+    wanted_pid = env.get("WATCHDOG_PID")
+    if usec <= 0 or (wanted_pid and wanted_pid != str(pid if pid is not None else os.getpid())):
+        return None
+    return usec / 2e6
+
+
+#: How often ``--watch-config`` looks at the config file, at most (seconds): kubelet takes a
+#: minute or so to update a mounted ConfigMap anyway.
+CONFIG_CHECK_S = 30.0
+
+
+def file_signature(path: str) -> tuple[int, ...] | None:
+    """(device, inode, size, mtime) of what ``path`` leads to; None when it is missing."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
 @dataclass(frozen=True, slots=True)
 class DaemonEvent(Event):
     """The daemon's own milestones in the event log: start, reload, stop."""
@@ -84,6 +115,8 @@ class Daemon:
         reload_config: Callable[[], tuple[Config, LoadedPolicies]] | None = None,
         out: TextIO | None = None,
         as_json: bool = False,
+        journal: Journal | None = None,
+        watch_config: str | None = None,
         self_protect: bool = True,
         wall: Callable[[], float] = wall_clock,
     ) -> None:
@@ -93,16 +126,15 @@ class Daemon:
         self._reload_config = reload_config
         self._out = out
         self._as_json = as_json
+        self._journal = journal
+        self._watch_config = watch_config
+        self._config_seen: tuple[int, ...] | None = None
         self._self_protect = self_protect
         self._wall = wall
         self.protection = Protection()
         self.gc = GcControl()
         self.housekeeper: Housekeeper | None = None
-        self.eventlog: EventLog | None = None
-        self.status: Status | None = None
-        self.metrics: Any = None  # oomkit.daemon.metrics.Metrics, imported only when used
-        self.metrics_server: Any = None
-        self.dispatch: Dispatch | None = None
+        self.outputs: Outputs | None = None
         self.kernel: Kernel | None = None  # what the runtime drives (maybe DryRunKernel)
         self.real_kernel: Kernel | None = None
         self.runtime: Runtime | None = None
@@ -115,14 +147,22 @@ class Daemon:
         self.reloads = 0
         self.exit_code = 0
         self._old_signals: dict[int, Any] = {}
+        self._serve_thread: threading.Thread | None = None
 
     # -- start -------------------------------------------------------------------------------
     def start(self) -> None:
         cfg = self.config
         if self._self_protect:
             self.protection = protect(mlock=False)  # memory is locked once all is loaded
+        self._ping_s = watchdog_interval()
+        intervals = [s for s in (self._ping_s,
+                                 CONFIG_CHECK_S if self._watch_config else None) if s]
+        if self._watch_config:
+            self._config_seen = file_signature(self._watch_config)
         self.housekeeper = Housekeeper(gc_control=self.gc if self._self_protect else None,
-                                       gc_interval_s=cfg.daemon.gc_interval_s)
+                                       gc_interval_s=cfg.daemon.gc_interval_s,
+                                       tick=self._tick if intervals else None,
+                                       tick_interval_s=min(intervals) if intervals else 0.0)
         self.housekeeper.start()
         try:
             self._start_outputs()
@@ -139,6 +179,29 @@ class Daemon:
         if self._self_protect:
             self.gc.startup_done()
         sd_notify(f"READY=1\nMAINPID={os.getpid()}\nSTATUS={self._describe()}")
+
+    def _tick(self) -> None:
+        if self._ping_s:
+            self._watchdog_ping()
+        if self._watch_config:
+            self._check_config_file(self._watch_config)
+
+    def _check_config_file(self, path: str) -> None:
+        """Reload when the config file is another file now (a ConfigMap update swaps the
+        ``..data`` symlink: a new inode) or was rewritten."""
+        seen = file_signature(path)
+        if seen is not None and seen != self._config_seen:
+            self._config_seen = seen
+            self.request_reload()
+
+    def _watchdog_ping(self) -> None:
+        """WATCHDOG=1 from the housekeeping thread, at its wakes (no timer of its own): the
+        process is scheduled, its threads take the GIL, and the serve loop still runs. A
+        handler that hangs is not this watchdog's business: its budget ends the call, and
+        the kernel killer's own watchdog process covers a stuck v1 OOM."""
+        serving = self._serve_thread
+        if serving is None or serving.is_alive():
+            sd_notify("WATCHDOG=1")
 
     def _lock_memory(self) -> None:
         """mlockall, now that every library, module and buffer of the decision path is
@@ -157,87 +220,46 @@ class Daemon:
     def _start_outputs(self) -> None:
         cfg = self.config
         assert self.housekeeper is not None
-        dry = cfg.daemon.dry_run
-        self.dispatch = Dispatch(wall=self._wall,
-                                 take_would=self._take_would if dry else None)
-        self.eventlog = self._open_eventlog(cfg)
-        self.dispatch.add("event log", self._log_record)
-        if cfg.metrics is not None:
-            self._start_metrics(cfg)
-        if cfg.daemon.status_file:
-            self.status = self._new_status(cfg)
-            self.dispatch.add("status", self.status)
-        self.dispatch.add_event_sink("cgroups", self._on_cgroup_event)
-        if self._out is not None:
-            self.dispatch.add("terminal", Printer(self._out, self._as_json))
+        self.outputs = Outputs(
+            wall=self._wall, defer=self.housekeeper.submit, backend_name=self.backend.name,
+            handlers=self.handlers, watched=self.watched_cgroups,
+            take_would=self._take_would if cfg.daemon.dry_run else None,
+            out=self._out, as_json=self._as_json, journal=self._journal)
+        self.outputs.dispatch.add_event_sink("cgroups", self._on_cgroup_event)
+        self.outputs.open(cfg)
 
-    def _open_eventlog(self, cfg: Config) -> EventLog:
-        assert self.housekeeper is not None
-        d = cfg.daemon
-        try:
-            return EventLog(d.event_log, max_bytes=d.event_log_max, keep=d.event_log_keep,
-                            defer=self.housekeeper.submit)
-        except OSError as exc:
-            raise cfg.error(("daemon", "event_log"), f"cannot open {d.event_log}: "
-                            f"{exc.strerror}") from None
+    @property
+    def metrics(self) -> Any:
+        return self.outputs.metrics if self.outputs is not None else None
 
-    def _log_record(self, event: Event, record: Record) -> None:
-        log = self.eventlog
-        if log is not None:
-            log.write(record)
-
-    def _start_metrics(self, cfg: Config) -> None:
-        from oomkit.daemon.metrics import Metrics, MetricsServer
-
-        assert cfg.metrics is not None and self.dispatch is not None
-        if self.metrics is None:
-            self.metrics = Metrics()
-            self.metrics.watch_cgroups(self.watched_cgroups)
-            self.metrics.dry_run.set(1 if cfg.daemon.dry_run else 0)
-            self.metrics.up_since.set(self._wall())
-            self.dispatch.add_event_sink("metrics", self.metrics)
-        try:
-            self.metrics_server = MetricsServer(self.metrics, cfg.metrics)
-        except OSError as exc:
-            raise cfg.error(("metrics", "listen"), str(exc.strerror or exc)) from None
-        if self.status is not None:
-            self.status.update_info(metrics=self.metrics_address)
+    @property
+    def metrics_server(self) -> Any:
+        return self.outputs.metrics_server if self.outputs is not None else None
 
     @property
     def metrics_address(self) -> str | None:
         """Where /metrics is served (with the real port when the config said 0)."""
-        server = self.metrics_server
-        if server is None:
-            return None
-        return str(Listen(server.listen.host, server.port))
-
-    def _new_status(self, cfg: Config) -> Status:
-        assert self.housekeeper is not None
-        info = {"pid": os.getpid(), "config": cfg.path, "dry_run": cfg.daemon.dry_run,
-                "backend": self.backend.name, "event_log": cfg.daemon.event_log,
-                "metrics": self.metrics_address}
-        return Status(cfg.daemon.status_file, info=info, handlers=self.handlers,
-                      watched=self.watched_cgroups, wall=self._wall,
-                      defer=self.housekeeper.submit)
+        return self.outputs.metrics_address if self.outputs is not None else None
 
     def _start_kernel(self) -> None:
         cfg = self.config
-        assert self.dispatch is not None
+        assert self.outputs is not None
         self.real_kernel = self.backend.open(cfg)
         self.kernel = DryRunKernel(self.real_kernel) if cfg.daemon.dry_run else self.real_kernel
-        self.runtime = Runtime(self.kernel, sink=self.dispatch, budget_s=cfg.daemon.budget_s,
+        self.runtime = Runtime(self.kernel, sink=self.outputs.dispatch,
+                               budget_s=cfg.daemon.budget_s,
                                max_failures=cfg.daemon.max_failures)
         self._attach(cfg, self.policies)
 
     def _warm_up(self) -> None:
         """Run the event formatting once, so the first OOM finds it all initialised."""
-        assert self.dispatch is not None
+        assert self.outputs is not None
         if self.runtime is not None:
             self.runtime.warm_up()
         probe = OomEvent(0.0, "/", "MEMCG", None, "default", "default",
                          (Victim(0, "warm-up", "/", 0),))
         with contextlib.suppress(Exception):
-            json.dumps(self.dispatch.record_of(probe), separators=(", ", ": "), default=str)
+            json.dumps(self.outputs.dispatch.record_of(probe), separators=(", ", ": "), default=str)
 
     # -- attach ------------------------------------------------------------------------------
     def _attach(self, cfg: Config, policies: LoadedPolicies) -> None:
@@ -354,11 +376,12 @@ class Daemon:
     def _emit(self, event: Event) -> None:
         if self.runtime is not None:
             self.runtime.emit(event)
-        elif self.dispatch is not None:
-            self.dispatch(event)
+        elif self.outputs is not None:
+            self.outputs.dispatch(event)
 
     def emit_error(self, where: str, error: str) -> None:
-        print(f"oomkit: {where}: {error}", file=sys.stderr)
+        if self._journal is None:  # the journal gets the error event itself, once
+            print(f"oomkit: {where}: {error}", file=sys.stderr)
         self._emit(ErrorEvent(self._now(), where, error))
 
     # -- signals and the serve loop --------------------------------------------------------
@@ -391,6 +414,7 @@ class Daemon:
     def run(self) -> int:
         """Serve until stopped; returns the exit code. Always shuts down."""
         assert self.runtime is not None and self.real_kernel is not None
+        self._serve_thread = threading.current_thread()
         try:
             while True:
                 self._serving.clear()
@@ -423,6 +447,8 @@ class Daemon:
             self.emit_error("reload", "no config file to reload")
             return False
         sd_notify("RELOADING=1")
+        if self._watch_config:  # a SIGHUP after an edit: no second reload at the next tick
+            self._config_seen = file_signature(self._watch_config)
         try:
             return self._reload()
         finally:
@@ -448,10 +474,8 @@ class Daemon:
             self._reload_failed(f"{exc} (the running config is kept)")
             return False
         self.reloads += 1
-        if self.metrics is not None:
-            self.metrics.reloads.labels("ok").inc()
-        if self.status is not None:
-            self.status.note_reload(True)
+        if self.outputs is not None:
+            self.outputs.note_reload(True)
         self._emit(DaemonEvent(self._now(), "reload", self._describe()))
         if self._self_protect:
             self._lock_memory()
@@ -459,10 +483,8 @@ class Daemon:
         return True
 
     def _reload_failed(self, message: str) -> None:
-        if self.metrics is not None:
-            self.metrics.reloads.labels("failed").inc()
-        if self.status is not None:
-            self.status.note_reload(False, message)
+        if self.outputs is not None:
+            self.outputs.note_reload(False, message)
         self.emit_error("reload", message)
 
     def _swap(self, new: Config, policies: LoadedPolicies) -> None:
@@ -486,30 +508,8 @@ class Daemon:
                 self._attach_what_can(old_cfg, old_policies)
             raise
         self.config, self.policies = new, policies
-        self._apply_outputs(old_cfg, new)
-
-    def _move_metrics(self, old: Config, new: Config) -> None:
-        """Serve /metrics where the new config says; on failure keep the old address."""
-        previous, self.metrics_server = self.metrics_server, None
-        if new.metrics is None:
-            if previous is not None:
-                previous.close()
-            return
-        try:
-            self._start_metrics(new)  # the old server still runs: a new port is free
-        except ConfigError:
-            if previous is not None:
-                previous.close()  # same port on another address: free it first
-                previous = None
-            try:
-                self._start_metrics(new)
-            except ConfigError as exc:
-                self.emit_error("reload", f"{exc}; metrics stay on {old.metrics}")
-                if old.metrics is not None:
-                    with contextlib.suppress(ConfigError):
-                        self._start_metrics(old)
-        if previous is not None:
-            previous.close()
+        if self.outputs is not None:
+            self.outputs.apply(old_cfg, new, self.emit_error)
 
     def _attach_what_can(self, cfg: Config, policies: LoadedPolicies) -> None:
         for entry, ops in policies.oom:
@@ -518,35 +518,6 @@ class Daemon:
         for pentry, pops in policies.psi:
             with contextlib.suppress(ConfigError):
                 self._attach(cfg, LoadedPolicies((), ((pentry, pops),)))
-
-    def _apply_outputs(self, old: Config, new: Config) -> None:
-        """Event log, metrics and status settings take effect on reload; a failure there is
-        logged and the old output kept."""
-        od, nd = old.daemon, new.daemon
-        if (od.event_log, od.event_log_max, od.event_log_keep) != (
-            nd.event_log, nd.event_log_max, nd.event_log_keep
-        ):
-            try:
-                log = self._open_eventlog(new)
-            except ConfigError as exc:
-                self.emit_error("reload", f"{exc}; keeping {od.event_log}")
-            else:
-                old_log, self.eventlog = self.eventlog, log
-                if old_log is not None:
-                    old_log.close()
-        if old.metrics != new.metrics:
-            self._move_metrics(old, new)
-        if od.status_file != nd.status_file and self.dispatch is not None:
-            if self.status is not None:
-                self.status.close()
-                self.dispatch.remove("status")
-                self.status = None
-            if nd.status_file:
-                self.status = self._new_status(new)
-                self.dispatch.add("status", self.status)
-        if self.status is not None:
-            self.status.update_info(config=new.path, event_log=nd.event_log,
-                                    metrics=self.metrics_address)
 
     # -- shutdown ----------------------------------------------------------------------------
     def shutdown(self) -> None:
@@ -574,23 +545,15 @@ class Daemon:
                 problems.append(f"backend close: {exc}")
         for message in problems:
             print(f"oomkit: shutdown: {message}", file=sys.stderr)
-            if self.eventlog is not None:
-                self.eventlog.write({"event": "error", "time": 0.0, "wall": self._wall(),
-                                     "where": "shutdown", "error": message})
-        if self.metrics_server is not None:
-            with contextlib.suppress(Exception):
-                self.metrics_server.close()
-            self.metrics_server = None
-        if self.status is not None:
-            with contextlib.suppress(Exception):
-                self.status.close()
+            if self.outputs is not None:
+                self.outputs.log_error("shutdown", message)
+        if self.outputs is not None:
+            self.outputs.close_servers()
         if self.housekeeper is not None:
             self.housekeeper.close()
             self.housekeeper = None
-        if self.eventlog is not None:
-            with contextlib.suppress(Exception):
-                self.eventlog.close()
-            self.eventlog = None
+        if self.outputs is not None:
+            self.outputs.close_eventlog()
         if self._self_protect:
             self.gc.restore()
         self._restore_signals()

@@ -9,15 +9,12 @@ sinks inside the OOM path, which must not fail because of a full disk or a close
 
 from __future__ import annotations
 
-import json
 import sys
 import threading
-import time
 from collections.abc import Callable
-from typing import Any, TextIO
+from typing import Any
 
 from oomkit.events import Event, OomEvent
-from oomkit.report import event_lines
 
 Record = dict[str, Any]
 RecordSink = Callable[[Event, Record], None]
@@ -76,52 +73,3 @@ class Dispatch:
                       file=sys.stderr)
             except Exception:
                 pass
-
-
-def format_wall(wall: float | None) -> str:
-    if wall is None:
-        return "-"
-    t = time.localtime(wall)
-    return time.strftime("%Y-%m-%d %H:%M:%S", t) + f".{int((wall % 1) * 1000):03d}"
-
-
-def record_lines(record: Record) -> list[str]:
-    """A record as readable lines: report.event_lines, plus what a dry run adds."""
-    dry = bool(record.get("dry_run")) and record.get("event") == "oom" and \
-        record.get("resolved_by") != "kernel"
-    if record.get("event") == "daemon":
-        lines = [f"daemon    {record.get('action', '?')}: {record.get('detail', '')}"]
-    elif dry:
-        # The victims of a dry run are the would-be victims: shown as "would kill" below.
-        lines = [line.replace("the default killer ran", "the default killer would run")
-                 for line in event_lines({**record, "victims": [], "note": ""})]
-        lines[0] += "  [DRY RUN: nothing was killed]"
-        lines.extend(f"          would {w}" for w in record.get("would", []))
-    else:
-        lines = event_lines(record)
-    return lines
-
-
-def write_record(out: TextIO, record: Record) -> None:
-    """One record with its wall-clock time (the event log's readable form)."""
-    lines = record_lines(record)
-    stamp = format_wall(record.get("wall"))
-    out.write(f"{stamp}  {lines[0]}\n")
-    pad = " " * (len(stamp) + 2)
-    for line in lines[1:]:
-        out.write(f"{pad}{line}\n")
-
-
-class Printer:
-    """Events on a terminal: JSON lines, or the readable form."""
-
-    def __init__(self, out: TextIO, as_json: bool) -> None:
-        self.out = out
-        self.as_json = as_json
-
-    def __call__(self, event: Event, record: Record) -> None:
-        if self.as_json:
-            self.out.write(json.dumps(record, separators=(", ", ": "), default=str) + "\n")
-        else:
-            write_record(self.out, record)
-        self.out.flush()

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from oomkit.errors import ConfigError
+from oomkit.errors import ConfigError, unknown_key
 from oomkit.kernel.base import OOM_SCORE_ADJ_MAX, OOM_SCORE_ADJ_MIN
 from oomkit.tomlpos import TomlPositions
 from oomkit.units import (
@@ -195,8 +195,7 @@ def _check_keys(raw: dict[str, Any], allowed: set[str], where: _Where, table: st
                 index: Index, entry: str) -> None:
     for key in raw:
         if key not in allowed:
-            hint = ", ".join(sorted(allowed))
-            raise where.error(table, index, entry, key, f"unknown key (known: {hint})")
+            raise where.error(table, index, entry, key, unknown_key(key, allowed))
 
 
 _STEP_KEYS = {

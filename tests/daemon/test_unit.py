@@ -1,0 +1,136 @@
+"""The systemd unit as `oomkit install-unit` writes it: systemd-analyze verify, the
+watchdog (READY=1, then WATCHDOG=1 from the housekeeper's wakes), conditions."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from oomkit.cli import main
+from oomkit.daemon.housekeeper import Housekeeper
+from oomkit.daemon.service import watchdog_interval
+
+from .conftest import Setup
+
+REPO = Path(__file__).resolve().parents[2]
+OOMKIT = str(Path(sys.executable).parent / "oomkit")
+
+
+def install(tmp_path: Path) -> tuple[Path, Path]:
+    out = io.StringIO()
+    code = main(["install-unit", "--unit-dir", str(tmp_path / "unit"), "--man-dir",
+                 str(tmp_path / "man" / "man8"), "--oomkit", OOMKIT, "--config-file",
+                 str(tmp_path / "etc" / "oomkit.toml")], out=out)
+    assert code == 0, out.getvalue()
+    return tmp_path / "unit" / "oomkit.service", tmp_path / "man" / "man8" / "oomkit.8"
+
+
+def test_install_unit_names_this_oomkit(tmp_path: Path) -> None:
+    unit, page = install(tmp_path)
+    text = unit.read_text()
+    assert f"ExecStart={OOMKIT} run --config /etc/oomkit/oomkit.toml\n" in text
+    assert f"ExecStartPre={OOMKIT} check-config /etc/oomkit/oomkit.toml\n" in text
+    assert "--quiet" not in text.split("ExecStart=", 1)[1].splitlines()[0]
+    assert "\nWatchdogSec=3min\n" in text
+    assert "\nConditionControlGroupController=memory\n" in text
+    assert "\nDocumentation=man:oomkit(8)\n" in text
+    assert page.read_text().startswith(".TH OOMKIT 8")
+    shipped = (REPO / "packaging" / "oomkit.service").read_text().splitlines()
+    written = text.splitlines()
+    assert len(shipped) == len(written)
+    assert [a for a, b in zip(shipped, written, strict=True) if a != b] == [
+        line for line in shipped if line.startswith(("ExecStart=", "ExecStartPre="))]
+
+
+def test_install_unit_writes_a_starter_config_only_when_missing(tmp_path: Path) -> None:
+    install(tmp_path)
+    config = tmp_path / "etc" / "oomkit.toml"
+    out = io.StringIO()
+    assert main(["check-config", str(config)], out=out) == 0
+    assert "no handlers: every OOM is left to the kernel (and logged)" in out.getvalue()
+    config.write_text("# mine\n")
+    install(tmp_path)
+    assert config.read_text() == "# mine\n"
+
+
+def test_systemd_analyze_verify_is_clean(tmp_path: Path) -> None:
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze not found (Debian package systemd; scripts/tools "
+                    "installs it as root)")
+    unit, _ = install(tmp_path)
+    # MANPATH: verify runs `man oomkit(8)` for Documentation=; the page install-unit wrote.
+    r = subprocess.run([analyze, "verify", str(unit)], capture_output=True, text=True,
+                       timeout=120, cwd=tmp_path,
+                       env={**os.environ, "MANPATH": str(tmp_path / "man"),
+                            "SYSTEMD_LOG_LEVEL": "notice"})
+    assert r.returncode == 0 and not r.stdout.strip() and not r.stderr.strip(), \
+        r.stdout + r.stderr
+
+
+def test_watchdog_interval_from_the_environment() -> None:
+    assert watchdog_interval({}) is None
+    assert watchdog_interval({"WATCHDOG_USEC": "180000000"}) == 90.0
+    assert watchdog_interval({"WATCHDOG_USEC": "2000000", "WATCHDOG_PID": "1"}, pid=2) is None
+    assert watchdog_interval({"WATCHDOG_USEC": "2000000", "WATCHDOG_PID": "2"}, pid=2) == 1.0
+    assert watchdog_interval({"WATCHDOG_USEC": "x"}) is None
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def now(self) -> float:
+        return self.t
+
+    def now_ns(self) -> int:
+        return int(self.t * 1e9)
+
+
+def test_the_tick_rides_on_the_housekeepers_wakes() -> None:
+    """The wait is bounded by the tick interval; a tick runs at every wake, so a collection
+    due more often than the tick interval leaves the tick no wake-up of its own."""
+    from oomkit.daemon.protect import GcControl
+
+    clock = FakeClock()
+    hk = Housekeeper(gc_control=GcControl(), gc_interval_s=60.0, clock=clock,
+                     tick=lambda: None, tick_interval_s=90.0)
+    assert hk._wait_s(0.0) == 60.0  # the collection comes first
+    hk._run_tick()
+    assert hk.ticks == 1
+    alone = Housekeeper(clock=clock, tick=lambda: None, tick_interval_s=5.0)
+    assert alone._wait_s(0.0) == 5.0
+    assert Housekeeper(clock=clock)._wait_s(0.0) is None  # no collection, no tick: no wake
+
+
+def test_ready_then_watchdog_pings(setup: Setup, tmp_path: Path,
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(tmp_path / "notify.sock"))
+    monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "notify.sock"))
+    monkeypatch.setenv("WATCHDOG_USEC", "100000")  # a ping every 50 ms
+    monkeypatch.setenv("WATCHDOG_PID", str(os.getpid()))
+    d = setup.daemon()
+    setup.at(1.0, lambda: time.sleep(0.3))  # the serve loop runs a while in real time
+    d.start()
+    d.run()
+    sock.setblocking(False)
+    states = []
+    while True:
+        try:
+            states.append(sock.recv(4096).decode())
+        except BlockingIOError:
+            break
+    sock.close()
+    ready = [i for i, s in enumerate(states) if s.startswith("READY=1\nMAINPID=")]
+    assert len(ready) == 1, states
+    assert states[ready[0]:].count("WATCHDOG=1") >= 2, states
+    assert "STOPPING=1" in states
