@@ -54,6 +54,7 @@ class SystemWatch:
         self.interval = 0.0  # seconds until the next look, as last decided
         self._declared_at: float | None = None  # an OOM we declared, not yet over
         self.samples = 0  # looks taken (for benches and tests)
+        self._thresholds: tuple[tuple[int, int], SystemThresholds] | None = None
 
     def arm(self) -> None:
         if self.armed:
@@ -86,14 +87,21 @@ class SystemWatch:
         self.check()  # the second signal: look now instead of at the next tick
 
     def thresholds(self, sample: MemSample) -> SystemThresholds:
+        """The thresholds in bytes for this machine (kept while MemTotal and SwapTotal
+        stay: the watch wakes several times a second near the end)."""
+        key = (sample.mem_total, sample.swap_total)
+        if self._thresholds is not None and self._thresholds[0] == key:
+            return self._thresholds[1]
         k = self.k
-        return SystemThresholds.of(
+        t = SystemThresholds.of(
             sample,
             k.system_min_available,
             k.system_min_swap_free,
             lead_s=k.system_lead_s,
             max_fill_rate=k.system_max_fill_rate,
         )
+        self._thresholds = (key, t)
+        return t
 
     def sample(self) -> MemSample:
         return parse_sample(self.k.clock.now(), os.pread(self._fd, 8192, 0))
