@@ -59,8 +59,8 @@ def test_below_the_guard_is_clear() -> None:
 def test_cache_to_drop_means_wait_while_reclaim_makes_progress() -> None:
     first = look(0.0, 60, cache_mib=30)
     assert b.band_verdict(None, None, first, rate=10 * MiB) is b.Verdict.WAIT
-    # reclaim took cache back; stalls are high but it is winning
-    nxt = look(0.02, 60, cache_mib=25, full_us=15_000)
+    # reclaim took cache back and usage fell with it; stalls are high but it is winning
+    nxt = look(0.02, 59.9, cache_mib=29, full_us=15_000)
     assert b.band_verdict(first, first, nxt, rate=10 * MiB) is b.Verdict.WAIT
 
 
@@ -90,3 +90,19 @@ def test_usage_rate_keeps_the_peak() -> None:
     assert r == 200 * MiB
     assert b.usage_rate(0.1, 30 * MiB, 0.2, 31 * MiB, r) == r
     assert b.usage_rate(0.2, 31 * MiB, 0.2, 40 * MiB, r) == r
+
+
+def test_cache_turning_into_anon_is_an_oom_at_the_second_look() -> None:
+    # 6 MiB of python's own file pages in the cgroup: "reclaimable", and reclaimed while
+    # the anon hog grows at 100 MiB/s. The give-back lasts 40 ms: do not wait 250.
+    first = look(0.0, 60, cache_mib=6)
+    assert b.band_verdict(None, None, first, rate=0) is b.Verdict.WAIT
+    eaten = look(0.02, 60, cache_mib=4)  # usage flat, 2 MiB of cache became anon
+    assert b.band_verdict(first, first, eaten, rate=0) is b.Verdict.OOM
+
+
+def test_a_slow_anon_growth_beside_a_big_cache_waits() -> None:
+    # A database at its memory.high: 30 GiB of cache, its heap growing 10 MiB/s.
+    first = look(0.0, 60, cache_mib=30 * 1024, guard_mib=60)
+    nxt = look(0.02, 60, cache_mib=30 * 1024 - 0.2, guard_mib=60)
+    assert b.band_verdict(first, first, nxt, rate=0) is b.Verdict.WAIT

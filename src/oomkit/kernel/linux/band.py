@@ -17,7 +17,10 @@ the kernel works (the measured rate times ``horizon_s``), it is an OOM now: wait
 lets the cgroup reach ``memory.max``, where the kernel's killer acts. Otherwise reclaim
 may win and we wait, but only while it shows progress: the reclaimable amount or usage
 must fall between two looks, or "full" pressure (every task stalled) must stay below
-``max_full_share`` of the time. No fixed wait: the next look follows the next
+``max_full_share`` of the time; and only while what reclaim cannot take (usage less the
+give-back) does not grow fast enough to eat the give-back within ``max_wait_s``: an
+anonymous allocator beside a little page cache turns the cache into anon, which looks
+like progress for reclaim and is an OOM all the same. No fixed wait: the next look follows the next
 ``memory.events`` change or ``recheck_s``, whichever comes first.
 
 The band's width follows the allocation rate measured in the cgroup: at least ``floor``
@@ -157,11 +160,22 @@ def band_verdict(
         # Still in the band after the longest wait: progress or not, reclaim did not win.
         return Verdict.OOM
     if prev is not None and cur.at > prev.at:
+        dt = cur.at - prev.at
+        # What reclaim cannot take (usage less the give-back) growing means reclaim only
+        # feeds the allocator: the give-back is gone in give_back / growth seconds.
+        growth = (hard(cur) - hard(prev)) / dt
+        if growth > 0 and cur.give_back.total / growth < policy.max_wait_s:
+            return Verdict.OOM
         progress = cur.give_back.total < prev.give_back.total or cur.usage < prev.usage
-        stalled = (cur.full_us - prev.full_us) / 1e6 / (cur.at - prev.at)
+        stalled = (cur.full_us - prev.full_us) / 1e6 / dt
         if not progress and stalled > policy.max_full_share:
             return Verdict.OOM  # reclaiming, getting nothing back, everyone stalled
     return Verdict.WAIT
+
+
+def hard(look: BandLook) -> int:
+    """Bytes of the cgroup's usage that reclaim cannot take (without killing)."""
+    return max(0, look.usage - look.give_back.total)
 
 
 def usage_rate(prev_at: float, prev_usage: int, at: float, usage: int, prev_rate: float) -> float:
