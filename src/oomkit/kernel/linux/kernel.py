@@ -373,6 +373,8 @@ class LinuxKernel:
             self._hooks.psi_event(trig)
 
     def _report_kernel_oom(self, oom: KernelOom) -> None:
+        if oom.memcg in (None, "/"):
+            self.system.kernel_killed()  # its victim's memory is on its way back
         if self._hooks is not None:
             self._hooks.kernel_oom(oom)
 

@@ -83,6 +83,11 @@ class SystemWatch:
         self.last = self._ref = None
         self.rate = 0.0
 
+    def kernel_killed(self) -> None:
+        """The kernel's killer acted system-wide: no OOM of ours for ``recheck_s``, as for
+        a victim of our own (MemAvailable lags the victim's exit)."""
+        self._declared_at = self.k.clock.now()
+
     def _on_pressure(self, _trigger: LivePsiTrigger) -> None:
         self.check()  # the second signal: look now instead of at the next tick
 
