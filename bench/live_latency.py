@@ -301,7 +301,10 @@ def v2_oomkit(root: Path, box: Path, bare: Path, runs: int) -> dict[str, list[fl
                 f"{e.resolved_by} {[(c.name, c.returned, c.error) for c in e.handlers]} {e.note}"
                 for e in ooms if isinstance(e, OomEvent)
             )
-            print(f"  oomkit {i + 1:2}/{runs}: notify->SIGKILL {decide:7.2f} ms (band look "
+            high = (box / "memory.high").read_text().strip()
+            band = "max" if high == "max" else f"{(LIMIT - int(high)) >> 20} MiB"
+            print(f"  oomkit {i + 1:2}/{runs}: band {band}, notify->SIGKILL {decide:7.2f} ms "
+                  f"(notified: {'oom_notify' in marks}; band look "
                   f"{look:6.2f} ms), hog life "
                   f"{life:5.2f} s, {len(ooms)} OOM event(s) [{by}]"
                   + (", ESCAPED to the kernel" if escaped else ""), flush=True)  # fmt: skip

@@ -106,3 +106,9 @@ def test_a_slow_anon_growth_beside_a_big_cache_waits() -> None:
     first = look(0.0, 60, cache_mib=30 * 1024, guard_mib=60)
     nxt = look(0.02, 60, cache_mib=30 * 1024 - 0.2, guard_mib=60)
     assert b.band_verdict(first, first, nxt, rate=0) is b.Verdict.WAIT
+
+
+def test_mapped_file_pages_are_no_way_out() -> None:
+    # A python hog's own libraries, mapped: 6 MiB of "file" that would fault straight back.
+    stat = {"anon": 60 * MiB, "file": 7 * MiB, "file_mapped": 6 * MiB}
+    assert b.reclaimable(stat, swap_max=0).cache == 1 * MiB

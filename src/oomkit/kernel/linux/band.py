@@ -6,9 +6,9 @@ and reclaimed by the kernel (mm/memcontrol.c, ``mem_cgroup_handle_over_high()``)
 ``memory.events`` "high" counter rises, which wakes us. Whether it is an OOM is then a
 question of what the kernel can still give back:
 
-* page cache that can be dropped: clean file pages (``file`` less ``shmem``, which is
-  swap-backed, and less dirty and writeback pages, which must be written first), and
-  reclaimable slab;
+* page cache that can be dropped: clean, unmapped file pages (``file`` less ``shmem``,
+  which is swap-backed, less dirty and writeback pages, which must be written first, and
+  less ``file_mapped``, the running programs' own pages), and reclaimable slab;
 * anonymous memory only where it can go to swap (``memory.swap.max`` less
   ``memory.swap.current``, and no more than the machine's SwapFree).
 
@@ -97,12 +97,16 @@ def reclaimable(
     """From memory.stat (bytes) and the cgroup's swap limits (None: "max").
 
     ``file`` counts tmpfs/shmem too (Documentation/admin-guide/cgroup-v2.rst), which only
-    swap can take; dirty and writeback pages must be written before they can go.
+    swap can take; dirty and writeback pages must be written before they can go; mapped
+    pages (``file_mapped``) are in use and come straight back.
     """
     file = stat.get("file", 0)
     shmem = stat.get("shmem", 0)
     dirty = stat.get("file_dirty", 0) + stat.get("file_writeback", 0)
-    cache = max(0, file - shmem - dirty) + stat.get("slab_reclaimable", 0)
+    # Mapped file pages are the running programs' own text and data: reclaimed, they fault
+    # straight back in (and MGLRU keeps them young), so they are no way out of the band.
+    mapped = stat.get("file_mapped", 0)
+    cache = max(0, file - shmem - dirty - mapped) + stat.get("slab_reclaimable", 0)
     swap_room = system_swap_free if swap_max is None else min(
         system_swap_free, max(0, swap_max - swap_current)
     )  # fmt: skip
