@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from oomkit.kernel.linux import LinuxKernel
+from oomkit.ops import OomContext, OomControl, OomOps
 from oomkit.runtime import Runtime
 from tests.unit.test_linux_fake_v2 import APP, Declines, app_dir, bump_events, pump
 from tests.unit.test_linux_fake_v2 import tree as tree
@@ -121,3 +122,39 @@ def test_an_escape_to_the_kernel_killer_widens_the_band(
     assert pump(patient, lambda: (d / "memory.high").read_text() == str(56 * MiB))
     runtime.close()
     assert (d / "memory.high").read_text() == "max"
+
+
+class FreesAFile(OomOps):
+    """Frees memory the way a handler may (a file removed), no process needed."""
+
+    name = "frees_a_file"
+
+    def __init__(self, scratch: Path) -> None:
+        self.scratch = scratch
+        self.calls = 0
+
+    def handle_out_of_memory(self, ctx: OomContext, oc: OomControl) -> bool:
+        self.calls += 1
+        blob = self.scratch / f"blob{self.calls}"
+        blob.write_bytes(b"x" * 65536)
+        return oc.remove_file(str(blob)) > 0
+
+
+def test_a_later_oom_in_the_same_cgroup_goes_to_the_handler_again(tree: Path) -> None:
+    k = LinuxKernel(str(tree / "cg"), str(tree / "proc"), kmsg_path=None,
+                    state_file=str(tree / "restore.json"), watchdog=False,
+                    max_stall_s=0.3, recheck_s=0.1)  # fmt: skip
+    d = app_dir(tree)
+    (d / "memory.high").write_text("max\n")
+    runtime = Runtime(k)
+    policy = FreesAFile(tree)
+    runtime.attach_oom(policy, APP)
+    for n in (1, 2):
+        (d / "memory.current").write_text(str(60 * MiB + 4096))
+        bump_events(d, high=1)
+        assert pump(k, lambda n=n: policy.calls == n)  # type: ignore[misc]
+        (d / "memory.current").write_text(str(20 * MiB))  # the victim went; no event says so
+        pump(k, lambda: False, timeout=0.5)  # longer than max_stall_s
+    assert (d / "memory.high").read_text() == str(60 * MiB)  # never handed over
+    runtime.close()
+    k.close()

@@ -268,6 +268,11 @@ class V2GuardBand(OomWatch):
         )
         if hooks.oom(request) == -errno.EBUSY:
             st.timer = k.loop.call_later(0.01, lambda: self.check_band(a))
+        else:
+            # Look once more when the victim has had time to go: out of the band, the OOM
+            # is over (oom_since cleared); no "high" event may come to tell us so, and a
+            # stale oom_since would hand the next OOM, seconds later, to the kernel.
+            st.timer = k.loop.call_later(k.recheck_s, lambda: self.check_band(a))
 
     # -- the hand-over -------------------------------------------------------------------
     def _release(self, a: Armed, why: str) -> str:
