@@ -13,7 +13,10 @@ and memory (VmRSS; PSS, which splits shared pages among their users; VmLck, what
 mlockall pinned; VmHWM, the peak), per process and for the daemon and its watchdog
 together. Targets: idle CPU of both together no more than earlyoom's, RSS under 40 MiB,
 memory locked while idle (daemon + watchdog, PSS and VmLck) at most 30 MiB. earlyoom not
-on PATH: Debian's package unpacked into the VM harness's cache, run from there.
+on PATH: Debian's package unpacked into the VM harness's cache, run from there. Then the
+daemon runs again with its flight recorder off (``[recorder] size = "0"``) over the same
+window: the recorder's own cost is the difference (target: at most 0.1 % of one CPU and
+8 MiB of RSS).
 
 Everything it made is removed afterwards, after a failure too: the daemon is stopped
 with SIGTERM (which restores every cgroup setting), earlyoom is killed, the cgroups are
@@ -154,9 +157,11 @@ def measure(pids: list[int], seconds: float) -> tuple[float, list[float]]:
     return seconds, [a - b for a, b in zip(after, before, strict=True)]
 
 
-def start_daemon(work: Path, root: Path) -> subprocess.Popen[bytes]:
+def start_daemon(work: Path, root: Path, recorder: bool = True) -> subprocess.Popen[bytes]:
     config = work / "oomkit.toml"
+    (work / "status.json").unlink(missing_ok=True)
     config.write_text(
+        ("" if recorder else '[recorder]\nsize = "0"\n') +
         "[daemon]\n"
         f'event_log = "{work}/events.jsonl"\nstatus_file = "{work}/status.json"\n'
         f'state_file = "{work}/restore.json"\ncgroup_root = "{root}"\n'
@@ -180,6 +185,35 @@ def wait_ready(work: Path, proc: subprocess.Popen[bytes], timeout: float = 60) -
                 return status
         time.sleep(0.05)
     sys.exit("oomkit run did not become ready")
+
+
+def recorder_cost(root: Path) -> dict[str, float]:
+    """The flight recorder's own cost, measured in this process over the same tree: CPU
+    per sample and per tree walk, and what that makes at the default intervals (the
+    difference of two daemon runs above is within the daemon's own noise)."""
+    from oomkit.kernel.linux import LinuxKernel
+    from oomkit.lab.recorder import FlightRecorder, RecorderSettings
+
+    kernel = LinuxKernel(cgroup_root=str(root), state_file=None, watchdog=False,
+                         kmsg_path=None)
+    try:
+        settings = RecorderSettings()
+        rec = FlightRecorder(kernel, settings)
+        rec.sample_once()
+        t0 = time.process_time()
+        for _ in range(5):
+            rec._pick_cgroups()
+        walk = (time.process_time() - t0) / 5
+        t0 = time.process_time()
+        for _ in range(50):
+            rec.sample_once()
+        sample = (time.process_time() - t0) / 50
+    finally:
+        kernel.close()
+    walk_every = 300.0  # FlightRecorder's idle walk period
+    return {"cgroups": len(rec._cgroups), "sample_ms": sample * 1e3, "walk_ms": walk * 1e3,
+            "interval_s": settings.interval_s, "walk_every_s": walk_every,
+            "idle_pct": 100 * (sample / settings.interval_s + walk / walk_every)}
 
 
 def earlyoom_args() -> list[str]:
@@ -247,7 +281,24 @@ def main() -> int:
         theirs = None
         if eo is not None:
             theirs = figures("earlyoom", eo.pid, deltas[-1], " ".join(earlyoom_args()))
+        # The same daemon without its flight recorder: what the recorder costs.
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(60)
+        daemon = start_daemon(work, root, recorder=False)
+        wait_ready(work, daemon)
+        time.sleep(args.settle)
+        bare_pids = [daemon.pid, *children(daemon.pid)]
+        _, bare_deltas = measure(bare_pids, args.seconds)
+        bare = figures("no recorder", daemon.pid, sum(bare_deltas),
+                       "the same config, [recorder] off")
+        rec_cpu_pct = 100 * (both.cpu_s - bare.cpu_s) / window
+        direct = recorder_cost(root)
+        rec_rss_mib = (ours.rss_kib - bare.rss_kib) / 1024
         result = {
+            "no_recorder": asdict(bare),
+            "recorder_cpu_pct": round(rec_cpu_pct, 4), "recorder_rss_mib": round(rec_rss_mib, 2),
+            "recorder_target_met": rec_cpu_pct <= 0.1 and rec_rss_mib <= 8,
+            "recorder_direct": direct,
             "seconds": window, "cgroups": args.cgroups, "cgroups_created_s": round(made_s, 3),
             "oomkit": asdict(ours), "watchdog": [asdict(w) for w in wd], "both": asdict(both),
             "earlyoom": asdict(theirs) if theirs is not None else None,
@@ -260,10 +311,10 @@ def main() -> int:
         else:
             print(f"idle for {window:g} s; {args.cgroups} cgroups below {root.parent} "
                   f"(created in {made_s:.2f} s)")
-            print(f"{'':10} {'CPU s':>9} {'CPU %':>7} {'RSS MiB':>8} {'PSS MiB':>8} "
+            print(f"{'':11} {'CPU s':>9} {'CPU %':>7} {'RSS MiB':>8} {'PSS MiB':>8} "
                   f"{'locked':>7} {'peak MiB':>9} {'threads':>8}")
-            for f in [ours, *wd, both] + ([theirs] if theirs else []):
-                print(f"{f.name:10} {f.cpu_s:9.4f} {f.cpu_s / window * 100:7.4f} "
+            for f in [ours, *wd, both, bare] + ([theirs] if theirs else []):
+                print(f"{f.name:11} {f.cpu_s:9.4f} {f.cpu_s / window * 100:7.4f} "
                       f"{f.rss_kib / 1024:8.1f} {f.pss_kib / 1024:8.1f} "
                       f"{f.locked_kib / 1024:7.1f} {f.hwm_kib / 1024:9.1f} {f.threads:8}  "
                       f"{f.extra}")
@@ -278,6 +329,14 @@ def main() -> int:
                   f"{both.locked_kib / 1024:.1f} MiB, RSS {both.rss_kib / 1024:.1f} MiB)")
             verdict = "met" if result["rss_target_met"] else "MISSED"
             print(f"RSS target (< 40 MiB): {verdict} ({ours.rss_kib / 1024:.1f} MiB)")
+            verdict = "met" if result["recorder_target_met"] else "MISSED"
+            print(f"flight recorder: {rec_cpu_pct:+.3f} % of one CPU, {rec_rss_mib:+.1f} MiB RSS "
+                  f"(target <= 0.1 %, <= 8 MiB): {verdict}")
+            print(f"flight recorder measured in-process over the same tree: "
+                  f"{direct['sample_ms']:.2f} ms CPU per sample of {direct['cgroups']} cgroups, "
+                  f"{direct['walk_ms']:.1f} ms per tree walk: {direct['idle_pct']:.3f} % of one "
+                  f"CPU at the default intervals ({direct['interval_s']:g} s, walk every "
+                  f"{direct['walk_every_s']:g} s)")
         return 0
     finally:
         if eo is not None:

@@ -10,8 +10,8 @@ itself there with ``--in-guest``. In the guest:
   ``largest_leaf`` on ``/box`` (memory.max 64 MiB), forked into a process of its own.
   Its LinuxKernel's ``trace`` hook records ``oom_notify`` (the first memory.high event
   of the v2 guard band), ``band_check`` (each look at the cgroup in its band, the last of
-  which dispatches the OOM to the handler; the bench wraps ``check_band`` for it) and
-  ``kill_sent``.
+  which dispatches the OOM to the handler; the bench wraps ``V2GuardBand.check_band`` for
+  it) and ``kill_sent``.
 - each OOM: a process allocating 96 MiB in /box/leaf; the handler must SIGKILL it.
 - baseline: N such OOMs on a quiet guest; then the same N OOMs while thrashers run.
 - thrashers, in /thrash: an anonymous ballast (oom_score_adj 1000) that leaves only

@@ -53,15 +53,30 @@ def count_arg(value: str) -> int:
     return n
 
 
+#: The longest handler budget, as the config file's ``[daemon] budget`` allows: a v1 memcg
+#: under OOM stalls its tasks for as long as a handler runs.
+MAX_BUDGET_S = 60.0
+
+
+def budget_arg(value: str) -> float:
+    """``--budget``: a duration (or bare seconds) above zero and at most 60 s, the bounds
+    the config file puts on ``budget``."""
+    seconds = duration_arg(value)
+    if not 0 < seconds <= MAX_BUDGET_S:
+        raise argparse.ArgumentTypeError(
+            f"must be more than zero and at most {MAX_BUDGET_S:g}s, got {value!r}")
+    return seconds
+
+
 def _add_policy_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--oom-policy", action="append", default=[], metavar="SPEC[@CGROUP]",
                    help="an OomOps to attach, at CGROUP or system-wide (repeatable)")
     p.add_argument("--psi-policy", action="append", default=[], metavar="SPEC",
                    help="a PsiOps to attach (repeatable)")
     p.add_argument("--json", action="store_true", help="one JSON event per line")
-    p.add_argument("--budget", type=duration_arg, default=DEFAULT_BUDGET_S,
+    p.add_argument("--budget", type=budget_arg, default=DEFAULT_BUDGET_S,
                    metavar="DURATION", help="time budget of one handler call: seconds, or "
-                   f"500ms, 2s... (default {DEFAULT_BUDGET_S * 1000:g} ms)")
+                   f"500ms, 2s... up to 60s (default {DEFAULT_BUDGET_S * 1000:g} ms)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -75,9 +90,13 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--bare", action="store_true",
                      help="ignore the policies the scenario suggests: the kernel alone")
     _add_policy_args(sim)
+    from oomkit.lab import simulate as lab_simulate
+
+    lab_simulate.add_args(sim)
     run = sub.add_parser("run", help="run policies on the live kernel until SIGTERM")
-    run.add_argument("--config", default=None, help="config file (default: none, or "
-                     "/etc/oomkit/oomkit.toml when no policy is given)")
+    run.add_argument("--config", default=None, help="config file (default: none when a "
+                     "policy is given, else /etc/oomkit/oomkit.toml, else the recommended "
+                     "config shipped with oomkit)")
     run.add_argument("--dry-run", action="store_true",
                      help="run the policies but kill nothing; never guard the kernel killer")
     run.add_argument("--sim", default=None, metavar="SCENARIO",
@@ -116,7 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--lines", "-n", type=count_arg, default=5, metavar="N",
                     help="how many of the last OOMs to show (default 5)")
     st.add_argument("--json", action="store_true", help="the status file as it is")
-    sub.add_parser("policies", help="list the built-in policies")
+    sub.add_parser("policies", help="the policies: built-in and those installed packages "
+                   "register, each with its kind and arguments")
     comp = sub.add_parser("completion", help="print a shell completion script (needs shtab: "
                           "pip install 'oomkit[completion]')")
     comp.add_argument("shell", choices=["bash", "zsh", "tcsh"],
@@ -141,6 +161,15 @@ def build_parser() -> argparse.ArgumentParser:
                       help="the oomkit the unit runs (default: this one)")
     inst.add_argument("--stdout", action="store_true",
                       help="print the unit instead of writing anything")
+    from oomkit.lab import compare as lab_compare
+
+    lab_compare.add_parser(sub)
+    from oomkit.lab import replay as lab_replay
+
+    lab_replay.add_parser(sub)
+    from oomkit.lab import record as lab_record
+
+    lab_record.add_parser(sub)
     return parser
 
 
@@ -177,9 +206,13 @@ def cmd_simulate(args: argparse.Namespace, out: TextIO) -> int:
         if scenario.description:
             for line in scenario.description.strip().splitlines():
                 out.write(f"  {line.strip()}\n")
-        out.write(f"machine: {format_size(m.memory)} RAM, "
+        out.write(f"machine: {m.cpus} CPUs, {format_size(m.memory)} RAM, "
                   f"{format_size(m.swap) if m.swap else 'no'} swap; "
                   f"{len(scenario.processes)} processes, {m.duration_ns / 1e9:g} s\n\n")
+    from oomkit.lab import simulate as lab_simulate
+
+    if lab_simulate.wanted(args):  # time series, plots, alternatives: the lab's runner
+        return lab_simulate.run(args, scenario, printer, out)
     rt = Runtime(kernel, sink=printer, budget_s=args.budget)
     oom_specs = list(args.oom_policy)
     psi_specs = list(args.psi_policy)
@@ -189,7 +222,9 @@ def cmd_simulate(args: argparse.Namespace, out: TextIO) -> int:
                 text.removeprefix("psi:").removeprefix("oom:"))
     attach_policies(rt, oom_specs, psi_specs)
     kernel.run()
-    summary = kernel.summary()
+    from oomkit.sim_summary import summarize
+
+    summary = summarize(kernel)
     rt.close()
     printer(summary)
     return 0
@@ -197,7 +232,7 @@ def cmd_simulate(args: argparse.Namespace, out: TextIO) -> int:
 
 #: The top-level keys that tell a scenario from a daemon config.
 _SCENARIO_KEYS = frozenset({"machine", "cgroup", "process"})
-_CONFIG_KEYS = frozenset({"daemon", "guard", "metrics", "oom", "psi"})
+_CONFIG_KEYS = frozenset({"daemon", "guard", "metrics", "recorder", "oom", "psi"})
 
 
 def other_kind(exc: ConfigError, path: str, expected: str) -> ConfigError:
@@ -249,14 +284,13 @@ def _all_actions(parser: argparse.ArgumentParser) -> list[argparse.Action]:
 
 
 def cmd_policies(out: TextIO) -> int:
-    from oomkit.policies import BUILTIN
-    from oomkit.policy_loader import resolve
+    from oomkit.policy_loader import policy_infos
 
-    for name in sorted(BUILTIN):
-        obj = resolve(name)
-        doc = ((obj.__module__ and sys.modules[obj.__module__].__doc__) or "").strip()
-        first = doc.splitlines()[0] if doc else ""
-        out.write(f"{name:15} {first.removeprefix(name + ':').strip()}\n")
+    for info in policy_infos():
+        origin = "" if info.origin == "built-in" else f" [{info.origin}: {info.spec}]"
+        out.write(f"{info.name:17} {info.kind:3}  {info.summary}{origin}\n")
+        for name, tp, default in info.args:
+            out.write(f"{'':23}{name} ({tp}) = {default or 'required'}\n")
     return 0
 
 
@@ -289,6 +323,18 @@ def _main(args: argparse.Namespace, out: TextIO) -> int:
             return cmd_policies(out)
         if args.command == "completion":
             return cmd_completion(args, out)
+        if args.command == "compare":
+            from oomkit.lab import compare as lab_compare
+
+            return lab_compare.run(args, out)
+        if args.command == "replay":
+            from oomkit.lab import replay as lab_replay
+
+            return lab_replay.run(args, out)
+        if args.command == "record":
+            from oomkit.lab import record as lab_record
+
+            return lab_record.run(args, out)
         from oomkit import daemon_cli
 
         return daemon_cli.dispatch(args, out)

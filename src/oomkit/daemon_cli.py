@@ -4,11 +4,12 @@ docs/daemon.md)."""
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import sys
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, TextIO
 
 from oomkit.daemon.config import (
@@ -19,6 +20,7 @@ from oomkit.daemon.config import (
     LoadedPolicies,
     load_config,
     load_policies,
+    recommended_config,
     resolve_cgroups,
     with_cli,
 )
@@ -57,7 +59,7 @@ def _config_path(args: argparse.Namespace) -> str | None:
         return str(args.config)
     if args.oom_policy or args.psi_policy:
         return None  # policies on the command line, no config file
-    return DEFAULT_CONFIG
+    return DEFAULT_CONFIG if os.path.exists(DEFAULT_CONFIG) else recommended_config()
 
 
 def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
@@ -93,7 +95,15 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
                     out=None if quiet else out, as_json=args.json, journal=journal,
                     self_protect=not sim, watch_config=watch)
     daemon.install_signals()
-    daemon.start()
+    try:
+        daemon.start()
+    except ConfigError as exc:
+        text = str(exc)  # the event log, status file or restore journal refused us
+        if state_dir is None and os.geteuid() != 0 and "key 'daemon." in text and \
+                "Permission denied" in text:
+            raise ConfigError(f"{exc} (not root? --state-dir DIR keeps the event log, status "
+                              "file and restore journal in DIR)") from None
+        raise
     return daemon.run()
 
 
@@ -130,8 +140,8 @@ def cmd_check_config(args: argparse.Namespace, out: TextIO) -> int:
         out.write(f"  oom  {entry.policy} ({type(ops).__name__}) {where}"
                   f"{' args ' + json.dumps(dict(entry.args)) if entry.args else ''}\n")
         if entry.cgroup is not None and _cgroup_present(config, entry.cgroup) is False:
-            out.write(f"       warning: {entry.cgroup} does not exist now: attaching would "
-                      "fail until it does\n")
+            out.write(f"       note: {entry.cgroup} does not exist now: its handler is "
+                      "attached when it appears\n")
     for pentry, pops in policies.psi:
         out.write(f"  psi  {pentry.policy} ({type(pops).__name__})"
                   f"{' args ' + json.dumps(dict(pentry.args)) if pentry.args else ''}\n")
@@ -174,8 +184,43 @@ def _print_records(out: TextIO, records: Iterable[dict[str, Any]], as_json: bool
         if as_json:
             out.write(json.dumps(record, separators=(", ", ": ")) + "\n")
         else:
-            write_record(out, record)
+            _write_readable(out, record, write_record)
         out.flush()
+
+
+def _write_readable(out: TextIO, record: dict[str, Any],
+                    write_record: Callable[[TextIO, dict[str, Any]], None]) -> None:
+    """One record as a table row; a record this version cannot lay out (another version's,
+    a line edited by hand) as its JSON, marked, rather than a traceback that ends the
+    listing."""
+    import io
+
+    buf = io.StringIO()
+    try:
+        write_record(buf, record)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError):
+        buf = io.StringIO()
+        buf.write(f"(a record oomkit cannot show: {json.dumps(record)[:500]})\n")
+    out.write(buf.getvalue())
+
+
+def _unreadable(path: str) -> str | None:
+    """Why ``path`` (the event log, the status file) cannot be read (``Permission denied``
+    for a user who is not in its group), or None when it can, or does not exist.
+    ``os.path.exists`` says False for both, so the two must be told apart before saying "no
+    event log" or "not running"."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # a FIFO: no wait
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    try:
+        if os.path.isdir(path):
+            return os.strerror(errno.EISDIR)  # os.open of a directory read-only succeeds
+    finally:
+        os.close(fd)
+    return None
 
 
 def cmd_events(args: argparse.Namespace, out: TextIO) -> int:
@@ -189,6 +234,9 @@ def cmd_events(args: argparse.Namespace, out: TextIO) -> int:
     lines = getattr(args, "lines", None)
     if lines is None and args.follow:
         lines = 10
+    why = _unreadable(path)
+    if why is not None:
+        raise OomkitError(f"{path}: cannot read the event log: {why}")
     if not log_files(path) and not args.follow:
         raise ConfigError(f"{path}: no event log (is the daemon running? see --file)")
     records: Iterable[dict[str, Any]] = read_events(path)
@@ -209,6 +257,24 @@ def cmd_events(args: argparse.Namespace, out: TextIO) -> int:
 # -- status -----------------------------------------------------------------------------------
 
 
+def daemon_alive(pid: int) -> bool:
+    """Whether ``pid`` is alive and is an oomkit: after a daemon was SIGKILLed its status
+    file still says running, and its pid may since belong to another program, which a
+    SIGHUP (``oomkit reload``) would terminate. ``/proc/PID/cmdline`` names the script
+    (``/usr/local/bin/oomkit``) or the module (``-m oomkit``, ``-m oomkit.cli``); when it
+    cannot be read (hidepid), the pid's existence is all we know. (Not the start time
+    against the status file's: a clock stepped since boot would make the daemon look
+    reused.)"""
+    if not pid_alive(pid):
+        return False
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = f.read().split(b"\0")
+    except OSError:
+        return True
+    return any(b"oomkit" in arg for arg in argv)
+
+
 def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
     from oomkit.daemon.eventlog import read_events
     from oomkit.daemon.status import read_status
@@ -218,15 +284,22 @@ def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
     status_file = getattr(args, "status_file", None) or status_file
     status = read_status(status_file) if status_file else None
     if status is None:
-        if status_file and os.path.lexists(status_file):
-            print(f"oomkit: {status_file}: cannot read the status file", file=sys.stderr)
+        why = _unreadable(status_file) if status_file else None
+        if why is not None or (status_file and os.path.lexists(status_file)):
+            print(f"oomkit: {status_file}: cannot read the status file"
+                  f"{': ' + why if why else ''}", file=sys.stderr)
             return EXIT_UNKNOWN
         print(f"oomkit: {status_file or 'status file'}: no status: oomkit is not running "
               "(see --status-file, --state-dir)", file=sys.stderr)
         return EXIT_NOT_RUNNING
     event_log = str(status.get("event_log") or event_log)
-    pid = int(status.get("pid", 0))
-    alive = bool(status.get("running")) and pid_alive(pid)
+    try:
+        pid = int(status.get("pid", 0))
+    except (TypeError, ValueError):
+        print(f"oomkit: {status_file}: cannot read the status file (pid "
+              f"{status.get('pid')!r})", file=sys.stderr)
+        return EXIT_UNKNOWN
+    alive = bool(status.get("running")) and daemon_alive(pid)
     if alive:
         code = EXIT_RUNNING
     else:
@@ -260,12 +333,18 @@ def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
         write_table(out, rows, ["ops", "name", "policy", "where", "budget", "failures"])
     else:
         out.write("no handlers attached: the kernel's OOM killer handles every OOM\n")
-    n = int(getattr(args, "lines", None) or 5)
-    ooms = [r for r in read_events(event_log) if r.get("event") == "oom"][-n:]
+    n = getattr(args, "lines", None)
+    n = 5 if n is None else int(n)
+    why = _unreadable(event_log)
+    if why is not None:
+        out.write(f"\nthe last OOMs are in {event_log}: cannot read it: {why}\n")
+        return code
+    ooms = [r for r in read_events(event_log) if r.get("event") == "oom"]
+    ooms = ooms[-n:] if n else []
     out.write(f"\nlast {len(ooms)} OOMs (from {event_log}):\n" if ooms else
               "\nno OOM in the event log\n")
     for record in ooms:
-        write_record(out, record)
+        _write_readable(out, record, write_record)
     return code
 
 
@@ -292,6 +371,17 @@ def this_oomkit() -> str:
     return os.path.abspath(found)
 
 
+def exec_path(path: str) -> str:
+    """``path`` as the first word of an ``Exec*=`` line (systemd.service(5), "Command
+    lines"; systemd.unit(5), "Specifiers"): ``%`` doubled (else a specifier), and double
+    quotes around a path with blanks, quotes or backslashes (else it is split into words).
+    (``$`` stays: the program's own path is not subject to variable expansion.)"""
+    word = path.replace("%", "%%")
+    if any(c in word for c in " \t\"'\\;"):
+        word = '"' + word.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return word
+
+
 def unit_text(oomkit: str) -> str:
     """The shipped unit with ExecStart/ExecStartPre running ``oomkit``."""
     from importlib.resources import files
@@ -300,7 +390,7 @@ def unit_text(oomkit: str) -> str:
     lines = []
     for line in text.splitlines():
         if line.startswith(("ExecStart=", "ExecStartPre=")):
-            line = line.replace(SHIPPED_PATH, oomkit, 1)
+            line = line.replace(SHIPPED_PATH, exec_path(oomkit), 1)
         lines.append(line)
     return "\n".join(lines) + "\n"
 
@@ -377,7 +467,7 @@ def cmd_reload(args: argparse.Namespace, out: TextIO) -> int:
     status_file = getattr(args, "status_file", None) or status_file
     status = read_status(status_file) if status_file else None
     pid = int(status.get("pid", 0)) if status else 0
-    if status is None or not status.get("running") or not pid_alive(pid):
+    if status is None or not status.get("running") or not daemon_alive(pid):
         print(f"oomkit: {status_file}: no running daemon to reload", file=sys.stderr)
         return EXIT_NOT_RUNNING
     try:

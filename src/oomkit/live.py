@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
 
-from oomkit.kernel.linux import LinuxKernel
+from oomkit.kernel.base import ServedKernel
 from oomkit.runtime import Runtime
 
 
@@ -47,8 +47,23 @@ def install_signal_handlers(
         signal.signal(sig, handler)
 
 
+def serve_until(kernel: ServedKernel, stop: threading.Event) -> None:
+    """The live loop: ``kernel.poll()`` until ``stop`` is set (from any thread or a signal
+    handler); a helper thread wakes the poll when it is. Closes nothing: the daemon keeps
+    the runtime and the kernel across a reload and serves again."""
+
+    def waker() -> None:
+        stop.wait()
+        kernel.wakeup()
+
+    thread = threading.Thread(target=waker, name="oomkit-stop", daemon=True)
+    thread.start()
+    while not stop.is_set():
+        kernel.poll()
+
+
 def serve(
-    kernel: LinuxKernel,
+    kernel: ServedKernel,
     runtime: Runtime,
     stop: threading.Event,
     *,
@@ -63,18 +78,10 @@ def serve(
     """
     if runtime.kernel is not kernel:
         raise ValueError("the runtime drives another kernel")
-
-    def waker() -> None:
-        stop.wait()
-        kernel.wakeup()
-
-    thread = threading.Thread(target=waker, name="oomkit-stop", daemon=True)
-    thread.start()
     try:
         if on_ready is not None:
             on_ready()
-        while not stop.is_set():
-            kernel.poll()
+        serve_until(kernel, stop)
     finally:
         stop.set()
         try:
@@ -84,7 +91,7 @@ def serve(
 
 
 @contextmanager
-def serving(kernel: LinuxKernel, runtime: Runtime, *, timeout_s: float = 30.0
+def serving(kernel: ServedKernel, runtime: Runtime, *, timeout_s: float = 30.0
             ) -> Iterator[threading.Event]:
     """serve() on a background thread for the duration of a with-block.
 

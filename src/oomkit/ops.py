@@ -15,12 +15,13 @@ from oomkit.kernel.base import (
     Cgroup,
     Constraint,
     Kernel,
+    PolicyKernel,
     PsiTrigger,
     Resource,
     Task,
     Victim,
-    oom_group_of,
 )
+from oomkit.kernel.oom_kill import mem_cgroup_get_oom_group, oom_kill_targets
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -74,13 +75,14 @@ def ops_name(ops: OomOps | PsiOps) -> str:
 
 @final
 class Psi:
-    """What a PsiOps gets: the kernel, and trigger creation (bpf_psi_create_trigger)."""
+    """What a PsiOps gets: the kernel (SPEC section 3), and trigger creation
+    (bpf_psi_create_trigger)."""
 
     __slots__ = ("_create", "kernel")
 
     def __init__(
         self,
-        kernel: Kernel,
+        kernel: PolicyKernel,
         create: Callable[[int, Resource, int, int, bool], PsiTrigger],
     ) -> None:
         self.kernel = kernel
@@ -113,10 +115,10 @@ class OomControl:
     __slots__ = (
         "_expired",
         "_freed",
+        "_kernel",
         "_victims",
         "constraint",
         "constraint_text",
-        "kernel",
         "memcg",
         "order",
         "totalpages",
@@ -131,7 +133,7 @@ class OomControl:
         constraint_text: str | None,
         totalpages: int,
     ) -> None:
-        self.kernel = kernel
+        self._kernel = kernel
         self.memcg = memcg
         self.order = order
         self.constraint = constraint
@@ -144,6 +146,12 @@ class OomControl:
     def __repr__(self) -> str:
         where = self.memcg.path if self.memcg is not None else "system"
         return f"<OomControl {where} {self.constraint.value} freed={self._freed}>"
+
+    @property
+    def kernel(self) -> PolicyKernel:
+        """The kernel, as far as a policy may call it (SPEC section 3); actions go through
+        this OomControl."""
+        return self._kernel
 
     @property
     def memory_freed(self) -> bool:
@@ -173,28 +181,22 @@ class OomControl:
         self._check()
         if task.unkillable:
             raise Unkillable(f"pid {task.pid} ({task.comm}) may not be killed")
-        group = oom_group_of(task.cgroup, self.memcg)
-        if group is None:
-            targets = [task]
-        else:
-            # oom_kill_memcg_member: every task of the group but the unkillable ones.
-            targets = [t for cg in group.walk() for t in cg.tasks() if not t.unkillable]
-            if task not in targets:
-                targets.insert(0, task)
-        killed = self.kernel.kill_tasks(targets, message, group)
+        group = mem_cgroup_get_oom_group(task.cgroup, self.memcg)
+        targets = oom_kill_targets(task, group)
+        killed = self._kernel.kill_tasks(targets, message, group)
         self._note(killed)
 
     def kill_cgroup(self, cgroup: Cgroup, message: str = "") -> int:
         """Kill every task in ``cgroup`` and below (cgroup.kill). Returns how many."""
         self._check()
-        killed = self.kernel.kill_cgroup(cgroup, message)
+        killed = self._kernel.kill_cgroup(cgroup, message)
         self._note(killed)
         return len(killed)
 
     def reclaim(self, cgroup: Cgroup, nbytes: int) -> int:
         """Proactive reclaim (memory.reclaim). Returns the bytes actually reclaimed."""
         self._check()
-        got = self.kernel.reclaim(cgroup, nbytes)
+        got = self._kernel.reclaim(cgroup, nbytes)
         if got > 0:
             self._freed = True
         return got
@@ -202,7 +204,7 @@ class OomControl:
     def remove_file(self, path: str) -> int:
         """Unlink a file (e.g. on tmpfs). Returns the bytes actually freed."""
         self._check()
-        got = self.kernel.remove_file(path)
+        got = self._kernel.remove_file(path)
         if got > 0:
             self._freed = True
         return got
@@ -211,7 +213,7 @@ class OomControl:
         """Change memory.max. Raising the limit of the OOMing cgroup is progress too."""
         self._check()
         before = cgroup.memory_max
-        self.kernel.set_memory_max(cgroup, nbytes)
+        self._kernel.set_memory_max(cgroup, nbytes)
         raised = nbytes is None or (before is not None and nbytes > before)
         if raised:
             self._freed = True

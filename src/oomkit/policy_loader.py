@@ -28,8 +28,17 @@ from typing import Any
 from oomkit.errors import ConfigError
 from oomkit.ops import OomOps, PsiOps
 from oomkit.policies import BUILTIN
+from oomkit.policy_args import ArgError, check
 
 ENTRY_POINT_GROUP = "oomkit.policies"
+
+
+class BadArgument(ConfigError):
+    """A policy argument that does not fit the policy's signature (``arg``: its name)."""
+
+    def __init__(self, message: str, arg: str) -> None:
+        super().__init__(message)
+        self.arg = arg
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +55,11 @@ def split_at(text: str) -> PolicySpec:
     if not spec:
         raise ConfigError(f"policy {text!r}: empty policy name")
     return PolicySpec(spec, cgroup or None)
+
+
+def entry_points() -> dict[str, str]:
+    """Names installed packages register in the ``oomkit.policies`` group -> their SPEC."""
+    return _entry_points()
 
 
 def _entry_points() -> dict[str, str]:
@@ -134,7 +148,11 @@ def load(spec: str, kind: type[OomOps] | type[PsiOps], *, secure: bool = False,
         if not issubclass(obj, kind):
             raise ConfigError(f"policy {spec!r}: {obj.__name__} is not an {label} subclass")
         try:
-            return obj(**(args or {}))
+            kwargs = check(obj, dict(args or {}))
+        except ArgError as exc:
+            raise BadArgument(f"policy {spec!r}: {exc}", exc.key) from None
+        try:
+            return obj(**kwargs)
         except TypeError as exc:
             raise ConfigError(f"policy {spec!r}: bad arguments: {exc}") from None
         except Exception as exc:
@@ -155,3 +173,58 @@ def load_oom(spec: str, *, secure: bool = False, args: dict[str, Any] | None = N
 def load_psi(spec: str, *, secure: bool = False, args: dict[str, Any] | None = None) -> PsiOps:
     ops: PsiOps = load(spec, PsiOps, secure=secure, args=args)
     return ops
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyInfo:
+    """What `oomkit policies` shows of one policy."""
+
+    name: str
+    spec: str
+    kind: str  # "oom", "psi", or "?" when it does not import
+    summary: str
+    args: tuple[tuple[str, str, str], ...]  # (name, type, default) - default "" = required
+    origin: str  # "built-in" or "package <dist>"
+
+
+def _info(name: str, spec: str, origin: str) -> PolicyInfo:
+    import inspect
+
+    from oomkit.policy_args import describe, parameters
+
+    try:
+        obj = resolve(spec)
+    except ConfigError as exc:
+        return PolicyInfo(name, spec, "?", str(exc), (), origin)
+    cls = obj if isinstance(obj, type) else type(obj)
+    kind = "oom" if issubclass(cls, OomOps) else "psi" if issubclass(cls, PsiOps) else "?"
+    doc = (cls.__doc__ or sys.modules[cls.__module__].__doc__ or "").strip()
+    summary = doc.splitlines()[0].removeprefix(name + ":").strip() if doc else ""
+    args = []
+    if isinstance(obj, type):
+        for pname, tp, default in parameters(cls):
+            shown = "" if default is inspect.Parameter.empty else _show(default, describe(tp))
+            args.append((pname, describe(tp), shown))
+    return PolicyInfo(name, spec, kind, summary, tuple(args), origin)
+
+
+def _show(value: Any, kind: str) -> str:
+    from oomkit.units import format_size
+
+    if kind == "size" and isinstance(value, int):
+        return format_size(value)
+    if kind == "duration" and isinstance(value, int | float):
+        return f"{value * 1000:g}ms" if value < 1 else f"{value:g}s"
+    if kind == "percent" and isinstance(value, int | float):
+        return f"{value:g}%"
+    return repr(value)
+
+
+def policy_infos() -> list[PolicyInfo]:
+    """Every built-in policy, then those installed packages register."""
+    out = [_info(name, BUILTIN[name], "built-in") for name in sorted(BUILTIN)]
+    for ep in sorted(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP),
+                     key=lambda e: e.name):
+        dist = ep.dist.name if ep.dist is not None else "?"
+        out.append(_info(ep.name, ep.value, f"package {dist}"))
+    return out

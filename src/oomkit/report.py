@@ -8,9 +8,10 @@ ones, and lines read back from the event log.
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, TextIO
+from typing import Any, Final, TextIO
 
 from oomkit.events import Event
 from oomkit.units import format_size
@@ -117,7 +118,18 @@ def record_lines(record: Ev) -> list[str]:
         lines.extend(f"          would {w}" for w in record.get("would", []))
     else:
         lines = event_lines(record)
-    return lines
+    return [_CONTROL.sub(_escape, line) for line in lines]
+
+
+#: Control characters (C0, DEL, C1). Event text holds what others wrote: an exception's
+#: message, a task's comm (any bytes but NUL, set with prctl(PR_SET_NAME)). A newline there
+#: would start a line of its own (a second journal entry, a forged record in the table), an
+#: escape sequence would drive the terminal; each is shown escaped instead, as repr() does.
+_CONTROL: Final = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def _escape(match: re.Match[str]) -> str:
+    return repr(match.group())[1:-1]
 
 
 def write_record(out: TextIO, record: Ev) -> None:

@@ -31,7 +31,9 @@ from oomkit.events import (
     PsiEventRecord,
 )
 from oomkit.kernel.base import (
+    PAGE_SIZE,
     Cgroup,
+    Constraint,
     Kernel,
     KernelOom,
     OomFlags,
@@ -50,6 +52,10 @@ T = TypeVar("T")
 #: handler that should ask for a bigger budget explicitly.
 DEFAULT_BUDGET_S: Final = 0.5
 DEFAULT_MAX_FAILURES: Final = 3
+#: After a kill, declared OOMs wait for every victim to exit and then this long: the
+#: pressure that triggered the kill needs one PSI window to fall before a trigger says
+#: anything new (the daemon's post_action_delay, 2 s by default: one 2 s window).
+DEFAULT_POST_ACTION_DELAY_S: Final = 0.0  # the daemon's config defaults to 2 s
 
 
 @dataclass(slots=True)
@@ -144,6 +150,9 @@ class OomLink:
     budget_s: float | None
     failures: int = 0
     attached: bool = True
+    #: attached by path before the cgroup existed: attached when it appears (and again
+    #: whenever it is re-created), see Runtime.attach_oom(wait=True)
+    waiting_for: str | None = None
 
     @property
     def name(self) -> str:
@@ -184,12 +193,21 @@ class Runtime:
         sink: EventSink | None = None,
         budget_s: float | None = DEFAULT_BUDGET_S,
         max_failures: int = DEFAULT_MAX_FAILURES,
+        post_action_delay_s: float = DEFAULT_POST_ACTION_DELAY_S,
+        min_victim: int = 0,
     ) -> None:
         self.kernel = kernel
         self._sinks: list[EventSink] = [sink] if sink is not None else []
         self.budget_s = budget_s
         self.max_failures = max_failures
+        self.post_action_delay_s = post_action_delay_s
+        #: a declared OOM never falls back to the default killer for a task smaller than
+        #: this (bytes of RSS + swap): pressure is no reason to kill a 28K helper
+        self.min_victim = min_victim
         self._oom_links: dict[int, OomLink] = {}
+        self._waiting: dict[str, OomLink] = {}  # cgroup path -> link attached when it appears
+        self._exiting: list[Victim] = []  # victims of the last kill not yet seen gone
+        self._quiet_until = 0.0  # no declared OOM before this (post-action delay)
         self._psi_links: list[PsiLink] = []
         self._trigger_owner: dict[int, PsiLink] = {}
         self._oom_lock = threading.Lock()
@@ -233,34 +251,75 @@ class Runtime:
         cgroup: Cgroup | str | int | None = None,
         *,
         budget_s: float | bool | None = True,
+        wait: bool = False,
     ) -> OomLink:
         """Attach ``ops`` to a cgroup (a Cgroup, path or id) or, with None, system-wide.
 
-        Raises AttachError(EBUSY) when that slot already has a handler.
+        Raises AttachError(EBUSY) when that slot already has a handler, and (ENOENT) when
+        the cgroup does not exist, unless ``wait`` is set and ``cgroup`` is a path: then
+        the link waits (``attached`` False, an ``attach`` event saying so) and is attached
+        when the cgroup appears (another ``attach`` event), and again each time it is
+        re-created after going offline.
         """
         if not isinstance(ops, OomOps):
             raise AttachError(f"{ops!r} is not an OomOps", errno.EINVAL)
+        budget = self.budget_s if budget_s is True else (None if budget_s is False else budget_s)
+        if wait and isinstance(cgroup, str) and self.kernel.mem_cgroup(cgroup) is None:
+            if cgroup in self._waiting:
+                held = self._waiting[cgroup].name
+                raise AttachError(f"an OomOps ({held}) already waits for {cgroup}", errno.EBUSY)
+            link = OomLink(self, ops, 0, cgroup, budget, attached=False, waiting_for=cgroup)
+            self._waiting[cgroup] = link
+            self.emit(AttachEvent(self._now(), link.name, "oom", 0, cgroup,
+                                  "waiting: the cgroup does not exist yet; attached when "
+                                  "it appears"))
+            return link
         cg = self._resolve(cgroup)
         key = cg.id if cg is not None else 0
         if key in self._oom_links:
             where = cg.path if cg is not None else "system-wide"
             held = self._oom_links[key].name
             raise AttachError(f"an OomOps ({held}) is already attached {where}", errno.EBUSY)
-        budget = self.budget_s if budget_s is True else (None if budget_s is False else budget_s)
-        link = OomLink(self, ops, key, cg.path if cg is not None else None, budget)
+        link = OomLink(self, ops, key, cg.path if cg is not None else None, budget,
+                       waiting_for=cgroup if wait and isinstance(cgroup, str) else None)
         mechanism = self.kernel.watch_oom(cg)
         self._oom_links[key] = link
+        if link.waiting_for is not None:
+            self._waiting[link.waiting_for] = link
         self.emit(
             AttachEvent(self._now(), link.name, "oom", key, link.cgroup_path, mechanism)
         )
         return link
 
+    def _attach_waiting(self, link: OomLink, cg: Cgroup) -> None:
+        """The cgroup a waiting link names has appeared: attach the link there."""
+        if cg.id in self._oom_links:
+            held = self._oom_links[cg.id].name
+            self.emit(HandlerErrorEvent(self._now(), link.name, "attach", cg.id,
+                                        f"{cg.path} appeared but already has an OomOps "
+                                        f"({held})", False, 0))
+            return
+        mechanism = self.kernel.watch_oom(cg)
+        link.cgroup_id = cg.id
+        link.attached = True
+        link.failures = 0
+        self._oom_links[cg.id] = link
+        self.emit(AttachEvent(self._now(), link.name, "oom", cg.id, cg.path,
+                              f"the cgroup appeared; {mechanism}"))
+
     def _detach_oom(self, link: OomLink, reason: str) -> None:
         if not link.attached:
+            if link.waiting_for is not None and self._waiting.get(link.waiting_for) is link:
+                del self._waiting[link.waiting_for]
+                link.waiting_for = None
+                self.emit(DetachEvent(self._now(), link.name, "oom", 0, reason))
             return
         link.attached = False
         if self._oom_links.get(link.cgroup_id) is link:
             del self._oom_links[link.cgroup_id]
+        if reason != "cgroup offline" and link.waiting_for is not None:
+            self._waiting.pop(link.waiting_for, None)
+            link.waiting_for = None
         cg = self.kernel.mem_cgroup(link.cgroup_id) if link.cgroup_id else None
         if link.cgroup_id == 0 or cg is not None:
             self.kernel.unwatch_oom(cg)
@@ -326,7 +385,7 @@ class Runtime:
 
     def close(self) -> None:
         """Detach everything and unbind from the kernel."""
-        for oom_link in list(self._oom_links.values()):
+        for oom_link in list(self._oom_links.values()) + list(self._waiting.values()):
             self._detach_oom(oom_link, "runtime closed")
         for psi_link in list(self._psi_links):
             self._detach_psi(psi_link, "runtime closed")
@@ -396,9 +455,67 @@ class Runtime:
         if not got:
             return -errno.EBUSY
         try:
+            if request.constraint is Constraint.DECLARED:
+                busy = self._declared_busy()
+                if busy:
+                    # Counted as progress, as the kernel counts waiting for a victim.
+                    self.ooms += 1
+                    self._report(request, "default", "default", [], [], busy)
+                    return 1
             return self._oom_locked(request)
         finally:
             self._oom_lock.release()
+
+    # -- declared OOMs after a kill --------------------------------------------------------
+    def _gone(self, victim: Victim) -> bool:
+        cg = self.kernel.mem_cgroup(victim.cgroup)
+        if cg is None:
+            return True
+        try:
+            return all(t.pid != victim.pid for t in cg.tasks())
+        except OomkitError:
+            return True  # the cgroup went meanwhile: so did its tasks
+
+    def _declared_busy(self) -> str:
+        """Why a declared OOM must not kill now ("" when it may): a victim of an earlier OOM is
+        exiting (its memory is on the way, as oom_evaluate_task waits for a victim; the
+        pressure it left is not a new shortage), or the post-action delay since the last
+        victim went has not passed (the pressure that triggered the kill needs a PSI
+        window to fall before a trigger can tell anything new)."""
+        now = self._now()
+        if self._exiting:
+            self._exiting = [v for v in self._exiting if not self._gone(v)]
+            if self._exiting:
+                v = self._exiting[0]
+                return (f"victim {v.pid} ({v.comm}) is still exiting: waiting, no new kill "
+                        "for a declared OOM")
+            self._quiet_until = now + self.post_action_delay_s
+        if now < self._quiet_until:
+            return (f"post-action delay: no declared OOM for {self._quiet_until - now:.1f} s "
+                    "more, the pressure of the last kill is still falling")
+        return ""
+
+    def _too_small(self, request: OomRequest) -> str:
+        """Why the default killer must not run for this declared OOM ("" if it may)."""
+        if request.constraint is not Constraint.DECLARED or self.min_victim <= 0:
+            return ""
+        root = request.memcg or self.kernel.root_mem_cgroup()
+        largest = 0
+        try:
+            for cg in root.walk():
+                for t in cg.tasks():
+                    if not t.unkillable:
+                        largest = max(largest, t.rss + t.swapents * PAGE_SIZE)
+        except OomkitError:
+            return ""  # the tree changed under us: let the default killer look itself
+        if largest >= self.min_victim:
+            return ""
+        return (f"no task of at least {self.min_victim} bytes (the largest has {largest}): "
+                "no kill for a declared OOM")
+
+    def _note_victims(self, victims: list[Victim]) -> None:
+        if victims:
+            self._exiting.extend(victims)
 
     def _oom_locked(self, request: OomRequest) -> int:
         self.ooms += 1
@@ -421,10 +538,16 @@ class Runtime:
             calls.append(call)
             victims.extend(oc.victims)
             if call.returned and call.memory_freed:
+                self._note_victims(victims)
                 self._report(request, link.name, "handler", victims, calls, "")
                 return 1
+        small = self._too_small(request)
+        if small:
+            self._report(request, "default", "default", victims, calls, small)
+            return 0
         outcome = self.kernel.default_oom(request)
         victims.extend(outcome.victims)
+        self._note_victims(victims)
         note = outcome.note
         if outcome.waited and not note:
             note = "a victim is still exiting: waiting, no new kill"
@@ -457,6 +580,7 @@ class Runtime:
         )
 
     def kernel_oom(self, report: KernelOom) -> None:
+        self._note_victims(list(report.victims))
         self.emit(
             OomEvent(
                 self._now(),
@@ -498,6 +622,11 @@ class Runtime:
 
     def cgroup_online(self, cgroup_id: int, path: str) -> None:
         self.emit(CgroupOnlineEvent(self._now(), cgroup_id, path))
+        waiting = self._waiting.get(path)
+        if waiting is not None and not waiting.attached:
+            cg = self.kernel.mem_cgroup(cgroup_id)
+            if cg is not None:
+                self._attach_waiting(waiting, cg)
         for link in list(self._psi_links):
             if link.attached and link.psi is not None:
                 psi = link.psi

@@ -19,9 +19,12 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(?:([KMGT])(i?B|i)?|(B))?\s*$", re.IGNORECASE)
-_SI_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT])B\s*$", re.IGNORECASE)
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(us|ms|s|min|m|h)\s*$")
+# re.ASCII: \d would take any script's digits ("１s", "٣M"), which float() then reads.
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(?:([KMGT])(i?B|i)?|(B))?\s*$",
+                   re.IGNORECASE | re.ASCII)
+_SI_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT])B\s*$", re.IGNORECASE | re.ASCII)
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(us|ms|s|min|m|h)\s*$", re.ASCII)
+_SECONDS = re.compile(r"\s*\d+(\.\d+)?\s*", re.ASCII)
 _MULT = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 _DUR_NS = {"us": 1_000, "ms": 1_000_000, "s": 1_000_000_000, "min": 60_000_000_000,
            "m": 60_000_000_000, "h": 3_600_000_000_000}
@@ -72,7 +75,7 @@ def duration_arg(value: str) -> float:
     import argparse
 
     try:
-        return float(value) if re.fullmatch(r"\s*\d+(\.\d+)?\s*", value) else \
+        return float(value) if _SECONDS.fullmatch(value) else \
             parse_duration_ns(value) / 1e9
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
@@ -113,9 +116,12 @@ def format_size(nbytes: int | None) -> str:
     unit)."""
     if nbytes is None:
         return "max"
-    for suffix, mult in (("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)):
+    units = (("T", 1 << 40), ("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10))
+    for i, (suffix, mult) in enumerate(units):
         if nbytes >= mult:
             value = nbytes / mult
+            if round(value, 1) >= 1024 and i > 0:  # 1G - 1 byte: "1.0G", not "1024.0M"
+                suffix, value = units[i - 1][0], value / 1024
             return f"{value:.0f}{suffix}" if value == int(value) else f"{value:.1f}{suffix}"
     return f"{nbytes}B"
 

@@ -37,7 +37,7 @@ def test_check_config_ok(setup: Setup) -> None:
 def test_check_config_of_the_packaged_example() -> None:
     code, text = cli("check-config", str(REPO / "packaging" / "oomkit.toml"))
     assert code == 0, text
-    assert "psi  psi_declare (PsiDeclare) args {\"threshold_ms\": 500" in text
+    assert "psi  pressure_guard (PressureGuard) args {\"threshold\": \"500ms\"" in text
 
 
 def test_check_config_errors_exit_2_with_one_line(setup: Setup,

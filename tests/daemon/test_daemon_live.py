@@ -315,3 +315,20 @@ def test_self_protection_of_the_running_daemon(live: LiveCgroups, daemon_dir: Pa
         errors = [r["where"] for r in d.records("error")]
         assert adj == "-1000" or "self-protection: oom_score_adj" in errors
         time.sleep(0.1)
+
+
+def test_a_handler_for_a_cgroup_made_later_attaches_when_it_appears(
+        live: LiveCgroups, daemon_dir: Path) -> None:
+    with running(live, daemon_dir) as d:  # /h does not exist yet
+        rec = d.wait_record(lambda r: r["event"] == "attach" and r.get("cgroup") == "/h")
+        assert "does not exist yet" in rec["mechanism"]
+        mkdir(live, "h", 64 * MiB)
+        rec = d.wait_record(lambda r: r["event"] == "attach" and "appeared" in
+                            r.get("mechanism", ""))
+        assert rec["cgroup"] == "/h"
+        if live.v1:
+            assert oom_control(live.root / "h")["oom_kill_disable"] == 1
+        hog = hog_into(live, "h/leaf", 64 * MiB, 100 * MiB)
+        assert hog.wait_dead(15), "the hog survived"
+        rec = d.wait_record(lambda r: r["event"] == "oom" and r["resolved_by"] == "handler")
+        assert rec["policy"] == "largest_leaf" and rec["victims"][0]["pid"] == hog.pid

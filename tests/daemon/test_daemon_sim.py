@@ -130,9 +130,13 @@ def test_sighup_with_a_good_config_swaps_the_handlers(setup: Setup) -> None:
 
 
 def test_a_reload_whose_attach_fails_puts_the_old_handlers_back(setup: Setup) -> None:
+    failing = setup.tmp / "failing.py"
+    failing.write_text("from oomkit import PsiOps\n\n\nclass Fails(PsiOps):\n"
+                       "    def init(self, psi):\n        return -22\n")
+
     def change() -> None:
         setup.write_config('[[oom]]\npolicy = "kill_cgroup"\ncgroup = "/a"\n\n'
-                           '[[oom]]\npolicy = "largest_leaf"\ncgroup = "/nowhere"\n')
+                           f'[[psi]]\npolicy = "{failing}:Fails"\n')
         d.request_reload()
 
     d = setup.daemon()
@@ -140,10 +144,17 @@ def test_a_reload_whose_attach_fails_puts_the_old_handlers_back(setup: Setup) ->
     run(d)
     errors = setup.records("error")
     assert len(errors) == 1
-    assert "oomkit.toml:15: [[oom]] 2, key 'cgroup': cannot attach largest_leaf" in \
-        errors[0]["error"]
+    assert "oomkit.toml:14: [[psi]] 1, key 'policy': cannot attach" in errors[0]["error"]
     assert "running config is kept" in errors[0]["error"]
     assert [r["policy"] for r in setup.records("oom")] == ["largest_leaf", "default"]
+
+
+def test_a_handler_for_a_missing_cgroup_waits_for_it(setup: Setup) -> None:
+    setup.write_config('[[oom]]\npolicy = "largest_leaf"\ncgroup = "/later"\n')
+    assert run(setup.daemon()) == 0
+    (attach,) = [r for r in setup.records("attach") if r["ops"] == "oom"]
+    assert attach["cgroup"] == "/later" and "does not exist yet" in attach["mechanism"]
+    assert [r["policy"] for r in setup.records("oom")] == ["default", "default"]
 
 
 def test_a_reload_cannot_switch_dry_run(setup: Setup) -> None:
@@ -246,11 +257,14 @@ def test_a_crash_restores_and_exits_non_zero(setup: Setup) -> None:
     assert setup.status()["running"] is False
 
 
-def test_startup_fails_cleanly_when_a_cgroup_is_missing(setup: Setup) -> None:
-    setup.write_config('\n[[oom]]\npolicy = "largest_leaf"\ncgroup = "/nowhere"\n')
+def test_startup_fails_cleanly_when_an_attach_fails(setup: Setup) -> None:
+    failing = setup.tmp / "failing.py"
+    failing.write_text("from oomkit import PsiOps\n\n\nclass Fails(PsiOps):\n"
+                       "    def init(self, psi):\n        return -22\n")
+    setup.write_config(f'\n[[psi]]\npolicy = "{failing}:Fails"\n')
     d = setup.daemon()
-    with pytest.raises(ConfigError, match=r"oomkit.toml:\d+: \[\[oom\]\] 1, key 'cgroup': "
-                                          r"cannot attach largest_leaf: no such cgroup"):
+    with pytest.raises(ConfigError, match=r"oomkit.toml:\d+: \[\[psi\]\] 1, key 'policy': "
+                                          r"cannot attach: Fails: attach failed"):
         d.start()
     assert d.runtime is None and d.metrics_server is None and d.housekeeper is None
 
@@ -283,7 +297,8 @@ def test_loading_the_example_packaging_config(tmp_path: Path) -> None:
     repo = Path(__file__).resolve().parents[2]
     cfg = load_config(str(repo / "packaging" / "oomkit.toml"))
     policies = load_policies(cfg, secure=False)
-    assert [e.policy for e, _ in policies.oom] == ["largest_leaf", "tmpfs_cleanup"]
+    assert [e.policy for e, _ in policies.oom] == ["tmpfs_cleanup", "kill_cause"]
+    assert [e.policy for e, _ in policies.psi] == ["pressure_guard"]
 
 
 def test_systemd_is_told_ready_reloading_and_stopping(setup: Setup, tmp_path: Path,

@@ -16,6 +16,7 @@ from oomkit.daemon.journal import (
     Journal,
     decode,
     encode,
+    journal_fields,
     journal_stream_is,
 )
 from oomkit.daemon.service import Daemon
@@ -143,3 +144,34 @@ def test_an_error_reaches_the_journal_once(setup: Setup, tmp_path: Path,
     sock.close()
     assert [(e["OOMKIT_WHERE"], e["PRIORITY"]) for e in errors] == [("reload", "3")]
     assert "broken" not in capsys.readouterr().err
+
+
+def test_control_characters_stay_inside_their_entry() -> None:
+    """An exception message with a newline, a comm with an escape sequence: one fallback
+    line per event (journald would read a second line as an entry of its own, at the
+    default priority), and nothing that drives a terminal in the readable forms."""
+    from oomkit.report import write_record
+
+    oom = {"event": "oom", "time": 1.0, "wall": 1.0, "memcg": "/a", "constraint": "MEMCG",
+           "resolved_by": "default", "policy": None, "note": "",
+           "handlers": [{"name": "bad", "cgroup_id": 0, "returned": False,
+                         "memory_freed": False, "duration_us": 5,
+                         "error": "ValueError: one\ntwo"}],
+           "victims": [{"pid": 7, "comm": "x\x1b[2Jy", "cgroup": "/a", "rss": 1 << 20}]}
+    error = {"event": "error", "time": 1.0, "wall": 1.0, "where": "bad",
+             "error": "first\nsecond\r\x00"}
+    out = io.StringIO()
+    journal = Journal(out, socket_path="/nonexistent/journal.sock")
+    for record in (oom, error):
+        journal(None, record)  # type: ignore[arg-type]
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 2 and lines[0].startswith("<4>") and lines[1].startswith("<3>")
+    assert "one\\ntwo" in lines[0] and "x\\x1b[2Jy" in lines[0]
+    assert "first\\nsecond\\r\\x00" in lines[1]
+    table = io.StringIO()
+    for record in (oom, error):
+        write_record(table, record)
+    assert "\x1b" not in table.getvalue() and "\r" not in table.getvalue()
+    assert len(table.getvalue().splitlines()) == 4  # OOM: head, asked, killed; error: 1
+    assert [f for f in journal_fields(oom) if f[0] == "OOMKIT_VICTIM_COMM"] == [
+        ("OOMKIT_VICTIM_COMM", "x\x1b[2Jy")]  # the structured field keeps the bytes

@@ -84,3 +84,11 @@ def test_the_overhead_bench_runs_and_cleans_up(tmp_path: Path) -> None:
     assert result["oomkit"]["extra"].startswith("watching 21 cgroups")
     assert result["oomkit"]["rss_kib"] > 0
     assert {p.name for p in own.iterdir() if p.is_dir()} == before
+
+
+def test_the_recommended_config_ships_inside_the_package() -> None:
+    from oomkit.daemon.config import recommended_config
+
+    shipped = Path(recommended_config()).read_text()
+    assert shipped == (PACKAGING / "oomkit.toml").read_text(), \
+        "copy packaging/oomkit.toml to src/oomkit/data/oomkit.toml"

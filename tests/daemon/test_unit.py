@@ -134,3 +134,31 @@ def test_ready_then_watchdog_pings(setup: Setup, tmp_path: Path,
     assert len(ready) == 1, states
     assert states[ready[0]:].count("WATCHDOG=1") >= 2, states
     assert "STOPPING=1" in states
+
+
+def test_an_oomkit_path_with_blanks_and_percent(tmp_path: Path) -> None:
+    """A venv under "/opt/my tools %i/": quoted and %-escaped in Exec*=, so systemd runs
+    that file (unquoted, systemd runs "/opt/my" with the rest as arguments)."""
+    from oomkit.daemon_cli import exec_path
+
+    assert exec_path("/usr/bin/oomkit") == "/usr/bin/oomkit"
+    assert exec_path("/opt/my tools %i/oomkit") == '"/opt/my tools %%i/oomkit"'
+    assert exec_path('/a"b\\c/oomkit') == '"/a\\"b\\\\c/oomkit"'
+    odd = tmp_path / "my venv %i" / "bin"
+    odd.mkdir(parents=True)
+    (odd / "oomkit").symlink_to(OOMKIT)
+    out = io.StringIO()
+    assert main(["install-unit", "--unit-dir", str(tmp_path / "unit"), "--man-dir",
+                 str(tmp_path / "man" / "man8"), "--config-file", "", "--oomkit",
+                 str(odd / "oomkit")], out=out) == 0
+    text = (tmp_path / "unit" / "oomkit.service").read_text()
+    assert f'ExecStart="{tmp_path}/my venv %%i/bin/oomkit" run --config' in text
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze not found (Debian package systemd)")
+    r = subprocess.run([analyze, "verify", str(tmp_path / "unit" / "oomkit.service")],
+                       capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                       env={**os.environ, "MANPATH": str(tmp_path / "man"),
+                            "SYSTEMD_LOG_LEVEL": "notice"})
+    assert r.returncode == 0 and not r.stdout.strip() and not r.stderr.strip(), \
+        r.stdout + r.stderr

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import io
+import json
+import re
 from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from oomkit import Runtime, SimKernel
+from oomkit.cli import main
 from oomkit.events import EventList, OomEvent
 from oomkit.kernel.sim import MachineSpec, Step
 from oomkit.units import parse_size
@@ -51,3 +58,47 @@ def seed_oom_layout(s: Sim) -> None:
     k.spawn("cg2", "/oom_test/cg2", hold("40M"), oom_score_adj=-1000)
     k.spawn("cg4", "/oom_test/cg3/cg4", hold("30M"))
     k.spawn("cg5", "/oom_test/cg3/cg5", hold("20M"), start_ns=500_000_000)
+
+
+@dataclass
+class Outcome:
+    ooms: list[dict[str, Any]]
+    procs: dict[str, dict[str, Any]]
+
+    @property
+    def killed(self) -> list[str]:
+        return [v["comm"] for e in self.ooms for v in e["victims"]]
+
+    def killed_at(self, name: str) -> float:
+        at = self.procs[name]["killed_at"]
+        assert at is not None, f"{name} was not killed: {self.ooms}"
+        return float(at)
+
+    def alive(self, *names: str) -> bool:
+        return all(self.procs[n]["killed_at"] is None for n in names)
+
+
+def run_with_config(scenario: Path, config_file: Path, tmp_path: Path) -> Outcome:
+    """``oomkit run --sim scenario --config config_file --json``, the config's files moved
+    to tmp_path: the OOM events and each process's summary."""
+    text = config_file.read_text()
+    for key, name in (("event_log", "events.jsonl"), ("status_file", "status.json"),
+                      ("state_file", "restore.json")):
+        text = re.sub(rf"(?m)^{key}\s*=.*$", f'{key} = "{tmp_path / name}"', text)
+    if "[daemon]" not in text:
+        text = "[daemon]\n" + text
+    text = text.replace("[daemon]\n", "[daemon]\n" + "".join(
+        f'{key} = "{tmp_path / name}"\n' for key, name in (
+            ("event_log", "events.jsonl"), ("status_file", "status.json"),
+            ("state_file", "restore.json")) if f"\n{key} =" not in text), 1)
+    text = re.sub(r'(?m)^listen\s*=.*$', 'listen = ""', text)
+    if "[metrics]" not in text:
+        text += '\n[metrics]\nlisten = ""\n'
+    config = tmp_path / "oomkit.toml"
+    config.write_text(text)
+    out = io.StringIO()
+    assert main(["run", "--sim", str(scenario), "--config", str(config), "--json"], out) == 0
+    events = [json.loads(line) for line in out.getvalue().splitlines() if line.startswith("{")]
+    (summary,) = [e for e in events if e["event"] == "summary"]
+    return Outcome([e for e in events if e["event"] == "oom"],
+                   {p["name"]: p for p in summary["processes"]})

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -72,6 +73,10 @@ def test_events_on_a_closed_pipe(tmp_path: Path) -> None:
     (["events", "-n", "-1"], "must be 0 or more, got -1"),
     (["status", "-n", "x"], "expected a whole number"),
     (["simulate", DEFAULT, "--budget", "soon"], "expected a duration"),
+    (["simulate", DEFAULT, "--budget", "0"], "must be more than zero and at most 60s"),
+    (["simulate", DEFAULT, "--budget", "0us"], "must be more than zero"),
+    (["run", "--sim", DEFAULT, "--budget", "1h"], "at most 60s, got '1h'"),
+    (["run", "--sim", DEFAULT, "--budget", "61"], "at most 60s"),
 ])
 def test_choices_are_checked(argv: list[str], needle: str,
                              capsys: pytest.CaptureFixture[str]) -> None:
@@ -99,9 +104,37 @@ def test_status_exit_codes_as_lsb(tmp_path: Path, capsys: pytest.CaptureFixture[
     dead.write_text(json.dumps({"pid": (1 << 22) + 1, "running": True,
                                 "event_log": str(tmp_path / "e")}))
     assert run("status", "--status-file", str(dead))[0] == 1
-    dead.write_text(json.dumps({"pid": os.getpid(), "running": True,
-                                "event_log": str(tmp_path / "e")}))
-    assert run("status", "--status-file", str(dead))[0] == 0
+    # A live oomkit (any: the check is its command line) is "running".
+    live = subprocess.Popen([sys.executable, "-m", "oomkit", "events", "-f", "--file",
+                             str(tmp_path / "e")], stdout=subprocess.DEVNULL)
+    try:
+        dead.write_text(json.dumps({"pid": live.pid, "running": True,
+                                    "event_log": str(tmp_path / "e")}))
+        deadline = time.monotonic() + 30
+        while b"oomkit" not in Path(f"/proc/{live.pid}/cmdline").read_bytes():
+            assert time.monotonic() < deadline  # still the fork, before exec
+            time.sleep(0.01)
+        assert run("status", "--status-file", str(dead))[0] == 0
+    finally:
+        live.kill()
+        live.wait()
+
+
+def test_a_reused_pid_is_not_the_daemon(tmp_path: Path) -> None:
+    """The daemon was SIGKILLed; its pid now belongs to another program. status says dead,
+    and reload does not send that program a SIGHUP (which would end it)."""
+    other = subprocess.Popen(["sleep", "60"])
+    try:
+        st = tmp_path / "s.json"
+        st.write_text(json.dumps({"pid": other.pid, "running": True,
+                                  "event_log": str(tmp_path / "e")}))
+        assert run("status", "--status-file", str(st))[0] == 1
+        assert run("reload", "--status-file", str(st))[0] == 3
+        time.sleep(0.2)
+        assert other.poll() is None, "reload signalled a process that is not oomkit"
+    finally:
+        other.kill()
+        other.wait()
 
 
 def test_did_you_mean(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -134,7 +167,11 @@ def test_state_dir_for_a_daemon_without_root(tmp_path: Path) -> None:
     code, _ = run("run", "--sim", DEFAULT, "--state-dir", str(state), "--quiet",
                   "--oom-policy", "largest_leaf")
     assert code == 0
-    assert sorted(p.name for p in state.iterdir()) == ["events.jsonl", "status.json"]
+    names = sorted(p.name for p in state.iterdir())
+    # The OOM's incident file (the flight recorder) goes beside the event log.
+    assert [n for n in names if not n.startswith("incident-")] == ["events.jsonl",
+                                                                   "status.json"]
+    assert len([n for n in names if n.startswith("incident-")]) == 1
     code, text = run("events", "--state-dir", str(state), "--kind", "oom")
     assert code == 0 and "resolved by handler largest_leaf" in text
     code, text = run("status", "--state-dir", str(state))
@@ -160,3 +197,112 @@ def test_one_size_and_duration_grammar() -> None:
     assert parse_duration_ns("1h") == 3_600_000_000_000
     for n in (1, 1023, 1024, 10 << 20, 3 << 29, 5 << 40):
         assert abs(parse_size(format_size(n).removesuffix("B")) - n) <= n * 0.05
+
+
+def _oom_record(i: int) -> dict[str, object]:
+    return {"event": "oom", "time": float(i), "wall": 1.0 + i, "memcg": "/a",
+            "constraint": "MEMCG", "resolved_by": "kernel", "policy": None, "victims": [],
+            "handlers": [], "note": ""}
+
+
+def test_status_lines_counts_the_last_ooms(tmp_path: Path) -> None:
+    """`status -n 0` shows none (not the default 5), -n 2 the last two."""
+    log = tmp_path / "e.jsonl"
+    log.write_text("".join(json.dumps(_oom_record(i)) + "\n" for i in range(7)))
+    st = tmp_path / "s.json"
+    st.write_text(json.dumps({"pid": (1 << 22) + 1, "running": False, "event_log": str(log)}))
+    code, text = run("status", "--status-file", str(st), "-n", "0")
+    assert code == 3 and "no OOM in the event log" in text and "OOM       " not in text
+    code, text = run("status", "--status-file", str(st), "-n", "2")
+    assert code == 3 and "last 2 OOMs" in text and text.count("OOM       ") == 2
+    code, text = run("status", "--status-file", str(st), "-n", "50")
+    assert "last 7 OOMs" in text and text.count("OOM       ") == 7
+
+
+def test_status_file_with_a_bad_pid(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    st = tmp_path / "s.json"
+    st.write_text(json.dumps({"pid": "abc", "running": True}))
+    assert run("status", "--status-file", str(st))[0] == 4
+    assert "cannot read the status file" in capsys.readouterr().err
+
+
+def _as_nobody(*argv: str) -> subprocess.CompletedProcess[str]:
+    r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                        sys.executable, "-m", "oomkit", *argv],
+                       capture_output=True, text=True, timeout=60, cwd="/")
+    if os.geteuid() != 0 or "setpriv:" in r.stderr:
+        pytest.skip(f"needs root and setpriv to read as another user: {r.stderr.strip()}")
+    return r
+
+
+def test_events_that_cannot_be_read(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A directory, or a log the user may not read: one line and exit 1, no traceback, and
+    never "no event log" or "not running" for a file that is there."""
+    import tempfile
+
+    assert run("events", "--file", str(tmp_path))[0] == 1
+    assert "cannot read the event log: Is a directory" in capsys.readouterr().err
+    with tempfile.TemporaryDirectory(dir="/tmp") as d:  # pytest's tmp_path is root's, 0700
+        os.chmod(d, 0o755)
+        log = Path(d) / "e.jsonl"
+        log.write_text(json.dumps(_oom_record(0)) + "\n")
+        log.chmod(0o600)  # as the daemon's, 0640 root:root
+        st = Path(d) / "s.json"
+        st.write_text(json.dumps({"pid": (1 << 22) + 1, "running": False,
+                                  "event_log": str(log)}))
+        r = _as_nobody("events", "--file", str(log))
+        assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+        assert "cannot read the event log: Permission denied" in r.stderr
+        r = _as_nobody("status", "--status-file", str(st))
+        assert r.returncode == 3 and "Traceback" not in r.stderr, r.stderr
+        assert "no OOM in the event log" not in r.stdout
+        assert f"{log}: cannot read it: Permission denied" in r.stdout
+        st.chmod(0o600)
+        r = _as_nobody("status", "--status-file", str(st))
+        assert r.returncode == 4 and "not running" not in r.stderr, r.stderr
+        assert "cannot read the status file: Permission denied" in r.stderr
+
+
+def test_a_record_this_version_cannot_show(tmp_path: Path) -> None:
+    """A hand-edited or foreign line is shown as its JSON; the records after it still are."""
+    log = tmp_path / "e.jsonl"
+    broken = {"event": "oom", "time": 0.0}  # no constraint, no victims
+    log.write_text(json.dumps(broken) + "\n" + json.dumps(_oom_record(1)) + "\n")
+    code, text = run("events", "--file", str(log))
+    assert code == 0
+    assert "a record oomkit cannot show" in text and '"time": 0.0' in text
+    assert text.count("OOM       ") == 1
+
+
+def test_sizes_echo_at_the_right_unit() -> None:
+    """The largest unit the rounded figure fits: not "1024.0M" for a byte under 1G, not
+    "2048G" for 2T."""
+    assert format_size((1 << 30) - 1) == "1.0G"
+    assert format_size((1 << 20) - 1) == "1.0M"
+    assert format_size(2 << 40) == "2T" and format_size(3 << 39) == "1.5T"
+    assert format_size(1023) == "1023B" and format_size(1536 << 20) == "1.5G"
+
+
+@pytest.mark.parametrize("text", ["１s", "٣ms", "２M", "1０0"])
+def test_only_ascii_digits(text: str) -> None:
+    """Other scripts' digits are refused (re's \\d and float() would take them)."""
+    from oomkit.cli import budget_arg
+
+    for parse in (parse_size, parse_duration_ns):
+        with pytest.raises(ValueError, match="expected"):
+            parse(text)
+    import argparse
+
+    with pytest.raises(argparse.ArgumentTypeError):
+        budget_arg(text)
+
+
+def test_a_user_who_is_not_root_is_told_about_state_dir() -> None:
+    """The default event log (/var/log/oomkit) refuses a normal user: the error says which
+    flag gets around it."""
+    r = _as_nobody("run", "--sim", DEFAULT, "--quiet", "--oom-policy", "largest_leaf")
+    if "key 'daemon.event_log'" not in r.stderr or "Permission denied" not in r.stderr:
+        pytest.skip(f"not the default event log refusing nobody: {r.stderr.strip()}")
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert "(not root? --state-dir DIR keeps the event log" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1

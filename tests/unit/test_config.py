@@ -182,6 +182,12 @@ def test_guard_margin() -> None:
     assert GuardMargin(percent=None, nbytes=4096).of(100 << 20) == 4096
 
 
+def test_guard_margin_in_mb_says_which_m() -> None:
+    """"64MB" in the margin gets the hint every other size key gives."""
+    with pytest.raises(ConfigError, match=r"key 'guard.margin': '64MB' is ambiguous"):
+        parse_config('[guard]\nmargin = "64MB"\n', "c.toml")
+
+
 # -- policies ----------------------------------------------------------------------------------
 
 
@@ -203,8 +209,41 @@ def test_an_unknown_policy_names_the_policy_line() -> None:
 
 def test_bad_arguments_name_the_args_line() -> None:
     cfg = parse_config('[[psi]]\npolicy = "psi_declare"\n\nargs = { threshold = 1 }\n', "c.toml")
-    with pytest.raises(ConfigError, match=r"^c\.toml:4: \[\[psi\]\] 1, key 'args': .*bad arg"):
+    with pytest.raises(ConfigError, match=r"^c\.toml:4: \[\[psi\]\] 1, key 'args.threshold': "
+                                          r".*takes no such argument \(it takes: threshold_ms"):
         load_policies(cfg)
+
+
+@pytest.mark.parametrize(("args", "line", "key", "why"), [
+    ('{ paths = "/dev/shm" }', 3, "paths", "expected a list"),
+    ('{ paths = ["/a"], target = "64M" }', 3, "target", "expected a whole number, got '64M'"),
+    ('{ paths = [1] }', 3, "paths", "expected a string, got 1"),
+    ('{ target = true }', 3, "target", "expected a whole number, got True"),
+])
+def test_policy_arguments_are_checked_against_the_signature(args: str, line: int, key: str,
+                                                             why: str) -> None:
+    cfg = parse_config(f'[[oom]]\npolicy = "tmpfs_cleanup"\nargs = {args}\n', "c.toml")
+    with pytest.raises(ConfigError) as info:
+        load_policies(cfg, secure=False)
+    msg = str(info.value)
+    assert msg.startswith(f"c.toml:{line}: [[oom]] 1, key 'args.{key}': ") and why in msg
+
+
+def test_sizes_and_durations_in_arguments_take_the_configs_units() -> None:
+    cfg = parse_config('[[oom]]\npolicy = "kill_cause"\n[oom.args]\nmin_victim = "1M"\n\n'
+                       '[[psi]]\npolicy = "pressure_guard"\n'
+                       'args = { threshold = "300ms", window = "4s", min_free = "5%" }\n')
+    loaded = load_policies(cfg, secure=False)
+    oom = loaded.oom[0][1]
+    psi = loaded.psi[0][1]
+    assert oom.min_victim == 1 << 20  # type: ignore[attr-defined]
+    assert (psi.threshold_us, psi.window_us, psi.min_free) == (  # type: ignore[attr-defined]
+        300_000, 4_000_000, 5.0)
+    bad = parse_config('[[psi]]\npolicy = "pressure_guard"\n\n'
+                       'args = { window = "4 seconds" }\n', "c.toml")
+    with pytest.raises(ConfigError, match=r"^c\.toml:4: \[\[psi\]\] 1, key 'args.window': .*"
+                                          r"expected a duration like 500ms"):
+        load_policies(bad, secure=False)
 
 
 def _policy_file(directory: Path, mode: int) -> Path:
@@ -292,3 +331,38 @@ def test_restart_only_settings() -> None:
     b = parse_config('[daemon]\ndry_run = true\n[guard]\nmargin = "10%"\n', "c.toml")
     assert a.restart_only_changes(b) == ["daemon.dry_run", "guard.margin"]
     assert a.restart_only_changes(parse_config('[daemon]\nbudget = "1s"\n', "c")) == []
+
+
+def test_the_declared_oom_rules_are_daemon_keys() -> None:
+    cfg = parse_config('[daemon]\npost_action_delay = "15s"\nmin_victim = "4M"\n')
+    assert (cfg.daemon.post_action_delay_s, cfg.daemon.min_victim) == (15.0, 4 << 20)
+    assert parse_config('[daemon]\npost_action_delay = "0s"\n').daemon.post_action_delay_s == 0
+    with pytest.raises(ConfigError, match=r":2: key 'daemon.min_victim'"):
+        parse_config('[daemon]\nmin_victim = "lots"\n', "c.toml")
+
+
+def test_run_with_nothing_uses_etc_or_else_the_recommended_config(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import argparse
+
+    from oomkit import daemon_cli
+    from oomkit.daemon.config import recommended_config
+
+    args = argparse.Namespace(config=None, oom_policy=[], psi_policy=[])
+    monkeypatch.setattr(daemon_cli, "DEFAULT_CONFIG", str(tmp_path / "absent.toml"))
+    assert daemon_cli._config_path(args) == recommended_config()
+    load_policies(load_config(recommended_config()), secure=False)
+    present = tmp_path / "oomkit.toml"
+    present.write_text("")
+    monkeypatch.setattr(daemon_cli, "DEFAULT_CONFIG", str(present))
+    assert daemon_cli._config_path(args) == str(present)
+    args.psi_policy = ["pressure_guard"]
+    assert daemon_cli._config_path(args) is None
+
+
+@pytest.mark.parametrize("table", ["[[oom]]\npolicy = \"largest_leaf\"",
+                                   "[[psi]]\npolicy = \"psi_declare\""])
+def test_a_handler_budget_has_the_daemon_budgets_bounds(table: str) -> None:
+    with pytest.raises(ConfigError, match=r":3: .*key 'budget': must be at most 60s"):
+        parse_config(f'{table}\nbudget = "1h"\n', "c.toml")
+    assert parse_config(f'{table}\nbudget = "60s"\n', "c.toml") is not None

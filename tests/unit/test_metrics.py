@@ -10,6 +10,7 @@ import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -236,3 +237,23 @@ def test_head_and_404() -> None:
         assert code == 405 and headers["Allow"] == "GET, HEAD"
     finally:
         server.close()
+
+
+def test_head_never_gets_a_body() -> None:
+    """A HEAD response has no content (RFC 9110 9.3.2), a 404 included: wsgiref sends
+    whatever the app returns, so the app itself must return nothing."""
+    from oomkit.daemon.metrics import routed
+
+    def exporter(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        raise AssertionError("only /metrics reaches the exporter")
+
+    app = routed(exporter)
+    headers: dict[str, str] = {}
+    for path in ("/nope", "/metrics/x", "/"):
+        headers.clear()
+        body = b"".join(app({"PATH_INFO": path, "REQUEST_METHOD": "HEAD"},
+                            lambda status, hdrs, *_: headers.update(hdrs)))
+        assert body == b"", path
+        get_body = b"".join(app({"PATH_INFO": path, "REQUEST_METHOD": "GET"},
+                                lambda *_: None))
+        assert headers["Content-Length"] == str(len(get_body)), path

@@ -35,3 +35,21 @@ def test_an_installed_package_ships_a_policy(tmp_path: Path,
     ops = load_oom("acme_spare")
     assert isinstance(ops, OomOps) and ops.name == "acme_spare"
     monkeypatch.delitem(sys.modules, "acme_oom", raising=False)
+
+
+def test_oomkit_policies_lists_kinds_arguments_and_installed_ones(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    from oomkit.cli import main
+
+    install_fake_dist(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    out = io.StringIO()
+    assert main(["policies"], out) == 0
+    text = out.getvalue()
+    monkeypatch.delitem(sys.modules, "acme_oom", raising=False)
+    assert "kill_cause        oom " in text and "pressure_guard    psi " in text
+    assert "min_victim (size) = 4M" in text and "threshold (duration) = 500ms" in text
+    assert "paths (list[str] | none) = None" in text
+    assert "acme_spare        oom " in text and "[package acme-oom: acme_oom:Spare]" in text

@@ -4,7 +4,8 @@ The daemon does not care which kernel it drives; a :class:`Backend` opens one, s
 events until told to stop, and closes it (restoring every kernel setting it changed):
 
 * :class:`LiveBackend`: the real kernel (``oomkit.kernel.linux.LinuxKernel``) served by
-  ``oomkit.live.serve``, with the watchdog's restore journal;
+  ``oomkit.live.serve_until`` (the loop of ``oomkit.live.serve``), with the watchdog's
+  restore journal;
 * :class:`SimBackend`: the simulator running a scenario (tests, and
   ``oomkit run --sim SCENARIO`` to try a config without a live kernel).
 """
@@ -18,7 +19,7 @@ from typing import Protocol
 
 from oomkit.daemon.config import Config
 from oomkit.errors import ConfigError, OomkitError
-from oomkit.kernel.base import Kernel
+from oomkit.kernel.base import Kernel, ServedKernel
 from oomkit.runtime import Runtime
 
 
@@ -37,6 +38,10 @@ class Backend(Protocol):
 
     def close(self, kernel: Kernel) -> None:
         """Give the kernel back as it was: every setting restored, the watchdog released."""
+        ...
+
+    def watched_cgroups(self, kernel: Kernel) -> int | None:
+        """How many memcgs the kernel has armed, if it keeps count (None: it does not)."""
         ...
 
 
@@ -59,6 +64,7 @@ class SimBackend:
 
     def serve(self, kernel: Kernel, runtime: Runtime, stop: threading.Event) -> bool:
         from oomkit.kernel.sim import SimKernel
+        from oomkit.sim_summary import summarize
 
         assert isinstance(kernel, SimKernel)
         end = kernel.machine.duration_ns
@@ -67,7 +73,7 @@ class SimBackend:
             if now >= end:
                 if not self.summary_emitted:
                     self.summary_emitted = True
-                    runtime.emit(kernel.summary())
+                    runtime.emit(summarize(kernel))
                 return True
             kernel.run(min(end, now + self.slice_ns))
             if self.on_slice is not None:
@@ -77,16 +83,23 @@ class SimBackend:
     def close(self, kernel: Kernel) -> None:
         return None
 
+    def watched_cgroups(self, kernel: Kernel) -> int | None:
+        return None
+
 
 class LiveBackend:
     """The live kernel: LinuxKernel (with its restore journal and watchdog), polled.
 
-    ``oomkit.live.serve`` runs the same loop but also closes the runtime and the kernel
-    when it returns; the daemon has to keep both across a reload (serving stops for the
-    swap, then goes on), so this loop leaves closing to :meth:`close`.
+    The loop is ``oomkit.live.serve_until``, the one ``oomkit.live.serve`` runs; serve()
+    also closes the runtime and the kernel when it returns, but the daemon has to keep both
+    across a reload (serving stops for the swap, then goes on), so closing is left to
+    :meth:`close`.
     """
 
     name = "live"
+
+    def __init__(self) -> None:
+        self._kernels: dict[int, ServedKernel] = {}
 
     def open(self, config: Config) -> Kernel:
         try:
@@ -96,7 +109,7 @@ class LiveBackend:
                               f"this build: {exc}") from None
         d = config.daemon
         try:
-            kernel: Kernel = linux.LinuxKernel.open(
+            kernel: ServedKernel = linux.LinuxKernel.open(
                 cgroup_root=d.cgroup_root or None,
                 state_file=d.state_file,
                 guard_margin=config.guard.of,
@@ -110,23 +123,24 @@ class LiveBackend:
             raise config.error(("daemon", key), f"cannot open the kernel: {exc}") from None
         except RuntimeError as exc:  # the restore journal belongs to a running oomkit
             raise config.error(("daemon", "state_file"), str(exc)) from None
+        self._kernels[id(kernel)] = kernel
         return kernel
 
+    def _served(self, kernel: Kernel) -> ServedKernel:
+        served = self._kernels.get(id(kernel))
+        if served is None or served is not kernel:
+            raise ValueError("not a kernel this backend opened")
+        return served
+
     def serve(self, kernel: Kernel, runtime: Runtime, stop: threading.Event) -> bool:
-        poll = getattr(kernel, "poll")  # noqa: B009 - LinuxKernel's, not in the protocol
-        wakeup = getattr(kernel, "wakeup")  # noqa: B009
+        from oomkit.live import serve_until
 
-        def waker() -> None:
-            stop.wait()
-            wakeup()
-
-        thread = threading.Thread(target=waker, name="oomkit-stop", daemon=True)
-        thread.start()
-        while not stop.is_set():
-            poll()
+        serve_until(self._served(kernel), stop)
         return False
 
     def close(self, kernel: Kernel) -> None:
-        close = getattr(kernel, "close", None)
-        if close is not None:
-            close()
+        self._served(kernel).close()
+        self._kernels.pop(id(kernel), None)
+
+    def watched_cgroups(self, kernel: Kernel) -> int | None:
+        return self._served(kernel).watched_cgroups()

@@ -20,8 +20,9 @@ from types import MappingProxyType
 from typing import Any, Final, TypeVar
 
 from oomkit.errors import ConfigError, unknown_key
+from oomkit.lab.recorder import RecorderSettings
 from oomkit.ops import OomOps, PsiOps
-from oomkit.policy_loader import load_oom, load_psi
+from oomkit.policy_loader import BadArgument, load_oom, load_psi
 from oomkit.runtime import DEFAULT_BUDGET_S
 from oomkit.tomlpos import TomlPositions
 from oomkit.units import int_between, parse_duration_ns, parse_rate, parse_size
@@ -29,20 +30,31 @@ from oomkit.units import int_between, parse_duration_ns, parse_rate, parse_size
 T = TypeVar("T")
 
 DEFAULT_CONFIG: Final = "/etc/oomkit/oomkit.toml"
+
+
+def recommended_config() -> str:
+    """The recommended config shipped with oomkit (a copy of packaging/oomkit.toml): what
+    `oomkit run` uses when given nothing and DEFAULT_CONFIG does not exist."""
+    from importlib.resources import files
+
+    return str(files("oomkit") / "data" / "oomkit.toml")
 DEFAULT_EVENT_LOG: Final = "/var/log/oomkit/events.jsonl"
 DEFAULT_STATUS_FILE: Final = "/run/oomkit/status.json"
 DEFAULT_STATE_FILE: Final = "/run/oomkit/restore.json"
 DEFAULT_LISTEN: Final = "127.0.0.1:9727"
 DEFAULT_PORT: Final = 9727
 
-_TOP_KEYS: Final = frozenset({"daemon", "guard", "metrics", "oom", "psi", "system"})
+_TOP_KEYS: Final = frozenset({"daemon", "guard", "metrics", "recorder", "oom", "psi", "system"})
 _DAEMON_KEYS: Final = frozenset({
     "dry_run", "budget", "max_failures", "event_log", "event_log_max", "event_log_keep",
-    "status_file", "state_file", "cgroup_root", "mlock", "gc_interval",
+    "status_file", "state_file", "cgroup_root", "mlock", "gc_interval", "post_action_delay",
+    "min_victim",
 })
 _GUARD_KEYS: Final = frozenset({"margin"})
 _SYSTEM_KEYS: Final = frozenset({"min_available", "min_swap_free", "lead", "max_fill_rate"})
 _METRICS_KEYS: Final = frozenset({"listen"})
+_RECORDER_KEYS: Final = frozenset({"size", "interval", "pressure_interval", "procs",
+                                   "cgroups"})
 _OOM_KEYS: Final = frozenset({"policy", "cgroup", "args", "budget"})
 _PSI_KEYS: Final = frozenset({"policy", "args", "budget"})
 
@@ -99,6 +111,8 @@ class DaemonSettings:
     cgroup_root: str = ""  # "": the memory controller's mount (v2 preferred)
     mlock: bool = True
     gc_interval_s: float = 60.0
+    post_action_delay_s: float = 2.0  # declared OOMs wait this long after victims exit
+    min_victim: int = 0  # declared OOMs: the default killer spares tasks under this (bytes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +163,7 @@ class Config:
     metrics: Listen | None = field(default_factory=lambda: Listen("127.0.0.1", DEFAULT_PORT))
     oom: tuple[OomEntry, ...] = ()
     psi: tuple[PsiEntry, ...] = ()
+    recorder: RecorderSettings = field(default_factory=RecorderSettings)
     system: SystemSettings = field(default_factory=SystemSettings)
     positions: TomlPositions | None = field(default=None, compare=False, repr=False)
 
@@ -206,6 +221,21 @@ def _duration_s(v: object) -> float:
     if ns <= 0:
         raise ValueError(f"must be more than zero, got {v!r}")
     return ns / 1e9
+
+
+def _duration_s_or_zero(v: object) -> float:
+    ns = parse_duration_ns(v)
+    if ns < 0:
+        raise ValueError(f"must not be negative, got {v!r}")
+    return ns / 1e9
+
+
+def _handler_budget_s(v: object) -> float:
+    """A handler's own budget: the bounds of ``[daemon] budget`` (above zero, at most 60 s)."""
+    seconds = _duration_s(v)
+    if seconds > 60:
+        raise ValueError("must be at most 60s: the kernel is waiting")
+    return seconds
 
 
 def _abs_path(v: object) -> str:
@@ -272,7 +302,9 @@ def _margin(v: object) -> GuardMargin:
         return GuardMargin(percent=pct, nbytes=None)
     try:
         nbytes = parse_size(v)
-    except ValueError:
+    except ValueError as exc:
+        if "ambiguous" in str(exc):  # 64MB: say which M is meant, as every size key does
+            raise
         raise ValueError(f"expected a share like 5% or a size like 64M, got {v!r}") from None
     if nbytes <= 0:
         raise ValueError(f"must be more than zero, got {v!r}")
@@ -388,6 +420,9 @@ def parse_config(text: str, path: str = "<config>") -> Config:
         cgroup_root=p.get(draw, at, "cgroup_root", _abs_path_or_empty, d.cgroup_root),
         mlock=p.get(draw, at, "mlock", _bool, d.mlock),
         gc_interval_s=p.get(draw, at, "gc_interval", _duration_s, d.gc_interval_s),
+        post_action_delay_s=p.get(draw, at, "post_action_delay", _duration_s_or_zero,
+                                  d.post_action_delay_s),
+        min_victim=p.get(draw, at, "min_victim", parse_size, d.min_victim),
     )
     if daemon.event_log_max < 4096:
         raise p.error(("daemon", "event_log_max"), "must be at least 4K")
@@ -413,6 +448,7 @@ def parse_config(text: str, path: str = "<config>") -> Config:
     mraw = p.table(data, "metrics")
     p.check_keys(mraw, _METRICS_KEYS, ("metrics",))
     metrics = p.get(mraw, ("metrics",), "listen", parse_listen, parse_listen(DEFAULT_LISTEN))
+    recorder = _recorder(p, p.table(data, "recorder"))
 
     ooms: list[OomEntry] = []
     slots: dict[str, int] = {}
@@ -426,7 +462,7 @@ def parse_config(text: str, path: str = "<config>") -> Config:
             policy=p.get(raw, at, "policy", _policy, ""),
             cgroup=paths[0] if paths else None,
             args=p.get(raw, at, "args", _args, MappingProxyType({})),
-            budget_s=p.get(raw, at, "budget", _duration_s, None),
+            budget_s=p.get(raw, at, "budget", _handler_budget_s, None),
             index=i,
             line=p.pos.line(*at),
             alternatives=paths[1:] if paths else (),
@@ -448,11 +484,32 @@ def parse_config(text: str, path: str = "<config>") -> Config:
         psis.append(PsiEntry(
             policy=p.get(raw, at, "policy", _policy, ""),
             args=p.get(raw, at, "args", _args, MappingProxyType({})),
-            budget_s=p.get(raw, at, "budget", _duration_s, None),
+            budget_s=p.get(raw, at, "budget", _handler_budget_s, None),
             index=i,
             line=p.pos.line(*at),
         ))
-    return Config(path, daemon, guard, metrics, tuple(ooms), tuple(psis), system, p.pos)
+    return Config(path, daemon, guard, metrics, tuple(ooms), tuple(psis), recorder, system,
+                  p.pos)
+
+
+def _recorder(p: _Parser, raw: dict[str, Any]) -> RecorderSettings:
+    """``[recorder]``: the flight recorder (oomkit.lab.recorder); size = "0" turns it off."""
+    at: tuple[str | int, ...] = ("recorder",)
+    p.check_keys(raw, _RECORDER_KEYS, at)
+    d = RecorderSettings()
+    r = RecorderSettings(
+        size_bytes=p.get(raw, at, "size", parse_size, d.size_bytes),
+        interval_s=p.get(raw, at, "interval", _duration_s, d.interval_s),
+        pressure_interval_s=p.get(raw, at, "pressure_interval", _duration_s,
+                                  d.pressure_interval_s),
+        procs=p.get(raw, at, "procs", int_between(0, 10_000), d.procs),
+        cgroups=p.get(raw, at, "cgroups", int_between(1, 100_000), d.cgroups),
+    )
+    if r.size_bytes > 256 << 20:
+        raise p.error((*at, "size"), "must be at most 256M (it is locked in memory)")
+    if r.size_bytes and not 0.05 <= r.pressure_interval_s <= r.interval_s <= 3600:
+        raise p.error((*at, "interval"), "needs 50ms <= pressure_interval <= interval <= 1h")
+    return r
 
 
 def load_config(path: str) -> Config:
@@ -488,6 +545,8 @@ def _policy_error(config: Config, at: tuple[str | int, ...], origin: str, has_ar
     msg = str(exc)
     if origin:
         return ConfigError(f"{origin}: {msg}")
+    if isinstance(exc, BadArgument):
+        return config.error((*at, "args", exc.arg), msg)
     key = "args" if has_args and any(t in msg for t in _ARG_TROUBLE) else "policy"
     return config.error((*at, key), msg)
 

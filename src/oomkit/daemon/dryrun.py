@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from oomkit.kernel.base import (
     Cgroup,
@@ -38,6 +38,7 @@ from oomkit.kernel.base import (
     Resource,
     Task,
 )
+from oomkit.kernel.oom_kill import for_each_process, scan_order, select_bad_process
 from oomkit.units import format_size
 
 if TYPE_CHECKING:
@@ -96,10 +97,6 @@ class DryRunKernel:
         self.real = kernel
         self._lock = threading.Lock()
         self._actions: list[str] = []
-
-    def __getattr__(self, name: str) -> Any:
-        # Anything else a backend offers (close, poll, ...) is the real kernel's.
-        return getattr(self.real, name)
 
     # -- the record of what would have been done ----------------------------------------------
     def _would(self, text: str) -> None:
@@ -202,14 +199,8 @@ class DryRunKernel:
     def _kernel_choice(self, request: OomRequest) -> Task | None:
         """select_bad_process over the OOM domain, read-only."""
         root = request.memcg or self.real.root_mem_cgroup()
-        best: Task | None = None
-        best_points = -(1 << 62)
         try:
-            for cg in root.walk():
-                for t in cg.tasks():
-                    points = t.oom_badness(request.totalpages)
-                    if points is not None and points > best_points:
-                        best, best_points = t, points
-        except Exception:  # a cgroup or task vanished while we looked: report what we had
-            pass
-        return best
+            tasks = list(scan_order(root)) if request.memcg else for_each_process(root)
+        except Exception:  # a cgroup or task vanished while we looked: nobody
+            return None
+        return select_bad_process(tasks, request.totalpages, lambda t: False).chosen

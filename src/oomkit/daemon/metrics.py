@@ -164,19 +164,22 @@ class Metrics:
 
 _INDEX: Final = (b"<html><head><title>oomkit</title></head><body><h1>oomkit</h1>"
                  b'<p><a href="/metrics">Metrics</a></p></body></html>\n')
+_NOT_FOUND: Final = b"Not found: try /metrics\n"
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
 def routed(metrics_app: WsgiApp) -> WsgiApp:
     """``/metrics`` (GET and HEAD), ``/`` a page linking to it, 404 elsewhere, 405 for any
-    other method. HEAD gets GET's headers without the body (wsgiref would send it)."""
+    other method. HEAD gets GET's headers without the body, whatever the path (wsgiref would
+    send the body)."""
 
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         path = environ.get("PATH_INFO") or "/"
         method = environ.get("REQUEST_METHOD", "GET")
         if path not in ("/", "/metrics"):
-            start_response("404 Not Found", [("Content-Type", "text/plain; charset=utf-8")])
-            return [b"Not found: try /metrics\n"]
+            start_response("404 Not Found", [("Content-Type", "text/plain; charset=utf-8"),
+                                             ("Content-Length", str(len(_NOT_FOUND)))])
+            return [b""] if method == "HEAD" else [_NOT_FOUND]
         if method not in ("GET", "HEAD"):
             start_response("405 Method Not Allowed", [("Allow", "GET, HEAD"),
                                                       ("Content-Type", "text/plain")])

@@ -115,9 +115,13 @@ class Outputs:
             return None
         return str(Listen(server.listen.host, server.port))
 
+    def event_log_path(self, cfg: Config) -> str:
+        """The event log being written (the config's unless a reload could not open it)."""
+        return self.eventlog.path if self.eventlog is not None else cfg.daemon.event_log
+
     def _new_status(self, cfg: Config) -> Status:
         info = {"pid": os.getpid(), "config": cfg.path, "dry_run": cfg.daemon.dry_run,
-                "backend": self._backend_name, "event_log": cfg.daemon.event_log,
+                "backend": self._backend_name, "event_log": self.event_log_path(cfg),
                 "metrics": self.metrics_address}
         return Status(cfg.daemon.status_file, info=info, handlers=self._handlers,
                       watched=self._watched, wall=self._wall, defer=self._defer)
@@ -133,13 +137,15 @@ class Outputs:
         """Event log, metrics and status settings take effect on reload; a failure there is
         reported and the old output kept."""
         od, nd = old.daemon, new.daemon
-        if (od.event_log, od.event_log_max, od.event_log_keep) != (
-            nd.event_log, nd.event_log_max, nd.event_log_keep
-        ):
+        # Compared with the log in use, not the old config's: a reload that could not open
+        # its log kept the one before, and a later reload must still move to the new one.
+        using = self.eventlog
+        in_use = (using.path, using.max_bytes, using.keep) if using is not None else None
+        if in_use != (nd.event_log, nd.event_log_max, nd.event_log_keep):
             try:
                 log = self._open_eventlog(new)
             except ConfigError as exc:
-                report("reload", f"{exc}; keeping {od.event_log}")
+                report("reload", f"{exc}; keeping {using.path if using else od.event_log}")
             else:
                 old_log, self.eventlog = self.eventlog, log
                 if old_log is not None:
@@ -155,7 +161,7 @@ class Outputs:
                 self.status = self._new_status(new)
                 self.dispatch.add("status", self.status)
         if self.status is not None:
-            self.status.update_info(config=new.path, event_log=nd.event_log,
+            self.status.update_info(config=new.path, event_log=self.event_log_path(new),
                                     metrics=self.metrics_address)
 
     def _move_metrics(self, old: Config, new: Config, report: Report) -> None:

@@ -222,21 +222,6 @@ class Task:
         return points + self.oom_score_adj * (totalpages // 1000)
 
 
-def oom_group_of(cgroup: Cgroup, domain: Cgroup | None) -> Cgroup | None:
-    """mem_cgroup_get_oom_group: the highest cgroup with memory.oom.group set on the way
-    from a victim's cgroup up to the OOM domain (the OOMing memcg; the root for a
-    system-wide OOM, which itself never counts). None: kill the victim alone."""
-    group: Cgroup | None = None
-    cg: Cgroup | None = cgroup
-    while cg is not None and cg.parent is not None:
-        if cg.oom_group:
-            group = cg
-        if domain is not None and cg == domain:
-            break
-        cg = cg.parent
-    return group
-
-
 @dataclass(frozen=True, slots=True)
 class Victim:
     """A killed task as an event reports it."""
@@ -326,10 +311,13 @@ class KernelHooks(Protocol):
     def cgroup_offline(self, cgroup_id: int, path: str) -> None: ...
 
 
-class Kernel(Protocol):
-    """The kernel interface every backend implements."""
+class PolicyKernel(Protocol):
+    """What a policy may call on a kernel: SPEC section 3 (``oc.kernel``, ``psi.kernel``).
 
-    # -- SPEC section 3 (policies may call these) ----------------------------------------
+    Everything else a backend offers is for the runtime (:class:`Kernel`) or for the loop
+    that serves it (:class:`ServedKernel`).
+    """
+
     @property
     def clock(self) -> Clock: ...
 
@@ -353,7 +341,12 @@ class Kernel(Protocol):
 
     def task_is_oom_victim(self, task: Task) -> bool: ...
 
-    # -- backend seam (the runtime's) -----------------------------------------------------
+
+class Kernel(PolicyKernel, Protocol):
+    """The kernel interface every backend implements: SPEC section 3 and the backend seam
+    the :class:`oomkit.Runtime` drives (binding, arming, the actions, the default killer).
+    """
+
     def bind(self, hooks: KernelHooks | None) -> None:
         """Route OOMs, PSI events and cgroup online/offline to the runtime."""
         ...
@@ -399,3 +392,31 @@ class Kernel(Protocol):
     ) -> PsiTrigger: ...
 
     def psi_trigger_destroy(self, trigger: PsiTrigger) -> None: ...
+
+
+class ServedKernel(Kernel, Protocol):
+    """A backend whose events come from outside and are waited for: the live kernel.
+
+    ``oomkit.live.serve_until`` (used by ``live.serve`` and the daemon) calls ``poll``
+    until told to stop and ``wakeup`` from another thread to end a wait; the daemon asks
+    ``watched_cgroups``; ``close`` gives every setting back. The simulator is driven by
+    its own clock instead (``SimKernel.run``).
+    """
+
+    def poll(self, timeout: float | None = None) -> None:
+        """Wait for one batch of events (at most ``timeout`` s; None: until one comes) and
+        deliver them to the bound runtime."""
+        ...
+
+    def wakeup(self) -> None:
+        """Make a ``poll`` in progress return soon (thread-safe)."""
+        ...
+
+    def close(self) -> None:
+        """Restore every kernel setting this backend changed and release its resources.
+        Idempotent."""
+        ...
+
+    def watched_cgroups(self) -> int:
+        """How many memcgs are armed now (their OOMs reach the handlers first)."""
+        ...

@@ -98,9 +98,10 @@ def format_limit_v2(value: int | None) -> str:
 
 
 def parse_limit_v1(text: str) -> int | None:
-    """memory.limit_in_bytes and friends: bytes, with the huge "unlimited" value as None."""
+    """memory.limit_in_bytes and friends: bytes, with the huge "unlimited" value as None
+    (and -1, the value one writes for it)."""
     value = int(text.strip())
-    return None if value >= V1_UNLIMITED else value
+    return None if value >= V1_UNLIMITED or value < 0 else value
 
 
 def v1_stat_to_v2(stat: dict[str, int]) -> dict[str, int]:

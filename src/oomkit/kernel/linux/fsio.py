@@ -5,7 +5,11 @@ done once (as psutil does it):
 
 - ``ENOENT``/``ENODEV`` -> the object is gone: :class:`~oomkit.errors.CgroupGone` for a
   cgroup file (``ENODEV`` is what kernfs returns on an fd opened before the rmdir),
-  :class:`~oomkit.errors.TaskGone` for a /proc/PID file. Which one is the caller's ``gone``.
+  :class:`~oomkit.errors.TaskGone` for a /proc/PID file. Which one is the caller's
+  ``gone``. But only when the object really is gone: a file missing from a cgroup or
+  /proc/PID directory that is still there (a file this kernel does not have, such as
+  ``memory.reclaim`` before 5.19) is ``KernelError(ENOENT)``, as psutil checks that the
+  process is gone before it says ``NoSuchProcess``.
 - ``ESRCH`` -> :class:`~oomkit.errors.TaskGone` (a pidfd whose process exited).
 - anything else -> :class:`~oomkit.errors.KernelError` carrying the kernel's errno.
 
@@ -30,10 +34,16 @@ GoneError = type[CgroupGone] | type[TaskGone] | None
 _GONE_ERRNOS = frozenset({errno.ENOENT, errno.ENODEV})
 
 
-def error_for(exc: OSError, where: str, gone: GoneError = CgroupGone) -> OomkitError:
-    """The oomkit error for an OSError raised while using ``where``."""
+def error_for(
+    exc: OSError, where: str, gone: GoneError = CgroupGone, *, home: str | None = None
+) -> OomkitError:
+    """The oomkit error for an OSError raised while using ``where``. ``home``: the
+    directory of the cgroup or process ``where`` is a file of (None: ``where`` is that
+    directory itself); ENOENT is ``gone`` only if ``home`` is gone too."""
     code = exc.errno or errno.EIO
     if code in _GONE_ERRNOS and gone is not None:
+        if code == errno.ENOENT and home is not None and os.path.isdir(home):
+            return KernelError(f"{where}: no such file", code)
         return gone(f"{where}: gone ({os.strerror(code)})", code)
     if code == errno.ESRCH:
         return TaskGone(f"{where}: no such process", code)
@@ -61,7 +71,7 @@ def read_text(path: str, gone: GoneError = CgroupGone) -> str:
         finally:
             os.close(fd)
     except OSError as exc:
-        raise error_for(exc, path, gone) from exc
+        raise error_for(exc, path, gone, home=os.path.dirname(path)) from exc
     return b"".join(chunks).decode("utf-8", "replace")
 
 
@@ -78,7 +88,7 @@ def pread_text(fd: int, where: str, gone: GoneError = CgroupGone) -> str:
     try:
         return os.pread(fd, 65536, 0).decode("utf-8", "replace")
     except OSError as exc:
-        raise error_for(exc, where, gone) from exc
+        raise error_for(exc, where, gone, home=os.path.dirname(where)) from exc
 
 
 def write_text(path: str, value: str | bytes, gone: GoneError = CgroupGone) -> None:
@@ -92,21 +102,21 @@ def write_text(path: str, value: str | bytes, gone: GoneError = CgroupGone) -> N
         finally:
             os.close(fd)
     except OSError as exc:
-        raise error_for(exc, path, gone) from exc
+        raise error_for(exc, path, gone, home=os.path.dirname(path)) from exc
 
 
 def open_fd(path: str, flags: int, gone: GoneError = CgroupGone) -> int:
     try:
         return os.open(path, flags | os.O_CLOEXEC)
     except OSError as exc:
-        raise error_for(exc, path, gone) from exc
+        raise error_for(exc, path, gone, home=os.path.dirname(path)) from exc
 
 
 def write_fd(fd: int, data: bytes, where: str, gone: GoneError = CgroupGone) -> None:
     try:
         os.write(fd, data)
     except OSError as exc:
-        raise error_for(exc, where, gone) from exc
+        raise error_for(exc, where, gone, home=os.path.dirname(where)) from exc
 
 
 def inode(path: str, gone: GoneError = CgroupGone) -> int:
@@ -117,13 +127,15 @@ def inode(path: str, gone: GoneError = CgroupGone) -> int:
 
 
 def subdirs(path: str, gone: GoneError = CgroupGone) -> list[tuple[str, int]]:
-    """(name, inode) of every directory in ``path``, sorted by name."""
+    """(name, inode) of every directory in ``path``, oldest first: by inode, which cgroupfs
+    hands out in increasing order, so this is the order the kernel walks a cgroup's
+    children in (css_next_child: creation order), not readdir's."""
     try:
         with os.scandir(path) as it:
             found = [(e.name, e.inode()) for e in it if e.is_dir(follow_symlinks=False)]
     except OSError as exc:
         raise error_for(exc, path, gone) from exc
-    found.sort()
+    found.sort(key=lambda e: (e[1], e[0]))
     return found
 
 

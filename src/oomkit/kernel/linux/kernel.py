@@ -25,7 +25,7 @@ import errno
 import os
 import posixpath
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Final, final
 
 from oomkit.clock import Clock, MonotonicClock, wall_perf_ns
@@ -43,6 +43,7 @@ from oomkit.kernel.base import (
     OomRequest,
     Resource,
     Task,
+    Victim,
 )
 from oomkit.kernel.linux import fsio, procfs
 from oomkit.kernel.linux.cgroup import LinuxCgroup
@@ -66,6 +67,13 @@ from oomkit.kernel.linux.tree import CgroupTree
 from oomkit.kernel.linux.v1 import V1OomWatch
 from oomkit.kernel.linux.v2 import V2GuardBand
 from oomkit.kernel.linux.watch import OomWatch
+from oomkit.kernel.oom_kill import (
+    for_each_process,
+    mem_cgroup_get_oom_group,
+    oom_kill_targets,
+    scan_order,
+    select_bad_process,
+)
 from oomkit.kernel.psi_math import validate_trigger
 
 CAP_SYS_RESOURCE: Final = 24
@@ -229,20 +237,28 @@ class LinuxKernel:
         flags: OomFlags = OomFlags(0),
         constraint_text: str | None = None,
     ) -> int:
-        """bpf_out_of_memory: a declared OOM, handlers first, then the default killer."""
+        """bpf_out_of_memory: a declared OOM, handlers first, then the default killer
+        (without a runtime, the default killer alone, as the kernel has no handlers
+        then). 1: progress, 0: none, -EBUSY: an OOM is being handled and
+        WAIT_ON_OOM_LOCK is not set, -EINVAL: unknown flags, an order outside 0..10, or a
+        memcg that is gone."""
         if int(flags) & ~int(KNOWN_OOM_FLAGS) or not 0 <= order <= MAX_ORDER:
             return -errno.EINVAL
-        hooks = self._hooks
-        if hooks is None:
-            return 0
+        try:
+            totalpages = self.oom_totalpages(memcg)
+        except CgroupGone:
+            return -errno.EINVAL
         request = OomRequest(
             memcg=memcg,
             order=order,
             constraint=Constraint.DECLARED,
             constraint_text=constraint_text,
-            totalpages=self.oom_totalpages(memcg),
+            totalpages=totalpages,
             flags=OomFlags(flags),
         )
+        hooks = self._hooks
+        if hooks is None:
+            return 1 if self.default_oom(request).progress else 0
         return hooks.oom(request)
 
     def task_is_oom_victim(self, task: Task) -> bool:
@@ -356,16 +372,15 @@ class LinuxKernel:
             cg = self.mem_cgroup(cgroup_id)
             if cg is None:
                 raise CgroupGone(f"no cgroup with id {cgroup_id}")
-            if self.version == 1:
-                raise KernelError(
-                    f"{cg.path}: no per-cgroup PSI on cgroup v1 (use cgroup_id 0)",
-                    errno.EOPNOTSUPP,
-                )
             path = self.layout.pressure_path(cg, resource)
         trig = LivePsiTrigger(cgroup_id, resource, full, threshold_us, window_us, path)
         return self.triggers.open(trig)
 
     def psi_trigger_destroy(self, trigger: object) -> None:
+        """Close a trigger of this kernel (again: nothing). KernelError(EINVAL) for
+        anything else."""
+        if not isinstance(trigger, LivePsiTrigger) or not self.triggers.owns(trigger):
+            raise KernelError("not a PSI trigger of this kernel", errno.EINVAL)
         self.triggers.destroy(trigger)
 
     def _deliver_psi(self, trig: LivePsiTrigger) -> None:
@@ -400,11 +415,15 @@ class LinuxKernel:
 
     def reclaim(self, cgroup: Cgroup, nbytes: int) -> int:
         """memory.reclaim (v2); the bytes reclaimed, from memory.stat pgsteal.
+        KernelError(EINVAL) for ``nbytes`` <= 0 (the kernel refuses to parse it).
 
         v1 has no partial reclaim (memory.force_empty empties the memcg, and shrinking
         the limit can OOM concurrent chargers): returns 0 there.
         """
-        return self.layout.reclaim(self._own(cgroup), nbytes)
+        cg = self._own(cgroup)
+        if nbytes <= 0:
+            raise KernelError("memory.reclaim needs a positive size", errno.EINVAL)
+        return self.layout.reclaim(cg, nbytes)
 
     def remove_file(self, path: str) -> int:
         """Unlink a file; the bytes it held if this was its last link (a file still open or
@@ -415,7 +434,11 @@ class LinuxKernel:
         return st.st_blocks * 512 if st.st_nlink <= 1 else 0
 
     def set_memory_max(self, cgroup: Cgroup, nbytes: int | None) -> None:
+        """memory.max (v1: the limit, memory+swap moved along). KernelError(EINVAL) on the
+        root memcg, which has no limit; CgroupGone for a removed cgroup."""
         cg = self._own(cgroup)
+        if self.is_hierarchy_root(cg):
+            raise KernelError("the root cgroup has no memory.max", errno.EINVAL)
         self.layout.set_memory_max(cg, nbytes)
         self.oom_watch.limits_changed(cg)
 
@@ -438,41 +461,33 @@ class LinuxKernel:
         return self._select_and_kill(request)
 
     def _select_and_kill(self, request: OomRequest) -> DefaultOutcome:
-        """The kernel's own choice (select_bad_process + oom_kill_process), done here for
-        OOMs the kernel itself is not in: declared ones."""
-        from oomkit.ops import OomControl  # the kill mechanics (memory.oom.group) live there
-
-        domain = self.root_mem_cgroup() if request.memcg is None else self._own(request.memcg)
-        best: Task | None = None
-        best_points = -(1 << 62)
-        for c in domain.walk():
-            try:
-                tasks = c.tasks()
-            except CgroupGone:
-                continue
-            for t in tasks:
-                if t.unkillable:
-                    continue
-                if self.task_is_oom_victim(t):
-                    return DefaultOutcome(waited=True)
-                points = t.oom_badness(request.totalpages)
-                if points is not None and points > best_points:
-                    best, best_points = t, points
-        if best is None:
+        """The kernel's own choice (select_bad_process + oom_kill_process, shared with the
+        simulator in :mod:`oomkit.kernel.oom_kill`), done here for OOMs the kernel itself
+        is not in: declared ones."""
+        if request.memcg is None:
+            tasks: Iterable[Task] = for_each_process(self.root_mem_cgroup())
+        else:
+            tasks = scan_order(self._own(request.memcg))
+        found = select_bad_process(tasks, request.totalpages, self.task_is_oom_victim)
+        if found.waiting_for is not None:
+            w = found.waiting_for
+            return DefaultOutcome(
+                waited=True, note=f"victim {w.pid} ({w.comm}) is still exiting: waiting"
+            )
+        victim = found.chosen
+        if victim is None:
             return DefaultOutcome(note="no killable task")
-        oc = OomControl(
-            self,
-            request.memcg,
-            request.order,
-            request.constraint,
-            request.constraint_text,
-            request.totalpages,
-        )
+        group = mem_cgroup_get_oom_group(victim.cgroup, request.memcg)
         try:
             why = "declared OOM" if request.constraint == Constraint.DECLARED else (
                 "MemAvailable below the system-wide minimum"
             )  # fmt: skip
-            oc.kill_process(best, f"oom_kill_process ({why})")
+            killed = self.kill_tasks(
+                oom_kill_targets(victim, group), f"oom_kill_process ({why})", group
+            )
         except OomkitError as exc:
             return DefaultOutcome(note=f"kill failed: {exc}")
-        return DefaultOutcome(victims=oc.victims)
+        return DefaultOutcome(
+            victims=tuple(Victim.of(t) for t in killed),
+            note=f"oom_badness chose pid {victim.pid} ({victim.comm}), {found.points} points",
+        )

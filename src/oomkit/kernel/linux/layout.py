@@ -117,8 +117,6 @@ class V2Layout(Layout):
         cg.write(cf.MEMORY_MAX, cf.format_limit_v2(nbytes))
 
     def reclaim(self, cg: LinuxCgroup, nbytes: int) -> int:
-        if nbytes <= 0:
-            return 0
         before = self.stat(cg).get("pgsteal", 0)
         usage_before = self.usage(cg)
         try:
@@ -165,7 +163,10 @@ class V1Layout(Layout):
         return 0
 
     def pressure_path(self, cg: LinuxCgroup, resource: Resource) -> str:
-        raise KernelError(f"{cg.path}: no per-cgroup PSI on cgroup v1", errno.EOPNOTSUPP)
+        raise KernelError(
+            f"{cg.path}: no per-cgroup PSI on cgroup v1 (system-wide: cgroup_id 0)",
+            errno.EOPNOTSUPP,
+        )
 
     def limit(self, cg: LinuxCgroup, name: Literal["max", "high", "low", "min"]) -> int | None:
         if name == "max":
@@ -218,5 +219,6 @@ class V1Layout(Layout):
 
     def reclaim(self, cg: LinuxCgroup, nbytes: int) -> int:
         # No partial reclaim on v1 (memory.force_empty empties the memcg, and shrinking the
-        # limit can OOM concurrent chargers).
+        # limit can OOM concurrent chargers). The read says CgroupGone for a removed one.
+        self.usage(cg)
         return 0

@@ -33,6 +33,7 @@ class LivePsiTrigger:
     path: str
     fd: int = -1
     on_event: Callable[[LivePsiTrigger], None] | None = None
+    owner: object = None  # the PsiTriggers that opened it
 
 
 class PsiTriggers:
@@ -64,9 +65,14 @@ class PsiTriggers:
                 raise fsio.error_for(exc, path) from exc
             raise
         trig.fd = fd
+        trig.owner = self
         with self._lock:
             self._triggers.add(trig)
         return trig
+
+    def owns(self, trigger: LivePsiTrigger) -> bool:
+        """Opened here (and maybe destroyed since)."""
+        return trigger.owner is self
 
     def destroy(self, trigger: object) -> None:
         if not isinstance(trigger, LivePsiTrigger) or trigger.fd < 0:

@@ -1,0 +1,293 @@
+"""Policies against the real kernel and the real daemons: f10 for real, a lone reader.
+
+    sudo .venv/bin/python bench/policies_guest.py [--memory 1G] [--seconds 60]
+
+On the host this fetches Debian's earlyoom and oomd packages (``apt-get download``, unpacked
+under /var/tmp/oomkit-peers, never installed or started on the host), boots the QEMU guest
+(tests/vm/harness.py: cgroup v2, no swap, TCG) and runs itself there with ``--in-guest``.
+In the guest each daemon in turn runs both scenarios: oomkit with packaging/oomkit.toml
+(the recommended config) and with the earlyoom and oomd presets, each unchanged but for
+its files moved to /tmp, then the real earlyoom (defaults) and oomd (Debian's
+/etc/oomd/oomd.json). The applications live where a desktop's would,
+/user.slice/user-1000.slice/user@1000.service/*.scope.
+
+- **f10** (../shared/field/f10_noswap_cache_thrash.toml for real): no swap, no
+  memory.max anywhere; three applications, each in its own cgroup, re-read their own
+  host files (over virtio-9p: clean page cache, evicted and fetched again), then a hog
+  allocates anonymous memory until only about a quarter of the applications' files fit. The
+  right outcome: the hog is killed within 30 s of being full, no application is.
+- **lone reader**: a service doing work in 300M of its own memory, and a reader
+  re-reading a (sparse) file of 1.4x the guest's RAM. It hurts nobody but itself: the
+  right outcome is no kill at all.
+
+Prints one table row per daemon and scenario: who died, and for f10 how long after the
+hog started. Removes what it made.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.util
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import ModuleType
+
+REPO = Path(__file__).resolve().parents[1]
+CGROUP = Path("/sys/fs/cgroup")
+MiB = 1 << 20
+SPARSE = Path("/var/tmp/oomkit-bench-lone-reader.bin")
+PEERS = Path("/var/tmp/oomkit-peers")
+APPS = "user.slice/user-1000.slice/user@1000.service"
+
+
+def _load(name: str, path: Path) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+# the thrash helpers (meminfo, mkcg, destroy, big_files, READER) are that bench's
+dup = _load("oomkit_bench_decision", REPO / "bench" / "decision_under_pressure.py")
+
+# argv: cgroup.procs path, size: anonymous memory touched once (prints "full"), held.
+HOG = (
+    "import mmap, os, sys, time\n"
+    "open(sys.argv[1], 'w').write(str(os.getpid()))\n"
+    "n = int(sys.argv[2])\n"
+    "m = mmap.mmap(-1, n, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)\n"
+    "for i in range(0, n, 4096): m[i] = 1\n"
+    "print('full', flush=True)\n"
+    "time.sleep(3600)\n"
+)
+# argv: cgroup.procs path, size: works in its own memory, forever.
+SERVICE = (
+    "import mmap, os, sys\n"
+    "open(sys.argv[1], 'w').write(str(os.getpid()))\n"
+    "n = int(sys.argv[2])\n"
+    "m = mmap.mmap(-1, n, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)\n"
+    "while True:\n"
+    "    for i in range(0, n, 4096): m[i] = (m[i] + 1) & 255\n"
+)
+# the same reader as decision_under_pressure's, at oom_score_adj 0 (an application)
+READER = dup.READER.replace("open('/proc/self/oom_score_adj', 'w').write('1000')\n", "")
+
+
+# ------------------------------------------------------------------------------- host side
+
+
+def fetch_peers() -> None:
+    """earlyoom and oomd from Debian, unpacked (not installed: no service starts here)."""
+    if (PEERS / "root/usr/bin/earlyoom").exists() and (PEERS / "root/usr/bin/oomd").exists():
+        return
+    PEERS.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["apt-get", "download", "earlyoom", "oomd"], cwd=PEERS, check=True,
+                   timeout=600)
+    for deb in PEERS.glob("*.deb"):
+        subprocess.run(["dpkg-deb", "-x", str(deb), str(PEERS / "root")], check=True)
+
+
+def host_main(args: argparse.Namespace) -> int:
+    harness = dup.load_harness()
+    harness.ensure_packages()
+    fetch_peers()
+    ram = int(args.memory[:-1]) * (1 << 30 if args.memory.endswith("G") else MiB)
+    with open(SPARSE, "wb") as f:
+        f.truncate(int(ram * 1.4))
+    argv = [str(REPO / ".venv/bin/python"), str(Path(__file__).resolve()), "--in-guest",
+            "--seconds", str(args.seconds), "--daemons", args.daemons,
+            *(["--verbose"] if args.verbose else []),
+            "--files", os.pathsep.join(dup.big_files(300 * MiB))]
+    try:
+        res = harness.run_in_guest(argv, memory=args.memory, timeout=args.timeout,
+                                   stream=sys.stdout)
+    except harness.HarnessError as exc:
+        print(f"\nvm harness: {exc}", file=sys.stderr)
+        return 125
+    finally:
+        SPARSE.unlink(missing_ok=True)
+    print(f"\n(guest {args.memory}: exit status {res.returncode}; total "
+          f"{res.total_seconds:.0f} s; logs in {res.run_dir})", file=sys.stderr)
+    return res.returncode
+
+
+# ------------------------------------------------------------------------------ guest side
+
+
+def full_avg10() -> str:
+    out = []
+    for res in ("memory", "io"):
+        line = Path(f"/proc/pressure/{res}").read_text().splitlines()[1]
+        out.append(f"{res} full {line.split()[1].split('=')[1]}")
+    return ", ".join(out)
+
+
+def daemons() -> dict[str, list[str] | Path]:
+    """name -> an oomkit config (Path) or a command line."""
+    bin_ = PEERS / "root/usr/bin"
+    return {
+        "oomkit, recommended": REPO / "packaging" / "oomkit.toml",
+        "oomkit, earlyoom preset": REPO / "packaging" / "presets" / "earlyoom.toml",
+        "earlyoom 1.7": [str(bin_ / "earlyoom"), "-r", "0"],
+        "oomkit, oomd preset": REPO / "packaging" / "presets" / "oomd.toml",
+        "oomd 0.5.0": [str(bin_ / "oomd"), "--config", str(PEERS / "root/etc/oomd/oomd.json"),
+                       "--interval", "1", "--cgroup-fs", str(CGROUP)],
+    }
+
+
+def start_daemon(what: list[str] | Path, work: Path) -> subprocess.Popen[bytes]:
+    if isinstance(what, list):
+        proc = subprocess.Popen(what, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                preexec_fn=_adj_zero)
+        time.sleep(3)
+        return proc
+    text = what.read_text()
+    if "[daemon]" not in text:
+        text = "[daemon]\n" + text
+    for key, name in (("event_log", "events.jsonl"), ("status_file", "status.json"),
+                      ("state_file", "restore.json")):
+        if re.search(rf"(?m)^{key}\s*=", text):
+            text = re.sub(rf"(?m)^{key}\s*=.*$", f'{key} = "{work / name}"', text)
+        else:
+            text = text.replace("[daemon]\n", f'[daemon]\n{key} = "{work / name}"\n', 1)
+    config = work / "oomkit.toml"
+    config.write_text(text)
+    log = work / "events.jsonl"
+    log.unlink(missing_ok=True)
+    proc = subprocess.Popen([sys.executable, "-m", "oomkit.cli", "run", "--config",
+                             str(config), "-q"], cwd=REPO)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if log.exists() and '"action": "start"' in log.read_text():
+            return proc
+        time.sleep(0.2)
+    proc.kill()
+    sys.exit("the daemon did not start in 120 s")
+
+
+def _adj_zero() -> None:
+    # the driver runs at -1000; what it starts must not inherit that
+    Path("/proc/self/oom_score_adj").write_text("0")
+
+
+def spawn(code: str, cg: Path, *argv: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-I", "-c", code, str(cg / "cgroup.procs"), *argv],
+                            stdout=subprocess.PIPE, preexec_fn=_adj_zero)
+
+
+def f10(root: Path, files: list[str], seconds: float) -> dict[str, object]:
+    procs = {}
+    for i, name in enumerate(("browser", "mail", "ide")):
+        procs[name] = spawn(READER, dup.mkcg(root / f"app-{name}.scope"), *files[i::3])
+    time.sleep(10)  # their files in page cache
+    total = sum(os.path.getsize(f) for f in files)
+    hog_size = max(0, dup.meminfo()["MemAvailable"] - total // 4)
+    started = time.monotonic()
+    procs["hog"] = spawn(HOG, dup.mkcg(root / "app-hog.scope"), str(hog_size))
+    while procs["hog"].poll() is None and time.monotonic() - started < seconds:
+        time.sleep(0.25)
+    hog_s = time.monotonic() - started if procs["hog"].poll() is not None else None
+    died = [n for n, p in procs.items() if p.poll() is not None]
+    for p in procs.values():
+        with contextlib.suppress(OSError):
+            p.kill()
+    return {"scenario": "f10", "died": died, "hog_dead_after_s": hog_s,
+            "hog_mib": hog_size // MiB, "files_mib": total // MiB, "psi": full_avg10()}
+
+
+def lone(root: Path, seconds: float) -> dict[str, object]:
+    procs = {"service": spawn(SERVICE, dup.mkcg(root / "service.scope"), str(300 * MiB)),
+             "reader": spawn(READER, dup.mkcg(root / "reader.scope"), str(SPARSE))}
+    start = time.monotonic()
+    psi = full_avg10()
+    while time.monotonic() - start < seconds and all(p.poll() is None
+                                                     for p in procs.values()):
+        time.sleep(1)
+        psi = full_avg10()
+    died = [n for n, p in procs.items() if p.poll() is not None]
+    for p in procs.values():
+        with contextlib.suppress(OSError):
+            p.kill()
+    return {"scenario": "lone reader", "died": died, "file_mib": SPARSE.stat().st_size // MiB,
+            "psi": psi}
+
+
+def show_log(log: Path) -> None:
+    """The daemon's PSI events, OOMs and errors so far (then the log starts afresh)."""
+    if not log.exists():
+        return
+    for line in log.read_text().splitlines():
+        rec = json.loads(line)
+        if rec.get("event") in ("oom", "handler_error", "error", "psi"):
+            print("  " + line[:400], flush=True)
+    log.write_text("")
+
+
+def guest_main(args: argparse.Namespace) -> int:
+    Path("/proc/self/oom_score_adj").write_text("-1000")  # the driver is not a candidate
+    work = Path("/tmp/oomkit-bench-policies")
+    work.mkdir(exist_ok=True)
+    dup.mkcg(CGROUP / "system.slice")
+    files = args.files.split(os.pathsep)
+    rows = []
+    chosen = {n: w for n, w in daemons().items()
+              if not args.daemons or any(d in n for d in args.daemons.split(","))}
+    for name, what in chosen.items():
+        daemon = start_daemon(what, work)
+        try:
+            for scenario in ("f10", "lone"):
+                root = CGROUP
+                for part in APPS.split("/"):
+                    root = dup.mkcg(root / part)
+                try:
+                    r = f10(root, files, args.seconds) if scenario == "f10" else \
+                        lone(root, args.seconds)
+                finally:
+                    dup.destroy(CGROUP / "user.slice")
+                r["daemon"] = name
+                rows.append(r)
+                print("RESULT " + json.dumps(r), flush=True)
+                if args.verbose and isinstance(what, Path):
+                    show_log(work / "events.jsonl")
+                time.sleep(3)
+        finally:
+            daemon.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                daemon.wait(60)
+    print("\n| daemon | f10: died | f10: hog dead after | lone reader: died |")
+    print("|---|---|---|---|")
+    by = {(r["daemon"], r["scenario"]): r for r in rows}
+    for name in chosen:
+        a, b = by[(name, "f10")], by[(name, "lone reader")]
+        after = a["hog_dead_after_s"]
+        print(f"| {name} | {', '.join(a['died']) or 'none'} | "  # type: ignore[arg-type]
+              f"{f'{after:.0f} s' if after is not None else 'alive'} | "
+              f"{', '.join(b['died']) or 'none'} |", flush=True)  # type: ignore[arg-type]
+    return 0
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--in-guest", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--files", default="", help=argparse.SUPPRESS)
+    ap.add_argument("--memory", default="1G", help="guest RAM (default 1G)")
+    ap.add_argument("--seconds", type=float, default=60.0,
+                    help="how long each scenario may run (default 60)")
+    ap.add_argument("--timeout", type=float, default=1500.0, help="guest timeout (s)")
+    ap.add_argument("--daemons", default="", help="only these (comma-separated parts of "
+                    "their names: oomkit,earlyoom,oomd,recommended,preset)")
+    ap.add_argument("--verbose", action="store_true", help="oomkit's PSI events and OOMs")
+    args = ap.parse_args()
+    return guest_main(args) if args.in_guest else host_main(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,247 @@
+"""Finding the cause of memory pressure: where memory is short, and who made it so.
+
+Pressure is *felt* by whoever stalls; it is *caused* elsewhere more often than not: an
+editor stalls because a job beside it grows, three programs re-read their files because a
+hog's anonymous memory left no room for them (without swap, reclaim can only drop cache).
+Two questions, answered from the kernel's counters alone:
+
+1. **The domain**: where is memory short? From the cgroup whose trigger fired, walk up to
+   the first cgroup at its own ``memory.high``/``memory.max`` (within 1/16): the shortage
+   is that limit, and the choice stays inside it, as the kernel's memcg OOM does. No such
+   cgroup: the machine (``None``).
+2. **The cause** in that domain, a leaf cgroup ranked by what it adds to the pressure:
+   its *footprint* (memory reclaim cannot simply drop: usage minus the unmapped page
+   cache) plus, weighted, what it *grew* in the last sampling interval and (inside a
+   limited domain, where the working set is its own) the pages it *refaulted*. A cgroup
+   that only waits (stalls, refaults what others pushed out, does not grow) has neither
+   growth nor footprint to speak of, so it ranks last.
+
+Counters are cumulative; :class:`Activity` keeps one earlier sample per cgroup so that
+growth and refaults are over an interval (at least ``min_interval_s``): a PsiOps samples at
+attach time and at every event it receives, an OomOps reads the ranking at OOM time.
+"""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass
+from typing import Any
+
+from oomkit.errors import OomkitError
+from oomkit.kernel.base import PAGE_SIZE, Cgroup, PolicyKernel, Resource
+
+GROWTH_WEIGHT = 4  # a byte grown in the last interval counts as much as 4 held
+REFAULT_WEIGHT = 4
+
+
+def limit_of(cg: Cgroup) -> int | None:
+    """The lower of memory.high and memory.max (None: unlimited)."""
+    limits = [x for x in (cg.memory_high, cg.memory_max) if x is not None]
+    return min(limits) if limits else None
+
+
+def at_limit(cg: Cgroup) -> bool:
+    limit = limit_of(cg)
+    return limit is not None and cg.usage() >= limit - max(limit // 16, PAGE_SIZE)
+
+
+def domain_of(cg: Cgroup | None) -> Cgroup | None:
+    """The nearest of cg and its ancestors at its own limit; None: the machine."""
+    c = cg
+    while c is not None and c.parent is not None:
+        if at_limit(c):
+            return c
+        c = c.parent
+    return None
+
+
+class Stat:
+    """memory.stat of one cgroup, read once where the backend can (a live cgroup's
+    ``stat()``: one file read instead of one per item), else item by item."""
+
+    __slots__ = ("_all", "cg")
+
+    def __init__(self, cg: Cgroup) -> None:
+        self.cg = cg
+        read = getattr(cg, "stat", None)
+        self._all: dict[str, int] | None = read() if callable(read) else None
+
+    def page(self, name: str) -> int:
+        if self._all is not None:
+            return self._all.get(name, 0)
+        return self.cg.page_state(name)
+
+    def event(self, *names: str) -> int:
+        """The first of ``names`` the kernel has (v2 and v1 spell some differently)."""
+        for name in names:
+            if self._all is not None:
+                if name in self._all:
+                    return self._all[name]
+                continue
+            try:
+                return self.cg.vm_events(name)
+            except OomkitError:
+                continue
+        return 0
+
+
+def footprint(cg: Cgroup, st: Stat | None = None) -> int:
+    """Bytes reclaim cannot simply drop: usage minus the unmapped page cache (tmpfs and
+    mapped files stay in it)."""
+    st = st or Stat(cg)
+    cache = st.page("file") - st.page("shmem") - st.page("file_mapped")
+    return max(0, cg.usage() - max(0, cache))
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    time: float
+    usage: int
+    refaults: int  # pages, file and anon
+    activations: int  # refaults of pages still in the workingset (mm/workingset.c)
+    pgscan: int
+
+
+def sample(cg: Cgroup, now: float, st: Stat | None = None) -> Sample:
+    st = st or Stat(cg)
+    return Sample(now, cg.usage(),
+                  st.event("workingset_refault_file", "workingset_refault")
+                  + st.event("workingset_refault_anon"),
+                  st.event("workingset_activate_file", "workingset_activate")
+                  + st.event("workingset_activate_anon"),
+                  st.event("pgscan"))
+
+
+@dataclass(frozen=True, slots=True)
+class Rates:
+    """Deltas over ``interval_s`` (0: no earlier sample; deltas are then 0)."""
+
+    interval_s: float
+    growth: int  # bytes
+    refaults: int  # pages
+    activations: int  # pages
+    pgscan: int  # pages
+
+    def per_s(self, value: int) -> float:
+        return value / self.interval_s if self.interval_s > 0 else 0.0
+
+
+class Activity:
+    """Two earlier samples per cgroup id, the newer replaced once it is ``min_interval_s``
+    old: rates are then always over at least that long, even right after a sample."""
+
+    def __init__(self, min_interval_s: float = 1.0) -> None:
+        self.min_interval_s = min_interval_s
+        self._base: dict[int, tuple[Sample | None, Sample]] = {}  # (older, newer)
+        self._tree_at = float("-inf")
+
+    def note(self, cg: Cgroup, now: float) -> None:
+        """Record a sample of cg (kept while the last one is younger than min_interval_s)."""
+        try:
+            held = self._base.get(cg.id)
+            if held is None or now - held[1].time >= self.min_interval_s:
+                self._base[cg.id] = (held[1] if held else None, sample(cg, now))
+        except OomkitError:
+            self._base.pop(cg.id, None)
+
+    def note_tree(self, root: Cgroup, now: float) -> None:
+        """note() every cgroup, at most once per min_interval_s (triggers on every cgroup
+        may all fire in one window: one walk of the tree serves them all)."""
+        if now - self._tree_at < self.min_interval_s:
+            return
+        self._tree_at = now
+        try:
+            for cg in root.walk():
+                self.note(cg, now)
+        except OomkitError:
+            pass
+
+    def forget(self, cgroup_id: int) -> None:
+        self._base.pop(cgroup_id, None)
+
+    def rates(self, cg: Cgroup, now: float, st: Stat | None = None) -> Rates:
+        held = self._base.get(cg.id)
+        base: Sample | None = None
+        if held is not None:
+            older, newer = held
+            base = newer if now - newer.time >= self.min_interval_s or older is None else older
+        if base is None or now <= base.time:
+            return Rates(0.0, 0, 0, 0, 0)
+        cur = sample(cg, now, st)
+        return Rates(now - base.time, max(0, cur.usage - base.usage),
+                     max(0, cur.refaults - base.refaults),
+                     max(0, cur.activations - base.activations),
+                     max(0, cur.pgscan - base.pgscan))
+
+
+_TRACKERS: weakref.WeakKeyDictionary[Any, Activity] = weakref.WeakKeyDictionary()
+
+
+def tracker(kernel: PolicyKernel) -> Activity:
+    """The Activity shared by every policy on this kernel (a dry run shares the real one)."""
+    key = getattr(kernel, "real", kernel)
+    found = _TRACKERS.get(key)
+    if found is None:
+        found = _TRACKERS[key] = Activity()
+    return found
+
+
+def leaves(root: Cgroup) -> list[Cgroup]:
+    """The cgroups under root (root included) that hold tasks themselves."""
+    out = []
+    try:
+        for cg in root.walk():
+            if cg.tasks():
+                out.append(cg)
+    except OomkitError:
+        pass
+    return out
+
+
+def cgroups(root: Cgroup) -> list[Cgroup]:
+    """root and every cgroup below it (those that vanish meanwhile left out)."""
+    try:
+        return list(root.walk())
+    except OomkitError:
+        return [root]
+
+
+def _score(cg: Cgroup, activity: Activity, now: float, limited: bool) -> int:
+    st = Stat(cg)
+    rates = activity.rates(cg, now, st)
+    score = footprint(cg, st) + GROWTH_WEIGHT * rates.growth
+    if limited:
+        score += REFAULT_WEIGHT * rates.refaults * PAGE_SIZE
+    return score
+
+
+def cause_score(cg: Cgroup, activity: Activity, now: float, limited: bool) -> int:
+    """Bytes of pressure the tasks of cg itself add (see the module doc). Statistics are
+    hierarchical: a cgroup with tasks and children (the root, a v1 parent) counts what its
+    children do not."""
+    if cg.parent is None:
+        # The root's statistics are the machine's (v2 has none of its own: memory.current
+        # is MemTotal - MemAvailable, kernel memory included): count its own tasks.
+        return sum(t.rss + t.swapents * PAGE_SIZE for t in cg.tasks())
+    score = _score(cg, activity, now, limited)
+    for child in cg.children():
+        try:
+            score -= _score(child, activity, now, limited)
+        except OomkitError:
+            continue
+    return max(0, score)
+
+
+def own_full_avg10(cg: Cgroup, resource: Resource = Resource.MEMORY) -> float:
+    """The cgroup's "full" avg10 (0 where it has no pressure file, as on cgroup v1)."""
+    try:
+        return cg.pressure(resource).full.avg10
+    except OomkitError:
+        return 0.0
+
+
+def own_some_avg10(cg: Cgroup, resource: Resource = Resource.MEMORY) -> float:
+    try:
+        return cg.pressure(resource).some.avg10
+    except OomkitError:
+        return 0.0

@@ -1,0 +1,100 @@
+"""kill_cause: end the OOM where the pressure comes from, one process at a time.
+
+The recommended OOM handler (see oomkit.policies.cause). In the OOM's domain (the
+OOMing memcg, or for a declared OOM the domain its memcg belongs to: the nearest cgroup
+at its own limit, else the machine) it ranks the leaf cgroups by what they add to the
+pressure (footprint, growth, refaults of their own working set), then kills the task of
+the winner with the highest oom_badness, the kernel's own choice within one cgroup
+(``memory.oom.group`` still widens it). A parallel build in one session scope loses its
+linker, not the session. ``whole_cgroup = true`` kills every task of the leaf instead.
+
+Never chosen: protected cgroups/commands and ``user.oomd_omit`` (see prefs), tasks
+under ``min_victim`` bytes (nothing is killed for 28K: the event says so and the next
+handler or the default killer decides). Avoided ones only when nothing else is left.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from oomkit.errors import OomkitError
+from oomkit.kernel.base import Cgroup, Constraint, Task
+from oomkit.ops import OomContext, OomControl, OomOps
+from oomkit.policies import cause, prefs
+from oomkit.policy_args import Size
+
+
+def task_size(task: Task) -> int:
+    return task.rss + task.swapents * 4096
+
+
+def pick_task(cg: Cgroup, p: prefs.Preferences, min_victim: int,
+              cgroup_pref: int | None, totalpages: int) -> tuple[int, Task] | None:
+    """(preference, task) with the highest oom_badness among the eligible, or None."""
+    best: tuple[int, int, Task] | None = None
+    for t in cg.tasks():
+        pref = p.task(t, cgroup_pref)
+        if pref is prefs.OMIT or t.is_oom_victim or task_size(t) < min_victim:
+            continue
+        points = t.oom_badness(totalpages) or 0
+        if best is None or (pref, points) > best[:2]:
+            best = (pref, points, t)
+    return (best[0], best[2]) if best is not None else None
+
+
+class KillCause(OomOps):
+    name = "kill_cause"
+
+    def __init__(self, min_victim: Size = 4 << 20, whole_cgroup: bool = False,
+                 protect: Sequence[str] = (), avoid: Sequence[str] = (),
+                 prefer: Sequence[str] = (), protect_comm: str = "", avoid_comm: str = "",
+                 prefer_comm: str = "") -> None:
+        self.min_victim = min_victim
+        self.whole_cgroup = whole_cgroup
+        self.prefs = prefs.Preferences.of(protect, avoid, prefer, protect_comm, avoid_comm,
+                                          prefer_comm)
+
+    def choose(self, oc: OomControl) -> tuple[Cgroup, Task] | None:
+        domain = oc.memcg
+        if oc.constraint is Constraint.DECLARED:
+            domain = cause.domain_of(oc.memcg)
+        root = domain or oc.kernel.root_mem_cgroup()
+        now = oc.kernel.clock.now()
+        activity = cause.tracker(oc.kernel)
+        # Score every cgroup first (statistics are cheap), list tasks only in rank order
+        # (on a live machine that is /proc reads for each task).
+        ranked: list[tuple[int, int, Cgroup]] = []
+        for cg in cause.cgroups(root):
+            try:
+                cpref = self.prefs.cgroup(cg)
+                if cpref is not prefs.OMIT:
+                    ranked.append((cpref, cause.cause_score(cg, activity, now,
+                                                            domain is not None), cg))
+            except OomkitError:
+                continue  # gone meanwhile, or no statistics here (the v2 root on old kernels)
+        ranked.sort(key=lambda r: (r[0], r[1]), reverse=True)
+        by_comm = self.prefs.has_comm_rules
+        best: tuple[tuple[int, int], Cgroup, Task] | None = None
+        for cpref, score, cg in ranked:
+            try:
+                found = pick_task(cg, self.prefs, self.min_victim, cpref, oc.totalpages)
+            except OomkitError:
+                continue
+            if found is None:
+                continue
+            key = (found[0], score)
+            if best is None or key > best[0]:
+                best = (key, cg, found[1])
+            if not by_comm:
+                break  # without rules by command, the first in rank order is the one
+        return (best[1], best[2]) if best is not None else None
+
+    def handle_out_of_memory(self, ctx: OomContext, oc: OomControl) -> bool:
+        chosen = self.choose(oc)
+        if chosen is None:
+            return False
+        cg, task = chosen
+        if self.whole_cgroup:
+            return oc.kill_cgroup(cg, f"kill_cause: {cg.path}") > 0
+        oc.kill_process(task, f"kill_cause: {task.comm} in {cg.path}")
+        return True

@@ -1,0 +1,71 @@
+"""lmkd: Android's low memory killer, PSI levels mapped to oom_score_adj bands.
+
+Mirrors system/memory/lmkd (lmkd.cpp: psi_thresholds, init_psi_monitors,
+find_and_kill_process with kill_heaviest_task; the ro.lmk.* defaults):
+
+- ``lmkd`` (PsiOps): machine-wide memory triggers, MEDIUM = "some" ``partial_stall``
+  (70 ms, ro.lmk.psi_partial_stall_ms) and CRITICAL = "full" ``complete_stall`` (700 ms,
+  ro.lmk.psi_complete_stall_ms), each per second (LOW, "some" 70 ms, kills nothing with
+  ro.lmk.low = 1001, so it is not watched). Windows of 1 s need CAP_SYS_RESOURCE; the
+  default ``window`` is 2 s with the stall scaled to it. Each declares a machine OOM
+  (CONSTRAINT_LMKD_MEDIUM / _CRITICAL).
+- ``lmkd_kill`` (OomOps): the level sets the lowest oom_score_adj that may die
+  (ro.lmk.medium 800, ro.lmk.critical 0); from the highest oom_score_adj down, the
+  heaviest task (RSS + swap) of the first band that has one dies.
+"""
+
+from __future__ import annotations
+
+from oomkit.kernel.base import PsiTrigger, Resource
+from oomkit.ops import OomContext, OomControl, OomOps, Psi, PsiOps
+from oomkit.policies import prefs
+from oomkit.policy_args import Duration
+
+
+class LmkdWatch(PsiOps):
+    """lmkd's PSI levels: "some" stall is MEDIUM, "full" stall is CRITICAL."""
+
+    name = "lmkd"
+
+    def __init__(self, partial_stall: Duration = 0.07, complete_stall: Duration = 0.7,
+                 window: Duration = 2.0) -> None:
+        self.window_us = int(window * 1e6)
+        # (level, full, stall per window): the stalls are per second, as lmkd's are; LOW
+        # kills nothing by default (ro.lmk.low = 1001), so it gets no trigger.
+        self.levels = (("MEDIUM", False, int(partial_stall * window * 1e6)),
+                       ("CRITICAL", True, int(complete_stall * window * 1e6)))
+        self._level: dict[int, str] = {}
+
+    def init(self, psi: Psi) -> int:
+        for level, full, threshold in self.levels:
+            trig = psi.create_trigger(0, Resource.MEMORY, threshold, self.window_us, full=full)
+            self._level[id(trig)] = level
+        return 0
+
+    def handle_psi_event(self, psi: Psi, trigger: PsiTrigger) -> None:
+        level = self._level.get(id(trigger))
+        if level is not None:
+            psi.kernel.out_of_memory(None, 0, constraint_text=f"CONSTRAINT_LMKD_{level}")
+
+
+class Lmkd(OomOps):
+    """lmkd's victim: the heaviest task of the highest oom_score_adj band the level allows."""
+
+    name = "lmkd_kill"
+
+    def __init__(self, medium: int = 800, critical: int = 0) -> None:
+        self.min_adj = {"CONSTRAINT_LMKD_MEDIUM": medium, "CONSTRAINT_LMKD_CRITICAL": critical}
+        self.prefs = prefs.Preferences()
+
+    def handle_out_of_memory(self, ctx: OomContext, oc: OomControl) -> bool:
+        min_adj = self.min_adj.get(oc.constraint_text or "")
+        if min_adj is None:
+            return False
+        tasks = [t for t in prefs.all_tasks(oc.kernel.root_mem_cgroup())
+                 if t.oom_score_adj >= min_adj and not t.is_oom_victim
+                 and self.prefs.task(t) is not prefs.OMIT]
+        if not tasks:
+            return False
+        victim = max(tasks, key=lambda t: (t.oom_score_adj, t.rss + t.swapents * 4096))
+        oc.kill_process(victim, f"lmkd: {oc.constraint_text}, min adj {min_adj}")
+        return True

@@ -1,0 +1,61 @@
+"""What the peers' detectors share: a poll, and "above a limit for a duration".
+
+earlyoom, systemd-oomd and oomd poll (/proc/meminfo, memory.pressure) every 100 ms to
+1 s. A PsiOps has no timer; it has triggers. :class:`PollWatch` takes a machine-wide
+memory "some" trigger of ``wake`` per ``window`` as its poll: it looks whenever reclaim
+stalls anyone, at most once per window (the kernel fires a trigger once per window), and
+samples the cgroups' counters for the rankers (oomkit.policies.cause).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Callable, Iterator, Sequence
+
+from oomkit.kernel.base import Cgroup, PolicyKernel, PsiTrigger, Resource
+from oomkit.ops import Psi, PsiOps
+from oomkit.policies import cause
+
+
+class PollWatch(PsiOps):
+    """Subclasses set ``name``, call ``super().__init__(wake, window)`` and write poll()."""
+
+    def __init__(self, wake: float, window: float) -> None:
+        self.wake_us, self.window_us = int(wake * 1e6), int(window * 1e6)
+
+    def init(self, psi: Psi) -> int:
+        psi.create_trigger(0, Resource.MEMORY, self.wake_us, self.window_us, full=False)
+        cause.tracker(psi.kernel).note_tree(psi.kernel.root_mem_cgroup(), psi.kernel.clock.now())
+        return 0
+
+    def handle_psi_event(self, psi: Psi, trigger: PsiTrigger) -> None:
+        kernel, now = psi.kernel, psi.kernel.clock.now()
+        try:
+            self.poll(kernel, now)
+        finally:
+            cause.tracker(kernel).note_tree(kernel.root_mem_cgroup(), now)
+
+    def poll(self, kernel: PolicyKernel, now: float) -> None:
+        raise NotImplementedError
+
+
+class Sustained:
+    """Which of the cgroups matching ``globs`` have had ``read(cg)`` above ``limit`` for
+    ``duration`` seconds (as systemd-oomd's mem_pressure_limit_hit_start and oomd's
+    PressureAbove duration count it); each is reported once, then counted afresh."""
+
+    def __init__(self, globs: Sequence[str], limit: float, duration: float,
+                 read: Callable[[Cgroup], float]) -> None:
+        self.globs, self.limit, self.duration, self.read = tuple(globs), limit, duration, read
+        self._since: dict[int, float] = {}
+
+    def due(self, root: Cgroup, now: float) -> Iterator[Cgroup]:
+        for cg in root.walk():
+            if cg.parent is None or not any(fnmatch.fnmatchcase(cg.path, g)
+                                            for g in self.globs):
+                continue
+            if self.read(cg) <= self.limit:
+                self._since.pop(cg.id, None)
+            elif now - self._since.setdefault(cg.id, now) >= self.duration:
+                self._since.pop(cg.id, None)
+                yield cg

@@ -1,0 +1,111 @@
+"""pressure_guard: declare an OOM where memory is short, for memory and IO pressure.
+
+The recommended PSI policy. "full" triggers on memory and on IO, for the machine and
+every cgroup (new ones too; cgroup v1 has only the machine's). When one fires:
+
+- the domain is found (oomkit.policies.cause.domain_of): the nearest cgroup at its own
+  limit, else the machine. The machine is a domain only for the machine's own trigger:
+  "full" there means every task that wanted to run was stalled, while a cgroup that
+  stalls alone (a reader streaming more than fits, waiting on its disk) hurts nobody but
+  itself. A machine-wide trigger while some cgroup at its limit has
+  pressure of its own is that cgroup's business: its own trigger declares there. The
+  machine is short only while MemFree is under ``min_free`` of RAM (reclaim keeps it near
+  the watermarks then); pressure with memory free again is a recovery (the programs a
+  kill saved re-read their files), not a new shortage.
+- IO pressure counts only with refaults of pages that were still in the workingset
+  (``workingset_activate``: a working set that would fit, being pushed out) at
+  ``min_activations`` pages/s or more. A reader streaming a file larger than memory waits
+  on IO too, but hurts nobody else; the kernel does not flag those refaults.
+- the OOM is declared there (CONSTRAINT_PSI_MEM or CONSTRAINT_PSI_IO); the OomOps rank
+  the cause (kill_cause). The runtime holds declared OOMs while a victim exits and for
+  the post-action delay after.
+
+Every event also samples the cgroups' counters (growth, refaults) for the ranking.
+Defaults: 500 ms of full stall within 2 s (windows of 2 s work without CAP_SYS_RESOURCE).
+"""
+
+from __future__ import annotations
+
+from oomkit.errors import OomkitError
+from oomkit.kernel.base import Cgroup, PsiTrigger, Resource
+from oomkit.ops import Psi, PsiOps
+from oomkit.policies import cause, sysmem
+from oomkit.policy_args import Duration, Percent
+
+
+class PressureGuard(PsiOps):
+    name = "pressure_guard"
+
+    def __init__(self, threshold: Duration = 0.5, window: Duration = 2.0, io: bool = True,
+                 min_activations: int = 1000, min_free: Percent = 6.0,
+                 cgroups: bool = True) -> None:
+        self.min_free = min_free
+        self.threshold_us = int(threshold * 1e6)
+        self.window_us = int(window * 1e6)
+        self.io = io
+        self.min_activations = min_activations
+        self.cgroups = cgroups
+
+    def _watch(self, psi: Psi, cgroup_id: int) -> None:
+        for res in (Resource.MEMORY, Resource.IO) if self.io else (Resource.MEMORY,):
+            try:
+                psi.create_trigger(cgroup_id, res, self.threshold_us, self.window_us,
+                                   full=True)
+            except OomkitError:
+                return  # no pressure files for cgroups here (v1), or gone already
+
+    def init(self, psi: Psi) -> int:
+        self._watch(psi, 0)
+        root = psi.kernel.root_mem_cgroup()
+        if self.cgroups:
+            for cg in root.walk():
+                if cg.parent is not None:
+                    self._watch(psi, cg.id)
+        cause.tracker(psi.kernel).note_tree(root, psi.kernel.clock.now())
+        return 0
+
+    def handle_cgroup_online(self, psi: Psi, cgroup_id: int) -> None:
+        if self.cgroups:
+            self._watch(psi, cgroup_id)
+        cg = psi.kernel.mem_cgroup(cgroup_id)
+        if cg is not None:
+            cause.tracker(psi.kernel).note(cg, psi.kernel.clock.now())
+
+    def handle_cgroup_offline(self, psi: Psi, cgroup_id: int) -> None:
+        cause.tracker(psi.kernel).forget(cgroup_id)
+
+    def _limited_elsewhere(self, root: Cgroup, resource: Resource) -> bool:
+        """Is some cgroup at its own limit with pressure of its own (its business)?"""
+        for cg in root.walk():
+            if cg.parent is not None and cause.at_limit(cg) and cause.own_full_avg10(cg, resource):
+                return True
+        return False
+
+    def handle_psi_event(self, psi: Psi, trigger: PsiTrigger) -> None:
+        kernel = psi.kernel
+        now = kernel.clock.now()
+        root = kernel.root_mem_cgroup()
+        where = kernel.mem_cgroup(trigger.cgroup_id) if trigger.cgroup_id else None
+        if trigger.cgroup_id and where is None:
+            return  # gone meanwhile
+        activity = cause.tracker(kernel)
+        try:
+            domain = cause.domain_of(where)
+            if domain is None and where is not None:
+                return  # felt by one cgroup, not at a limit: the machine's trigger decides
+            if domain is None and self._limited_elsewhere(root, trigger.resource):
+                return
+            info = sysmem.meminfo(kernel) if domain is None else None
+            if info is not None and info.free > info.total * self.min_free / 100:
+                return
+            if trigger.resource is Resource.IO:
+                rates = activity.rates(domain or root, now)
+                if rates.per_s(rates.activations) < self.min_activations:
+                    return  # IO waits, but no working set is being pushed out
+            text = ("CONSTRAINT_PSI_IO" if trigger.resource is Resource.IO
+                    else "CONSTRAINT_PSI_MEM")
+            kernel.out_of_memory(domain, 0, constraint_text=text)
+        except OomkitError:
+            return  # a cgroup on the way went meanwhile: the next event looks again
+        finally:
+            activity.note_tree(root, now)

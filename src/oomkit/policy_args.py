@@ -1,0 +1,190 @@
+"""Policy arguments checked against the policy's signature when a config is loaded.
+
+A policy's ``__init__`` says what it takes; its annotations say how a config value is
+read:
+
+- ``Size`` (bytes): ``"64M"``, ``"1G"`` or a whole number of bytes, as elsewhere in the
+  config; ``Duration`` (seconds, a float): ``"500ms"``, ``"2s"``, ``"1m"``, or a number of
+  seconds; ``Percent`` (a float 0..100): ``"90%"`` or a number;
+- ``int``, ``float``, ``bool``, ``str``: that TOML type (an int is a float too; ``"64M"``
+  is not an int: annotate Size to take units);
+- ``list[str]``/``Sequence[str]`` (a string is not a list), ``X | None``.
+
+:func:`check` returns the converted keyword arguments or raises :class:`ArgError` naming
+the argument, before anything is instantiated. Unannotated parameters take any value.
+"""
+
+from __future__ import annotations
+
+import collections.abc
+import inspect
+import types
+import typing
+from typing import Annotated, Any
+
+from oomkit.units import parse_duration_ns, parse_size
+
+
+class _Unit:
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+SIZE = _Unit("size")
+DURATION = _Unit("duration")
+PERCENT = _Unit("percent")
+
+Size = Annotated[int, SIZE]
+Duration = Annotated[float, DURATION]
+Percent = Annotated[float, PERCENT]
+
+
+class ArgError(ValueError):
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(f"argument {key!r}: {message}")
+        self.key = key
+
+
+def _percent(v: object) -> float:
+    if isinstance(v, str) and v.strip().endswith("%"):
+        v = v.strip()[:-1]
+        try:
+            pct = float(v)
+        except ValueError:
+            raise ValueError(f"expected a share like 90%, got {v!r}%") from None
+    elif isinstance(v, int | float) and not isinstance(v, bool):
+        pct = float(v)
+    else:
+        raise ValueError(f"expected a share like 90%, got {v!r}")
+    if not 0 <= pct <= 100:
+        raise ValueError(f"a share is 0% to 100%, got {v!r}")
+    return pct
+
+
+def _duration(v: object) -> float:
+    if isinstance(v, int | float) and not isinstance(v, bool):
+        seconds = float(v)
+    else:
+        seconds = parse_duration_ns(v) / 1e9
+    if seconds < 0:
+        raise ValueError(f"a duration cannot be negative, got {v!r}")
+    return seconds
+
+
+def _plain(v: object, tp: type) -> object:
+    if tp is bool:
+        if isinstance(v, bool):
+            return v
+        raise ValueError(f"expected true or false, got {v!r}")
+    if tp is int:
+        if isinstance(v, int) and not isinstance(v, bool):
+            return v
+        raise ValueError(f"expected a whole number, got {v!r}")
+    if tp is float:
+        if isinstance(v, int | float) and not isinstance(v, bool):
+            return float(v)
+        raise ValueError(f"expected a number, got {v!r}")
+    if tp is str:
+        if isinstance(v, str):
+            return v
+        raise ValueError(f"expected a string, got {v!r}")
+    return v
+
+
+def convert(v: object, tp: Any) -> object:
+    """``v`` read as annotation ``tp``; ValueError with the reason."""
+    origin = typing.get_origin(tp)
+    if origin is Annotated:
+        base, *meta = typing.get_args(tp)
+        if SIZE in meta:
+            return parse_size(v)
+        if DURATION in meta:
+            return _duration(v)
+        if PERCENT in meta:
+            return _percent(v)
+        return convert(v, base)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(tp)
+        if v is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return convert(v, option)
+            except ValueError as exc:
+                errors.append(str(exc))
+        raise ValueError("; or ".join(errors))
+    if origin in (list, tuple, collections.abc.Sequence, collections.abc.Iterable):
+        if not isinstance(v, list):
+            raise ValueError(f"expected a list like [\"a\", \"b\"], got {v!r}")
+        args = typing.get_args(tp)
+        item = args[0] if args else Any
+        return [convert(x, item) for x in v]
+    if tp is Any or not isinstance(tp, type):
+        return v
+    return _plain(v, tp)
+
+
+def parameters(cls: type) -> list[tuple[str, Any, Any]]:
+    """(name, annotation, default) of each keyword argument of ``cls``; default is
+    ``inspect.Parameter.empty`` when required."""
+    init: Any = cls.__init__  # type: ignore[misc]
+    try:
+        hints = typing.get_type_hints(init, include_extras=True)
+    except Exception:  # an annotation that does not resolve: take values as they are
+        hints = {}
+    out = []
+    for name, p in inspect.signature(init).parameters.items():
+        if name == "self" or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue
+        out.append((name, hints.get(name, Any), p.default))
+    return out
+
+
+def check(cls: type, args: dict[str, Any]) -> dict[str, Any]:
+    """Check and convert ``args`` for ``cls(**args)``; raises ArgError."""
+    params = {name: (tp, default) for name, tp, default in parameters(cls)}
+    init: Any = cls.__init__  # type: ignore[misc]
+    takes_any = any(p.kind is p.VAR_KEYWORD for p in inspect.signature(init).parameters.values())
+    out: dict[str, Any] = {}
+    for key, value in args.items():
+        if key not in params:
+            if takes_any:
+                out[key] = value
+                continue
+            known = ", ".join(params) or "none"
+            raise ArgError(key, f"{cls.__name__} takes no such argument (it takes: {known})")
+        try:
+            out[key] = convert(value, params[key][0])
+        except ValueError as exc:
+            raise ArgError(key, str(exc)) from None
+    for name, (_, default) in params.items():
+        if default is inspect.Parameter.empty and name not in out:
+            raise ArgError(name, "required")
+    return out
+
+
+def describe(tp: Any) -> str:
+    """A short name for an annotation, as `oomkit policies` prints it."""
+    origin = typing.get_origin(tp)
+    if origin is Annotated:
+        base, *meta = typing.get_args(tp)
+        for unit in (SIZE, DURATION, PERCENT):
+            if unit in meta:
+                return unit.name
+        return describe(base)
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(describe(a) for a in typing.get_args(tp))
+    if origin is not None:
+        args = ", ".join(describe(a) for a in typing.get_args(tp))
+        return f"list[{args}]" if args else "list"
+    if tp is type(None):
+        return "none"
+    return getattr(tp, "__name__", str(tp))

@@ -1,0 +1,522 @@
+"""The Kernel contract (SPEC sections 3 and 4), once, on every backend (see backends.py).
+
+Each test is one behaviour every backend must show the same way: the accessors a policy
+may call, the return codes of a declared OOM, the error of every refused call, and the
+default killer's choice, ties included. Where a behaviour cannot exist on a backend (no
+per-cgroup PSI on v1, no memory.oom.group on v1, no polling on a tree of regular files)
+the test says so and skips there.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+from collections.abc import Iterator
+
+import pytest
+
+from oomkit.errors import CgroupGone, KernelError, Unkillable
+from oomkit.kernel.base import (
+    PAGE_SIZE,
+    Cgroup,
+    Constraint,
+    Kernel,
+    OomFlags,
+    OomRequest,
+    Pressure,
+    Resource,
+    Task,
+)
+from oomkit.kernel.linux import LinuxKernel, LivePsiTrigger
+from oomkit.kernel.sim import MachineSpec, SimKernel
+from oomkit.ops import OomContext, OomControl, OomOps
+from oomkit.runtime import Runtime
+
+from .backends import Harness
+
+MiB = 1 << 20
+LIMIT = 64 * MiB
+STAT_ITEMS = ("anon", "file", "shmem", "file_mapped")
+EVENT_ITEMS = ("pgfault", "pgmajfault")
+MEMORY_EVENTS = ("low", "high", "max", "oom", "oom_kill", "oom_group_kill")
+
+
+def _unused_id(kernel: Kernel) -> int:
+    return max(c.id for c in kernel.root_mem_cgroup().walk()) + 1_000_003
+
+
+def _request(kernel: Kernel, memcg: Cgroup | None) -> OomRequest:
+    return OomRequest(memcg, 0, Constraint.DECLARED, None, kernel.oom_totalpages(memcg))
+
+
+def _default_victims(kernel: Kernel, memcg: Cgroup | None) -> list[int]:
+    return [v.pid for v in kernel.default_oom(_request(kernel, memcg)).victims]
+
+
+@pytest.fixture
+def runtime(be: Harness) -> Iterator[Runtime]:
+    rt = Runtime(be.kernel, budget_s=5.0)
+    yield rt
+    rt.close()
+
+
+def _errno(exc: pytest.ExceptionInfo[KernelError]) -> int | None:
+    return exc.value.errno
+
+
+# -- SPEC section 3: the tree -------------------------------------------------------------------
+def test_root_mem_cgroup(be: Harness) -> None:
+    root = be.kernel.root_mem_cgroup()
+    assert root.path == "/" and root.parent is None
+    assert be.kernel.mem_cgroup("/") == root
+    assert be.kernel.mem_cgroup(root.id) == root
+
+
+def test_mem_cgroup_by_path_and_id(be: Harness) -> None:
+    a = be.mkcg("a")
+    assert be.kernel.mem_cgroup("/a") == a
+    assert be.kernel.mem_cgroup("a") == a
+    assert be.kernel.mem_cgroup(a.id) == a
+    assert a.parent == be.kernel.root_mem_cgroup()
+    assert be.kernel.mem_cgroup("/no-such") is None
+    assert be.kernel.mem_cgroup(_unused_id(be.kernel)) is None
+
+
+def test_walk_children_and_descendants(be: Harness) -> None:
+    a = be.mkcg("a")
+    b = be.mkcg("a/b")
+    c = be.mkcg("a/c")
+    assert {x.path for x in a.children()} == {"/a/b", "/a/c"}
+    pre = [x.path for x in a.walk()]
+    post = [x.path for x in a.walk("post")]
+    assert pre[0] == "/a" and sorted(pre[1:]) == ["/a/b", "/a/c"]
+    assert post[-1] == "/a" and sorted(post[:-1]) == ["/a/b", "/a/c"]
+    assert a.nr_descendants == 2 and b.nr_descendants == 0
+    assert c.parent == a
+    with pytest.raises(ValueError):
+        list(a.walk("sideways"))  # type: ignore[arg-type]
+
+
+# -- SPEC section 3: statistics ---------------------------------------------------------------
+def test_usage_and_memory_stat(be: Harness) -> None:
+    cg = be.mkcg("s", memory_max=LIMIT)
+    be.spawn(cg, 1)
+    cg.flush_stats()
+    assert isinstance(cg.usage(), int) and cg.usage() >= 0
+    for item in STAT_ITEMS:
+        value = cg.page_state(item)
+        assert isinstance(value, int) and value >= 0, item
+    for item in EVENT_ITEMS:
+        value = cg.vm_events(item)
+        assert isinstance(value, int) and value >= 0, item
+
+
+def test_unknown_stat_item_is_einval(be: Harness) -> None:
+    cg = be.mkcg("s")
+    with pytest.raises(KernelError) as exc:
+        cg.page_state("no_such_item")
+    assert _errno(exc) == errno.EINVAL
+    with pytest.raises(KernelError) as exc:
+        cg.vm_events("no_such_event")
+    assert _errno(exc) == errno.EINVAL
+
+
+def test_memory_events(be: Harness) -> None:
+    cg = be.mkcg("e", memory_max=LIMIT)
+    for item in MEMORY_EVENTS:
+        value = cg.memory_events(item)
+        assert isinstance(value, int) and value >= 0, item
+
+
+def test_pressure(be: Harness) -> None:
+    root = be.kernel.root_mem_cgroup()
+    p = root.pressure(Resource.MEMORY)
+    assert isinstance(p, Pressure)
+    assert p.some.avg10 >= 0.0 and p.some.total >= 0 and p.full.total >= 0
+    cg = be.mkcg("p")
+    if be.version == 1:
+        with pytest.raises(KernelError) as exc:
+            cg.pressure()
+        assert _errno(exc) == errno.EOPNOTSUPP  # no per-cgroup PSI on cgroup v1
+    else:
+        assert isinstance(cg.pressure(), Pressure)
+
+
+def test_flush_stats_and_clock(be: Harness) -> None:
+    cg = be.mkcg("f")
+    cg.flush_stats()
+    t0 = be.kernel.clock.now()
+    t1 = be.kernel.clock.now()
+    assert isinstance(t0, float) and t1 >= t0
+
+
+# -- SPEC section 3: tasks -------------------------------------------------------------------
+def test_tasks(be: Harness) -> None:
+    cg = be.mkcg("t", memory_max=LIMIT)
+    pids = be.spawn(cg, 2)
+    tasks = cg.tasks()
+    assert [t.pid for t in tasks] == pids
+    for t in tasks:
+        assert t.cgroup == cg and isinstance(t.comm, str) and t.comm
+        assert t.rss > 0 and t.swapents >= 0 and t.pgtables_bytes >= 0
+        assert t.oom_score_adj == 0 and not t.kthread
+        assert t.is_oom_victim is False
+
+
+def test_oom_badness_formula(be: Harness) -> None:
+    cg = be.mkcg("b", memory_max=LIMIT)
+    be.spawn(cg, 1, oom_score_adj=500)
+    (t,) = cg.tasks()
+    tp = be.kernel.oom_totalpages(cg)
+    pages = t.rss // PAGE_SIZE + t.swapents + t.pgtables_bytes // PAGE_SIZE
+    assert t.oom_score_adj == 500
+    assert t.oom_badness(tp) == pages + 500 * (tp // 1000)
+
+
+def test_adj_min_is_never_chosen(be: Harness) -> None:
+    cg = be.mkcg("u", memory_max=LIMIT)
+    try:
+        be.spawn(cg, 1, oom_score_adj=-1000)
+    except PermissionError:
+        pytest.skip("oom_score_adj -1000 needs CAP_SYS_RESOURCE here")
+    (t,) = cg.tasks()
+    assert t.unkillable and t.oom_badness(be.kernel.oom_totalpages(cg)) is None
+    outcome = be.kernel.default_oom(_request(be.kernel, cg))
+    assert outcome.victims == () and not outcome.progress
+    oc = OomControl(be.kernel, cg, 0, Constraint.DECLARED, None, 1)
+    with pytest.raises(Unkillable):
+        oc.kill_process(t)
+
+
+# -- SPEC section 3: limits -------------------------------------------------------------------
+def test_limits_read_back(be: Harness) -> None:
+    cg = be.mkcg("l", memory_max=LIMIT)
+    assert cg.memory_max == LIMIT
+    be.kernel.set_memory_max(cg, 32 * MiB)
+    assert cg.memory_max == 32 * MiB
+    be.kernel.set_memory_max(cg, None)
+    assert cg.memory_max is None
+    for value in (cg.memory_high, cg.memory_low, cg.memory_min, cg.swap_max):
+        assert value is None or (isinstance(value, int) and value >= 0)
+    assert isinstance(cg.oom_group, bool)
+
+
+def test_oom_totalpages(be: Harness) -> None:
+    cg = be.mkcg("tp", memory_max=LIMIT)
+    tp = be.kernel.oom_totalpages(cg)
+    assert tp >= LIMIT // PAGE_SIZE
+    assert tp <= be.kernel.oom_totalpages(None)
+
+
+# -- SPEC section 4: declared OOMs --------------------------------------------------------------
+def test_out_of_memory_unknown_flags_einval(be: Harness) -> None:
+    cg = be.mkcg("o")
+    assert be.kernel.out_of_memory(cg, 0, OomFlags(2)) == -errno.EINVAL
+
+
+@pytest.mark.parametrize("order", [-1, 11])
+def test_out_of_memory_bad_order_einval(be: Harness, order: int) -> None:
+    cg = be.mkcg("o")
+    assert be.kernel.out_of_memory(cg, order) == -errno.EINVAL
+
+
+def test_out_of_memory_gone_memcg_einval(be: Harness) -> None:
+    cg = be.mkcg("o")
+    be.rmcg(cg)
+    assert be.kernel.out_of_memory(cg) == -errno.EINVAL
+
+
+def test_out_of_memory_progress_is_1(be: Harness, runtime: Runtime) -> None:
+    cg = be.mkcg("o", memory_max=LIMIT)
+    be.spawn(cg, 2)
+    tasks = cg.tasks()  # before: a killed task leaves cgroup.procs as it exits
+    assert be.kernel.out_of_memory(cg) == 1
+    assert [t.pid for t in tasks if be.kernel.task_is_oom_victim(t)] == [tasks[1].pid]
+
+
+def test_out_of_memory_nothing_to_kill_is_0(be: Harness, runtime: Runtime) -> None:
+    cg = be.mkcg("o", memory_max=LIMIT)
+    assert be.kernel.out_of_memory(cg) == 0
+
+
+def test_out_of_memory_without_runtime_runs_the_default_killer(be: Harness) -> None:
+    cg = be.mkcg("o", memory_max=LIMIT)
+    be.spawn(cg, 2)
+    tasks = cg.tasks()
+    assert be.kernel.out_of_memory(cg) == 1
+    assert [t.pid for t in tasks if be.kernel.task_is_oom_victim(t)] == [tasks[1].pid]
+
+
+def test_out_of_memory_during_an_oom_is_ebusy(be: Harness, runtime: Runtime) -> None:
+    cg = be.mkcg("o", memory_max=LIMIT)
+    be.spawn(cg, 1)
+    inner: list[int] = []
+
+    class Nested(OomOps):
+        def handle_out_of_memory(self, ctx: OomContext, oc: OomControl) -> bool:
+            inner.append(oc.kernel.out_of_memory(oc.memcg))
+            return False
+
+    runtime.attach_oom(Nested(), cg)
+    assert be.kernel.out_of_memory(cg) == 1  # the default killer after the handler
+    assert inner == [-errno.EBUSY]
+
+
+def test_out_of_memory_handler_first(be: Harness, runtime: Runtime) -> None:
+    cg = be.mkcg("o", memory_max=LIMIT)
+    be.spawn(cg, 2)
+    tasks = cg.tasks()
+
+    class KillFirst(OomOps):
+        def handle_out_of_memory(self, ctx: OomContext, oc: OomControl) -> bool:
+            assert oc.memcg is not None
+            oc.kill_process(oc.memcg.tasks()[0])
+            return True
+
+    runtime.attach_oom(KillFirst(), cg)
+    assert be.kernel.out_of_memory(cg) == 1
+    assert [t.pid for t in tasks if be.kernel.task_is_oom_victim(t)] == [tasks[0].pid]
+
+
+# -- refused calls ----------------------------------------------------------------------------
+def test_set_memory_max_on_the_root_einval(be: Harness) -> None:
+    if be.owns_root:
+        kernel: Kernel = be.kernel
+        other = None
+    else:  # the real root memcg of this machine: refused before any write
+        other = kernel = LinuxKernel(kmsg_path=None, state_file=None, watchdog=False)
+    try:
+        with pytest.raises(KernelError) as exc:
+            kernel.set_memory_max(kernel.root_mem_cgroup(), 64 * MiB)
+        assert _errno(exc) == errno.EINVAL
+    finally:
+        if other is not None:
+            other.close()
+
+
+def test_psi_trigger_window_over_10s_einval(be: Harness) -> None:
+    with pytest.raises(KernelError) as exc:
+        be.kernel.psi_trigger_create(0, Resource.MEMORY, 100_000, 12_000_000, False)
+    assert _errno(exc) == errno.EINVAL
+
+
+@pytest.mark.parametrize("nbytes", [0, -PAGE_SIZE])
+def test_reclaim_nothing_einval(be: Harness, nbytes: int) -> None:
+    cg = be.mkcg("r", memory_max=LIMIT)
+    with pytest.raises(KernelError) as exc:
+        be.kernel.reclaim(cg, nbytes)
+    assert _errno(exc) == errno.EINVAL
+
+
+def test_foreign_psi_trigger_einval(be: Harness) -> None:
+    foreign: object
+    if isinstance(be.kernel, SimKernel):
+        foreign = LivePsiTrigger(0, Resource.MEMORY, False, 100_000, 2_000_000, "/x")
+    else:
+        other = SimKernel(MachineSpec())
+        foreign = other.psi_trigger_create(0, Resource.MEMORY, 100_000, 2_000_000, False)
+    for trigger in (foreign, object()):
+        with pytest.raises(KernelError) as exc:
+            be.kernel.psi_trigger_destroy(trigger)  # type: ignore[arg-type]
+        assert _errno(exc) == errno.EINVAL
+
+
+def test_psi_trigger_threshold_over_window_einval(be: Harness) -> None:
+    with pytest.raises(KernelError) as exc:
+        be.kernel.psi_trigger_create(0, Resource.MEMORY, 3_000_000, 2_000_000, False)
+    assert _errno(exc) == errno.EINVAL
+
+
+def test_psi_trigger_absent_cgroup_gone(be: Harness) -> None:
+    with pytest.raises(CgroupGone):
+        be.kernel.psi_trigger_create(
+            _unused_id(be.kernel), Resource.MEMORY, 100_000, 2_000_000, False
+        )
+
+
+def test_psi_trigger_per_cgroup(be: Harness) -> None:
+    cg = be.mkcg("psi")
+    if be.version == 1:
+        with pytest.raises(KernelError) as exc:
+            be.kernel.psi_trigger_create(cg.id, Resource.MEMORY, 100_000, 2_000_000, False)
+        assert _errno(exc) == errno.EOPNOTSUPP
+        return
+    if not be.psi_triggers:
+        pytest.skip("a tree of regular files cannot be polled for PSI events")
+    trig = be.kernel.psi_trigger_create(cg.id, Resource.MEMORY, 100_000, 2_000_000, True)
+    assert (trig.cgroup_id, trig.full, trig.threshold_us) == (cg.id, True, 100_000)
+    be.kernel.psi_trigger_destroy(trig)
+    be.kernel.psi_trigger_destroy(trig)  # again: nothing
+
+
+def test_psi_trigger_system_wide(be: Harness) -> None:
+    if not be.psi_triggers:
+        pytest.skip("a tree of regular files cannot be polled for PSI events")
+    trig = be.kernel.psi_trigger_create(0, Resource.MEMORY, 100_000, 2_000_000, False)
+    assert (trig.cgroup_id, trig.resource, trig.window_us) == (0, Resource.MEMORY, 2_000_000)
+    be.kernel.psi_trigger_destroy(trig)
+
+
+def test_offline_cgroup_reads_are_gone(be: Harness) -> None:
+    cg = be.mkcg("gone", memory_max=LIMIT)
+    be.rmcg(cg)
+    for read in (
+        cg.usage,
+        cg.tasks,
+        lambda: cg.page_state("anon"),
+        lambda: cg.vm_events("pgfault"),
+        lambda: cg.memory_events("oom_kill"),
+    ):
+        with pytest.raises(CgroupGone):
+            read()
+
+
+def test_offline_cgroup_actions_are_gone(be: Harness) -> None:
+    cg = be.mkcg("gone", memory_max=LIMIT)
+    be.rmcg(cg)
+    with pytest.raises(CgroupGone):
+        be.kernel.set_memory_max(cg, 32 * MiB)
+    with pytest.raises(CgroupGone):
+        be.kernel.reclaim(cg, MiB)
+    with pytest.raises(CgroupGone):
+        be.kernel.kill_cgroup(cg, "test")
+    with pytest.raises(CgroupGone):
+        be.kernel.psi_trigger_create(cg.id, Resource.MEMORY, 100_000, 2_000_000, False)
+
+
+def test_vanished_cgroup_is_not_found(be: Harness) -> None:
+    cg = be.mkcg("gone")
+    be.rmcg(cg)
+    assert be.kernel.mem_cgroup("/gone") is None
+    assert be.kernel.mem_cgroup(cg.id) is None
+    assert "/gone" not in [c.path for c in be.kernel.root_mem_cgroup().walk()]
+
+
+# -- the default killer -----------------------------------------------------------------------
+def test_tie_the_later_task_is_chosen(be: Harness) -> None:
+    cg = be.mkcg("tie", memory_max=LIMIT)
+    _, second = be.spawn(cg, 2)
+    tp = be.kernel.oom_totalpages(cg)
+    points = [t.oom_badness(tp) for t in cg.tasks()]
+    assert points[0] == points[1] is not None  # the precondition: equal badness
+    assert _default_victims(be.kernel, cg) == [second]
+
+
+def test_tie_of_three_the_last_is_chosen(be: Harness) -> None:
+    cg = be.mkcg("tie", memory_max=LIMIT)
+    pids = be.spawn(cg, 3)
+    assert _default_victims(be.kernel, cg) == [pids[-1]]
+
+
+def test_tie_across_cgroups_scan_order(be: Harness) -> None:
+    # mem_cgroup_scan_tasks walks the subtree pre-order, children in creation order: b1's
+    # tasks, then b2's (tasks in leaves only, as cgroup v2 requires).
+    a = be.mkcg("a", memory_max=LIMIT)
+    b1 = be.mkcg("a/b1")
+    b2 = be.mkcg("a/b2")
+    _, in_b2 = be.spawn(b1, 2, into=[b1, b2])
+    assert _default_victims(be.kernel, a) == [in_b2]
+    # Created the other way round, the other way round (the names do not matter).
+    c = be.mkcg("c", memory_max=LIMIT)
+    z = be.mkcg("c/z")
+    y = be.mkcg("c/y")
+    _, in_y = be.spawn(z, 2, into=[z, y])
+    assert _default_victims(be.kernel, c) == [in_y]
+
+
+def test_higher_badness_wins_whatever_the_order(be: Harness) -> None:
+    cg = be.mkcg("hb", memory_max=LIMIT)
+    (big,) = be.spawn(cg, 1, oom_score_adj=500)
+    be.spawn(cg, 1)
+    assert _default_victims(be.kernel, cg) == [big]
+
+
+def test_default_waits_for_an_exiting_victim(be: Harness) -> None:
+    if be.name.startswith("live"):
+        # A SIGKILLed twin (stopped, nothing to unwind) has left its memcg before the
+        # next scan, and the kernel would choose another then too (tests/live covers the
+        # wait: a victim killed less than recheck_s ago holds further OOMs back).
+        pytest.skip("a killed task here exits at once: nothing left to wait for")
+    cg = be.mkcg("w", memory_max=LIMIT)
+    be.spawn(cg, 2)
+    first = cg.tasks()[0]
+    assert [t.pid for t in be.kernel.kill_tasks([first], "test", None)] == [first.pid]
+    outcome = be.kernel.default_oom(_request(be.kernel, cg))
+    assert outcome.waited and outcome.victims == () and outcome.progress
+
+
+def test_oom_group_widens_the_kill(be: Harness) -> None:
+    if not be.oom_group:
+        pytest.skip("no memory.oom.group on cgroup v1")
+    top = be.mkcg("g", memory_max=LIMIT)
+    group = be.mkcg("g/svc", oom_group=True)
+    x = be.mkcg("g/svc/x")
+    leaf = be.mkcg("g/svc/leaf")
+    outside = be.mkcg("g/other")
+    in_group = be.spawn(x, 1) + be.spawn(leaf, 1, oom_score_adj=500)
+    be.spawn(outside, 1)
+    del group
+    # The leaf's task is the choice (the most points); memory.oom.group on svc takes
+    # x's task too, and nothing outside svc.
+    victims = _default_victims(be.kernel, top)
+    assert victims[0] == in_group[1]
+    assert sorted(victims) == sorted(in_group)
+
+
+def test_no_oom_group_kills_one(be: Harness) -> None:
+    top = be.mkcg("g", memory_max=LIMIT)
+    svc = be.mkcg("g/svc")
+    be.spawn(svc, 2)
+    assert len(_default_victims(be.kernel, top)) == 1
+
+
+# -- the actions ---------------------------------------------------------------------------
+def test_kill_cgroup_kills_the_subtree(be: Harness) -> None:
+    a = be.mkcg("k", memory_max=LIMIT)
+    b = be.mkcg("k/b")
+    c = be.mkcg("k/b/c")
+    d = be.mkcg("k/d")
+    pids = be.spawn(c, 3, into=[c, c, d])
+    del b
+    killed = be.kernel.kill_cgroup(a, "test")
+    assert sorted(t.pid for t in killed) == sorted(pids)
+
+
+def test_kill_tasks_never_a_recycled_pid(be: Harness) -> None:
+    cg = be.mkcg("k", memory_max=LIMIT)
+    be.spawn(cg, 1)
+    (t,) = cg.tasks()
+    stale = dataclasses.replace(t, start_time=t.start_time + 12345)
+    assert be.kernel.kill_tasks([stale], "test", None) == []
+    assert not be.kernel.task_is_oom_victim(t)
+
+
+def test_task_is_oom_victim_after_kill(be: Harness) -> None:
+    cg = be.mkcg("k", memory_max=LIMIT)
+    be.spawn(cg, 2)
+    killed_one, other = cg.tasks()
+    be.kernel.kill_tasks([killed_one], "test", None)
+    assert be.kernel.task_is_oom_victim(killed_one)
+    assert not be.kernel.task_is_oom_victim(other)
+
+
+def test_kill_process_through_oom_control(be: Harness) -> None:
+    cg = be.mkcg("k", memory_max=LIMIT)
+    be.spawn(cg, 2)
+    target: Task = cg.tasks()[1]
+    oc = OomControl(be.kernel, cg, 0, Constraint.DECLARED, None, be.kernel.oom_totalpages(cg))
+    oc.kill_process(target, "test")
+    assert oc.memory_freed and [v.pid for v in oc.victims] == [target.pid]
+
+
+def test_missing_file_in_a_live_cgroup_is_not_gone(be: Harness) -> None:
+    if not be.name.startswith("fake_"):
+        pytest.skip("only a fake tree can lack a file in a live cgroup")
+    from .backends import FakeHarness
+
+    assert isinstance(be, FakeHarness)
+    cg = be.mkcg("m")
+    (be.dir(cg) / "memory.stat").unlink()
+    with pytest.raises(KernelError) as exc:
+        cg.page_state("anon")
+    assert not isinstance(exc.value, CgroupGone) and _errno(exc) == errno.ENOENT

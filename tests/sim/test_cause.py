@@ -1,0 +1,90 @@
+"""oomkit.policies.cause and prefs: the domain, the footprint, rates over an interval, the
+local score of a cgroup with children, and the shared preferences."""
+
+from __future__ import annotations
+
+from oomkit.kernel.sim import Step
+from oomkit.policies import cause, prefs
+from oomkit.policies.kill_cause import KillCause
+
+from .conftest import M, Sim, hold
+
+
+def test_the_domain_is_the_nearest_cgroup_at_its_limit_else_the_machine() -> None:
+    s = Sim()
+    k = s.kernel
+    k.create_cgroup("/pod", memory_max=M("64M"), swap_max=0)
+    k.create_cgroup("/pod/ctr")
+    k.create_cgroup("/free")
+    k.spawn("near", "/pod/ctr", hold("62M"))
+    k.spawn("elsewhere", "/free", hold("10M"))
+    s.run(0.5)
+    assert cause.domain_of(k.mem_cgroup("/pod/ctr")) == k.mem_cgroup("/pod")
+    assert cause.domain_of(k.mem_cgroup("/free")) is None
+    assert cause.domain_of(None) is None
+    s.rt.close()
+
+
+def test_footprint_leaves_out_the_cache_reclaim_can_drop() -> None:
+    s = Sim()
+    k = s.kernel
+    k.spawn("mixed", "/m", (Step("alloc", kind="anon", size=M("30M")),
+                            Step("alloc", kind="file", size=M("50M"), path="/data"),
+                            Step("sleep")))
+    s.run(0.5)
+    cg = k.mem_cgroup("/m")
+    assert cg.usage() >= M("80M")
+    assert M("30M") <= cause.footprint(cg) < M("32M")
+    s.rt.close()
+
+
+def test_rates_are_over_at_least_the_minimum_interval_even_right_after_a_sample() -> None:
+    s = Sim()
+    k = s.kernel
+    k.spawn("grow", "/g", (Step("alloc", kind="anon", size=M("500M"), rate=M("100M")),
+                           Step("sleep")))
+    act = cause.Activity(min_interval_s=1.0)
+    cg = k.mem_cgroup("/g")
+    act.note(cg, k.clock.now())
+    s.run(1.5)
+    act.note(cg, k.clock.now())  # a fresh sample...
+    s.run(0.1)
+    r = act.rates(cg, k.clock.now())  # ...yet the rate is over the older one
+    assert r.interval_s >= 1.5 and r.growth >= M("150M")
+    s.rt.close()
+
+
+def test_a_cgroup_with_tasks_and_children_scores_only_its_own() -> None:
+    s = Sim()
+    k = s.kernel
+    k.spawn("parent_task", "/p", hold("20M"))
+    k.spawn("child_task", "/p/c", hold("200M"))
+    s.run(0.5)
+    act = cause.Activity()
+    now = k.clock.now()
+    parent = cause.cause_score(k.mem_cgroup("/p"), act, now, False)
+    child = cause.cause_score(k.mem_cgroup("/p/c"), act, now, False)
+    assert parent < M("25M") and child >= M("200M")
+    s.rt.close()
+
+
+def test_preferences_by_glob_and_comm() -> None:
+    s = Sim()
+    k = s.kernel
+    k.spawn("sshd", "/system.slice/ssh.service", hold("300M"))
+    k.spawn("db", "/system.slice/db.service", hold("200M"))
+    k.spawn("tool", "/user.slice/tool", hold("100M"))
+    s.run(0.5)
+    p = prefs.Preferences.of(protect=["/system.slice/db.service"], avoid_comm="^sshd$",
+                             prefer=["/user.slice/*"])
+    assert p.cgroup(k.mem_cgroup("/system.slice/db.service")) is prefs.OMIT
+    assert p.cgroup(k.mem_cgroup("/user.slice/tool")) == prefs.PREFER
+    (sshd,) = k.mem_cgroup("/system.slice/ssh.service").tasks()
+    assert p.task(sshd) == prefs.AVOID
+    # kill_cause with these: the preferred small tool before the avoided big sshd
+    ops = KillCause(protect=["/system.slice/db.service"], avoid_comm="^sshd$",
+                    prefer=["/user.slice/*"])
+    s.rt.attach_oom(ops)
+    assert k.out_of_memory(None) == 1
+    assert [v.comm for v in s.ooms()[0].victims] == ["tool"]
+    s.rt.close()

@@ -1,0 +1,95 @@
+"""The runtime's rules for declared OOMs after a kill, and handlers waiting for a cgroup."""
+
+from __future__ import annotations
+
+from oomkit.events import AttachEvent
+from oomkit.policies.kill_cgroup import KillCgroup
+
+from .conftest import M, Sim, hold
+
+
+def test_no_declared_kill_anywhere_while_a_victim_exits() -> None:
+    s = Sim(exit_latency_ns=3_000_000_000)
+    k = s.kernel
+    k.create_cgroup("/a")
+    k.create_cgroup("/b")
+    k.spawn("big", "/a", hold("300M"))
+    k.spawn("small", "/b", hold("20M"))
+    s.run(0.1)
+    assert k.out_of_memory(k.mem_cgroup("/a")) == 1
+    s.run(1)
+    # Another cgroup, a second later: the first victim still holds its memory.
+    assert k.out_of_memory(k.mem_cgroup("/b")) == 1
+    first, second = s.ooms()
+    assert [v.comm for v in first.victims] == ["big"]
+    assert second.victims == () and "still exiting" in second.note
+    s.run(3)
+    assert k.out_of_memory(k.mem_cgroup("/b")) == 1
+    assert [v.comm for v in s.ooms()[2].victims] == ["small"]
+    s.rt.close()
+
+
+def test_the_post_action_delay_holds_declared_ooms_after_the_exit() -> None:
+    s = Sim()
+    s.rt.post_action_delay_s = 2.0
+    k = s.kernel
+    for name, size in (("one", "30M"), ("two", "20M")):
+        k.create_cgroup(f"/{name}")
+        k.spawn(name, f"/{name}", hold(size))
+    s.run(0.1)
+    assert k.out_of_memory(None) == 1
+    s.run(0.5)  # "one" has exited: the delay starts when that is seen
+    assert k.out_of_memory(None) == 1
+    assert "post-action delay" in s.ooms()[1].note and s.ooms()[1].victims == ()
+    s.run(2.1)
+    assert k.out_of_memory(None) == 1
+    assert [v.comm for v in s.ooms()[2].victims] == ["two"]
+    s.rt.close()
+
+
+def test_a_real_oom_is_not_held_back_by_the_delay() -> None:
+    s = Sim()
+    s.rt.post_action_delay_s = 60.0
+    k = s.kernel
+    k.create_cgroup("/a", memory_max=M("50M"), swap_max=0)
+    k.create_cgroup("/b")
+    k.spawn("keep", "/a", hold("25M"))
+    k.spawn("victim", "/b", hold("40M"))
+    k.spawn("second", "/a", hold("30M"), start_ns=1_000_000_000)
+    s.run(0.1)
+    assert k.out_of_memory(None) == 1
+    s.run(2)
+    assert [e.constraint for e in s.ooms()] == ["DECLARED", "MEMCG"]
+    s.rt.close()
+
+
+def test_a_handler_waits_for_its_cgroup_and_attaches_when_it_appears() -> None:
+    s = Sim()
+    k = s.kernel
+    link = s.rt.attach_oom(KillCgroup(), "/later", wait=True)
+    assert not link.attached
+    k.create_cgroup("/later", memory_max=M("40M"), swap_max=0)
+    assert link.attached and link.cgroup_path == "/later"
+    attaches = [e for e in s.events.events if isinstance(e, AttachEvent)]
+    assert "does not exist yet" in attaches[0].mechanism
+    assert "appeared" in attaches[1].mechanism and attaches[1].cgroup == "/later"
+    k.spawn("w", "/later", hold("60M"))
+    s.run(1)
+    assert s.ooms()[0].policy == "kill_cgroup"
+    s.rt.close()
+
+
+def test_a_declared_oom_kills_nothing_smaller_than_min_victim() -> None:
+    s = Sim()
+    s.rt.min_victim = 1 << 20
+    k = s.kernel
+    k.spawn("tiny", "/t", hold("28K"))
+    s.run(0.1)
+    assert k.out_of_memory(None) == 0
+    (event,) = s.ooms()
+    assert event.victims == () and "no task of at least 1048576 bytes" in event.note
+    k.spawn("big", "/b", hold("8M"))
+    s.run(0.1)
+    assert k.out_of_memory(None) == 1
+    assert [v.comm for v in s.ooms()[1].victims] == ["big"]
+    s.rt.close()

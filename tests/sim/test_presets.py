@@ -1,0 +1,173 @@
+"""Each preset over its example (examples/preset_*.toml) does what the daemon it mirrors
+does; and the rules of each, one by one, on small machines."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from oomkit.kernel.base import Constraint
+from oomkit.kernel.sim import Step
+from oomkit.ops import OomContext, OomControl
+from oomkit.policies import prefs
+from oomkit.policies.earlyoom import Earlyoom
+from oomkit.policies.lmkd import Lmkd
+from oomkit.policies.oomd import PLUGINS, Oomd
+from oomkit.policies.systemd_oomd import SystemdOomd
+
+from .conftest import M, Sim, hold, run_with_config
+
+REPO = Path(__file__).resolve().parents[2]
+PRESETS = REPO / "packaging" / "presets"
+
+
+@pytest.mark.parametrize(("preset", "victims", "before"), [
+    ("earlyoom", ["browser"], 60),
+    ("systemd-oomd", ["churn"], 90),
+    ("oomd", ["churn"], 90),
+    ("lmkd", ["cached_b", "cached_a"], 10),
+])
+def test_each_preset_over_its_example(preset: str, victims: list[str], before: float,
+                                      tmp_path: Path) -> None:
+    o = run_with_config(REPO / "examples" / f"preset_{preset}.toml",
+                        PRESETS / f"{preset}.toml", tmp_path)
+    assert o.killed[:len(victims)] == victims
+    assert o.killed_at(victims[-1]) < before
+
+
+def declared(sim: Sim, text: str, memcg: str | None = None) -> OomControl:
+    k = sim.kernel
+    cg = k.mem_cgroup(memcg) if memcg else None
+    return OomControl(k, cg, 0, Constraint.DECLARED, text, k.oom_totalpages(cg))
+
+
+def chosen(ops: object, oc: OomControl) -> list[str]:
+    assert ops.handle_out_of_memory(OomContext(0), oc)  # type: ignore[attr-defined]
+    return sorted(v.comm for v in oc.victims)
+
+
+# -- systemd-oomd, rule by rule (its preset cannot meet the real daemon: that needs systemd
+#    as init) ------------------------------------------------------------------------------
+
+
+def test_systemd_oomd_swap_kills_the_cgroup_using_most_swap_whole() -> None:
+    s = Sim(memory="256M", swap="512M")
+    k = s.kernel
+    k.spawn("big_resident", "/a.service", hold("150M"))
+    k.spawn("swapper1", "/b.service", hold("200M"))
+    k.spawn("swapper2", "/b.service", hold("100M"))
+    s.run(1)
+    swap = {cg: sum(t.swapents for t in k.mem_cgroup(cg).tasks()) for cg in ("/a.service",
+                                                                           "/b.service")}
+    assert swap["/b.service"] > swap["/a.service"]
+    assert chosen(SystemdOomd(), declared(s, "CONSTRAINT_OOMD_SWAP")) == ["swapper1", "swapper2"]
+    s.rt.close()
+
+
+def test_systemd_oomd_pressure_ranks_by_reclaim_then_memory_and_ignores_other_ooms() -> None:
+    s = Sim(memory="1G", swap="1G")
+    k = s.kernel
+    k.spawn("idle_big", "/slice/idle.service", hold("300M"))
+    k.spawn("small_busy", "/slice/busy.service", hold("50M"))
+    s.run(0.5)
+    from oomkit.policies import cause
+    cause.tracker(k).note_tree(k.root_mem_cgroup(), k.clock.now())
+    k.mem_cgroup("/slice/busy.service").count_vm("pgscan", 5000)  # reclaim since the sample
+    s.run(1.5)
+    ops = SystemdOomd()
+    assert not ops.handle_out_of_memory(OomContext(0), declared(s, "CONSTRAINT_PSI_MEM"))
+    assert chosen(ops, declared(s, "CONSTRAINT_OOMD_PRESSURE", "/slice")) == ["small_busy"]
+    s.rt.close()
+
+
+def test_managed_oom_preference_is_read_from_the_cgroups_attributes(tmp_path: Path) -> None:
+    d = tmp_path / "app.service"
+    d.mkdir()
+    try:
+        os.setxattr(d, "user.oomd_avoid", b"1")
+    except OSError as exc:
+        pytest.skip(f"no user.* extended attributes on {tmp_path}: {exc}")
+
+    class Dir:
+        dir = str(d)
+
+    assert prefs.managed_oom_preference(Dir()) == prefs.AVOID  # type: ignore[arg-type]
+    os.setxattr(d, "user.oomd_omit", b"1")
+    assert prefs.managed_oom_preference(Dir()) is prefs.OMIT  # type: ignore[arg-type]
+    os.chown(d, 1234, 1234)  # a user's own cgroup below root's: not honoured
+    assert prefs.managed_oom_preference(Dir()) == prefs.NEUTRAL  # type: ignore[arg-type]
+
+
+# -- earlyoom, lmkd, oomd ------------------------------------------------------------------
+
+
+def test_earlyoom_prefer_avoid_and_ignore_by_comm() -> None:
+    s = Sim(memory="1G")
+    k = s.kernel
+    for name, size in (("biggest", "300M"), ("middle", "200M"), ("small", "100M")):
+        k.spawn(name, f"/{name}", hold(size))
+    s.run(0.5)
+    text = "CONSTRAINT_EARLYOOM_SIGTERM"
+    assert chosen(Earlyoom(), declared(s, text)) == ["biggest"]
+    assert not Earlyoom().handle_out_of_memory(OomContext(0), declared(s, "CONSTRAINT_PSI_MEM"))
+    s.run(0.5)
+    assert chosen(Earlyoom(avoid="^middle$", ignore="^small$", prefer="^small$"),
+                  declared(s, text)) == ["middle"]
+    s.rt.close()
+
+
+def test_lmkd_kills_from_the_highest_band_the_level_allows() -> None:
+    s = Sim(memory="1G")
+    k = s.kernel
+    k.spawn("fg", "/fg", hold("400M"), oom_score_adj=0)
+    k.spawn("cached_small", "/c1", hold("50M"), oom_score_adj=950)
+    k.spawn("cached_big", "/c2", hold("150M"), oom_score_adj=900)
+    k.spawn("service", "/svc", hold("100M"), oom_score_adj=500)
+    s.run(0.5)
+    assert chosen(Lmkd(), declared(s, "CONSTRAINT_LMKD_MEDIUM")) == ["cached_small"]
+    s.run(0.5)
+    assert chosen(Lmkd(), declared(s, "CONSTRAINT_LMKD_MEDIUM")) == ["cached_big"]
+    s.run(0.5)
+    assert not Lmkd().handle_out_of_memory(OomContext(0), declared(s, "CONSTRAINT_LMKD_MEDIUM"))
+    assert chosen(Lmkd(), declared(s, "CONSTRAINT_LMKD_CRITICAL")) == ["service"]
+    s.rt.close()
+
+
+def test_oomd_plugins_rank_as_oomd_does() -> None:
+    s = Sim(memory="1G", swap="1G")
+    k = s.kernel
+    k.spawn("steady", "/w/steady", hold("120M"))
+    k.spawn("grower", "/w/grower", (Step("alloc", kind="anon", size=M("300M"),
+                                         rate=M("100M")), Step("sleep")))
+    k.spawn("third", "/w/third", hold("100M"))
+    from oomkit.policies import cause
+    act = cause.tracker(k)
+    s.run(0.5)
+    act.note_tree(k.root_mem_cgroup(), k.clock.now())
+    s.run(1.5)
+    now = k.clock.now()
+    cgs = [k.mem_cgroup(p) for p in ("/w/steady", "/w/grower", "/w/third")]
+    # no cgroup holds half the memory: the fastest grower goes
+    assert PLUGINS["kill_by_memory_size_or_growth"](cgs, now, act).path == "/w/grower"
+    s.run(3)
+    now = k.clock.now()  # the grower now holds more than half: the largest goes
+    assert PLUGINS["kill_by_memory_size_or_growth"](cgs, now, act).path == "/w/grower"
+    assert PLUGINS["kill_by_swap_usage"](cgs, now, act) is None  # nothing swapped yet
+    assert chosen(Oomd(avoid=["/w/grower"]), declared(s, "CONSTRAINT_OOMD_PRESSURE", "/w")) \
+        == ["steady"]
+    s.rt.close()
+
+
+
+
+def test_oomd_kill_takes_its_candidates_from_globs() -> None:
+    s = Sim(memory="1G", swap="1G")
+    k = s.kernel
+    k.spawn("session", "/user.slice/user-1000.slice/session-2.scope", hold("300M"))
+    k.spawn("app", "/user.slice/user-1000.slice/user@1000.service/app.scope", hold("100M"))
+    s.run(0.5)
+    ops = Oomd(candidates=["/user.slice/user-*.slice/user@*.service/*"])
+    assert chosen(ops, declared(s, "CONSTRAINT_OOMD_PRESSURE", "/user.slice")) == ["app"]
+    s.rt.close()
