@@ -3,7 +3,8 @@
 The recommended OOM handler (see oomkit.policies.cause). In the OOM's domain (the
 OOMing memcg, or for a declared OOM the domain its memcg belongs to: the nearest cgroup
 at its own limit, else the machine) it ranks the leaf cgroups by what they add to the
-pressure (footprint, growth, refaults of their own working set), then kills the task of
+pressure (footprint with swap, growth per second, refaults of their own working set,
+each task's oom_score_adj weighed as oom_badness weighs it), then kills the task of
 the winner with the highest oom_badness, the kernel's own choice within one cgroup
 (``memory.oom.group`` still widens it). A parallel build in one session scope loses its
 linker, not the session. ``whole_cgroup = true`` kills every task of the leaf instead.
@@ -18,10 +19,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from oomkit.errors import OomkitError
-from oomkit.kernel.base import Cgroup, Constraint, Task
+from oomkit.kernel.base import PAGE_SIZE, Cgroup, Constraint, Task
 from oomkit.ops import OomContext, OomControl, OomOps
 from oomkit.policies import cause, prefs
 from oomkit.policy_args import Size
+
+#: cgroups (in rank order, with an eligible task) whose tasks' oom_score_adj is weighed
+ADJ_LOOKAHEAD = 16
 
 
 def task_size(task: Task) -> int:
@@ -73,20 +77,27 @@ class KillCause(OomOps):
             except OomkitError:
                 continue  # gone meanwhile, or no statistics here (the v2 root on old kernels)
         ranked.sort(key=lambda r: (r[0], r[1]), reverse=True)
-        by_comm = self.prefs.has_comm_rules
+        # oom_score_adj moves a cgroup's rank as it moves a task's oom_badness: by
+        # adj/1000 of the domain's pages (mm/oom_kill.c), so a database at -900 is not
+        # the first victim because it is the biggest. Tasks are listed for the first
+        # ADJ_LOOKAHEAD cgroups in rank order (each listing is /proc reads on a live
+        # machine); with rules by command, for all of them.
+        per_adj = (oc.totalpages // 1000) * PAGE_SIZE
+        looked = 0
         best: tuple[tuple[int, int], Cgroup, Task] | None = None
         for cpref, score, cg in ranked:
+            if looked >= ADJ_LOOKAHEAD and not self.prefs.has_comm_rules and best is not None:
+                break
             try:
                 found = pick_task(cg, self.prefs, self.min_victim, cpref, oc.totalpages)
             except OomkitError:
                 continue
             if found is None:
                 continue
-            key = (found[0], score)
+            looked += 1
+            key = (found[0], score + found[1].oom_score_adj * per_adj)
             if best is None or key > best[0]:
                 best = (key, cg, found[1])
-            if not by_comm:
-                break  # without rules by command, the first in rank order is the one
         return (best[1], best[2]) if best is not None else None
 
     def handle_out_of_memory(self, ctx: OomContext, oc: OomControl) -> bool:
