@@ -39,6 +39,7 @@ from oomkit.events import EventList, OomEvent, PsiEventRecord
 from oomkit.kernel.sim import MachineSpec, Step
 from oomkit.policies.largest_leaf import LargestLeaf
 from oomkit.policies.psi_declare import PsiDeclare
+from oomkit.sim_summary import summarize
 
 M = 1 << 20
 G = 1 << 30
@@ -180,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     psi = [e for e in ev if isinstance(e, PsiEventRecord)]
     high = sum(cg.memory_events("high") for cg in k.root.walk() if cg.parent is not None
                and cg.parent.parent is None)
-    summary = k.summary()
+    summary = summarize(k)
     killed = sum(1 for p in summary.processes if p.status == "killed")
     print(f"simulated: {sim_s:.0f} s of {len(summary.processes)} processes in 100 cgroups, "
           f"tick {k.machine.tick_ns // 1_000_000} ms")

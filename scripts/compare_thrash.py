@@ -301,6 +301,8 @@ class Measured:
     events_cg: int = 0
     oom_kills: int = 0
     cache_end: int = 0
+    returncode: int | None = None  # the workload's exit status (-9: killed)
+    ended_at: float | None = None  # s after start, when it ended on its own (or killed)
 
 
 VMSTAT_KEYS = ("workingset_refault_file", "workingset_activate_file",
@@ -309,17 +311,22 @@ VMSTAT_KEYS = ("workingset_refault_file", "workingset_activate_file",
 
 def run_reader(path: Path, pattern: str, limit: int, *, seconds: float, max_pages: int = 0,
                size: int | None = None, triggers: bool = False, v2: bool = True,
-               seed: int = 1) -> Measured:
+               seed: int = 1, program: str = READER, argv: list[str] | None = None
+               ) -> Measured:
     """Run the reader in a fresh memcg (cache dropped first) until `seconds` pass or it
-    has read max_pages; kill it; return what changed."""
+    has read max_pages; kill it; return what changed. Another workload: ``program``
+    (Python source run with ``argv``), which waits for a line on stdin before it starts
+    and prints "<pages> <ns>" when it ends (nothing if it is killed); whatever it forks
+    is killed with it at the end."""
     size = size if size is not None else path.stat().st_size
     m = Measured()
     drop_cache(path)
     with reader_groups(limit, v2) as (memcg, v2dir):
         fds: list[tuple[int, str]] = []
-        reader = subprocess.Popen(
-            [sys.executable, "-c", READER, str(path), pattern, str(size), str(seed),
-             str(max_pages)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        args = argv if argv is not None else [str(path), pattern, str(size), str(seed),
+                                              str(max_pages)]
+        reader = subprocess.Popen([sys.executable, "-c", program, *args],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         try:
             (memcg / "cgroup.procs").write_text(str(reader.pid))
             if v2dir is not None:
@@ -361,6 +368,8 @@ def run_reader(path: Path, pattern: str, limit: int, *, seconds: float, max_page
                             m.events_cg += 1
                             m.first_cg = t if m.first_cg is None else m.first_cg
             finished = reader.poll() is not None
+            if finished:
+                m.ended_at = clock.now() - start
             if not finished and max_pages:
                 raise SystemExit(f"the {pattern} reader did not finish in {seconds} s")
             m.seconds = clock.now() - start
@@ -369,10 +378,12 @@ def run_reader(path: Path, pattern: str, limit: int, *, seconds: float, max_page
             if not finished:
                 reader.send_signal(signal.SIGTERM)
             out, _ = reader.communicate(timeout=30)
-            pages, elapsed = out.split()
-            m.pages_read = int(pages)
-            if finished:
-                m.seconds = int(elapsed) / NS
+            m.returncode = reader.returncode
+            if len(out.split()) == 2:
+                pages, elapsed = out.split()
+                m.pages_read = int(pages)
+                if finished:
+                    m.seconds = int(elapsed) / NS
             m.oom_kills = read_kv(memcg / "memory.oom_control").get("oom_kill", 0)
         finally:
             for fd, _ in fds:
@@ -380,6 +391,9 @@ def run_reader(path: Path, pattern: str, limit: int, *, seconds: float, max_page
             if reader.poll() is None:
                 reader.kill()
             reader.wait()
+            for pid in (memcg / "cgroup.procs").read_text().split():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(pid), signal.SIGKILL)
     m.stat = {k: stat1[k] - stat0.get(k, 0) for k in stat1}
     m.cache_end = stat1.get("total_cache", 0)
     m.vmstat = {k: vm1[k] - vm0[k] for k in VMSTAT_KEYS if k in vm1 and k in vm0}

@@ -194,7 +194,7 @@ def cmd_simulate(args: argparse.Namespace, out: TextIO) -> int:
         if scenario.description:
             for line in scenario.description.strip().splitlines():
                 out.write(f"  {line.strip()}\n")
-        out.write(f"machine: {format_size(m.memory)} RAM, "
+        out.write(f"machine: {m.cpus} CPUs, {format_size(m.memory)} RAM, "
                   f"{format_size(m.swap) if m.swap else 'no'} swap; "
                   f"{len(scenario.processes)} processes, {m.duration_ns / 1e9:g} s\n\n")
     rt = Runtime(kernel, sink=printer, budget_s=args.budget)
@@ -206,7 +206,9 @@ def cmd_simulate(args: argparse.Namespace, out: TextIO) -> int:
                 text.removeprefix("psi:").removeprefix("oom:"))
     attach_policies(rt, oom_specs, psi_specs)
     kernel.run()
-    summary = kernel.summary()
+    from oomkit.sim_summary import summarize
+
+    summary = summarize(kernel)
     rt.close()
     printer(summary)
     return 0

@@ -168,7 +168,7 @@ def test_memory_high_penalty_is_the_kernels_formula(over_pct: float, nr_pages: i
     assert proc.anon == usage
     cg = k.create_cgroup("/h", memory_high=high)  # write memory.high afterwards
     want = calculate_high_delay_jiffies(usage // PAGE_SIZE, high // PAGE_SIZE, nr_pages)
-    got = k._over_high_penalty(proc, nr_pages)
+    got = k.mem.over_high_penalty(proc, nr_pages)
     assert got == want * (S // HZ)
     assert cg.memory_events("high") == 1  # counted whether or not it sleeps
     if over_pct == 10 and nr_pages == 64:
@@ -313,13 +313,15 @@ def test_without_swap_room_anon_is_never_reclaimed() -> None:
 # -- vm_events ---------------------------------------------------------------------------------
 
 
-def test_first_reads_are_major_faults_not_refaults() -> None:
-    """A file that fits: one cold pass, every page a major fault, no refault."""
+def test_first_reads_are_reads_not_refaults_nor_faults() -> None:
+    """A file that fits: one cold pass, every page read in once (pgpgin), no refault,
+    and no page fault: read() misses go through filemap_read, not the fault path."""
     k = thrasher(file="32M", seconds=10)
     k.run()
     cg = k.mem_cgroup("/thrash")
     assert cg is not None
-    assert cg.vm_events("pgmajfault") == M("32M") // PAGE_SIZE
+    assert cg.vm_events("pgpgin") == M("32M") // PAGE_SIZE
+    assert cg.vm_events("pgmajfault") == cg.vm_events("pgfault") == 0
     assert cg.vm_events("workingset_refault_file") == 0
     assert cg.vm_events("pgscan") == 0 and cg.vm_events("pgsteal") == 0
     # Cold reads wait on IO, not memory.
@@ -332,16 +334,19 @@ def test_refaults_pgmajfault_pgscan_and_pgsteal_add_up_in_a_thrash() -> None:
     k.run()
     cg = k.mem_cgroup("/thrash")
     assert cg is not None
-    majflt = cg.vm_events("pgmajfault")
+    majflt = cg.vm_events("pgpgin")  # pages read in
+    assert cg.vm_events("pgmajfault") == 0  # by read(): no page faults
     refaults = cg.vm_events("workingset_refault_file")
     steal = cg.vm_events("pgsteal")
-    # Every page read in was a major fault: a first read (cold) or a refault.
+    # Every page read in was a first read (cold) or a refault.
     cold = k.files["/data/big"].seen // PAGE_SIZE
     assert M("200M") // PAGE_SIZE < cold <= M("256M") // PAGE_SIZE
     assert majflt == refaults + cold
     # What came in and is not resident now was reclaimed, page for page.
     assert steal == majflt - cg.page_state("file") // PAGE_SIZE
     assert cg.vm_events("pgscan") == steal
+    assert cg.vm_events("pgsteal_file") == cg.vm_events("pgsteal_direct") == steal
+    assert cg.vm_events("pgsteal_anon") == cg.vm_events("pgsteal_kswapd") == 0
     root = k.root_mem_cgroup()
     assert root.vm_events("workingset_refault_file") == refaults  # hierarchical
 

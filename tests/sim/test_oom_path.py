@@ -24,6 +24,7 @@ from oomkit import (
 from oomkit.events import DetachEvent, EventList, HandlerErrorEvent, OomEvent
 from oomkit.kernel.sim import load_scenario
 from oomkit.policies.largest_leaf import LargestLeaf
+from oomkit.sim_summary import summarize
 
 from .conftest import M, Sim, hold
 
@@ -303,7 +304,7 @@ def test_same_scenario_same_event_stream() -> None:
         rt.attach_psi(PsiDeclare())
         rt.attach_oom(LargestLeaf(), None)
         kernel.run()
-        rt.emit(kernel.summary())
+        rt.emit(summarize(kernel))
         out = []
         for e in events.events:
             d = e.to_dict()

@@ -64,6 +64,7 @@ class SimBackend:
 
     def serve(self, kernel: Kernel, runtime: Runtime, stop: threading.Event) -> bool:
         from oomkit.kernel.sim import SimKernel
+        from oomkit.sim_summary import summarize
 
         assert isinstance(kernel, SimKernel)
         end = kernel.machine.duration_ns
@@ -72,7 +73,7 @@ class SimBackend:
             if now >= end:
                 if not self.summary_emitted:
                     self.summary_emitted = True
-                    runtime.emit(kernel.summary())
+                    runtime.emit(summarize(kernel))
                 return True
             kernel.run(min(end, now + self.slice_ns))
             if self.on_slice is not None:

@@ -8,25 +8,45 @@ file_mapped) are summed over the subtree on read, as memory.stat shows them.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
+from oomkit.clock import ManualClock
 from oomkit.errors import CgroupGone, KernelError
-from oomkit.kernel.base import Cgroup, Pressure, PressureLine, Resource, Task
+from oomkit.kernel.base import Cgroup, Kernel, Pressure, PressureLine, Resource, Task
 
 if TYPE_CHECKING:
-    from oomkit.kernel.sim.kernel import SimKernel
-    from oomkit.kernel.sim.process import SimProcess
     from oomkit.kernel.sim.psi import GroupPsi
 
-PAGE_STATES = ("anon", "file", "shmem", "file_mapped", "swap")
+
+class Member(Protocol):
+    """What a cgroup knows of a process in it (sim/process.py's SimProcess): its state,
+    its anonymous memory resident and on swap (bytes), whether it is listed in
+    cgroup.procs, and its task record."""
+
+    state: str
+    anon: int
+    swapped: int
+    touched_at: int  # ns: the last time it touched or allocated anonymous memory
+
+    @property
+    def alive(self) -> bool: ...
+
+    @property
+    def listed(self) -> bool: ...
+
+    def task(self) -> Task: ...
+
+PAGE_STATES = ("anon", "file", "shmem", "file_mapped", "file_dirty", "swap")
 # memory.stat items the simulator does not model but a policy may ask for: they read 0.
 UNMODELLED_STATES = frozenset({
     "kernel", "kernel_stack", "pagetables", "sec_pagetables", "percpu", "sock", "vmalloc",
-    "zswap", "zswapped", "file_dirty", "file_writeback", "anon_thp", "file_thp",
+    "zswap", "zswapped", "file_writeback", "anon_thp", "file_thp",
     "shmem_thp", "inactive_anon", "active_anon", "inactive_file", "active_file",
     "unevictable", "slab_reclaimable", "slab_unreclaimable", "slab",
 })
-VM_EVENTS = ("pgfault", "pgmajfault", "pgscan", "pgsteal", "pgrefill", "pgactivate",
+VM_EVENTS = ("pgfault", "pgmajfault", "pgpgin", "pgscan", "pgsteal", "pgscan_kswapd",
+             "pgscan_direct", "pgsteal_kswapd", "pgsteal_direct", "pgscan_anon", "pgscan_file",
+             "pgsteal_anon", "pgsteal_file", "pgrefill", "pgactivate",
              "pgdeactivate", "pglazyfree", "pglazyfreed", "workingset_refault_anon",
              "workingset_refault_file", "workingset_activate_anon",
              "workingset_activate_file", "workingset_restore_anon",
@@ -38,6 +58,7 @@ MEMORY_EVENTS = ("low", "high", "max", "oom", "oom_kill", "oom_group_kill")
 class SimCgroup(Cgroup):
     __slots__ = (
         "_children",
+        "_clock",
         "_parent",
         "charged",
         "events",
@@ -49,6 +70,7 @@ class SimCgroup(Cgroup):
         "memory_min_",
         "name",
         "nr_working",
+        "nr_working_cpu",
         "online",
         "oom_group_",
         "procs",
@@ -58,11 +80,13 @@ class SimCgroup(Cgroup):
         "swap_max_",
         "vm",
         "vm_frac",
+        "working_cpus",
     )
 
-    def __init__(self, kernel: SimKernel, cgroup_id: int, path: str,
+    def __init__(self, kernel: Kernel, clock: ManualClock, cgroup_id: int, path: str,
                  parent: SimCgroup | None) -> None:
         super().__init__(kernel, cgroup_id, path)
+        self._clock = clock
         self._parent = parent
         self._children: dict[str, SimCgroup] = {}
         self.name = path.rsplit("/", 1)[-1] if path != "/" else "/"
@@ -79,18 +103,16 @@ class SimCgroup(Cgroup):
         self.vm_frac: dict[str, float] = {}  # expected counts not yet whole (count_vm_frac)
         self.events: dict[str, int] = dict.fromkeys(MEMORY_EVENTS, 0)  # hierarchical
         self.events_local: dict[str, int] = dict.fromkeys(MEMORY_EVENTS, 0)
-        self.procs: dict[int, SimProcess] = {}  # pid -> SimProcess, in arrival order
+        self.procs: dict[int, Member] = {}  # pid -> process, in arrival order
         self.online = True
         self.psi: GroupPsi | None = None
         # The simulator's bookkeeping: parked working tasks in the subtree (they make
         # "full" zero without being visited every tick), and the time this cgroup is
         # queued for its next PSI update (None: not queued).
         self.nr_working = 0
+        self.nr_working_cpu: list[int] = []  # the same per CPU (sized by the scheduler)
+        self.working_cpus = 0  # CPUs where nr_working_cpu is not 0
         self.psi_queued: int | None = None
-
-    @property
-    def sim(self) -> SimKernel:
-        return self.kernel  # type: ignore[return-value]
 
     def _alive(self) -> None:
         if not self.online:
@@ -163,11 +185,11 @@ class SimCgroup(Cgroup):
         if self.psi is None:
             zero = PressureLine(0.0, 0.0, 0.0, 0)
             return Pressure(zero, zero)
-        return self.psi.pressure(resource, self.sim.clock.now_ns())
+        return self.psi.pressure(resource, self._clock.now_ns())
 
     def tasks(self) -> list[Task]:
         self._alive()
-        return self.sim.tasks_of(self)
+        return [p.task() for p in self.procs.values() if p.listed]
 
     # -- limits --------------------------------------------------------------------------
     @property

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from oomkit.kernel.base import PAGE_SIZE, Task
+
 if TYPE_CHECKING:
     from oomkit.kernel.sim.memcg import SimCgroup
     from oomkit.kernel.sim.scenario import Step
@@ -28,6 +30,9 @@ class SimFile:
     resident: int = 0  # bytes in memory now
     mapped: int = 0  # bytes mapped MAP_SHARED by live processes
     large_folios: bool = False  # brought in by sequential readahead (cheaper to reclaim)
+    touched_at: int = 0  # ns: the last time a process read or wrote it
+    dirty: int = 0  # bytes written and not yet written back (not reclaimable)
+    dirtied_at: int = 0  # ns: when the oldest of them was dirtied
     # Bytes that were in memory once: a miss below this is a refault (the kernel finds a
     # shadow entry and counts a memory stall); above it, a first read (IO only).
     seen: int = 0
@@ -53,8 +58,11 @@ class SimProcess:
     shmem_anon: int = 0  # MAP_SHARED|MAP_ANONYMOUS bytes (shmem without a path)
     mapped_files: dict[str, int] = field(default_factory=dict)  # path -> bytes mapped
     peak_rss: int = 0
+    touched_at: int = 0  # ns: the last time it touched or allocated anonymous memory
     # scheduling
+    cpu: int = 0  # the CPU it runs on (sched.py)
     blocked_until: int = 0  # a memory stall (throttle, refault) ends then
+    io_blocked_until: int = 0  # an IO wait (balance_dirty_pages) ends then
     oom_retry_at: int = 0  # after an OOM with no progress, the charge retries then
     waiting_oom: bool = False
     # the OOM killer
@@ -69,7 +77,7 @@ class SimProcess:
     tick_stall: int = 0  # ns stalled on memory in the current tick
     tick_busy: bool = False  # non-idle at some point in the current tick
     # Parked: in a work or timed sleep step that outlasts the tick, so the tick loop skips
-    # it until wake_ns; its progress is accounted up to park_ns (see SimKernel._park).
+    # it until wake_ns; its progress is accounted up to park_ns (see sched.Scheduler.park).
     parked: bool = False
     park_work: bool = False  # parked in a work step (else a timed sleep)
     counted_working: bool = False  # counted in its cgroups' nr_working
@@ -79,6 +87,20 @@ class SimProcess:
     @property
     def rss(self) -> int:
         return self.anon + self.shmem_anon + sum(self.mapped_files.values())
+
+    @property
+    def listed(self) -> bool:
+        """In its cgroup's cgroup.procs: started and not reaped (an exiting victim is
+        still listed until its teardown ends)."""
+        return self.state in (RUNNING, SLEEPING, EXITING)
+
+    def task(self) -> Task:
+        """The task record a policy sees: rss in bytes, swap entries in pages, page
+        tables estimated as one PTE page per 2M of address space in use."""
+        vm = self.rss + self.swapped
+        pgtables = ((vm + (2 << 20) - 1) // (2 << 20)) * PAGE_SIZE
+        return Task(self.pid, self.name, self.cgroup, self.oom_score_adj, self.rss,
+                    self.swapped // PAGE_SIZE, pgtables, self.start_time)
 
     @property
     def alive(self) -> bool:

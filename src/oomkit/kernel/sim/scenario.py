@@ -48,6 +48,7 @@ class Step:
     duration_ns: int | None = None
     mapped: bool = False  # file pages mapped MAP_SHARED (count in file_mapped and rss)
     pattern: str = "random"  # touch: "random" or "sequential" (passes in order)
+    write: bool = False  # alloc of file pages by write(): dirty until written back
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +86,20 @@ class MachineSpec:
     # 2 s and are evaluated by the averaging work, once per PSI period, instead of by
     # psimon every window/10.
     cap_sys_resource: bool = True
+    # CPUs: processes are placed on their run queues and PSI is kept per CPU and
+    # aggregated by non-idle time, as kernel/sched/psi.c does (see sched.py).
+    cpus: int = 4
+    # The page reclaim's LRU: "classic" (active/inactive lists) or "mglru" (multi-gen
+    # LRU, Debian's 7.x default): which refaults are recent, and which count activations.
+    lru: str = "classic"
+    # Writeback (writeback.py): the device's write rate in bytes a second, and
+    # vm.dirty_ratio / vm.dirty_background_ratio in percent of dirtyable memory.
+    write_bandwidth: int = 200 << 20
+    dirty_ratio: int = 20
+    dirty_background_ratio: int = 10
+    # cgroup writeback (v2): a memcg with a memory.max is a dirty domain of its own.
+    # false: v1, where only the machine's dirty limits throttle writers.
+    cgroup_writeback: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +192,12 @@ def _refault_stall(v: object) -> str:
     return str(v)
 
 
+def _lru(v: object) -> str:
+    if v not in ("classic", "mglru"):
+        raise ValueError(f"lru is classic or mglru, got {v!r}")
+    return str(v)
+
+
 def _pattern(v: object) -> str:
     if v not in ("random", "sequential"):
         raise ValueError(f"pattern is random or sequential, got {v!r}")
@@ -199,7 +220,7 @@ def _check_keys(raw: dict[str, Any], allowed: set[str], where: _Where, table: st
 
 
 _STEP_KEYS = {
-    "alloc": {"op", "kind", "size", "rate", "path", "mapped"},
+    "alloc": {"op", "kind", "size", "rate", "path", "mapped", "write"},
     "free": {"op", "kind", "size", "path"},
     "touch": {"op", "kind", "size", "path", "duration", "pattern"},
     "work": {"op", "duration"},
@@ -237,10 +258,14 @@ def _step(raw: object, where: _Where, index: int, entry: str, n: int) -> Step:
         path = g("path", _str, None)
         if op == "alloc" and k == "shmem" and path is not None and not path.startswith("/"):
             raise where.error("process", at, f"{label} ({op})", "path", "must be absolute")
+        write = g("write", _bool, False) if op == "alloc" else False
+        if write and (k != "file" or g("mapped", _bool, False)):
+            raise where.error("process", at, f"{label} ({op})", "write",
+                              "only page cache written by write() (kind file, not mapped)")
         return Step(op, k, size, g("rate", parse_rate, None) if op == "alloc" else None, path,
                     g("duration", parse_duration_ns, None) if op == "touch" else None,
                     g("mapped", _bool, False) if op == "alloc" else False,
-                    g("pattern", _pattern, "random") if op == "touch" else "random")
+                    g("pattern", _pattern, "random") if op == "touch" else "random", write)
     if op in ("work", "sleep"):
         dur = g("duration", parse_duration_ns, None)
         if op == "work" and dur is None:
@@ -262,7 +287,9 @@ def parse_scenario(text: str, path: str = "<scenario>") -> Scenario:
         raise ConfigError(f"{path}: [machine] must be a table")
     mkeys = {"memory", "swap", "duration", "seed", "tick", "exit_latency", "refault_latency",
              "touch_rate", "alloc_rate", "miss_cpu", "readahead", "read_bandwidth", "reclaim_cost",
-             "reclaim_cost_large", "cap_sys_resource", "refault_stall"}
+             "reclaim_cost_large", "cap_sys_resource", "refault_stall", "cpus", "lru",
+             "write_bandwidth", "dirty_ratio", "dirty_background_ratio",
+             "cgroup_writeback"}
     _check_keys(mraw, mkeys, where, "machine", None, "[machine]")
 
     def mg(key: str, parse: Callable[[object], T], default: T) -> T:
@@ -286,6 +313,13 @@ def parse_scenario(text: str, path: str = "<scenario>") -> Scenario:
         reclaim_large_ns=mg("reclaim_cost_large", parse_duration_ns, d.reclaim_large_ns),
         cap_sys_resource=mg("cap_sys_resource", _bool, d.cap_sys_resource),
         refault_stall=mg("refault_stall", _refault_stall, d.refault_stall),
+        cpus=mg("cpus", int_between(1, 4096), d.cpus),
+        lru=mg("lru", _lru, d.lru),
+        write_bandwidth=mg("write_bandwidth", parse_rate, d.write_bandwidth),
+        dirty_ratio=mg("dirty_ratio", int_between(1, 100), d.dirty_ratio),
+        dirty_background_ratio=mg("dirty_background_ratio", int_between(0, 100),
+                                  d.dirty_background_ratio),
+        cgroup_writeback=mg("cgroup_writeback", _bool, d.cgroup_writeback),
     )
     if machine.memory < (1 << 20):
         raise where.error("machine", None, "[machine]", "memory", "must be at least 1M")
@@ -356,12 +390,55 @@ def parse_scenario(text: str, path: str = "<scenario>") -> Scenario:
             start_ns=_get(praw, "start", parse_duration_ns, where, "process", i, entry, 0),
             program=tuple(_step(s, where, i, entry, n) for n, s in enumerate(prog_raw)),
         ))
+    _check_programs(processes, cgroups, where)
     pol = data.get("policies", [])
     if not isinstance(pol, list) or not all(isinstance(p, str) for p in pol):
         raise ConfigError(f"{path}: 'policies' is a list of policy specs (strings)")
     return Scenario(machine, tuple(cgroups), tuple(processes),
                     str(data.get("name", "")), str(data.get("description", "")), path,
                     tuple(pol))
+
+
+def _check_programs(processes: list[ProcessSpec], cgroups: list[CgroupSpec],
+                    where: _Where) -> None:
+    """What the steps alone cannot tell: a touch of anonymous memory the process has not
+    allocated (the simulator would take it as resident), a free of a file that no step
+    of the scenario brings into memory (it would free nothing), a process that starts in
+    a cgroup after the scenario removes it (it would re-create it without its limits)."""
+    known_files = {s.path for p in processes for s in p.program
+                   if s.op in ("alloc", "touch") and s.kind != "anon" and s.path}
+    removed = {c.path: c.remove_ns for c in cgroups if c.remove_ns is not None}
+    for i, proc in enumerate(processes):
+        entry = f'process "{proc.name}"'
+        for path, at in removed.items():
+            inside = proc.cgroup == path or proc.cgroup.startswith(path + "/")
+            if inside and proc.start_ns >= at:
+                raise where.error("process", i, entry, "start",
+                                  f"starts at {proc.start_ns / 1e9:g}s in {proc.cgroup}, but "
+                                  f"cgroup {path} is removed at {at / 1e9:g}s")
+        anon = 0
+        for n, step in enumerate(proc.program):
+            label = f"{entry}, program step {n + 1} ({step.op})"
+            at_step: Index = (i, "program", n)
+            if step.kind == "anon" and step.op in ("alloc", "free", "touch"):
+                size = (step.size + 4095) // 4096 * 4096
+                if step.op == "alloc":
+                    anon += size
+                elif step.op == "free":
+                    anon = max(0, anon - size)
+                elif size > anon:
+                    have = f"only {anon >> 20}M" if anon else "none"
+                    raise where.error("process", at_step, label, "size",
+                                      f"touches {step.size >> 20}M of anonymous memory but "
+                                      f"has allocated {have} by then (alloc it first)")
+            if step.op == "free" and step.kind != "anon" and not (
+                    step.kind == "shmem" and step.path is None):
+                if step.path is None:
+                    raise where.error("process", at_step, label, "path",
+                                      f"is required to free {step.kind} pages (the file's path)")
+                if step.path not in known_files:
+                    raise where.error("process", at_step, label, "path",
+                                      f"no step of the scenario allocates or reads {step.path}")
 
 
 def load_scenario(path: str | Path) -> Scenario:

@@ -1,0 +1,419 @@
+"""Charging and reclaim for the simulator: page counters, reclaim, swap, memory.high.
+
+SimMemory holds the machine's memory state that is not a cgroup's own (the page cache's
+files, the swap in use, what reclaim has cost) and does what the kernel's mm/memcontrol.c
+and mm/vmscan.c do with it: charge pages up the hierarchy (page_counter_try_charge),
+reclaim from a subtree when a limit is hit (try_to_free_mem_cgroup_pages), swap anonymous
+memory out within memory.swap.max, and throttle over memory.high
+(mem_cgroup_handle_over_high). It never calls the OOM killer itself: a charge that cannot
+be met calls the on_oom callback it was given.
+
+Model choices, stated once: pages are counted in bytes per cgroup and per file; reclaim
+takes clean page cache before anonymous memory (anon only to swap; dirty pages wait for
+writeback.py), proportionally over the cgroups of the reclaimed subtree, skipping
+memory.min-protected cgroups always and memory.low-protected ones until nothing else is
+left (counting a "low" event then); within a cgroup, in LRU order (lru_order: the
+longest untouched first, then in proportion to what each toucher holds); its cost, a
+memory stall, is machine.reclaim_ns a page (reclaim_large_ns for pages sequential
+readahead brought in as large folios).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Final, TypeVar
+
+from oomkit.clock import ManualClock
+from oomkit.kernel.base import PAGE_SIZE
+from oomkit.kernel.sim.memcg import SimCgroup
+from oomkit.kernel.sim.process import SimFile, SimProcess
+from oomkit.kernel.sim.scenario import MachineSpec
+from oomkit.kernel.sim.writeback import Writeback
+
+NS: Final = 1_000_000_000
+HZ: Final = 1000  # jiffies per second for the memory.high penalty (CONFIG_HZ_1000)
+MEMCG_CHARGE_BATCH: Final = 64  # pages
+MEMCG_DELAY_PRECISION_SHIFT: Final = 20
+MEMCG_DELAY_SCALING_SHIFT: Final = 14
+MEMCG_MAX_HIGH_DELAY_JIFFIES: Final = 2 * HZ
+# Pages untouched this long are taken as deactivated (on the inactive list's tail): about
+# the time the kernel's aging takes to cycle a busy list.
+LRU_AGE_NS: Final = NS
+T = TypeVar("T")
+
+OnOom = Callable[[SimProcess, "SimCgroup | None"], None]
+
+
+def pages(nbytes: int) -> int:
+    """Bytes to 4K pages, rounded up."""
+    return (nbytes + PAGE_SIZE - 1) // PAGE_SIZE
+
+
+def page_align(nbytes: int) -> int:
+    """Bytes rounded up to whole pages."""
+    return pages(nbytes) * PAGE_SIZE
+
+
+def lru_order(owners: Sequence[tuple[T, int, int]], nbytes: int, now_ns: int
+              ) -> list[tuple[T, int]]:
+    """Which owners' pages reclaim takes, and how many bytes of each, to free nbytes from
+    one LRU. ``owners``: (owner, reclaimable bytes, last touch in ns), in list order.
+
+    The kernel keeps pages, not owners, on its LRU lists (mm/vmscan.c shrink_lruvec):
+    the pages of an owner that has not touched them for LRU_AGE_NS have been deactivated
+    and sit at the inactive list's tail, so they go first, the longest untouched first;
+    the pages of owners that keep touching theirs are interleaved on the lists, so the
+    rest comes from them in proportion to what each holds (never "the largest first")."""
+    out: list[tuple[T, int]] = []
+    if nbytes <= 0:
+        return out
+    got = 0
+    horizon = now_ns - LRU_AGE_NS
+    order = sorted(range(len(owners)), key=lambda i: owners[i][2])
+    hot: list[int] = []
+    for i in order:
+        owner, size, touched = owners[i]
+        if touched >= horizon:
+            hot.append(i)
+            continue
+        take = min(size, nbytes - got)
+        if take > 0:
+            out.append((owner, take))
+            got += take
+        if got >= nbytes:
+            return out
+    hot.sort()  # back to list order
+    total = sum(owners[i][1] for i in hot)
+    rest = nbytes - got
+    left: dict[int, int] = {}
+    for i in hot:
+        size = owners[i][1]
+        take = min(size, page_align(rest * size // total) if total else 0, nbytes - got)
+        if take > 0:
+            out.append((owners[i][0], take))
+            got += take
+        left[i] = size - max(take, 0)
+    for i in sorted(hot, key=lambda i: -left[i]):  # what rounding left over
+        if got >= nbytes:
+            break
+        take = min(left[i], nbytes - got)
+        if take > 0:
+            out.append((owners[i][0], take))
+            got += take
+    return out
+
+
+def count_reclaim(cg: SimCgroup, lru: str, nr: int) -> None:
+    """pgscan/pgsteal as memory.stat keeps them: the total, by who reclaimed (all of the
+    simulator's reclaim is direct: it has no kswapd) and by list (anon, file). Every page
+    scanned is taken: the simulator does not rotate referenced pages."""
+    if nr <= 0:
+        return
+    scan, steal = ("pgscan_anon", "pgsteal_anon") if lru == "anon" else (
+        "pgscan_file", "pgsteal_file")
+    c: SimCgroup | None = cg
+    while c is not None:
+        vm = c.vm
+        vm["pgscan"] += nr
+        vm["pgsteal"] += nr
+        vm["pgscan_direct"] += nr
+        vm["pgsteal_direct"] += nr
+        vm[scan] += nr
+        vm[steal] += nr
+        c = c._parent
+
+
+def _active_share(lru_bytes: int) -> float:
+    """The share of an LRU the kernel keeps active: inactive_is_low() deactivates while
+    inactive * inactive_ratio < active, with inactive_ratio = int_sqrt(10 * GB) (1 below
+    1G)."""
+    gb = lru_bytes >> 30
+    ratio = math.isqrt(10 * gb) if gb else 1
+    return ratio / (1 + ratio)
+
+
+class SimMemory:
+    """The machine's memory outside the cgroups' own counters, and the charge and reclaim
+    paths over it. ``root`` is the root cgroup; ``on_oom(proc, over)`` is called when a
+    charge cannot be met (over: the innermost cgroup still over its memory.max, None for
+    the machine)."""
+
+    def __init__(self, machine: MachineSpec, root: SimCgroup, on_oom: OnOom,
+                 clock: ManualClock) -> None:
+        self.machine = machine
+        self._now = clock.now_ns
+        self.root = root
+        self._on_oom = on_oom
+        self.files: dict[str, SimFile] = {}
+        self.files_of: dict[int, list[SimFile]] = {root.id: []}
+        self.wb = Writeback(machine, root)
+        self.swap_used = 0  # bytes
+        self.reclaim_cost_ns = 0  # what reclaim has cost so far (see charge)
+
+    def commit(self, cg: SimCgroup, kind: str, nbytes: int) -> None:
+        cg.local[kind] += nbytes
+        nr = (nbytes + PAGE_SIZE - 1) // PAGE_SIZE
+        c: SimCgroup | None = cg
+        while c is not None:
+            c.charged += nbytes
+            c.vm["pgpgin"] += nr  # v1's (total_)pgpgin: pages charged, hierarchical
+            c = c._parent
+
+    def uncharge(self, cg: SimCgroup, kind: str, nbytes: int) -> None:
+        if nbytes <= 0:
+            return
+        cg.local[kind] -= nbytes
+        c: SimCgroup | None = cg
+        while c is not None:
+            c.charged -= nbytes
+            c = c._parent
+
+    def over_limit(self, cg: SimCgroup, nbytes: int) -> SimCgroup | None:
+        """page_counter_try_charge: the innermost ancestor whose memory.max is hit."""
+        c: SimCgroup | None = cg
+        while c is not None:
+            mx = c.memory_max_
+            if mx is not None and c.charged + nbytes > mx:
+                return c
+            c = c._parent
+        return None
+
+    def room(self, cg: SimCgroup) -> int:
+        room = self.machine.memory - self.root.charged
+        c: SimCgroup | None = cg
+        while c is not None:
+            if c.memory_max_ is not None:
+                room = min(room, c.memory_max_ - c.charged)
+            c = c._parent
+        return max(0, room)
+
+    def charge(self, proc: SimProcess, cg: SimCgroup, kind: str, nbytes: int,
+               place: Callable[[int], None] | None = None) -> tuple[int, int]:
+        """Charge nbytes for proc. Returns (bytes charged, stall ns spent reclaiming).
+        ``place(n)`` records the n bytes charged where they live (the process's rss, a
+        file), before an OOM for the rest is declared, so the OOM sees them.
+
+        Less than asked means the rest met an OOM (or is waiting for a victim to exit);
+        the caller stalls for the rest of its tick.
+        """
+        stall = 0
+        if nbytes <= self.room(cg):
+            self.commit(cg, kind, nbytes)
+            if place is not None:
+                place(nbytes)
+            return nbytes, 0
+        over = self.over_limit(cg, nbytes)
+        cost_before = self.reclaim_cost_ns
+        if over is not None:
+            over.count_event("max")
+            need = over.charged + nbytes - over.memory_max_  # type: ignore[operator]
+            self.reclaim(over, page_align(need))
+        else:
+            need = self.root.charged + nbytes - self.machine.memory
+            self.reclaim(None, page_align(need))
+        stall += self.reclaim_cost_ns - cost_before
+        room = self.room(cg)
+        if nbytes <= room:
+            self.commit(cg, kind, nbytes)
+            if place is not None:
+                place(nbytes)
+            return nbytes, stall
+        part = (room // PAGE_SIZE) * PAGE_SIZE
+        if part > 0:
+            self.commit(cg, kind, part)
+            if place is not None:
+                place(part)
+        # Out of memory for the rest: at the innermost cgroup still over, or the machine.
+        over = self.over_limit(cg, nbytes - part)
+        dirty = self.wb.total if over is None else sum(
+            c.local["file_dirty"] for c in over.walk())  # type: ignore[attr-defined]
+        if dirty:
+            # Only dirty pages left to take: reclaim waits for writeback (it kicks the
+            # flusher) instead of declaring an OOM; the caller stalls for the tick.
+            self.wb.urgent.update(c.id for c in (over or self.root).walk())
+            return part, stall
+        self._on_oom(proc, over)
+        return part, stall
+
+    def swap_room(self, cg: SimCgroup) -> int:
+        room = self.machine.swap - self.swap_used
+        c: SimCgroup | None = cg
+        while c is not None:
+            if c.swap_max_ is not None:
+                room = min(room, c.swap_max_ - c.swap_charged)
+            c = c._parent
+        return max(0, room)
+
+    def _reclaimable(self, cg: SimCgroup) -> tuple[int, int]:
+        """(file, anon) bytes reclaim could take from this cgroup itself."""
+        file = sum(f.resident - f.mapped - f.dirty for f in self.files_of.get(cg.id, ())
+                   if f.kind == "file")
+        anon = 0
+        if self.machine.swap:
+            anon = min(cg.local["anon"], self.swap_room(cg))
+        return max(0, file), max(0, anon)
+
+    def reclaim(self, target: SimCgroup | None, nbytes: int) -> int:
+        """Reclaim up to nbytes from target's subtree (None: the whole machine)."""
+        top = target or self.root
+        cgs = [c for c in top.walk("post")]
+        got = 0
+        for honour_low in (True, False):
+            cands: list[tuple[SimCgroup, int, int]] = []
+            for c in cgs:
+                assert isinstance(c, SimCgroup)
+                if c.parent is not None and c.charged <= c.memory_min_:
+                    continue
+                protected_low = c.parent is not None and c.charged <= c.memory_low_
+                if honour_low and protected_low:
+                    continue
+                file, anon = self._reclaimable(c)
+                if file or anon:
+                    cands.append((c, file, anon))
+                    if not honour_low and protected_low:
+                        c.count_event("low")
+            want = nbytes - got
+            total_file = sum(f for _, f, _ in cands)
+            if total_file:
+                for c, file, _ in cands:
+                    share = min(file, page_align(want * file // total_file))
+                    got += self._evict_file(c, share)
+            want = nbytes - got
+            total_anon = sum(a for _, _, a in cands)
+            if want > 0 and total_anon:
+                for c, _, anon in cands:
+                    share = min(anon, page_align(want * anon // total_anon))
+                    got += self._swap_out(c, share)
+            if got >= nbytes:
+                break
+        return got
+
+    def _evict_file(self, cg: SimCgroup, nbytes: int) -> int:
+        """Clean page cache off the cgroup's file LRU, tail first (see lru_order)."""
+        files = [(f, f.resident - f.mapped - f.dirty, f.touched_at)
+                 for f in self.files_of.get(cg.id, ())
+                 if f.kind == "file" and f.resident > f.mapped + f.dirty]
+        got = 0
+        for f, take in lru_order(files, nbytes, self._now()):
+            self.drop_file_pages(f, take)
+            got += take
+            self.reclaim_cost_ns += pages(take) * (
+                self.machine.reclaim_large_ns if f.large_folios else self.machine.reclaim_ns)
+        count_reclaim(cg, "file", pages(got))
+        return got
+
+    def drop_file_pages(self, f: SimFile, nbytes: int) -> None:
+        if nbytes <= 0:
+            return
+        f.resident -= nbytes
+        self.uncharge(f.cgroup, f.kind, nbytes)
+        if f.dirty > f.resident - f.mapped:  # dirty pages dropped (file freed, removed)
+            self.wb.clean(f, f.dirty - max(0, f.resident - f.mapped))
+
+    def _swap_out(self, cg: SimCgroup, nbytes: int) -> int:
+        """Anonymous pages to swap off the cgroup's anon LRU, tail first (lru_order),
+        within the swap room."""
+        want = min(nbytes, self.swap_room(cg))
+        procs = [(p, p.anon, p.touched_at) for p in cg.procs.values() if p.anon > 0]
+        got = 0
+        for proc, take in lru_order(procs, want, self._now()):
+            proc.anon -= take
+            proc.swapped += take
+            self.uncharge(cg, "anon", take)
+            self.swap_charge(cg, take)
+            got += take
+        self.reclaim_cost_ns += pages(got) * self.machine.reclaim_ns
+        count_reclaim(cg, "anon", pages(got))
+        return got
+
+    def swap_charge(self, cg: SimCgroup, nbytes: int) -> None:
+        self.swap_used += nbytes
+        c: SimCgroup | None = cg
+        while c is not None:
+            c.swap_charged += nbytes
+            c = c._parent
+
+    # -- memory.high ----------------------------------------------------------------------
+    def over_high_penalty(self, proc: SimProcess, nr_pages: int) -> int:
+        """mem_cgroup_handle_over_high(): reclaim, then the throttle. Returns the stall in
+        ns (the reclaim's cost and the throttle; 0: none)."""
+        worst = 0
+        cost_before = self.reclaim_cost_ns
+        c: SimCgroup | None = proc.cgroup
+        while c is not None:
+            high = c.memory_high_
+            if high is not None and c.charged > high:
+                c.count_event("high")
+                self.reclaim(c, page_align(min(nr_pages * PAGE_SIZE, c.charged - high)))
+                if c.charged > high:
+                    # calculate_overage(): fixed point, 20 bits of precision
+                    overage = ((c.charged - high) << MEMCG_DELAY_PRECISION_SHIFT) // max(high, 1)
+                    worst = max(worst, overage)
+            c = c._parent
+        reclaim_ns = self.reclaim_cost_ns - cost_before  # reclaim_high() is a memstall too
+        if worst == 0:
+            return reclaim_ns
+        penalty = worst * worst * HZ
+        penalty >>= MEMCG_DELAY_PRECISION_SHIFT
+        penalty >>= MEMCG_DELAY_SCALING_SHIFT
+        penalty = penalty * nr_pages // MEMCG_CHARGE_BATCH
+        penalty = min(penalty, MEMCG_MAX_HIGH_DELAY_JIFFIES)
+        if penalty <= HZ // 100:
+            return reclaim_ns
+        return reclaim_ns + penalty * (NS // HZ)
+
+    def over_high(self, cg: SimCgroup) -> bool:
+        c: SimCgroup | None = cg
+        while c is not None:
+            if c.memory_high_ is not None and c.charged > c.memory_high_:
+                return True
+            c = c._parent
+        return False
+
+    def workingset_refault_share(self, owner: SimCgroup, file: bool, ws: int,
+                                  resident: int, seq: bool) -> float:
+        """The share of refaults the kernel's workingset detection flags (mm/workingset.c).
+
+        A refault activates its page when its refault distance (pages evicted and
+        activated in the memcg since the page left) is at most the workingset size
+        (workingset_test_recent(): the active file list, plus anon when there is swap;
+        for an anon refault all of the file lists). It counts as a memory stall when,
+        besides, the page was in the workingset (PG_workingset) when it was evicted. With
+        a share p of the evicted pages activated, both hold for p * p of the refaults.
+
+        The distance: a sequential pass re-reads a page after the rest of the working set,
+        ws - resident bytes; random access after an exponential number of evictions with
+        that mean, stretched by the activations (1 + p). The active share of a list is
+        what the kernel's inactive_is_low() keeps: 1/2 below 1G, more above.
+
+        With machine.lru = "mglru" (multi-gen LRU, the default of 7.x kernels), a refault
+        is recent when its page left fewer than MAX_NR_GENS generations ago
+        (lru_gen_test_recent()); the generations span the whole list of its type, so the
+        window is that list (file or anon alone), and there is no active list for
+        activations to stretch the distance: p = 1 - exp(-size / distance).
+        """
+        files = owner.local["file"]
+        anon = owner.local["anon"]
+        swap = bool(self.machine.swap) and self.swap_room(owner) > 0
+        if self.machine.lru == "mglru":
+            size: float = files if file else (anon if swap else 0)
+            distance = ws - resident
+            if distance <= 0 or size <= 0:
+                return 1.0 if distance <= 0 else 0.0
+            if seq:
+                return 1.0 if distance <= size else 0.0
+            return 1.0 - math.exp(-size / distance)
+        if file:
+            size = _active_share(files) * files + (anon if swap else 0)
+        else:
+            size = files + (_active_share(anon) * anon if swap else 0)
+        distance = ws - resident
+        if distance <= 0 or size <= 0:
+            return 1.0 if distance <= 0 else 0.0
+        if seq:
+            return 1.0 if distance <= size else 0.0
+        p = 1.0 - math.exp(-size / distance)
+        for _ in range(8):
+            p = 1.0 - math.exp(-size / (distance * (1.0 + p)))
+        return p
