@@ -32,6 +32,11 @@ EXPECT: dict[str, tuple[set[str], set[str], float | None]] = {
     "k10_cache_heavy_harmless": ({"batch"}, {"fileserver"}, None),
     "k11_already_exiting_victim": ({"hog"}, {"svc", "desktop"}, None),
     "k12_victim_in_sibling": ({"importer"}, {"api"}, None),
+    "k13_reader_at_its_own_limit": (set(), {"web", "indexer"}, None),
+    "k14_slow_release_in_limited_slice": ({"report"}, {"memcached"}, None),
+    "k15_cache_heavy_in_pod": ({"sidecar"}, {"reader"}, None),
+    "k16_protected_big_daemon": ({"app"}, {"systemd-journal", "sshd"}, None),
+    "k17_fork_bomb_in_limited_slice": ({f"sh{i}" for i in range(1, 151)}, {"ide"}, None),
 }
 
 XFAIL = {
