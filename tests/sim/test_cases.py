@@ -37,6 +37,8 @@ EXPECT: dict[str, tuple[set[str], set[str], float | None]] = {
     "k15_cache_heavy_in_pod": ({"sidecar"}, {"reader"}, None),
     "k16_protected_big_daemon": ({"app"}, {"systemd-journal", "sshd"}, None),
     "k17_fork_bomb_in_limited_slice": ({f"sh{i}" for i in range(1, 151)}, {"ide"}, None),
+    "k18_sequential_reader_with_swap": (set(), {"svc", "reader"}, None),
+    "k19_random_reader_with_swap": (set(), {"svc", "reader"}, None),
 }
 
 XFAIL = {

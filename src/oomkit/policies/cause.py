@@ -103,6 +103,8 @@ class Sample:
     refaults: int  # pages, file and anon
     activations: int  # refaults of pages still in the workingset (mm/workingset.c)
     pgscan: int
+    anon_activations: int = 0  # of which anon: swap-ins of a working set
+    footprint: int = 0  # footprint() then
 
 
 def sample(cg: Cgroup, now: float, st: Stat | None = None) -> Sample:
@@ -113,7 +115,8 @@ def sample(cg: Cgroup, now: float, st: Stat | None = None) -> Sample:
                   + st.event("workingset_refault_anon"),
                   st.event("workingset_activate_file", "workingset_activate")
                   + st.event("workingset_activate_anon"),
-                  st.event("pgscan"))
+                  st.event("pgscan"), st.event("workingset_activate_anon"),
+                  footprint(cg, st))
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +128,8 @@ class Rates:
     refaults: int  # pages
     activations: int  # pages
     pgscan: int  # pages
+    anon_activations: int = 0  # pages
+    footprint_growth: int = 0  # bytes: growth of what reclaim cannot simply drop
 
     def per_s(self, value: int) -> float:
         return value / self.interval_s if self.interval_s > 0 else 0.0
@@ -175,7 +180,9 @@ class Activity:
         return Rates(now - base.time, max(0, cur.usage - base.usage),
                      max(0, cur.refaults - base.refaults),
                      max(0, cur.activations - base.activations),
-                     max(0, cur.pgscan - base.pgscan))
+                     max(0, cur.pgscan - base.pgscan),
+                     max(0, cur.anon_activations - base.anon_activations),
+                     max(0, cur.footprint - base.footprint))
 
 
 _TRACKERS: weakref.WeakKeyDictionary[Any, Activity] = weakref.WeakKeyDictionary()

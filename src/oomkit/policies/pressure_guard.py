@@ -12,10 +12,16 @@ every cgroup (new ones too; cgroup v1 has only the machine's). When one fires:
   machine is short only while MemFree is under ``min_free`` of RAM (reclaim keeps it near
   the watermarks then); pressure with memory free again is a recovery (the programs a
   kill saved re-read their files), not a new shortage.
+- on the machine, memory pressure counts only with the evidence below or with footprint
+  growth of ``min_growth`` per second (several CPUs: one reader stalled on its own CPU
+  shows "full" already; reclaiming its own page cache is no shortage).
 - IO pressure counts only with refaults of pages that were still in the workingset
   (``workingset_activate``: a working set that would fit, being pushed out) at
   ``min_activations`` pages/s or more. A reader streaming a file larger than memory waits
-  on IO too, but hurts nobody else; the kernel does not flag those refaults.
+  on IO too, but hurts nobody else; the kernel does not flag those refaults. With more
+  than ``swap_room`` of swap free only anon activations count: the kernel then counts
+  anon in the workingset size (workingset_test_recent()), flagging a stream too, and
+  makes room for file pages itself by swapping cold anon out.
 - the OOM is declared there (CONSTRAINT_PSI_MEM or CONSTRAINT_PSI_IO); the OomOps rank
   the cause (kill_cause). The runtime holds declared OOMs while a victim exits and for
   the post-action delay after.
@@ -30,7 +36,7 @@ from oomkit.errors import OomkitError
 from oomkit.kernel.base import Cgroup, PsiTrigger, Resource
 from oomkit.ops import Psi, PsiOps
 from oomkit.policies import cause, sysmem
-from oomkit.policy_args import Duration, Percent
+from oomkit.policy_args import Duration, Percent, Size
 
 
 class PressureGuard(PsiOps):
@@ -38,8 +44,11 @@ class PressureGuard(PsiOps):
 
     def __init__(self, threshold: Duration = 0.5, window: Duration = 2.0, io: bool = True,
                  min_activations: int = 1000, min_free: Percent = 6.0,
-                 cgroups: bool = True) -> None:
+                 cgroups: bool = True, swap_room: Percent = 10.0,
+                 min_growth: Size = 1 << 20) -> None:
         self.min_free = min_free
+        self.swap_room = swap_room
+        self.min_growth = min_growth
         self.threshold_us = int(threshold * 1e6)
         self.window_us = int(window * 1e6)
         self.io = io
@@ -98,10 +107,22 @@ class PressureGuard(PsiOps):
             info = sysmem.meminfo(kernel) if domain is None else None
             if info is not None and info.free > info.total * self.min_free / 100:
                 return
-            if trigger.resource is Resource.IO:
-                rates = activity.rates(domain or root, now)
-                if rates.per_s(rates.activations) < self.min_activations:
-                    return  # IO waits, but no working set is being pushed out
+            rates = activity.rates(domain or root, now)
+            pushed_out = rates.activations
+            if info is not None and info.swap_free > info.swap_total * self.swap_room / 100:
+                # With room in swap, the kernel makes room for a file working set itself
+                # by swapping out cold anon (workingset_test_recent() counts anon in the
+                # workingset size, so a reader of more than fits is flagged too): only
+                # swap-ins of a working set tell a thrash that a kill ends.
+                pushed_out = rates.anon_activations
+            pushing = rates.per_s(pushed_out) >= self.min_activations
+            if trigger.resource is Resource.IO and not pushing:
+                return  # IO waits, but no working set is being pushed out
+            if (domain is None and not pushing
+                    and rates.per_s(rates.footprint_growth) < self.min_growth):
+                # Memory stalls on the machine, but nothing grows and no working set is
+                # pushed out: a reader reclaiming its own page cache, not a shortage.
+                return
             text = ("CONSTRAINT_PSI_IO" if trigger.resource is Resource.IO
                     else "CONSTRAINT_PSI_MEM")
             kernel.out_of_memory(domain, 0, constraint_text=text)
