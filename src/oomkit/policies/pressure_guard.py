@@ -14,7 +14,9 @@ every cgroup (new ones too; cgroup v1 has only the machine's). When one fires:
   kill saved re-read their files), not a new shortage.
 - on the machine, memory pressure counts only with the evidence below or with footprint
   growth of ``min_growth`` per second (several CPUs: one reader stalled on its own CPU
-  shows "full" already; reclaiming its own page cache is no shortage).
+  shows "full" already; reclaiming its own page cache is no shortage). With nothing
+  growing, a kill must be able to make room for what the refaulting cgroups miss
+  (_kill_helps): a reader of a file larger than the machine is left alone.
 - IO pressure counts only with refaults of pages that were still in the workingset
   (``workingset_activate``: a working set that would fit, being pushed out) at
   ``min_activations`` pages/s or more. A reader streaming a file larger than memory waits
@@ -90,6 +92,32 @@ class PressureGuard(PsiOps):
                 return True
         return False
 
+    def _kill_helps(self, root: Cgroup, activity: cause.Activity, now: float) -> bool:
+        """Could killing the largest cgroup that does not refault make room for the
+        working sets of those that do? The kernel activates a refault when its refault
+        distance is within the active list (mm/workingset.c): with a share p of a
+        cgroup's refaults activated, what it misses is about its active list (half its
+        page cache) / p. A reader of far more than fits has a small p and a large miss
+        that no kill covers: it stalls on its own data, as it would alone."""
+        total = activity.rates(root, now)
+        need = 0.0
+        largest_other = 0
+        for cg in cause.leaves(root):
+            if cg.parent is None:
+                continue
+            try:
+                r = activity.rates(cg, now)
+                st = cause.Stat(cg)
+                if r.activations * 10 >= max(total.activations, 1) and r.refaults:
+                    share = r.activations / r.refaults
+                    if share < 0.5:
+                        need += st.page("file") / 2 / share
+                else:
+                    largest_other = max(largest_other, cause.footprint(cg, st))
+            except OomkitError:
+                continue
+        return largest_other >= need
+
     def handle_psi_event(self, psi: Psi, trigger: PsiTrigger) -> None:
         kernel = psi.kernel
         now = kernel.clock.now()
@@ -118,11 +146,14 @@ class PressureGuard(PsiOps):
             pushing = rates.per_s(pushed_out) >= self.min_activations
             if trigger.resource is Resource.IO and not pushing:
                 return  # IO waits, but no working set is being pushed out
-            if (domain is None and not pushing
-                    and rates.per_s(rates.footprint_growth) < self.min_growth):
+            growing = rates.per_s(rates.footprint_growth) >= self.min_growth
+            if domain is None and not pushing and not growing:
                 # Memory stalls on the machine, but nothing grows and no working set is
                 # pushed out: a reader reclaiming its own page cache, not a shortage.
                 return
+            if domain is None and pushing and not growing and not self._kill_helps(
+                    root, activity, now):
+                return  # a working set larger than any kill could make room for
             text = ("CONSTRAINT_PSI_IO" if trigger.resource is Resource.IO
                     else "CONSTRAINT_PSI_MEM")
             kernel.out_of_memory(domain, 0, constraint_text=text)
