@@ -39,6 +39,8 @@ EXPECT: dict[str, tuple[set[str], set[str], float | None]] = {
     "k17_fork_bomb_in_limited_slice": ({f"sh{i}" for i in range(1, 151)}, {"ide"}, None),
     "k18_sequential_reader_with_swap": (set(), {"svc", "reader"}, None),
     "k19_random_reader_with_swap": (set(), {"svc", "reader"}, None),
+    "k20_hog_leaves_two_readers_little_room": ({"hog"}, {"viewer", "editor"}, None),
+    "k21_lone_sequential_reader_noswap": (set(), {"api", "sha"}, None),
 }
 
 XFAIL = {
