@@ -10,7 +10,9 @@ as a plain foreground process. Once both are up, it measures the same window for
 CPU seconds (the scheduler's per-thread run time, /proc/PID/task/*/schedstat; the
 daemon's watchdog process counted with it)
 and resident memory (VmRSS, and VmHWM, the peak). Targets: idle CPU no more than
-earlyoom's, RSS under 40 MiB.
+earlyoom's, RSS under 40 MiB. Then the daemon runs again with its flight recorder off
+(``[recorder] size = "0"``) over the same window: the recorder's own cost is the
+difference (target: at most 0.1 % of one CPU and 8 MiB of RSS).
 
 Everything it made is removed afterwards, after a failure too: the daemon is stopped
 with SIGTERM (which restores every cgroup setting), earlyoom is killed, the cgroups are
@@ -115,9 +117,11 @@ def measure(pids: list[int], seconds: float) -> tuple[float, list[float]]:
     return seconds, [a - b for a, b in zip(after, before, strict=True)]
 
 
-def start_daemon(work: Path, root: Path) -> subprocess.Popen[bytes]:
+def start_daemon(work: Path, root: Path, recorder: bool = True) -> subprocess.Popen[bytes]:
     config = work / "oomkit.toml"
+    (work / "status.json").unlink(missing_ok=True)
     config.write_text(
+        ("" if recorder else '[recorder]\nsize = "0"\n') +
         "[daemon]\n"
         f'event_log = "{work}/events.jsonl"\nstatus_file = "{work}/status.json"\n'
         f'state_file = "{work}/restore.json"\ncgroup_root = "{root}"\n'
@@ -141,6 +145,35 @@ def wait_ready(work: Path, proc: subprocess.Popen[bytes], timeout: float = 60) -
                 return status
         time.sleep(0.05)
     sys.exit("oomkit run did not become ready")
+
+
+def recorder_cost(root: Path) -> dict[str, float]:
+    """The flight recorder's own cost, measured in this process over the same tree: CPU
+    per sample and per tree walk, and what that makes at the default intervals (the
+    difference of two daemon runs above is within the daemon's own noise)."""
+    from oomkit.kernel.linux import LinuxKernel
+    from oomkit.lab.recorder import FlightRecorder, RecorderSettings
+
+    kernel = LinuxKernel(cgroup_root=str(root), state_file=None, watchdog=False,
+                         kmsg_path=None)
+    try:
+        settings = RecorderSettings()
+        rec = FlightRecorder(kernel, settings)
+        rec.sample_once()
+        t0 = time.process_time()
+        for _ in range(5):
+            rec._pick_cgroups()
+        walk = (time.process_time() - t0) / 5
+        t0 = time.process_time()
+        for _ in range(50):
+            rec.sample_once()
+        sample = (time.process_time() - t0) / 50
+    finally:
+        kernel.close()
+    walk_every = 300.0  # FlightRecorder's idle walk period
+    return {"cgroups": len(rec._cgroups), "sample_ms": sample * 1e3, "walk_ms": walk * 1e3,
+            "interval_s": settings.interval_s, "walk_every_s": walk_every,
+            "idle_pct": 100 * (sample / settings.interval_s + walk / walk_every)}
 
 
 def earlyoom_args() -> list[str]:
@@ -203,7 +236,25 @@ def main() -> int:
             theirs = Figures("earlyoom", eo.pid, deltas[-1], status_kb(eo.pid, "VmRSS"),
                              status_kb(eo.pid, "VmHWM"), status_kb(eo.pid, "Threads"),
                              " ".join(earlyoom_args()))
+        # The same daemon without its flight recorder: what the recorder costs.
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(60)
+        daemon = start_daemon(work, root, recorder=False)
+        wait_ready(work, daemon)
+        time.sleep(args.settle)
+        bare_pids = [daemon.pid, *children(daemon.pid)]
+        _, bare_deltas = measure(bare_pids, args.seconds)
+        bare = Figures("no recorder", daemon.pid, sum(bare_deltas),
+                       status_kb(daemon.pid, "VmRSS"), status_kb(daemon.pid, "VmHWM"),
+                       status_kb(daemon.pid, "Threads"), "the same config, [recorder] off")
+        rec_cpu_pct = 100 * (ours.cpu_s - bare.cpu_s) / window
+        direct = recorder_cost(root)
+        rec_rss_mib = (ours.rss_kib - bare.rss_kib) / 1024
         result = {
+            "no_recorder": asdict(bare),
+            "recorder_cpu_pct": round(rec_cpu_pct, 4), "recorder_rss_mib": round(rec_rss_mib, 2),
+            "recorder_target_met": rec_cpu_pct <= 0.1 and rec_rss_mib <= 8,
+            "recorder_direct": direct,
             "seconds": window, "cgroups": args.cgroups, "cgroups_created_s": round(made_s, 3),
             "oomkit": asdict(ours), "watchdog": [asdict(w) for w in wd],
             "earlyoom": asdict(theirs) if theirs is not None else None,
@@ -216,7 +267,7 @@ def main() -> int:
             print(f"idle for {window:g} s; {args.cgroups} cgroups below {root.parent} "
                   f"(created in {made_s:.2f} s)")
             print(f"{'':10} {'CPU s':>9} {'RSS MiB':>8} {'peak MiB':>9} {'threads':>8}")
-            for f in [ours, *wd] + ([theirs] if theirs else []):
+            for f in [ours, *wd, bare] + ([theirs] if theirs else []):
                 print(f"{f.name:10} {f.cpu_s:9.4f} {f.rss_kib / 1024:8.1f} "
                       f"{f.hwm_kib / 1024:9.1f} {f.threads:8}  {f.extra}")
             if theirs is None:
@@ -226,6 +277,14 @@ def main() -> int:
                 print(f"idle CPU target (<= earlyoom's): {verdict}")
             verdict = "met" if result["rss_target_met"] else "MISSED"
             print(f"RSS target (< 40 MiB): {verdict} ({ours.rss_kib / 1024:.1f} MiB)")
+            verdict = "met" if result["recorder_target_met"] else "MISSED"
+            print(f"flight recorder: {rec_cpu_pct:+.3f} % of one CPU, {rec_rss_mib:+.1f} MiB RSS "
+                  f"(target <= 0.1 %, <= 8 MiB): {verdict}")
+            print(f"flight recorder measured in-process over the same tree: "
+                  f"{direct['sample_ms']:.2f} ms CPU per sample of {direct['cgroups']} cgroups, "
+                  f"{direct['walk_ms']:.1f} ms per tree walk: {direct['idle_pct']:.3f} % of one "
+                  f"CPU at the default intervals ({direct['interval_s']:g} s, walk every "
+                  f"{direct['walk_every_s']:g} s)")
         return 0
     finally:
         if eo is not None:

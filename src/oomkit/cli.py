@@ -90,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--bare", action="store_true",
                      help="ignore the policies the scenario suggests: the kernel alone")
     _add_policy_args(sim)
+    from oomkit.lab import simulate as lab_simulate
+
+    lab_simulate.add_args(sim)
     run = sub.add_parser("run", help="run policies on the live kernel until SIGTERM")
     run.add_argument("--config", default=None, help="config file (default: none when a "
                      "policy is given, else /etc/oomkit/oomkit.toml, else the recommended "
@@ -158,6 +161,15 @@ def build_parser() -> argparse.ArgumentParser:
                       help="the oomkit the unit runs (default: this one)")
     inst.add_argument("--stdout", action="store_true",
                       help="print the unit instead of writing anything")
+    from oomkit.lab import compare as lab_compare
+
+    lab_compare.add_parser(sub)
+    from oomkit.lab import replay as lab_replay
+
+    lab_replay.add_parser(sub)
+    from oomkit.lab import record as lab_record
+
+    lab_record.add_parser(sub)
     return parser
 
 
@@ -197,6 +209,10 @@ def cmd_simulate(args: argparse.Namespace, out: TextIO) -> int:
         out.write(f"machine: {m.cpus} CPUs, {format_size(m.memory)} RAM, "
                   f"{format_size(m.swap) if m.swap else 'no'} swap; "
                   f"{len(scenario.processes)} processes, {m.duration_ns / 1e9:g} s\n\n")
+    from oomkit.lab import simulate as lab_simulate
+
+    if lab_simulate.wanted(args):  # time series, plots, alternatives: the lab's runner
+        return lab_simulate.run(args, scenario, printer, out)
     rt = Runtime(kernel, sink=printer, budget_s=args.budget)
     oom_specs = list(args.oom_policy)
     psi_specs = list(args.psi_policy)
@@ -216,7 +232,7 @@ def cmd_simulate(args: argparse.Namespace, out: TextIO) -> int:
 
 #: The top-level keys that tell a scenario from a daemon config.
 _SCENARIO_KEYS = frozenset({"machine", "cgroup", "process"})
-_CONFIG_KEYS = frozenset({"daemon", "guard", "metrics", "oom", "psi"})
+_CONFIG_KEYS = frozenset({"daemon", "guard", "metrics", "recorder", "oom", "psi"})
 
 
 def other_kind(exc: ConfigError, path: str, expected: str) -> ConfigError:
@@ -307,6 +323,18 @@ def _main(args: argparse.Namespace, out: TextIO) -> int:
             return cmd_policies(out)
         if args.command == "completion":
             return cmd_completion(args, out)
+        if args.command == "compare":
+            from oomkit.lab import compare as lab_compare
+
+            return lab_compare.run(args, out)
+        if args.command == "replay":
+            from oomkit.lab import replay as lab_replay
+
+            return lab_replay.run(args, out)
+        if args.command == "record":
+            from oomkit.lab import record as lab_record
+
+            return lab_record.run(args, out)
         from oomkit import daemon_cli
 
         return daemon_cli.dispatch(args, out)

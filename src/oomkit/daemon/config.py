@@ -20,6 +20,7 @@ from types import MappingProxyType
 from typing import Any, Final, TypeVar
 
 from oomkit.errors import ConfigError, unknown_key
+from oomkit.lab.recorder import RecorderSettings
 from oomkit.ops import OomOps, PsiOps
 from oomkit.policy_loader import BadArgument, load_oom, load_psi
 from oomkit.runtime import DEFAULT_BUDGET_S
@@ -43,7 +44,7 @@ DEFAULT_STATE_FILE: Final = "/run/oomkit/restore.json"
 DEFAULT_LISTEN: Final = "127.0.0.1:9727"
 DEFAULT_PORT: Final = 9727
 
-_TOP_KEYS: Final = frozenset({"daemon", "guard", "metrics", "oom", "psi"})
+_TOP_KEYS: Final = frozenset({"daemon", "guard", "metrics", "recorder", "oom", "psi"})
 _DAEMON_KEYS: Final = frozenset({
     "dry_run", "budget", "max_failures", "event_log", "event_log_max", "event_log_keep",
     "status_file", "state_file", "cgroup_root", "mlock", "gc_interval", "post_action_delay",
@@ -51,6 +52,8 @@ _DAEMON_KEYS: Final = frozenset({
 })
 _GUARD_KEYS: Final = frozenset({"margin"})
 _METRICS_KEYS: Final = frozenset({"listen"})
+_RECORDER_KEYS: Final = frozenset({"size", "interval", "pressure_interval", "procs",
+                                   "cgroups"})
 _OOM_KEYS: Final = frozenset({"policy", "cgroup", "args", "budget"})
 _PSI_KEYS: Final = frozenset({"policy", "args", "budget"})
 
@@ -148,6 +151,7 @@ class Config:
     metrics: Listen | None = field(default_factory=lambda: Listen("127.0.0.1", DEFAULT_PORT))
     oom: tuple[OomEntry, ...] = ()
     psi: tuple[PsiEntry, ...] = ()
+    recorder: RecorderSettings = field(default_factory=RecorderSettings)
     positions: TomlPositions | None = field(default=None, compare=False, repr=False)
 
     def error(self, path: tuple[str | int, ...], msg: str) -> ConfigError:
@@ -402,6 +406,7 @@ def parse_config(text: str, path: str = "<config>") -> Config:
     mraw = p.table(data, "metrics")
     p.check_keys(mraw, _METRICS_KEYS, ("metrics",))
     metrics = p.get(mraw, ("metrics",), "listen", parse_listen, parse_listen(DEFAULT_LISTEN))
+    recorder = _recorder(p, p.table(data, "recorder"))
 
     ooms: list[OomEntry] = []
     slots: dict[str, int] = {}
@@ -441,7 +446,27 @@ def parse_config(text: str, path: str = "<config>") -> Config:
             index=i,
             line=p.pos.line(*at),
         ))
-    return Config(path, daemon, guard, metrics, tuple(ooms), tuple(psis), p.pos)
+    return Config(path, daemon, guard, metrics, tuple(ooms), tuple(psis), recorder, p.pos)
+
+
+def _recorder(p: _Parser, raw: dict[str, Any]) -> RecorderSettings:
+    """``[recorder]``: the flight recorder (oomkit.lab.recorder); size = "0" turns it off."""
+    at: tuple[str | int, ...] = ("recorder",)
+    p.check_keys(raw, _RECORDER_KEYS, at)
+    d = RecorderSettings()
+    r = RecorderSettings(
+        size_bytes=p.get(raw, at, "size", parse_size, d.size_bytes),
+        interval_s=p.get(raw, at, "interval", _duration_s, d.interval_s),
+        pressure_interval_s=p.get(raw, at, "pressure_interval", _duration_s,
+                                  d.pressure_interval_s),
+        procs=p.get(raw, at, "procs", int_between(0, 10_000), d.procs),
+        cgroups=p.get(raw, at, "cgroups", int_between(1, 100_000), d.cgroups),
+    )
+    if r.size_bytes > 256 << 20:
+        raise p.error((*at, "size"), "must be at most 256M (it is locked in memory)")
+    if r.size_bytes and not 0.05 <= r.pressure_interval_s <= r.interval_s <= 3600:
+        raise p.error((*at, "interval"), "needs 50ms <= pressure_interval <= interval <= 1h")
+    return r
 
 
 def load_config(path: str) -> Config:

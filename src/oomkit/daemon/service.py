@@ -46,7 +46,8 @@ from oomkit.events import (
     Event,
     OomEvent,
 )
-from oomkit.kernel.base import Kernel, Victim
+from oomkit.kernel.base import Cgroup, Kernel, Victim
+from oomkit.lab.incidents import Incidents
 from oomkit.runtime import OomLink, PsiLink, Runtime
 
 
@@ -138,6 +139,7 @@ class Daemon:
         self.kernel: Kernel | None = None  # what the runtime drives (maybe DryRunKernel)
         self.real_kernel: Kernel | None = None
         self.runtime: Runtime | None = None
+        self.incidents: Incidents | None = None  # the flight recorder ([recorder])
         self._oom_links: list[tuple[OomEntry, OomLink]] = []
         self._psi_links: list[tuple[PsiEntry, PsiLink]] = []
         self._serving = threading.Event()
@@ -167,6 +169,7 @@ class Daemon:
         try:
             self._start_outputs()
             self._start_kernel()
+            self._start_recorder()
         except BaseException:
             self.shutdown()
             raise
@@ -226,11 +229,43 @@ class Daemon:
             take_would=self._take_would if cfg.daemon.dry_run else None,
             out=self._out, as_json=self._as_json, journal=self._journal)
         self.outputs.dispatch.add_event_sink("cgroups", self._on_cgroup_event)
+        # Before the event log (open adds it): names the OOM's incident file in its line.
+        self.outputs.dispatch.add("flight recorder", self._incident_record)
         self.outputs.open(cfg)
 
     @property
     def metrics(self) -> Any:
         return self.outputs.metrics if self.outputs is not None else None
+
+    def _start_recorder(self) -> None:
+        cfg = self.config
+        if cfg.recorder.size_bytes <= 0 or self.real_kernel is None:
+            return
+        assert self.housekeeper is not None
+        self.incidents = Incidents(self.real_kernel, cfg.recorder,
+                                   event_log=cfg.daemon.event_log, roots=self._watched_roots,
+                                   wall=self._wall, defer=self.housekeeper.submit,
+                                   on_error=lambda msg: self.emit_error("recorder", msg),
+                                   context=lambda: {"config": os.path.abspath(self.config.path),
+                                                    "handlers": self.handlers()})
+        if self.backend.name == "sim":
+            # The simulator is not thread-safe and runs on its own clock: sample it
+            # between its slices, in simulated time.
+            inner = getattr(self.backend, "on_slice", None)
+            tick = self.incidents.recorder.tick
+
+            def on_slice(now: float) -> None:
+                tick()
+                if inner is not None:
+                    inner(now)
+
+            self.backend.on_slice = on_slice  # type: ignore[attr-defined]
+        else:
+            self.incidents.start()
+
+    def _incident_record(self, event: Event, record: dict[str, Any]) -> None:
+        if self.incidents is not None:
+            self.incidents.on_record(event, record)
 
     @property
     def metrics_server(self) -> Any:
@@ -329,6 +364,22 @@ class Daemon:
                             "triggers": len(plink.triggers), "budget_s": plink.budget_s,
                             "failures": plink.failures})
         return out
+
+    def _watched_roots(self) -> list[Cgroup]:
+        """The cgroups of the attached OOM handlers (the root for a system-wide one)."""
+        kernel = self.real_kernel
+        if kernel is None:
+            return []
+        roots: list[Cgroup] = []
+        for _, link in list(self._oom_links):
+            if not link.attached:
+                continue
+            if link.cgroup_id == 0:
+                return [kernel.root_mem_cgroup()]
+            cg = kernel.mem_cgroup(link.cgroup_id)
+            if cg is not None:
+                roots.append(cg)
+        return roots
 
     def watched_cgroups(self) -> int:
         """Cgroups whose OOMs reach a handler: the backend's count when it keeps one, else
@@ -476,6 +527,8 @@ class Daemon:
             self._reload_failed(f"{exc} (the running config is kept)")
             return False
         self.reloads += 1
+        if self.incidents is not None:  # sizes and intervals; on/off needs a restart
+            self.incidents.recorder.settings = new.recorder
         if self.outputs is not None:
             self.outputs.note_reload(True)
         self._emit(DaemonEvent(self._now(), "reload", self._describe()))
@@ -530,6 +583,8 @@ class Daemon:
         """Restore the kernel and close everything; safe to call twice and after errors."""
         sd_notify("STOPPING=1")
         problems: list[str] = []
+        if self.incidents is not None:
+            self.incidents.close()
         rt, self.runtime = self.runtime, None
         if rt is not None:
             self.runtime = rt  # so that the stop event still reaches the outputs

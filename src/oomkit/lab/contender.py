@@ -1,0 +1,113 @@
+"""A contender: one set of policies the lab runs a scenario under.
+
+A contender comes from ``--policy TEXT`` (comma-separated items, each
+``[oom:|psi:]SPEC[@CGROUP]``; without a prefix the kind is the class's own; ``kernel``
+alone is the kernel's killer with no handler), from ``--config FILE`` (the daemon's
+``[[oom]]`` and ``[[psi]]`` entries) or from ``--preset NAME``
+(``packaging/presets/NAME.toml``, a config file). :func:`attach` puts it on a Runtime.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from oomkit.errors import AttachError, ConfigError
+from oomkit.ops import PsiOps
+from oomkit.policy_loader import load_oom, load_psi, resolve, split_at
+from oomkit.runtime import Runtime
+
+#: Where --preset looks, relative to the repository (an installed oomkit has no presets
+#: here: pass --config with the preset's path instead).
+PRESET_DIR: Final = Path(__file__).resolve().parents[3] / "packaging" / "presets"
+KERNEL_ONLY: Final = "kernel"
+
+
+@dataclass(frozen=True, slots=True)
+class Contender:
+    """``label`` names it in tables and plots; ``oom``/``psi`` are SPEC[@CGROUP] texts;
+    ``config`` a daemon config file whose policies are attached too."""
+
+    label: str
+    oom: tuple[str, ...] = ()
+    psi: tuple[str, ...] = ()
+    config: str | None = None
+
+
+def _is_psi(spec: str) -> bool:
+    obj = resolve(spec)
+    cls = obj if isinstance(obj, type) else type(obj)
+    return issubclass(cls, PsiOps)
+
+
+def from_policy_text(text: str) -> Contender:
+    """``"largest_leaf@/app,psi:thrash_guard"`` -> Contender. Raises ConfigError."""
+    if text.strip() == KERNEL_ONLY:
+        return Contender(KERNEL_ONLY)
+    oom: list[str] = []
+    psi: list[str] = []
+    for raw in text.split(","):
+        item = raw.strip()
+        if not item:
+            raise ConfigError(f"--policy {text!r}: empty item")
+        if item.startswith("psi:"):
+            psi.append(item[4:])
+        elif item.startswith("oom:"):
+            oom.append(item[4:])
+        elif _is_psi(split_at(item).spec):
+            psi.append(item)
+        else:
+            oom.append(item)
+    return Contender(text, tuple(oom), tuple(psi))
+
+
+def from_config(path: str, label: str | None = None) -> Contender:
+    if not Path(path).is_file():
+        raise ConfigError(f"{path}: no such config file")
+    return Contender(label or Path(path).stem, config=path)
+
+
+def from_preset(name: str) -> Contender:
+    path = PRESET_DIR / f"{name}.toml"
+    if not path.is_file():
+        have = sorted(p.stem for p in PRESET_DIR.glob("*.toml")) if PRESET_DIR.is_dir() else []
+        raise ConfigError(f"--preset {name}: no {path} (presets: {', '.join(have) or 'none'})")
+    return Contender(name, config=str(path))
+
+
+def attach(rt: Runtime, contender: Contender) -> list[str]:
+    """Attach every policy of ``contender``; returns notes on what was left out (a
+    cgroup-scoped handler whose cgroup the scenario does not have). Raises ConfigError."""
+    notes: list[str] = []
+    if contender.config is not None:
+        from oomkit.daemon.config import load_config, load_policies
+
+        cfg = load_config(contender.config)
+        loaded = load_policies(cfg, secure=False)
+        rt.budget_s = cfg.daemon.budget_s  # as the daemon would run them
+        rt.max_failures = cfg.daemon.max_failures
+        for entry, ops in loaded.oom:
+            if entry.cgroup is not None and rt.kernel.mem_cgroup(entry.cgroup) is None:
+                notes.append(f"{entry.policy}@{entry.cgroup}: no such cgroup here")
+                continue
+            budget: float | bool = entry.budget_s if entry.budget_s is not None else True
+            rt.attach_oom(ops, entry.cgroup, budget_s=budget)
+        for pentry, pops in loaded.psi:
+            budget = pentry.budget_s if pentry.budget_s is not None else True
+            rt.attach_psi(pops, budget_s=budget)
+    for text in contender.oom:
+        ps = split_at(text)
+        try:
+            rt.attach_oom(load_oom(ps.spec), ps.cgroup)
+        except AttachError as exc:
+            if ps.cgroup is not None and rt.kernel.mem_cgroup(ps.cgroup) is None:
+                notes.append(f"{text}: no such cgroup here")
+                continue
+            raise ConfigError(f"{text}: {exc}") from None
+    for spec in contender.psi:
+        try:
+            rt.attach_psi(load_psi(spec))
+        except AttachError as exc:
+            raise ConfigError(f"psi:{spec}: {exc}") from None
+    return notes

@@ -1,0 +1,284 @@
+"""The flight recorder: a bounded ring of samples, written out as an incident file.
+
+The daemon keeps one (``[recorder]`` in its config); ``oomkit record`` runs one on its
+own. Standard library only: the daemon imports this module.
+
+A sample (oomkit.lab.samples) of the watched cgroups and their largest processes is
+taken every ``interval_s``, or every ``pressure_interval_s`` while the machine is under
+pressure (the root's memory some avg10 at 20 % or more, memory full at 5 %, IO full at
+10 %, or a sampled cgroup within 10 % of its memory.max, or growing
+fast enough to get there before the next idle sample; and for 10 s after): the minutes
+before an OOM are the ones a replay needs in detail. Samples are kept serialised, and the
+oldest dropped once they take more than ``size_bytes``.
+
+An incident file is JSON lines: a header (``"event": "incident"``: why it was written,
+the machine's memory and swap, the cgroup version, the intervals), the samples oldest
+first, then the records that caused it (the OOM's event line). oomkit.lab.replay reads
+it back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Final
+
+from oomkit.errors import OomkitError
+from oomkit.kernel.base import Cgroup, Kernel
+from oomkit.lab.samples import Limits, take_sample
+
+# The machine is "under pressure" for the recorder at these avg10s (percent): well above
+# what a busy but healthy machine shows (a few percent of memory some is common), well
+# below where the recommended psi_declare acts (500 ms of full stall in 2 s: 25 %).
+MEMORY_SOME_AVG10: Final = 20.0
+MEMORY_FULL_AVG10: Final = 5.0
+IO_FULL_AVG10: Final = 10.0
+NEAR_LIMIT: Final = 0.9
+PRESSURE_HOLD_S: Final = 10.0
+MIN_USAGE: Final = 1 << 20  # below: usage and limits only (see samples.sample_cgroup)
+INCIDENT_VERSION: Final = 1
+INCIDENT_GLOB: Final = re.compile(r"^incident-(\d{8}T\d{6}\.\d{3})(?:-\d+)?\.jsonl$")
+
+
+@dataclass(frozen=True, slots=True)
+class RecorderSettings:
+    """``[recorder]`` of the daemon's config. ``size_bytes`` 0 turns it off."""
+
+    size_bytes: int = 4 << 20
+    interval_s: float = 10.0
+    pressure_interval_s: float = 0.5
+    procs: int = 16
+    cgroups: int = 64
+
+
+def machine_of(kernel: Kernel) -> dict[str, int]:
+    """The machine's memory and swap in bytes: /proc/meminfo live, the scenario's machine
+    on the simulator; zeros when the backend has neither."""
+    procfs = getattr(kernel, "procfs", None)
+    if procfs is not None:
+        with contextlib.suppress(OomkitError, OSError):
+            info = procfs.meminfo()
+            return {"memory": int(info.get("MemTotal", 0)),
+                    "swap": int(info.get("SwapTotal", 0))}
+    machine = getattr(kernel, "machine", None)
+    if machine is not None:
+        return {"memory": int(machine.memory), "swap": int(machine.swap)}
+    return {"memory": 0, "swap": 0}
+
+
+def _under_pressure(sample: dict[str, Any], prev: dict[str, Any] | None,
+                    ahead_s: float) -> bool:
+    """Pressure now, or a cgroup that, growing as it did since ``prev``, comes within
+    10 % of its memory.max in ``ahead_s`` (a fast leak must not slip between samples)."""
+    dt = sample["time"] - prev["time"] if prev is not None else 0.0
+    for path, cg in sample["cgroups"].items():
+        limit = cg.get("max")
+        before = prev["cgroups"].get(path) if prev is not None and dt > 0 else None
+        if limit and before is not None:
+            rate = (cg["usage"] - before["usage"]) / dt
+            if rate > 0 and cg["usage"] + rate * ahead_s >= NEAR_LIMIT * limit:
+                return True
+        psi = cg.get("psi") or {}
+        if path == "/":
+            mem, io = psi.get("memory"), psi.get("io")
+            if mem and (mem[0] >= MEMORY_SOME_AVG10 or mem[1] >= MEMORY_FULL_AVG10):
+                return True
+            if io and io[1] >= IO_FULL_AVG10:
+                return True
+        limit = cg.get("max")
+        if limit and cg["usage"] >= NEAR_LIMIT * limit:
+            return True
+    return False
+
+
+class FlightRecorder:
+    """Samples ``kernel`` into a ring. ``roots`` gives the cgroups to watch (each with
+    its subtree; None or none given: the whole tree); at most ``settings.cgroups`` of
+    them are sampled, the root and then the largest by usage. Thread-safe: ``run``
+    samples on one thread while ``snapshot`` is called from another (the OOM path)."""
+
+    def __init__(self, kernel: Kernel, settings: RecorderSettings, *,
+                 roots: Callable[[], Iterable[Cgroup]] | None = None,
+                 wall: Callable[[], float] | None = None) -> None:
+        self.kernel = kernel
+        self.settings = settings
+        self._roots = roots
+        self._wall = wall
+        self._ring: deque[str] = deque()
+        self._bytes = 0
+        self._lock = threading.Lock()
+        self._cgroups: list[Cgroup] = []
+        self._refresh_at = 0.0
+        self._limits: Limits = {}
+        self.pressure = False
+        self.samples_taken = 0
+        self._next_due = 0.0
+        self._prev: dict[str, Any] | None = None
+        self._fast_until = -1.0
+        self.dropped = 0
+
+    # -- sampling ----------------------------------------------------------------------------
+    def _pick_cgroups(self) -> list[Cgroup]:
+        root = self.kernel.root_mem_cgroup()
+        roots = (list(self._roots()) if self._roots is not None else []) or [root]
+        seen: dict[int, Cgroup] = {root.id: root}
+        for r in roots:
+            try:
+                for cg in r.walk():
+                    seen.setdefault(cg.id, cg)
+            except OomkitError:
+                continue
+        rest = [cg for cg in seen.values() if cg != root]
+        if len(rest) >= self.settings.cgroups:
+            sized: list[tuple[int, Cgroup]] = []
+            for cg in rest:
+                with contextlib.suppress(OomkitError):
+                    sized.append((cg.usage(), cg))
+            sized.sort(key=lambda x: -x[0])
+            rest = [cg for _, cg in sized[: self.settings.cgroups - 1]]
+        return [root, *rest]
+
+    def sample_once(self) -> float:
+        """Take one sample; the seconds until the next one is due."""
+        now = self.kernel.clock.now()
+        if now >= self._refresh_at or not self._cgroups:
+            # Walking the tree (and reading the limits) every sample would cost more than
+            # the sample: walk again every 5 minutes, every 10 s under pressure, and when
+            # told (invalidate(): the daemon does on every cgroup_online event).
+            self._cgroups = self._pick_cgroups()
+            self._limits.clear()
+            self._refresh_at = now + (10.0 if self.pressure else 300.0)
+        sample = take_sample(self.kernel, self._cgroups, max_procs=self.settings.procs,
+                             limits=self._limits, min_usage=MIN_USAGE)
+        if self._wall is not None:
+            sample["wall"] = round(self._wall(), 3)
+        if len(sample["cgroups"]) < len(self._cgroups):
+            self._refresh_at = 0.0  # one vanished: walk again next time
+        was = self.pressure
+        if _under_pressure(sample, self._prev, self.settings.interval_s):
+            # Stay fast for a while: growth comes in steps, and one quiet sample
+            # between them must not drop back to the idle interval.
+            self._fast_until = now + PRESSURE_HOLD_S
+        self.pressure = now < self._fast_until
+        self._prev = sample
+        if self.pressure and not was:
+            self._refresh_at = 0.0
+        self._push(json.dumps(sample, separators=(",", ":")))
+        self.samples_taken += 1
+        s = self.settings
+        return s.pressure_interval_s if self.pressure else s.interval_s
+
+    def invalidate(self) -> None:
+        """The cgroup tree changed: walk it again at the next sample."""
+        self._refresh_at = 0.0
+
+    def tick(self) -> None:
+        """Sample if one is due on the kernel's clock (for a caller that owns the loop,
+        as the simulator's serve loop does)."""
+        now = self.kernel.clock.now()
+        if now >= self._next_due:
+            try:
+                delay = self.sample_once()
+            except Exception:
+                delay = self.settings.interval_s
+            self._next_due = now + delay
+
+    def _push(self, line: str) -> None:
+        with self._lock:
+            self._ring.append(line)
+            self._bytes += len(line) + 1
+            while self._bytes > self.settings.size_bytes and len(self._ring) > 1:
+                self._bytes -= len(self._ring.popleft()) + 1
+                self.dropped += 1
+
+    def run(self, stop: threading.Event) -> None:
+        """Sample until ``stop`` is set (the recorder thread's body). A sample that fails
+        is skipped: the recorder must never take the daemon down. The first sample waits
+        a second: the daemon's start-up (imports, attach, mlockall) goes first."""
+        if stop.wait(min(1.0, self.settings.interval_s)):
+            return
+        while not stop.is_set():
+            try:
+                delay = self.sample_once()
+            except Exception:
+                delay = self.settings.interval_s
+            stop.wait(delay)
+
+    # -- reading it out ----------------------------------------------------------------------
+    def snapshot(self) -> list[str]:
+        """The ring's lines, oldest first (a copy: cheap enough for the OOM path)."""
+        with self._lock:
+            return list(self._ring)
+
+    @property
+    def nbytes(self) -> int:
+        return self._bytes
+
+    def header(self, reason: str) -> dict[str, Any]:
+        h: dict[str, Any] = {
+            "event": "incident", "version": INCIDENT_VERSION, "reason": reason,
+            "time": round(self.kernel.clock.now(), 6), "machine": machine_of(self.kernel),
+            "cgroup_version": getattr(self.kernel, "version", None),
+            "interval_s": self.settings.interval_s,
+            "pressure_interval_s": self.settings.pressure_interval_s}
+        if self._wall is not None:
+            h["wall"] = round(self._wall(), 3)
+        return h
+
+
+def write_incident(path: str, header: dict[str, Any], lines: Iterable[str],
+                   records: Iterable[dict[str, Any]] = ()) -> None:
+    """Write an incident file (0600, via a temporary name and a rename, so a reader never
+    sees half of one). Raises OSError."""
+    tmp = f"{path}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW,
+                 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(json.dumps(header, separators=(",", ":")) + "\n")
+        for line in lines:
+            f.write(line + "\n")
+        for rec in records:
+            f.write(json.dumps(rec, separators=(",", ":"), default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def incident_name(directory: str, wall: float, seq: int) -> str:
+    """``DIR/incident-YYYYmmddTHHMMSS.mmm-N.jsonl`` (UTC): sorts by time."""
+    import time
+
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(wall)) + f".{int(wall % 1 * 1000):03d}"
+    return os.path.join(directory, f"incident-{stamp}-{seq}.jsonl")
+
+
+def prune_incidents(directory: str, oldest_wall: float | None, *, keep_max: int = 100) -> int:
+    """Remove incident files older than ``oldest_wall`` (the first record of the oldest
+    event log file still kept: their OOM lines are gone with it), and all but the newest
+    ``keep_max``. Returns how many were removed."""
+    import calendar
+    import time
+
+    try:
+        names = sorted(n for n in os.listdir(directory) if INCIDENT_GLOB.match(n))
+    except OSError:
+        return 0
+    drop: list[str] = names[:max(0, len(names) - keep_max)]
+    if oldest_wall is not None:
+        for n in names[len(drop):]:
+            m = INCIDENT_GLOB.match(n)
+            assert m is not None
+            stamp = m.group(1)
+            t = calendar.timegm(time.strptime(stamp[:15], "%Y%m%dT%H%M%S"))
+            if t + 1 < oldest_wall:
+                drop.append(n)
+    removed = 0
+    for n in drop:
+        with contextlib.suppress(OSError):
+            os.unlink(os.path.join(directory, n))
+            removed += 1
+    return removed

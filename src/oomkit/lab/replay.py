@@ -1,0 +1,385 @@
+"""``oomkit replay INCIDENT``: an incident file becomes a scenario, run on the simulator.
+
+How the recorded minutes become a scenario (all of it is written out as TOML the user can
+read and edit, ``--write-scenario``):
+
+- the machine: the recorded MemTotal and SwapTotal; the scenario's time 0 is the first
+  sample, and it lasts until 30 s after the last record (a live OOM declared early, as
+  the system-wide watch does at low MemAvailable, comes later on a simulator that only
+  runs out when memory is full);
+- the cgroup tree: every sampled cgroup with its last memory.max, memory.high and
+  memory.swap.max (a v1 "unlimited" is no limit);
+- each process seen in a sample (named by its comm; ``comm.PID`` when two share one)
+  starts when it was first seen, with ``oom_score_adj`` as recorded, and follows its
+  footprint (rss + swap) from sample to sample: ``alloc`` at the rate it grew, ``free``
+  what it gave back, ``sleep`` while it stayed; an OOM victim's rss in the OOM's event
+  line is its last point. After its last sample a process that was
+  growing keeps growing at its last rate (the minutes before an OOM end with someone
+  growing: that is how the replay reaches it); one that was not sleeps;
+- what a cgroup held beyond its processes' footprints at the first sample (page cache,
+  tmpfs) is one ``<cgroup>.cache`` pseudo-process per cgroup allocating that much page
+  cache and shmem, with oom_score_adj -1000 so that no killer picks it: it stands for
+  memory, not for a task.
+
+Under the policy that ran live (the config the daemon named in the incident, else the
+handlers it listed) the replay should reach the decision the live kernel saw; ``replay``
+says whether it did. Rss counts file-mapped pages too; the replay charges them as
+anonymous memory, which a policy ranking by rss sees the same way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final, TextIO
+
+from oomkit.errors import ConfigError
+from oomkit.kernel.sim import Scenario, parse_scenario
+from oomkit.lab.contender import Contender, from_config, from_policy_text
+from oomkit.lab.timeline import Timeline, run_timeline
+from oomkit.report import Printer
+
+TAIL_S: Final = 30.0
+UNLIMITED: Final = 1 << 60  # v1 reports PAGE_COUNTER_MAX pages as a huge byte count
+MIN_CACHE: Final = 1 << 20
+MIN_OTHER: Final = 4 << 20
+REPLAY_INTERVAL_NS: Final = 100_000_000  # the replay's samples, for --plot
+
+
+@dataclass(slots=True)
+class Incident:
+    path: str
+    header: dict[str, Any]
+    samples: list[dict[str, Any]]
+    events: list[dict[str, Any]]
+
+    @property
+    def oom(self) -> dict[str, Any] | None:
+        """The OOM that caused the incident (its last OOM record), if any."""
+        ooms = [e for e in self.events if e.get("event") == "oom"]
+        return ooms[-1] if ooms else None
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("replay", help="turn an incident file into a scenario and run it")
+    p.add_argument("incident", help="an incident file (JSON lines, from the daemon or record)")
+    p.add_argument("--oom-policy", action="append", default=[], metavar="SPEC[@CGROUP]")
+    p.add_argument("--psi-policy", action="append", default=[], metavar="SPEC")
+    p.add_argument("--config", default=None, metavar="FILE",
+                   help="a daemon config's handlers (default: the one that ran live)")
+    p.add_argument("--kernel", action="store_true",
+                   help="no handler at all: what the kernel's own killer would do")
+    p.add_argument("--write-scenario", default=None, metavar="FILE",
+                   help="write the scenario as TOML (edit it, then oomkit simulate it)")
+    p.add_argument("--plot", default=None, metavar="FILE",
+                   help="the replay's timeline (needs oomkit[plot])")
+    p.add_argument("--json", action="store_true", help="events as JSON lines")
+
+
+def load_incident(path: str) -> Incident:
+    """Read an incident file. Raises ConfigError naming the line of a bad record."""
+    header: dict[str, Any] | None = None
+    samples: list[dict[str, Any]] = []
+    events: list[dict[str, Any]] = []
+    try:
+        with open(path, encoding="utf-8") as f:
+            for n, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise ConfigError(f"{path}:{n}: not JSON: {exc.msg}") from None
+                if not isinstance(rec, dict):
+                    raise ConfigError(f"{path}:{n}: not a JSON object")
+                kind = rec.get("event")
+                if kind == "incident":
+                    header = rec
+                elif kind == "sample":
+                    if not isinstance(rec.get("cgroups"), dict) or not isinstance(
+                            rec.get("procs"), list):
+                        raise ConfigError(f"{path}:{n}: a sample needs cgroups and procs")
+                    samples.append(rec)
+                else:
+                    events.append(rec)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    if header is None:
+        raise ConfigError(f"{path}: not an incident file (no \"incident\" header line)")
+    if not samples:
+        raise ConfigError(f"{path}: the incident has no sample")
+    return Incident(path, header, samples, events)
+
+
+# -- the scenario ----------------------------------------------------------------------------
+
+
+def _q(s: str) -> str:
+    return json.dumps(s)  # a TOML basic string is a JSON string for what we write
+
+
+def _size(n: int) -> str:
+    """A size as a TOML value a person reads: "40M" when exact, else bytes."""
+    for unit, mult in (("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)):
+        if n >= mult and n % mult == 0:
+            return f'"{n // mult}{unit}"'
+    return str(n)
+
+
+def _limit(v: Any) -> int | None:
+    return int(v) if isinstance(v, int) and 0 <= v < UNLIMITED else None
+
+
+def _names(inc: Incident) -> dict[int, str]:
+    comms: dict[int, str] = {}
+    for s in inc.samples:
+        for p in s["procs"]:
+            comms.setdefault(int(p["pid"]), str(p["comm"]))
+    count: dict[str, int] = {}
+    for c in comms.values():
+        count[c] = count.get(c, 0) + 1
+    return {pid: (c if count[c] == 1 else f"{c}.{pid}") for pid, c in comms.items()}
+
+
+def _program(points: list[tuple[float, int]], growing_tail: bool) -> list[str]:
+    steps: list[str] = []
+    first = points[0][1]
+    if first > 0:
+        steps.append(f'{{ op = "alloc", kind = "anon", size = {_size(first)} }}')
+    rate = 0
+    idle_ms = 0  # consecutive quiet intervals become one sleep
+
+    def flush() -> None:
+        nonlocal idle_ms
+        if idle_ms > 0:
+            steps.append(f'{{ op = "sleep", duration = "{idle_ms}ms" }}')
+        idle_ms = 0
+
+    for (t0, a), (t1, b) in itertools.pairwise(points):
+        dt = max(t1 - t0, 0.001)
+        if b > a:
+            flush()
+            rate = max(1, int((b - a) / dt))
+            steps.append(f'{{ op = "alloc", kind = "anon", size = {_size(b - a)}, '
+                         f'rate = "{rate}/s" }}')
+        else:
+            rate = 0
+            if b < a:
+                flush()
+                steps.append(f'{{ op = "free", kind = "anon", size = {_size(a - b)} }}')
+            idle_ms += int(dt * 1000)
+    flush()
+    if growing_tail and rate > 0:
+        steps.append(f'{{ op = "alloc", kind = "anon", size = {_size(rate * 3600)}, '
+                     f'rate = "{rate}/s" }}')
+    steps.append('{ op = "sleep" }')
+    return steps
+
+
+def scenario_toml(inc: Incident) -> str:
+    """The incident as scenario TOML (see the module docstring for how)."""
+    samples = inc.samples
+    t0 = float(samples[0]["time"])
+    end = max([float(samples[-1]["time"])] + [float(e.get("time", 0)) for e in inc.events])
+    machine = inc.header.get("machine") or {}
+    memory = int(machine.get("memory") or 0)
+    if memory <= 0:
+        memory = max(int(samples[-1]["cgroups"].get("/", {}).get("usage") or 0) * 2, 1 << 30)
+    oom = inc.oom
+    out = [f"name = {_q('replay of ' + os.path.basename(inc.path))}",
+           'description = """',
+           f"Recorded by oomkit ({inc.header.get('reason', '?')}) over "
+           f"{end - t0:.1f} s; {len(samples)} samples.",
+           ]
+    if oom is not None:
+        victims = ", ".join(f"{v.get('comm')} ({v.get('cgroup')})" for v in oom.get("victims",
+                                                                                    ()))
+        out.append(f"Live: OOM at {oom.get('memcg') or 'system-wide'} "
+                   f"({oom.get('constraint')}), resolved by {oom.get('resolved_by')} "
+                   f"({oom.get('policy')}): killed {victims or 'nobody'}.")
+    out += ['"""', "", "[machine]", f"memory = {_size(memory)}",
+            f"swap = {_size(int(machine.get('swap') or 0))}",
+            f'duration = "{int((end - t0 + TAIL_S) * 1000)}ms"', ""]
+    last_cg: dict[str, dict[str, Any]] = {}
+    for s in samples:
+        for path, cg in s["cgroups"].items():
+            last_cg[path] = cg
+    for path, cg in last_cg.items():
+        if path == "/":
+            continue
+        out += ["[[cgroup]]", f"path = {_q(path)}"]
+        for key, toml_key in (("max", "memory.max"), ("high", "memory.high"),
+                              ("swap_max", "memory.swap.max")):
+            v = _limit(cg.get(key))
+            if v is not None:
+                out.append(f"{_q(toml_key)} = {_size(v)}")
+        out.append("")
+    names = _names(inc)
+    series: dict[int, list[tuple[float, int]]] = {}
+    info: dict[int, dict[str, Any]] = {}
+    for s in samples:
+        for p in s["procs"]:
+            pid = int(p["pid"])
+            series.setdefault(pid, []).append(
+                (float(s["time"]) - t0, int(p.get("rss") or 0) + int(p.get("swap") or 0)))
+            info[pid] = p
+    # The OOM's victims, as the OOM found them: the last point of their growth.
+    if oom is not None and oom.get("time") is not None:
+        for v in oom.get("victims", ()):
+            pid = int(v.get("pid", -1))
+            t = float(oom["time"]) - t0
+            if pid in series and t > series[pid][-1][0]:
+                series[pid].append((t, int(v.get("rss") or 0) + series[pid][-1][1]
+                                    - int(info[pid].get("rss") or 0)))
+    last_pids = {int(p["pid"]) for p in samples[-1]["procs"]}
+    # Memory a cgroup held beyond its processes at the first sample: cache and tmpfs.
+    first = samples[0]
+    held: dict[str, int] = {}
+    for p in first["procs"]:
+        held[p["cgroup"]] = held.get(p["cgroup"], 0) + int(p.get("rss") or 0)
+    for path, cg in first["cgroups"].items():
+        children = [q for q in first["cgroups"] if q != path and q.startswith(
+            path.rstrip("/") + "/")]
+        if path == "/" or children:
+            continue  # a parent's charge is its children's
+        file_b, shmem_b = int(cg.get("file") or 0), int(cg.get("shmem") or 0)
+        extra = int(cg.get("usage") or 0) - held.get(path, 0)
+        cache = min(max(extra, 0), file_b + shmem_b)
+        if cache < MIN_CACHE:
+            continue
+        shm = min(shmem_b, cache)
+        steps = []
+        if cache - shm > 0:
+            steps.append(f'{{ op = "alloc", kind = "file", size = {_size(cache - shm)}, '
+                         f'path = {_q("/replay" + path + "/cache")} }}')
+        if shm > 0:
+            steps.append(f'{{ op = "alloc", kind = "shmem", size = {_size(shm)}, '
+                         f'path = {_q("/replay" + path + "/shm")} }}')
+        steps.append('{ op = "sleep" }')
+        out += ["[[process]]", f"name = {_q(path.strip('/').replace('/', '.') + '.cache')}",
+                f"cgroup = {_q(path)}", "oom_score_adj = -1000",
+                "program = [\n  " + ",\n  ".join(steps) + ",\n]", ""]
+    # What the machine used beyond every sampled cgroup and task (kernel memory, the
+    # cgroups the recorder did not sample): one pseudo-process in the root.
+    root = first["cgroups"].get("/")
+    if root is not None:
+        leaves = [q for q in first["cgroups"] if q != "/" and not any(
+            r != q and r.startswith(q.rstrip("/") + "/") for r in first["cgroups"])]
+        accounted = sum(int(first["cgroups"][q].get("usage") or 0) for q in leaves)
+        accounted += sum(int(p.get("rss") or 0) + int(p.get("swap") or 0)
+                         for p in first["procs"] if p["cgroup"] == "/")
+        other = int(root.get("usage") or 0) - accounted
+        if other >= MIN_OTHER:
+            out += ["[[process]]", 'name = "system.other"', 'cgroup = "/"',
+                    "oom_score_adj = -1000",
+                    f'program = [ {{ op = "alloc", kind = "anon", size = {_size(other)} }}, '
+                    '{ op = "sleep" } ]', ""]
+    for pid, points in series.items():
+        p = info[pid]
+        adj = max(-1000, min(1000, int(p.get("adj") or 0)))
+        start = points[0][0]
+        out += ["[[process]]", f"name = {_q(names[pid])}", f"cgroup = {_q(str(p['cgroup']))}"]
+        if adj:
+            out.append(f"oom_score_adj = {adj}")
+        if start > 0:
+            out.append(f'start = "{int(start * 1000)}ms"')
+        rel = [(t - start, b) for t, b in points]
+        prog = _program(rel, growing_tail=pid in last_pids)
+        if pid not in last_pids:
+            prog[-1] = '{ op = "exit" }'
+        out += ["program = [\n  " + ",\n  ".join(prog) + ",\n]", ""]
+    return "\n".join(out)
+
+
+def to_scenario(inc: Incident) -> Scenario:
+    return parse_scenario(scenario_toml(inc), inc.path + " (replayed)")
+
+
+# -- the command -----------------------------------------------------------------------------
+
+
+def live_contender(inc: Incident) -> Contender:
+    """The policies that ran live: the config the daemon named, if it is still there;
+    else the handlers the incident lists (without their arguments)."""
+    cfg = inc.header.get("config")
+    if isinstance(cfg, str) and cfg and Path(cfg).is_file():
+        return from_config(cfg, label="live config")
+    items = []
+    for h in inc.header.get("handlers") or ():
+        kind = "psi" if h.get("ops") == "psi" else "oom"
+        at = f"@{h['cgroup']}" if kind == "oom" and h.get("cgroup") not in (None, "/") else ""
+        items.append(f"{kind}:{h.get('policy') or h.get('name')}{at}")
+    if not items:
+        return Contender("kernel")
+    return from_policy_text(",".join(items))
+
+
+def _victims(records: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    return [(str(v.get("comm")), str(v.get("cgroup"))) for e in records
+            if e.get("event") == "oom" for v in e.get("victims", ())]
+
+
+def _base(comm: str) -> str:
+    head, dot, tail = comm.rpartition(".")
+    return head if dot and tail.isdigit() else comm
+
+
+def run(args: argparse.Namespace, out: TextIO) -> int:
+    inc = load_incident(args.incident)
+    text = scenario_toml(inc)
+    scenario = parse_scenario(text, inc.path + " (replayed)")
+    if args.write_scenario:
+        try:
+            Path(args.write_scenario).write_text(text)
+        except OSError as exc:
+            raise ConfigError(f"--write-scenario {args.write_scenario}: {exc.strerror}") from None
+    if args.kernel:
+        contender = Contender("kernel")
+    elif args.oom_policy or args.psi_policy:
+        label = ",".join([*args.oom_policy, *(f"psi:{s}" for s in args.psi_policy)])
+        contender = Contender(label, tuple(args.oom_policy), tuple(args.psi_policy))
+    elif args.config:
+        contender = from_config(args.config)
+    else:
+        contender = live_contender(inc)
+    if args.plot:
+        from oomkit.lab.plot import check_suffix, require
+
+        check_suffix(args.plot)
+        require()
+    printer = Printer(out, args.json)
+
+    if not args.json:
+        out.write(f"oomkit replay: {inc.path}: {len(inc.samples)} samples, "
+                  f"{len(scenario.processes)} processes, {len(scenario.cgroups)} cgroups; "
+                  f"under {contender.label}\n\n")
+    tl: Timeline = run_timeline(scenario, contender, sink=printer,
+                                interval_ns=REPLAY_INTERVAL_NS)
+    if args.plot:
+        from oomkit.lab.plot import plot_timelines
+
+        plot_timelines([tl], args.plot)
+    if args.json:
+        return 0
+    live = _victims(inc.events)
+    first_oom = next((e for e in tl.records if e.get("event") == "oom"), None)
+    replayed = _victims([first_oom]) if first_oom else []
+    out.write("\n")
+    if inc.oom is not None:
+        out.write(f"live:   killed {', '.join(f'{c} ({g})' for c, g in live) or 'nobody'} "
+                  f"(resolved by {inc.oom.get('resolved_by')}, {inc.oom.get('policy')})\n")
+    out.write(f"replay: killed {', '.join(f'{_base(c)} ({g})' for c, g in replayed) or 'nobody'}"
+              + (f" (resolved by {first_oom.get('resolved_by')}, {first_oom.get('policy')})"
+                 if first_oom else "") + f" under {contender.label}\n")
+    if inc.oom is not None:
+        same = sorted(live) == sorted((_base(c), g) for c, g in replayed)
+        out.write(f"same decision as live: {'yes' if same else 'no'}\n")
+    for note in tl.notes:
+        out.write(f"note: {note}\n")
+    if args.plot:
+        out.write(f"plot: {args.plot}\n")
+    return 0

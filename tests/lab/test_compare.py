@@ -1,0 +1,81 @@
+"""oomkit compare: contenders over scenarios and seeds, the table, the verdicts."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from oomkit.cli import main
+from oomkit.kernel.sim import load_scenario
+from oomkit.lab.verdict import culprits, demand
+
+REPO = Path(__file__).resolve().parents[2]
+EX = REPO / "examples"
+
+
+def run(*argv: str) -> tuple[int, str]:
+    out = io.StringIO()
+    code = main(list(argv), out=out)
+    return code, out.getvalue()
+
+
+def test_culprit_is_the_largest_demand_among_killable() -> None:
+    scen = load_scenario(EX / "seed_oom.toml")
+    # cg2 asks for the most (40M) but has oom_score_adj -1000: no killer may take it.
+    assert culprits(scen, "/oom_test") == {"cg4"}
+    thrash = load_scenario(EX / "thrash.toml")
+    assert demand(thrash.processes[0]) == 256 << 20  # a touch working set counts
+
+
+def test_json_rows_in_input_order_with_bystanders(tmp_path: Path) -> None:
+    code, out = run("compare", str(EX / "psi_victim.toml"), str(EX / "seed_oom.toml"),
+                    "--policy", "kernel", "--policy", "psi_declare", "--seeds", "2",
+                    "--jobs", "2", "--json")
+    assert code == 0
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert [(Path(r["scenario"]).stem, r["contender"], r["seed"]) for r in rows] == [
+        (s, c, n) for s in ("psi_victim", "seed_oom") for c in ("kernel", "psi_declare")
+        for n in (0, 1)]
+    pv_kernel, pv_declare = rows[0], rows[2]
+    assert pv_kernel["kills"] == 0 and pv_kernel["first_pressure_s"] is not None
+    # psi_declare kills where pressure shows: the squeezed web server, not the indexer.
+    assert [v["name"] for v in pv_declare["victims"]] == ["web"]
+    assert pv_declare["bystanders"] == 1
+    seed_kernel = rows[4]
+    assert {v["name"]: v["bystander"] for v in seed_kernel["victims"]} == {
+        "cg1": True, "cg4": False}
+    assert rows[5]["seed"] == 1 and rows[5]["victims"][0]["time"] != rows[4]["victims"][0][
+        "time"]  # seed 1 moved the start times
+
+
+def test_table_directory_notes_and_plot(tmp_path: Path) -> None:
+    (tmp_path / "a.toml").write_text((EX / "default.toml").read_text())
+    (tmp_path / "not_a_scenario.toml").write_text("[daemon]\nbudget = '1s'\n")
+    code, out = run("compare", str(tmp_path), "--policy", "kernel", "--policy",
+                    "largest_leaf", "--jobs", "1")
+    assert code == 0
+    assert "note: skipped" in out and "not_a_scenario.toml" in out
+    lines = out.splitlines()
+    head = next(line for line in lines if line.startswith("scenario"))
+    assert "bystanders" in head and "relief" in head
+    assert any(line.startswith("a ") and "kernel" in line and "db@" in line for line in lines)
+    assert any("largest_leaf" in line and "worker1*@" in line for line in lines)
+    if pytest.importorskip("matplotlib"):
+        png = tmp_path / "k.png"
+        code, _ = run("compare", str(tmp_path / "a.toml"), "--policy", "kernel",
+                      "--plot", str(png), "--jobs", "1")
+        assert code == 0 and png.stat().st_size > 1000
+
+
+def test_one_line_errors(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run("compare", str(EX / "default.toml"), "--preset", "nosuch")[0] == 2
+    assert "--preset nosuch: no " in capsys.readouterr().err
+    assert run("compare", str(EX / "default.toml"))[0] == 2
+    assert "nothing to compare" in capsys.readouterr().err
+    assert run("compare", "/nonexistent.toml", "--policy", "kernel")[0] == 2
+    assert run("compare", str(EX / "default.toml"), "--policy", "kernel",
+               "--policy", "kernel")[0] == 2
+    assert "two contenders" in capsys.readouterr().err

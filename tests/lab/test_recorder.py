@@ -1,0 +1,148 @@
+"""The flight recorder and the replay, on the simulator (the daemon's sim backend)."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from oomkit.cli import main
+from oomkit.daemon.config import parse_config
+from oomkit.errors import ConfigError
+from oomkit.kernel.sim import SimKernel, load_scenario
+from oomkit.lab.recorder import FlightRecorder, RecorderSettings, prune_incidents
+from oomkit.lab.replay import load_incident, to_scenario
+
+REPO = Path(__file__).resolve().parents[2]
+EX = REPO / "examples"
+
+# Three workloads below /app (200M): a and b sit, c grows at 40M/s until /app is full.
+THREE = """
+name = "three workloads, one grows"
+[machine]
+memory = "2G"
+duration = "8s"
+[[cgroup]]
+path = "/app"
+"memory.max" = "200M"
+[[process]]
+name = "a"
+cgroup = "/app/a"
+program = [ { op = "alloc", kind = "anon", size = "30M" }, { op = "sleep" } ]
+[[process]]
+name = "b"
+cgroup = "/app/b"
+program = [ { op = "alloc", kind = "anon", size = "40M" }, { op = "sleep" } ]
+[[process]]
+name = "c"
+cgroup = "/app/c"
+start = "1s"
+program = [ { op = "alloc", kind = "anon", size = "400M", rate = "40M/s" }, { op = "sleep" } ]
+"""
+
+
+def run(*argv: str) -> tuple[int, str]:
+    out = io.StringIO()
+    code = main(list(argv), out=out)
+    return code, out.getvalue()
+
+
+def config(d: Path, body: str, recorder: str = "") -> Path:
+    cfg = d / "oomkit.toml"
+    cfg.write_text(f'[daemon]\nevent_log = "{d}/events.jsonl"\nstatus_file = ""\n'
+                   f'state_file = "{d}/restore.json"\n[metrics]\nlisten = ""\n'
+                   f"[recorder]\n{recorder}\n{body}")
+    return cfg
+
+
+def test_ring_stays_within_its_size_and_samples_faster_under_pressure() -> None:
+    kernel = SimKernel.from_scenario(load_scenario(EX / "default.toml"))
+    rec = FlightRecorder(kernel, RecorderSettings(size_bytes=8000, interval_s=5.0,
+                                                  pressure_interval_s=0.5))
+    delays = []
+    for t in range(1, 61):
+        kernel.run(until_ns=t * 100_000_000)
+        delays.append(rec.sample_once())
+        assert rec.nbytes <= 8000
+    assert rec.dropped > 0 and len(rec.snapshot()) < rec.samples_taken
+    assert json.loads(rec.snapshot()[-1])["time"] == 6.0
+    # /srv fills towards its memory.max before the OOM at ~5.3 s: the interval shortens.
+    assert delays[0] == 5.0 and 0.5 in delays[40:55]
+
+
+def test_recorder_config_and_its_errors() -> None:
+    cfg = parse_config('[recorder]\nsize = "1M"\ninterval = "2s"\npressure_interval = "200ms"\n')
+    assert cfg.recorder == RecorderSettings(1 << 20, 2.0, 0.2, 16, 64)
+    assert parse_config("").recorder == RecorderSettings()
+    with pytest.raises(ConfigError, match="pressure_interval <= interval"):
+        parse_config('[recorder]\ninterval = "1s"\npressure_interval = "2s"\n')
+    with pytest.raises(ConfigError, match=r"unknown|not allowed|known"):
+        parse_config("[recorder]\nsizes = 1\n")
+
+
+def test_every_oom_writes_an_incident_and_replay_reaches_the_live_decision(
+        tmp_path: Path) -> None:
+    scen = tmp_path / "three.toml"
+    scen.write_text(THREE)
+    cfg = config(tmp_path, '[[oom]]\npolicy = "largest_leaf"\ncgroup = "/app"\n',
+                 'interval = "1s"\npressure_interval = "100ms"')
+    code, _ = run("run", "--sim", str(scen), "--config", str(cfg), "-q")
+    assert code == 0
+    records = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
+    ooms = [r for r in records if r["event"] == "oom"]
+    assert len(ooms) == 1 and ooms[0]["victims"][0]["comm"] == "c"
+    path = ooms[0]["incident"]
+    assert Path(path).parent == tmp_path and Path(path).stat().st_mode & 0o777 == 0o600
+    inc = load_incident(path)
+    assert inc.header["reason"] == "oom" and inc.header["config"] == str(cfg)
+    assert inc.oom is not None and inc.oom["incident"] == path
+    times = [s["time"] for s in inc.samples]
+    # Every second, then every 100 ms once /app is within 10 % of its memory.max.
+    assert times[1] - times[0] == pytest.approx(1.0)
+    assert times[-1] - times[-2] == pytest.approx(0.1)
+    scenario = to_scenario(inc)
+    assert {c.path: c.memory_max for c in scenario.cgroups}["/app"] == 200 << 20
+    assert sorted(p.name for p in scenario.processes) == ["a", "b", "c"]
+
+    written = tmp_path / "replay.toml"
+    code, out = run("replay", path, "--write-scenario", str(written))
+    assert code == 0, out
+    assert "same decision as live: yes" in out and "under live config" in out
+    assert load_scenario(written).cgroups  # the written TOML is a scenario as it stands
+
+    # What others would have done: the kernel's killer takes the largest task, c too.
+    code, out = run("replay", path, "--kernel")
+    assert "resolved by default" in out and "replay: killed c (/app/c)" in out
+    code, out = run("replay", path, "--oom-policy", "kill_cgroup@/app")
+    assert code == 0 and "replay: killed" in out
+    # An incident is a scenario for compare too.
+    code, out = run("compare", path, "--policy", "kernel", "--config", str(cfg), "--json",
+                    "--jobs", "1")
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert [[v["name"] for v in r["victims"]] for r in rows] == [["c"], ["c"]]
+
+
+def test_incident_files_go_with_the_rotated_event_log(tmp_path: Path) -> None:
+    names = ["incident-20260101T000000.000-1.jsonl", "incident-20260101T000100.000-2.jsonl",
+             "incident-20260101T000200.000-3.jsonl"]
+    for n in names:
+        (tmp_path / n).write_text("{}\n")
+    (tmp_path / "other.jsonl").write_text("")
+    # The oldest event log kept starts at 00:01:30 UTC: the first incident's line is gone.
+    removed = prune_incidents(str(tmp_path), 1767225690.0)
+    assert removed == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == [names[2], "other.jsonl"]
+    assert prune_incidents(str(tmp_path), None, keep_max=0) == 1
+
+
+def test_bad_incident_files_are_one_line(tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "x.jsonl"
+    bad.write_text('{"event": "sample", "time": 0, "cgroups": {}, "procs": []}\n')
+    assert run("replay", str(bad))[0] == 2
+    assert "not an incident file" in capsys.readouterr().err
+    bad.write_text('{"event": "incident"}\nnot json\n')
+    assert run("replay", str(bad))[0] == 2
+    assert f"{bad}:2: not JSON" in capsys.readouterr().err
