@@ -42,6 +42,7 @@ EXPECT: dict[str, tuple[set[str], set[str], float | None]] = {
     "k20_hog_leaves_two_readers_little_room": ({"hog"}, {"viewer", "editor"}, None),
     "k21_lone_sequential_reader_noswap": (set(), {"api", "sha"}, None),
     "k22_node_oom_qos_classes": ({"batch"}, {"db", "web"}, None),
+    "k23_sidecar_with_high_adj": ({"app"}, {"envoy"}, None),
 }
 
 XFAIL = {

@@ -4,7 +4,7 @@ The recommended OOM handler (see oomkit.policies.cause). In the OOM's domain (th
 OOMing memcg, or for a declared OOM the domain its memcg belongs to: the nearest cgroup
 at its own limit, else the machine) it ranks the leaf cgroups by what they add to the
 pressure (footprint with swap, growth per second, refaults of their own working set,
-each task's oom_score_adj weighed as oom_badness weighs it), then kills the task of
+a negative oom_score_adj weighed as oom_badness weighs it), then kills the task of
 the winner with the highest oom_badness, the kernel's own choice within one cgroup
 (``memory.oom.group`` still widens it). A parallel build in one session scope loses its
 linker, not the session. ``whole_cgroup = true`` kills every task of the leaf instead.
@@ -77,11 +77,15 @@ class KillCause(OomOps):
             except OomkitError:
                 continue  # gone meanwhile, or no statistics here (the v2 root on old kernels)
         ranked.sort(key=lambda r: (r[0], r[1]), reverse=True)
-        # oom_score_adj moves a cgroup's rank as it moves a task's oom_badness: by
-        # adj/1000 of the domain's pages (mm/oom_kill.c), so a database at -900 is not
-        # the first victim because it is the biggest. Tasks are listed for the first
-        # ADJ_LOOKAHEAD cgroups in rank order (each listing is /proc reads on a live
-        # machine); with rules by command, for all of them.
+        # A negative oom_score_adj lowers a cgroup's rank as it lowers a task's
+        # oom_badness: by adj/1000 of the domain's pages (mm/oom_kill.c), so a database
+        # at -900 is not the first victim because it is the biggest. A positive one
+        # does not raise it: the kubelet gives a small container 999 for its small
+        # request, whatever it uses (kubernetes/kubernetes#111356), browsers give their
+        # tabs 300 (rfjakob/earlyoom#344); killing those frees little while the cause
+        # goes on. Inside the cgroup, oom_badness (adj included) still picks the task.
+        # Tasks are listed for the first ADJ_LOOKAHEAD cgroups in rank order (each
+        # listing is /proc reads on a live machine); with rules by command, for all.
         per_adj = (oc.totalpages // 1000) * PAGE_SIZE
         looked = 0
         best: tuple[tuple[int, int], Cgroup, Task] | None = None
@@ -95,7 +99,7 @@ class KillCause(OomOps):
             if found is None:
                 continue
             looked += 1
-            key = (found[0], score + found[1].oom_score_adj * per_adj)
+            key = (found[0], score + min(0, found[1].oom_score_adj) * per_adj)
             if best is None or key > best[0]:
                 best = (key, cg, found[1])
         return (best[1], best[2]) if best is not None else None
