@@ -43,6 +43,7 @@ EXPECT: dict[str, tuple[set[str], set[str], float | None]] = {
     "k21_lone_sequential_reader_noswap": (set(), {"api", "sha"}, None),
     "k22_node_oom_qos_classes": ({"batch"}, {"db", "web"}, None),
     "k23_sidecar_with_high_adj": ({"app"}, {"envoy"}, None),
+    "k24_throttled_while_other_pod_victim_exits": ({"bloat"}, {"chill"}, 14.0),
 }
 
 XFAIL = {
