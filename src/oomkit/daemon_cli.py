@@ -93,7 +93,10 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     watch = path if path is not None and getattr(args, "watch_config", False) else None
     daemon = Daemon(config, policies, backend, reload_config=load if path else None,
                     out=None if quiet else out, as_json=args.json, journal=journal,
-                    self_protect=not sim, watch_config=watch)
+                    self_protect=not sim, watch_config=watch,
+                    # root's daemon handles OOMs without an output it cannot open; a
+                    # normal user's run is a trial: told at once, with the --state-dir hint
+                    strict_outputs=os.geteuid() != 0 and state_dir is None)
     daemon.install_signals()
     try:
         daemon.start()

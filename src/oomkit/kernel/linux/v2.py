@@ -21,6 +21,7 @@ from oomkit.kernel.linux import cgroupfs as cf
 from oomkit.kernel.linux import fsio
 from oomkit.kernel.linux.cgroup import LinuxCgroup
 from oomkit.kernel.linux.decisions import guard_band, stuck_in_band
+from oomkit.kernel.linux.journal import JournalError, warn
 from oomkit.kernel.linux.watch import Armed, OomWatch
 
 if TYPE_CHECKING:
@@ -69,10 +70,17 @@ class V2GuardBand(OomWatch):
             a.guard = None
             journal.restore(high_path)
             return
-        a.guard = guard
         if cg.memory_high != guard:
-            journal.record(high_path, cf.format_limit_v2(user_high), cg.id)
+            try:
+                journal.record(high_path, cf.format_limit_v2(user_high), cg.id)
+            except JournalError as exc:
+                a.guard = None  # no band: memory.max and the kernel killer as they are
+                warn(str(exc))
+                return
+            a.guard = guard
             fsio.write_text(high_path, str(guard))
+        else:
+            a.guard = guard
 
     def limits_changed(self, cg: LinuxCgroup) -> None:
         a = self.armed.get(cg.id)
@@ -106,9 +114,8 @@ class V2GuardBand(OomWatch):
             return
         before, a.last_events = a.last_events, events
         kills = events.get("oom_kill", 0) - before.get("oom_kill", 0)
-        hooks = k.hooks
-        if kills > 0 and not k.reads_kmsg and hooks is not None:
-            hooks.kernel_oom(KernelOom(a.cg.path, (), kills, "memory.events"))
+        if kills > 0 and not k.reads_kmsg:
+            k.report_kernel_oom(KernelOom(a.cg.path, (), kills, "memory.events"))
         if a.handed_over_at is not None:
             self.handover_done(a)  # its timer keeps looking too
             return
