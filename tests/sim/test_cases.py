@@ -44,6 +44,7 @@ EXPECT: dict[str, tuple[set[str], set[str], float | None]] = {
     "k22_node_oom_qos_classes": ({"batch"}, {"db", "web"}, None),
     "k23_sidecar_with_high_adj": ({"app"}, {"envoy"}, None),
     "k24_throttled_while_other_pod_victim_exits": ({"bloat"}, {"chill"}, 14.0),
+    "k25_fork_bomb_of_tiny_processes": ({f"sh{i}" for i in range(1, 301)}, {"app"}, None),
 }
 
 XFAIL = {
