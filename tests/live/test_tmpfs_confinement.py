@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from oomkit.errors import ConfigError, KernelError
-from oomkit.kernel.linux.tmpfs import remove_tmpfs_file, tmpfs_devices
+from oomkit.kernel.linux.tmpfs import list_tmpfs_files, remove_tmpfs_file, tmpfs_devices
 from oomkit.policies.tmpfs_cleanup import TmpfsCleanup
 from oomkit.policy_loader import load_oom
 
@@ -109,7 +109,11 @@ def test_cleanup_scans_only_its_directories_never_through_links(shm: Path) -> No
     (shm / "cache" / "link.bin").symlink_to(outside)
     (shm / "linked_cache").symlink_to(shm / "cache")
     policy = TmpfsCleanup(paths=[str(shm / "cache"), str(shm / "linked_cache")])
-    names = [p for _, p in policy.candidates()]
+
+    class Listing:  # what LinuxKernel.tmpfs_files runs, without a cgroup tree
+        tmpfs_files = staticmethod(list_tmpfs_files)
+
+    names = [p for _, p in policy.candidates(Listing())]  # type: ignore[arg-type]
     assert names == [str(shm / "cache" / "big.bin"), str(shm / "cache" / "small.bin")]
 
 

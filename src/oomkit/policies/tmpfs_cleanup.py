@@ -5,10 +5,11 @@ killer cannot free them. Given directories of expendable files (caches, scratch 
 this policy deletes the largest ones until at least ``target`` bytes were freed, and
 declines if it freed nothing so the next handler can act.
 
-Only regular files directly in the configured directories are candidates, listed without
-following links (a directory reached through a symlink is skipped: another user may have
-planted it). The live kernel then refuses whatever is not a closed tmpfs file
-(``oomkit.kernel.linux.tmpfs``); such files are skipped.
+Only regular tmpfs files directly in the configured directories are candidates, as the
+kernel lists them (``Kernel.tmpfs_files``: never through a link another user may have
+planted; on the simulator, its own files). The kernel then refuses whatever is not a
+closed tmpfs file (``oomkit.kernel.linux.tmpfs``, EBUSY for one still open: its memory
+would come back only at the last close); such files are skipped.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import os
 
 from oomkit.errors import OomkitError
+from oomkit.kernel.base import PolicyKernel
 from oomkit.ops import OomContext, OomControl, OomOps
 
 
@@ -39,34 +41,16 @@ class TmpfsCleanup(OomOps):
         self.paths = _paths(paths)
         self.target = target
 
-    def candidates(self) -> list[tuple[int, str]]:
-        found: list[tuple[int, str]] = []
-        for base in self.paths:
-            try:
-                fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-            except (NotADirectoryError, FileNotFoundError):
-                # A single file named directly (on the simulator, files exist there only);
-                # a symbolic link is never a candidate.
-                if not os.path.islink(base):
-                    found.append((0, base))
-                continue
-            except OSError:
-                continue  # a link (ELOOP) or unreadable: never scanned
-            try:
-                with os.scandir(fd) as entries:
-                    for entry in entries:
-                        if entry.is_file(follow_symlinks=False):
-                            size = entry.stat(follow_symlinks=False).st_size
-                            found.append((size, os.path.join(base, entry.name)))
-            except OSError:
-                pass
-            finally:
-                os.close(fd)
-        return sorted(found, reverse=True)
+    def candidates(self, kernel: PolicyKernel) -> list[tuple[int, str]]:
+        """(bytes, path) of the tmpfs files in the configured directories, largest first,
+        as the kernel lists them (``tmpfs_files``: no links followed, files still open
+        left out where it can tell)."""
+        found = {path: size for base in self.paths for path, size in kernel.tmpfs_files(base)}
+        return sorted(((size, path) for path, size in found.items()), reverse=True)
 
     def handle_out_of_memory(self, ctx: OomContext, oc: OomControl) -> bool:
         freed = 0
-        for _, path in self.candidates():
+        for _, path in self.candidates(oc.kernel):
             if freed >= self.target:
                 break
             try:

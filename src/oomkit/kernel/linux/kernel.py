@@ -494,6 +494,12 @@ class LinuxKernel:
             raise KernelError("memory.reclaim needs a positive size", errno.EINVAL)
         return self.layout.reclaim(cg, nbytes)
 
+    def tmpfs_files(self, path: str) -> list[tuple[str, int]]:
+        """Regular tmpfs files in directory ``path`` (:func:`.tmpfs.list_tmpfs_files`)."""
+        from oomkit.kernel.linux.tmpfs import list_tmpfs_files
+
+        return list_tmpfs_files(path)
+
     def remove_file(self, path: str) -> int:
         """Unlink a closed regular file on tmpfs, never through a link another user could
         have planted (:mod:`.tmpfs`); the bytes it held if this was its last link.

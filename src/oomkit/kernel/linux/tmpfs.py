@@ -119,6 +119,36 @@ def open_by(dev: int, ino: int, proc_root: str = "/proc") -> int | None:
     return None
 
 
+def list_tmpfs_files(path: str, proc_root: str = "/proc") -> list[tuple[str, int]]:
+    """(path, bytes allocated) of the regular tmpfs files directly in directory ``path``,
+    or of ``path`` itself when it is one; largest first. ``path`` is opened without
+    following a final link (a planted link lists nothing) and entries are never followed.
+    Which of them are still open is left to :func:`remove_tmpfs_file`: that scan of
+    /proc/*/fd is paid only for the files actually tried."""
+    devices = tmpfs_devices(proc_root)
+    found: list[tuple[str, int]] = []
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError:
+        return found  # missing, a link (ELOOP), or unreadable: nothing to list
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISREG(st.st_mode):
+            if st.st_dev in devices:
+                found.append((path, st.st_blocks * 512))
+        elif stat.S_ISDIR(st.st_mode) and st.st_dev in devices:
+            with os.scandir(fd) as entries:
+                for entry in entries:
+                    est = entry.stat(follow_symlinks=False)
+                    if stat.S_ISREG(est.st_mode) and est.st_dev in devices:
+                        found.append((os.path.join(path, entry.name), est.st_blocks * 512))
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+    return sorted(found, key=lambda f: f[1], reverse=True)
+
+
 def remove_tmpfs_file(path: str, proc_root: str = "/proc") -> int:
     """Unlink ``path`` if it is a closed regular file on tmpfs reached without an untrusted
     link; the bytes freed (0 when other hard links keep it). Raises KernelError."""
