@@ -48,8 +48,6 @@ EXPECT: dict[str, tuple[set[str], set[str], float | None]] = {
 }
 
 XFAIL = {
-    "k03_shm_restart_loop_two_ctrs": "as f05: tmpfs_cleanup lists its directories on the host "
-    "filesystem, never the simulator's /dev/shm (issue 14 confines tmpfs_cleanup)",
     "k09_memcg_oom_big_innocent": "no stall before this memcg OOM (no swap, no cache), so no "
     "sample of growth: the ranking sees sizes only and takes the JVM, as the kernel and oomd's "
     "kill_by_memory_size_or_growth would",
