@@ -45,6 +45,7 @@ EXPECT: dict[str, tuple[set[str], set[str], float | None]] = {
     "k23_sidecar_with_high_adj": ({"app"}, {"envoy"}, None),
     "k24_throttled_while_other_pod_victim_exits": ({"bloat"}, {"chill"}, 14.0),
     "k25_fork_bomb_of_tiny_processes": ({f"sh{i}" for i in range(1, 301)}, {"app"}, None),
+    "k26_sequential_reader_all_refaults_flagged": (set(), {"svc", "reader"}, None),
 }
 
 XFAIL = {

@@ -93,13 +93,15 @@ class PressureGuard(PsiOps):
         return False
 
     def _kill_helps(self, root: Cgroup, activity: cause.Activity, now: float) -> bool:
-        """Could killing the largest cgroup that does not refault make room for the
-        working sets of those that do? The kernel activates a refault when its refault
-        distance is within the active list (mm/workingset.c): with a share p of a
-        cgroup's refaults activated, what it misses is about its active list (half its
-        page cache) / p. A reader of far more than fits has a small p and a large miss
-        that no kill covers: it stalls on its own data, as it would alone."""
+        """Could killing the largest cgroup that does not re-read its files make room for
+        the file working sets of those that do? The kernel activates a refault when its
+        refault distance is within the active list (mm/workingset.c): with a share p of
+        a cgroup's refaults activated, what it misses is about its active list (half its
+        page cache) / p. A reader of far more than fits misses more than any kill
+        covers: it stalls on its own data, as it would alone. Swap-ins (anon
+        activations) are not weighed here: the cgroup that swaps is itself a candidate."""
         total = activity.rates(root, now)
+        total_file = total.activations - total.anon_activations
         need = 0.0
         largest_other = 0
         for cg in cause.leaves(root):
@@ -108,10 +110,9 @@ class PressureGuard(PsiOps):
             try:
                 r = activity.rates(cg, now)
                 st = cause.Stat(cg)
-                if r.activations * 10 >= max(total.activations, 1) and r.refaults:
-                    share = r.activations / r.refaults
-                    if share < 0.5:
-                        need += st.page("file") / 2 / share
+                file_act = r.activations - r.anon_activations
+                if file_act > 0 and file_act * 10 >= total_file and r.refaults:
+                    need += st.page("file") / 2 / min(1.0, file_act / r.refaults)
                 else:
                     largest_other = max(largest_other, cause.footprint(cg, st))
             except OomkitError:
