@@ -7,7 +7,9 @@ import argparse
 import errno
 import json
 import os
+import shutil
 import sys
+import tempfile
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any, TextIO
@@ -15,6 +17,7 @@ from typing import Any, TextIO
 from oomkit.daemon.config import (
     DEFAULT_CONFIG,
     DEFAULT_EVENT_LOG,
+    DEFAULT_STATE_FILE,
     DEFAULT_STATUS_FILE,
     Config,
     LoadedPolicies,
@@ -22,6 +25,7 @@ from oomkit.daemon.config import (
     load_policies,
     recommended_config,
     resolve_cgroups,
+    state_paths,
     with_cli,
 )
 from oomkit.errors import ConfigError, OomkitError
@@ -63,9 +67,6 @@ def _config_path(args: argparse.Namespace) -> str | None:
 
 
 def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
-    from oomkit.daemon.backend import Backend, LiveBackend, SimBackend
-    from oomkit.daemon.journal import Journal, journal_stream_is
-    from oomkit.daemon.service import Daemon
 
     path = _config_path(args)
     sim = getattr(args, "sim", None)
@@ -76,13 +77,51 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     # A simulation run by a user may use the user's own files.
     secure = not sim or os.geteuid() == 0
 
+    scratch: list[str] = []  # a simulation's private state directory, made on first use
+
     def load() -> tuple[Config, LoadedPolicies]:
         config = load_config(path) if path is not None else Config()
         config = resolve_cgroups(config, lambda cg: _cgroup_present(config, cg))
         config = with_cli(config, list(args.oom_policy), list(args.psi_policy),
                           dry_run=bool(args.dry_run), budget_s=args.budget,
                           state_dir=state_dir)
+        if sim and state_dir is None:
+            config = _away_from_the_machine(config, scratch)
         return config, load_policies(config, secure=secure)
+
+    try:
+        return _run(args, out, path, sim, state_dir, load)
+    finally:
+        for d in scratch:
+            shutil.rmtree(d, ignore_errors=True)
+
+
+def _away_from_the_machine(config: Config, scratch: list[str]) -> Config:
+    """A simulation never writes the machine's own daemon files: the event log, status
+    file and restore journal left at their defaults (a live daemon's, which ``oomkit
+    status`` and ``events`` read) go to a private directory, removed when the run ends.
+    Paths the config or ``--state-dir`` chose are kept."""
+    from dataclasses import replace
+
+    d = config.daemon
+    defaults = (DEFAULT_EVENT_LOG, DEFAULT_STATUS_FILE, DEFAULT_STATE_FILE)
+    if any(p in defaults for p in (d.event_log, d.status_file, d.state_file)):
+        if not scratch:
+            scratch.append(tempfile.mkdtemp(prefix="oomkit-sim-"))
+        event_log, status_file, state_file = state_paths(scratch[0])
+        d = replace(d,
+                    event_log=event_log if d.event_log == DEFAULT_EVENT_LOG else d.event_log,
+                    status_file=(status_file if d.status_file == DEFAULT_STATUS_FILE
+                                 else d.status_file),
+                    state_file=state_file if d.state_file == DEFAULT_STATE_FILE else d.state_file)
+    return replace(config, daemon=d)
+
+
+def _run(args: argparse.Namespace, out: TextIO, path: str | None, sim: str | None,
+         state_dir: str | None, load: Callable[[], tuple[Config, LoadedPolicies]]) -> int:
+    from oomkit.daemon.backend import Backend, LiveBackend, SimBackend
+    from oomkit.daemon.journal import Journal, journal_stream_is
+    from oomkit.daemon.service import Daemon
 
     config, policies = load()
     backend: Backend = SimBackend(sim) if sim else LiveBackend()
@@ -93,7 +132,10 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     watch = path if path is not None and getattr(args, "watch_config", False) else None
     daemon = Daemon(config, policies, backend, reload_config=load if path else None,
                     out=None if quiet else out, as_json=args.json, journal=journal,
-                    self_protect=not sim, watch_config=watch)
+                    self_protect=not sim, watch_config=watch,
+                    # root's daemon handles OOMs without an output it cannot open; a
+                    # normal user's run is a trial: told at once, with the --state-dir hint
+                    strict_outputs=os.geteuid() != 0 and state_dir is None)
     daemon.install_signals()
     try:
         daemon.start()
@@ -161,8 +203,6 @@ def cmd_check_config(args: argparse.Namespace, out: TextIO) -> int:
 def _daemon_paths(args: argparse.Namespace) -> tuple[str, str]:
     """(event log, status file) from --state-dir, --config, or the default config when it
     exists."""
-    from oomkit.daemon.config import state_paths
-
     state_dir = getattr(args, "state_dir", None)
     if state_dir:
         event_log, status_file, _ = state_paths(os.path.abspath(state_dir))

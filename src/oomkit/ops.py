@@ -181,6 +181,7 @@ class OomControl:
         self._check()
         if task.unkillable:
             raise Unkillable(f"pid {task.pid} ({task.comm}) may not be killed")
+        self._in_domain(task.cgroup, f"pid {task.pid} ({task.comm})")
         group = mem_cgroup_get_oom_group(task.cgroup, self.memcg)
         targets = oom_kill_targets(task, group)
         killed = self._kernel.kill_tasks(targets, message, group)
@@ -189,9 +190,22 @@ class OomControl:
     def kill_cgroup(self, cgroup: Cgroup, message: str = "") -> int:
         """Kill every task in ``cgroup`` and below (cgroup.kill). Returns how many."""
         self._check()
+        self._in_domain(cgroup, f"cgroup {cgroup.path}")
         killed = self._kernel.kill_cgroup(cgroup, message)
         self._note(killed)
         return len(killed)
+
+    def _in_domain(self, cgroup: Cgroup | None, what: str) -> None:
+        """A memcg OOM is ended only by freeing memory charged inside the OOMing memcg: a
+        kill elsewhere is no progress, so it is refused (Unkillable, EPERM) rather than
+        taken and logged as if it freed this memcg."""
+        domain = self.memcg
+        if domain is None or domain.path == "/":
+            return  # system-wide: every task is in the domain
+        path = cgroup.path if cgroup is not None else None
+        if path is None or not (path == domain.path or path.startswith(domain.path + "/")):
+            raise Unkillable(f"{what} is in {path or 'no cgroup'}, outside the OOM domain "
+                             f"{domain.path}: not killed (it would free nothing there)")
 
     def reclaim(self, cgroup: Cgroup, nbytes: int) -> int:
         """Proactive reclaim (memory.reclaim). Returns the bytes actually reclaimed."""

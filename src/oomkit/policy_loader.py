@@ -8,29 +8,44 @@ SPEC is one of:
 ``Name`` is an OomOps/PsiOps subclass (instantiated with the given keyword arguments,
 none on the command line) or an instance. Every failure is a ConfigError of one line.
 
-Policies are code that runs as root in the daemon: with ``secure=True`` a policy file (and
-its directory) must be owned by root and not writable by group or others.
+Policies are code that runs as root in the daemon: with ``secure=True`` a policy file, and
+every directory above it, must be root's alone and no symlink (:mod:`oomkit.trust`); the
+file is read from the descriptor that was checked. A ``package.module:Name`` is imported
+only from such a place too: a module in the current directory or in a ``PYTHONPATH``
+entry another user can write is refused (before any of its code runs).
+
+Whatever a policy's import or constructor does (``sys.exit``, ``KeyboardInterrupt``, any
+BaseException, or never returning) ends as a ConfigError: loading runs in a thread given
+``deadline_s`` (IMPORT_DEADLINE_S) to finish.
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib
+import importlib.machinery
 import importlib.metadata
 import importlib.util
 import os
-import stat
 import sys
+import threading
+import types
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from oomkit.errors import ConfigError
 from oomkit.ops import OomOps, PsiOps
 from oomkit.policies import BUILTIN
 from oomkit.policy_args import ArgError, check
+from oomkit.trust import check_trusted, read_trusted
 
 ENTRY_POINT_GROUP = "oomkit.policies"
+#: How long a policy's import and constructor may take (a reload waits for them).
+IMPORT_DEADLINE_S = 10.0
+
+T = TypeVar("T")
 
 
 class BadArgument(ConfigError):
@@ -67,52 +82,103 @@ def _entry_points() -> dict[str, str]:
 
 
 def check_file_secure(path: Path) -> None:
-    """Refuse a policy file root does not own, or that group/others can write."""
-    for p in (path, path.parent):
-        st = p.stat()
-        if st.st_uid != 0:
-            raise ConfigError(f"policy file {path}: {p} is owned by uid {st.st_uid}, not root;"
-                              " policies run as root, so only root may own them")
-        if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not (
-            p == path.parent and st.st_mode & stat.S_ISVTX
-        ):
-            raise ConfigError(f"policy file {path}: {p} is writable by group or others "
-                              f"(mode {stat.filemode(st.st_mode)}); run chmod go-w {p}")
+    """Refuse a policy file that is not root's alone, along its whole path (oomkit.trust)."""
+    check_trusted(str(path), f"policy file {path}")
 
 
 def _import_file(path: Path, secure: bool) -> Any:
-    if not path.is_file():
-        raise ConfigError(f"policy file {path}: no such file")
+    what = f"policy file {path}"
     if secure:
-        check_file_secure(path)
-    digest = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:12]
+        source = read_trusted(str(path), what)  # checked and read through one descriptor
+    else:
+        try:
+            source = path.read_bytes()
+        except FileNotFoundError:
+            raise ConfigError(f"{what}: no such file") from None
+        except OSError as exc:
+            raise ConfigError(f"{what}: cannot read: {exc.strerror}") from None
+    digest = hashlib.sha1(str(path.absolute()).encode()).hexdigest()[:12]
     modname = f"oomkit_policy_{path.stem}_{digest}"
-    spec = importlib.util.spec_from_file_location(modname, path)
-    if spec is None or spec.loader is None:
-        raise ConfigError(f"policy file {path}: not a Python file")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[modname] = module
+    module = types.ModuleType(modname)
+    module.__file__ = str(path)
+    sys.modules[modname] = module  # dataclasses and pickling look the module up
     try:
-        spec.loader.exec_module(module)
+        code = compile(source, str(path), "exec")
+        exec(code, module.__dict__)
     except SyntaxError as exc:
         sys.modules.pop(modname, None)
-        raise ConfigError(f"policy file {path}: syntax error at line {exc.lineno}: {exc.msg}"
-                          ) from None
-    except Exception as exc:
+        raise ConfigError(f"{what}: syntax error at line {exc.lineno}: {exc.msg}") from None
+    except BaseException as exc:  # SystemExit, KeyboardInterrupt: the daemon goes on
         sys.modules.pop(modname, None)
-        raise ConfigError(f"policy file {path}: does not import: {type(exc).__name__}: {exc}"
-                          ) from None
+        raise ConfigError(f"{what}: does not import: {_what(exc)}") from None
     return module
 
 
-def _import_module(name: str) -> Any:
+def _what(exc: BaseException) -> str:
+    text = str(exc).strip().replace("\n", " ")
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _check_module_source(name: str) -> None:
+    """Refuse to import ``name`` unless each file it would run (its packages' __init__
+    and the module) is trusted. Found without importing anything (PathFinder)."""
+    top = name.partition(".")[0]
+    if top == "oomkit" or name in sys.modules:
+        return  # our own package, or code already running in this process
+    search: list[str] | None = None
+    parts = name.split(".")
+    for n in range(1, len(parts) + 1):
+        prefix = ".".join(parts[:n])
+        if prefix in sys.modules:
+            pkg = sys.modules[prefix]
+            search = list(getattr(pkg, "__path__", []) or [])
+            continue
+        spec = (importlib.util.find_spec(prefix) if n == 1
+                else importlib.machinery.PathFinder.find_spec(prefix, search))
+        if spec is None:
+            return  # import_module will say "not found"
+        if spec.origin and spec.has_location:
+            check_trusted(spec.origin, f"policy module {name!r}")
+        for location in spec.submodule_search_locations or ():
+            check_trusted(location, f"policy module {name!r}", is_dir=True)
+        search = list(spec.submodule_search_locations or [])
+
+
+def _import_module(name: str, secure: bool = False) -> Any:
+    if secure:
+        _check_module_source(name)
     try:
         return importlib.import_module(name)
     except ModuleNotFoundError as exc:
         raise ConfigError(f"policy module {name!r}: not found ({exc.name} is missing)") from None
-    except Exception as exc:
-        raise ConfigError(f"policy module {name!r}: does not import: "
-                          f"{type(exc).__name__}: {exc}") from None
+    except BaseException as exc:  # SystemExit, KeyboardInterrupt: the daemon goes on
+        raise ConfigError(f"policy module {name!r}: does not import: {_what(exc)}") from None
+
+
+def with_deadline(fn: Callable[[], T], deadline_s: float, what: str) -> T:
+    """``fn()`` in a thread; its BaseException is re-raised here, and past ``deadline_s`` a
+    ConfigError (the thread is left blocked: a daemon thread, it holds nothing of ours)."""
+    result: list[T] = []
+    error: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            result.append(fn())
+        except BaseException as exc:  # handed to the caller
+            error.append(exc)
+
+    worker = threading.Thread(target=run, name="oomkit-policy-import", daemon=True)
+    worker.start()
+    worker.join(deadline_s)
+    if worker.is_alive():
+        raise ConfigError(f"{what}: did not finish importing within {deadline_s:g} s "
+                          "(blocked at import or in its constructor)")
+    if error:
+        exc = error[0]
+        if isinstance(exc, ConfigError):
+            raise exc
+        raise ConfigError(f"{what}: failed to start: {_what(exc)}") from None
+    return result[0]
 
 
 def resolve(spec: str, *, secure: bool = False) -> Any:
@@ -132,7 +198,7 @@ def resolve(spec: str, *, secure: bool = False) -> Any:
     if where.endswith(".py") or os.sep in where:
         module = _import_file(Path(where), secure)
     else:
-        module = _import_module(where)
+        module = _import_module(where, secure)
     try:
         return getattr(module, attr)
     except AttributeError:
@@ -140,8 +206,17 @@ def resolve(spec: str, *, secure: bool = False) -> Any:
 
 
 def load(spec: str, kind: type[OomOps] | type[PsiOps], *, secure: bool = False,
-         args: dict[str, Any] | None = None) -> Any:
-    """Resolve and instantiate a policy of the given kind (OomOps or PsiOps)."""
+         args: dict[str, Any] | None = None,
+         deadline_s: float | None = None) -> Any:
+    """Resolve and instantiate a policy of the given kind (OomOps or PsiOps), within
+    ``deadline_s`` (None: IMPORT_DEADLINE_S); every failure is a ConfigError."""
+    return with_deadline(lambda: _load(spec, kind, secure, args),
+                         IMPORT_DEADLINE_S if deadline_s is None else deadline_s,
+                         f"policy {spec!r}")
+
+
+def _load(spec: str, kind: type[OomOps] | type[PsiOps], secure: bool,
+          args: dict[str, Any] | None) -> Any:
     obj = resolve(spec, secure=secure)
     label = "OomOps" if kind is OomOps else "PsiOps"
     if isinstance(obj, type):
@@ -155,9 +230,8 @@ def load(spec: str, kind: type[OomOps] | type[PsiOps], *, secure: bool = False,
             return obj(**kwargs)
         except TypeError as exc:
             raise ConfigError(f"policy {spec!r}: bad arguments: {exc}") from None
-        except Exception as exc:
-            raise ConfigError(f"policy {spec!r}: failed to start: "
-                              f"{type(exc).__name__}: {exc}") from None
+        except BaseException as exc:
+            raise ConfigError(f"policy {spec!r}: failed to start: {_what(exc)}") from None
     if isinstance(obj, kind):
         if args:
             raise ConfigError(f"policy {spec!r}: is an instance; it takes no arguments")

@@ -13,11 +13,25 @@ every key path to the line it was written on::
 A path that was not written (a default, a key of an implicit table) gives the line of its
 nearest written ancestor, or None. The scanner is lenient: it never raises, since it only
 ever sees text ``tomllib`` already parsed.
+
+:func:`read_toml` and :func:`load_toml` are the one way scenarios and configs are read:
+every fault of the text itself (not UTF-8, not TOML, numbers past Python's digit limit,
+nesting deeper than :data:`MAX_DEPTH`) becomes one :class:`ConfigError` line naming the
+file and the line, never a traceback.
 """
 
 from __future__ import annotations
 
-from typing import Final
+import re
+import tomllib
+from typing import Any, Final
+
+from oomkit.errors import ConfigError
+
+#: Arrays and tables nested deeper than this are refused: no scenario or config needs
+#: more than four, and the recursive parsers (tomllib, the scanner below) would otherwise
+#: end in RecursionError near Python's stack limit.
+MAX_DEPTH: Final = 32
 
 Path = tuple[str | int, ...]
 
@@ -222,7 +236,7 @@ class TomlPositions:
         scanner = _Scanner(text)
         try:
             scanner.run()
-        except (IndexError, ValueError):  # pragma: no cover - lenient by design
+        except (IndexError, ValueError, RecursionError):  # pragma: no cover - lenient
             pass
         self._lines = scanner.lines
 
@@ -250,3 +264,118 @@ def describe(path: tuple[str | int, ...]) -> str:
         else:
             out += f".{part}" if out else part
     return out
+
+
+def read_toml(path: str, what: str) -> str:
+    """The text of the file ``path`` (``what`` names it in errors: "scenario", "config").
+
+    Raises ConfigError: missing, unreadable, or not UTF-8 (naming the line of the bad byte).
+    """
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: cannot read {what}: no such {what} file") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read {what}: {exc.strerror}") from None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(f"{path}:{line}: not UTF-8 text ({exc.reason} at byte "
+                          f"{exc.start})") from None
+
+
+def load_toml(text: str, path: str) -> dict[str, Any]:
+    """``tomllib.loads`` whose every failure is one ConfigError line naming ``path``."""
+    deep_at = _bracket_depth_exceeded(text)
+    if deep_at is not None:
+        raise _at(path, text, deep_at, f"arrays or tables nested deeper than {MAX_DEPTH} "
+                  "levels")
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        # "Expected '=' ... (at line 3, column 7)" or "(at end of document)"
+        msg = _first_line(exc)
+        m = re.search(r"\s*\(at (?:line (\d+), column (\d+)|end of document)\)$", msg)
+        line = int(m.group(1)) if m and m.group(1) else text.count("\n") + 1
+        where = f" (column {m.group(2)})" if m and m.group(2) else ""
+        raise ConfigError(f"{path}:{line}: not valid TOML: {msg[: m.start()] if m else msg}"
+                          f"{where}") from None
+    except RecursionError:  # pragma: no cover - _bracket_depth_exceeded comes first
+        raise ConfigError(f"{path}: not accepted: nested deeper than {MAX_DEPTH} levels"
+                          ) from None
+    except ValueError as exc:  # int("9" * 5000): past sys.get_int_max_str_digits()
+        long_number = re.search(r"[0-9_]{1000,}", text)
+        raise _at(path, text, long_number.start() if long_number else 0,
+                  f"not accepted: {_first_line(exc)}") from None
+    deep = _too_deep(data)
+    if deep is not None:
+        deep_line = TomlPositions(text).line(*deep)
+        loc = f"{path}:{deep_line}" if deep_line else path
+        raise ConfigError(f"{loc}: key '{describe(deep)}': nested deeper than {MAX_DEPTH} "
+                          "levels")
+    return data
+
+
+def _at(path: str, text: str, offset: int, msg: str) -> ConfigError:
+    """An error at character ``offset``: "FILE:LINE: key 'KEY': MSG" (the key written at
+    the start of that line, when there is one)."""
+    line = text.count("\n", 0, offset) + 1
+    start = text.rfind("\n", 0, offset) + 1
+    head, eq, _ = text[start:offset].partition("=")
+    name = head.strip().strip('"\'')
+    key = f"key '{name}': " if eq and name else ""
+    return ConfigError(f"{path}:{line}: {key}{msg}")
+
+
+def _bracket_depth_exceeded(text: str) -> int | None:
+    """The offset of the first ``[`` or ``{`` nested deeper than MAX_DEPTH, outside strings
+    and comments; None when there is none. Iterative, so deep text cannot overflow it;
+    brackets in unbalanced or invalid text are left for tomllib to report."""
+    depth = 0
+    i, n = 0, len(text)
+    while i < n:
+        c = text[i]
+        if c == "#":
+            end = text.find("\n", i)
+            i = n if end < 0 else end
+            continue
+        if c in "\"'":
+            triple = text[i : i + 3] == c * 3
+            if triple:
+                end = text.find(c * 3, i + 3)
+                i = n if end < 0 else end + 3
+                continue
+            i += 1
+            while i < n and text[i] not in (c, "\n"):
+                i += 2 if c == '"' and text[i] == "\\" else 1
+            i += 1
+            continue
+        if c in "[{":
+            depth += 1
+            if depth > MAX_DEPTH:
+                return i
+        elif c in "]}":
+            depth = max(0, depth - 1)
+        i += 1
+    return None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _too_deep(data: dict[str, Any]) -> Path | None:
+    """The path of the first value nested past MAX_DEPTH (iterative: no recursion limit)."""
+    stack: list[tuple[Path, object]] = [((), data)]
+    while stack:
+        path, value = stack.pop()
+        if len(path) > MAX_DEPTH:
+            return path[:2]
+        if isinstance(value, dict):
+            stack.extend(((*path, k), v) for k, v in value.items())
+        elif isinstance(value, list):
+            stack.extend(((*path, n), v) for n, v in enumerate(value))
+    return None

@@ -127,19 +127,15 @@ def test_failing_policy_kernel_killer_resolves(
         hog = live.spawn(box, "anon", 64 * MiB)
         assert hog.wait_dead(5), "the kernel OOM killer should have killed the hog"
         assert hog.proc.returncode == -9
-        # The kernel's own kill shows up in the stream (from /dev/kmsg or the counters).
-        assert wait_for(lambda: any(
-            isinstance(e, OomEvent) and e.resolved_by == "kernel" for e in events.events
-        ), 3)
         assert wait_for(lambda: oom_control(box)["oom_kill_disable"] == 1, 3), "re-armed"
+        time.sleep(0.3)  # the kernel's kill is reported by now (kmsg or counters)
     kinds = [(e.kind, getattr(e, "resolved_by", None)) for e in events.events]
     assert ("handler_error", None) in kinds
     default = ooms(events, "default")
     assert default and "oom_kill_disable 0" in default[0].note
-    kernel_side = ooms(events, "kernel")
-    if kernel.reads_kmsg:
-        assert [v.pid for v in kernel_side[0].victims] == [hog.pid]
-        assert kernel_side[0].memcg == "/box"
+    # One OOM, one record (issue 14 item 8): the kernel's kill of the OOM handed over is
+    # not a second OOM.
+    assert len(default) == 1 and ooms(events, "kernel") == []
     assert oom_control(box)["oom_kill_disable"] == 0  # restored on exit
 
 

@@ -194,3 +194,26 @@ def test_work_does_not_progress_while_the_task_is_stalled(sim: Sim) -> None:
     sim.run(60)
     assert busy.state == "exited" and free.state == "exited"
     assert busy.work_ns == free.work_ns == 2 * 10**9  # all of it, in the end
+
+
+def test_a_tmpfs_file_is_held_open_by_its_writer_until_it_exits(sim: Sim) -> None:
+    # Unlinking an open tmpfs file frees nothing until its last close: the simulator
+    # refuses it (EBUSY) and leaves it out of tmpfs_files, as the live backend does.
+    import pytest
+
+    from oomkit.errors import KernelError
+
+    k = sim.kernel
+    k.create_cgroup("/svc", memory_max=M("300M"))
+    k.spawn("writer", "/svc", (Step("alloc", kind="shmem", size=M("50M"), path="/dev/shm/a"),
+                               Step("sleep", duration_ns=2_000_000_000), Step("exit")))
+    sim.run(1)
+    assert k.tmpfs_files("/dev/shm") == []
+    with pytest.raises(KernelError) as err:
+        k.remove_file("/dev/shm/a")
+    assert err.value.errno == errno.EBUSY
+    sim.run(2.5)
+    assert k.tmpfs_files("/dev/shm") == [("/dev/shm/a", M("50M"))]
+    assert k.tmpfs_files("/dev/shm/a") == [("/dev/shm/a", M("50M"))]
+    assert k.tmpfs_files("/dev") == []  # directly in the directory only
+    assert k.remove_file("/dev/shm/a") == M("50M")

@@ -38,17 +38,12 @@ def test_f02_one_kill_while_the_victims_memory_comes_back(tmp_path: Path) -> Non
     assert o.alive("editor", "desktop")
 
 
-@pytest.mark.xfail(reason="needs the simulator's multi-CPU PSI 'full' (issue 12): with one "
-                   "CPU the running editor keeps the machine's full pressure at 0", strict=False)
 def test_f04_the_linker_dies_within_10s_of_the_build_storm(tmp_path: Path) -> None:
     o = run_case(field("f04_build_storm_single.toml"), tmp_path)
     assert o.killed_at("ld") <= 2 + 10
     assert o.alive("shell", "editor")
 
 
-@pytest.mark.xfail(reason="tmpfs_cleanup lists its directories on the host filesystem, so it "
-                   "never sees the simulator's /dev/shm (issue 14 confines tmpfs_cleanup)",
-                   strict=False)
 def test_f05_restarts_stop_dying_once_the_tmpfs_file_goes(tmp_path: Path) -> None:
     o = run_case(field("f05_tmpfs_restart_loop.toml"), tmp_path)
     assert o.alive("restart1", "restart2")

@@ -298,11 +298,39 @@ def test_only_ascii_digits(text: str) -> None:
 
 
 def test_a_user_who_is_not_root_is_told_about_state_dir() -> None:
-    """The default event log (/var/log/oomkit) refuses a normal user: the error says which
-    flag gets around it."""
-    r = _as_nobody("run", "--sim", DEFAULT, "--quiet", "--oom-policy", "largest_leaf")
+    """The default event log (/var/log/oomkit) refuses a normal user trying the daemon
+    (a simulation never writes it): the error says which flag gets around it."""
+    r = _as_nobody("run", "--dry-run", "--quiet", "--oom-policy", "largest_leaf")
     if "key 'daemon.event_log'" not in r.stderr or "Permission denied" not in r.stderr:
         pytest.skip(f"not the default event log refusing nobody: {r.stderr.strip()}")
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
     assert "(not root? --state-dir DIR keeps the event log" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_a_simulation_never_writes_the_machine_daemon_files(tmp_path: Path) -> None:
+    # `oomkit run --sim` with the default paths (the live daemon's, which `oomkit status`
+    # and `oomkit events` read) writes to a private directory instead; chosen paths stay.
+    from dataclasses import replace
+
+    from oomkit.daemon.config import (
+        DEFAULT_EVENT_LOG,
+        DEFAULT_STATE_FILE,
+        DEFAULT_STATUS_FILE,
+        Config,
+    )
+    from oomkit.daemon_cli import _away_from_the_machine
+
+    scratch: list[str] = []
+    moved = _away_from_the_machine(Config(), scratch).daemon
+    assert len(scratch) == 1
+    assert {moved.event_log, moved.status_file, moved.state_file}.isdisjoint(
+        {DEFAULT_EVENT_LOG, DEFAULT_STATUS_FILE, DEFAULT_STATE_FILE})
+    assert all(p.startswith(scratch[0] + "/")
+               for p in (moved.event_log, moved.status_file, moved.state_file))
+    mine = str(tmp_path / "events.jsonl")
+    chosen = Config()
+    chosen = replace(chosen, daemon=replace(chosen.daemon, event_log=mine))
+    kept = _away_from_the_machine(chosen, scratch).daemon
+    assert kept.event_log == mine and kept.status_file == moved.status_file
+    os.rmdir(scratch[0])

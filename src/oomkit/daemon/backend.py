@@ -87,6 +87,26 @@ class SimBackend:
         return None
 
 
+#: What the watchdog adds to the longest budget before it hands a stuck OOM to the
+#: kernel killer: the runtime's own hand-over and a victim's exit come first.
+WATCHDOG_MARGIN_S = 2.0
+WATCHDOG_MIN_S = 3.0
+
+
+def watchdog_deadline(config: Config) -> float:
+    """How long a memcg may stay under OOM with the kernel killer disabled by us before
+    the watchdog (another process) hands it over: the longest handler budget plus a
+    margin, at least 3 s, at most the watchdog's default (15 s) or $OOMKIT_WATCHDOG_
+    HUNG_AFTER. A handler that never lets the runtime run again (one holding the GIL in
+    native code) is thus bounded by its budget too, without touching the decision path."""
+    from oomkit.kernel.linux.watchdog import default_hung_after
+
+    budgets = [config.daemon.budget_s]
+    budgets += [e.budget_s for e in config.oom if e.budget_s is not None]
+    budgets += [p.budget_s for p in config.psi if p.budget_s is not None]
+    return min(default_hung_after(), max(WATCHDOG_MIN_S, max(budgets) + WATCHDOG_MARGIN_S))
+
+
 class LiveBackend:
     """The live kernel: LinuxKernel (with its restore journal and watchdog), polled.
 
@@ -117,6 +137,8 @@ class LiveBackend:
                 system_min_swap_free=config.system.min_swap_free,
                 system_lead_s=config.system.lead_s,
                 system_max_fill_rate=config.system.max_fill_rate,
+                watchdog_hung_after=watchdog_deadline(config),
+                event_log=d.event_log,
             )
         except OomkitError as exc:
             key = "cgroup_root" if d.cgroup_root else "state_file"

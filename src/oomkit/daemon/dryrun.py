@@ -176,6 +176,9 @@ class DryRunKernel:
         self._would(f"reclaim {format_size(nbytes)} from {cgroup.path}")
         return nbytes
 
+    def tmpfs_files(self, path: str) -> list[tuple[str, int]]:
+        return self.real.tmpfs_files(path)
+
     def remove_file(self, path: str) -> int:
         try:
             size = os.stat(path).st_blocks * 512

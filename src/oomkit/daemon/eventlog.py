@@ -28,6 +28,8 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Final
 
+from oomkit.privfile import make_private_dirs, open_private
+
 Defer = Callable[[str, Callable[[], None]], None]
 
 SYNCED_KINDS: Final = frozenset({"oom", "error", "handler_error"})
@@ -64,15 +66,15 @@ class EventLog:
         self.errors = 0
         self.lines = 0
         self.rotations = 0
-        directory = os.path.dirname(path) or "."
-        os.makedirs(directory, mode=0o750, exist_ok=True)
+        make_private_dirs(os.path.dirname(os.path.abspath(path)))
         self._fd = self._open()
         self._size = os.fstat(self._fd).st_size
         # Descriptors replaced by a rotation, still to be synced and closed (by _sync_old).
         self._retired: list[int] = []
 
     def _open(self) -> int:
-        return os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+        # 0600, never through a link planted at the name (privfile).
+        return open_private(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
 
     # -- writing -----------------------------------------------------------------------------
     def write(self, record: Mapping[str, Any], *, sync: bool | None = None) -> bool:

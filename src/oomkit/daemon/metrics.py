@@ -25,6 +25,7 @@ import platform
 import re
 import selectors
 import socket
+import socketserver
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any, Final
@@ -208,8 +209,30 @@ class _QuietHandler(WSGIRequestHandler):
         pass
 
 
-class _Server(WSGIServer):
+class _Server(socketserver.ThreadingMixIn, WSGIServer):
+    """One thread per connection (at most MAX_CLIENTS): a slow or stalled client never
+    holds up another scrape."""
+
     allow_reuse_address = True
+    daemon_threads = True
+    block_on_close = False
+    MAX_CLIENTS = 16
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._slots = threading.BoundedSemaphore(self.MAX_CLIENTS)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)  # too many at once: this one is dropped
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
 
 
 class _Server6(_Server):

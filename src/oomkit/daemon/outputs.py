@@ -61,13 +61,21 @@ class Outputs:
         self.metrics_server: Any = None
 
     # -- open --------------------------------------------------------------------------------
-    def open(self, cfg: Config) -> None:
-        """Open every output ``cfg`` asks for; ConfigError naming the key on failure (the
-        caller closes what was opened)."""
-        self.eventlog = self._open_eventlog(cfg)
+    def open(self, cfg: Config) -> list[tuple[str, str]]:
+        """Open every output ``cfg`` asks for. An event log or metrics server that cannot
+        start is left out: returned as (where, ConfigError text naming the key) for the
+        caller to report, since OOM handling must not depend on it."""
+        failed: list[tuple[str, str]] = []
+        try:
+            self.eventlog = self._open_eventlog(cfg)
+        except ConfigError as exc:
+            failed.append(("event log", str(exc)))
         self.dispatch.add("event log", self._log_record)
         if cfg.metrics is not None:
-            self._start_metrics(cfg)
+            try:
+                self._start_metrics(cfg)
+            except ConfigError as exc:
+                failed.append(("metrics", str(exc)))
         if cfg.daemon.status_file:
             self.status = self._new_status(cfg)
             self.dispatch.add("status", self.status)
@@ -75,6 +83,7 @@ class Outputs:
             self.dispatch.add("journal", self.journal)
         elif self._out is not None:
             self.dispatch.add("terminal", Printer(self._out, self._as_json))
+        return failed
 
     def _open_eventlog(self, cfg: Config) -> EventLog:
         d = cfg.daemon

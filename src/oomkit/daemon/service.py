@@ -120,6 +120,7 @@ class Daemon:
         watch_config: str | None = None,
         self_protect: bool = True,
         wall: Callable[[], float] = wall_clock,
+        strict_outputs: bool = False,
     ) -> None:
         self.config = config
         self.policies = policies
@@ -131,6 +132,7 @@ class Daemon:
         self._watch_config = watch_config
         self._config_seen: tuple[int, ...] | None = None
         self._self_protect = self_protect
+        self._strict_outputs = strict_outputs  # a trial run: refuse rather than go on
         self._wall = wall
         self.protection = Protection()
         self.gc = GcControl()
@@ -231,7 +233,13 @@ class Daemon:
         self.outputs.dispatch.add_event_sink("cgroups", self._on_cgroup_event)
         # Before the event log (open adds it): names the OOM's incident file in its line.
         self.outputs.dispatch.add("flight recorder", self._incident_record)
-        self.outputs.open(cfg)
+        # An output that cannot start (a read-only log directory, a busy port) is reported
+        # and left out: OOM handling never depends on it (issue 14, item 8).
+        failed = self.outputs.open(cfg)
+        if failed and self._strict_outputs:
+            raise ConfigError(failed[0][1])
+        for where, message in failed:
+            self.emit_error(where, f"{message}; OOM handling goes on without it")
 
     @property
     def metrics(self) -> Any:
@@ -264,7 +272,10 @@ class Daemon:
             self.incidents.start()
 
     def _incident_record(self, event: Event, record: dict[str, Any]) -> None:
-        if self.incidents is not None:
+        # An incident lives beside the event log, is named in its OOM line and rotates
+        # with it: with no event log open (reported once at start) there is none to write.
+        if self.incidents is not None and self.outputs is not None \
+                and self.outputs.eventlog is not None:
             self.incidents.on_record(event, record)
 
     @property

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from oomkit.events import AttachEvent, DetachEvent, ErrorEvent, Event, OomEvent
+from oomkit.privfile import make_private_dirs, replace_private
 
 STATUS_VERSION: Final = 1
 KEEP_OOMS: Final = 10
@@ -113,12 +114,8 @@ class Status:
     def write(self) -> None:
         with self._write_lock:  # the housekeeping thread, and close() at the end
             data = json.dumps(self.snapshot(), indent=1, default=str) + "\n"
-            directory = os.path.dirname(self.path) or "."
-            os.makedirs(directory, mode=0o755, exist_ok=True)
-            tmp = f"{self.path}.{os.getpid()}.tmp"
-            with open(tmp, "w", encoding="utf-8") as f:
-                f.write(data)
-            os.replace(tmp, self.path)
+            make_private_dirs(os.path.dirname(os.path.abspath(self.path)))
+            replace_private(self.path, data.encode())  # 0600 via mkstemp (O_EXCL)
             self.writes += 1
 
     def close(self) -> None:

@@ -341,6 +341,14 @@ class PolicyKernel(Protocol):
 
     def task_is_oom_victim(self, task: Task) -> bool: ...
 
+    def tmpfs_files(self, path: str) -> list[tuple[str, int]]:
+        """The regular files on tmpfs directly in directory ``path`` (or ``path`` itself
+        when it names one), as (path, bytes it holds in memory), largest first; none where
+        ``path`` is missing, not on tmpfs, or reached through a symbolic link. Files
+        still open by a process are left out where the backend can tell (unlinking one
+        frees nothing until it is closed); ``remove_file`` refuses those anyway."""
+        ...
+
 
 class Kernel(PolicyKernel, Protocol):
     """The kernel interface every backend implements: SPEC section 3 and the backend seam

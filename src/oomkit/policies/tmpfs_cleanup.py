@@ -4,6 +4,12 @@ Files on tmpfs (/dev/shm, /tmp on many systems) are memory that no process owns:
 killer cannot free them. Given directories of expendable files (caches, scratch space),
 this policy deletes the largest ones until at least ``target`` bytes were freed, and
 declines if it freed nothing so the next handler can act.
+
+Only regular tmpfs files directly in the configured directories are candidates, as the
+kernel lists them (``Kernel.tmpfs_files``: never through a link another user may have
+planted; on the simulator, its own files). The kernel then refuses whatever is not a
+closed tmpfs file (``oomkit.kernel.linux.tmpfs``, EBUSY for one still open: its memory
+would come back only at the last close); such files are skipped.
 """
 
 from __future__ import annotations
@@ -11,30 +17,40 @@ from __future__ import annotations
 import os
 
 from oomkit.errors import OomkitError
+from oomkit.kernel.base import PolicyKernel
 from oomkit.ops import OomContext, OomControl, OomOps
+
+
+def _paths(paths: object) -> list[str]:
+    # A string would be iterated character by character: "/dev/shm" would scan "/".
+    if paths is None:
+        return []
+    if not isinstance(paths, list | tuple) or not all(
+        isinstance(p, str) and p.startswith("/") and p.isprintable() for p in paths
+    ):
+        raise TypeError(f"paths is a list of absolute paths, got {paths!r:.60}")
+    return [os.path.normpath(p) for p in paths]
 
 
 class TmpfsCleanup(OomOps):
     name = "tmpfs_cleanup"
 
     def __init__(self, paths: list[str] | None = None, target: int = 64 << 20) -> None:
-        self.paths = list(paths or [])
+        if isinstance(target, bool) or not isinstance(target, int) or target < 1:
+            raise TypeError(f"target is a number of bytes (at least 1), got {target!r:.40}")
+        self.paths = _paths(paths)
         self.target = target
 
-    def candidates(self) -> list[tuple[int, str]]:
-        found: list[tuple[int, str]] = []
-        for base in self.paths:
-            if not os.path.isdir(base):
-                found.append((0, base))  # a single file named directly
-                continue
-            for entry in os.scandir(base):
-                if entry.is_file(follow_symlinks=False):
-                    found.append((entry.stat(follow_symlinks=False).st_size, entry.path))
-        return sorted(found, reverse=True)
+    def candidates(self, kernel: PolicyKernel) -> list[tuple[int, str]]:
+        """(bytes, path) of the tmpfs files in the configured directories, largest first,
+        as the kernel lists them (``tmpfs_files``: no links followed, files still open
+        left out where it can tell)."""
+        found = {path: size for base in self.paths for path, size in kernel.tmpfs_files(base)}
+        return sorted(((size, path) for path, size in found.items()), reverse=True)
 
     def handle_out_of_memory(self, ctx: OomContext, oc: OomControl) -> bool:
         freed = 0
-        for _, path in self.candidates():
+        for _, path in self.candidates(oc.kernel):
             if freed >= self.target:
                 break
             try:

@@ -4,26 +4,96 @@
 too, and the first record starts the watchdog process (:mod:`.watchdog`), which writes the
 originals back if this process dies or hangs. A state file left by a dead runtime is
 restored when a new journal opens it.
+
+One runtime owns a state file: ``STATE.lock`` is held with ``flock`` by the runtime and,
+inherited, by its watchdog, so a second daemon on the same state file is refused while
+either lives, and a stale journal whose PID now belongs to an unrelated process does not
+block a start (the lock, not the PID, says who owns it). The journal is written 0600 in
+a directory made 0700 (whatever the umask), through a temporary file created with
+O_EXCL; an existing file at the state path that is not an oomkit journal is refused, never
+overwritten or removed.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import functools
 import json
 import os
+import stat
 import subprocess
+import sys
 import threading
+import weakref
 
+from oomkit.errors import KernelError
 from oomkit.kernel.linux.watchdog import (
     STATE_VERSION,
     Setting,
     default_hung_after,
-    pid_alive,
-    read_state,
+    load_state,
     restore_file,
     restore_setting,
     spawn_watchdog,
 )
+from oomkit.privfile import make_private_dirs, replace_private
+
+
+def _take_lock(state_file: str) -> int:
+    """flock STATE.lock (created 0600, never through a link); RuntimeError if taken."""
+    path = f"{state_file}.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK,
+                 0o600)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
+            raise RuntimeError(f"{path}: not a regular file of ours: refusing to use it")
+        os.fchmod(fd, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            raise RuntimeError(f"{state_file} belongs to a running oomkit (pid {holder}, or "
+                               "its watchdog); use another state file") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+class JournalError(KernelError):
+    """The journal could not be written (ENOSPC, EROFS, fork failing for the watchdog):
+    the change it was to guard must not be made; the memcg stays with the kernel."""
+
+
+def warn(message: str) -> None:
+    """One line on stderr (the daemon's goes to the journal under systemd)."""
+    with contextlib.suppress(OSError, ValueError):
+        print(f"oomkit: {message}", file=sys.stderr, flush=True)
+
+
+def _drop_in_child(ref: weakref.ref[RestoreJournal]) -> None:
+    """After fork, in the child: put /dev/null where the watchdog pipe and the lock were
+    (dup2 keeps the numbers valid for objects that will close them later)."""
+    journal = ref()
+    if journal is None:
+        return
+    fds = [journal._lock_fd]
+    proc = journal._proc
+    if proc is not None and proc.stdin is not None:
+        fds.append(proc.stdin.fileno())
+    try:
+        null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+    except OSError:
+        return
+    for fd in fds:
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.dup2(null, fd)
+    os.close(null)
 
 
 class RestoreJournal:
@@ -34,7 +104,9 @@ class RestoreJournal:
     watchdog process. Thread-safe: handlers act from the runtime's worker thread.
     ``hung_after``: how long a memcg may stay under OOM with the kernel killer disabled by
     us before the watchdog hands it to the kernel killer (None: ``default_hung_after()``;
-    0: never).
+    0: never). ``cgroup_root``: the hierarchy every entry must lie below (None: any).
+    Raises RuntimeError when another oomkit holds the state file, or the file there is not
+    a journal.
     """
 
     def __init__(
@@ -43,26 +115,40 @@ class RestoreJournal:
         *,
         watchdog: bool = True,
         hung_after: float | None = None,
+        cgroup_root: str | None = None,
+        event_log: str | None = None,
+        tree_root: str | None = None,
     ) -> None:
         self.state_file = state_file
         self.hung_after = default_hung_after() if hung_after is None else hung_after
         if self.hung_after < 0:
             raise ValueError("hung_after must be >= 0")
         self._use_watchdog = watchdog and state_file is not None
+        self.cgroup_root = cgroup_root
+        self.event_log = event_log  # where the watchdog records the OOMs it hands over
+        self.tree_root = tree_root
         self._lock = threading.Lock()
         self._settings: dict[str, Setting] = {}
         self._proc: subprocess.Popen[bytes] | None = None
+        self._lock_fd: int | None = None
         self.leftovers: list[tuple[Setting, str | None]] = []
+        # A handler that forks (and does not exec) must not leave a child holding the
+        # watchdog's pipe (its EOF is how the watchdog learns we died) or the lock.
+        os.register_at_fork(after_in_child=functools.partial(_drop_in_child,
+                                                             weakref.ref(self)))
         if state_file is not None:
-            owner, _ = read_state(state_file)
-            if owner and owner != os.getpid() and pid_alive(owner):
-                raise RuntimeError(
-                    f"{state_file} belongs to a running oomkit (pid {owner}); "
-                    "use another state file"
-                )
+            make_private_dirs(os.path.dirname(os.path.abspath(state_file)))
+            self._lock_fd = _take_lock(state_file)
+            kind, _, _ = load_state(state_file)
+            if kind == "other":
+                os.close(self._lock_fd)
+                self._lock_fd = None
+                raise RuntimeError(f"{state_file} exists and is not an oomkit restore "
+                                   "journal: refusing to overwrite it")
             # A crashed run's settings (its watchdog should have restored them already;
-            # restoring twice writes the same original values).
-            self.leftovers = restore_file(state_file)
+            # restoring twice writes the same original values). Only entries of the form
+            # oomkit writes, below the cgroup root, are restored (watchdog.check_setting).
+            self.leftovers = restore_file(state_file, cgroup_root)
 
     # -- the runtime's side --------------------------------------------------------------
     def record(self, path: str, original: str, dir_inode: int = 0) -> None:
@@ -71,7 +157,14 @@ class RestoreJournal:
             if path in self._settings:
                 return
             self._settings[path] = Setting(path, original, dir_inode)
-            self._persist()
+            try:
+                self._persist()
+            except OSError as exc:
+                # Not on disk: the watchdog could not undo it, so it must not be done.
+                del self._settings[path]
+                raise JournalError(f"{self.state_file}: cannot write the restore journal "
+                                   f"({exc.strerror or exc}): {os.path.dirname(path)} is "
+                                   "left to the kernel OOM killer", exc.errno) from None
 
     def update_original(self, path: str, original: str) -> None:
         """The user changed the setting meanwhile: that is the value to restore now."""
@@ -79,7 +172,7 @@ class RestoreJournal:
             old = self._settings.get(path)
             if old is not None and old.original != original:
                 self._settings[path] = Setting(path, original, old.dir_inode)
-                self._persist()
+                self._persist_or_warn()
 
     def original(self, path: str) -> str | None:
         with self._lock:
@@ -90,7 +183,7 @@ class RestoreJournal:
         """The original value is back in place (we restored it, or the cgroup is gone)."""
         with self._lock:
             if self._settings.pop(path, None) is not None:
-                self._persist()
+                self._persist_or_warn()
 
     def restore(self, path: str) -> str | None:
         """Write one original back and forget it."""
@@ -98,7 +191,7 @@ class RestoreJournal:
             s = self._settings.get(path)
         if s is None:
             return None
-        why = restore_setting(s)
+        why = restore_setting(s, self.cgroup_root)
         self.forget(path)
         return why
 
@@ -125,31 +218,52 @@ class RestoreJournal:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+        with self._lock:
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)  # the lock file stays: unlinking it would race
+                self._lock_fd = None
         return results
 
     @property
     def watchdog_pid(self) -> int | None:
         return self._proc.pid if self._proc is not None else None
 
+    def _persist_or_warn(self) -> None:
+        # The disk copy is behind (it may list a value already restored): the watchdog
+        # would write an original again, which is harmless; crashing is not.
+        try:
+            self._persist()
+        except OSError as exc:
+            warn(f"{self.state_file}: cannot update the restore journal: "
+                  f"{exc.strerror or exc}")
+
     def _persist(self) -> None:
         # Called with the lock held. Atomic replace: the watchdog never reads half a file.
         if self.state_file is None:
             return
-        directory = os.path.dirname(self.state_file) or "."
+        directory = os.path.dirname(os.path.abspath(self.state_file))
         # Before the watchdog starts: it watches this directory for the journal's updates.
-        os.makedirs(directory, exist_ok=True)
-        if self._use_watchdog and self._proc is None:
-            self._proc = spawn_watchdog(self.state_file, self.hung_after)
+        make_private_dirs(directory)
+        spawn = self._use_watchdog and self._proc is None
+        self._write()
+        if spawn:
+            # After the first write: the watchdog's first read sees the setting (and
+            # watches its memcg for children) before the change is made.
+            self._proc = spawn_watchdog(self.state_file, self.hung_after, self.cgroup_root,
+                                        self._lock_fd, self.event_log, self.tree_root)
+            self._write()  # with its pid
+
+    def _write(self) -> None:
+        assert self.state_file is not None
         data = {
             "version": STATE_VERSION,
             "pid": os.getpid(),
             "watchdog_pid": self._proc.pid if self._proc is not None else None,
             "settings": [s.to_json() for s in self._settings.values()],
         }
-        tmp = f"{self.state_file}.{os.getpid()}.tmp"
         # json.dumps, not json.dump: dump() streams through the pure-Python encoder, ten
         # times slower, and arming a thousand cgroups rewrites this file a thousand times.
-        text = json.dumps(data)
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, self.state_file)
+        text = json.dumps(data).encode()
+        # mkstemp: O_EXCL|O_NOFOLLOW, 0600 and a random name (nothing planted is followed);
+        # the rename is atomic: the watchdog never reads half a file.
+        replace_private(self.state_file, text)

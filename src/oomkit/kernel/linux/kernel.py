@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Final, final
 
 from oomkit.clock import Clock, MonotonicClock, wall_perf_ns
-from oomkit.errors import CgroupGone, KernelError, OomkitError
+from oomkit.errors import CgroupGone, KernelError, OomkitError, Unkillable
 from oomkit.kernel.base import (
     KNOWN_OOM_FLAGS,
     MAX_ORDER,
@@ -57,6 +57,7 @@ from oomkit.kernel.linux.mounts import (
     Mount,
     detect_root,
     freezer_root,
+    hierarchy_point,
     kernel_version,
     mount_prefix,
     parse_mountinfo,
@@ -98,7 +99,10 @@ class LinuxKernel:
     (:mod:`.memwatch`);
     ``recheck_s``: how long a victim may take to exit before the OOM is asked about
     again; ``max_stall_s``: how long handlers may claim progress on a stuck memcg before
-    the kernel killer takes over. Raises KernelError (ENOENT) without a memory cgroup.
+    the kernel killer takes over; ``watchdog_hung_after``: how long the watchdog process
+    lets a memcg stay under OOM with the killer disabled by us (None: its default, 15 s);
+    ``event_log``: where the watchdog records the OOMs it hands over (None: its stderr).
+    Raises KernelError (ENOENT) without a memory cgroup.
     """
 
     def __init__(
@@ -120,6 +124,8 @@ class LinuxKernel:
         system_max_fill_rate: float = MAX_FILL_RATE,
         recheck_s: float = 0.5,
         max_stall_s: float = 5.0,
+        watchdog_hung_after: float | None = None,
+        event_log: str | None = None,
     ) -> None:
         self.procfs = procfs.Procfs(proc_root)
         self._clock: Clock = clock or MonotonicClock()
@@ -131,7 +137,11 @@ class LinuxKernel:
         self.root_dir, self.version = detect_root(cgroup_root, mounts, fsio.exists, fsio.read_text)
         self.prefix = mount_prefix(self.root_dir, mounts)
         self._freezer_root = freezer_root(mounts)
-        self.journal = RestoreJournal(state_file, watchdog=watchdog)
+        # Journal entries (ours, or a leftover one) are restored only below this hierarchy.
+        self.journal = RestoreJournal(state_file, watchdog=watchdog,
+                                      hung_after=watchdog_hung_after,
+                                      cgroup_root=hierarchy_point(self.root_dir, mounts),
+                                      event_log=event_log, tree_root=self.root_dir)
         self.kver = kernel_version(os.uname().release)
         self.privileged_psi = self._has_cap(CAP_SYS_RESOURCE)
         self.guard_margin = guard_margin
@@ -164,6 +174,7 @@ class LinuxKernel:
             self.loop, self._report_kernel_oom, lambda p: from_kernel_path(self.prefix, p)
         )
         self._scopes: dict[int, str] = {}  # scope key (cgroup id, 0 = root) -> path
+        self._handovers: dict[str, float] = {}  # memcg path -> when handed to the kernel
         self._started = False
         self._closed = False
         self.tree.rescan()
@@ -192,6 +203,38 @@ class LinuxKernel:
     def is_hierarchy_root(self, cg: LinuxCgroup) -> bool:
         """Our root is the hierarchy's root unless it is a subtree of a mounted hierarchy."""
         return cg.path == "/" and not self.prefix
+
+    def oomkit_memcgs(self) -> set[str]:
+        """Paths below our root of the memcgs holding this process and its watchdog."""
+        key = "memory" if self.version == 1 else ""
+        found: set[str] = set()
+        holders: list[int] = [os.getpid()]  # not "self": a fake proc_root records another
+        if self.journal.watchdog_pid is not None:
+            holders.append(self.journal.watchdog_pid)
+        for holder in holders:
+            try:
+                kpath = procfs.parse_proc_cgroup(self.procfs.read(holder, "cgroup")).get(key)
+            except OomkitError:
+                continue
+            path = from_kernel_path(self.prefix, kpath)
+            if path is not None:
+                found.add(path)
+        return found
+
+    def holds_oomkit(self, cg: LinuxCgroup) -> bool:
+        """Arming ``cg`` could freeze oomkit itself: it is the memcg of the daemon or its
+        watchdog, or (v1) an ancestor of one. On v1 the OOM of a memcg with
+        oom_kill_disable 1 puts every task charging to it to sleep, those of its
+        descendants included (mem_cgroup_oom_synchronize), and memcgs made below it
+        inherit the flag: a handler, or the daemon's own allocation, would then wait for
+        an OOM only the daemon can end. On v2 the guard band of an ancestor only
+        throttles (memory.high), so only the daemon's own memcg is left alone."""
+        for path in self.oomkit_memcgs():
+            if path == cg.path:
+                return True
+            if self.version == 1 and (cg.path == "/" or path.startswith(cg.path + "/")):
+                return True
+        return False
 
     def in_scope(self, path: str) -> bool:
         """Some watch_oom scope covers the cgroup at ``path``."""
@@ -302,7 +345,7 @@ class LinuxKernel:
 
     # -- cgroup online/offline ------------------------------------------------------------------
     def _online(self, cg: LinuxCgroup) -> None:
-        if self.in_scope(cg.path):
+        if self.in_scope(cg.path) and not self.holds_oomkit(cg):
             self.oom_watch.arm_safely(cg)
         if self._hooks is not None:
             self._hooks.cgroup_online(cg.id, cg.path)
@@ -322,10 +365,18 @@ class LinuxKernel:
             self._start()
         root = self.root_mem_cgroup() if cgroup is None else self._own(cgroup)
         self._scopes[cgroup.id if cgroup is not None else 0] = root.path
+        spared: list[str] = []
         for cg in root.walk():
             assert isinstance(cg, LinuxCgroup)
+            if self.holds_oomkit(cg):
+                spared.append(cg.path)
+                continue
             self.oom_watch.arm_safely(cg)
         how = self.layout.oom_how
+        if spared:
+            shown = ", ".join(spared[:3]) + (" ..." if len(spared) > 3 else "")
+            how += (f"; not armed: {shown} (holds oomkit itself: its OOMs go to the kernel "
+                    "killer)")
         if cgroup is None:
             self.system.arm()
             how += "; system-wide: MemAvailable on an adaptive timer + PSI /proc/pressure/memory"
@@ -387,11 +438,31 @@ class LinuxKernel:
         if self._hooks is not None:
             self._hooks.psi_event(trig)
 
-    def _report_kernel_oom(self, oom: KernelOom) -> None:
+    #: How long after a hand-over the kernel's kills in that memcg are the same OOM.
+    HANDOVER_SAME_OOM_S: Final = 10.0
+
+    def note_handover(self, path: str) -> None:
+        """An OOM of ``path`` was handed to the kernel killer (and already reported)."""
+        self._handovers[path] = self._clock.now()
+
+    def report_kernel_oom(self, oom: KernelOom) -> None:
+        """Report an OOM the kernel resolved, unless it is one we handed over: that OOM
+        was reported by the runtime already (once, with resolved_by "default"), and its
+        kills here are the same OOM, not a new one."""
         if oom.memcg in (None, "/"):
             self.system.kernel_killed()  # its victim's memory is on its way back
+        now = self._clock.now()
+        for path, at in list(self._handovers.items()):
+            if now - at > self.HANDOVER_SAME_OOM_S:
+                del self._handovers[path]
+            elif oom.memcg is not None and (
+                oom.memcg == path or oom.memcg.startswith(path.rstrip("/") + "/")
+            ):
+                return
         if self._hooks is not None:
             self._hooks.kernel_oom(oom)
+
+    _report_kernel_oom = report_kernel_oom
 
     # -- the actions ------------------------------------------------------------------------------
     def oom_totalpages(self, memcg: Cgroup | None) -> int:
@@ -403,10 +474,27 @@ class LinuxKernel:
         return self.layout.totalpages(self._own(memcg), ram, swap)
 
     def kill_tasks(self, tasks: Sequence[Task], message: str, group: Cgroup | None) -> list[Task]:
-        return self.killer.kill(tasks, skip_unkillable=True)
+        return self.killer.kill([t for t in tasks if self._may_kill(t.pid)],
+                                skip_unkillable=True)
+
+    def _may_kill(self, pid: int) -> bool:
+        """Never this process or its watchdog, nor a task outside our cgroup root (a Task
+        a policy made up, or one that moved out): its memcg is read at kill time."""
+        if pid in (os.getpid(), self.journal.watchdog_pid):
+            return False
+        key = "memory" if self.version == 1 else ""
+        try:
+            kpath = procfs.parse_proc_cgroup(self.procfs.read(pid, "cgroup")).get(key)
+        except OomkitError:
+            return True  # gone (the pidfd open of the kill finds out) or not recorded
+        return kpath is None or from_kernel_path(self.prefix, kpath) is not None
 
     def kill_cgroup(self, cgroup: Cgroup, message: str) -> list[Task]:
         cg = self._own(cgroup)
+        for path in self.oomkit_memcgs():
+            if cg.path in ("/", path) or path.startswith(cg.path + "/"):
+                raise Unkillable(f"cgroup {cg.path} holds oomkit itself (its daemon or "
+                                 "watchdog): not killed")
         atomic = self.layout.has_cgroup_kill(cg)
         freezer = None
         if not atomic:
@@ -425,13 +513,20 @@ class LinuxKernel:
             raise KernelError("memory.reclaim needs a positive size", errno.EINVAL)
         return self.layout.reclaim(cg, nbytes)
 
+    def tmpfs_files(self, path: str) -> list[tuple[str, int]]:
+        """Regular tmpfs files in directory ``path`` (:func:`.tmpfs.list_tmpfs_files`)."""
+        from oomkit.kernel.linux.tmpfs import list_tmpfs_files
+
+        return list_tmpfs_files(path)
+
     def remove_file(self, path: str) -> int:
-        """Unlink a file; the bytes it held if this was its last link (a file still open or
-        mapped elsewhere keeps its memory until closed: counted as 0)."""
-        with fsio.translate(path, gone=None):
-            st = os.stat(path)
-            os.unlink(path)
-        return st.st_blocks * 512 if st.st_nlink <= 1 else 0
+        """Unlink a closed regular file on tmpfs, never through a link another user could
+        have planted (:mod:`.tmpfs`); the bytes it held if this was its last link.
+        Raises KernelError (EPERM, EBUSY, ENOENT) for anything else."""
+        from oomkit.kernel.linux.tmpfs import remove_tmpfs_file
+
+        # The real /proc even over a fake tree: the file, its mount and its openers are real.
+        return remove_tmpfs_file(path)
 
     def set_memory_max(self, cgroup: Cgroup, nbytes: int | None) -> None:
         """memory.max (v1: the limit, memory+swap moved along). KernelError(EINVAL) on the

@@ -103,6 +103,18 @@ def detect_root(
     raise KernelError(f"{root}: not a memory cgroup directory", errno.ENOENT)
 
 
+def hierarchy_point(root_dir: str, mounts: list[Mount]) -> str:
+    """The mount point of the cgroup hierarchy holding ``root_dir`` (``root_dir`` itself
+    when it is on no cgroup mount: a fake tree in tests)."""
+    best = ""
+    for m in mounts:
+        if m.fstype in ("cgroup", "cgroup2") and len(m.point) > len(best) and (
+            root_dir == m.point or root_dir.startswith(m.point.rstrip("/") + "/")
+        ):
+            best = m.point
+    return best or root_dir
+
+
 def mount_prefix(root_dir: str, mounts: list[Mount]) -> str | None:
     """``root_dir``'s path as the kernel prints it ("" for a hierarchy's root); None if it
     is on no cgroup mount."""

@@ -23,6 +23,7 @@ from oomkit.kernel.linux import cgroupfs as cf
 from oomkit.kernel.linux import fsio
 from oomkit.kernel.linux.cgroup import LinuxCgroup
 from oomkit.kernel.linux.decisions import v1_oom_domain
+from oomkit.kernel.linux.journal import JournalError
 from oomkit.kernel.linux.loop import Timer
 from oomkit.kernel.linux.watch import Armed, OomWatch
 
@@ -58,12 +59,16 @@ class V1OomWatch(OomWatch):
         ctl = cf.parse_flat_keyed(fsio.pread_text(a.ctl_fd, ctl_path))
         self._kill_counts[cg.id] = ctl.get("oom_kill", 0)
         if ctl.get("oom_kill_disable", 0) == 0:
-            k.journal.record(ctl_path, "0", cg.id)
+            k.journal.record(ctl_path, "0", cg.id)  # JournalError: nothing was disabled
             fsio.write_text(ctl_path, "1")
         elif self._inherited_disable(cg):
             # A memcg made below one we armed inherits oom_kill_disable 1 from it (v1
             # copies the parent's setting at mkdir): ours to undo, so journal it too.
-            k.journal.record(ctl_path, "0", cg.id)
+            try:
+                k.journal.record(ctl_path, "0", cg.id)
+            except JournalError:
+                fsio.write_text(ctl_path, "0")  # unjournaled: give it to the kernel now
+                raise
 
     def _inherited_disable(self, cg: LinuxCgroup) -> bool:
         parent = cg.parent
@@ -230,6 +235,6 @@ class V1OomWatch(OomWatch):
                 continue
             before = self._kill_counts.get(cg_id, now)
             self._kill_counts[cg_id] = now
-            hooks = k.hooks
-            if now > before and hooks is not None:
-                hooks.kernel_oom(KernelOom(a.cg.path, (), now - before, "memory.oom_control"))
+            if now > before:
+                k.report_kernel_oom(KernelOom(a.cg.path, (), now - before,
+                                              "memory.oom_control"))

@@ -35,6 +35,7 @@ from oomkit.kernel.linux.band import (
     reclaimable,
 )
 from oomkit.kernel.linux.cgroup import LinuxCgroup
+from oomkit.kernel.linux.journal import JournalError, warn
 from oomkit.kernel.linux.loop import Timer
 from oomkit.kernel.linux.memwatch import parse_sample
 from oomkit.kernel.linux.watch import Armed, OomWatch
@@ -117,10 +118,17 @@ class V2GuardBand(OomWatch):
             a.guard = None
             journal.restore(high_path)
             return
-        a.guard = guard
         if cg.memory_high != guard:
-            journal.record(high_path, cf.format_limit_v2(user_high), cg.id)
+            try:
+                journal.record(high_path, cf.format_limit_v2(user_high), cg.id)
+            except JournalError as exc:
+                a.guard = None  # no band: memory.max and the kernel killer as they are
+                warn(str(exc))
+                return
+            a.guard = guard
             fsio.write_text(high_path, str(guard))
+        else:
+            a.guard = guard
 
     def limits_changed(self, cg: LinuxCgroup) -> None:
         a = self.armed.get(cg.id)
@@ -154,9 +162,8 @@ class V2GuardBand(OomWatch):
             return
         before, a.last_events = a.last_events, events
         kills = events.get("oom_kill", 0) - before.get("oom_kill", 0)
-        hooks = k.hooks
-        if kills > 0 and not k.reads_kmsg and hooks is not None:
-            hooks.kernel_oom(KernelOom(a.cg.path, (), kills, "memory.events"))
+        if kills > 0 and not k.reads_kmsg:
+            k.report_kernel_oom(KernelOom(a.cg.path, (), kills, "memory.events"))
         if a.handed_over_at is not None:
             self.handover_done(a)  # its timer keeps looking too
             return

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from oomkit.errors import CgroupGone
 from oomkit.kernel.linux import cgroupfs as cf
 from oomkit.kernel.linux.cgroup import LinuxCgroup
+from oomkit.kernel.linux.journal import JournalError, warn
 from oomkit.kernel.linux.loop import close_fd
 
 if TYPE_CHECKING:
@@ -69,6 +70,12 @@ class OomWatch:
             a = self.armed.pop(cg.id, None)
             if a is not None:
                 self.release_fds(a)
+        except JournalError as exc:
+            # Not journaled, so not disabled: its OOMs go to the kernel killer.
+            a = self.armed.pop(cg.id, None)
+            if a is not None:
+                self.release_fds(a)
+            warn(str(exc))
 
     def disarm(self, a: Armed) -> None:
         self.armed.pop(a.cg.id, None)
@@ -127,6 +134,7 @@ class OomWatch:
         """The fallback: let the kernel's OOM killer act on this memcg."""
         a.handed_over_at = self.k.clock.now()
         a.kills_at_handover = a.cg.memory_events("oom_kill")
+        self.k.note_handover(a.cg.path)
         note = self._release(a, why)
         self.k.loop.call_later(0.05, lambda: self.check_handover(a.cg.id))
         return note
@@ -172,7 +180,12 @@ class OomWatch:
         if not self.k.in_scope(a.cg.path):
             self.disarm(a)
             return
-        self._rearm(a)
+        try:
+            self._rearm(a)
+        except JournalError as exc:
+            self.armed.pop(a.cg.id, None)  # left with the kernel, as the hand-over made it
+            self.release_fds(a)
+            warn(str(exc))
 
     def _rearm(self, a: Armed) -> None:
         raise NotImplementedError

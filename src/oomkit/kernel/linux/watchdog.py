@@ -17,7 +17,20 @@ resolves the OOM. The journal entry stays (the runtime, if it recovers, owns it)
 journal is followed with inotify on its directory; nothing is polled while no OOM is
 pending.
 
-Run as ``python -m oomkit.kernel.linux.watchdog STATE_FILE [RUNTIME_PID [HUNG_AFTER]]``
+On v1 a memcg made below one with ``oom_kill_disable 1`` inherits the flag. One made while
+the runtime cannot journal it (stopped, hung, its journal unwritable) would stay disabled
+for good: the watchdog watches each journaled memcg's directory (inotify IN_CREATE), takes
+every new child that inherited the flag under the same hung-runtime check, and writes it
+back to 0 when the runtime is gone, as if it had been journaled.
+
+A journal is trusted no further than what oomkit itself writes (:func:`check_setting`): an
+entry is restored only if it names a file oomkit changes (``memory.oom_control``,
+``memory.high``) below the cgroup root, by a normalized absolute path, with an original
+value of that file's form, and the file is opened without following a link. A journal
+planted at the state file's path cannot make root write anything else anywhere.
+
+Run as ``python -m oomkit.kernel.linux.watchdog STATE_FILE [RUNTIME_PID [HUNG_AFTER
+[CGROUP_ROOT]]]``
 (stdin: the pipe), or by file path, which is how the journal starts it: this file uses only
 the standard library and imports nothing from oomkit, so the safety net works even if
 the package does not. ``HUNG_AFTER`` (seconds; 0 turns the hung-runtime check off) defaults
@@ -31,8 +44,10 @@ import ctypes
 import errno
 import json
 import os
+import re
 import select
 import signal
+import stat
 import struct
 import subprocess
 import sys
@@ -45,7 +60,13 @@ DEFAULT_STATE_FILE: Final = "/run/oomkit/restore.json"
 DEFAULT_HUNG_AFTER: Final = 15.0
 HUNG_AFTER_ENV: Final = "OOMKIT_WATCHDOG_HUNG_AFTER"
 V1_OOM_CONTROL: Final = "memory.oom_control"
+READY_TIMEOUT: Final = 3.0  # how long the runtime waits for the watchdog to say "ready"
 V1_EVENT_CONTROL: Final = "cgroup.event_control"
+#: The files oomkit changes, and the form of their original values.
+KNOWN_SETTINGS: Final = {
+    V1_OOM_CONTROL: re.compile(r"[01]"),
+    "memory.high": re.compile(r"max|[0-9]{1,20}"),
+}
 
 
 def default_hung_after() -> float:
@@ -77,8 +98,30 @@ class Setting:
         return Setting(str(d["path"]), str(d["original"]), int(d.get("dir_inode", 0)))
 
 
-def restore_setting(s: Setting) -> str | None:
+def check_setting(s: Setting, root: str | None) -> str | None:
+    """Why ``s`` is not an entry oomkit would have written (None: it is). ``root``: the
+    cgroup hierarchy the entry must lie below (None: not checked)."""
+    p = s.path
+    if not p.startswith("/") or os.path.normpath(p) != p or not p.isprintable():
+        return "not a normalized absolute path"
+    name = os.path.basename(p)
+    form = KNOWN_SETTINGS.get(name)
+    if form is None:
+        return f"{name} is not a file oomkit changes"
+    if not form.fullmatch(s.original.strip()):
+        return f"{s.original[:40]!r} is not a value of {name}"
+    if root is not None:
+        top = os.path.normpath(root).rstrip("/") + "/"
+        if not p.startswith(top):
+            return f"not below the cgroup root {top}"
+    return None
+
+
+def restore_setting(s: Setting, root: str | None = None) -> str | None:
     """Write the original value back. Returns None, or why it was not done/failed."""
+    refused = check_setting(s, root)
+    if refused is not None:
+        return f"refused: {refused}"
     if s.dir_inode:
         try:
             if os.stat(os.path.dirname(s.path)).st_ino != s.dir_inode:
@@ -86,8 +129,12 @@ def restore_setting(s: Setting) -> str | None:
         except FileNotFoundError:
             return "cgroup is gone"
     try:
-        fd = os.open(s.path, os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC)
+        # O_NONBLOCK: a FIFO planted under the name would block the open.
+        fd = os.open(s.path, os.O_WRONLY | os.O_TRUNC | os.O_NOFOLLOW | os.O_NONBLOCK
+                     | os.O_CLOEXEC)
         try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return "refused: not a regular file"
             os.write(fd, s.original.encode())
         finally:
             os.close(fd)
@@ -98,26 +145,85 @@ def restore_setting(s: Setting) -> str | None:
     return None
 
 
-def read_state(path: str) -> tuple[int, list[Setting]]:
-    """(owner pid, settings) of a state file; (0, []) when there is none."""
+def load_state(path: str) -> tuple[str, int, list[Setting]]:
+    """(kind, owner pid, settings) of a state file. kind: "none" (no file), "journal", or
+    "other" (a file that is not an oomkit journal: never overwritten or removed)."""
     try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
     except FileNotFoundError:
-        return 0, []
-    except (OSError, ValueError):
-        return 0, []
-    settings = [Setting.from_json(d) for d in data.get("settings", [])]
-    return int(data.get("pid", 0)), settings
+        return "none", 0, []
+    except OSError:
+        return "other", 0, []  # a symbolic link (ELOOP), unreadable...
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return "other", 0, []
+        with os.fdopen(os.dup(fd), "rb") as f:
+            data = json.loads(f.read(4 << 20))
+        if not isinstance(data, dict) or data.get("version") != STATE_VERSION or not (
+            isinstance(data.get("settings"), list)
+        ):
+            return "other", 0, []
+        settings = [Setting.from_json(d) for d in data["settings"]]
+        pid = data.get("pid", 0)
+        return "journal", pid if isinstance(pid, int) else 0, settings
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return "other", 0, []
+    finally:
+        os.close(fd)
 
 
-def restore_file(path: str) -> list[tuple[Setting, str | None]]:
-    """Restore every setting listed in a state file, then remove the file."""
-    _, settings = read_state(path)
-    results = [(s, restore_setting(s)) for s in settings]
+def read_state(path: str) -> tuple[int, list[Setting]]:
+    """(owner pid, settings) of a state file; (0, []) when there is no journal."""
+    _, pid, settings = load_state(path)
+    return pid, settings
+
+
+def restore_file(path: str, root: str | None = None) -> list[tuple[Setting, str | None]]:
+    """Restore every valid setting of a journal, then remove it (a file that is not an
+    oomkit journal is left alone)."""
+    kind, _, settings = load_state(path)
+    if kind != "journal":
+        return []
+    results = [(s, restore_setting(s, root)) for s in settings]
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
     return results
+
+
+@dataclass(frozen=True, slots=True)
+class EventLog:
+    """The daemon's event log, where the watchdog records the OOMs it hands to the kernel
+    (the runtime could not: hung, or dead). ``tree_root``: the runtime's cgroup root, to
+    name memcgs as the runtime does."""
+
+    path: str
+    tree_root: str
+
+    def oom(self, ctl_path: str, note: str) -> None:
+        directory = os.path.dirname(ctl_path)
+        rel = os.path.relpath(directory, self.tree_root)
+        record = {
+            "event": "oom", "time": round(time.monotonic(), 6),
+            "memcg": "/" if rel == "." else "/" + rel, "constraint": "MEMCG",
+            "constraint_text": None, "policy": "watchdog", "resolved_by": "kernel",
+            "victims": [], "handlers": [], "order": 0, "totalpages": 0, "note": note,
+            "wall": round(time.time(), 3),
+        }
+        line = (json.dumps(record, separators=(", ", ": ")) + "\n").encode()
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW
+                         | os.O_NONBLOCK | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            _log(f"{self.path}: cannot record the OOM of {record['memcg']}: {exc.strerror}")
+            return
+        try:
+            st = os.fstat(fd)
+            if stat.S_ISREG(st.st_mode) and st.st_uid == os.geteuid():
+                os.write(fd, line)
+        except OSError as exc:
+            _log(f"{self.path}: cannot record the OOM of {record['memcg']}: {exc.strerror}")
+        finally:
+            os.close(fd)
 
 
 def pid_alive(pid: int) -> bool:
@@ -133,24 +239,39 @@ def pid_alive(pid: int) -> bool:
 
 
 def spawn_watchdog(
-    state_file: str, hung_after: float = DEFAULT_HUNG_AFTER
+    state_file: str,
+    hung_after: float = DEFAULT_HUNG_AFTER,
+    root: str | None = None,
+    lock_fd: int | None = None,
+    event_log: str | None = None,
+    tree_root: str | None = None,
 ) -> subprocess.Popen[bytes]:
     """Start the watchdog: a new session (a Ctrl-C or SIGTERM of the runtime's process group
-    does not reach it), stdin the pipe whose EOF means "the runtime is gone"."""
+    does not reach it), stdin the pipe whose EOF means "the runtime is gone". ``lock_fd``
+    (the journal's flock) is inherited: the state file stays locked until the watchdog,
+    too, is done with it."""
+    argv = [sys.executable, "-I", os.path.abspath(__file__), state_file, str(os.getpid()),
+            repr(float(hung_after))]
+    if root is not None:
+        argv.append(root)
+        if event_log:
+            argv += [event_log, tree_root or root]
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-I",
-            os.path.abspath(__file__),
-            state_file,
-            str(os.getpid()),
-            repr(float(hung_after)),
-        ],
+        argv,
         stdin=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
         start_new_session=True,
         close_fds=True,
+        pass_fds=(lock_fd,) if lock_fd is not None else (),
     )
+    # Wait (a little) until it watches the journal and the memcgs: a memcg made below an
+    # armed one right after would otherwise be made before the watchdog looks.
+    assert proc.stdout is not None
+    with contextlib.suppress(OSError, ValueError):
+        ready, _, _ = select.select([proc.stdout], [], [], READY_TIMEOUT)
+        if ready:
+            proc.stdout.readline()
+    proc.stdout.close()
     # No handshake needed: if we die before it opened its pidfd of us, pidfd_open fails (or
     # the pipe is already at EOF) and it restores at once.
     return proc
@@ -178,47 +299,63 @@ def _log(msg: str) -> None:
 _IN_CLOSE_WRITE: Final = 0x00000008
 _IN_MOVED_TO: Final = 0x00000080
 _IN_DELETE: Final = 0x00000200
+_IN_CREATE: Final = 0x00000100
 _IN_Q_OVERFLOW: Final = 0x00004000
+_IN_ISDIR: Final = 0x40000000
 _INOTIFY_EVENT: Final = struct.Struct("iIII")  # wd, mask, cookie, len
 
 
-def _inotify_watch_dir(directory: str) -> int:
-    """A non-blocking inotify fd watching ``directory`` for files written or moved in."""
+def _inotify_init() -> int:
+    """A non-blocking inotify fd."""
     libc = ctypes.CDLL(None, use_errno=True)
     fd = int(libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC))
     if fd < 0:
         code = ctypes.get_errno()
         raise OSError(code, f"inotify_init1: {os.strerror(code)}")
-    mask = _IN_MOVED_TO | _IN_CLOSE_WRITE | _IN_DELETE
-    if libc.inotify_add_watch(fd, os.fsencode(directory), ctypes.c_uint32(mask)) < 0:
+    return fd
+
+
+def _inotify_add(fd: int, path: str, mask: int) -> int:
+    """inotify_add_watch; the watch descriptor, or -1 (the directory is gone)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    return int(libc.inotify_add_watch(fd, os.fsencode(path), ctypes.c_uint32(mask)))
+
+
+def _inotify_watch_dir(directory: str) -> int:
+    """A non-blocking inotify fd watching ``directory`` for files written or moved in."""
+    fd = _inotify_init()
+    if _inotify_add(fd, directory, _IN_MOVED_TO | _IN_CLOSE_WRITE | _IN_DELETE) < 0:
         code = ctypes.get_errno()
         os.close(fd)
         raise OSError(code, f"inotify_add_watch {directory}: {os.strerror(code)}")
     return fd
 
 
-def _inotify_names(fd: int) -> list[str] | None:
-    """Names in the pending events (drained); None on a queue overflow (re-read anyway)."""
-    names: list[str] = []
-    overflow = False
+def _inotify_events(fd: int) -> list[tuple[int, int, str]]:
+    """(wd, mask, name) of the pending events (drained)."""
+    out: list[tuple[int, int, str]] = []
     while True:
         try:
             buf = os.read(fd, 65536)
-        except BlockingIOError:
-            break
-        except OSError:
+        except OSError:  # BlockingIOError: drained
             break
         if not buf:
             break
         pos = 0
         while pos + _INOTIFY_EVENT.size <= len(buf):
-            _wd, mask, _cookie, length = _INOTIFY_EVENT.unpack_from(buf, pos)
+            wd, mask, _cookie, length = _INOTIFY_EVENT.unpack_from(buf, pos)
             pos += _INOTIFY_EVENT.size
-            names.append(os.fsdecode(buf[pos : pos + length].split(b"\0", 1)[0]))
+            out.append((wd, mask, os.fsdecode(buf[pos : pos + length].split(b"\0", 1)[0])))
             pos += length
-            if mask & _IN_Q_OVERFLOW:
-                overflow = True
-    return None if overflow else names
+    return out
+
+
+def _inotify_names(fd: int) -> list[str] | None:
+    """Names in the pending events (drained); None on a queue overflow (re-read anyway)."""
+    events = _inotify_events(fd)
+    if any(mask & _IN_Q_OVERFLOW for _, mask, _ in events):
+        return None
+    return [name for _, _, name in events]
 
 
 @dataclass(slots=True)
@@ -282,8 +419,11 @@ class _HungGuard:
     """The hung-runtime safety net: eventfds per journaled v1 memcg, deadlines while under
     OOM. Every method is called from the watchdog's one loop."""
 
-    def __init__(self, state_file: str, hung_after: float, ep: select.epoll) -> None:
+    def __init__(self, state_file: str, hung_after: float, ep: select.epoll,
+                 root: str | None = None, log: EventLog | None = None) -> None:
         self.state_file = state_file
+        self.root = root
+        self.log = log
         self.name = os.path.basename(state_file)
         self.hung_after = hung_after
         # While an OOM is pending: look at under_oom this often (a memcg whose OOM the
@@ -294,11 +434,26 @@ class _HungGuard:
         self.by_path: dict[str, _OomWatch] = {}
         self.inotify_fd = _inotify_watch_dir(os.path.dirname(state_file) or ".")
         ep.register(self.inotify_fd, select.EPOLLIN)
+        # New memcgs below journaled ones (v1 inheritance of oom_kill_disable).
+        self.cg_fd = _inotify_init()
+        ep.register(self.cg_fd, select.EPOLLIN)
+        self.cg_wds: dict[int, str] = {}  # watch descriptor -> memcg directory
+        self.watched_dirs: set[str] = set()
+        self.inherited: dict[str, Setting] = {}  # oom_control path -> its "0" to restore
+        self.journaled: set[str] = set()
         self.reload()  # after the watch: an update in between is not missed
 
     def reload(self) -> None:
         _, settings = read_state(self.state_file)
-        wanted = {s.path: s for s in settings if _is_ours(s)}
+        wanted = {s.path: s for s in settings if _is_ours(s) and check_setting(s, self.root)
+                  is None}
+        self.journaled = set(wanted)
+        for path in wanted:
+            self.inherited.pop(path, None)  # journaled now: the runtime owns it
+        for path, s in self.inherited.items():
+            wanted.setdefault(path, s)  # ours until the runtime journals it
+        for path in wanted:
+            self._watch_children(os.path.dirname(path))
         for path, w in list(self.by_path.items()):
             if wanted.get(path) != w.setting:
                 self._drop(w)
@@ -310,7 +465,47 @@ class _HungGuard:
                     self.by_efd[new.efd] = new
                     self.ep.register(new.efd, select.EPOLLIN)
 
+    def _watch_children(self, directory: str) -> None:
+        if directory in self.watched_dirs:
+            return
+        wd = _inotify_add(self.cg_fd, directory, _IN_CREATE)
+        if wd >= 0:
+            self.cg_wds[wd] = directory
+            self.watched_dirs.add(directory)
+
+    def _on_children(self) -> None:
+        """A memcg made below a disabled one: take it if it inherited the flag."""
+        for wd, mask, name in _inotify_events(self.cg_fd):
+            parent = self.cg_wds.get(wd)
+            if parent is None or not (mask & _IN_CREATE and mask & _IN_ISDIR):
+                continue
+            child = os.path.join(parent, name)
+            ctl = os.path.join(child, V1_OOM_CONTROL)
+            try:
+                inode = os.stat(child).st_ino
+                with open(ctl, encoding="ascii", errors="replace") as f:
+                    flags = dict(line.split(None, 1) for line in f if " " in line)
+            except OSError:
+                continue
+            if flags.get("oom_kill_disable", "0").strip() != "1" or ctl in self.by_path:
+                continue
+            s = Setting(ctl, "0", inode)
+            if check_setting(s, self.root) is not None:
+                continue
+            self.inherited[ctl] = s
+            self._watch_children(child)  # and its children in turn
+            new = _register(s)
+            if new is not None:
+                self.by_path[ctl] = new
+                self.by_efd[new.efd] = new
+                self.ep.register(new.efd, select.EPOLLIN)
+
+    def unjournaled(self) -> list[Setting]:
+        """Memcgs that inherited oom_kill_disable and the runtime never journaled."""
+        return [s for p, s in self.inherited.items() if p not in self.journaled]
+
     def _drop(self, w: _OomWatch) -> None:
+        self.inherited.pop(w.setting.path, None)
         self.by_path.pop(w.setting.path, None)
         self.by_efd.pop(w.efd, None)
         with contextlib.suppress(OSError, ValueError):
@@ -323,6 +518,9 @@ class _HungGuard:
             names = _inotify_names(fd)
             if names is None or self.name in names:
                 self.reload()
+            return True
+        if fd == self.cg_fd:
+            self._on_children()
             return True
         w = self.by_efd.get(fd)
         if w is None:
@@ -359,7 +557,10 @@ class _HungGuard:
 
     def _hand_over(self, w: _OomWatch) -> None:
         # The original value (0): the kernel killer acts. The journal entry stays.
-        why = restore_setting(w.setting)
+        why = restore_setting(w.setting, self.root)
+        if why is None and self.log is not None:
+            self.log.oom(w.setting.path, f"handed to the kernel OOM killer by the watchdog: "
+                         f"under OOM for {self.hung_after:g} s and the runtime did not end it")
         if why is None:
             _log(
                 f"{w.setting.path}: under OOM for {self.hung_after:g} s and the runtime did "
@@ -373,12 +574,18 @@ class _HungGuard:
     def close(self) -> None:
         for w in list(self.by_path.values()):
             self._drop(w)
-        with contextlib.suppress(OSError):
-            os.close(self.inotify_fd)
+        for fd in (self.inotify_fd, self.cg_fd):
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
 
 def watch(
-    state_file: str, runtime_pid: int, pipe_fd: int = 0, hung_after: float | None = None
+    state_file: str,
+    runtime_pid: int,
+    pipe_fd: int = 0,
+    hung_after: float | None = None,
+    root: str | None = None,
+    log: EventLog | None = None,
 ) -> int:
     """Block until the runtime is gone (pipe EOF or its pidfd readable), then restore.
 
@@ -397,26 +604,29 @@ def watch(
             pidfd = os.pidfd_open(runtime_pid)
             ep.register(pidfd, select.EPOLLIN)
         except OSError:
-            return _finish(state_file)  # already gone: restore right away
+            return _finish(state_file, root, None, log)  # already gone: restore now
     guard: _HungGuard | None = None
     if hung_after > 0:
         try:
-            guard = _HungGuard(state_file, hung_after, ep)
+            guard = _HungGuard(state_file, hung_after, ep, root, log)
         except OSError as exc:  # the restore on the runtime's death works regardless
             _log(f"no hung-runtime check: {exc}")
+    with contextlib.suppress(OSError):  # "ready": the runtime may go on arming
+        os.write(1, b"ready\n")
+        os.close(1)
     try:
         while True:
             timeout = guard.timeout() if guard is not None else -1
             for fd, _ in ep.poll(timeout):
                 if fd == pidfd:
-                    return _finish(state_file)
+                    return _finish(state_file, root, guard, log)
                 if fd == pipe_fd:
                     try:
                         data = os.read(pipe_fd, 4096)
                     except OSError:
                         data = b""
                     if not data:
-                        return _finish(state_file)
+                        return _finish(state_file, root, guard, log)
                 elif guard is not None:
                     guard.on_fd(fd)
             if guard is not None:
@@ -426,9 +636,29 @@ def watch(
             guard.close()
 
 
-def _finish(state_file: str) -> int:
+def _under_oom(ctl_path: str) -> bool:
+    try:
+        with open(ctl_path, encoding="ascii", errors="replace") as f:
+            return any(line.split()[:2] == ["under_oom", "1"] for line in f)
+    except OSError:
+        return False
+
+
+def _finish(state_file: str, root: str | None = None, guard: _HungGuard | None = None,
+            log: EventLog | None = None) -> int:
     failed = 0
-    for setting, why in restore_file(state_file):
+    if guard is not None:
+        guard.on_fd(guard.cg_fd)  # memcgs made just before the runtime went
+    extra = guard.unjournaled() if guard is not None else []
+    # OOMs the runtime did not live to end (or to record): recorded here, once.
+    _, journaled = read_state(state_file)
+    pending = [s.path for s in (*journaled, *extra) if _is_ours(s) and _under_oom(s.path)]
+    results = restore_file(state_file, root) + [(s, restore_setting(s, root)) for s in extra]
+    if log is not None:
+        for path in pending:
+            log.oom(path, "the runtime was gone during this OOM: handed to the kernel OOM "
+                          "killer by the watchdog")
+    for setting, why in results:
         if why is not None and why not in ("cgroup is gone", "cgroup was replaced"):
             failed += 1
             print(f"oomkit watchdog: {setting.path}: {why}", file=sys.stderr)
@@ -440,14 +670,16 @@ def main(argv: list[str] | None = None) -> int:
     if not args or args[0] in ("-h", "--help"):
         print(
             "usage: python -m oomkit.kernel.linux.watchdog STATE_FILE"
-            " [RUNTIME_PID [HUNG_AFTER]]",
+            " [RUNTIME_PID [HUNG_AFTER [CGROUP_ROOT [EVENT_LOG [TREE_ROOT]]]]]",
             file=sys.stderr,
         )
         return 2
     state_file = args[0]
     runtime_pid = int(args[1]) if len(args) > 1 else os.getppid()
     hung_after = float(args[2]) if len(args) > 2 else None
-    return watch(state_file, runtime_pid, hung_after=hung_after)
+    root = args[3] if len(args) > 3 else None
+    log = EventLog(args[4], args[5] if len(args) > 5 else root or "/") if len(args) > 4 else None
+    return watch(state_file, runtime_pid, hung_after=hung_after, root=root, log=log)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from __future__ import annotations
 import bisect
 import errno
 import heapq
+import posixpath
 from collections.abc import Sequence
 from typing import Any, Final
 
@@ -314,10 +315,30 @@ class SimKernel:
             raise KernelError("memory.reclaim needs a positive size", errno.EINVAL)
         return self.mem.reclaim(cgroup, page_align(nbytes))
 
+    def _held(self, path: str) -> int | None:
+        """The pid of a live process that has this file open, if any."""
+        for p in self.procs.values():
+            if p.state != EXITED and path in p.open_files:
+                return p.pid
+        return None
+
+    def tmpfs_files(self, path: str) -> list[tuple[str, int]]:
+        """The simulator's tmpfs files in directory ``path`` (or ``path`` itself) that no
+        live process holds open, as (path, resident bytes), largest first."""
+        found = [(f.path, f.resident) for f in self.mem.files.values()
+                 if f.kind == "shmem" and path in (f.path, posixpath.dirname(f.path))
+                 and self._held(f.path) is None]
+        return sorted(found, key=lambda item: item[1], reverse=True)
+
     def remove_file(self, path: str) -> int:
         f = self.mem.files.get(path)
         if f is None:
             raise KernelError(f"no such file: {path}", errno.ENOENT)
+        holder = self._held(path) if f.kind == "shmem" else None
+        if holder is not None:
+            # As the live backend refuses it: an open tmpfs file's memory stays until its
+            # last close, so unlinking it would free nothing now.
+            raise KernelError(f"{path}: still open by pid {holder}: not removed", errno.EBUSY)
         freed = f.resident
         if f.mapped:
             # An unlinked file stays while mapped: only the unmapped part goes.
@@ -506,6 +527,7 @@ class SimKernel:
                 c = c._parent
         proc.anon = proc.shmem_anon = proc.swapped = 0
         proc.mapped_files.clear()
+        proc.open_files.clear()
         proc.state = EXITED
         proc.exit_status = status
         cg.procs.pop(proc.pid, None)

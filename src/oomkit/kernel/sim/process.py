@@ -57,6 +57,8 @@ class SimProcess:
     swapped: int = 0  # anonymous bytes out on swap
     shmem_anon: int = 0  # MAP_SHARED|MAP_ANONYMOUS bytes (shmem without a path)
     mapped_files: dict[str, int] = field(default_factory=dict)  # path -> bytes mapped
+    # tmpfs files it wrote, held open until it exits (unlinking one frees nothing then)
+    open_files: set[str] = field(default_factory=set)
     peak_rss: int = 0
     touched_at: int = 0  # ns: the last time it touched or allocated anonymous memory
     # scheduling

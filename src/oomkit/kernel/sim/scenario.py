@@ -6,7 +6,6 @@ the entry (``process "cg5"``, ``cgroup[2]``) and the key.
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,13 +13,16 @@ from typing import Any, TypeVar
 
 from oomkit.errors import ConfigError, unknown_key
 from oomkit.kernel.base import OOM_SCORE_ADJ_MAX, OOM_SCORE_ADJ_MIN
-from oomkit.tomlpos import TomlPositions
+from oomkit.tomlpos import TomlPositions, load_toml, read_toml
 from oomkit.units import (
     int_between,
+    parse_cgroup_path,
     parse_duration_ns,
+    parse_file_path,
     parse_limit,
     parse_rate,
     parse_size,
+    shown,
 )
 
 T = TypeVar("T")
@@ -133,6 +135,15 @@ class Scenario:
     description: str = ""
     source: str = "<scenario>"
     policies: tuple[str, ...] = field(default=())
+    # The line of each entry of ``policies`` (None: not found), so that a policy that
+    # fails to load is reported at its place in the file.
+    policy_lines: tuple[int | None, ...] = field(default=(), compare=False)
+
+    def policy_error(self, n: int, msg: str) -> ConfigError:
+        """A ConfigError for entry ``n`` of ``policies``: "FILE:LINE: key 'policies[n]': ..."."""
+        line = self.policy_lines[n] if n < len(self.policy_lines) else None
+        loc = f"{self.source}:{line}" if line else self.source
+        return ConfigError(f"{loc}: key 'policies[{n}]': {msg}")
 
 
 Index = int | tuple[int | str, ...] | None
@@ -175,20 +186,22 @@ def _get(raw: dict[str, Any], key: str, parse: Callable[[object], T], where: _Wh
 
 def _str(v: object) -> str:
     if not isinstance(v, str) or not v:
-        raise ValueError(f"expected a non-empty string, got {v!r}")
+        raise ValueError(f"expected a non-empty string, got {shown(v)}")
     return v
 
 
-def _cgroup_path(v: object) -> str:
-    s = _str(v)
-    if not s.startswith("/") or "//" in s or (s != "/" and s.endswith("/")):
-        raise ValueError(f"a cgroup path starts with / and has no empty parts, got {s!r}")
-    return s
+def _text(v: object) -> str:
+    if not isinstance(v, str):
+        raise ValueError(f"expected a string, got {shown(v)}")
+    return v
+
+
+_cgroup_path = parse_cgroup_path
 
 
 def _refault_stall(v: object) -> str:
     if v not in ("all", "workingset"):
-        raise ValueError(f"refault_stall is all or workingset, got {v!r}")
+        raise ValueError(f"refault_stall is all or workingset, got {shown(v)}")
     return str(v)
 
 
@@ -200,7 +213,7 @@ def _lru(v: object) -> str:
 
 def _pattern(v: object) -> str:
     if v not in ("random", "sequential"):
-        raise ValueError(f"pattern is random or sequential, got {v!r}")
+        raise ValueError(f"pattern is random or sequential, got {shown(v)}")
     return str(v)
 
 
@@ -209,7 +222,20 @@ def _bool(v: object) -> bool:
         return v
     if v in (0, 1, "0", "1"):
         return v in (1, "1")
-    raise ValueError(f"expected true or false, got {v!r}")
+    raise ValueError(f"expected true or false, got {shown(v)}")
+
+
+def _tables(data: dict[str, Any], name: str, where: _Where, entry: str
+            ) -> list[dict[str, Any]]:
+    """The entries of an array of tables ([[cgroup]]); anything else is an error."""
+    raw = data.get(name, [])
+    if not isinstance(raw, list):
+        raise where.error("", None, "top level", name, f"entries are written [[{name}]]")
+    for i, item in enumerate(raw):
+        if not isinstance(item, dict):
+            raise where.error(name, i, f"{entry}[{i + 1}]", None,
+                              f"entries are tables, written [[{name}]], got {shown(item)}")
+    return raw
 
 
 def _check_keys(raw: dict[str, Any], allowed: set[str], where: _Where, table: str,
@@ -236,9 +262,9 @@ def _step(raw: object, where: _Where, index: int, entry: str, n: int) -> Step:
         raise where.error("process", at, label, "program", "a step is a table like "
                           "{ op = \"alloc\", kind = \"anon\", size = \"10M\" }")
     op = raw.get("op")
-    if op not in _STEP_KEYS:
+    if not isinstance(op, str) or op not in _STEP_KEYS:
         raise where.error("process", at, label, "op",
-                          f"unknown op {op!r} (known: {', '.join(_STEP_KEYS)})")
+                          f"unknown op {shown(op)} (known: {', '.join(_STEP_KEYS)})")
     _check_keys(raw, _STEP_KEYS[op], where, "process", at, f"{label} ({op})")
 
     def g(key: str, parse: Callable[[object], T], default: T) -> T:
@@ -247,7 +273,7 @@ def _step(raw: object, where: _Where, index: int, entry: str, n: int) -> Step:
     def kind(v: object) -> str:
         allowed = ("anon", "file") if op == "touch" else KINDS
         if v not in allowed:
-            raise ValueError(f"kind is one of {', '.join(allowed)}, got {v!r}")
+            raise ValueError(f"kind is one of {', '.join(allowed)}, got {shown(v)}")
         return str(v)
 
     if op in ("alloc", "free", "touch"):
@@ -255,7 +281,7 @@ def _step(raw: object, where: _Where, index: int, entry: str, n: int) -> Step:
         size = g("size", parse_size, -1)
         if size < 0:
             raise where.error("process", at, f"{label} ({op})", "size", "is required")
-        path = g("path", _str, None)
+        path = g("path", parse_file_path, None)
         if op == "alloc" and k == "shmem" and path is not None and not path.startswith("/"):
             raise where.error("process", at, f"{label} ({op})", "path", "must be absolute")
         write = g("write", _bool, False) if op == "alloc" else False
@@ -276,15 +302,12 @@ def _step(raw: object, where: _Where, index: int, entry: str, n: int) -> Step:
 
 def parse_scenario(text: str, path: str = "<scenario>") -> Scenario:
     where = _Where(path, text)
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    data = load_toml(text, path)
     _check_keys(data, {"machine", "cgroup", "process", "name", "description", "policies"},
                 where, "", None, "top level")
     mraw = data.get("machine", {})
     if not isinstance(mraw, dict):
-        raise ConfigError(f"{path}: [machine] must be a table")
+        raise where.error("", None, "top level", "machine", "must be a table, written [machine]")
     mkeys = {"memory", "swap", "duration", "seed", "tick", "exit_latency", "refault_latency",
              "touch_rate", "alloc_rate", "miss_cpu", "readahead", "read_bandwidth", "reclaim_cost",
              "reclaim_cost_large", "cap_sys_resource", "refault_stall", "cpus", "lru",
@@ -329,9 +352,7 @@ def parse_scenario(text: str, path: str = "<scenario>") -> Scenario:
         raise where.error("machine", None, "[machine]", "readahead", "must be at least 4K")
 
     cgroups: list[CgroupSpec] = []
-    craw_list = data.get("cgroup", [])
-    if not isinstance(craw_list, list):
-        raise ConfigError(f"{path}: cgroup entries are written [[cgroup]]")
+    craw_list = _tables(data, "cgroup", where, "cgroup")
     seen: set[str] = set()
     for i, craw in enumerate(craw_list):
         entry = f"cgroup[{i + 1}]"
@@ -364,9 +385,7 @@ def parse_scenario(text: str, path: str = "<scenario>") -> Scenario:
         ))
 
     processes: list[ProcessSpec] = []
-    praw_list = data.get("process", [])
-    if not isinstance(praw_list, list):
-        raise ConfigError(f"{path}: process entries are written [[process]]")
+    praw_list = _tables(data, "process", where, "process")
     names: set[str] = set()
     for i, praw in enumerate(praw_list):
         entry = f"process[{i + 1}]"
@@ -392,11 +411,23 @@ def parse_scenario(text: str, path: str = "<scenario>") -> Scenario:
         ))
     _check_programs(processes, cgroups, where)
     pol = data.get("policies", [])
-    if not isinstance(pol, list) or not all(isinstance(p, str) for p in pol):
-        raise ConfigError(f"{path}: 'policies' is a list of policy specs (strings)")
+    if not isinstance(pol, list):
+        raise where.error("", None, "top level", "policies",
+                          "is a list of policy specs (strings)")
+    for n, spec in enumerate(pol):
+        if not isinstance(spec, str) or not spec.strip() or not spec.isprintable():
+            raise where.error("policies", n, f"policies[{n}]", None,
+                              f"expected a policy spec like \"largest_leaf@/a\", got "
+                              f"{shown(spec)}")
+    lines: tuple[int | None, ...] = ()
+    if pol:
+        pos = TomlPositions(text)
+        lines = tuple(pos.line("policies", n) for n in range(len(pol)))
+    top = "top level"
     return Scenario(machine, tuple(cgroups), tuple(processes),
-                    str(data.get("name", "")), str(data.get("description", "")), path,
-                    tuple(pol))
+                    _get(data, "name", _text, where, "", None, top, ""),
+                    _get(data, "description", _text, where, "", None, top, ""), path,
+                    tuple(pol), lines)
 
 
 def _check_programs(processes: list[ProcessSpec], cgroups: list[CgroupSpec],
@@ -442,9 +473,4 @@ def _check_programs(processes: list[ProcessSpec], cgroups: list[CgroupSpec],
 
 
 def load_scenario(path: str | Path) -> Scenario:
-    p = Path(path)
-    try:
-        text = p.read_text()
-    except OSError as exc:
-        raise ConfigError(f"{p}: cannot read scenario: {exc.strerror}") from None
-    return parse_scenario(text, str(p))
+    return parse_scenario(read_toml(str(path), "scenario"), str(path))

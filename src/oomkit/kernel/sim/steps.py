@@ -165,6 +165,8 @@ class StepRunner:
             f.size = max(f.size, f.resident)
             f.seen = max(f.seen, f.resident)
             if step.mapped or step.kind == "shmem":
+                if step.kind == "shmem":
+                    proc.open_files.add(f.path)
                 if step.mapped:
                     f.mapped += nbytes
                     proc.mapped_files[f.path] = proc.mapped_files.get(f.path, 0) + nbytes

@@ -1,0 +1,181 @@
+"""Deleting a file to free memory, as root, without being turned against the system.
+
+``LinuxKernel.remove_file`` unlinks only what frees memory and nothing another user could
+have steered it to:
+
+- the file is a regular file on tmpfs (its ``st_dev`` is a tmpfs mount's in
+  /proc/self/mountinfo; the same fact as ``statfs`` f_type TMPFS_MAGIC 0x01021994):
+  deleting anything else frees no memory and may destroy data;
+- the path is walked component by component with ``openat(O_PATH|O_NOFOLLOW)``; a symbolic
+  link is followed only where it sits in a directory that only root can write (root put
+  it there: ``/var/run -> /run``), never one in a directory others can write (``/tmp``,
+  ``/dev/shm``: anyone could have planted it); the last component is never followed, and
+  the unlink is done relative to the directory descriptor that was checked;
+- no process has the file open (``/proc/*/fd``): its memory would not come back, and a
+  process that uses it would lose it.
+
+Every refusal is a KernelError (EPERM, EBUSY) naming the reason; callers such as
+``tmpfs_cleanup`` skip the file and go on.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from typing import Final
+
+from oomkit.errors import KernelError
+
+TMPFS_MAGIC: Final = 0x01021994
+_MAX_LINKS: Final = 40  # the kernel's MAXSYMLINKS
+
+
+def tmpfs_devices(proc_root: str = "/proc") -> set[int]:
+    """st_dev of every tmpfs mount (mountinfo: "... MAJ:MIN ... - tmpfs SOURCE OPTS")."""
+    found: set[int] = set()
+    try:
+        with open(f"{proc_root}/self/mountinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                head, sep, tail = line.partition(" - ")
+                fields = head.split()
+                if sep and len(fields) > 2 and tail.split()[:1] == ["tmpfs"]:
+                    major, _, minor = fields[2].partition(":")
+                    found.add(os.makedev(int(major), int(minor)))
+    except (OSError, ValueError):
+        pass
+    return found
+
+
+def _closed_to_others(st: os.stat_result) -> bool:
+    return st.st_uid == 0 and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+
+
+def open_parent(path: str) -> tuple[int, str]:
+    """(fd of the directory holding ``path``, its last component), walked as described
+    above. Raises KernelError(EPERM) for an untrusted link, OSError otherwise."""
+    if not path.startswith("/"):
+        raise KernelError(f"{path}: not an absolute path", errno.EINVAL)
+    todo = [p for p in path.split("/") if p]
+    if not todo or todo[-1] in (".", ".."):
+        raise KernelError(f"{path}: not a file path", errno.EINVAL)
+    last = todo.pop()
+    todo.reverse()  # a stack: next component at the end
+    fd = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    links = 0
+    try:
+        while todo:
+            name = todo.pop()
+            if name == ".":
+                continue
+            child = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+            st = os.fstat(child)
+            if stat.S_ISLNK(st.st_mode):
+                os.close(child)
+                if not _closed_to_others(os.fstat(fd)):
+                    raise KernelError(f"{path}: {name} is a symbolic link in a directory "
+                                      "others can write: not followed", errno.EPERM)
+                links += 1
+                if links > _MAX_LINKS:
+                    raise KernelError(f"{path}: too many symbolic links", errno.ELOOP)
+                target = os.readlink(name, dir_fd=fd)
+                if target.startswith("/"):
+                    os.close(fd)
+                    fd = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+                todo.extend(reversed([p for p in target.split("/") if p]))
+                continue
+            if not stat.S_ISDIR(st.st_mode):
+                os.close(child)
+                raise KernelError(f"{path}: {name} is not a directory", errno.ENOTDIR)
+            os.close(fd)
+            fd = child
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, last
+
+
+def open_by(dev: int, ino: int, proc_root: str = "/proc") -> int | None:
+    """A PID that has the file (dev, ino) open, or None (processes we cannot read are
+    skipped: they exit or are not ours to see)."""
+    me = str(os.getpid())
+    try:
+        pids = [p for p in os.listdir(proc_root) if p.isdigit()]
+    except OSError:
+        return None
+    for pid in pids:
+        fd_dir = f"{proc_root}/{pid}/fd"
+        try:
+            fds = os.listdir(fd_dir)
+        except OSError:
+            continue
+        for n in fds:
+            try:
+                st = os.stat(f"{fd_dir}/{n}")  # follows the magic link to the open file
+            except OSError:
+                continue
+            if st.st_ino == ino and st.st_dev == dev and pid != me:
+                return int(pid)
+    return None
+
+
+def list_tmpfs_files(path: str, proc_root: str = "/proc") -> list[tuple[str, int]]:
+    """(path, bytes allocated) of the regular tmpfs files directly in directory ``path``,
+    or of ``path`` itself when it is one; largest first. ``path`` is opened without
+    following a final link (a planted link lists nothing) and entries are never followed.
+    Which of them are still open is left to :func:`remove_tmpfs_file`: that scan of
+    /proc/*/fd is paid only for the files actually tried."""
+    devices = tmpfs_devices(proc_root)
+    found: list[tuple[str, int]] = []
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError:
+        return found  # missing, a link (ELOOP), or unreadable: nothing to list
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISREG(st.st_mode):
+            if st.st_dev in devices:
+                found.append((path, st.st_blocks * 512))
+        elif stat.S_ISDIR(st.st_mode) and st.st_dev in devices:
+            with os.scandir(fd) as entries:
+                for entry in entries:
+                    est = entry.stat(follow_symlinks=False)
+                    if stat.S_ISREG(est.st_mode) and est.st_dev in devices:
+                        found.append((os.path.join(path, entry.name), est.st_blocks * 512))
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+    return sorted(found, key=lambda f: f[1], reverse=True)
+
+
+def remove_tmpfs_file(path: str, proc_root: str = "/proc") -> int:
+    """Unlink ``path`` if it is a closed regular file on tmpfs reached without an untrusted
+    link; the bytes freed (0 when other hard links keep it). Raises KernelError."""
+    try:
+        dfd, name = open_parent(path)
+    except FileNotFoundError:
+        raise KernelError(f"{path}: no such file", errno.ENOENT) from None
+    except OSError as exc:
+        raise KernelError(f"{path}: {exc.strerror}", exc.errno) from None
+    try:
+        try:
+            st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+        except OSError as exc:
+            raise KernelError(f"{path}: {exc.strerror}", exc.errno) from None
+        if not stat.S_ISREG(st.st_mode):
+            raise KernelError(f"{path}: not a regular file: not removed", errno.EPERM)
+        if st.st_dev not in tmpfs_devices(proc_root):
+            raise KernelError(f"{path}: not on tmpfs (deleting it frees no memory): not "
+                              "removed", errno.EPERM)
+        holder = open_by(st.st_dev, st.st_ino, proc_root)
+        if holder is not None:
+            raise KernelError(f"{path}: still open by pid {holder}: not removed",
+                              errno.EBUSY)
+        try:
+            os.unlink(name, dir_fd=dfd)
+        except OSError as exc:
+            raise KernelError(f"{path}: {exc.strerror}", exc.errno) from None
+    finally:
+        os.close(dfd)
+    return st.st_blocks * 512 if st.st_nlink <= 1 else 0

@@ -1,0 +1,93 @@
+"""Fault injection, issue 14 item 2: a memcg the watchdog was never told about.
+
+On v1 a memcg made below an armed one inherits oom_kill_disable 1. Made while the runtime
+is stopped (SIGSTOP), no journal names it: the watchdog must find it itself (inotify on
+the journaled memcgs), hand its OOM to the kernel after hung_after, and write it back to
+0 when the runtime is gone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from oomkit.kernel.linux.watchdog import HUNG_AFTER_ENV
+
+from .conftest import LiveCgroups, MiB, set_limit, wait_for
+from .test_watchdog_hung import oom_control, running
+
+pytestmark = pytest.mark.privileged
+
+HUNG_AFTER = 2.0
+
+RUNTIME = """
+import sys, threading
+from oomkit.kernel.linux import LinuxKernel
+from oomkit.live import install_signal_handlers, serve
+from oomkit.ops import OomOps
+from oomkit.runtime import Runtime
+
+class Nothing(OomOps):
+    name = "nothing"
+
+kernel = LinuxKernel(sys.argv[1], state_file=sys.argv[2])
+runtime = Runtime(kernel)
+runtime.attach_oom(Nothing(), "/box")
+stop = threading.Event()
+install_signal_handlers(stop)
+serve(kernel, runtime, stop, on_ready=lambda: print("ready", flush=True))
+"""
+
+
+def test_memcgs_made_while_the_runtime_is_stopped_are_followed(live_v1: LiveCgroups,
+                                                               tmp_path: Path) -> None:
+    live = live_v1
+    box = live.mkdir("box", limit=256 * MiB)
+    state = tmp_path / "restore.json"
+    env = dict(os.environ, **{HUNG_AFTER_ENV: str(HUNG_AFTER)})
+    err = tmp_path / "runtime.stderr"
+    with err.open("wb") as stderr:
+        proc = subprocess.Popen([sys.executable, "-c", RUNTIME, str(live.root), str(state)],
+                                stdout=subprocess.PIPE, stderr=stderr, env=env)
+    watchdog_pid = 0
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == b"ready"
+        watchdog_pid = int(json.loads(state.read_text())["watchdog_pid"])
+        os.kill(proc.pid, signal.SIGSTOP)  # the runtime cannot journal anything now
+        new = live.mkdir("box/new", limit=32 * MiB)
+        quiet = live.mkdir("box/quiet")
+        assert oom_control(new)["oom_kill_disable"] == 1  # inherited from /box
+        start = time.monotonic()
+        hog = live.spawn(new, "anon", 64 * MiB)
+        assert hog.wait_dead(HUNG_AFTER + 5), (
+            f"the OOM of the unjournaled memcg never ended: {oom_control(new)} "
+            f"{err.read_text()}")
+        elapsed = time.monotonic() - start
+        assert oom_control(new)["oom_kill"] >= 1
+        print(f"\nOOM in box/new (never journaled) ended after {elapsed:.2f} s")
+        # The runtime dies without ever waking: the watchdog restores the journal and
+        # the memcgs it found itself.
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        assert wait_for(lambda: not running(watchdog_pid), 5)
+        for d in (box, new, quiet):
+            assert oom_control(d)["oom_kill_disable"] == 0, d
+        assert not state.exists()
+    finally:
+        if proc.poll() is None:
+            with contextlib.suppress(OSError):
+                os.kill(proc.pid, signal.SIGCONT)
+            proc.kill()
+            proc.wait()
+        if watchdog_pid:
+            wait_for(lambda: not running(watchdog_pid), 5)
+        with contextlib.suppress(OSError):
+            set_limit(box, 512 * MiB)
