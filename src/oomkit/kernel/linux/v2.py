@@ -143,12 +143,20 @@ class V2GuardBand(OomWatch):
             return  # released on purpose; the band comes back with rearm
         try:
             high = a.cg.memory_high
-            if a.guard is not None and high != a.guard:
-                # Someone else wrote memory.high: that is the user's value from now on.
+            rewritten = a.guard is not None and high != a.guard
+            if rewritten:
+                # Someone else wrote memory.high (systemd does on daemon-reload,
+                # set-property and restarts: MemoryHigh=, "max" by default): that is the
+                # user's value from now on, and what is restored when we stop.
                 self.k.journal.update_original(
                     a.cg.file(cf.MEMORY_HIGH), cf.format_limit_v2(high)
                 )
             self.set_guard(a)
+            if rewritten:
+                warn(f"{a.cg.path}: memory.high was rewritten to {cf.format_limit_v2(high)} "
+                     "behind our back; kept as the cgroup's own value, "
+                     + (f"the guard band is back at {a.guard}" if a.guard is not None
+                        else "no guard band: it is at or below where the band would be"))
         except CgroupGone:
             return
 
