@@ -75,7 +75,7 @@ from oomkit.kernel.oom_kill import (
     scan_order,
     select_bad_process,
 )
-from oomkit.kernel.psi_math import validate_trigger
+from oomkit.kernel.psi_trigger import validate_trigger
 
 CAP_SYS_RESOURCE: Final = 24
 MiB: Final = 1 << 20
