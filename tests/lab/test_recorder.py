@@ -99,6 +99,8 @@ def test_every_oom_writes_an_incident_and_replay_reaches_the_live_decision(
     inc = load_incident(path)
     assert inc.header["reason"] == "oom" and inc.header["config"] == str(cfg)
     assert inc.oom is not None and inc.oom["incident"] == path
+    code, out = run("events", "--file", str(tmp_path / "events.jsonl"), "--kind", "oom")
+    assert code == 0 and f"incident {path}" in out  # the readable form names it too
     times = [s["time"] for s in inc.samples]
     # Every second, then every 100 ms once /app is within 10 % of its memory.max.
     assert times[1] - times[0] == pytest.approx(1.0)
