@@ -28,12 +28,12 @@ from oomkit.kernel.base import (
     Resource,
     Task,
 )
-from oomkit.kernel.sim import SimKernel
 from oomkit.ops import OomContext, OomControl, OomOps, Psi, PsiOps
 from oomkit.runtime import Runtime
 
 if TYPE_CHECKING:
     from oomkit.kernel.linux import LinuxKernel
+    from oomkit.kernel.sim import SimKernel
 
 __all__ = [
     "AttachError",
@@ -67,9 +67,14 @@ __version__ = "0.1.0"
 
 
 def __getattr__(name: str) -> object:
-    # LinuxKernel is imported on first use: the simulator must not need /proc or /sys.
+    # The backends are imported on first use: the simulator must not need /proc or /sys,
+    # and the live daemon (memory locked) must not carry the simulator.
     if name == "LinuxKernel":
         from oomkit.kernel.linux import LinuxKernel
 
         return LinuxKernel
+    if name == "SimKernel":
+        from oomkit.kernel.sim import SimKernel
+
+        return SimKernel
     raise AttributeError(f"module 'oomkit' has no attribute {name!r}")
