@@ -88,3 +88,35 @@ def test_preferences_by_glob_and_comm() -> None:
     assert k.out_of_memory(None) == 1
     assert [v.comm for v in s.ooms()[0].victims] == ["tool"]
     s.rt.close()
+
+
+def test_a_swarm_of_tasks_each_under_min_victim_dies_together_protected_ones_live() -> None:
+    s = Sim(memory="1G")
+    k = s.kernel
+    k.create_cgroup("/user/session")
+    k.create_cgroup("/user/app")
+    k.spawn("app", "/user/app", hold("100M"))
+    k.spawn("sshd", "/user/session", hold("2M"))
+    for i in range(40):
+        k.spawn(f"sh{i}", "/user/session", hold("3M"))
+    s.run(0.5)
+    s.rt.attach_oom(KillCause(protect_comm="^sshd$"))
+    assert k.out_of_memory(None) == 1
+    killed = sorted(v.comm for v in s.ooms()[0].victims)
+    assert killed == sorted(f"sh{i}" for i in range(40))
+    s.rt.close()
+
+
+def test_tasks_under_min_victim_that_together_are_under_it_too_are_no_swarm() -> None:
+    s = Sim(memory="1G")
+    k = s.kernel
+    k.create_cgroup("/a")
+    k.create_cgroup("/b")
+    k.spawn("big", "/b", hold("50M"))
+    k.spawn("tiny1", "/a", hold("1M"))
+    k.spawn("tiny2", "/a", hold("1M"))
+    s.run(0.5)
+    s.rt.attach_oom(KillCause())
+    assert k.out_of_memory(None) == 1
+    assert [v.comm for v in s.ooms()[0].victims] == ["big"]
+    s.rt.close()

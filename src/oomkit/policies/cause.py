@@ -30,8 +30,8 @@ from typing import Any
 from oomkit.errors import OomkitError
 from oomkit.kernel.base import PAGE_SIZE, Cgroup, PolicyKernel, Resource
 
-GROWTH_WEIGHT = 4  # a byte grown in the last interval counts as much as 4 held
-REFAULT_WEIGHT = 4
+GROWTH_WEIGHT = 4  # a byte per second of growth counts as much as 4 held
+REFAULT_WEIGHT = 4  # a page refaulted per second counts as much as 4 held
 
 
 def limit_of(cg: Cgroup) -> int | None:
@@ -87,10 +87,13 @@ class Stat:
 
 def footprint(cg: Cgroup, st: Stat | None = None) -> int:
     """Bytes reclaim cannot simply drop: usage minus the unmapped page cache (tmpfs and
-    mapped files stay in it)."""
+    mapped files stay in it), plus what the cgroup holds in swap (memory.stat ``swap``
+    where the kernel has it: cgroup v1, the simulator). A grower pushed into swap is no
+    smaller for it: the kernel's oom_badness counts swap entries too, and a machine whose
+    swap fills runs out of both at once."""
     st = st or Stat(cg)
     cache = st.page("file") - st.page("shmem") - st.page("file_mapped")
-    return max(0, cg.usage() - max(0, cache))
+    return max(0, cg.usage() - max(0, cache)) + max(0, st.page("swap"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,16 +103,20 @@ class Sample:
     refaults: int  # pages, file and anon
     activations: int  # refaults of pages still in the workingset (mm/workingset.c)
     pgscan: int
+    anon_activations: int = 0  # of which anon: swap-ins of a working set
+    footprint: int = 0  # footprint() then
 
 
 def sample(cg: Cgroup, now: float, st: Stat | None = None) -> Sample:
     st = st or Stat(cg)
-    return Sample(now, cg.usage(),
+    # usage with swap: a grower whose pages go straight on to swap still grows
+    return Sample(now, cg.usage() + max(0, st.page("swap")),
                   st.event("workingset_refault_file", "workingset_refault")
                   + st.event("workingset_refault_anon"),
                   st.event("workingset_activate_file", "workingset_activate")
                   + st.event("workingset_activate_anon"),
-                  st.event("pgscan"))
+                  st.event("pgscan"), st.event("workingset_activate_anon"),
+                  footprint(cg, st))
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +128,8 @@ class Rates:
     refaults: int  # pages
     activations: int  # pages
     pgscan: int  # pages
+    anon_activations: int = 0  # pages
+    footprint_growth: int = 0  # bytes: growth of what reclaim cannot simply drop
 
     def per_s(self, value: int) -> float:
         return value / self.interval_s if self.interval_s > 0 else 0.0
@@ -171,7 +180,9 @@ class Activity:
         return Rates(now - base.time, max(0, cur.usage - base.usage),
                      max(0, cur.refaults - base.refaults),
                      max(0, cur.activations - base.activations),
-                     max(0, cur.pgscan - base.pgscan))
+                     max(0, cur.pgscan - base.pgscan),
+                     max(0, cur.anon_activations - base.anon_activations),
+                     max(0, cur.footprint - base.footprint))
 
 
 _TRACKERS: weakref.WeakKeyDictionary[Any, Activity] = weakref.WeakKeyDictionary()
@@ -209,9 +220,11 @@ def cgroups(root: Cgroup) -> list[Cgroup]:
 def _score(cg: Cgroup, activity: Activity, now: float, limited: bool) -> int:
     st = Stat(cg)
     rates = activity.rates(cg, now, st)
-    score = footprint(cg, st) + GROWTH_WEIGHT * rates.growth
+    # Per second: a sample taken long ago (no event since) must not count a whole
+    # history of growth as if it happened just now.
+    score = footprint(cg, st) + int(GROWTH_WEIGHT * rates.per_s(rates.growth))
     if limited:
-        score += REFAULT_WEIGHT * rates.refaults * PAGE_SIZE
+        score += int(REFAULT_WEIGHT * rates.per_s(rates.refaults)) * PAGE_SIZE
     return score
 
 

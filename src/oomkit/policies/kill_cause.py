@@ -3,7 +3,8 @@
 The recommended OOM handler (see oomkit.policies.cause). In the OOM's domain (the
 OOMing memcg, or for a declared OOM the domain its memcg belongs to: the nearest cgroup
 at its own limit, else the machine) it ranks the leaf cgroups by what they add to the
-pressure (footprint, growth, refaults of their own working set), then kills the task of
+pressure (footprint with swap, growth per second, refaults of their own working set,
+a negative oom_score_adj weighed as oom_badness weighs it), then kills the task of
 the winner with the highest oom_badness, the kernel's own choice within one cgroup
 (``memory.oom.group`` still widens it). A parallel build in one session scope loses its
 linker, not the session. ``whole_cgroup = true`` kills every task of the leaf instead.
@@ -18,10 +19,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from oomkit.errors import OomkitError
-from oomkit.kernel.base import Cgroup, Constraint, Task
+from oomkit.kernel.base import PAGE_SIZE, Cgroup, Constraint, Task
 from oomkit.ops import OomContext, OomControl, OomOps
 from oomkit.policies import cause, prefs
 from oomkit.policy_args import Size
+
+#: cgroups (in rank order, with an eligible task) whose tasks' oom_score_adj is weighed
+ADJ_LOOKAHEAD = 16
 
 
 def task_size(task: Task) -> int:
@@ -29,17 +33,33 @@ def task_size(task: Task) -> int:
 
 
 def pick_task(cg: Cgroup, p: prefs.Preferences, min_victim: int,
-              cgroup_pref: int | None, totalpages: int) -> tuple[int, Task] | None:
-    """(preference, task) with the highest oom_badness among the eligible, or None."""
+              cgroup_pref: int | None, totalpages: int) -> tuple[int, Task, list[Task]] | None:
+    """(preference, task, swarm): the eligible task with the highest oom_badness, or
+    None. When every eligible task is under min_victim but together (those of the best
+    preference) they hold at least that much, they are a swarm (a fork bomb of small
+    shells is one cause, not a reason to go on to the next cgroup): task is the largest
+    of them and swarm lists them all; otherwise swarm is empty."""
     best: tuple[int, int, Task] | None = None
+    small: list[tuple[int, Task]] = []
     for t in cg.tasks():
         pref = p.task(t, cgroup_pref)
-        if pref is prefs.OMIT or t.is_oom_victim or task_size(t) < min_victim:
+        if pref is prefs.OMIT or t.is_oom_victim:
+            continue
+        if task_size(t) < min_victim:
+            small.append((pref, t))
             continue
         points = t.oom_badness(totalpages) or 0
         if best is None or (pref, points) > best[:2]:
             best = (pref, points, t)
-    return (best[0], best[2]) if best is not None else None
+    if best is not None:
+        return best[0], best[2], []
+    if not small:
+        return None
+    top = max(pref for pref, _ in small)
+    swarm = [t for pref, t in small if pref == top]
+    if sum(task_size(t) for t in swarm) < min_victim:
+        return None
+    return top, max(swarm, key=task_size), swarm
 
 
 class KillCause(OomOps):
@@ -54,7 +74,9 @@ class KillCause(OomOps):
         self.prefs = prefs.Preferences.of(protect, avoid, prefer, protect_comm, avoid_comm,
                                           prefer_comm)
 
-    def choose(self, oc: OomControl) -> tuple[Cgroup, Task] | None:
+    def choose(self, oc: OomControl) -> tuple[Cgroup, Task, list[Task]] | None:
+        """The cause's cgroup, its task to kill and (for a swarm of tasks each under
+        min_victim, see pick_task) all of them; None when nothing is eligible."""
         domain = oc.memcg
         if oc.constraint is Constraint.DECLARED:
             domain = cause.domain_of(oc.memcg)
@@ -73,28 +95,46 @@ class KillCause(OomOps):
             except OomkitError:
                 continue  # gone meanwhile, or no statistics here (the v2 root on old kernels)
         ranked.sort(key=lambda r: (r[0], r[1]), reverse=True)
-        by_comm = self.prefs.has_comm_rules
-        best: tuple[tuple[int, int], Cgroup, Task] | None = None
+        # A negative oom_score_adj lowers a cgroup's rank as it lowers a task's
+        # oom_badness: by adj/1000 of the domain's pages (mm/oom_kill.c), so a database
+        # at -900 is not the first victim because it is the biggest. A positive one
+        # does not raise it: the kubelet gives a small container 999 for its small
+        # request, whatever it uses (kubernetes/kubernetes#111356), browsers give their
+        # tabs 300 (rfjakob/earlyoom#344); killing those frees little while the cause
+        # goes on. Inside the cgroup, oom_badness (adj included) still picks the task.
+        # Tasks are listed for the first ADJ_LOOKAHEAD cgroups in rank order (each
+        # listing is /proc reads on a live machine); with rules by command, for all.
+        per_adj = (oc.totalpages // 1000) * PAGE_SIZE
+        looked = 0
+        best: tuple[tuple[int, int], Cgroup, Task, list[Task]] | None = None
         for cpref, score, cg in ranked:
+            if looked >= ADJ_LOOKAHEAD and not self.prefs.has_comm_rules and best is not None:
+                break
             try:
                 found = pick_task(cg, self.prefs, self.min_victim, cpref, oc.totalpages)
             except OomkitError:
                 continue
             if found is None:
                 continue
-            key = (found[0], score)
+            looked += 1
+            key = (found[0], score + min(0, found[1].oom_score_adj) * per_adj)
             if best is None or key > best[0]:
-                best = (key, cg, found[1])
-            if not by_comm:
-                break  # without rules by command, the first in rank order is the one
-        return (best[1], best[2]) if best is not None else None
+                best = (key, cg, found[1], found[2])
+        return (best[1], best[2], best[3]) if best is not None else None
 
     def handle_out_of_memory(self, ctx: OomContext, oc: OomControl) -> bool:
         chosen = self.choose(oc)
         if chosen is None:
             return False
-        cg, task = chosen
+        cg, task, swarm = chosen
         if self.whole_cgroup:
             return oc.kill_cgroup(cg, f"kill_cause: {cg.path}") > 0
-        oc.kill_process(task, f"kill_cause: {task.comm} in {cg.path}")
+        for t in swarm or [task]:
+            why = "a swarm of small tasks" if swarm else task.comm
+            try:
+                oc.kill_process(t, f"kill_cause: {why} in {cg.path}")
+            except OomkitError:
+                if not swarm:
+                    raise
+                continue  # one of the swarm gone or unkillable meanwhile: the rest go
         return True

@@ -12,10 +12,18 @@ every cgroup (new ones too; cgroup v1 has only the machine's). When one fires:
   machine is short only while MemFree is under ``min_free`` of RAM (reclaim keeps it near
   the watermarks then); pressure with memory free again is a recovery (the programs a
   kill saved re-read their files), not a new shortage.
+- on the machine, memory pressure counts only with the evidence below or with footprint
+  growth of ``min_growth`` per second (several CPUs: one reader stalled on its own CPU
+  shows "full" already; reclaiming its own page cache is no shortage). With nothing
+  growing, a kill must be able to make room for what the refaulting cgroups miss
+  (_kill_helps): a reader of a file larger than the machine is left alone.
 - IO pressure counts only with refaults of pages that were still in the workingset
   (``workingset_activate``: a working set that would fit, being pushed out) at
   ``min_activations`` pages/s or more. A reader streaming a file larger than memory waits
-  on IO too, but hurts nobody else; the kernel does not flag those refaults.
+  on IO too, but hurts nobody else; the kernel does not flag those refaults. With more
+  than ``swap_room`` of swap free only anon activations count: the kernel then counts
+  anon in the workingset size (workingset_test_recent()), flagging a stream too, and
+  makes room for file pages itself by swapping cold anon out.
 - the OOM is declared there (CONSTRAINT_PSI_MEM or CONSTRAINT_PSI_IO); the OomOps rank
   the cause (kill_cause). The runtime holds declared OOMs while a victim exits and for
   the post-action delay after.
@@ -30,7 +38,7 @@ from oomkit.errors import OomkitError
 from oomkit.kernel.base import Cgroup, PsiTrigger, Resource
 from oomkit.ops import Psi, PsiOps
 from oomkit.policies import cause, sysmem
-from oomkit.policy_args import Duration, Percent
+from oomkit.policy_args import Duration, Percent, Size
 
 
 class PressureGuard(PsiOps):
@@ -38,8 +46,11 @@ class PressureGuard(PsiOps):
 
     def __init__(self, threshold: Duration = 0.5, window: Duration = 2.0, io: bool = True,
                  min_activations: int = 1000, min_free: Percent = 6.0,
-                 cgroups: bool = True) -> None:
+                 cgroups: bool = True, swap_room: Percent = 10.0,
+                 min_growth: Size = 1 << 20) -> None:
         self.min_free = min_free
+        self.swap_room = swap_room
+        self.min_growth = min_growth
         self.threshold_us = int(threshold * 1e6)
         self.window_us = int(window * 1e6)
         self.io = io
@@ -81,6 +92,33 @@ class PressureGuard(PsiOps):
                 return True
         return False
 
+    def _kill_helps(self, root: Cgroup, activity: cause.Activity, now: float) -> bool:
+        """Could killing the largest cgroup that does not re-read its files make room for
+        the file working sets of those that do? The kernel activates a refault when its
+        refault distance is within the active list (mm/workingset.c): with a share p of
+        a cgroup's refaults activated, what it misses is about its active list (half its
+        page cache) / p. A reader of far more than fits misses more than any kill
+        covers: it stalls on its own data, as it would alone. Swap-ins (anon
+        activations) are not weighed here: the cgroup that swaps is itself a candidate."""
+        total = activity.rates(root, now)
+        total_file = total.activations - total.anon_activations
+        need = 0.0
+        largest_other = 0
+        for cg in cause.leaves(root):
+            if cg.parent is None:
+                continue
+            try:
+                r = activity.rates(cg, now)
+                st = cause.Stat(cg)
+                file_act = r.activations - r.anon_activations
+                if file_act > 0 and file_act * 10 >= total_file and r.refaults:
+                    need += st.page("file") / 2 / min(1.0, file_act / r.refaults)
+                else:
+                    largest_other = max(largest_other, cause.footprint(cg, st))
+            except OomkitError:
+                continue
+        return largest_other >= need
+
     def handle_psi_event(self, psi: Psi, trigger: PsiTrigger) -> None:
         kernel = psi.kernel
         now = kernel.clock.now()
@@ -98,10 +136,25 @@ class PressureGuard(PsiOps):
             info = sysmem.meminfo(kernel) if domain is None else None
             if info is not None and info.free > info.total * self.min_free / 100:
                 return
-            if trigger.resource is Resource.IO:
-                rates = activity.rates(domain or root, now)
-                if rates.per_s(rates.activations) < self.min_activations:
-                    return  # IO waits, but no working set is being pushed out
+            rates = activity.rates(domain or root, now)
+            pushed_out = rates.activations
+            if info is not None and info.swap_free > info.swap_total * self.swap_room / 100:
+                # With room in swap, the kernel makes room for a file working set itself
+                # by swapping out cold anon (workingset_test_recent() counts anon in the
+                # workingset size, so a reader of more than fits is flagged too): only
+                # swap-ins of a working set tell a thrash that a kill ends.
+                pushed_out = rates.anon_activations
+            pushing = rates.per_s(pushed_out) >= self.min_activations
+            if trigger.resource is Resource.IO and not pushing:
+                return  # IO waits, but no working set is being pushed out
+            growing = rates.per_s(rates.footprint_growth) >= self.min_growth
+            if domain is None and not pushing and not growing:
+                # Memory stalls on the machine, but nothing grows and no working set is
+                # pushed out: a reader reclaiming its own page cache, not a shortage.
+                return
+            if domain is None and pushing and not growing and not self._kill_helps(
+                    root, activity, now):
+                return  # a working set larger than any kill could make room for
             text = ("CONSTRAINT_PSI_IO" if trigger.resource is Resource.IO
                     else "CONSTRAINT_PSI_MEM")
             kernel.out_of_memory(domain, 0, constraint_text=text)
