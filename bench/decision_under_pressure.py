@@ -9,8 +9,9 @@ itself there with ``--in-guest``. In the guest:
   mlockall, oom_score_adj -1000, frozen gc) from a config with one handler,
   ``largest_leaf`` on ``/box`` (memory.max 64 MiB), forked into a process of its own.
   Its LinuxKernel's ``trace`` hook records ``oom_notify`` (the first memory.high event
-  of the v2 guard band), ``band_check`` (the stuck-in-the-band check that dispatches the
-  OOM to the handler; the bench wraps ``V2GuardBand.check_band`` for it) and ``kill_sent``.
+  of the v2 guard band), ``band_check`` (each look at the cgroup in its band, the last of
+  which dispatches the OOM to the handler; the bench wraps ``V2GuardBand.check_band`` for
+  it) and ``kill_sent``.
 - each OOM: a process allocating 96 MiB in /box/leaf; the handler must SIGKILL it.
 - baseline: N such OOMs on a quiet guest; then the same N OOMs while thrashers run.
 - thrashers, in /thrash: an anonymous ballast (oom_score_adj 1000) that leaves only
@@ -21,10 +22,13 @@ itself there with ``--in-guest``. In the guest:
   which /proc/pressure/memory counts. (tmpfs/ramfs pages are not evictable without swap,
   and the guest has no swap: file thrashing needs a real file system, here 9p.)
 
-Prints, per phase, median and p99 of notification -> SIGKILL (includes the guard band's
-guard_stuck_s wait, 250 ms by default, by design) and band check -> SIGKILL (the decision
-itself: the OOM dispatched, largest_leaf run, the kill sent), and /proc/pressure/memory
-some/full avg10 sampled at each OOM. Removes everything it made; the guest goes away.
+Prints, per phase, who resolved the OOMs (``kernel``: an escape, the kernel killer acted
+at memory.max first), median and p99 of notification -> SIGKILL (the band decides at the
+first notification when nothing can be reclaimed, else waits while reclaim progresses, at
+most guard_stuck_s) and band check -> SIGKILL (the decision itself: the OOM dispatched,
+largest_leaf run, the kill sent), and /proc/pressure/memory some/full avg10 sampled at
+each OOM. ``--kernel`` picks the guest kernel (6.1, 6.12, 7.3). Removes everything it
+made; the guest goes away.
 """
 
 from __future__ import annotations
@@ -109,13 +113,15 @@ def host_main(args: argparse.Namespace) -> int:
     ]  # fmt: skip
     try:
         res = harness.run_in_guest(
-            argv, memory=args.memory, timeout=args.timeout, stream=sys.stdout
+            argv, memory=args.memory, timeout=args.timeout, stream=sys.stdout,
+            kernel=args.kernel,
         )
     except harness.HarnessError as exc:
         print(f"\nvm harness: {exc}", file=sys.stderr)
         return 125
     print(
-        f"\n(guest {args.memory}: exit status {res.returncode}; boot {res.boot_seconds:.1f} s, "
+        f"\n(guest {args.memory}, kernel {res.kernel_release}: exit status {res.returncode}; "
+        f"boot {res.boot_seconds:.1f} s, "
         f"total {res.total_seconds:.1f} s; logs in {res.run_dir})",
         file=sys.stderr,
     )
@@ -459,6 +465,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=20, help="OOMs per phase")
     ap.add_argument("--memory", default="512M", help="guest RAM")
+    ap.add_argument("--kernel", default=None, help="guest kernel: 6.1, 6.12, 7.3 or a path")
     ap.add_argument("--timeout", type=float, default=600, help="guest timeout, seconds")
     ap.add_argument("--headroom", type=int, default=96,
                     help="MiB of MemAvailable the ballast leaves (besides the 64 MiB box)")

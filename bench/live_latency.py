@@ -1,6 +1,9 @@
-"""Live OOM latency on the real kernel (cgroup v1): oomkit's handler path vs the kernel.
+"""Live OOM latency on the real kernel: oomkit's handler path vs the kernel killer alone.
 
-    sudo .venv/bin/python bench/live_latency.py [--runs 20]
+    sudo .venv/bin/python bench/live_latency.py [--runs 20]               # cgroup v1 host
+    sudo .venv/bin/python bench/live_latency.py --v2 [--kernel 7.3] [--runs 20]
+
+Without ``--v2`` (a cgroup v1 host, as this machine):
 
 Each run makes one memcg OOM: a process allocating 96 MiB in a 64 MiB memcg (memory and
 memory+swap limits), below this process's own memcg.
@@ -13,6 +16,17 @@ memory+swap limits), below this process's own memcg.
   from the same eventfd notification to the memcg's usage falling below half its limit.
 
 Prints median and p99 of each. Needs root; removes everything it made.
+
+With ``--v2`` it boots the QEMU guest (tests/vm/harness.py: cgroup v2, TCG, the chosen
+kernel) and runs there with ``--in-guest``: the same hog (96 MiB as fast as it can, no
+swap: ``memory.swap.max`` 0) into a 64 MiB memcg, below a cgroup of its own.
+
+- oomkit: LinuxKernel's guard band (``memory.high`` a margin below ``memory.max``) and
+  the same handler. Measured from the ``memory.events`` notification (``oom_notify``, the
+  inotify wake-up) to SIGKILL sent; who resolved each OOM (an *escape* is an OOM the
+  kernel killer resolved at ``memory.max`` before the handler could); how many OOM events
+  the runtime reported per OOM (one is right); the hog's life, start to death.
+- baseline: no oomkit; the kernel killer at ``memory.max``; the hog's life.
 """
 
 from __future__ import annotations
@@ -131,7 +145,7 @@ def run_baseline(box: Path, runs: int) -> list[float]:
 
 
 def destroy(root: Path) -> None:
-    for d in (root / "box", root):
+    for d in (root / "box", root / "bare", root):
         for _ in range(200):
             pids = (d / "cgroup.procs").read_text().split() if d.exists() else []
             for pid in pids:
@@ -151,7 +165,14 @@ def destroy(root: Path) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=20)
+    ap.add_argument("--v2", action="store_true", help="in the cgroup v2 QEMU guest")
+    ap.add_argument("--kernel", default=None, help="guest kernel: 6.1, 6.12, 7.3 or a path")
+    ap.add_argument("--in-guest", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.in_guest:
+        sys.exit(v2_guest(args.runs))
+    if args.v2:
+        sys.exit(v2_host(args))
     root = own_memcg() / f"oomkit-bench-{os.getpid()}"
     box = root / "box"
     box.mkdir(parents=True)
@@ -175,6 +196,166 @@ def main() -> None:
     show("oomkit: notification -> SIGKILL sent", decide)
     show("oomkit: notification -> victim's memory reaped", release)
     show("kernel killer alone: notification -> usage < 50%", baseline)
+
+
+# -- cgroup v2, in the guest ------------------------------------------------------------
+
+
+def v2_host(args: argparse.Namespace) -> int:
+    import importlib.util
+
+    repo = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("oomkit_vm_harness", repo / "tests/vm/harness.py")
+    assert spec is not None and spec.loader is not None
+    harness = importlib.util.module_from_spec(spec)
+    sys.modules["oomkit_vm_harness"] = harness
+    spec.loader.exec_module(harness)
+    argv = [str(repo / ".venv/bin/python"), str(Path(__file__).resolve()), "--in-guest",
+            "--runs", str(args.runs)]  # fmt: skip
+    try:
+        harness.ensure_packages()
+        res = harness.run_in_guest(argv, memory="1G", timeout=1800, stream=sys.stdout,
+                                   kernel=args.kernel)  # fmt: skip
+    except harness.HarnessError as exc:
+        print(f"\nvm harness: {exc}", file=sys.stderr)
+        return 125
+    print(f"\n(kernel {res.kernel_release}: exit status {res.returncode}; "
+          f"boot {res.boot_seconds:.1f} s, total {res.total_seconds:.1f} s)",
+          file=sys.stderr)  # fmt: skip
+    return int(res.returncode)
+
+
+def v2_box(root: Path, name: str = "box") -> Path:
+    if not root.exists():
+        root.mkdir()
+        (root / "cgroup.subtree_control").write_text("+memory")
+    box = root / name
+    box.mkdir()
+    (box / "memory.max").write_text(str(LIMIT))
+    (box / "memory.swap.max").write_text("0")
+    return box
+
+
+def v2_spawn(box: Path) -> tuple[subprocess.Popen[bytes], float]:
+    # oom_score_adj 0: not the -1000 this bench gave itself (nobody could kill the hog)
+    p = subprocess.Popen([sys.executable, "-I", "-c", HOG], stdin=subprocess.PIPE,
+                         preexec_fn=lambda: Path("/proc/self/oom_score_adj").write_text("0"))
+    (box / "cgroup.procs").write_text(str(p.pid))
+    assert p.stdin is not None
+    started = time.monotonic()
+    p.stdin.write(b"g")
+    p.stdin.flush()
+    return p, started
+
+
+def v2_events(box: Path) -> dict[str, int]:
+    lines = (box / "memory.events").read_text().splitlines()
+    return {k: int(v) for k, v in (ln.split() for ln in lines)}
+
+
+def v2_wait_empty(box: Path) -> None:
+    deadline = time.monotonic() + 30
+    while "populated 1" in (box / "cgroup.events").read_text() and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def v2_oomkit(root: Path, box: Path, bare: Path, runs: int) -> dict[str, list[float]]:
+    """Each oomkit OOM in /box follows a kernel-alone OOM in /bare (no handler there, so
+    never armed): the two lives are measured under the same load, run after run."""
+    from oomkit.events import EventList, OomEvent
+
+    kernel = LinuxKernel(str(root), kmsg_path=None)
+    marks: dict[str, int] = {}
+    kernel.trace = lambda stage, ns: marks.setdefault(stage, ns)
+    events = EventList()
+    runtime = Runtime(kernel, sink=events)
+    runtime.attach_oom(KillLargest(), "/box")
+    runtime.warm_up()
+    out: dict[str, list[float]] = {"decide": [], "look": [], "life": [], "escapes": [],
+                                   "events": [], "base": []}
+    try:
+        for i in range(runs):
+            out["base"] += v2_kernel_alone(bare, 1, i + 1, runs)
+            marks.clear()
+            before = len(events.of(OomEvent))
+            kills0 = v2_events(box).get("oom_kill", 0)
+            hog, started = v2_spawn(box)
+            while hog.poll() is None:
+                kernel.poll(0.05)
+            life = time.monotonic() - started
+            deadline = time.monotonic() + 1.0  # late events: the kernel's, or a second one
+            while time.monotonic() < deadline:
+                kernel.poll(0.05)
+            escaped = v2_events(box).get("oom_kill", 0) - kills0 > 0
+            ooms = events.of(OomEvent)[before:]
+            decide = (marks["kill_sent"] - marks["oom_notify"]) / 1e6 if (
+                "kill_sent" in marks and "oom_notify" in marks) else float("nan")  # fmt: skip
+            look = (marks["band_oom"] - marks["oom_notify"]) / 1e6 if (
+                "band_oom" in marks and "oom_notify" in marks) else float("nan")  # fmt: skip
+            out["look"].append(look)
+            out["decide"].append(decide)
+            out["life"].append(life)
+            out["escapes"].append(float(escaped))
+            out["events"].append(float(len(ooms)))
+            by = "; ".join(
+                f"{e.resolved_by} {[(c.name, c.returned, c.error) for c in e.handlers]} {e.note}"
+                for e in ooms if isinstance(e, OomEvent)
+            )
+            high = (box / "memory.high").read_text().strip()
+            band = "max" if high == "max" else f"{(LIMIT - int(high)) >> 20} MiB"
+            print(f"  oomkit {i + 1:2}/{runs}: band {band}, notify->SIGKILL {decide:7.2f} ms "
+                  f"(notified: {'oom_notify' in marks}; band look "
+                  f"{look:6.2f} ms), hog life "
+                  f"{life:5.2f} s, {len(ooms)} OOM event(s) [{by}]"
+                  + (", ESCAPED to the kernel" if escaped else ""), flush=True)  # fmt: skip
+            v2_wait_empty(box)
+    finally:
+        runtime.close()
+        kernel.close()
+    return out
+
+
+def v2_kernel_alone(box: Path, runs: int, first: int = 1, of: int = 0) -> list[float]:
+    out = []
+    for i in range(runs):
+        hog, started = v2_spawn(box)
+        hog.wait(120)
+        out.append(time.monotonic() - started)
+        print(f"  kernel {first + i:2}/{of or runs}: hog life {out[-1]:5.2f} s", flush=True)
+        v2_wait_empty(box)
+    return out
+
+
+def v2_guest(runs: int) -> int:
+    Path("/proc/self/oom_score_adj").write_text("-1000")
+    root = Path("/sys/fs/cgroup") / f"oomkit-bench-{os.getpid()}"
+    box = v2_box(root)
+    bare = v2_box(root, "bare")
+    try:
+        v2_kernel_alone(bare, 1)  # warm the page cache of python's own files
+        mine = v2_oomkit(root, box, bare, runs)
+        base = mine["base"]
+    finally:
+        destroy(root)
+    decide = [x for x in mine["decide"] if x == x]
+    print(f"\n{runs} memcg OOMs (cgroup v2, no swap), 96 MiB as fast as it can into a 64 MiB "
+          f"memcg, kernel {os.uname().release}")  # fmt: skip
+    if decide:
+        print(f"{'oomkit: notification -> SIGKILL sent':<48} median "
+              f"{statistics.median(decide):7.2f} ms   p99 {pct(decide, 0.99):7.2f} ms   "
+              f"(n={len(decide)})")  # fmt: skip
+    look = [x for x in mine["look"] if x == x]
+    if look:
+        print(f"{'  of which notification -> OOM dispatched':<48} median "
+              f"{statistics.median(look):7.2f} ms   p99 {pct(look, 0.99):7.2f} ms")  # fmt: skip
+    lm, lb = statistics.median(mine["life"]), statistics.median(base)
+    print(f"{'hog life, oomkit / kernel alone':<48} median {lm:7.3f} s / {lb:7.3f} s "
+          f"({(lm / lb - 1) * 100:+.0f} %)")  # fmt: skip
+    print(f"{'escapes to the kernel killer':<48} {int(sum(mine['escapes']))} of {runs}")
+    per = mine["events"]
+    print(f"{'OOM events per OOM':<48} " + ", ".join(
+        f"{int(n)}: {per.count(n)}" for n in sorted(set(per))))  # fmt: skip
+    return 0
 
 
 if __name__ == "__main__":

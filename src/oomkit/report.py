@@ -62,6 +62,8 @@ def _oom_lines(e: Ev) -> list[str]:
     lines.append(f"          {tail}")
     if e.get("note"):
         lines.append(f"          ({e['note']})")
+    if e.get("incident"):  # the flight recorder's file of the minutes before (docs/lab.md)
+        lines.append(f"          incident {e['incident']} (oomkit replay it)")
     return lines
 
 

@@ -87,3 +87,13 @@ def test_bash_completion(installed: Path) -> None:
     r = sh(["bash", "-c", probe], input=script.stdout)
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines() == ["simulate", "handler_error"]
+
+
+def test_the_presets_and_the_recommended_config_are_in_the_wheel(installed: Path,
+                                                                 tmp_path: Path) -> None:
+    # `oomkit compare --preset NAME` on an installed oomkit (not only from a checkout).
+    r = sh([str(installed / "oomkit"), "compare", f"{REPO}/examples/default.toml",
+            "--preset", "earlyoom", "--preset", "oomd", "--json"], cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "no such" not in r.stderr and "presets: none" not in r.stderr
+    assert '"earlyoom"' in r.stdout and '"oomd"' in r.stdout

@@ -58,6 +58,10 @@ def test_table_directory_notes_and_plot(tmp_path: Path) -> None:
                     "largest_leaf", "--jobs", "1")
     assert code == 0
     assert "note: skipped" in out and "not_a_scenario.toml" in out
+    (tmp_path / "incident-damaged.jsonl").write_text('{"event": "incident"\n')
+    code, out2 = run("compare", str(tmp_path), "--policy", "kernel", "--jobs", "1")
+    assert code == 0 and "note: skipped" in out2 and "incident-damaged.jsonl:1: not JSON" in out2
+    assert any(line.startswith("a ") and "db@" in line for line in out2.splitlines())
     lines = out.splitlines()
     head = next(line for line in lines if line.startswith("scenario"))
     assert "bystanders" in head and "relief" in head
@@ -79,3 +83,61 @@ def test_one_line_errors(capsys: pytest.CaptureFixture[str]) -> None:
     assert run("compare", str(EX / "default.toml"), "--policy", "kernel",
                "--policy", "kernel")[0] == 2
     assert "two contenders" in capsys.readouterr().err
+
+
+RAISER = '''
+from oomkit.ops import OomOps
+class Boom(OomOps):
+    name = "boom"
+    def handle_out_of_memory(self, ctx, oc):
+        raise RuntimeError("kaboom")
+class BadInit(OomOps):
+    name = "badinit"
+    def __init__(self):
+        raise ValueError("a long message that says exactly why the policy would not start")
+'''
+
+
+def test_table_says_what_a_row_hides(tmp_path: Path) -> None:
+    """A handler left out, a handler that raised (the kernel's killer then acts, so the
+    row reads like the kernel's) and a policy that failed to start: each is said."""
+    pol = tmp_path / "raiser.py"
+    pol.write_text(RAISER)
+    code, out = run("compare", str(EX / "default.toml"), "--policy", "largest_leaf@/nope",
+                    "--policy", f"{pol}:Boom", "--policy", f"{pol}:BadInit", "--policy",
+                    "kernel", "--seeds", "2", "--jobs", "1")
+    assert code == 0
+    assert out.count("note: default under largest_leaf@/nope: largest_leaf@/nope: "
+                     "no such cgroup here") == 1
+    assert out.count(f"note: default under {pol}:Boom: boom.handle_out_of_memory raised: "
+                     "RuntimeError: kaboom (1x)") == 1
+    lines = out.splitlines()
+    bad = next(line for line in lines if "BadInit" in line and " error " in line)
+    assert bad.endswith("exactly why the policy would not start")  # whole, last column
+    head = lines[0]
+    kernel = next(line for line in lines if " kernel " in line)
+    # the error does not widen the kills column: every row lines up with the header
+    assert kernel.index("db@") == head.index("victims")
+
+
+def test_two_configs_of_one_name_are_named_by_their_paths(tmp_path: Path) -> None:
+    """The installed config against a candidate: both are oomkit.toml."""
+    cand = tmp_path / "oomkit.toml"
+    cand.write_text('[[oom]]\npolicy = "largest_leaf"\n')
+    cur = str(REPO / "packaging" / "oomkit.toml")
+    code, out = run("compare", str(EX / "default.toml"), "--config", cur, "--config",
+                    str(cand), "--jobs", "1", "--json")
+    assert code == 0
+    assert [json.loads(line)["contender"] for line in out.splitlines()] == [cur, str(cand)]
+
+
+def test_plot_labels_of_close_kills_do_not_overlap(tmp_path: Path) -> None:
+    """default under the recommended config: worker1 at 5.29 s, worker2 at 5.89 s of 25 s;
+    two labels there were written over each other, one label names both."""
+    pytest.importorskip("matplotlib")
+    svg = tmp_path / "c.svg"
+    code, out = run("compare", str(EX / "default.toml"), "--config",
+                    str(REPO / "packaging" / "oomkit.toml"), "--plot", str(svg), "--jobs", "1")
+    assert code == 0 and "worker1*@5.29s, worker2*@5.89s" in out
+    text = svg.read_text()  # matplotlib keeps each text as a comment beside its paths
+    assert "<!-- worker1; worker2 -->" in text

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -98,6 +99,8 @@ def test_every_oom_writes_an_incident_and_replay_reaches_the_live_decision(
     inc = load_incident(path)
     assert inc.header["reason"] == "oom" and inc.header["config"] == str(cfg)
     assert inc.oom is not None and inc.oom["incident"] == path
+    code, out = run("events", "--file", str(tmp_path / "events.jsonl"), "--kind", "oom")
+    assert code == 0 and f"incident {path}" in out  # the readable form names it too
     times = [s["time"] for s in inc.samples]
     # Every second, then every 100 ms once /app is within 10 % of its memory.max.
     assert times[1] - times[0] == pytest.approx(1.0)
@@ -146,3 +149,54 @@ def test_bad_incident_files_are_one_line(tmp_path: Path,
     bad.write_text('{"event": "incident"}\nnot json\n')
     assert run("replay", str(bad))[0] == 2
     assert f"{bad}:2: not JSON" in capsys.readouterr().err
+
+
+def test_an_incident_with_fields_of_the_wrong_kind_is_one_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    head = '{"event": "incident", "machine": {"memory": 1073741824, "swap": 0}}\n'
+    sample = ('{"event": "sample", "time": %s, "cgroups": {"/a": {"usage": 1048576}}, '
+              '"procs": [{"pid": %s, "comm": "x", "cgroup": "/a", "rss": 1048576}]}\n')
+    bad = tmp_path / "incident-x.jsonl"
+    for t, pid, why in (("0", '"x"', "invalid literal for int()"),
+                        ('"abc"', "7", "could not convert string to float"),
+                        ("0", "null", "int() argument must be")):
+        bad.write_text(head + sample % (t, pid))
+        assert run("replay", str(bad))[0] == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and f"{bad}: a record is not as the recorder writes it" in err[0]
+        assert why in err[0]
+    bad.write_text(head + sample % ("0", "7"))  # the same shape, well typed, replays
+    assert run("replay", str(bad), "--kernel")[0] == 0
+
+
+def test_replay_says_when_the_oom_was_outside_the_samples(tmp_path: Path) -> None:
+    """A kernel OOM in a cgroup no handler watched: the recorder sampled the root and the
+    watched /other only, so the replay cannot reach the decision, and says why."""
+    inc = tmp_path / "incident-k.jsonl"
+    inc.write_text(
+        '{"event": "incident", "machine": {"memory": 1073741824, "swap": 0}}\n'
+        '{"event": "sample", "time": 0, "cgroups": {"/": {"usage": 104857600}, '
+        '"/other": {"usage": 0}}, "procs": []}\n'
+        '{"event": "oom", "time": 1, "memcg": "/app", "constraint": "MEMCG", '
+        '"resolved_by": "kernel", "policy": "kernel", "victims": [{"pid": 7, '
+        '"comm": "python", "cgroup": "/app/c", "rss": 1048576}]}\n')
+    code, out = run("replay", str(inc), "--kernel")
+    assert code == 0 and "same decision as live: no" in out
+    assert "note: /app, /app/c not in the incident's samples" in out
+
+
+def test_replay_says_when_the_live_config_changed_since(tmp_path: Path) -> None:
+    cfg = tmp_path / "oomkit.toml"
+    cfg.write_text('[[oom]]\npolicy = "largest_leaf"\n')
+    inc = tmp_path / "incident-c.jsonl"
+    head = {"event": "incident", "machine": {"memory": 1 << 30, "swap": 0},
+            "config": str(cfg), "wall": 1_000_000_000.0}
+    sample = {"event": "sample", "time": 0, "cgroups": {"/a": {"usage": 1 << 20}},
+              "procs": [{"pid": 7, "comm": "x", "cgroup": "/a", "rss": 1 << 20}]}
+    inc.write_text(json.dumps(head) + "\n" + json.dumps(sample) + "\n")
+    code, out = run("replay", str(inc))  # the config is newer than the incident (2001)
+    assert code == 0 and "under live config" in out
+    assert f"note: {cfg} changed after the incident was written" in out
+    os.utime(cfg, (900_000_000, 900_000_000))  # older than the incident: as it ran
+    code, out = run("replay", str(inc))
+    assert code == 0 and "changed after" not in out

@@ -115,3 +115,45 @@ def test_the_daemon_never_imports_matplotlib() -> None:
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                        timeout=60)
     assert r.stdout.strip() == "False", r.stderr
+
+
+def test_unwritable_plot_is_one_line_before_or_after_the_run(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("matplotlib")
+    code, out = run("simulate", THRASH, "--plot", str(tmp_path / "nodir" / "x.png"))
+    assert code == 2 and "process  pid" not in out  # refused before the run
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"oomkit: --plot {tmp_path / 'nodir' / 'x.png'}: no such directory"]
+    (tmp_path / "d.svg").mkdir()  # the directory exists, the write fails
+    for argv in (("simulate", THRASH), ("compare", THRASH, "--policy", "kernel",
+                                        "--jobs", "1")):
+        code, _ = run(*argv, "--plot", str(tmp_path / "d.svg"))
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(err) == 1, err
+        assert "d.svg: cannot write: Is a directory" in err[0]
+
+
+def test_samples_of_several_policies_say_which_run(tmp_path: Path) -> None:
+    out = tmp_path / "s.jsonl"
+    code, _ = run("simulate", DEFAULT, "--policy", "kernel", "--policy", "largest_leaf",
+                  "--samples", str(out))
+    assert code == 0
+    recs = [json.loads(line) for line in out.read_text().splitlines()]
+    assert {r.get("run") for r in recs} == {"kernel", "largest_leaf"}
+    kills = {r["run"]: [v["comm"] for v in r["victims"]] for r in recs
+             if r["event"] == "oom"}
+    assert kills["kernel"] == ["db"] and "worker1" in kills["largest_leaf"]
+    code, _ = run("simulate", DEFAULT, "--samples", str(out))  # one run: lines as before
+    assert code == 0 and all("run" not in json.loads(x) for x in out.read_text().splitlines())
+
+
+def test_one_label_for_the_victims_of_one_oom(tmp_path: Path) -> None:
+    """largest_leaf kills the 8 workers of /srv/batch in one OOM: one label, not six boxes
+    repeating the reason (and the last two workers unnamed)."""
+    pytest.importorskip("matplotlib")
+    svg = tmp_path / "g.svg"
+    code, _ = run("simulate", DEFAULT, "--oom-policy", "largest_leaf", "--plot", str(svg))
+    assert code == 0
+    text = svg.read_text()  # matplotlib keeps each text as a comment beside its paths
+    assert text.count("killed worker") == 1
+    assert "killed worker1 (/srv/batch), worker2 (/srv/batch) +6" in text

@@ -6,7 +6,7 @@ import pytest
 
 from oomkit.errors import KernelError
 from oomkit.kernel.base import PAGE_SIZE
-from oomkit.kernel.linux.decisions import guard_band, stuck_in_band, system_short, v1_oom_domain
+from oomkit.kernel.linux.decisions import guard_band, stuck_in_band, v1_oom_domain
 from oomkit.kernel.linux.kmsgwatch import from_kernel_path
 from oomkit.kernel.linux.mounts import (
     detect_root,
@@ -77,13 +77,6 @@ def test_v1_oom_domain(marks: list[bool], domain: int | None) -> None:
 
 
 # -- system short ------------------------------------------------------------------------------
-def test_system_short() -> None:
-    assert system_short({"MemTotal": 1000, "MemAvailable": 29}, 0.03)
-    assert not system_short({"MemTotal": 1000, "MemAvailable": 30}, 0.03)
-    assert not system_short({"MemTotal": 1000}, 0.03)  # unknown: never a false OOM
-
-
-# -- mounts and versions -----------------------------------------------------------------------
 def test_parse_mountinfo() -> None:
     mounts = parse_mountinfo(HYBRID)
     assert [m.fstype for m in mounts] == ["tmpfs", "cgroup2", "cgroup", "cgroup", "cgroup"]

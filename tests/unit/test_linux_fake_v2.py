@@ -156,7 +156,7 @@ def test_guard_band_set_and_restored(kernel: LinuxKernel, tree: Path) -> None:
 
 
 def test_users_own_memory_high_write_is_what_gets_restored(
-    kernel: LinuxKernel, tree: Path
+    kernel: LinuxKernel, tree: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     d = app_dir(tree)
     (d / "memory.high").write_text("max\n")
@@ -167,6 +167,10 @@ def test_users_own_memory_high_write_is_what_gets_restored(
     # 62M is above our 60M band: the band stays, and the user's 62M is the original now.
     assert pump(kernel, lambda: kernel.journal.original(high) == str(62 * MiB))
     assert pump(kernel, lambda: (d / "memory.high").read_text() == str(60 * MiB))
+    # ... and says so (the daemon's stderr is in the journal under systemd).
+    said = capsys.readouterr().err
+    assert f"memory.high was rewritten to {62 * MiB}" in said, said
+    assert f"the guard band is back at {60 * MiB}" in said
     runtime.close()
     assert (d / "memory.high").read_text() == str(62 * MiB)
 

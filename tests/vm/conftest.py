@@ -1,10 +1,14 @@
 """VM test plumbing: keeps host pytest out of tests/vm/guest, boots the guest once.
 
 * On the host, tests/vm/guest/ is not collected (those tests need the guest's cgroup v2).
-* ``guest_suite`` (session scope) boots the guest ONCE and runs all of tests/vm/guest in
-  it; host tests in tests/vm/test_vm_guest.py report on that single run.
+* ``guest_suite`` (session scope) boots the guest ONCE per guest kernel and runs all of
+  tests/vm/guest in it; host tests in tests/vm/test_vm_guest.py report on that run.
+* ``guest_kernel`` is parametrized with the kernels of ``OOMKIT_VM_KERNELS`` (comma
+  separated: 6.1, 6.12, 7.3 or vmlinuz paths; default: ``OOMKIT_VM_KERNEL``, else 6.1).
+  scripts/check sets it to run the suite on 6.12 and 7.3.
 * ``guest_case`` is parametrized with every test function found in tests/vm/guest, so
-  the host report has one line per guest test. A new guest test file needs no wiring.
+  the host report has one line per guest test and kernel. A new guest test file needs no
+  wiring.
 """
 
 from __future__ import annotations
@@ -45,8 +49,16 @@ def vm_harness() -> ModuleType:
     return harness
 
 
+def guest_kernels() -> list[str]:
+    """The kernels the guest suite runs on: $OOMKIT_VM_KERNELS, else the one default."""
+    listed = os.environ.get("OOMKIT_VM_KERNELS", "")
+    return [k.strip() for k in listed.split(",") if k.strip()] or [
+        harness.kernels.default_choice()
+    ]
+
+
 @pytest.fixture(scope="session")
-def guest_suite() -> object:
+def guest_suite(guest_kernel: str) -> object:
     """One guest boot running all of tests/vm/guest: a harness.GuestPytestResult.
 
     OOMKIT_VM_MEMORY (default 1G) and OOMKIT_VM_TIMEOUT (seconds, default 600) tune it.
@@ -60,10 +72,14 @@ def guest_suite() -> object:
         [str(harness.GUEST_TESTS.relative_to(harness.REPO_ROOT)), "-q"],
         memory=os.environ.get("OOMKIT_VM_MEMORY", "1G"),
         timeout=float(os.environ.get("OOMKIT_VM_TIMEOUT", "600")),
+        kernel=guest_kernel,
     )
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "guest_kernel" in metafunc.fixturenames:
+        # Session scope: one boot per kernel, shared by every test reading its result.
+        metafunc.parametrize("guest_kernel", guest_kernels(), scope="session")
     if "guest_case" in metafunc.fixturenames:
         ids = harness.discover_guest_tests()
         metafunc.parametrize("guest_case", ids, ids=ids)

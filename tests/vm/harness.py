@@ -35,6 +35,7 @@ import codecs
 import dataclasses
 import gzip
 import hashlib
+import importlib.util
 import io
 import lzma
 import os
@@ -50,6 +51,7 @@ import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from types import ModuleType
 from typing import TextIO
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -60,7 +62,7 @@ GUEST_CMDLINE_FLAG = "oomkit.guest=1"
 APT_PACKAGES = ("qemu-system-x86", "linux-image-amd64", "busybox-static")
 QEMU = "qemu-system-x86_64"
 BUSYBOX = Path("/bin/busybox")
-# Roots of the module set; their dependencies are added from modules.dep. The order is
+# Roots of the module set; their dependencies are added from their modinfo. The order is
 # the one known to work; the dependency sort keeps it where it can.
 MODULE_ROOTS = (
     "virtio_ring", "virtio", "virtio_pci_modern_dev", "virtio_pci_legacy_dev", "virtio_pci",
@@ -93,6 +95,7 @@ class GuestResult:
     boot_seconds: float  # qemu start until the command started
     total_seconds: float  # qemu start until qemu exited
     run_dir: Path  # host directory with console.log, output.log, job.sh, dmesg.txt ...
+    kernel_release: str = ""  # the guest's uname -r
 
     @property
     def console_log(self) -> Path:
@@ -193,85 +196,36 @@ def ensure_packages() -> None:
 # ---------------------------------------------------------------------------- kernel
 
 
-def _version_key(release: str) -> tuple[int, ...]:
-    return tuple(int(n) for n in re.findall(r"\d+", release))
+def _load_kernels() -> ModuleType:
+    # tests/vm/kernels.py, by path: the harness is imported as tests.vm.harness, loaded by
+    # path from the conftest, and run as a script, and must find its sibling in each case.
+    name = "oomkit_vm_kernels"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("kernels.py"))
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
-def find_kernel() -> tuple[str, Path]:
-    """(release, vmlinuz) of the newest generic Debian kernel with modules in /lib/modules.
+kernels = _load_kernels()
+GuestKernel = kernels.GuestKernel
+KERNEL_CHOICES = kernels.CHOICES
 
-    OOMKIT_VM_KERNEL=/boot/vmlinuz-... overrides the choice.
+
+def find_kernel(choice: str | None = None) -> GuestKernel:
+    """The guest kernel for a choice: "6.1" (the host's /boot), "6.12", "7.3", or a path.
+
+    None means $OOMKIT_VM_KERNEL, else "6.1". 6.12 and 7.3 are fetched (once, cached in
+    ~/.cache/oomkit-vm/kernels) from Debian with a private apt configuration: see
+    tests/vm/kernels.py. Raises HarnessError if it cannot be had.
     """
-    override = os.environ.get("OOMKIT_VM_KERNEL")
-    if override:
-        path = Path(override)
-        release = path.name.removeprefix("vmlinuz-")
-        return release, path
-    running = os.uname().release
-    found: list[tuple[str, Path]] = []
-    for path in Path("/boot").glob("vmlinuz-*-amd64"):
-        release = path.name.removeprefix("vmlinuz-")
-        if release == running or re.search(r"-(cloud|rt)-amd64$", release):
-            continue
-        if (Path("/lib/modules") / release / "modules.dep").exists():
-            found.append((release, path))
-    if not found:
-        raise HarnessError(
-            "no generic Debian kernel (/boot/vmlinuz-*-amd64 with /lib/modules/<release>): "
-            "apt-get install linux-image-amd64 (not the -cloud- flavour: it has no 9p)"
-        )
-    return max(found, key=lambda item: _version_key(item[0]))
-
-
-def _modname(path: str) -> str:
-    name = Path(path).name
-    name = name.split(".ko")[0]
-    return name.replace("-", "_")
-
-
-def resolve_modules(release: str) -> tuple[list[Path], list[str]]:
-    """(module files to insmod in order, names built into the kernel or not found)."""
-    moddir = Path("/lib/modules") / release
-    deps: dict[str, list[str]] = {}
-    paths: dict[str, Path] = {}
-    for line in (moddir / "modules.dep").read_text().splitlines():
-        if ":" not in line:
-            continue
-        target, _, rest = line.partition(":")
-        name = _modname(target)
-        paths[name] = moddir / target
-        deps[name] = [_modname(d) for d in rest.split()]
-    ordered: list[str] = []
-    absent: list[str] = []
-
-    def visit(name: str, stack: tuple[str, ...]) -> None:
-        if name in ordered or name in absent or name in stack:
-            return
-        if name not in paths:
-            absent.append(name)  # built in (modules.builtin) or simply not there
-            return
-        # modules.dep lists the full closure, innermost last: load from the end.
-        for dep in reversed(deps[name]):
-            visit(dep, (*stack, name))
-        ordered.append(name)
-
-    for root in MODULE_ROOTS:
-        visit(root, ())
-    return [paths[n] for n in ordered], absent
-
-
-def _module_bytes(path: Path) -> bytes:
-    data = path.read_bytes()
-    if path.name.endswith(".ko.xz"):
-        return lzma.decompress(data)
-    if path.name.endswith(".ko.gz"):
-        return gzip.decompress(data)
-    if path.name.endswith(".ko.zst"):
-        tool = shutil.which("zstd")
-        if tool is None:
-            raise HarnessError(f"{path} is zstd-compressed and no zstd is installed")
-        return subprocess.run([tool, "-dc", str(path)], capture_output=True, check=True).stdout
-    return data
+    try:
+        return kernels.resolve(choice)
+    except kernels.KernelError as exc:
+        raise HarnessError(str(exc)) from None
 
 
 # ------------------------------------------------------------------------- initramfs
@@ -381,18 +335,27 @@ def _cpio(entries: Iterable[tuple[str, int, bytes, tuple[int, int]]]) -> bytes:
     return buf.getvalue()
 
 
-def build_initramfs(cache_dir: Path = DEFAULT_CACHE_DIR) -> tuple[Path, Path]:
-    """Build (or reuse) the initramfs; return (vmlinuz, initramfs.cpio.gz).
+def build_initramfs(
+    cache_dir: Path = DEFAULT_CACHE_DIR, kernel: str | GuestKernel | None = None
+) -> tuple[Path, Path]:
+    """Build (or reuse) the initramfs for a kernel; return (vmlinuz, initramfs.cpio.gz).
 
-    Cached by kernel release + a hash of the init script, the module set, the kernel
-    image and busybox, so a kernel upgrade or an edit of INIT_SCRIPT rebuilds it.
+    kernel: a choice for find_kernel() or a GuestKernel. Cached by kernel release + a
+    hash of the init script, the modules, the kernel image and busybox, so a kernel
+    upgrade or an edit of INIT_SCRIPT rebuilds it.
     """
-    release, vmlinuz = find_kernel()
-    modules, _absent = resolve_modules(release)
+    k = kernel if isinstance(kernel, GuestKernel) else find_kernel(kernel)
+    release, vmlinuz = k.release, k.vmlinuz
+    try:
+        modules, _absent = kernels.resolve_modules(k, MODULE_ROOTS)
+    except (kernels.KernelError, OSError, lzma.LZMAError) as exc:
+        raise HarnessError(f"cannot read the modules of {release}: {exc}") from None
     h = hashlib.sha256(INIT_SCRIPT.encode())
-    for p in (vmlinuz, BUSYBOX, *modules):
+    for p in (vmlinuz, BUSYBOX):
         st = p.stat()
         h.update(f"{p}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+    for name, data in modules:
+        h.update(name.encode() + hashlib.sha256(data).digest())
     target = Path(cache_dir) / f"initramfs-{release}-{h.hexdigest()[:16]}.cpio.gz"
     if target.exists():
         return vmlinuz, target
@@ -407,12 +370,9 @@ def build_initramfs(cache_dir: Path = DEFAULT_CACHE_DIR) -> tuple[Path, Path]:
     entries.append(("bin/busybox", stat.S_IFREG | 0o755, BUSYBOX.read_bytes(), (0, 0)))
     entries.append(("init", stat.S_IFREG | 0o755, INIT_SCRIPT.encode(), (0, 0)))
     names = []
-    for path in modules:
-        name = _modname(path.name)
+    for name, data in modules:
         names.append(name)
-        entries.append(
-            (f"lib/modules/{name}.ko", stat.S_IFREG | 0o644, _module_bytes(path), (0, 0))
-        )
+        entries.append((f"lib/modules/{name}.ko", stat.S_IFREG | 0o644, data, (0, 0)))
     entries.append(
         ("etc/modules.load", stat.S_IFREG | 0o644, ("\n".join(names) + "\n").encode(), (0, 0))
     )
@@ -420,7 +380,7 @@ def build_initramfs(cache_dir: Path = DEFAULT_CACHE_DIR) -> tuple[Path, Path]:
     tmp = target.with_suffix(f".tmp{os.getpid()}")
     tmp.write_bytes(gzip.compress(_cpio(entries), compresslevel=6))
     tmp.replace(target)
-    for old in target.parent.glob("initramfs-*.cpio.gz"):
+    for old in target.parent.glob(f"initramfs-{release}-*.cpio.gz"):
         if old != target:
             old.unlink(missing_ok=True)
     return vmlinuz, target
@@ -587,8 +547,11 @@ def run_in_guest(
     interactive: bool = False,
     smp: int = 2,
     cache_dir: Path = DEFAULT_CACHE_DIR,
+    kernel: str | None = None,
 ) -> GuestResult:
     """Boot the guest, run argv as root in cwd, return its exit status and output.
+
+    kernel: "6.1", "6.12", "7.3" or a vmlinuz path (None: $OOMKIT_VM_KERNEL, else 6.1).
 
     stream, if given, receives the command's output live (the console always goes to
     <run_dir>/console.log). interactive=True puts the command on the terminal (ttyS0)
@@ -599,7 +562,8 @@ def run_in_guest(
         raise ValueError(f"memory must look like '512M' or '2G', not {memory!r}")
     if shutil.which(QEMU) is None:
         raise HarnessError(f"{QEMU} not found: call ensure_packages() (needs root)")
-    vmlinuz, initrd = build_initramfs(cache_dir)
+    guest_kernel = find_kernel(kernel)
+    vmlinuz, initrd = build_initramfs(cache_dir, guest_kernel)
     run_dir = _new_run_dir(cache_dir)
     nonce = secrets.token_hex(8)
     (run_dir / "job.sh").write_text(
@@ -680,6 +644,7 @@ def run_in_guest(
         boot_seconds=boot,
         total_seconds=total,
         run_dir=run_dir,
+        kernel_release=guest_kernel.release,
     )
 
 
@@ -766,6 +731,7 @@ def run_pytest_in_guest(
     *,
     stream: TextIO | None = None,
     cache_dir: Path = DEFAULT_CACHE_DIR,
+    kernel: str | None = None,
 ) -> GuestPytestResult:
     """Run <repo>/.venv/bin/python -m pytest <pytest_args> in the guest, in the repo root.
 
@@ -779,7 +745,8 @@ def run_pytest_in_guest(
         f"--junitxml={GUEST_OUT}/junit.xml", "-o", "junit_logging=all", *pytest_args,
     ]  # fmt: skip
     result = run_in_guest(
-        argv, memory=memory, timeout=timeout, env=env, stream=stream, cache_dir=cache_dir
+        argv, memory=memory, timeout=timeout, env=env, stream=stream, cache_dir=cache_dir,
+        kernel=kernel,
     )
     return GuestPytestResult(result=result, cases=parse_junit(result.run_dir / "junit.xml"))
 
@@ -793,21 +760,27 @@ def main(args: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--memory", default="1G", help="guest RAM, e.g. 512M or 2G")
     parser.add_argument("--timeout", type=float, default=600, help="seconds (not for shell)")
+    parser.add_argument(
+        "--kernel",
+        default=None,
+        help=f"guest kernel: {', '.join(KERNEL_CHOICES)} or a vmlinuz path "
+        "(default: $OOMKIT_VM_KERNEL, else 6.1)",
+    )
     sub = parser.add_subparsers(dest="cmd", required=True)
     sub.add_parser("shell", help="interactive shell in the guest (Ctrl-A x kills qemu)")
     p_py = sub.add_parser("pytest", help="run the project's pytest in the guest")
     p_py.add_argument("args", nargs=argparse.REMAINDER)
     p_run = sub.add_parser("run", help="run a command in the guest")
     p_run.add_argument("argv", nargs=argparse.REMAINDER)
-    sub.add_parser("initramfs", help="build the initramfs and print its path")
+    sub.add_parser("initramfs", help="build the initramfs and print the kernel and its path")
     ns = parser.parse_args(args)
 
-    ensure_packages()
-    if ns.cmd == "initramfs":
-        vmlinuz, initrd = build_initramfs()
-        print(f"{vmlinuz}\n{initrd}")
-        return 0
     try:
+        ensure_packages()
+        if ns.cmd == "initramfs":
+            vmlinuz, initrd = build_initramfs(kernel=ns.kernel)
+            print(f"{vmlinuz}\n{initrd}")
+            return 0
         if ns.cmd == "shell":
             print(
                 "booting the guest (TCG, ~10 s); 'exit' or Ctrl-D powers it off, "
@@ -815,24 +788,29 @@ def main(args: Sequence[str] | None = None) -> int:
                 file=sys.stderr,
             )
             res = run_in_guest(
-                ["/bin/bash", "-l"], memory=ns.memory, timeout=None, interactive=True
+                ["/bin/bash", "-l"], memory=ns.memory, timeout=None, interactive=True,
+                kernel=ns.kernel,
             )
             return res.returncode
         if ns.cmd == "pytest":
             pres = run_pytest_in_guest(
-                ns.args, memory=ns.memory, timeout=ns.timeout, stream=sys.stdout
+                ns.args, memory=ns.memory, timeout=ns.timeout, stream=sys.stdout,
+                kernel=ns.kernel,
             )
             res = pres.result
         else:
             argv = ns.argv[1:] if ns.argv[:1] == ["--"] else ns.argv
             if not argv:
                 parser.error("run needs a command")
-            res = run_in_guest(argv, memory=ns.memory, timeout=ns.timeout, stream=sys.stdout)
+            res = run_in_guest(
+                argv, memory=ns.memory, timeout=ns.timeout, stream=sys.stdout, kernel=ns.kernel
+            )
     except HarnessError as exc:
         print(f"\nvm harness: {exc}", file=sys.stderr)
         return 124 if isinstance(exc, GuestTimeout) else 125
     print(
-        f"\nvm harness: exit status {res.returncode}; boot {res.boot_seconds:.1f} s, "
+        f"\nvm harness: exit status {res.returncode} (kernel {res.kernel_release}); "
+        f"boot {res.boot_seconds:.1f} s, "
         f"total {res.total_seconds:.1f} s; logs in {res.run_dir}",
         file=sys.stderr,
     )

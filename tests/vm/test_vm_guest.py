@@ -18,7 +18,8 @@ pytestmark = pytest.mark.vm
 def _describe(suite: Any) -> str:
     res = suite.result
     return (
-        f"guest pytest exit status {res.returncode} (boot {res.boot_seconds:.1f} s, "
+        f"guest pytest exit status {res.returncode} (kernel {res.kernel_release}; "
+        f"boot {res.boot_seconds:.1f} s, "
         f"total {res.total_seconds:.1f} s; logs in {res.run_dir})\n"
         f"----- guest pytest output -----\n{res.output}"
     )

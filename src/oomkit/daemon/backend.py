@@ -133,6 +133,10 @@ class LiveBackend:
                 cgroup_root=d.cgroup_root or None,
                 state_file=d.state_file,
                 guard_margin=config.guard.of,
+                system_min_available=config.system.min_available,
+                system_min_swap_free=config.system.min_swap_free,
+                system_lead_s=config.system.lead_s,
+                system_max_fill_rate=config.system.max_fill_rate,
                 watchdog_hung_after=watchdog_deadline(config),
                 event_log=d.event_log,
             )

@@ -30,6 +30,7 @@ from oomkit.units import (
     parse_budget_s,
     parse_cgroup_path,
     parse_duration_ns,
+    parse_rate,
     parse_size,
     shown,
 )
@@ -51,13 +52,14 @@ DEFAULT_STATE_FILE: Final = "/run/oomkit/restore.json"
 DEFAULT_LISTEN: Final = "127.0.0.1:9727"
 DEFAULT_PORT: Final = 9727
 
-_TOP_KEYS: Final = frozenset({"daemon", "guard", "metrics", "recorder", "oom", "psi"})
+_TOP_KEYS: Final = frozenset({"daemon", "guard", "metrics", "recorder", "oom", "psi", "system"})
 _DAEMON_KEYS: Final = frozenset({
     "dry_run", "budget", "max_failures", "event_log", "event_log_max", "event_log_keep",
     "status_file", "state_file", "cgroup_root", "mlock", "gc_interval", "post_action_delay",
     "min_victim",
 })
 _GUARD_KEYS: Final = frozenset({"margin"})
+_SYSTEM_KEYS: Final = frozenset({"min_available", "min_swap_free", "lead", "max_fill_rate"})
 _METRICS_KEYS: Final = frozenset({"listen"})
 _RECORDER_KEYS: Final = frozenset({"size", "interval", "pressure_interval", "procs",
                                    "cgroups"})
@@ -68,7 +70,7 @@ _PSI_KEYS: Final = frozenset({"policy", "args", "budget"})
 #: the process (a dry run never arms a guard; the guard band and restore journal are set up
 #: once). Changing them needs a restart.
 RESTART_ONLY: Final = ("daemon.dry_run", "daemon.state_file", "daemon.cgroup_root",
-                       "daemon.mlock", "guard.margin")
+                       "daemon.mlock", "guard.margin", "system")
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +93,17 @@ class GuardMargin:
         if self.nbytes is not None:
             return self.nbytes
         return int(memory_max * (self.percent or 0.0) / 100)
+
+
+@dataclass(frozen=True, slots=True)
+class SystemSettings:
+    """The system-wide MemAvailable watch (oomkit.kernel.linux.memwatch). Shares (a float
+    in [0, 1)) are of MemTotal / SwapTotal; ints are bytes."""
+
+    min_available: float | int = 0.05
+    min_swap_free: float | int = 0.10
+    lead_s: float = 0.25
+    max_fill_rate: int = 6000 << 20  # bytes/s: earlyoom's figure (main.c sleep_time_ms)
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +172,7 @@ class Config:
     oom: tuple[OomEntry, ...] = ()
     psi: tuple[PsiEntry, ...] = ()
     recorder: RecorderSettings = field(default_factory=RecorderSettings)
+    system: SystemSettings = field(default_factory=SystemSettings)
     positions: TomlPositions | None = field(default=None, compare=False, repr=False)
 
     def error(self, path: tuple[str | int, ...], msg: str) -> ConfigError:
@@ -175,6 +189,7 @@ class Config:
             "daemon.cgroup_root": (old_d.cgroup_root, new_d.cgroup_root),
             "daemon.mlock": (old_d.mlock, new_d.mlock),
             "guard.margin": (self.guard, new.guard),
+            "system": (self.system, new.system),
         }
         for key in RESTART_ONLY:
             old, now = pairs[key]
@@ -305,6 +320,22 @@ def _margin(v: object) -> GuardMargin:
     return GuardMargin(percent=None, nbytes=nbytes)
 
 
+def _share_or_size(v: object) -> float | int:
+    """'5%' -> 0.05 (a share), '64M' -> bytes."""
+    if isinstance(v, str) and v.strip().endswith("%"):
+        try:
+            pct = float(v.strip()[:-1])
+        except ValueError:
+            raise ValueError(f"expected a share like 5% or a size like 64M, got {v!r}") from None
+        if not 0 <= pct < 100:
+            raise ValueError(f"a share must be at least 0% and less than 100%, got {v!r}")
+        return pct / 100
+    try:
+        return parse_size(v)
+    except ValueError:
+        raise ValueError(f"expected a share like 5% or a size like 64M, got {v!r}") from None
+
+
 def parse_listen(v: object) -> Listen | None:
     """'127.0.0.1:9727', '[::1]:9727', 'localhost:9000'; '' disables (None)."""
     if not isinstance(v, str):
@@ -409,6 +440,18 @@ def parse_config(text: str, path: str = "<config>") -> Config:
     p.check_keys(graw, _GUARD_KEYS, ("guard",))
     guard = p.get(graw, ("guard",), "margin", _margin, GuardMargin())
 
+    sraw = p.table(data, "system")
+    p.check_keys(sraw, _SYSTEM_KEYS, ("system",))
+    sd, sat = SystemSettings(), ("system",)
+    system = SystemSettings(
+        min_available=p.get(sraw, sat, "min_available", _share_or_size, sd.min_available),
+        min_swap_free=p.get(sraw, sat, "min_swap_free", _share_or_size, sd.min_swap_free),
+        lead_s=p.get(sraw, sat, "lead", _duration_s, sd.lead_s),
+        max_fill_rate=p.get(sraw, sat, "max_fill_rate", parse_rate, sd.max_fill_rate),
+    )
+    if system.lead_s > 10:
+        raise p.error(("system", "lead"), "must be at most 10s")
+
     mraw = p.table(data, "metrics")
     p.check_keys(mraw, _METRICS_KEYS, ("metrics",))
     metrics = p.get(mraw, ("metrics",), "listen", parse_listen, parse_listen(DEFAULT_LISTEN))
@@ -452,7 +495,8 @@ def parse_config(text: str, path: str = "<config>") -> Config:
             index=i,
             line=p.pos.line(*at),
         ))
-    return Config(path, daemon, guard, metrics, tuple(ooms), tuple(psis), recorder, p.pos)
+    return Config(path, daemon, guard, metrics, tuple(ooms), tuple(psis), recorder, system,
+                  p.pos)
 
 
 def _recorder(p: _Parser, raw: dict[str, Any]) -> RecorderSettings:

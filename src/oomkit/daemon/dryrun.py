@@ -67,7 +67,9 @@ class _DryRunHooks:
         self.hooks = hooks
 
     def oom(self, request: OomRequest) -> int:
-        if request.constraint is Constraint.DECLARED:
+        if request.constraint is Constraint.DECLARED or request.memcg is None:
+            # Declared, or seen by the system-wide MemAvailable watch before the kernel:
+            # the handlers run on the dry-run kernel and say what they would do.
             return self.hooks.oom(request)
         outcome = self.real.default_oom(request)
         memcg = request.memcg.path if request.memcg is not None else None
@@ -140,10 +142,17 @@ class DryRunKernel:
 
     # -- never armed ------------------------------------------------------------------------
     def watch_oom(self, cgroup: Cgroup | None) -> str:
+        watch = getattr(self.real, "watch_system_memory", None)
+        if cgroup is None and watch is not None:
+            # Only reads: the system-wide watch declares what it sees, and the handlers
+            # (and the default killer's choice) report what they would do about it.
+            return f"{NOT_ARMED}; {watch()}"
         return NOT_ARMED
 
     def unwatch_oom(self, cgroup: Cgroup | None) -> None:
-        return None
+        system = getattr(self.real, "system", None)
+        if cgroup is None and system is not None:
+            system.disarm()
 
     # -- actions: recorded, pretended --------------------------------------------------------
     def kill_tasks(self, tasks: Sequence[Task], message: str, group: Cgroup | None

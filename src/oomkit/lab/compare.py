@@ -15,7 +15,7 @@ import json
 import os
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -57,7 +57,8 @@ class Job:
 
 def collect(inputs: Sequence[str], notes: list[str]) -> list[tuple[str, Scenario]]:
     """(source, scenario) of every input, in order. Raises ConfigError for a named file
-    that is not a scenario; in a directory such files are skipped with a note."""
+    that is not a scenario or incident; in a directory such files are skipped with a
+    note."""
     out: list[tuple[str, Scenario]] = []
     for text in inputs:
         path = Path(text)
@@ -68,7 +69,10 @@ def collect(inputs: Sequence[str], notes: list[str]) -> list[tuple[str, Scenario
                 except ConfigError as exc:
                     notes.append(f"skipped {f}: {str(exc).splitlines()[0][:120]}")
             for f in sorted(path.glob("incident-*.jsonl")):
-                out.append((str(f), _incident(f)))
+                try:  # a log directory may hold an older or damaged one: skip it too
+                    out.append((str(f), _incident(f)))
+                except ConfigError as exc:
+                    notes.append(f"skipped {f}: {str(exc).splitlines()[0][:120]}")
         elif path.suffix == ".jsonl":
             out.append((text, _incident(path)))
         elif path.exists():
@@ -92,6 +96,11 @@ def contenders(args: argparse.Namespace) -> list[Contender]:
     out += [from_preset(n) for n in args.preset]
     if not out:
         raise ConfigError("nothing to compare: give --policy, --config or --preset")
+    stems = [c.label for c in out]
+    # Two configs of one name (/etc/oomkit/oomkit.toml against a candidate oomkit.toml):
+    # named by their paths instead, as given.
+    out = [replace(c, label=c.config) if c.config is not None and stems.count(c.label) > 1
+           else c for c in out]
     labels = [c.label for c in out]
     dup = {x for x in labels if labels.count(x) > 1}
     if dup:
@@ -111,8 +120,17 @@ def run_job(job: Job) -> dict[str, Any]:
         row["error"] = str(exc)
         return row
     row.update(judge_run(scen, tl).to_dict())
-    if tl.notes:
-        row["notes"] = tl.notes
+    notes = list(tl.notes)
+    # A handler that raised or overran leaves the OOM to the default killer: the row then
+    # looks like the kernel's own, so say so (one note per distinct error).
+    raised: dict[str, int] = {}
+    for ev in tl.events("handler_error"):
+        how = "overran its budget" if ev.get("timeout") else f"raised: {ev.get('error')}"
+        what = f"{ev.get('name')}.{ev.get('callback')} {how}"
+        raised[what] = raised.get(what, 0) + 1
+    notes += [f"{what} ({n}x)" for what, n in raised.items()]
+    if notes:
+        row["notes"] = notes
     return row
 
 
@@ -128,9 +146,9 @@ def write_table(out: TextIO, rows: Sequence[dict[str, Any]]) -> None:
     lines = [head]
     for r in rows:
         name = Path(r["scenario"]).stem
-        if "error" in r:
-            lines.append((name, r["contender"], str(r["seed"]), "error", r["error"][:60],
-                          "", "", "", "", "", ""))
+        if "error" in r:  # the message in the last column, whole: no column widens
+            lines.append((name, r["contender"], str(r["seed"]), "error", "", "", "", "", "",
+                          "", r["error"]))
             continue
         victims = ", ".join(f"{v['name']}{'*' if v['bystander'] else ''}@{v['time']:g}s"
                             for v in r["victims"][:4])
@@ -148,6 +166,13 @@ def write_table(out: TextIO, rows: Sequence[dict[str, Any]]) -> None:
             out.write("  ".join("-" * w for w in [*widths, len(head[-1])]) + "\n")
     out.write("\n* a bystander: killed, but neither the culprit (the process asking for the "
               "most memory in the OOM's domain) nor in its cgroup (docs/lab.md)\n")
+    seen: set[tuple[str, str, str]] = set()  # a note repeats for every seed: once
+    for r in rows:
+        for note in r.get("notes", ()):
+            key = (Path(r["scenario"]).stem, r["contender"], note)
+            if key not in seen:
+                seen.add(key)
+                out.write(f"note: {key[0]} under {key[1]}: {note}\n")
 
 
 def run(args: argparse.Namespace, out: TextIO) -> int:

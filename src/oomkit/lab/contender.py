@@ -18,9 +18,9 @@ from oomkit.ops import PsiOps
 from oomkit.policy_loader import load_oom, load_psi, resolve, split_at
 from oomkit.runtime import Runtime
 
-#: Where --preset looks, relative to the repository (an installed oomkit has no presets
-#: here: pass --config with the preset's path instead).
-PRESET_DIR: Final = Path(__file__).resolve().parents[3] / "packaging" / "presets"
+#: Where --preset looks: the presets ship inside the package (oomkit/data/presets; the
+#: repository's packaging/presets is a link to them), so an installed oomkit has them too.
+PRESET_DIR: Final = Path(__file__).resolve().parents[1] / "data" / "presets"
 KERNEL_ONLY: Final = "kernel"
 
 

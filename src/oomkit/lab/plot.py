@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from oomkit.errors import ConfigError
 from oomkit.lab.timeline import Timeline
@@ -39,14 +39,35 @@ def require() -> Any:
 
 
 def check_suffix(path: str) -> None:
+    """ConfigError unless ``path`` ends in .png/.svg/.pdf and its directory exists:
+    callers check before a run, so a long compare does not end in a traceback."""
     if Path(path).suffix.lower() not in (".png", ".svg", ".pdf"):
         raise ConfigError(f"--plot {path}: the name must end in .png, .svg or .pdf")
+    if not Path(path).resolve().parent.is_dir():
+        raise ConfigError(f"--plot {path}: no such directory")
+
+
+def _save(fig: Any, path: str, dpi: int) -> None:
+    try:
+        fig.savefig(path, dpi=dpi)
+    except OSError as exc:
+        raise ConfigError(f"--plot {path}: cannot write: {exc.strerror or exc}") from None
 
 
 def _leaves(paths: Sequence[str]) -> list[str]:
     """Cgroups no other sampled cgroup is below: their usages add up without overlap."""
     return [p for p in paths if p != "/" and not any(
         q != p and q.startswith(p.rstrip("/") + "/") for q in paths)]
+
+
+def _one_label_per_oom(kills: Sequence[tuple[float, str, str]]) -> list[tuple[float, str, str]]:
+    """Kills of one moment and reason (one OOM killing a cgroup's tasks) under one label:
+    "a (/cg), b (/cg) +6", so that the victims of a later OOM still get theirs."""
+    groups: dict[tuple[float, str], list[str]] = {}
+    for when, who, why in kills:
+        groups.setdefault((when, why), []).append(who)
+    return [(when, ", ".join(who[:2]) + (f" +{len(who) - 2}" if len(who) > 2 else ""), why)
+            for (when, why), who in groups.items()]
 
 
 def kills_of(tl: Timeline) -> list[tuple[float, str, str]]:
@@ -183,9 +204,10 @@ def plot_timelines(timelines: Sequence[Timeline], path: str) -> None:
                 ax.legend(loc="upper right", fontsize=7, framealpha=0.85)
         kills = kills_of(tl)
         ymax = top.get_ylim()[1]
-        for k, (when, who, why) in enumerate(kills):
+        for when, _, _ in kills:
             for ax in (top, mem, io):
                 ax.axvline(when, color="red", linewidth=1.2, alpha=0.8)
+        for k, (when, who, why) in enumerate(_one_label_per_oom(kills)):
             if k < 6:  # more labels than that cover the picture; the table has them all
                 top.annotate(f"killed {who}\n{why} @ {when:.2f}s", xy=(when, ymax),
                              xytext=(4, -12 - 24 * k), textcoords="offset points",
@@ -202,8 +224,10 @@ def plot_timelines(timelines: Sequence[Timeline], path: str) -> None:
         for ax in (top, mem, io):
             ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    try:
+        _save(fig, path, 90)
+    finally:
+        plt.close(fig)
 
 
 def _group(kills: Sequence[tuple[float, str, bool]]) -> list[tuple[float, str, bool]]:
@@ -217,6 +241,22 @@ def _group(kills: Sequence[tuple[float, str, bool]]) -> list[tuple[float, str, b
             out.append((when, [who], bystander))
     return [(w, ", ".join(n[:2]) + (f" +{len(n) - 2}" if len(n) > 2 else ""), b)
             for w, n, b in out]
+
+
+#: Kills closer than this share of the time axis share a label ("a; b"): one label per
+#: kill would be written over the last (a panel is about 6 inches for the whole run).
+NEAR: Final = 0.12
+
+
+def _near(kills: Sequence[tuple[float, str, bool]], gap: float
+          ) -> list[tuple[float, str, bool]]:
+    out: list[tuple[float, str, bool]] = []
+    for when, who, bystander in kills:
+        if out and when - out[-1][0] < gap:
+            out[-1] = (out[-1][0], f"{out[-1][1]}; {who}", out[-1][2] or bystander)
+        else:
+            out.append((when, who, bystander))
+    return out
 
 
 def plot_kills(rows: Sequence[dict[str, Any]], path: str) -> None:
@@ -251,10 +291,11 @@ def plot_kills(rows: Sequence[dict[str, Any]], path: str) -> None:
                        for v in r.get("victims", ())]
             if not victims:
                 ax.plot([duration], [y], marker="o", color="green", markersize=4)
-            for when, who, bystander in _group(victims):
+            for when, _who, bystander in _group(victims):
                 ax.plot([when], [y], marker="X", markersize=7, zorder=3,
                         color="darkorange" if bystander else "red")
-                if int(r["seed"]) == seeds[0]:
+            if int(r["seed"]) == seeds[0]:
+                for when, who, bystander in _near(_group(victims), duration * NEAR):
                     ax.annotate(who, (when, y), xytext=(4, 2), textcoords="offset points",
                                 fontsize=7, color="darkorange" if bystander else "darkred")
         ax.set_yticks(range(len(labels)))
@@ -270,5 +311,7 @@ def plot_kills(rows: Sequence[dict[str, Any]], path: str) -> None:
             f"{len(seeds)} seed(s) per lane, labels from seed {seeds[0]}; time in s")
     fig.suptitle("who was killed when, per scenario and policy\n" + note, fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    try:
+        _save(fig, path, 80)
+    finally:
+        plt.close(fig)

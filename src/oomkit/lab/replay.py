@@ -181,7 +181,18 @@ def _program(points: list[tuple[float, int]], growing_tail: bool) -> list[str]:
 
 
 def scenario_toml(inc: Incident) -> str:
-    """The incident as scenario TOML (see the module docstring for how)."""
+    """The incident as scenario TOML (see the module docstring for how). Raises
+    ConfigError for a record whose fields are not what the recorder writes (a pid that
+    is no number, a sample without a time): the file is input, not our own state."""
+    try:
+        return _scenario_toml(inc)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        what = f"missing {exc}" if isinstance(exc, KeyError) else str(exc)
+        raise ConfigError(f"{inc.path}: a record is not as the recorder writes it: "
+                          f"{what}") from None
+
+
+def _scenario_toml(inc: Incident) -> str:
     samples = inc.samples
     t0 = float(samples[0]["time"])
     end = max([float(samples[-1]["time"])] + [float(e.get("time", 0)) for e in inc.events])
@@ -328,6 +339,16 @@ def _base(comm: str) -> str:
     return head if dot and tail.isdigit() else comm
 
 
+def _unsampled(inc: Incident, live: list[tuple[str, str]]) -> list[str]:
+    """The live OOM's memcg and victims' cgroups that no sample covers (a kernel OOM in a
+    cgroup no handler watched): without them the replay has nothing to reach."""
+    sampled: set[str] = set().union(*(s["cgroups"] for s in inc.samples))
+    wanted = {g for _, g in live}
+    if inc.oom is not None and isinstance(inc.oom.get("memcg"), str):
+        wanted.add(inc.oom["memcg"])
+    return sorted(wanted - sampled)
+
+
 def run(args: argparse.Namespace, out: TextIO) -> int:
     inc = load_incident(args.incident)
     text = scenario_toml(inc)
@@ -378,8 +399,30 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
     if inc.oom is not None:
         same = sorted(live) == sorted((_base(c), g) for c, g in replayed)
         out.write(f"same decision as live: {'yes' if same else 'no'}\n")
+        unseen = _unsampled(inc, live)
+        if unseen:
+            out.write(f"note: {', '.join(unseen)} not in the incident's samples (the "
+                      "recorder samples the cgroups OOM handlers watch): the replay cannot "
+                      "reach the live decision; attach a handler at or above it\n")
     for note in tl.notes:
         out.write(f"note: {note}\n")
+    changed = _config_changed(inc, contender)
+    if changed:
+        out.write(f"note: {changed} changed after the incident was written: the replay ran "
+                  "it as it is now, not as it ran live\n")
     if args.plot:
         out.write(f"plot: {args.plot}\n")
     return 0
+
+
+def _config_changed(inc: Incident, contender: Contender) -> str | None:
+    """The live config, when the replay runs it and it was modified after the incident
+    (mtime later than the header's wall time): a later edit, not what decided live."""
+    wall = inc.header.get("wall")
+    if contender.config is None or contender.config != inc.header.get("config") or not (
+            isinstance(wall, (int, float))):
+        return None
+    try:
+        return contender.config if os.stat(contender.config).st_mtime > wall else None
+    except OSError:
+        return None

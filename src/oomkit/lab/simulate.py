@@ -71,7 +71,7 @@ def run(args: argparse.Namespace, scenario: Scenario, printer: Callable[[Event],
         try:
             with open(args.samples, "w", encoding="utf-8") as f:
                 for tl in timelines:
-                    tl.write(f)
+                    tl.write(f, tagged=len(timelines) > 1)
         except OSError as exc:
             raise ConfigError(f"--samples {args.samples}: {exc.strerror}") from None
     if args.plot:

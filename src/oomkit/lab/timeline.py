@@ -42,9 +42,12 @@ class Timeline:
         return [r for r in self.records if r.get("event") != "sample"
                 and (kind is None or r.get("event") == kind)]
 
-    def write(self, out: TextIO) -> None:
+    def write(self, out: TextIO, *, tagged: bool = False) -> None:
+        """The records as JSON lines; ``tagged`` adds ``"run": label`` to each, so that
+        several runs in one file (simulate with several --policy) stay apart."""
         for r in self.records:
-            out.write(json.dumps(r, separators=(",", ":")) + "\n")
+            rec = {**r, "run": self.label} if tagged else r
+            out.write(json.dumps(rec, separators=(",", ":")) + "\n")
 
 
 def perturb(scenario: Scenario, seed: int) -> Scenario:

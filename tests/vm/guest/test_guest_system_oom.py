@@ -35,6 +35,7 @@ from pathlib import Path
 from oomkit.events import EventList, OomEvent
 from oomkit.kernel.linux import LinuxKernel
 from oomkit.live import serving as served
+from oomkit.ops import OomContext, OomControl, OomOps
 from oomkit.policies.largest_leaf import LargestLeaf
 from oomkit.runtime import Runtime
 from tests.live.conftest import Hog
@@ -178,3 +179,42 @@ def test_system_wide_oom_resolved_by_the_handler(tree: V2Tree, tmp_path: Path) -
     # The leaker really pressed on the guest before it was killed.
     assert peak << 20 > total // 2, f"leaker only reached {peak} MiB"
     assert not (tmp_path / "restore.json").exists()
+
+
+class Declines(OomOps):
+    name = "declines"
+
+    def handle_out_of_memory(self, ctx: OomContext, oc: OomControl) -> bool:
+        return False
+
+
+def test_with_the_defaults_the_default_killer_acts_before_the_kernel(
+    tree: V2Tree, tmp_path: Path
+) -> None:
+    """LinuxKernel's defaults (MemAvailable at 5 %, no PSI needed) and a system-wide handler
+    that frees nothing: the default killer makes the kernel's choice (the leaker, the
+    largest) before the kernel's own killer runs, once."""
+    leak = tree.mkdir("leak")
+    (tree.root / "memory.max").write_text("max")
+    kernel = LinuxKernel(state_file=str(tmp_path / "restore.json"))
+    ev = EventList()
+    runtime = Runtime(kernel, sink=ev)
+    runtime.attach_oom(Declines(), None)
+    kills_before = vmstat("oom_kill")
+    with protected(), served(kernel, runtime):
+        hog = spawn_leaker(tree, leak)
+        hog.go()
+        assert hog.wait_dead(SLOW * 2), "the default killer should kill the leaker"
+        assert hog.proc.returncode == -9
+        assert wait_for(lambda: any(e.resolved_by == "default" for e in ooms(ev)), SLOW)
+        pump_until = time.monotonic() + 1.0  # a second OOM would come now: none should
+        while time.monotonic() < pump_until:
+            time.sleep(0.1)
+    killing = [e for e in ooms(ev) if e.victims]
+    assert len(killing) == 1, ooms(ev)
+    first = killing[0]
+    assert first.memcg is None and first.constraint == "NONE" and first.policy == "default"
+    assert [v.pid for v in first.victims] == [hog.pid]
+    assert vmstat("oom_kill") == kills_before  # the kernel's killer never ran
+    assert not (tmp_path / "restore.json").exists()
+

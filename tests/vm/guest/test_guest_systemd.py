@@ -117,3 +117,6 @@ def test_the_band_survives_systemd_rewriting_memory_high(
                 f"memory.high stayed {high.read_text().strip()}"
             time.sleep(0.2)
     assert high.read_text().strip() == "max"  # restored at exit: the value systemd wrote
+    said = (daemon_dir / "stdout").read_text()  # stderr: the journal's, under systemd
+    assert said.count("memory.high was rewritten to max") >= 1, said[-2000:]
+    assert f"the guard band is back at {band}" in said

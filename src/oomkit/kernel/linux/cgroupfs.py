@@ -22,6 +22,7 @@ MEMORY_HIGH: Final = "memory.high"
 MEMORY_LOW: Final = "memory.low"
 MEMORY_MIN: Final = "memory.min"
 MEMORY_SWAP_MAX: Final = "memory.swap.max"
+MEMORY_SWAP_CURRENT: Final = "memory.swap.current"
 MEMORY_STAT: Final = "memory.stat"  # v1 has it too, with other names
 MEMORY_EVENTS: Final = "memory.events"
 MEMORY_OOM_GROUP: Final = "memory.oom.group"

@@ -7,7 +7,7 @@ systemd-oomd keeps ``oomd-util.c`` apart from ``oomd-manager.c``). Sizes are byt
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 
 from oomkit.kernel.base import PAGE_SIZE
 
@@ -45,9 +45,3 @@ def v1_oom_domain(under_oom: Sequence[bool]) -> int | None:
         top += 1
     return top
 
-
-def system_short(meminfo: Mapping[str, int], min_available: float) -> bool:
-    """The machine is out of memory: MemAvailable below ``min_available`` (a fraction) of
-    MemTotal. Missing MemAvailable counts as all available (never a false OOM)."""
-    total = meminfo.get("MemTotal", 0)
-    return meminfo.get("MemAvailable", total) < total * min_available

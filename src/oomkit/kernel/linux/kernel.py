@@ -53,6 +53,7 @@ from oomkit.kernel.linux.kills import Killer, freezer_state_path
 from oomkit.kernel.linux.kmsgwatch import KmsgWatch, from_kernel_path
 from oomkit.kernel.linux.layout import Layout, V1Layout, V2Layout
 from oomkit.kernel.linux.loop import EventLoop
+from oomkit.kernel.linux.memwatch import MAX_FILL_RATE, parse_sample
 from oomkit.kernel.linux.mounts import (
     Mount,
     detect_root,
@@ -75,7 +76,7 @@ from oomkit.kernel.oom_kill import (
     scan_order,
     select_bad_process,
 )
-from oomkit.kernel.psi_math import validate_trigger
+from oomkit.kernel.psi_trigger import validate_trigger
 
 CAP_SYS_RESOURCE: Final = 24
 MiB: Final = 1 << 20
@@ -93,8 +94,10 @@ class LinuxKernel:
     journal lives (None: in memory only, no watchdog). ``kmsg_path``: /dev/kmsg to report
     kernel OOM kills from (None: count them from memory.events / memory.oom_control).
     ``guard_*``: the v2 band (:func:`.decisions.guard_band`) and how long usage must stay
-    in it to be an OOM; ``system_psi`` (threshold, window) in µs and
-    ``system_min_available`` (a fraction of MemTotal): the system-wide watch;
+    in it to be an OOM; ``system_psi`` (threshold, window) in µs, ``system_min_available``
+    and ``system_min_swap_free`` (a float: a share of MemTotal / SwapTotal; an int: bytes),
+    ``system_lead_s`` and ``system_max_fill_rate`` (bytes/s): the system-wide watch
+    (:mod:`.memwatch`);
     ``recheck_s``: how long a victim may take to exit before the OOM is asked about
     again; ``max_stall_s``: how long handlers may claim progress on a stuck memcg before
     the kernel killer takes over; ``watchdog_hung_after``: how long the watchdog process
@@ -116,7 +119,10 @@ class LinuxKernel:
         guard_min_bytes: int = 4 * MiB,
         guard_stuck_s: float = 0.25,
         system_psi: tuple[int, int] = (150_000, 2_000_000),
-        system_min_available: float = 0.03,
+        system_min_available: float | int = 0.05,
+        system_min_swap_free: float | int = 0.1,
+        system_lead_s: float = 0.25,
+        system_max_fill_rate: float = MAX_FILL_RATE,
         recheck_s: float = 0.5,
         max_stall_s: float = 5.0,
         watchdog_hung_after: float | None = None,
@@ -144,6 +150,9 @@ class LinuxKernel:
         self.guard_stuck_s = guard_stuck_s
         self.system_psi = system_psi
         self.system_min_available = system_min_available
+        self.system_min_swap_free = system_min_swap_free
+        self.system_lead_s = system_lead_s
+        self.system_max_fill_rate = system_max_fill_rate
         self.recheck_s = recheck_s
         self.max_stall_s = max_stall_s
         self.trace: Trace | None = None
@@ -371,8 +380,16 @@ class LinuxKernel:
                     "killer)")
         if cgroup is None:
             self.system.arm()
-            how += "; system-wide: PSI /proc/pressure/memory + MemAvailable"
+            how += "; system-wide: MemAvailable on an adaptive timer + PSI /proc/pressure/memory"
         return how
+
+    def watch_system_memory(self) -> str:
+        """The system-wide MemAvailable watch alone, arming no memcg (a dry run's: it only
+        reads /proc/meminfo and declares system-wide OOMs to the hooks)."""
+        if not self._started:
+            self._start()
+        self.system.arm()
+        return "system-wide: MemAvailable on an adaptive timer + PSI /proc/pressure/memory"
 
     def watched_cgroups(self) -> int:
         """How many memcgs are armed now (their OOMs reach the handlers first)."""
@@ -434,6 +451,8 @@ class LinuxKernel:
         was reported by the runtime already (once, with resolved_by "default"), and its
         kills here are the same OOM, not a new one. The same for an OOM the watchdog handed
         over while we were stopped: it wrote the record (found in the event log's tail)."""
+        if oom.memcg in (None, "/"):
+            self.system.kernel_killed()  # its victim's memory is on its way back
         now = self._clock.now()
         for path, at in list(self._handovers.items()):
             if now - at > self.HANDOVER_SAME_OOM_S:
@@ -453,9 +472,9 @@ class LinuxKernel:
 
     # -- the actions ------------------------------------------------------------------------------
     def oom_totalpages(self, memcg: Cgroup | None) -> int:
-        info = self.procfs.meminfo()
-        ram = info.get("MemTotal", 0)
-        swap = info.get("SwapTotal", 0)
+        # Two fields of /proc/meminfo, not fifty: this is on the path to every kill.
+        info = parse_sample(0.0, self.procfs.read("meminfo").encode())
+        ram, swap = info.mem_total, info.swap_total
         if memcg is None or memcg.path == "/":
             return (ram + swap) // PAGE_SIZE
         return self.layout.totalpages(self._own(memcg), ram, swap)
@@ -531,6 +550,11 @@ class LinuxKernel:
             if note is not None:
                 return DefaultOutcome(handed_over=True, note=note)
         if request.constraint == Constraint.NONE and memcg is None:
+            if self.system.armed and self.system.short():
+                # Our MemAvailable watch saw it first and it still holds: the kernel's own
+                # choice (oom_badness), made now rather than when reclaim has failed, as
+                # earlyoom does. Past this the kernel killer is still there, as ever.
+                return self._select_and_kill(request)
             return DefaultOutcome(
                 handed_over=True,
                 note="system-wide: the kernel OOM killer was never disabled and acts when it must",
@@ -556,7 +580,12 @@ class LinuxKernel:
             return DefaultOutcome(note="no killable task")
         group = mem_cgroup_get_oom_group(victim.cgroup, request.memcg)
         try:
-            killed = self.kill_tasks(oom_kill_targets(victim, group), "oom_kill_process", group)
+            why = "declared OOM" if request.constraint == Constraint.DECLARED else (
+                "MemAvailable below the system-wide minimum"
+            )  # fmt: skip
+            killed = self.kill_tasks(
+                oom_kill_targets(victim, group), f"oom_kill_process ({why})", group
+            )
         except OomkitError as exc:
             return DefaultOutcome(note=f"kill failed: {exc}")
         return DefaultOutcome(

@@ -166,7 +166,11 @@ class Killer:
             close_fd(v.pidfd)
 
     def is_victim(self, task: Task) -> bool:
-        """Killed by us and not yet exited, or SIGKILL pending (someone else's kill)."""
+        """Killed by us and not yet exited, SIGKILL pending (someone else's kill), or
+        exiting: a victim of the kernel's killer whose memory the OOM reaper already took
+        has no SIGKILL pending any more and a small RSS, and must not make the next
+        process look like the largest (the kernel waits for such a task too:
+        oom_evaluate_task() aborts on tsk_is_oom_victim())."""
         with self._lock:
             if (task.pid, task.start_time) in self._victims:
                 return True
@@ -174,7 +178,7 @@ class Killer:
             info = self._kernel.procfs.task(task.pid)
         except TaskGone:
             return False
-        return info.start_time == task.start_time and info.sigkill_pending
+        return info.start_time == task.start_time and (info.sigkill_pending or info.exiting)
 
     def pending(self, domain: str) -> bool:
         """A victim of ours is still exiting in this domain, killed less than

@@ -19,6 +19,7 @@ from oomkit.errors import KernelError, OomkitError, TaskGone
 from oomkit.kernel.linux import fsio
 
 PF_KTHREAD: Final = 0x00200000  # include/linux/sched.h
+PF_EXITING: Final = 0x00000004  # include/linux/sched.h: getting shut down (do_exit)
 SIGKILL_BIT: Final = 1 << (signal.SIGKILL - 1)
 SYS_PROCESS_MRELEASE: Final = 448  # x86-64 and the generic table; since Linux 5.15
 
@@ -139,6 +140,7 @@ class TaskInfo:
     oom_score_adj: int
     kthread: bool
     sigkill_pending: bool
+    exiting: bool = False  # PF_EXITING, or a zombie: its memory is going or gone
 
 
 class Procfs:
@@ -179,6 +181,7 @@ class Procfs:
             oom_score_adj=adj,
             kthread=kthread,
             sigkill_pending=bool(pending & SIGKILL_BIT),
+            exiting=bool(st.flags & PF_EXITING) or st.state in ("Z", "X"),
         )
 
     def pids(self) -> list[int]:

@@ -11,7 +11,7 @@ constructed. The *hand-over* is the fallback: the kernel killer is let act on th
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from oomkit.errors import CgroupGone
 from oomkit.kernel.linux import cgroupfs as cf
@@ -38,6 +38,7 @@ class Armed:
     last_events: dict[str, int] = field(default_factory=dict)
     band_since: float | None = None
     band_high_count: int = 0
+    band: Any = None  # v2: the band's looks and measured rate (.v2.BandState)
     # both: an OOM in progress
     oom_since: float | None = None
     dispatches: int = 0

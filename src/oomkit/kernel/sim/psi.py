@@ -14,12 +14,8 @@ from dataclasses import dataclass, field
 
 from oomkit.errors import KernelError
 from oomkit.kernel.base import Pressure, PressureLine, Resource
-from oomkit.kernel.psi_math import (
-    PsiAverager,
-    PsiTriggerState,
-    rtpoll_period_ns,
-    validate_trigger,
-)
+from oomkit.kernel.psi_math import PsiAverager, rtpoll_period_ns
+from oomkit.kernel.psi_trigger import PsiTriggerState, validate_trigger
 
 
 @dataclass(eq=False)

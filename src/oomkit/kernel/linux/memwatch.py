@@ -1,0 +1,193 @@
+"""System-wide OOM detection from MemAvailable and SwapFree: pure decisions, no I/O.
+
+An anonymous leak without swap barely stalls before the end, so a PSI trigger on
+/proc/pressure/memory can stay silent until the kernel's OOM killer has already acted.
+MemAvailable (the kernel's own estimate of what can be had without swapping,
+``si_mem_available()`` in mm/show_mem.c) falls steadily instead. The watch therefore
+reads it on a timer whose period shrinks as the headroom does: memory cannot fill faster
+than the machine can fault pages in, so the time until the threshold could be reached at
+the fastest fill rate is the time one may sleep. That is earlyoom's rule
+(rfjakob/earlyoom, main.c ``sleep_time_ms()``: headroom over 6000 MiB/s for RAM plus
+swap headroom over 800 MiB/s, clamped to 100..1000 ms). Two additions here:
+
+* the fill rate actually seen (a peak that decays) shortens the period further and moves
+  the trigger earlier by what the leak will take during one reaction time (``lead_s``),
+  so a fast leak is caught with room to spare and a slow one at the threshold;
+* the upper clamp is longer (5 s): the bound already makes the sleep safe, and a big idle
+  machine then wakes a few times a minute instead of ten times a second.
+
+Where there is swap, the machine is short only when both MemAvailable and SwapFree are
+below their minimums (earlyoom's rule too): with swap left, the kernel swaps, not kills.
+PSI stays the second signal: a pressure event asks for a check at once.
+
+Units: bytes, bytes per second, seconds. Time comes in with the samples (injected clock).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Final
+
+MiB: Final = 1 << 20
+
+#: earlyoom main.c sleep_time_ms(): "6000MiB/s seen with stress -m 4 --vm-bytes 4G", and
+#: 800 MiB/s of swap filled on zram. The fastest fills a machine is expected to reach.
+MAX_FILL_RATE: Final = 6000 * MiB
+MAX_SWAP_FILL_RATE: Final = 800 * MiB
+#: The period's clamp: earlyoom's 100 ms floor, and a 5 s ceiling (see the module doc).
+MIN_INTERVAL_S: Final = 0.1
+MAX_INTERVAL_S: Final = 5.0
+#: Below earlyoom's floor only for a fill actually seen: never more often than this.
+FAST_INTERVAL_S: Final = 0.01
+#: A measured fill rate halves in this long once the fill stops (a peak that decays).
+RATE_HALF_LIFE_S: Final = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class MemSample:
+    """One reading of /proc/meminfo, in bytes, taken at ``at`` (seconds, monotonic)."""
+
+    at: float
+    mem_total: int
+    mem_available: int
+    swap_total: int = 0
+    swap_free: int = 0
+
+    @classmethod
+    def of(cls, at: float, meminfo: Mapping[str, int]) -> MemSample:
+        """From parsed /proc/meminfo (bytes). MemAvailable exists since Linux 3.14."""
+        total = meminfo.get("MemTotal", 0)
+        return cls(
+            at,
+            total,
+            meminfo.get("MemAvailable", total),
+            meminfo.get("SwapTotal", 0),
+            meminfo.get("SwapFree", 0),
+        )
+
+
+_FIELDS: Final = (b"MemTotal:", b"MemAvailable:", b"SwapTotal:", b"SwapFree:")
+
+
+def parse_sample(at: float, data: bytes) -> MemSample:
+    """The four fields from raw /proc/meminfo bytes (kB -> bytes), without parsing the
+    other fifty: the watch reads it several times a second. A missing MemAvailable (before
+    Linux 3.14) counts as all available, never as a false OOM."""
+    values = []
+    for key in _FIELDS:
+        i = data.find(key)
+        if i < 0:
+            values.append(-1)
+            continue
+        end = data.find(b"\n", i)
+        values.append(int(data[i + len(key) : end if end >= 0 else None].split()[0]) * 1024)
+    total, avail, swap_total, swap_free = values
+    if total < 0:
+        raise ValueError("no MemTotal in /proc/meminfo")
+    return MemSample(at, total, total if avail < 0 else avail, max(0, swap_total),
+                     max(0, swap_free))  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class SystemThresholds:
+    """When the machine is out of memory, in bytes (``of()`` turns shares into bytes).
+
+    ``min_available``: MemAvailable at or below this is short of memory.
+    ``min_swap_free``: with swap, SwapFree must be at or below this too.
+    ``lead_s``: the trigger moves up by the measured fill rate times this (the time a
+    decision and a kill take), so the handlers act before the kernel would.
+    """
+
+    min_available: int
+    min_swap_free: int = 0
+    lead_s: float = 0.25
+    max_fill_rate: float = MAX_FILL_RATE
+    max_swap_fill_rate: float = MAX_SWAP_FILL_RATE
+
+    def __post_init__(self) -> None:
+        if self.min_available < 0 or self.min_swap_free < 0:
+            raise ValueError("memory thresholds cannot be negative")
+        if self.lead_s < 0:
+            raise ValueError("lead_s cannot be negative")
+        if self.max_fill_rate <= 0 or self.max_swap_fill_rate <= 0:
+            raise ValueError("fill rates must be more than zero")
+
+    @classmethod
+    def of(
+        cls,
+        sample: MemSample,
+        min_available: float | int,
+        min_swap_free: float | int = 0.0,
+        **kw: float,
+    ) -> SystemThresholds:
+        """Thresholds for this machine: a float in [0, 1) is a share of MemTotal (SwapTotal
+        for the swap one), an int is bytes."""
+        return cls(
+            _bytes(min_available, sample.mem_total),
+            _bytes(min_swap_free, sample.swap_total),
+            **kw,
+        )
+
+
+def _bytes(value: float | int, total: int) -> int:
+    if isinstance(value, float):
+        if not 0.0 <= value < 1.0:
+            raise ValueError(f"a share must be in [0, 1), got {value}")
+        return int(total * value)
+    return value
+
+
+def fill_rate(prev: MemSample | None, cur: MemSample, prev_rate: float = 0.0) -> float:
+    """How fast MemAvailable is falling, bytes/s: the latest fall, or the decayed peak.
+
+    A rise (memory freed) gives 0 for this interval; the peak of earlier falls decays with
+    RATE_HALF_LIFE_S, so one quiet sample in a bursty leak does not forget the leak.
+    """
+    if prev is None or cur.at <= prev.at:
+        return prev_rate
+    dt = cur.at - prev.at
+    now = max(0.0, (prev.mem_available - cur.mem_available) / dt)
+    decayed: float = prev_rate * 0.5 ** (dt / RATE_HALF_LIFE_S)
+    return max(now, decayed)
+
+
+def headroom(sample: MemSample, t: SystemThresholds) -> tuple[int, int]:
+    """(bytes of MemAvailable above min_available, bytes of SwapFree above min_swap_free)."""
+    mem = max(0, sample.mem_available - t.min_available)
+    swap = max(0, sample.swap_free - t.min_swap_free) if sample.swap_total > 0 else 0
+    return mem, swap
+
+
+def system_short(sample: MemSample, t: SystemThresholds, rate: float = 0.0) -> bool:
+    """Out of memory system-wide: MemAvailable (less what the measured fill takes in
+    ``lead_s``) at or below min_available, and, with swap, SwapFree at or below its min."""
+    projected = sample.mem_available - rate * t.lead_s
+    if projected > t.min_available:
+        return False
+    return sample.swap_total <= 0 or sample.swap_free <= t.min_swap_free
+
+
+def next_interval(sample: MemSample, t: SystemThresholds, rate: float = 0.0) -> float:
+    """Seconds until the next reading: the time the headroom lasts at the fastest fill
+    (earlyoom's bound), shortened to a quarter of what it lasts at the measured rate;
+    clamped to [MIN_INTERVAL_S, MAX_INTERVAL_S], and to FAST_INTERVAL_S for a measured fill."""
+    mem, swap = headroom(sample, t)
+    safe = mem / t.max_fill_rate + swap / t.max_swap_fill_rate
+    interval = min(max(safe, MIN_INTERVAL_S), MAX_INTERVAL_S)
+    if rate > 0:
+        lasts = max(0.0, sample.mem_available - rate * t.lead_s - t.min_available) / rate
+        interval = min(interval, max(lasts / 4, FAST_INTERVAL_S))
+    return interval
+
+
+def describe(sample: MemSample, t: SystemThresholds, rate: float = 0.0) -> str:
+    """One line for logs and dry runs: 'MemAvailable 48M <= 51M (fill 200M/s, lead 250ms)'."""
+    mib = 1 / MiB
+    text = (
+        f"MemAvailable {sample.mem_available * mib:.0f}M, min {t.min_available * mib:.0f}M"
+        f" (fill {rate * mib:.0f}M/s, lead {t.lead_s * 1000:.0f}ms)"
+    )
+    if sample.swap_total > 0:
+        text += f"; SwapFree {sample.swap_free * mib:.0f}M, min {t.min_swap_free * mib:.0f}M"
+    return text

@@ -1,0 +1,35 @@
+"""Procfs.task(): an exiting process (PF_EXITING, or a zombie) is seen as such."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from oomkit.kernel.linux.procfs import PF_EXITING, Procfs
+
+STATUS = (
+    "Name:\tpython\nVmRSS:\t    1024 kB\nSigPnd:\t0000000000000000\n"
+    "ShdPnd:\t0000000000000000\n"
+)
+
+
+def proc(tmp_path: Path, state: str, flags: int) -> Procfs:
+    d = tmp_path / "42"
+    d.mkdir()
+    fields = [state, "1", "42", "42", "0", "-1", str(flags)] + ["0"] * 12 + ["12345"]
+    (d / "stat").write_text(f"42 (python) {' '.join(fields)}\n")
+    (d / "status").write_text(STATUS)
+    (d / "oom_score_adj").write_text("0\n")
+    return Procfs(str(tmp_path))
+
+
+@pytest.mark.parametrize(
+    ("state", "flags", "exiting"),
+    [("R", 0x400000, False), ("R", 0x400000 | PF_EXITING, True), ("Z", 0, True),
+     ("D", 0, False)],
+)  # fmt: skip
+def test_exiting(tmp_path: Path, state: str, flags: int, exiting: bool) -> None:
+    info = proc(tmp_path, state, flags).task(42)
+    assert info.exiting is exiting
+    assert info.start_time == 12345 and info.rss == 1024 * 1024 and not info.sigkill_pending
