@@ -14,9 +14,11 @@ file is read from the descriptor that was checked. A ``package.module:Name`` is 
 only from such a place too: a module in the current directory or in a ``PYTHONPATH``
 entry another user can write is refused (before any of its code runs).
 
-Whatever a policy's import or constructor does (``sys.exit``, ``KeyboardInterrupt``, any
-BaseException, or never returning) ends as a ConfigError: loading runs in a thread given
-``deadline_s`` (IMPORT_DEADLINE_S) to finish.
+Whatever a policy's import or constructor does (``sys.exit``, ``os._exit``,
+``KeyboardInterrupt``, any BaseException, or never returning) ends as a ConfigError: loading
+runs in a thread given ``deadline_s`` (IMPORT_DEADLINE_S) to finish, and while it runs
+``os._exit`` raises instead of ending the process (a reload or ``check-config`` would
+otherwise end silently, exit code 0).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import importlib.machinery
 import importlib.metadata
 import importlib.util
 import os
+import posix
 import sys
 import threading
 import types
@@ -155,9 +158,32 @@ def _import_module(name: str, secure: bool = False) -> Any:
         raise ConfigError(f"policy module {name!r}: does not import: {_what(exc)}") from None
 
 
+class PolicyExit(BaseException):
+    """``os._exit`` called while a policy was loading (raised in place of the exit)."""
+
+
+def _refuse_exit(status: int) -> None:
+    raise PolicyExit(f"os._exit({status}) called while loading")
+
+
+_exit_guard = threading.Lock()
+
+
 def with_deadline(fn: Callable[[], T], deadline_s: float, what: str) -> T:
     """``fn()`` in a thread; its BaseException is re-raised here, and past ``deadline_s`` a
-    ConfigError (the thread is left blocked: a daemon thread, it holds nothing of ours)."""
+    ConfigError (the thread is left blocked: a daemon thread, it holds nothing of ours).
+    ``os._exit`` raises PolicyExit meanwhile: the daemon never calls it, and a policy that
+    did would end the daemon with exit code 0, before any error could be written."""
+    with _exit_guard:
+        real_exit = os._exit
+        os._exit = posix._exit = _refuse_exit  # type: ignore[assignment]
+        try:
+            return _with_deadline(fn, deadline_s, what)
+        finally:
+            os._exit = posix._exit = real_exit
+
+
+def _with_deadline(fn: Callable[[], T], deadline_s: float, what: str) -> T:
     result: list[T] = []
     error: list[BaseException] = []
 

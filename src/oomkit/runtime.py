@@ -9,10 +9,12 @@ its budget counts as no progress, and after repeated failures it is detached.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import queue
+import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Final, TypeVar, final
 
@@ -118,8 +120,10 @@ class _Worker:
                 self._thread.start()
             slot: list[_Outcome] = []
             done = threading.Event()
-            self._jobs.put((fn, slot, done))
-            if done.wait(budget_s):
+            with _hard_stop_signals():
+                self._jobs.put((fn, slot, done))
+                finished = done.wait(budget_s)
+            if finished:
                 out = slot[0]
             else:
                 # Abandon this thread: the stuck call keeps it; tell it to exit afterwards.
@@ -137,6 +141,32 @@ class _Worker:
             self._thread = None
         if self._nested is not None:
             self._nested.close()
+
+
+#: Signals that stop the daemon: while a handler runs they end the process at once.
+_STOP_SIGNALS: Final = (signal.SIGTERM, signal.SIGINT)
+
+
+@contextlib.contextmanager
+def _hard_stop_signals() -> Iterator[None]:
+    """While a handler call runs, SIGTERM/SIGINT take the kernel's default action (the
+    process ends) instead of Python's handler: a handler that holds the GIL in native code
+    (a regex backtracking, a C loop) never lets the main thread run that handler, and the
+    daemon ignored SIGTERM for good. Ended this way, the watchdog restores every setting
+    from the journal and records the OOM in flight. Only the main thread may change signal
+    handlers, and only handlers Python installed are swapped (two sigactions a call)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    saved = [(sig, signal.getsignal(sig)) for sig in _STOP_SIGNALS]
+    swapped = [(sig, h) for sig, h in saved if callable(h)]
+    for sig, _ in swapped:
+        signal.signal(sig, signal.SIG_DFL)
+    try:
+        yield
+    finally:
+        for sig, handler in swapped:
+            signal.signal(sig, handler)
 
 
 @dataclass(eq=False, slots=True)

@@ -110,3 +110,32 @@ def test_an_oom_the_daemon_did_not_live_to_record_is_recorded(live_v1: LiveCgrou
     (oom,) = ooms(tmp_path / "log" / "events.jsonl")
     assert (oom["memcg"], oom["policy"]) == ("/box", "watchdog")
     assert "the runtime was gone" in str(oom["note"])
+
+
+def test_sigterm_ends_a_daemon_whose_handler_holds_the_gil(live_v1: LiveCgroups,
+                                                          tmp_path: Path) -> None:
+    """Found by qa4: the stuck handler kept the main thread from running Python's SIGTERM
+    handler, and the daemon ignored SIGTERM until SIGKILL. During a handler call SIGTERM
+    takes the default action; the watchdog restores and records."""
+    live = live_v1
+    box = live.mkdir("box", limit=32 * MiB)
+    proc = start_daemon(live, tmp_path, box)
+    try:
+        hog = live.spawn(box, "anon", 64 * MiB)
+        assert hog.wait_dead(WATCHDOG_MIN_S + 4), "the OOM waited for more than budget+margin"
+        proc.terminate()
+        try:
+            rc = proc.wait(5)
+        except subprocess.TimeoutExpired:
+            pytest.fail("SIGTERM did not end the daemon within 5 s")
+        assert rc == -15
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        if proc.stderr is not None:
+            proc.stderr.close()
+    assert wait_for(lambda: oom_control(box)["oom_kill_disable"] == 0, 5), "restored"
+    assert wait_for(lambda: not (tmp_path / "run" / "restore.json").exists(), 5)
+    (oom,) = ooms(tmp_path / "log" / "events.jsonl")
+    assert (oom["memcg"], oom["policy"], oom["resolved_by"]) == ("/box", "watchdog", "kernel")

@@ -91,3 +91,43 @@ def test_memcgs_made_while_the_runtime_is_stopped_are_followed(live_v1: LiveCgro
             wait_for(lambda: not running(watchdog_pid), 5)
         with contextlib.suppress(OSError):
             set_limit(box, 512 * MiB)
+
+
+def test_an_oom_the_watchdog_handed_over_while_the_daemon_was_stopped_is_logged_once(
+        live_v1: LiveCgroups, tmp_path: Path) -> None:
+    """Found by qa4: after SIGCONT the daemon saw the kernel's kill in /dev/kmsg and logged
+    the OOM a second time (resolved_by kernel), after the watchdog's own record."""
+    live = live_v1
+    box = live.mkdir("box", limit=256 * MiB)
+    os.chmod(tmp_path, 0o755)
+    log = tmp_path / "log" / "events.jsonl"
+    config = tmp_path / "oomkit.toml"
+    config.write_text(
+        f'[daemon]\ncgroup_root = "{live.root}"\nstate_file = "{tmp_path}/run/restore.json"\n'
+        f'event_log = "{log}"\nstatus_file = ""\nmlock = false\n[metrics]\nlisten = ""\n'
+        '[[oom]]\npolicy = "largest_leaf"\ncgroup = "/box"\n')
+    env = dict(os.environ, **{HUNG_AFTER_ENV: str(HUNG_AFTER)})
+    proc = subprocess.Popen([sys.executable, "-m", "oomkit.cli", "run", "--config",
+                             str(config), "--quiet"], stderr=subprocess.DEVNULL, env=env)
+    try:
+        assert wait_for(lambda: oom_control(box)["oom_kill_disable"] == 1, 15), "not armed"
+        os.kill(proc.pid, signal.SIGSTOP)
+        new = live.mkdir("box/new", limit=32 * MiB)
+        hog = live.spawn(new, "anon", 64 * MiB)
+        assert hog.wait_dead(HUNG_AFTER + 5), "the watchdog did not hand the OOM over"
+        os.kill(proc.pid, signal.SIGCONT)
+        time.sleep(2)  # the daemon reads /dev/kmsg and its memcg counters now
+        proc.terminate()
+        assert proc.wait(10) == 0
+    finally:
+        if proc.poll() is None:
+            with contextlib.suppress(OSError):
+                os.kill(proc.pid, signal.SIGCONT)
+            proc.kill()
+            proc.wait()
+        with contextlib.suppress(OSError):
+            set_limit(box, 512 * MiB)
+    records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    ooms = [(r["memcg"], r["policy"], r["resolved_by"]) for r in records
+            if r.get("event") == "oom"]
+    assert ooms == [("/box/new", "watchdog", "kernel")]

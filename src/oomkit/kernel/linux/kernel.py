@@ -47,6 +47,7 @@ from oomkit.kernel.base import (
 )
 from oomkit.kernel.linux import fsio, procfs
 from oomkit.kernel.linux.cgroup import LinuxCgroup
+from oomkit.kernel.linux.handovers import handed_over_since
 from oomkit.kernel.linux.journal import RestoreJournal
 from oomkit.kernel.linux.kills import Killer, freezer_state_path
 from oomkit.kernel.linux.kmsgwatch import KmsgWatch, from_kernel_path
@@ -448,7 +449,8 @@ class LinuxKernel:
     def report_kernel_oom(self, oom: KernelOom) -> None:
         """Report an OOM the kernel resolved, unless it is one we handed over: that OOM
         was reported by the runtime already (once, with resolved_by "default"), and its
-        kills here are the same OOM, not a new one."""
+        kills here are the same OOM, not a new one. The same for an OOM the watchdog handed
+        over while we were stopped: it wrote the record (found in the event log's tail)."""
         if oom.memcg in (None, "/"):
             self.system.kernel_killed()  # its victim's memory is on its way back
         now = self._clock.now()
@@ -459,6 +461,10 @@ class LinuxKernel:
                 oom.memcg == path or oom.memcg.startswith(path.rstrip("/") + "/")
             ):
                 return
+        log = self.journal.event_log
+        if log and oom.memcg is not None and oom.memcg in handed_over_since(
+                log, now - self.HANDOVER_SAME_OOM_S):
+            return
         if self._hooks is not None:
             self._hooks.kernel_oom(oom)
 

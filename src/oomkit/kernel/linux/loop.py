@@ -10,11 +10,14 @@ and ``wakeup`` may be called from any thread.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import heapq
 import itertools
 import os
 import select
 import threading
+import weakref
 from collections.abc import Callable
 
 from oomkit.clock import Clock
@@ -39,6 +42,24 @@ def close_fd(fd: int) -> None:
         pass
 
 
+def _drop_in_child(ref: weakref.ref[EventLoop]) -> None:
+    """After fork, in the child: /dev/null in place of the epoll fd and every fd it watches
+    (eventfds, /dev/kmsg, inotify, PSI triggers, pidfds). A handler that forks without exec
+    leaves no child holding the daemon's kernel interfaces (dup2 keeps the numbers valid
+    for objects that close them later); the journal drops its pipe and lock the same way."""
+    loop = ref()
+    if loop is None or loop._ep.closed:
+        return
+    try:
+        null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+    except OSError:
+        return
+    for fd in [loop._ep.fileno(), *loop._fd_cb]:
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(null, fd)
+    os.close(null)
+
+
 class EventLoop:
     """epoll + a heap of timers on ``clock`` (seconds)."""
 
@@ -52,6 +73,8 @@ class EventLoop:
         self._loop_thread: int | None = None
         self._wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self.add_fd(self._wake_fd, select.EPOLLIN, self._on_wake)
+        os.register_at_fork(after_in_child=functools.partial(_drop_in_child,
+                                                             weakref.ref(self)))
 
     def add_fd(self, fd: int, events: int, cb: Callable[[int], None]) -> None:
         """Call ``cb(epoll mask)`` whenever ``fd`` is ready for ``events``."""
