@@ -81,6 +81,7 @@ def test_a_state_file_that_is_no_journal_is_refused_and_kept(tmp_path: Path,
     with pytest.raises(RuntimeError, match="is not an oomkit restore journal"):
         RestoreJournal(str(state), watchdog=False)
     assert state.read_text() == content
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["important.conf"]  # no .lock left
 
 
 def test_a_link_at_the_state_path_is_refused(tmp_path: Path) -> None:

@@ -40,11 +40,15 @@ from oomkit.kernel.linux.watchdog import (
 from oomkit.privfile import make_private_dirs, replace_private
 
 
-def _take_lock(state_file: str) -> int:
-    """flock STATE.lock (created 0600, never through a link); RuntimeError if taken."""
+def _take_lock(state_file: str) -> tuple[int, bool]:
+    """flock STATE.lock (created 0600, never through a link); RuntimeError if taken.
+    Returns the fd and whether this call created the file."""
     path = f"{state_file}.lock"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK,
-                 0o600)
+    flags = os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+    try:
+        fd, created = os.open(path, flags | os.O_CREAT | os.O_EXCL, 0o600), True
+    except FileExistsError:
+        fd, created = os.open(path, flags), False
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
@@ -61,7 +65,7 @@ def _take_lock(state_file: str) -> int:
     except BaseException:
         os.close(fd)
         raise
-    return fd
+    return fd, created
 
 
 class JournalError(KernelError):
@@ -138,9 +142,12 @@ class RestoreJournal:
                                                              weakref.ref(self)))
         if state_file is not None:
             make_private_dirs(os.path.dirname(os.path.abspath(state_file)))
-            self._lock_fd = _take_lock(state_file)
+            self._lock_fd, created = _take_lock(state_file)
             kind, _, _ = load_state(state_file)
             if kind == "other":
+                if created:  # leave nothing of ours beside a file that is not ours
+                    with contextlib.suppress(OSError):
+                        os.unlink(f"{state_file}.lock")
                 os.close(self._lock_fd)
                 self._lock_fd = None
                 raise RuntimeError(f"{state_file} exists and is not an oomkit restore "
