@@ -243,8 +243,13 @@ def test_guard_band_hands_over_to_the_kernel_killer(tree: V2Tree, tmp_path: Path
         assert hog.wait_dead(SLOW), "the kernel OOM killer should have killed the hog"
         assert hog.proc.returncode == -9
         assert wait_for(lambda: events(box / "memory.events")["oom_kill"] >= 1, SLOW)
-        # Usage fell below the band: it is re-armed.
-        assert wait_for(lambda: int((box / "memory.high").read_text()) == 28 * MiB, SLOW)
+        # Usage fell below the band: it is re-armed, at least the 4 MiB floor below
+        # memory.max; wider when the band was sized from the hog's measured rate or
+        # widened after this escape to the kernel (kernel/linux/band.py).
+        high = box / "memory.high"
+        assert wait_for(lambda: high.read_text().strip() != "max"
+                        and int(high.read_text()) <= 28 * MiB, SLOW), high.read_text()
+        assert int(high.read_text()) >= 4 * MiB
     assert policy.calls >= 1
     default = [e for e in ooms(ev) if e.resolved_by == "default"]
     assert default and default[0].memcg == "/box"
