@@ -155,7 +155,8 @@ def calc_load(load: int, exp: int, active: int) -> int:
     steady input is eventually reached exactly (a steady 100% stall shows 100.00, not
     99.99); a falling average is truncated, so it reaches 0 exactly too.
     """
-    _require_unsigned(load=load, exp=exp, active=active)
+    if load < 0 or exp < 0 or active < 0:  # the check inline: this runs every PSI period
+        _require_unsigned(load=load, exp=exp, active=active)
     newload = load * exp + active * (FIXED_1 - exp)
     if active >= load:
         newload += FIXED_1 - 1
@@ -170,7 +171,8 @@ def fixed_power_int(x: int, frac_bits: int, n: int) -> int:
     ``fixed_power_int(1677, 11, 2)`` is 1373, not the 1373.2 a real square would give, and
     that difference shows up in catch-up decays (see :func:`calc_load_n`).
     """
-    _require_unsigned(x=x, frac_bits=frac_bits, n=n)
+    if x < 0 or frac_bits < 0 or n < 0:
+        _require_unsigned(x=x, frac_bits=frac_bits, n=n)
     if frac_bits == 0:
         raise ValueError("frac_bits must be >= 1")
     half = 1 << (frac_bits - 1)
@@ -211,7 +213,8 @@ def calc_avgs(avgs: Avgs, missed_periods: int, stall_ns: int, period_ns: int) ->
     the period before calling it (as :class:`PsiAverager` does); a larger stall would give a
     sample above 100%.
     """
-    _require_unsigned(missed_periods=missed_periods, stall_ns=stall_ns)
+    if missed_periods < 0 or stall_ns < 0:
+        _require_unsigned(missed_periods=missed_periods, stall_ns=stall_ns)
     if period_ns <= 0:
         raise ValueError(f"period_ns must be > 0, got {period_ns}")
     a10, a60, a300 = avgs
