@@ -107,15 +107,9 @@ def find_earlyoom() -> str | None:
     found = shutil.which("earlyoom")
     if found is not None:
         return found
-    import importlib.util
+    from _load import REPO, load_module
 
-    path = Path(__file__).resolve().parents[1] / "tests/vm/kernels.py"
-    spec = importlib.util.spec_from_file_location("oomkit_vm_kernels", path)
-    if spec is None or spec.loader is None:
-        return None
-    kernels = importlib.util.module_from_spec(spec)
-    sys.modules["oomkit_vm_kernels"] = kernels
-    spec.loader.exec_module(kernels)
+    kernels = load_module("oomkit_vm_kernels", REPO / "tests/vm/kernels.py")
     try:
         root = kernels.unpacked_package("earlyoom")
     except kernels.KernelError as exc:

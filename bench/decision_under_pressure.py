@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.util
 import json
 import os
 import select
@@ -45,7 +44,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from types import ModuleType
+
+from _load import vm_harness
 
 REPO = Path(__file__).resolve().parents[1]
 CGROUP = Path("/sys/fs/cgroup")
@@ -93,17 +93,8 @@ READER = (
 # ------------------------------------------------------------------------------- host side
 
 
-def load_harness() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("oomkit_vm_harness", REPO / "tests/vm/harness.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["oomkit_vm_harness"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 def host_main(args: argparse.Namespace) -> int:
-    harness = load_harness()
+    harness = vm_harness()
     harness.ensure_packages()
     argv = [
         str(REPO / ".venv/bin/python"), str(Path(__file__).resolve()), "--in-guest",

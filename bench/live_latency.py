@@ -202,14 +202,10 @@ def main() -> None:
 
 
 def v2_host(args: argparse.Namespace) -> int:
-    import importlib.util
+    from _load import vm_harness
 
     repo = Path(__file__).resolve().parents[1]
-    spec = importlib.util.spec_from_file_location("oomkit_vm_harness", repo / "tests/vm/harness.py")
-    assert spec is not None and spec.loader is not None
-    harness = importlib.util.module_from_spec(spec)
-    sys.modules["oomkit_vm_harness"] = harness
-    spec.loader.exec_module(harness)
+    harness = vm_harness()
     argv = [str(repo / ".venv/bin/python"), str(Path(__file__).resolve()), "--in-guest",
             "--runs", str(args.runs)]  # fmt: skip
     try:

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.util
 import json
 import os
 import re
@@ -36,7 +35,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from types import ModuleType
+
+from _load import load_module
 
 REPO = Path(__file__).resolve().parents[1]
 CGROUP = Path("/sys/fs/cgroup")
@@ -46,17 +46,8 @@ PEERS = Path("/var/tmp/oomkit-peers")
 APPS = "user.slice/user-1000.slice/user@1000.service"
 
 
-def _load(name: str, path: Path) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 # the thrash helpers (meminfo, mkcg, destroy, big_files, READER) are that bench's
-dup = _load("oomkit_bench_decision", REPO / "bench" / "decision_under_pressure.py")
+dup = load_module("oomkit_bench_decision", REPO / "bench" / "decision_under_pressure.py")
 
 # argv: cgroup.procs path, size: anonymous memory touched once (prints "full"), held.
 HOG = (
