@@ -20,10 +20,18 @@ Ev = Mapping[str, Any]
 
 
 def _victims(victims: list[Ev]) -> str:
-    return ", ".join(
-        f"{v['comm']} (pid {v['pid']}, {v['cgroup']}, rss {format_size(int(v['rss']))})"
-        for v in victims
-    )
+    """"a (pid 1, /cg, rss 10M), b (...): why; c (...): why else": each run of victims
+    killed for one reason (a handler's kill message) followed by it once."""
+    runs: list[tuple[str, list[str]]] = []
+    for v in victims:
+        who = f"{v['comm']} (pid {v['pid']}, {v['cgroup']}, rss {format_size(int(v['rss']))})"
+        reason = str(v.get("reason") or "")
+        if runs and runs[-1][0] == reason:
+            runs[-1][1].append(who)
+        else:
+            runs.append((reason, [who]))
+    return "; ".join(", ".join(whos) + (f": {reason}" if reason else "")
+                     for reason, whos in runs)
 
 
 def _where(memcg: str | None) -> str:
