@@ -17,6 +17,7 @@ from typing import Any, TextIO
 from oomkit.daemon.config import (
     DEFAULT_CONFIG,
     DEFAULT_EVENT_LOG,
+    DEFAULT_PORT,
     DEFAULT_STATE_FILE,
     DEFAULT_STATUS_FILE,
     Config,
@@ -87,6 +88,8 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
                           state_dir=state_dir)
         if sim and state_dir is None:
             config = _away_from_the_machine(config, scratch)
+        if sim:
+            config = _off_the_live_port(config)
         return config, load_policies(config, secure=secure)
 
     try:
@@ -115,6 +118,18 @@ def _away_from_the_machine(config: Config, scratch: list[str]) -> Config:
                                  else d.status_file),
                     state_file=state_file if d.state_file == DEFAULT_STATE_FILE else d.state_file)
     return replace(config, daemon=d)
+
+
+def _off_the_live_port(config: Config) -> Config:
+    """A simulation serves no metrics on the live daemon's port (DEFAULT_PORT, whatever
+    the host: the recommended config and the default both listen there): a daemon
+    (re)started meanwhile would find it taken and run without metrics. Another address
+    the config chose is served."""
+    from dataclasses import replace
+
+    if config.metrics is not None and config.metrics.port == DEFAULT_PORT:
+        return replace(config, metrics=None)
+    return config
 
 
 def _run(args: argparse.Namespace, out: TextIO, path: str | None, sim: str | None,
