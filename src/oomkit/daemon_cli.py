@@ -12,18 +12,20 @@ import sys
 import tempfile
 import threading
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from typing import Any, TextIO
 
 from oomkit.daemon.config import (
     DEFAULT_CONFIG,
     DEFAULT_EVENT_LOG,
-    DEFAULT_PORT,
+    DEFAULT_LISTEN,
     DEFAULT_STATE_FILE,
     DEFAULT_STATUS_FILE,
     Config,
     LoadedPolicies,
     load_config,
     load_policies,
+    parse_listen,
     recommended_config,
     resolve_cgroups,
     state_paths,
@@ -88,8 +90,10 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
                           state_dir=state_dir)
         if sim and state_dir is None:
             config = _away_from_the_machine(config, scratch)
-        if sim:
-            config = _off_the_live_port(config)
+        if sim and config.metrics == parse_listen(DEFAULT_LISTEN):
+            # the live daemon's port: a simulation that took it would leave a daemon
+            # (re)started meanwhile without metrics; another address is the user's choice
+            config = replace(config, metrics=None)
         return config, load_policies(config, secure=secure)
 
     try:
@@ -104,8 +108,6 @@ def _away_from_the_machine(config: Config, scratch: list[str]) -> Config:
     file and restore journal left at their defaults (a live daemon's, which ``oomkit
     status`` and ``events`` read) go to a private directory, removed when the run ends.
     Paths the config or ``--state-dir`` chose are kept."""
-    from dataclasses import replace
-
     d = config.daemon
     defaults = (DEFAULT_EVENT_LOG, DEFAULT_STATUS_FILE, DEFAULT_STATE_FILE)
     if any(p in defaults for p in (d.event_log, d.status_file, d.state_file)):
@@ -118,18 +120,6 @@ def _away_from_the_machine(config: Config, scratch: list[str]) -> Config:
                                  else d.status_file),
                     state_file=state_file if d.state_file == DEFAULT_STATE_FILE else d.state_file)
     return replace(config, daemon=d)
-
-
-def _off_the_live_port(config: Config) -> Config:
-    """A simulation serves no metrics on the live daemon's port (DEFAULT_PORT, whatever
-    the host: the recommended config and the default both listen there): a daemon
-    (re)started meanwhile would find it taken and run without metrics. Another address
-    the config chose is served."""
-    from dataclasses import replace
-
-    if config.metrics is not None and config.metrics.port == DEFAULT_PORT:
-        return replace(config, metrics=None)
-    return config
 
 
 def _run(args: argparse.Namespace, out: TextIO, path: str | None, sim: str | None,

@@ -334,27 +334,3 @@ def test_a_simulation_never_writes_the_machine_daemon_files(tmp_path: Path) -> N
     kept = _away_from_the_machine(chosen, scratch).daemon
     assert kept.event_log == mine and kept.status_file == moved.status_file
     os.rmdir(scratch[0])
-
-
-def test_a_simulation_leaves_the_live_daemons_metrics_port_alone(tmp_path: Path) -> None:
-    """run --sim serves no metrics on the live daemon's port (the recommended config's
-    127.0.0.1:9727, or the default without a config): a daemon (re)started meanwhile
-    would find it taken. An address of the user's own choosing is served."""
-    cfg = tmp_path / "c.toml"
-    for i, listen in enumerate(('[metrics]\nlisten = "127.0.0.1:9727"\n',
-                                '[metrics]\nlisten = "0.0.0.0:9727"\n', "")):
-        cfg.write_text(listen + '[[oom]]\npolicy = "largest_leaf"\n')
-        state = tmp_path / f"state{i}"
-        assert run("run", "--sim", DEFAULT, "--config", str(cfg), "--state-dir", str(state),
-                   "--quiet")[0] == 0
-        assert json.loads((state / "status.json").read_text())["metrics"] is None, listen
-    state = tmp_path / "cli"
-    assert run("run", "--sim", DEFAULT, "--oom-policy", "largest_leaf", "--quiet",
-               "--state-dir", str(state))[0] == 0
-    assert json.loads((state / "status.json").read_text())["metrics"] is None
-    cfg.write_text('[metrics]\nlisten = "127.0.0.1:0"\n[[oom]]\npolicy = "largest_leaf"\n')
-    state = tmp_path / "own"
-    assert run("run", "--sim", DEFAULT, "--config", str(cfg), "--state-dir", str(state),
-               "--quiet")[0] == 0
-    served = json.loads((state / "status.json").read_text())["metrics"]
-    assert served.startswith("127.0.0.1:") and not served.endswith(":9727")

@@ -106,9 +106,10 @@ class KillCause(OomOps):
         # Tasks are listed for the first ADJ_LOOKAHEAD cgroups in rank order (each
         # listing is /proc reads on a live machine); with rules by command, for all.
         per_adj = (oc.totalpages // 1000) * PAGE_SIZE
+        # the runner-up (with its key, as best's), named in the kill message
+        second: tuple[tuple[int, ...], Cgroup, Task, list[Task]] | None = None
         looked = 0
         best: tuple[tuple[int, int], Cgroup, Task, list[Task]] | None = None
-        second = best
         for cpref, score, cg in ranked:
             if looked >= ADJ_LOOKAHEAD and not self.prefs.has_comm_rules and best is not None:
                 break
