@@ -104,6 +104,10 @@ class Psi:
         return self._create(cgroup_id, resource, threshold_us, window_us, full)
 
 
+#: Characters of a kill message kept as its victims' reason in the event record.
+MAX_REASON = 1000
+
+
 @final
 class OomControl:
     """One OOM (struct oom_control) and the actions a handler may take on it.
@@ -239,4 +243,6 @@ class OomControl:
         if killed:
             self._freed = True
             reason = message if isinstance(message, str) else str(message)
+            if len(reason) > MAX_REASON:  # one line of a log, not a policy's whole state
+                reason = reason[:MAX_REASON - 3] + "..."
             self._victims.extend(Victim.of(t, reason) for t in killed)
