@@ -315,30 +315,60 @@ def daemon_alive(pid: int) -> bool:
     return any(b"oomkit" in arg for arg in argv)
 
 
+def _status_problem(status: dict[str, Any]) -> str | None:
+    """What makes a JSON object unusable as oomkit's status file (daemon/status.py writes
+    it), or None: a pid that is a whole number, and the lists and tables the readers walk.
+    A hand-edited or foreign file is then one line and exit 4, not a traceback."""
+    pid = status.get("pid")
+    if isinstance(pid, bool) or not isinstance(pid, int):
+        return f"pid {pid!r}"
+    handlers = status.get("handlers", [])
+    if not isinstance(handlers, list) or not all(isinstance(h, dict) for h in handlers):
+        return f"handlers {handlers!r}"
+    for key in ("counts", "reloads"):
+        if not isinstance(status.get(key, {}), dict):
+            return f"{key} {status[key]!r}"
+    return None
+
+
+def _read_status_file(status_file: str) -> tuple[dict[str, Any] | None, str | None]:
+    """(status, None); (None, why) when the file is there but cannot be used; (None, None)
+    when there is none (not running)."""
+    from oomkit.daemon.status import read_status
+
+    status = read_status(status_file)
+    if status is None:
+        why = _unreadable(status_file)
+        if why is not None or os.path.lexists(status_file):
+            return None, why or ""
+        return None, None
+    problem = _status_problem(status)
+    if problem is not None:
+        return None, f"not an oomkit status file ({problem})"
+    return status, None
+
+
+def _cannot_read_status(status_file: str, why: str) -> int:
+    print(f"oomkit: {status_file}: cannot read the status file{': ' + why if why else ''}",
+          file=sys.stderr)
+    return EXIT_UNKNOWN
+
+
 def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
     from oomkit.daemon.eventlog import read_events
-    from oomkit.daemon.status import read_status
     from oomkit.report import format_wall, write_record, write_table
 
     event_log, status_file = _daemon_paths(args)
     status_file = getattr(args, "status_file", None) or status_file
-    status = read_status(status_file) if status_file else None
+    status, why = _read_status_file(status_file) if status_file else (None, None)
+    if why is not None:
+        return _cannot_read_status(status_file, why)
     if status is None:
-        why = _unreadable(status_file) if status_file else None
-        if why is not None or (status_file and os.path.lexists(status_file)):
-            print(f"oomkit: {status_file}: cannot read the status file"
-                  f"{': ' + why if why else ''}", file=sys.stderr)
-            return EXIT_UNKNOWN
         print(f"oomkit: {status_file or 'status file'}: no status: oomkit is not running "
               "(see --status-file, --state-dir)", file=sys.stderr)
         return EXIT_NOT_RUNNING
     event_log = str(status.get("event_log") or event_log)
-    try:
-        pid = int(status.get("pid", 0))
-    except (TypeError, ValueError):
-        print(f"oomkit: {status_file}: cannot read the status file (pid "
-              f"{status.get('pid')!r})", file=sys.stderr)
-        return EXIT_UNKNOWN
+    pid = int(status["pid"])
     alive = bool(status.get("running")) and daemon_alive(pid)
     if alive:
         code = EXIT_RUNNING
@@ -501,12 +531,12 @@ def cmd_reload(args: argparse.Namespace, out: TextIO) -> int:
     in a pod with hostPID, the node's)."""
     import signal
 
-    from oomkit.daemon.status import read_status
-
     _, status_file = _daemon_paths(args)
     status_file = getattr(args, "status_file", None) or status_file
-    status = read_status(status_file) if status_file else None
-    pid = int(status.get("pid", 0)) if status else 0
+    status, why = _read_status_file(status_file) if status_file else (None, None)
+    if why is not None:
+        return _cannot_read_status(status_file, why)
+    pid = int(status["pid"]) if status else 0
     if status is None or not status.get("running") or not daemon_alive(pid):
         print(f"oomkit: {status_file}: no running daemon to reload", file=sys.stderr)
         return EXIT_NOT_RUNNING

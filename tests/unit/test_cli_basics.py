@@ -334,3 +334,34 @@ def test_a_simulation_never_writes_the_machine_daemon_files(tmp_path: Path) -> N
     kept = _away_from_the_machine(chosen, scratch).daemon
     assert kept.event_log == mine and kept.status_file == moved.status_file
     os.rmdir(scratch[0])
+
+
+def test_a_status_file_of_the_wrong_shape(tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """A status file that is JSON but not oomkit's (hand-edited, another program's, `{}`):
+    one line and exit 4 for `status`, no traceback, never "None backend"; `reload` does
+    not crash on it and signals nobody."""
+    st = tmp_path / "s.json"
+    for data in ({}, {"running": True}, {"pid": True, "running": True},
+                 {"pid": (1 << 22) + 1, "running": True, "handlers": "zz"},
+                 {"pid": (1 << 22) + 1, "running": True, "handlers": ["zz"]},
+                 {"pid": (1 << 22) + 1, "running": True, "counts": []},
+                 {"pid": (1 << 22) + 1, "running": True, "reloads": 3}):
+        st.write_text(json.dumps(data))
+        code, text = run("status", "--status-file", str(st))
+        err = capsys.readouterr().err
+        assert code == 4 and "None" not in text, (data, text, err)
+        assert err.startswith(f"oomkit: {st}: cannot read the status file"), (data, err)
+        assert run("reload", "--status-file", str(st))[0] == 4, data
+        assert "cannot read the status file" in capsys.readouterr().err
+    st.write_text(json.dumps({"pid": "x", "running": True}))
+    assert run("reload", "--status-file", str(st))[0] == 4
+
+
+def test_reload_says_why_it_cannot_read_the_status_file(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Not "no running daemon" for a status file that is there but cannot be read."""
+    assert run("reload", "--status-file", str(tmp_path))[0] == 4
+    assert "cannot read the status file: Is a directory" in capsys.readouterr().err
+    assert run("reload", "--status-file", str(tmp_path / "none.json"))[0] == 3
+    assert "no running daemon to reload" in capsys.readouterr().err
