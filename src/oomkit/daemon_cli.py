@@ -488,6 +488,11 @@ def cmd_install_unit(args: argparse.Namespace, out: TextIO) -> int:
         _write_file(config, STARTER_CONFIG)
         out.write(f"wrote {config}: no handlers yet, every OOM is left to the kernel and "
                   "logged (add [[oom]] tables: packaging/oomkit.toml, docs/daemon.md)\n")
+    if config and os.path.abspath(config) != DEFAULT_CONFIG:
+        # The unit names the shipped path whatever --config-file says (a staging tree
+        # writes there for the machine's /etc): say so, or ExecStartPre fails unexplained.
+        out.write(f"note: the unit runs --config {DEFAULT_CONFIG}, not {config}: install "
+                  "it there, or edit ExecStart= and ExecStartPre=\n")
     out.write("then: systemctl daemon-reload && systemctl enable --now oomkit\n")
     return 0
 
