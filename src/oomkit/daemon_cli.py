@@ -12,17 +12,20 @@ import sys
 import tempfile
 import threading
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from typing import Any, TextIO
 
 from oomkit.daemon.config import (
     DEFAULT_CONFIG,
     DEFAULT_EVENT_LOG,
+    DEFAULT_LISTEN,
     DEFAULT_STATE_FILE,
     DEFAULT_STATUS_FILE,
     Config,
     LoadedPolicies,
     load_config,
     load_policies,
+    parse_listen,
     recommended_config,
     resolve_cgroups,
     state_paths,
@@ -87,6 +90,10 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
                           state_dir=state_dir)
         if sim and state_dir is None:
             config = _away_from_the_machine(config, scratch)
+        if sim and config.metrics == parse_listen(DEFAULT_LISTEN):
+            # the live daemon's port: a simulation that took it would leave a daemon
+            # (re)started meanwhile without metrics; another address is the user's choice
+            config = replace(config, metrics=None)
         return config, load_policies(config, secure=secure)
 
     try:
@@ -101,8 +108,6 @@ def _away_from_the_machine(config: Config, scratch: list[str]) -> Config:
     file and restore journal left at their defaults (a live daemon's, which ``oomkit
     status`` and ``events`` read) go to a private directory, removed when the run ends.
     Paths the config or ``--state-dir`` chose are kept."""
-    from dataclasses import replace
-
     d = config.daemon
     defaults = (DEFAULT_EVENT_LOG, DEFAULT_STATUS_FILE, DEFAULT_STATE_FILE)
     if any(p in defaults for p in (d.event_log, d.status_file, d.state_file)):

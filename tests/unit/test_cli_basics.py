@@ -365,3 +365,19 @@ def test_reload_says_why_it_cannot_read_the_status_file(
     assert "cannot read the status file: Is a directory" in capsys.readouterr().err
     assert run("reload", "--status-file", str(tmp_path / "none.json"))[0] == 3
     assert "no running daemon to reload" in capsys.readouterr().err
+
+
+def test_a_simulation_leaves_the_machines_metrics_port_alone(tmp_path: Path) -> None:
+    """`run --sim` with a config at the default listen address (the recommended one) does
+    not take 127.0.0.1:9727 from the live daemon; an address the user chose is kept."""
+    state = tmp_path / "state"
+    code, text = run("run", "--sim", DEFAULT, "--state-dir", str(state), "--quiet")
+    assert code == 0, text
+    assert not json.loads((state / "status.json").read_text())["metrics"]
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[metrics]\nlisten = "127.0.0.1:0"\n')
+    code, text = run("run", "--sim", DEFAULT, "--config", str(cfg), "--state-dir",
+                     str(state), "--quiet")
+    assert code == 0, text
+    listen = json.loads((state / "status.json").read_text())["metrics"]
+    assert listen.startswith("127.0.0.1:") and listen != "127.0.0.1:9727"  # the port it got
