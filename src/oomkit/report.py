@@ -55,8 +55,10 @@ def _oom_lines(e: Ev) -> list[str]:
         tail = f"resolved by handler {e['policy']}"
     elif by == "kernel":
         tail = "resolved by the kernel's own OOM killer"
-    else:
+    elif e.get("handlers"):
         tail = "no handler made progress: the default killer ran"
+    else:  # none attached on the OOM's path (`simulate --bare`)
+        tail = "no handler was asked: the default killer ran"
     if victims:
         tail += f"; killed {_victims(victims)}"
     lines.append(f"          {tail}")

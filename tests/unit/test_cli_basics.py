@@ -381,3 +381,13 @@ def test_a_simulation_leaves_the_machines_metrics_port_alone(tmp_path: Path) -> 
     assert code == 0, text
     listen = json.loads((state / "status.json").read_text())["metrics"]
     assert listen.startswith("127.0.0.1:") and listen != "127.0.0.1:9727"  # the port it got
+
+
+def test_an_oom_no_handler_was_asked_about_says_so() -> None:
+    """--bare: no handler is attached, so none "made progress" or failed to: the story
+    says none was asked; with a handler that declines it still says none made progress."""
+    code, text = run("simulate", DEFAULT, "--bare")
+    assert code == 0 and "no handler was asked: the default killer ran; killed db" in text
+    assert "no handler made progress" not in text
+    code, text = run("simulate", DEFAULT, "--oom-policy", "tmpfs_cleanup@/srv")  # declines
+    assert code == 0 and "no handler made progress: the default killer ran" in text
