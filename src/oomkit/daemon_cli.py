@@ -84,7 +84,11 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
 
     def load() -> tuple[Config, LoadedPolicies]:
         config = load_config(path) if path is not None else Config()
-        config = resolve_cgroups(config, lambda cg: _cgroup_present(config, cg))
+        if sim:  # the first alternative the simulated tree has, not this host's
+            tree = _scenario_cgroups(sim)
+            config = resolve_cgroups(config, lambda cg: cg in tree)
+        else:
+            config = resolve_cgroups(config, lambda cg: _cgroup_present(config, cg))
         config = with_cli(config, list(args.oom_policy), list(args.psi_policy),
                           dry_run=bool(args.dry_run), budget_s=args.budget,
                           state_dir=state_dir)
@@ -101,6 +105,20 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     finally:
         for d in scratch:
             shutil.rmtree(d, ignore_errors=True)
+
+
+def _scenario_cgroups(scenario: str) -> set[str]:
+    """The cgroups a scenario has at its start: those it declares (not those it creates
+    later), the cgroups of its processes, and every parent of them."""
+    from oomkit.kernel.sim import load_scenario
+
+    sc = load_scenario(scenario)
+    tree = {"/"}
+    for path in [c.path for c in sc.cgroups if c.create_ns == 0] + \
+            [p.cgroup for p in sc.processes]:
+        parts = path.strip("/").split("/")
+        tree.update("/" + "/".join(parts[:i + 1]) for i in range(len(parts)))
+    return tree
 
 
 def _away_from_the_machine(config: Config, scratch: list[str]) -> Config:

@@ -391,3 +391,25 @@ def test_an_oom_no_handler_was_asked_about_says_so() -> None:
     assert "no handler made progress" not in text
     code, text = run("simulate", DEFAULT, "--oom-policy", "tmpfs_cleanup@/srv")  # declines
     assert code == 0 and "no handler made progress: the default killer ran" in text
+
+
+def test_run_sim_picks_the_cgroup_alternative_the_scenario_has(tmp_path: Path) -> None:
+    """`cgroup = ["/kubepods.slice", "/kubepods"]` (the DaemonSet's ConfigMap) over a
+    scenario with /kubepods: the handler attaches there, as the daemon would on a node with
+    the cgroupfs driver; the choice is made in the simulated tree, not in this host's."""
+    scen = tmp_path / "s.toml"
+    scen.write_text('[machine]\nmemory = "1G"\nduration = "2s"\n[[cgroup]]\n'
+                    'path = "/kubepods"\n"memory.max" = "100M"\n[[process]]\nname = "p"\n'
+                    'cgroup = "/kubepods/pod1/ctr"\nprogram = [ { op = "alloc", kind = "anon",'
+                    ' size = "200M" }, { op = "sleep" } ]\n')
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[metrics]\nlisten = ""\n[[oom]]\npolicy = "largest_leaf"\n'
+                   'cgroup = ["/kubepods.slice", "/kubepods"]\n')
+    code, text = run("run", "--sim", str(scen), "--config", str(cfg), "--state-dir",
+                     str(tmp_path / "st"), "--json")
+    assert code == 0, text
+    records = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+    attach = [r for r in records if r["event"] == "attach" and r["ops"] == "oom"]
+    assert [r["cgroup"] for r in attach] == ["/kubepods"], attach
+    ooms = [r for r in records if r["event"] == "oom"]
+    assert ooms and ooms[0]["policy"] == "largest_leaf", ooms
