@@ -320,6 +320,10 @@ def _show(value: Any, kind: str) -> str:
         return f"{value * 1000:g}ms" if value < 1 else f"{value:g}s"
     if kind == "percent" and isinstance(value, int | float):
         return f"{value:g}%"
+    if isinstance(value, list | tuple):
+        import json
+
+        return json.dumps(list(value))  # as a config writes it: ["/dev/shm"], []
     return repr(value)
 
 
