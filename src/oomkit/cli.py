@@ -190,6 +190,15 @@ def attach_policies(rt: Runtime, oom_specs: Sequence[str], psi_specs: Sequence[s
             raise ConfigError(f"--psi-policy {spec}: {exc}") from None
 
 
+def _load_each(oom_specs: Sequence[str], psi_specs: Sequence[str]) -> None:
+    """Import and instantiate each policy once, for its ConfigError (attach_policies loads
+    them again for the run: a policy's constructor is cheap)."""
+    for text in oom_specs:
+        load_oom(split_at(text).spec)
+    for spec in psi_specs:
+        load_psi(spec)
+
+
 def cmd_simulate(args: argparse.Namespace, out: TextIO) -> int:
     from oomkit.kernel.sim import SimKernel, load_scenario
 
@@ -197,6 +206,21 @@ def cmd_simulate(args: argparse.Namespace, out: TextIO) -> int:
         scenario = load_scenario(args.scenario)
     except ConfigError as exc:
         raise other_kind(exc, args.scenario, "scenario") from None
+    from oomkit.lab import simulate as lab_simulate
+
+    # Whatever can be refused is refused before the story starts: an error after the
+    # scenario's header would read as part of its run.
+    if lab_simulate.wanted(args):
+        lab_simulate.check(args)
+    _load_each(args.oom_policy, args.psi_policy)
+    if not args.oom_policy and not args.psi_policy and not args.bare:
+        for n, text in enumerate(scenario.policies):  # the scenario's own suggestion
+            spec = text.removeprefix("psi:").removeprefix("oom:")
+            try:
+                _load_each([] if text.startswith("psi:") else [spec],
+                           [spec] if text.startswith("psi:") else [])
+            except ConfigError as exc:
+                raise scenario.policy_error(n, str(exc)) from None
     kernel = SimKernel.from_scenario(scenario)
     printer = Printer(out, args.json)
     if not args.json:
@@ -209,8 +233,6 @@ def cmd_simulate(args: argparse.Namespace, out: TextIO) -> int:
         out.write(f"machine: {m.cpus} CPUs, {format_size(m.memory)} RAM, "
                   f"{format_size(m.swap) if m.swap else 'no'} swap; "
                   f"{len(scenario.processes)} processes, {m.duration_ns / 1e9:g} s\n\n")
-    from oomkit.lab import simulate as lab_simulate
-
     if lab_simulate.wanted(args):  # time series, plots, alternatives: the lab's runner
         return lab_simulate.run(args, scenario, printer, out)
     rt = Runtime(kernel, sink=printer, budget_s=args.budget)

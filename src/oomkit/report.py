@@ -47,6 +47,10 @@ def _oom_lines(e: Ev) -> list[str]:
             verdict = "returned True but freed nothing: walk goes on"
         else:
             verdict = "declined"
+        if h.get("returned_value") is not None:  # SPEC: -> bool; taken by its truth
+            verdict = (f"returned {h['returned_value']}, not a bool (taken as "
+                       f"{bool(h['returned'])}): "
+                       + verdict.removeprefix("returned True but "))
         where = "system-wide" if h["cgroup_id"] == 0 else f"cgroup id {h['cgroup_id']}"
         lines.append(f"          asked {h['name']} ({where}): {verdict}, {h['duration_us']} us")
     by = e["resolved_by"]
@@ -156,18 +160,24 @@ class Printer:
     the readable form of :func:`write_record`.
 
     A runtime sink (called with the event) and a daemon output (called with the event and
-    the record the daemon made of it, which adds ``wall`` and the dry-run fields)."""
+    the record the daemon made of it, which adds ``wall`` and the dry-run fields).
+    ``wall_stamps=False`` stamps the readable lines with the kernel's time even so: a
+    simulation's OOMs all happen within the same wall-clock second, at their own
+    scenario times (the JSON lines keep both)."""
 
-    def __init__(self, out: TextIO, as_json: bool) -> None:
+    def __init__(self, out: TextIO, as_json: bool, wall_stamps: bool = True) -> None:
         self.out = out
         self.as_json = as_json
+        self.wall_stamps = wall_stamps
 
     def __call__(self, event: Event, record: Ev | None = None) -> None:
         rec = record if record is not None else event.to_dict()
         if self.as_json:
             self.out.write(json.dumps(rec, separators=(", ", ": "), default=str) + "\n")
-        else:
+        elif self.wall_stamps or "wall" not in rec:
             write_record(self.out, rec)
+        else:
+            write_record(self.out, {k: v for k, v in rec.items() if k != "wall"})
         self.out.flush()
 
 

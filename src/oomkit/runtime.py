@@ -471,7 +471,11 @@ class Runtime:
         oc._expire()
         returned = bool(out.value) if out.ok else None
         freed = oc.memory_freed if out.ok else False
-        call = HandlerCall(link.name, link.cgroup_id, returned, freed, out.duration_us, out.error)
+        # Not a failure: a handler that killed and returned 1 made progress, and taking that
+        # as none would have the default killer kill a second time. Reported as it is.
+        odd = None if not out.ok or isinstance(out.value, bool) else f"{out.value!r:.60}"
+        call = HandlerCall(link.name, link.cgroup_id, returned, freed, out.duration_us, out.error,
+                           odd)
         return call, oc
 
     # -- KernelHooks -----------------------------------------------------------------------
