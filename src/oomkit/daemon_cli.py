@@ -33,6 +33,7 @@ from oomkit.daemon.config import (
 )
 from oomkit.errors import ConfigError, OomkitError
 from oomkit.kernel.linux.watchdog import pid_alive
+from oomkit.units import counted
 
 #: ``oomkit status`` exit codes, as an LSB init script's ``status`` action (LSB 5.0, "Init
 #: Script Actions") and ``systemctl status`` give them.
@@ -233,8 +234,35 @@ def _daemon_paths(args: argparse.Namespace) -> tuple[str, str]:
     path = args.config or (DEFAULT_CONFIG if os.path.exists(DEFAULT_CONFIG) else None)
     if path is None:
         return DEFAULT_EVENT_LOG, DEFAULT_STATUS_FILE
-    config = load_config(path)
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        # A config being edited may not parse while the daemon runs on the last good one:
+        # the question is about the daemon, so answer it from the file's own paths as far
+        # as they read, else the defaults, and say so.
+        event_log, status_file = _paths_as_written(path)
+        print(f"oomkit: {exc} (the config does not load: looking where it names the "
+              "daemon's files, else at the defaults)", file=sys.stderr)
+        return event_log, status_file
     return config.daemon.event_log, config.daemon.status_file
+
+
+def _paths_as_written(path: str) -> tuple[str, str]:
+    """(event_log, status_file) of a config that does not load, each as its [daemon]
+    table writes it when that is a string, else the default."""
+    from oomkit.tomlpos import load_toml, read_toml
+
+    paths = {"event_log": DEFAULT_EVENT_LOG, "status_file": DEFAULT_STATUS_FILE}
+    try:
+        daemon = load_toml(read_toml(path, "config"), path).get("daemon")
+    except ConfigError:
+        daemon = None
+    if isinstance(daemon, dict):
+        for key in paths:
+            value = daemon.get(key)
+            if isinstance(value, str) and (value == "" or value.startswith("/")):
+                paths[key] = value
+    return paths["event_log"], paths["status_file"]
 
 
 def _print_records(out: TextIO, records: Iterable[dict[str, Any]], as_json: bool,
@@ -297,11 +325,16 @@ def cmd_events(args: argparse.Namespace, out: TextIO) -> int:
     lines = getattr(args, "lines", None)
     if lines is None and args.follow:
         lines = 10
+    # The same codes as `oomkit status` for the same file problems (LSB status codes):
+    # 4 a log that is there but cannot be read, 3 none at all (no daemon wrote one).
     why = _unreadable(path)
     if why is not None:
-        raise OomkitError(f"{path}: cannot read the event log: {why}")
+        print(f"oomkit: {path}: cannot read the event log: {why}", file=sys.stderr)
+        return EXIT_UNKNOWN
     if not log_files(path) and not args.follow:
-        raise ConfigError(f"{path}: no event log (is the daemon running? see --file)")
+        print(f"oomkit: {path}: no event log (is the daemon running? see --file)",
+              file=sys.stderr)
+        return EXIT_NOT_RUNNING
     records: Iterable[dict[str, Any]] = read_events(path)
     if kinds:
         records = (r for r in records if r.get("event") in kinds)
@@ -416,8 +449,10 @@ def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
     out.write("\n")
     rows = []
     for h in status.get("handlers", []):
+        triggers = h.get("triggers", 0)
         where = h.get("cgroup") or ("system-wide" if h.get("ops") == "oom" else
-                                    f"{h.get('triggers', 0)} triggers")
+                                    counted(triggers, "trigger") if isinstance(triggers, int)
+                                    else f"{triggers} triggers")
         budget = h.get("budget_s")
         rows.append([h.get("ops", ""), str(h.get("name", "")), str(h.get("policy", "")),
                      where, f"{budget * 1000:g} ms" if budget else "-",
@@ -434,7 +469,7 @@ def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
         return code
     ooms = [r for r in read_events(event_log) if r.get("event") == "oom"]
     ooms = ooms[-n:] if n else []
-    out.write(f"\nlast {len(ooms)} OOMs (from {event_log}):\n" if ooms else
+    out.write(f"\nlast {counted(len(ooms), 'OOM')} (from {event_log}):\n" if ooms else
               "\nno OOM in the event log\n")
     for record in ooms:
         _write_readable(out, record, write_record)

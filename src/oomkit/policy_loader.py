@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from oomkit.errors import ConfigError
+from oomkit.errors import ConfigError, exception_text
 from oomkit.ops import OomOps, PsiOps
 from oomkit.policies import BUILTIN
 from oomkit.policy_args import ArgError, check
@@ -118,8 +118,7 @@ def _import_file(path: Path, secure: bool) -> Any:
 
 
 def _what(exc: BaseException) -> str:
-    text = str(exc).strip().replace("\n", " ")
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return exception_text(exc)
 
 
 def _check_module_source(name: str) -> None:

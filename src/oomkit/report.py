@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Final, TextIO
 
 from oomkit.events import Event
-from oomkit.units import format_size
+from oomkit.units import counted, format_size
 
 Ev = Mapping[str, Any]
 
@@ -99,7 +99,8 @@ def event_lines(e: Ev) -> list[str]:
     if kind == "error":
         return [f"error     {e['where']}: {e['error']}"]
     if kind == "summary":
-        return [f"end       {e['ooms']} OOMs, {e['kills']} kills, machine in full memory "
+        return [f"end       {counted(e['ooms'], 'OOM')}, {counted(e['kills'], 'kill')}, "
+                f"machine in full memory "
                 f"pressure for {e['full_pressure_s']:.2f} s"]
     return [f"{kind}  {dict(e)}"]
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final, TypeVar, final
 
 from oomkit.clock import wall_perf_ns
-from oomkit.errors import AttachError, KernelError, OomkitError
+from oomkit.errors import AttachError, KernelError, OomkitError, exception_text
 from oomkit.events import (
     AttachEvent,
     CgroupOfflineEvent,
@@ -45,6 +45,7 @@ from oomkit.kernel.base import (
     Victim,
 )
 from oomkit.ops import OomContext, OomControl, OomOps, Psi, PsiOps, ops_name
+from oomkit.units import counted
 
 T = TypeVar("T")
 
@@ -97,7 +98,7 @@ class _Worker:
             try:
                 slot.append(_Outcome(ok=True, value=fn()))
             except BaseException as exc:  # a policy's bug is reported, never propagated
-                slot.append(_Outcome(ok=False, error=f"{type(exc).__name__}: {exc}"))
+                slot.append(_Outcome(ok=False, error=exception_text(exc)))
             done.set()
 
     def call(self, fn: Callable[[], Any], budget_s: float | None) -> _Outcome:
@@ -106,7 +107,7 @@ class _Worker:
             try:
                 out = _Outcome(ok=True, value=fn())
             except Exception as exc:
-                out = _Outcome(ok=False, error=f"{type(exc).__name__}: {exc}")
+                out = _Outcome(ok=False, error=exception_text(exc))
         elif self._thread is not None and threading.current_thread() is self._thread:
             if self._nested is None:
                 self._nested = _Worker()
@@ -447,7 +448,7 @@ class Runtime:
             )
         )
         if link.failures >= self.max_failures:
-            why = f"{link.failures} failures in a row"
+            why = f"{counted(link.failures, 'failure')} in a row"
             if isinstance(link, OomLink):
                 self._detach_oom(link, why)
             else:

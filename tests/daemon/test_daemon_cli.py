@@ -103,7 +103,7 @@ def test_run_with_command_line_policies_and_dry_run(setup: Setup) -> None:
 
 def test_events_and_status_without_a_daemon(tmp_path: Path,
                                             capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli("events", "--file", str(tmp_path / "none.jsonl"))[0] == 2
+    assert cli("events", "--file", str(tmp_path / "none.jsonl"))[0] == 3  # as status
     assert "no event log" in capsys.readouterr().err
     assert cli("status", "--status-file", str(tmp_path / "none.json"))[0] == 3  # LSB
     assert "no status" in capsys.readouterr().err

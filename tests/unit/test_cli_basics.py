@@ -236,11 +236,12 @@ def _as_nobody(*argv: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_events_that_cannot_be_read(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """A directory, or a log the user may not read: one line and exit 1, no traceback, and
-    never "no event log" or "not running" for a file that is there."""
+    """A directory, or a log the user may not read: one line and exit 4 (as `status` for
+    a status file it cannot read), no traceback, and never "no event log" or "not running"
+    for a file that is there."""
     import tempfile
 
-    assert run("events", "--file", str(tmp_path))[0] == 1
+    assert run("events", "--file", str(tmp_path))[0] == 4
     assert "cannot read the event log: Is a directory" in capsys.readouterr().err
     with tempfile.TemporaryDirectory(dir="/tmp") as d:  # pytest's tmp_path is root's, 0700
         os.chmod(d, 0o755)
@@ -251,7 +252,7 @@ def test_events_that_cannot_be_read(tmp_path: Path, capsys: pytest.CaptureFixtur
         st.write_text(json.dumps({"pid": (1 << 22) + 1, "running": False,
                                   "event_log": str(log)}))
         r = _as_nobody("events", "--file", str(log))
-        assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+        assert r.returncode == 4 and "Traceback" not in r.stderr, r.stderr
         assert "cannot read the event log: Permission denied" in r.stderr
         r = _as_nobody("status", "--status-file", str(st))
         assert r.returncode == 3 and "Traceback" not in r.stderr, r.stderr
