@@ -36,12 +36,12 @@ def wanted(args: argparse.Namespace) -> bool:
 def _writable(option: str, path: str) -> None:
     """ConfigError unless ``path`` can be written (it is written after the run)."""
     if os.path.isdir(path):
-        raise ConfigError(f"{option} {path}: {os.strerror(errno.EISDIR)}")
+        raise ConfigError(f"{option} {path}: cannot write: {os.strerror(errno.EISDIR)}")
     parent = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(parent):
-        raise ConfigError(f"{option} {path}: no such directory {parent}")
+        raise ConfigError(f"{option} {path}: no such directory")
     if not os.access(path if os.path.exists(path) else parent, os.W_OK):
-        raise ConfigError(f"{option} {path}: {os.strerror(errno.EACCES)}")
+        raise ConfigError(f"{option} {path}: cannot write: {os.strerror(errno.EACCES)}")
 
 
 def check(args: argparse.Namespace) -> tuple[int, list[Contender | None]]:
