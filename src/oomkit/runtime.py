@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final, TypeVar, final
 
 from oomkit.clock import wall_perf_ns
-from oomkit.errors import AttachError, KernelError, OomkitError, exception_text
+from oomkit.errors import AttachError, KernelError, OomkitError
 from oomkit.events import (
     AttachEvent,
     CgroupOfflineEvent,
@@ -69,6 +69,12 @@ class _Outcome:
     timed_out: bool = False
     duration_us: int = 0
 
+    def __post_init__(self) -> None:
+        # An exception without text (``raise KeyboardInterrupt``) reads as its name alone,
+        # not "KeyboardInterrupt: " (as errors.exception_text writes it).
+        if self.error is not None and self.error.endswith(": "):
+            self.error = self.error[:-2]
+
 
 class _Worker:
     """Runs handler calls on a helper thread so a hung handler cannot hang the runtime.
@@ -98,7 +104,7 @@ class _Worker:
             try:
                 slot.append(_Outcome(ok=True, value=fn()))
             except BaseException as exc:  # a policy's bug is reported, never propagated
-                slot.append(_Outcome(ok=False, error=exception_text(exc)))
+                slot.append(_Outcome(ok=False, error=f"{type(exc).__name__}: {exc}"))
             done.set()
 
     def call(self, fn: Callable[[], Any], budget_s: float | None) -> _Outcome:
@@ -107,7 +113,7 @@ class _Worker:
             try:
                 out = _Outcome(ok=True, value=fn())
             except Exception as exc:
-                out = _Outcome(ok=False, error=exception_text(exc))
+                out = _Outcome(ok=False, error=f"{type(exc).__name__}: {exc}")
         elif self._thread is not None and threading.current_thread() is self._thread:
             if self._nested is None:
                 self._nested = _Worker()
