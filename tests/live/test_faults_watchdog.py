@@ -131,3 +131,5 @@ def test_an_oom_the_watchdog_handed_over_while_the_daemon_was_stopped_is_logged_
     ooms = [(r["memcg"], r["policy"], r["resolved_by"]) for r in records
             if r.get("event") == "oom"]
     assert ooms == [("/box/new", "watchdog", "kernel")]
+    (oom,) = [r for r in records if r.get("event") == "oom"]
+    assert [(v["pid"], v["cgroup"]) for v in oom["victims"]] == [(hog.pid, "/box/new")]

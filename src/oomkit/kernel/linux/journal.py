@@ -28,9 +28,12 @@ import threading
 import weakref
 
 from oomkit.errors import KernelError
+from oomkit.kernel.linux.handover_log import EventLog, KmsgTail, under_oom
 from oomkit.kernel.linux.watchdog import (
     STATE_VERSION,
+    V1_OOM_CONTROL,
     Setting,
+    check_setting,
     default_hung_after,
     load_state,
     restore_file,
@@ -38,6 +41,31 @@ from oomkit.kernel.linux.watchdog import (
     spawn_watchdog,
 )
 from oomkit.privfile import make_private_dirs, replace_private
+
+
+def _below(settings: list[Setting]) -> list[str]:
+    """The memory.oom_control of every memcg below those of ``settings``."""
+    found: list[str] = []
+    for s in settings:
+        top = os.path.dirname(s.path)
+        for directory, subdirs, _ in os.walk(top):
+            subdirs.sort()
+            if directory != top:
+                found.append(os.path.join(directory, V1_OOM_CONTROL))
+    return found
+
+
+def _inherited(ctl_path: str) -> Setting | None:
+    """A memcg below a journaled one whose oom_kill_disable is 1: inherited from ours."""
+    try:
+        with open(ctl_path, encoding="ascii", errors="replace") as f:
+            flags = dict(line.split(None, 1) for line in f if " " in line)
+        inode = os.stat(os.path.dirname(ctl_path)).st_ino
+    except OSError:
+        return None
+    if flags.get("oom_kill_disable", "0").strip() != "1":
+        return None
+    return Setting(ctl_path, "0", inode)
 
 
 def _take_lock(state_file: str) -> tuple[int, bool]:
@@ -122,6 +150,7 @@ class RestoreJournal:
         cgroup_root: str | None = None,
         event_log: str | None = None,
         tree_root: str | None = None,
+        kmsg_prefix: str | None = None,
     ) -> None:
         self.state_file = state_file
         self.hung_after = default_hung_after() if hung_after is None else hung_after
@@ -131,6 +160,7 @@ class RestoreJournal:
         self.cgroup_root = cgroup_root
         self.event_log = event_log  # where the watchdog records the OOMs it hands over
         self.tree_root = tree_root
+        self.kmsg_prefix = kmsg_prefix  # the tree root as /dev/kmsg names it
         self._lock = threading.Lock()
         self._settings: dict[str, Setting] = {}
         self._proc: subprocess.Popen[bytes] | None = None
@@ -155,7 +185,31 @@ class RestoreJournal:
             # A crashed run's settings (its watchdog should have restored them already;
             # restoring twice writes the same original values). Only entries of the form
             # oomkit writes, below the cgroup root, are restored (watchdog.check_setting).
-            self.leftovers = restore_file(state_file, cgroup_root)
+            self.leftovers = self._restore_leftovers(state_file)
+
+    def _restore_leftovers(self, state_file: str) -> list[tuple[Setting, str | None]]:
+        """Restore a dead run's journal. Its OOMs still waiting (its watchdog died too:
+        the killer still disabled by us) go to the kernel killer now and are recorded
+        once, with the kernel's victims, as its watchdog would have; so are those of
+        memcgs made below its entries that inherited oom_kill_disable 1 (v1)."""
+        _, _, settings = load_state(state_file)
+        ours = [s for s in settings if check_setting(s, self.cgroup_root) is None
+                and os.path.basename(s.path) == V1_OOM_CONTROL and s.original.strip() == "0"]
+        inherited = [s for s in map(_inherited, _below(ours)) if s is not None]
+        pending = [s.path for s in ours + inherited if under_oom(s.path)]
+        log = None
+        if self.event_log and pending:
+            log = EventLog(self.event_log, self.tree_root or self.cgroup_root or "/",
+                           self.kmsg_prefix)
+        tail = KmsgTail() if log is not None else None
+        results = restore_file(state_file, self.cgroup_root)
+        results += [(s, restore_setting(s, self.cgroup_root)) for s in inherited]
+        if log is not None:
+            log.handed_over(pending, "found under OOM at start, its runtime and watchdog "
+                            "gone: handed to the kernel OOM killer", tail)
+        if tail is not None:
+            tail.close()
+        return results
 
     # -- the runtime's side --------------------------------------------------------------
     def record(self, path: str, original: str, dir_inode: int = 0) -> None:
@@ -257,7 +311,8 @@ class RestoreJournal:
             # After the first write: the watchdog's first read sees the setting (and
             # watches its memcg for children) before the change is made.
             self._proc = spawn_watchdog(self.state_file, self.hung_after, self.cgroup_root,
-                                        self._lock_fd, self.event_log, self.tree_root)
+                                        self._lock_fd, self.event_log, self.tree_root,
+                                        self.kmsg_prefix)
             self._write()  # with its pid
 
     def _write(self) -> None:

@@ -142,7 +142,8 @@ class LinuxKernel:
         self.journal = RestoreJournal(state_file, watchdog=watchdog,
                                       hung_after=watchdog_hung_after,
                                       cgroup_root=hierarchy_point(self.root_dir, mounts),
-                                      event_log=event_log, tree_root=self.root_dir)
+                                      event_log=event_log, tree_root=self.root_dir,
+                                      kmsg_prefix=self.prefix)
         self.kver = kernel_version(os.uname().release)
         self.privileged_psi = self._has_cap(CAP_SYS_RESOURCE)
         self.guard_margin = guard_margin

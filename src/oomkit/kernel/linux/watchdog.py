@@ -32,9 +32,11 @@ planted at the state file's path cannot make root write anything else anywhere.
 Run as ``python -m oomkit.kernel.linux.watchdog STATE_FILE [RUNTIME_PID [HUNG_AFTER
 [CGROUP_ROOT]]]``
 (stdin: the pipe), or by file path, which is how the journal starts it: this file uses only
-the standard library and imports nothing from oomkit, so the safety net works even if
-the package does not. ``HUNG_AFTER`` (seconds; 0 turns the hung-runtime check off) defaults
-to ``$OOMKIT_WATCHDOG_HUNG_AFTER``, else 15.
+the standard library and imports nothing from the oomkit package, only its siblings
+``handover_log.py`` and ``kmsg.py`` (standard library only too) by path, for the records of
+the OOMs it hands over; the safety net works even if the package does not.
+``HUNG_AFTER`` (seconds; 0 turns the hung-runtime check off) defaults to
+``$OOMKIT_WATCHDOG_HUNG_AFTER``, else 15.
 """
 
 from __future__ import annotations
@@ -53,7 +55,27 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
+
+if TYPE_CHECKING or __package__:
+    from oomkit.kernel.linux import handover_log
+else:  # run by path: its sibling file, never the package (which may not even import)
+    import importlib.util
+
+    def _load_sibling(name: str) -> Any:
+        path = os.path.join(os.path.dirname(os.path.abspath(__file__)), f"{name}.py")
+        spec = importlib.util.spec_from_file_location(f"_oomkit_watchdog_{name}", path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
+        spec.loader.exec_module(module)
+        return module
+
+    try:
+        handover_log = _load_sibling("handover_log")
+    except Exception as exc:  # no records then; the restore does not depend on them
+        print(f"oomkit watchdog: no OOM records: {exc}", file=sys.stderr)
+        handover_log = None
 
 STATE_VERSION: Final = 1
 DEFAULT_STATE_FILE: Final = "/run/oomkit/restore.json"
@@ -190,42 +212,6 @@ def restore_file(path: str, root: str | None = None) -> list[tuple[Setting, str 
     return results
 
 
-@dataclass(frozen=True, slots=True)
-class EventLog:
-    """The daemon's event log, where the watchdog records the OOMs it hands to the kernel
-    (the runtime could not: hung, or dead). ``tree_root``: the runtime's cgroup root, to
-    name memcgs as the runtime does."""
-
-    path: str
-    tree_root: str
-
-    def oom(self, ctl_path: str, note: str) -> None:
-        directory = os.path.dirname(ctl_path)
-        rel = os.path.relpath(directory, self.tree_root)
-        record = {
-            "event": "oom", "time": round(time.monotonic(), 6),
-            "memcg": "/" if rel == "." else "/" + rel, "constraint": "MEMCG",
-            "constraint_text": None, "policy": "watchdog", "resolved_by": "kernel",
-            "victims": [], "handlers": [], "order": 0, "totalpages": 0, "note": note,
-            "wall": round(time.time(), 3),
-        }
-        line = (json.dumps(record, separators=(", ", ": ")) + "\n").encode()
-        try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW
-                         | os.O_NONBLOCK | os.O_CLOEXEC, 0o600)
-        except OSError as exc:
-            _log(f"{self.path}: cannot record the OOM of {record['memcg']}: {exc.strerror}")
-            return
-        try:
-            st = os.fstat(fd)
-            if stat.S_ISREG(st.st_mode) and st.st_uid == os.geteuid():
-                os.write(fd, line)
-        except OSError as exc:
-            _log(f"{self.path}: cannot record the OOM of {record['memcg']}: {exc.strerror}")
-        finally:
-            os.close(fd)
-
-
 def pid_alive(pid: int) -> bool:
     if pid <= 0:
         return False
@@ -245,6 +231,7 @@ def spawn_watchdog(
     lock_fd: int | None = None,
     event_log: str | None = None,
     tree_root: str | None = None,
+    kmsg_prefix: str | None = None,
 ) -> subprocess.Popen[bytes]:
     """Start the watchdog: a new session (a Ctrl-C or SIGTERM of the runtime's process group
     does not reach it), stdin the pipe whose EOF means "the runtime is gone". ``lock_fd``
@@ -255,7 +242,7 @@ def spawn_watchdog(
     if root is not None:
         argv.append(root)
         if event_log:
-            argv += [event_log, tree_root or root]
+            argv += [event_log, tree_root or root, kmsg_prefix or ""]
     proc = subprocess.Popen(
         argv,
         stdin=subprocess.PIPE,
@@ -420,7 +407,7 @@ class _HungGuard:
     OOM. Every method is called from the watchdog's one loop."""
 
     def __init__(self, state_file: str, hung_after: float, ep: select.epoll,
-                 root: str | None = None, log: EventLog | None = None) -> None:
+                 root: str | None = None, log: handover_log.EventLog | None = None) -> None:
         self.state_file = state_file
         self.root = root
         self.log = log
@@ -556,11 +543,16 @@ class _HungGuard:
                 self._hand_over(w)
 
     def _hand_over(self, w: _OomWatch) -> None:
-        # The original value (0): the kernel killer acts. The journal entry stays.
+        # The original value (0): the kernel killer acts. The journal entry stays. The
+        # kernel's kill is read from /dev/kmsg, opened before it can happen.
+        tail = handover_log.KmsgTail() if self.log is not None else None
         why = restore_setting(w.setting, self.root)
         if why is None and self.log is not None:
-            self.log.oom(w.setting.path, f"handed to the kernel OOM killer by the watchdog: "
-                         f"under OOM for {self.hung_after:g} s and the runtime did not end it")
+            self.log.handed_over([w.setting.path], "handed to the kernel OOM killer by the "
+                                 f"watchdog: under OOM for {self.hung_after:g} s and the "
+                                 "runtime did not end it", tail)
+        if tail is not None:
+            tail.close()
         if why is None:
             _log(
                 f"{w.setting.path}: under OOM for {self.hung_after:g} s and the runtime did "
@@ -585,7 +577,7 @@ def watch(
     pipe_fd: int = 0,
     hung_after: float | None = None,
     root: str | None = None,
-    log: EventLog | None = None,
+    log: handover_log.EventLog | None = None,
 ) -> int:
     """Block until the runtime is gone (pipe EOF or its pidfd readable), then restore.
 
@@ -636,28 +628,23 @@ def watch(
             guard.close()
 
 
-def _under_oom(ctl_path: str) -> bool:
-    try:
-        with open(ctl_path, encoding="ascii", errors="replace") as f:
-            return any(line.split()[:2] == ["under_oom", "1"] for line in f)
-    except OSError:
-        return False
-
-
 def _finish(state_file: str, root: str | None = None, guard: _HungGuard | None = None,
-            log: EventLog | None = None) -> int:
+            log: handover_log.EventLog | None = None) -> int:
     failed = 0
     if guard is not None:
         guard.on_fd(guard.cg_fd)  # memcgs made just before the runtime went
     extra = guard.unjournaled() if guard is not None else []
     # OOMs the runtime did not live to end (or to record): recorded here, once.
     _, journaled = read_state(state_file)
-    pending = [s.path for s in (*journaled, *extra) if _is_ours(s) and _under_oom(s.path)]
+    pending = [s.path for s in (*journaled, *extra)
+               if _is_ours(s) and handover_log is not None and handover_log.under_oom(s.path)]
+    tail = handover_log.KmsgTail() if log is not None and pending else None
     results = restore_file(state_file, root) + [(s, restore_setting(s, root)) for s in extra]
     if log is not None:
-        for path in pending:
-            log.oom(path, "the runtime was gone during this OOM: handed to the kernel OOM "
-                          "killer by the watchdog")
+        log.handed_over(pending, "the runtime was gone during this OOM: handed to the "
+                        "kernel OOM killer by the watchdog", tail)
+    if tail is not None:
+        tail.close()
     for setting, why in results:
         if why is not None and why not in ("cgroup is gone", "cgroup was replaced"):
             failed += 1
@@ -670,7 +657,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args or args[0] in ("-h", "--help"):
         print(
             "usage: python -m oomkit.kernel.linux.watchdog STATE_FILE"
-            " [RUNTIME_PID [HUNG_AFTER [CGROUP_ROOT [EVENT_LOG [TREE_ROOT]]]]]",
+            " [RUNTIME_PID [HUNG_AFTER [CGROUP_ROOT [EVENT_LOG [TREE_ROOT [KMSG_PREFIX]]]]]]",
             file=sys.stderr,
         )
         return 2
@@ -678,7 +665,10 @@ def main(argv: list[str] | None = None) -> int:
     runtime_pid = int(args[1]) if len(args) > 1 else os.getppid()
     hung_after = float(args[2]) if len(args) > 2 else None
     root = args[3] if len(args) > 3 else None
-    log = EventLog(args[4], args[5] if len(args) > 5 else root or "/") if len(args) > 4 else None
+    log = None
+    if len(args) > 4 and handover_log is not None:
+        log = handover_log.EventLog(args[4], args[5] if len(args) > 5 else root or "/",
+                                    (args[6] if len(args) > 6 else "") or None)
     return watch(state_file, runtime_pid, hung_after=hung_after, root=root, log=log)
 
 

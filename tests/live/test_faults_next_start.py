@@ -1,0 +1,78 @@
+"""Fault injection, issue 14 item 8 on the live kernel: the daemon and its watchdog both
+die (SIGKILL) during an OOM, the killer still disabled by us. The next start restores the
+journal, which hands the OOM to the kernel killer, and records that OOM once, with the
+kernel's victim; a memcg made below the armed one meanwhile (inheriting the flag) too."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from oomkit.kernel.linux.watchdog import HUNG_AFTER_ENV
+
+from .conftest import LiveCgroups, MiB, set_limit, wait_for
+from .test_watchdog_hung import oom_control
+
+pytestmark = pytest.mark.privileged
+
+
+def daemon(config: Path) -> subprocess.Popen[bytes]:
+    env = dict(os.environ, **{HUNG_AFTER_ENV: "600"})  # the watchdog never acts first
+    return subprocess.Popen([sys.executable, "-m", "oomkit.cli", "run", "--config",
+                             str(config), "--quiet"], stderr=subprocess.DEVNULL, env=env)
+
+
+def test_the_next_start_records_the_oom_its_dead_runtime_and_watchdog_left(
+        live_v1: LiveCgroups, tmp_path: Path) -> None:
+    live = live_v1
+    box = live.mkdir("box", limit=256 * MiB)
+    os.chmod(tmp_path, 0o755)
+    log = tmp_path / "log" / "events.jsonl"
+    state = tmp_path / "run" / "restore.json"
+    config = tmp_path / "oomkit.toml"
+    config.write_text(
+        f'[daemon]\ncgroup_root = "{live.root}"\nstate_file = "{state}"\n'
+        f'event_log = "{log}"\nstatus_file = ""\nmlock = false\n[metrics]\nlisten = ""\n'
+        '[[oom]]\npolicy = "largest_leaf"\ncgroup = "/box"\n')
+    first = daemon(config)
+    second = None
+    try:
+        assert wait_for(lambda: oom_control(box)["oom_kill_disable"] == 1, 15), "not armed"
+        watchdog = json.loads(state.read_text())["watchdog_pid"]
+        os.kill(first.pid, signal.SIGSTOP)  # the OOM below waits for a runtime now
+        new = live.mkdir("box/new", limit=32 * MiB)  # inherits oom_kill_disable 1
+        hogs = [live.spawn(box, "anon", 300 * MiB), live.spawn(new, "anon", 64 * MiB)]
+        assert wait_for(lambda: oom_control(box)["under_oom"] == 1
+                        and oom_control(new)["under_oom"] == 1, 10)
+        os.kill(watchdog, signal.SIGKILL)
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait()
+        time.sleep(0.5)
+        assert all(h.alive() for h in hogs), "nobody was left to hand the OOMs over"
+        assert oom_control(box)["oom_kill_disable"] == 1
+        second = daemon(config)
+        assert all(h.wait_dead(10) for h in hogs), "the next start left the OOMs waiting"
+        assert wait_for(lambda: oom_control(box)["oom_kill_disable"] == 1, 15), "re-armed"
+        second.send_signal(signal.SIGTERM)
+        assert second.wait(10) == 0
+    finally:
+        for proc in (first, second):
+            if proc is not None and proc.poll() is None:
+                os.kill(proc.pid, signal.SIGCONT)
+                proc.kill()
+                proc.wait()
+        set_limit(box, 512 * MiB)
+    assert oom_control(box)["oom_kill_disable"] == 0
+    assert oom_control(new)["oom_kill_disable"] == 0
+    records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    ooms = sorted((r["memcg"], r["policy"], tuple(v["pid"] for v in r["victims"]))
+                  for r in records if r.get("event") == "oom")
+    assert ooms == [("/box", "watchdog", (hogs[0].pid,)),
+                    ("/box/new", "watchdog", (hogs[1].pid,))]
