@@ -624,6 +624,15 @@ class Runtime:
         self._report(request, "default", "default", victims, calls, note)
         return 1 if outcome.progress else 0
 
+    def _recorded_elsewhere(self, request: OomRequest) -> bool:
+        """The backend's watchdog handed this OOM to the kernel killer and recorded it
+        while the handlers ran (one held the GIL past its budget, the process was
+        stopped): it is in the event log already."""
+        check = getattr(self.kernel, "oom_recorded_since", None)
+        if request.since is None or request.memcg is None or check is None:
+            return False
+        return bool(check(request.memcg.path, request.since))
+
     def _report(
         self,
         request: OomRequest,
@@ -633,6 +642,8 @@ class Runtime:
         calls: list[HandlerCall],
         note: str,
     ) -> None:
+        if self._recorded_elsewhere(request):
+            return  # every OOM once in the event log
         self.emit(
             OomEvent(
                 self._now(),

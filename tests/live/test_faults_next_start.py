@@ -32,7 +32,8 @@ def daemon(config: Path) -> subprocess.Popen[bytes]:
 def test_the_next_start_records_the_oom_its_dead_runtime_and_watchdog_left(
         live_v1: LiveCgroups, tmp_path: Path) -> None:
     live = live_v1
-    box = live.mkdir("box", limit=256 * MiB)
+    box = live.mkdir("box", limit=32 * MiB)
+    other = live.mkdir("other", limit=256 * MiB)
     os.chmod(tmp_path, 0o755)
     log = tmp_path / "log" / "events.jsonl"
     state = tmp_path / "run" / "restore.json"
@@ -40,15 +41,17 @@ def test_the_next_start_records_the_oom_its_dead_runtime_and_watchdog_left(
     config.write_text(
         f'[daemon]\ncgroup_root = "{live.root}"\nstate_file = "{state}"\n'
         f'event_log = "{log}"\nstatus_file = ""\nmlock = false\n[metrics]\nlisten = ""\n'
-        '[[oom]]\npolicy = "largest_leaf"\ncgroup = "/box"\n')
+        '[[oom]]\npolicy = "largest_leaf"\ncgroup = "/box"\n'
+        '[[oom]]\npolicy = "largest_leaf"\ncgroup = "/other"\n')
     first = daemon(config)
     second = None
     try:
-        assert wait_for(lambda: oom_control(box)["oom_kill_disable"] == 1, 15), "not armed"
+        assert wait_for(lambda: oom_control(box)["oom_kill_disable"] == 1
+                        and oom_control(other)["oom_kill_disable"] == 1, 15), "not armed"
         watchdog = json.loads(state.read_text())["watchdog_pid"]
         os.kill(first.pid, signal.SIGSTOP)  # the OOM below waits for a runtime now
-        new = live.mkdir("box/new", limit=32 * MiB)  # inherits oom_kill_disable 1
-        hogs = [live.spawn(box, "anon", 300 * MiB), live.spawn(new, "anon", 64 * MiB)]
+        new = live.mkdir("other/new", limit=32 * MiB)  # inherits oom_kill_disable 1
+        hogs = [live.spawn(box, "anon", 64 * MiB), live.spawn(new, "anon", 64 * MiB)]
         assert wait_for(lambda: oom_control(box)["under_oom"] == 1
                         and oom_control(new)["under_oom"] == 1, 10)
         os.kill(watchdog, signal.SIGKILL)
@@ -70,9 +73,10 @@ def test_the_next_start_records_the_oom_its_dead_runtime_and_watchdog_left(
                 proc.wait()
         set_limit(box, 512 * MiB)
     assert oom_control(box)["oom_kill_disable"] == 0
+    assert oom_control(other)["oom_kill_disable"] == 0
     assert oom_control(new)["oom_kill_disable"] == 0
     records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
     ooms = sorted((r["memcg"], r["policy"], tuple(v["pid"] for v in r["victims"]))
                   for r in records if r.get("event") == "oom")
     assert ooms == [("/box", "watchdog", (hogs[0].pid,)),
-                    ("/box/new", "watchdog", (hogs[1].pid,))]
+                    ("/other/new", "watchdog", (hogs[1].pid,))]

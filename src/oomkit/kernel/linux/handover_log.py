@@ -202,6 +202,14 @@ def under_oom(ctl_path: str) -> bool:
         return False
 
 
+def is_domain(ctl_path: str) -> bool:
+    """The memcg of this v1 oom_control is not below one under OOM: an OOM of its own, not
+    part of an ancestor's (v1 marks the OOMing memcg's whole subtree ``under_oom``)."""
+    parent = os.path.join(os.path.dirname(os.path.dirname(ctl_path)), os.path.basename(
+        ctl_path))
+    return not under_oom(parent)
+
+
 def _log(msg: str) -> None:
     with contextlib.suppress(OSError, ValueError):
         print(f"oomkit watchdog: {msg}", file=sys.stderr, flush=True)

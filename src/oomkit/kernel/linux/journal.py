@@ -28,7 +28,7 @@ import threading
 import weakref
 
 from oomkit.errors import KernelError
-from oomkit.kernel.linux.handover_log import EventLog, KmsgTail, under_oom
+from oomkit.kernel.linux.handover_log import EventLog, KmsgTail, is_domain, under_oom
 from oomkit.kernel.linux.watchdog import (
     STATE_VERSION,
     V1_OOM_CONTROL,
@@ -196,7 +196,7 @@ class RestoreJournal:
         ours = [s for s in settings if check_setting(s, self.cgroup_root) is None
                 and os.path.basename(s.path) == V1_OOM_CONTROL and s.original.strip() == "0"]
         inherited = [s for s in map(_inherited, _below(ours)) if s is not None]
-        pending = [s.path for s in ours + inherited if under_oom(s.path)]
+        pending = [s.path for s in ours + inherited if under_oom(s.path) and is_domain(s.path)]
         log = None
         if self.event_log and pending:
             log = EventLog(self.event_log, self.tree_root or self.cgroup_root or "/",

@@ -471,6 +471,16 @@ class LinuxKernel:
 
     _report_kernel_oom = report_kernel_oom
 
+    def oom_recorded_since(self, path: str, since: float) -> bool:
+        """The watchdog handed the OOM of ``path`` (going on since ``since``, this clock)
+        to the kernel killer and recorded it: it can have only once the OOM lasted its
+        deadline (``journal.hung_after``), so a shorter OOM costs no read."""
+        after = self.journal.hung_after
+        log = self.journal.event_log
+        if not log or after <= 0 or self._clock.now() - since < after:
+            return False
+        return path in handed_over_since(log, since)
+
     # -- the actions ------------------------------------------------------------------------------
     def oom_totalpages(self, memcg: Cgroup | None) -> int:
         # Two fields of /proc/meminfo, not fifty: this is on the path to every kill.

@@ -180,6 +180,7 @@ class V1OomWatch(OomWatch):
             constraint=Constraint.MEMCG,
             constraint_text=None,
             totalpages=k.oom_totalpages(top),
+            since=a.oom_since,
         )
         try:
             rc = hooks.oom(request)

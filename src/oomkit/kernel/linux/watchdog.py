@@ -530,7 +530,10 @@ class _HungGuard:
 
     def check(self) -> None:
         now = time.monotonic()
-        for w in list(self.by_path.values()):
+        # Shallowest first: v1 marks the whole subtree of the OOMing memcg under OOM and
+        # signals each eventfd in it; the OOM is the top one's, and handing that over
+        # ends it for the memcgs below too.
+        for w in sorted(self.by_path.values(), key=lambda w: w.setting.path.count("/")):
             if w.deadline is None:
                 continue
             state = w.under_oom()
@@ -545,9 +548,11 @@ class _HungGuard:
     def _hand_over(self, w: _OomWatch) -> None:
         # The original value (0): the kernel killer acts. The journal entry stays. The
         # kernel's kill is read from /dev/kmsg, opened before it can happen.
-        tail = handover_log.KmsgTail() if self.log is not None else None
+        # Below a memcg under OOM: part of that memcg's OOM, recorded with it (once).
+        domain = handover_log is not None and handover_log.is_domain(w.setting.path)
+        tail = handover_log.KmsgTail() if self.log is not None and domain else None
         why = restore_setting(w.setting, self.root)
-        if why is None and self.log is not None:
+        if why is None and self.log is not None and domain:
             self.log.handed_over([w.setting.path], "handed to the kernel OOM killer by the "
                                  f"watchdog: under OOM for {self.hung_after:g} s and the "
                                  "runtime did not end it", tail)
@@ -636,8 +641,8 @@ def _finish(state_file: str, root: str | None = None, guard: _HungGuard | None =
     extra = guard.unjournaled() if guard is not None else []
     # OOMs the runtime did not live to end (or to record): recorded here, once.
     _, journaled = read_state(state_file)
-    pending = [s.path for s in (*journaled, *extra)
-               if _is_ours(s) and handover_log is not None and handover_log.under_oom(s.path)]
+    pending = [s.path for s in (*journaled, *extra) if _is_ours(s) and handover_log is not None
+               and handover_log.under_oom(s.path) and handover_log.is_domain(s.path)]
     tail = handover_log.KmsgTail() if log is not None and pending else None
     results = restore_file(state_file, root) + [(s, restore_setting(s, root)) for s in extra]
     if log is not None:
