@@ -133,3 +133,50 @@ def test_an_oom_the_watchdog_handed_over_while_the_daemon_was_stopped_is_logged_
     assert ooms == [("/box/new", "watchdog", "kernel")]
     (oom,) = [r for r in records if r.get("event") == "oom"]
     assert [(v["pid"], v["cgroup"]) for v in oom["victims"]] == [(hog.pid, "/box/new")]
+
+
+def test_a_stopped_daemon_is_seen_by_its_heartbeat(live_v1: LiveCgroups,
+                                                   tmp_path: Path) -> None:
+    """No heartbeat from a stopped (or GIL-wedged) daemon for hung_after plus a beat: an
+    OOM that comes then goes to the kernel killer at once, not after the deadline."""
+    live = live_v1
+    box = live.mkdir("box", limit=32 * MiB)
+    os.chmod(tmp_path, 0o755)
+    log = tmp_path / "log" / "events.jsonl"
+    config = tmp_path / "oomkit.toml"
+    config.write_text(
+        f'[daemon]\ncgroup_root = "{live.root}"\nstate_file = "{tmp_path}/run/restore.json"\n'
+        f'event_log = "{log}"\nstatus_file = ""\nmlock = false\n[metrics]\nlisten = ""\n'
+        '[[oom]]\npolicy = "largest_leaf"\ncgroup = "/box"\n')
+    env = dict(os.environ, **{HUNG_AFTER_ENV: str(HUNG_AFTER)})
+    proc = subprocess.Popen([sys.executable, "-m", "oomkit.cli", "run", "--config",
+                             str(config), "--quiet"], stderr=subprocess.DEVNULL, env=env)
+    try:
+        assert wait_for(lambda: oom_control(box)["oom_kill_disable"] == 1, 15), "not armed"
+        time.sleep(1.5)  # a beat or two
+        os.kill(proc.pid, signal.SIGSTOP)
+        time.sleep(HUNG_AFTER + 1.0 + 0.5)  # hung_after plus one beat interval (1 s)
+        start = time.monotonic()
+        hog = live.spawn(box, "anon", 64 * MiB)
+        assert hog.wait_dead(HUNG_AFTER + 5), "the watchdog did not hand the OOM over"
+        elapsed = time.monotonic() - start
+        print(f"\nOOM of a stopped daemon's memcg ended after {elapsed:.2f} s "
+              f"(deadline {HUNG_AFTER:g} s)")
+        assert elapsed < HUNG_AFTER / 2, "the watchdog waited for its deadline"
+        os.kill(proc.pid, signal.SIGCONT)
+        time.sleep(1.0)
+        proc.terminate()
+        assert proc.wait(10) == 0
+    finally:
+        if proc.poll() is None:
+            with contextlib.suppress(OSError):
+                os.kill(proc.pid, signal.SIGCONT)
+            proc.kill()
+            proc.wait()
+        with contextlib.suppress(OSError):
+            set_limit(box, 512 * MiB)
+    assert oom_control(box)["oom_kill_disable"] == 0
+    records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    (oom,) = [r for r in records if r.get("event") == "oom"]
+    assert (oom["memcg"], oom["policy"]) == ("/box", "watchdog")
+    assert "no heartbeat" in oom["note"]

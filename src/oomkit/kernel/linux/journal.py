@@ -21,6 +21,7 @@ import fcntl
 import functools
 import json
 import os
+import select
 import stat
 import subprocess
 import sys
@@ -28,19 +29,66 @@ import threading
 import weakref
 
 from oomkit.errors import KernelError
+from oomkit.kernel.linux import watchdog
 from oomkit.kernel.linux.handover_log import EventLog, KmsgTail, is_domain, under_oom
 from oomkit.kernel.linux.watchdog import (
+    DEFAULT_HUNG_AFTER,
     STATE_VERSION,
     V1_OOM_CONTROL,
     Setting,
+    beat_interval,
     check_setting,
     default_hung_after,
     load_state,
     restore_file,
     restore_setting,
-    spawn_watchdog,
 )
 from oomkit.privfile import make_private_dirs, replace_private
+
+#: How long the runtime waits for the watchdog to say "ready" (seconds).
+READY_TIMEOUT = 3.0
+
+
+def spawn_watchdog(
+    state_file: str,
+    hung_after: float = DEFAULT_HUNG_AFTER,
+    root: str | None = None,
+    lock_fd: int | None = None,
+    event_log: str | None = None,
+    tree_root: str | None = None,
+    kmsg_prefix: str | None = None,
+) -> subprocess.Popen[bytes]:
+    """Start the watchdog (:mod:`.watchdog`, run by its file path): a new session (a Ctrl-C
+    or SIGTERM of the runtime's process group does not reach it), stdin the pipe whose EOF
+    means "the runtime is gone" and whose bytes are the runtime's heartbeat (our end
+    non-blocking: a stopped watchdog never blocks a beat). ``lock_fd`` (the journal's
+    flock) is inherited: the state file stays locked until the watchdog, too, is done."""
+    argv = [sys.executable, "-I", os.path.abspath(watchdog.__file__), state_file,
+            str(os.getpid()), repr(float(hung_after))]
+    if root is not None:
+        argv.append(root)
+        if event_log:
+            argv += [event_log, tree_root or root, kmsg_prefix or ""]
+    proc = subprocess.Popen(
+        argv,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        start_new_session=True,
+        close_fds=True,
+        pass_fds=(lock_fd,) if lock_fd is not None else (),
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    os.set_blocking(proc.stdin.fileno(), False)
+    # Wait (a little) until it watches the journal and the memcgs: a memcg made below an
+    # armed one right after would otherwise be made before the watchdog looks.
+    with contextlib.suppress(OSError, ValueError):
+        ready, _, _ = select.select([proc.stdout], [], [], READY_TIMEOUT)
+        if ready:
+            proc.stdout.readline()
+    proc.stdout.close()
+    # No handshake needed: if we die before it opened its pidfd of us, pidfd_open fails (or
+    # the pipe is already at EOF) and it restores at once.
+    return proc
 
 
 def _below(settings: list[Setting]) -> list[str]:
@@ -284,6 +332,22 @@ class RestoreJournal:
                 os.close(self._lock_fd)  # the lock file stays: unlinking it would race
                 self._lock_fd = None
         return results
+
+    @property
+    def beat_interval(self) -> float | None:
+        """Seconds between heartbeats to the watchdog (None: there is none to send to)."""
+        if not self._use_watchdog or self.hung_after <= 0:
+            return None
+        return beat_interval(self.hung_after)
+
+    def beat(self) -> None:
+        """One heartbeat to the watchdog (nothing before it runs): the caller's loop is
+        serving. A full pipe (the watchdog stopped) or a gone watchdog is not our problem
+        here: its death is seen through the pidfd and the pipe's EOF as ever."""
+        proc = self._proc
+        if proc is not None and proc.stdin is not None:
+            with contextlib.suppress(OSError, ValueError):
+                os.write(proc.stdin.fileno(), b".")
 
     @property
     def watchdog_pid(self) -> int | None:

@@ -320,6 +320,20 @@ class LinuxKernel:
         self.tree.start()
         if self._kmsg_path is not None:
             self.kmsg.open(self._kmsg_path)  # not readable (no CAP_SYSLOG): the counters
+        if self.journal.beat_interval is not None:
+            self._beat()
+
+    def _beat(self) -> None:
+        """The heartbeat to the watchdog, from this loop: it says the loop serves. Stopped
+        (SIGSTOP), wedged (a handler holding the GIL) or blocked, the loop sends none, and
+        the watchdog hands the OOMs of the memcgs we armed to the kernel killer at once
+        instead of after its deadline. The one timer of an idle loop."""
+        if self._closed:
+            return
+        self.journal.beat()
+        interval = self.journal.beat_interval
+        if interval is not None:
+            self.loop.call_later(interval, self._beat)
 
     def poll(self, timeout: float | None = None) -> None:
         """Wait for one batch of events (at most ``timeout`` s) and handle them."""

@@ -51,7 +51,6 @@ import select
 import signal
 import stat
 import struct
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -82,13 +81,21 @@ DEFAULT_STATE_FILE: Final = "/run/oomkit/restore.json"
 DEFAULT_HUNG_AFTER: Final = 15.0
 HUNG_AFTER_ENV: Final = "OOMKIT_WATCHDOG_HUNG_AFTER"
 V1_OOM_CONTROL: Final = "memory.oom_control"
-READY_TIMEOUT: Final = 3.0  # how long the runtime waits for the watchdog to say "ready"
 V1_EVENT_CONTROL: Final = "cgroup.event_control"
 #: The files oomkit changes, and the form of their original values.
 KNOWN_SETTINGS: Final = {
     V1_OOM_CONTROL: re.compile(r"[01]"),
     "memory.high": re.compile(r"max|[0-9]{1,20}"),
 }
+
+
+def beat_interval(hung_after: float) -> float:
+    """Seconds between the runtime's heartbeats (one byte on the pipe, from its event loop):
+    a third of ``hung_after``, 1 to 5 s. The watchdog takes a runtime that sent none for
+    ``hung_after`` plus this as stuck (stopped, its loop wedged, the GIL held): a handler
+    call blocks the loop for at most its budget, and ``hung_after`` is at least the
+    longest budget plus a margin."""
+    return min(5.0, max(1.0, hung_after / 3))
 
 
 def default_hung_after() -> float:
@@ -222,46 +229,6 @@ def pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
-
-
-def spawn_watchdog(
-    state_file: str,
-    hung_after: float = DEFAULT_HUNG_AFTER,
-    root: str | None = None,
-    lock_fd: int | None = None,
-    event_log: str | None = None,
-    tree_root: str | None = None,
-    kmsg_prefix: str | None = None,
-) -> subprocess.Popen[bytes]:
-    """Start the watchdog: a new session (a Ctrl-C or SIGTERM of the runtime's process group
-    does not reach it), stdin the pipe whose EOF means "the runtime is gone". ``lock_fd``
-    (the journal's flock) is inherited: the state file stays locked until the watchdog,
-    too, is done with it."""
-    argv = [sys.executable, "-I", os.path.abspath(__file__), state_file, str(os.getpid()),
-            repr(float(hung_after))]
-    if root is not None:
-        argv.append(root)
-        if event_log:
-            argv += [event_log, tree_root or root, kmsg_prefix or ""]
-    proc = subprocess.Popen(
-        argv,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        start_new_session=True,
-        close_fds=True,
-        pass_fds=(lock_fd,) if lock_fd is not None else (),
-    )
-    # Wait (a little) until it watches the journal and the memcgs: a memcg made below an
-    # armed one right after would otherwise be made before the watchdog looks.
-    assert proc.stdout is not None
-    with contextlib.suppress(OSError, ValueError):
-        ready, _, _ = select.select([proc.stdout], [], [], READY_TIMEOUT)
-        if ready:
-            proc.stdout.readline()
-    proc.stdout.close()
-    # No handshake needed: if we die before it opened its pidfd of us, pidfd_open fails (or
-    # the pipe is already at EOF) and it restores at once.
-    return proc
 
 
 # -- the watchdog process ------------------------------------------------------------------
@@ -428,7 +395,28 @@ class _HungGuard:
         self.watched_dirs: set[str] = set()
         self.inherited: dict[str, Setting] = {}  # oom_control path -> its "0" to restore
         self.journaled: set[str] = set()
+        # The runtime's heartbeat: None until its first (a runtime that sends none is
+        # judged by the OOM deadlines alone).
+        self.last_beat: float | None = None
+        self.stale_after = hung_after + beat_interval(hung_after)
+        self.said_stuck = False
         self.reload()  # after the watch: an update in between is not missed
+
+    def beat(self) -> None:
+        self.last_beat = time.monotonic()
+        if self.said_stuck:
+            self.said_stuck = False
+            _log("the runtime answers again")
+
+    def stuck(self, now: float) -> bool:
+        """No heartbeat for ``stale_after``: the runtime cannot serve an OOM now."""
+        if self.last_beat is None or now - self.last_beat < self.stale_after:
+            return False
+        if not self.said_stuck:
+            self.said_stuck = True
+            _log(f"no heartbeat from the runtime for {now - self.last_beat:.1f} s (stopped "
+                 "or hung): its OOMs go to the kernel OOM killer at once")
+        return True
 
     def reload(self) -> None:
         _, settings = read_state(self.state_file)
@@ -518,7 +506,9 @@ class _HungGuard:
         if state is None:
             self._drop(w)  # the eventfd is also signalled when the memcg is removed
         elif state and w.deadline is None:
-            w.deadline = time.monotonic() + self.hung_after
+            now = time.monotonic()
+            # A stuck runtime will not answer: no point waiting for it.
+            w.deadline = now if self.stuck(now) else now + self.hung_after
         return True
 
     def timeout(self) -> float:
@@ -533,9 +523,12 @@ class _HungGuard:
         # Shallowest first: v1 marks the whole subtree of the OOMing memcg under OOM and
         # signals each eventfd in it; the OOM is the top one's, and handing that over
         # ends it for the memcgs below too.
+        stuck = self.stuck(now)
         for w in sorted(self.by_path.values(), key=lambda w: w.setting.path.count("/")):
             if w.deadline is None:
                 continue
+            if stuck:
+                w.deadline = min(w.deadline, now)
             state = w.under_oom()
             if state is None:
                 self._drop(w)
@@ -551,18 +544,19 @@ class _HungGuard:
         # Below a memcg under OOM: part of that memcg's OOM, recorded with it (once).
         domain = handover_log is not None and handover_log.is_domain(w.setting.path)
         tail = handover_log.KmsgTail() if self.log is not None and domain else None
+        if self.said_stuck and self.last_beat is not None:
+            reason = (f"no heartbeat from the runtime for "
+                      f"{time.monotonic() - self.last_beat:.1f} s (stopped or hung)")
+        else:
+            reason = f"under OOM for {self.hung_after:g} s and the runtime did not end it"
         why = restore_setting(w.setting, self.root)
         if why is None and self.log is not None and domain:
             self.log.handed_over([w.setting.path], "handed to the kernel OOM killer by the "
-                                 f"watchdog: under OOM for {self.hung_after:g} s and the "
-                                 "runtime did not end it", tail)
+                                 f"watchdog: {reason}", tail)
         if tail is not None:
             tail.close()
         if why is None:
-            _log(
-                f"{w.setting.path}: under OOM for {self.hung_after:g} s and the runtime did "
-                "not resolve it (hung?): oom_kill_disable 0, the kernel OOM killer acts"
-            )
+            _log(f"{w.setting.path}: {reason}: oom_kill_disable 0, the kernel OOM killer acts")
         elif why in ("cgroup is gone", "cgroup was replaced"):
             self._drop(w)
         else:
@@ -624,6 +618,8 @@ def watch(
                         data = b""
                     if not data:
                         return _finish(state_file, root, guard, log)
+                    if guard is not None:
+                        guard.beat()
                 elif guard is not None:
                     guard.on_fd(fd)
             if guard is not None:
