@@ -202,6 +202,46 @@ def under_oom(ctl_path: str) -> bool:
         return False
 
 
+def in_band(high_path: str) -> bool:
+    """A v2 memcg held at the ``memory.high`` we set (its guard band): usage within a
+    charge batch of it (1/64, at least 256 KiB), as :func:`.decisions.stuck_in_band`
+    counts it. Only the runtime ends such an OOM; stopped, it throttles for good."""
+    directory = os.path.dirname(high_path)
+    try:
+        with open(high_path, encoding="ascii") as f:
+            high = f.read().strip()
+        with open(os.path.join(directory, "memory.current"), encoding="ascii") as f:
+            current = int(f.read())
+    except (OSError, ValueError):
+        return False
+    if not high.isdigit():
+        return False
+    return current + max(int(high) // 64, 256 << 10) >= int(high)
+
+
+def release_bands(settings: list[Any], restore: Any, log: EventLog | None, note: str,
+                  wait_s: float = 3 * VICTIM_WAIT_S) -> int:
+    """Give the v2 memcgs of ``settings`` (journal entries of ``memory.high``) that are in
+    their band back to the kernel: ``restore(setting)`` writes the original. Each the
+    kernel then kills in (seen in /dev/kmsg within ``wait_s``: a throttled task first
+    sleeps out its penalty) is recorded as one OOM. Returns how many were released."""
+    banded = [s for s in settings if os.path.basename(s.path) == "memory.high"
+              and in_band(s.path)]
+    if not banded:
+        return 0
+    tail = KmsgTail() if log is not None else None
+    released = [s.path for s in banded if restore(s) is None]
+    if log is not None and tail is not None:
+        kills = tail.kills({log.kernel_name(p) for p in released}, wait_s)
+        for path in released:
+            victims = kills.get(log.kernel_name(path))
+            if victims:
+                log.oom(path, note, victims)
+    if tail is not None:
+        tail.close()
+    return len(released)
+
+
 def is_domain(ctl_path: str) -> bool:
     """The memcg of this v1 oom_control is not below one under OOM: an OOM of its own, not
     part of an ancestor's (v1 marks the OOMing memcg's whole subtree ``under_oom``)."""

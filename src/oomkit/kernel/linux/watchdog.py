@@ -395,6 +395,7 @@ class _HungGuard:
         self.watched_dirs: set[str] = set()
         self.inherited: dict[str, Setting] = {}  # oom_control path -> its "0" to restore
         self.journaled: set[str] = set()
+        self.bands: list[Setting] = []
         # The runtime's heartbeat: None until its first (a runtime that sends none is
         # judged by the OOM deadlines alone).
         self.last_beat: float | None = None
@@ -420,6 +421,9 @@ class _HungGuard:
 
     def reload(self) -> None:
         _, settings = read_state(self.state_file)
+        # v2 guard bands: given back to the kernel while the runtime is stuck.
+        self.bands = [s for s in settings if os.path.basename(s.path) == "memory.high"
+                      and check_setting(s, self.root) is None]
         wanted = {s.path: s for s in settings if _is_ours(s) and check_setting(s, self.root)
                   is None}
         self.journaled = set(wanted)
@@ -514,6 +518,9 @@ class _HungGuard:
     def timeout(self) -> float:
         """epoll timeout in seconds: -1 (none) while no OOM is pending."""
         pending = [w.deadline for w in self.by_path.values() if w.deadline is not None]
+        if self.bands and self.last_beat is not None:  # v2: no OOM event reaches us
+            pending.append(max(self.last_beat + self.stale_after, time.monotonic()
+                               + self.check_every if self.said_stuck else 0.0))
         if not pending:
             return -1
         return max(0.0, min(min(pending) - time.monotonic(), self.check_every))
@@ -524,6 +531,11 @@ class _HungGuard:
         # signals each eventfd in it; the OOM is the top one's, and handing that over
         # ends it for the memcgs below too.
         stuck = self.stuck(now)
+        if stuck and self.bands and handover_log is not None:
+            handover_log.release_bands(
+                self.bands, lambda s: restore_setting(s, self.root), self.log,
+                "handed to the kernel OOM killer by the watchdog: no heartbeat from the "
+                f"runtime for {now - (self.last_beat or now):.1f} s (stopped or hung)")
         for w in sorted(self.by_path.values(), key=lambda w: w.setting.path.count("/")):
             if w.deadline is None:
                 continue
@@ -635,6 +647,10 @@ def _finish(state_file: str, root: str | None = None, guard: _HungGuard | None =
     if guard is not None:
         guard.on_fd(guard.cg_fd)  # memcgs made just before the runtime went
     extra = guard.unjournaled() if guard is not None else []
+    if handover_log is not None:  # v2 memcgs held in their band: the kernel's now
+        handover_log.release_bands(read_state(state_file)[1], lambda s: restore_setting(
+            s, root), log, "the runtime was gone during this OOM: handed to the kernel OOM "
+            "killer by the watchdog")
     # OOMs the runtime did not live to end (or to record): recorded here, once.
     _, journaled = read_state(state_file)
     pending = [s.path for s in (*journaled, *extra) if _is_ours(s) and handover_log is not None
