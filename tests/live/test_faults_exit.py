@@ -5,15 +5,13 @@ the kernel killer, and the event log has it once."""
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
+from . import daemon as d
 from .conftest import LiveCgroups, MiB, wait_for
 from .test_watchdog_hung import oom_control
 
@@ -38,18 +36,9 @@ def test_a_handler_that_exits_does_not_end_the_daemon(live_v1: LiveCgroups, tmp_
                                                       how: str) -> None:
     live = live_v1
     box = live.mkdir("box", limit=32 * MiB)
-    os.chmod(tmp_path, 0o755)
-    policy = tmp_path / "exits.py"
-    policy.write_text(f"EXIT = {how!r}\n" + POLICY)
-    os.chmod(policy, 0o644)
-    log = tmp_path / "log" / "events.jsonl"
-    config = tmp_path / "oomkit.toml"
-    config.write_text(
-        f'[daemon]\ncgroup_root = "{live.root}"\nstate_file = "{tmp_path}/run/restore.json"\n'
-        f'event_log = "{log}"\nstatus_file = ""\nmlock = false\n[metrics]\nlisten = ""\n'
-        f'[[oom]]\npolicy = "{policy}:Exits"\ncgroup = "/box"\n')
-    proc = subprocess.Popen([sys.executable, "-m", "oomkit.cli", "run", "--config",
-                             str(config), "--quiet"], stderr=subprocess.DEVNULL)
+    policy = d.policy_file(tmp_path, "exits", f"EXIT = {how!r}\n" + POLICY)
+    proc = d.start(d.config(tmp_path, live.root,
+                            f'[[oom]]\npolicy = "{policy}:Exits"\ncgroup = "/box"\n'))
     try:
         assert wait_for(lambda: oom_control(box)["oom_kill_disable"] == 1, 15), "not armed"
         hog = live.spawn(box, "anon", 64 * MiB)
@@ -61,12 +50,10 @@ def test_a_handler_that_exits_does_not_end_the_daemon(live_v1: LiveCgroups, tmp_
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(10) == 0
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        d.kill(proc)
     assert oom_control(box)["oom_kill_disable"] == 0, "restored after stop"
+    assert [(r["memcg"], r["resolved_by"]) for r in d.ooms(tmp_path)] == [("/box", "default")]
+    log = tmp_path / "log" / "events.jsonl"
     records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
-    ooms = [r for r in records if r.get("event") == "oom"]
-    assert [(r["memcg"], r["resolved_by"]) for r in ooms] == [("/box", "default")]
     errors = [r for r in records if r.get("event") == "handler_error"]
     assert errors and "exit" in errors[0]["error"].lower()

@@ -6,15 +6,13 @@ child's os._exit ends the child, not the daemon."""
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
+from . import daemon as d
 from .conftest import LiveCgroups, MiB, wait_for
 from .test_watchdog_hung import oom_control
 
@@ -49,20 +47,12 @@ def test_a_forking_handlers_child_holds_nothing_of_the_daemon(live_v1: LiveCgrou
                                                                tmp_path: Path) -> None:
     live = live_v1
     box = live.mkdir("box", limit=32 * MiB)
-    os.chmod(tmp_path, 0o755)
     out = tmp_path / "child-fds.json"
-    policy = tmp_path / "forks.py"
-    policy.write_text(f"OUT = {str(out)!r}\n" + POLICY)
-    os.chmod(policy, 0o644)
+    policy = d.policy_file(tmp_path, "forks", f"OUT = {str(out)!r}\n" + POLICY)
     log = tmp_path / "log" / "events.jsonl"
-    config = tmp_path / "oomkit.toml"
-    config.write_text(
-        f'[daemon]\ncgroup_root = "{live.root}"\nstate_file = "{tmp_path}/run/restore.json"\n'
-        f'event_log = "{log}"\nstatus_file = ""\nmlock = false\n'
-        '[metrics]\nlisten = "127.0.0.1:0"\n'
-        f'[[oom]]\npolicy = "{policy}:Forks"\ncgroup = "/box"\n')
-    proc = subprocess.Popen([sys.executable, "-m", "oomkit.cli", "run", "--config",
-                             str(config), "--quiet"], stderr=subprocess.PIPE)
+    proc = d.start(d.config(tmp_path, live.root,
+                            f'[[oom]]\npolicy = "{policy}:Forks"\ncgroup = "/box"\n',
+                            metrics="127.0.0.1:0"))
     try:
         assert wait_for(lambda: oom_control(box)["oom_kill_disable"] == 1, 15), "not armed"
         hog = live.spawn(box, "anon", 64 * MiB)
@@ -73,11 +63,7 @@ def test_a_forking_handlers_child_holds_nothing_of_the_daemon(live_v1: LiveCgrou
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(10) == 0
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.stderr is not None
-    proc.stderr.close()
+        d.kill(proc)
     links = json.loads(out.read_text())
     daemon_things = ("/sys/fs/cgroup", str(log), str(tmp_path / "run"), "/dev/kmsg",
                      "socket:", "anon_inode:")

@@ -8,25 +8,16 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from oomkit.kernel.linux.watchdog import HUNG_AFTER_ENV
-
+from . import daemon as d
 from .conftest import LiveCgroups, MiB, set_limit, wait_for
 from .test_watchdog_hung import oom_control
 
 pytestmark = pytest.mark.privileged
-
-
-def daemon(config: Path) -> subprocess.Popen[bytes]:
-    env = dict(os.environ, **{HUNG_AFTER_ENV: "600"})  # the watchdog never acts first
-    return subprocess.Popen([sys.executable, "-m", "oomkit.cli", "run", "--config",
-                             str(config), "--quiet"], stderr=subprocess.DEVNULL, env=env)
 
 
 def test_the_next_start_records_the_oom_its_dead_runtime_and_watchdog_left(
@@ -34,16 +25,10 @@ def test_the_next_start_records_the_oom_its_dead_runtime_and_watchdog_left(
     live = live_v1
     box = live.mkdir("box", limit=32 * MiB)
     other = live.mkdir("other", limit=256 * MiB)
-    os.chmod(tmp_path, 0o755)
-    log = tmp_path / "log" / "events.jsonl"
     state = tmp_path / "run" / "restore.json"
-    config = tmp_path / "oomkit.toml"
-    config.write_text(
-        f'[daemon]\ncgroup_root = "{live.root}"\nstate_file = "{state}"\n'
-        f'event_log = "{log}"\nstatus_file = ""\nmlock = false\n[metrics]\nlisten = ""\n'
-        '[[oom]]\npolicy = "largest_leaf"\ncgroup = "/box"\n'
-        '[[oom]]\npolicy = "largest_leaf"\ncgroup = "/other"\n')
-    first = daemon(config)
+    config = d.config(tmp_path, live.root, '[[oom]]\npolicy = "largest_leaf"\ncgroup = "/box"\n'
+                      '[[oom]]\npolicy = "largest_leaf"\ncgroup = "/other"\n')
+    first = d.start(config, hung_after=600)  # the watchdog never acts first
     second = None
     try:
         assert wait_for(lambda: oom_control(box)["oom_kill_disable"] == 1
@@ -60,23 +45,20 @@ def test_the_next_start_records_the_oom_its_dead_runtime_and_watchdog_left(
         time.sleep(0.5)
         assert all(h.alive() for h in hogs), "nobody was left to hand the OOMs over"
         assert oom_control(box)["oom_kill_disable"] == 1
-        second = daemon(config)
+        second = d.start(config, hung_after=600)
         assert all(h.wait_dead(10) for h in hogs), "the next start left the OOMs waiting"
         assert wait_for(lambda: oom_control(box)["oom_kill_disable"] == 1, 15), "re-armed"
         second.send_signal(signal.SIGTERM)
         assert second.wait(10) == 0
     finally:
         for proc in (first, second):
-            if proc is not None and proc.poll() is None:
-                os.kill(proc.pid, signal.SIGCONT)
-                proc.kill()
-                proc.wait()
+            if proc is not None:
+                d.kill(proc)
         set_limit(box, 512 * MiB)
     assert oom_control(box)["oom_kill_disable"] == 0
     assert oom_control(other)["oom_kill_disable"] == 0
     assert oom_control(new)["oom_kill_disable"] == 0
-    records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
     ooms = sorted((r["memcg"], r["policy"], tuple(v["pid"] for v in r["victims"]))
-                  for r in records if r.get("event") == "oom")
+                  for r in d.ooms(tmp_path))
     assert ooms == [("/box", "watchdog", (hogs[0].pid,)),
                     ("/other/new", "watchdog", (hogs[1].pid,))]

@@ -4,10 +4,7 @@ not record that OOM a second time: every OOM once in the event log."""
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -15,8 +12,8 @@ import pytest
 
 from oomkit.daemon.backend import WATCHDOG_MIN_S
 
+from . import daemon as d
 from .conftest import LiveCgroups, MiB, wait_for
-from .test_faults_budget import ooms
 from .test_watchdog_hung import oom_control
 
 pytestmark = pytest.mark.privileged
@@ -47,20 +44,10 @@ def test_a_recovered_runtime_does_not_record_the_handed_over_oom_again(
     live = live_v1
     box = live.mkdir("box", limit=32 * MiB)
     where = live.mkdir("box" + leaf)
-    os.chmod(tmp_path, 0o755)
-    policy = tmp_path / "gil.py"
-    policy.write_text(f"HOLD = {WATCHDOG_MIN_S + 2.0}\n" + POLICY)
-    os.chmod(policy, 0o644)
-    log = tmp_path / "log" / "events.jsonl"
-    config = tmp_path / "oomkit.toml"
-    config.write_text(
-        f'[daemon]\ncgroup_root = "{live.root}"\nstate_file = "{tmp_path}/run/restore.json"\n'
-        f'event_log = "{log}"\nstatus_file = ""\nbudget = "500ms"\nmlock = false\n'
-        '[metrics]\nlisten = ""\n'
-        f'[[oom]]\npolicy = "{policy}:HoldsTheGilAWhile"\ncgroup = "/box"\n')
-    env = {k: v for k, v in os.environ.items() if k != "OOMKIT_WATCHDOG_HUNG_AFTER"}
-    proc = subprocess.Popen([sys.executable, "-m", "oomkit.cli", "run", "--config",
-                             str(config), "--quiet"], stderr=subprocess.DEVNULL, env=env)
+    policy = d.policy_file(tmp_path, "gil", f"HOLD = {WATCHDOG_MIN_S + 2.0}\n" + POLICY)
+    proc = d.start(d.config(
+        tmp_path, live.root, f'[[oom]]\npolicy = "{policy}:HoldsTheGilAWhile"\n'
+        'cgroup = "/box"\n', daemon='budget = "500ms"\n'))
     try:
         assert wait_for(lambda: oom_control(box)["oom_kill_disable"] == 1, 15), "not armed"
         hog = live.spawn(where, "anon", 64 * MiB)
@@ -71,11 +58,8 @@ def test_a_recovered_runtime_does_not_record_the_handed_over_oom_again(
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(10) == 0
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        d.kill(proc)
     assert oom_control(box)["oom_kill_disable"] == 0
-    got = [(r["memcg"], r["policy"], r["resolved_by"]) for r in ooms(log)]
-    assert got == [("/box", "watchdog", "kernel")]
-    assert [(v["pid"], v["cgroup"]) for v in ooms(log)[0]["victims"]] == [(hog.pid,
-                                                                          "/box" + leaf)]
+    (oom,) = d.ooms(tmp_path)
+    assert (oom["memcg"], oom["policy"], oom["resolved_by"]) == ("/box", "watchdog", "kernel")
+    assert [(v["pid"], v["cgroup"]) for v in oom["victims"]] == [(hog.pid, "/box" + leaf)]

@@ -5,41 +5,24 @@ it did); the OOM goes on to the next handler and the kernel killer."""
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 import sys
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from oomkit.kernel.base import Constraint
 from oomkit.kernel.linux import LinuxKernel
-from oomkit.kernel.linux.tmpfs import tmpfs_devices
 from oomkit.ops import OomControl
 
 from .conftest import LiveCgroups, MiB
+from .test_tmpfs_confinement import shm as shm  # the fixture
 
 pytestmark = pytest.mark.privileged
 
-SHM = Path("/dev/shm")
 WRITE = ("import os, sys\n"
          "open(os.path.join(sys.argv[1], 'cgroup.procs'), 'w').write(str(os.getpid()))\n"
          "open(sys.argv[2], 'wb').write(b'x' * int(sys.argv[3]))\n")
-
-
-@pytest.fixture
-def shm() -> Iterator[Path]:
-    if not SHM.is_dir() or os.stat(SHM).st_dev not in tmpfs_devices():
-        pytest.skip("/dev/shm is not a tmpfs here")
-    d = Path(tempfile.mkdtemp(prefix="oomkit-test-", dir=SHM))
-    os.chmod(d, 0o755)
-    try:
-        yield d
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
 
 
 def charged_file(cgroup: Path, path: Path, size: int) -> Path:

@@ -21,6 +21,7 @@ import pytest
 
 from oomkit.kernel.linux.watchdog import HUNG_AFTER_ENV
 
+from . import daemon as d
 from .conftest import LiveCgroups, MiB, set_limit, wait_for
 from .test_watchdog_hung import oom_control, running
 
@@ -141,16 +142,9 @@ def test_a_stopped_daemon_is_seen_by_its_heartbeat(live_v1: LiveCgroups,
     OOM that comes then goes to the kernel killer at once, not after the deadline."""
     live = live_v1
     box = live.mkdir("box", limit=32 * MiB)
-    os.chmod(tmp_path, 0o755)
-    log = tmp_path / "log" / "events.jsonl"
-    config = tmp_path / "oomkit.toml"
-    config.write_text(
-        f'[daemon]\ncgroup_root = "{live.root}"\nstate_file = "{tmp_path}/run/restore.json"\n'
-        f'event_log = "{log}"\nstatus_file = ""\nmlock = false\n[metrics]\nlisten = ""\n'
-        '[[oom]]\npolicy = "largest_leaf"\ncgroup = "/box"\n')
-    env = dict(os.environ, **{HUNG_AFTER_ENV: str(HUNG_AFTER)})
-    proc = subprocess.Popen([sys.executable, "-m", "oomkit.cli", "run", "--config",
-                             str(config), "--quiet"], stderr=subprocess.DEVNULL, env=env)
+    proc = d.start(d.config(tmp_path, live.root,
+                            '[[oom]]\npolicy = "largest_leaf"\ncgroup = "/box"\n'),
+                   hung_after=HUNG_AFTER)
     try:
         assert wait_for(lambda: oom_control(box)["oom_kill_disable"] == 1, 15), "not armed"
         time.sleep(1.5)  # a beat or two
@@ -168,15 +162,8 @@ def test_a_stopped_daemon_is_seen_by_its_heartbeat(live_v1: LiveCgroups,
         proc.terminate()
         assert proc.wait(10) == 0
     finally:
-        if proc.poll() is None:
-            with contextlib.suppress(OSError):
-                os.kill(proc.pid, signal.SIGCONT)
-            proc.kill()
-            proc.wait()
-        with contextlib.suppress(OSError):
-            set_limit(box, 512 * MiB)
+        d.kill(proc)
     assert oom_control(box)["oom_kill_disable"] == 0
-    records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
-    (oom,) = [r for r in records if r.get("event") == "oom"]
+    (oom,) = d.ooms(tmp_path)
     assert (oom["memcg"], oom["policy"]) == ("/box", "watchdog")
     assert "no heartbeat" in oom["note"]

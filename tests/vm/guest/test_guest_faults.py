@@ -21,48 +21,18 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
+from tests.live import test_faults_budget as budget
+from tests.live import test_faults_exit as exits
+from tests.live import test_faults_fork as forks
+
 from .conftest import GUEST_ONLY, MiB, V2Tree, wait_for
 
 pytestmark = GUEST_ONLY
 
 SLACK = 30.0  # seconds: TCG is 10-50 times slower than the host
 
-POLICIES = '''
-import os, re, sys, json
-from oomkit import OomOps
-
-class HoldsTheGil(OomOps):
-    name = "holds_the_gil"
-
-    def handle_out_of_memory(self, ctx, oc):
-        re.match(r"(a+)+$", "a" * 64 + "b")  # never releases the GIL
-        return False
-
-class Exits(OomOps):
-    name = "exits"
-
-    def handle_out_of_memory(self, ctx, oc):
-        os._exit(0)
-
-class Forks(OomOps):
-    name = "forks"
-
-    def handle_out_of_memory(self, ctx, oc):
-        pid = os.fork()
-        if pid == 0:
-            links = {}
-            for fd in os.listdir("/proc/self/fd"):
-                try:
-                    links[fd] = os.readlink(f"/proc/self/fd/{fd}")
-                except OSError:
-                    pass
-            with open(OUT + ".tmp", "w") as f:
-                json.dump(links, f)
-            os.rename(OUT + ".tmp", OUT)
-            os._exit(0)
-        os.waitpid(pid, 0)
-        return False
-'''
+# The live suite's policies: HoldsTheGil, Exits (EXIT = "os"), Forks (writes to OUT).
+POLICIES = "EXIT = 'os'\n" + budget.POLICY + exits.POLICY + forks.POLICY
 
 
 def high(cgroup: Path) -> str:
