@@ -14,8 +14,10 @@ on, it registers an eventfd of its own. When one fires and that memcg is still
 ``under_oom`` ``hung_after`` seconds later (default 15 s, well beyond the runtime's own
 ``max_stall_s`` hand-back), it writes ``oom_kill_disable 0`` so that the kernel killer
 resolves the OOM. The journal entry stays (the runtime, if it recovers, owns it). The
-journal is followed with inotify on its directory; nothing is polled while no OOM is
-pending.
+journal is followed with inotify on its directory. The runtime's loop sends a heartbeat
+(a byte on the pipe every :func:`beat_interval`); with none for ``hung_after`` plus a beat
+the runtime is stuck: an OOM of ours goes to the kernel killer at once, and a v2 memcg
+held at its guard band (no OOM event reaches us on v2) gets its ``memory.high`` back.
 
 On v1 a memcg made below one with ``oom_kill_disable 1`` inherits the flag. One made while
 the runtime cannot journal it (stopped, hung, its journal unwritable) would stay disabled
