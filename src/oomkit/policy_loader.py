@@ -244,10 +244,13 @@ def load(spec: str, kind: type[OomOps] | type[PsiOps], *, secure: bool = False,
 def _load(spec: str, kind: type[OomOps] | type[PsiOps], secure: bool,
           args: dict[str, Any] | None) -> Any:
     obj = resolve(spec, secure=secure)
-    label = "OomOps" if kind is OomOps else "PsiOps"
+    label = "an OomOps" if kind is OomOps else "a PsiOps"
     if isinstance(obj, type):
         if not issubclass(obj, kind):
-            raise ConfigError(f"policy {spec!r}: {obj.__name__} is not an {label} subclass")
+            other = next((f" (it is {name})" for cls, name in
+                          ((OomOps, "an OomOps"), (PsiOps, "a PsiOps")) if issubclass(obj, cls)),
+                         "")
+            raise ConfigError(f"policy {spec!r}: {obj.__name__} is not {label} subclass{other}")
         try:
             kwargs = check(obj, dict(args or {}))
         except ArgError as exc:
@@ -262,7 +265,7 @@ def _load(spec: str, kind: type[OomOps] | type[PsiOps], secure: bool,
         if args:
             raise ConfigError(f"policy {spec!r}: is an instance; it takes no arguments")
         return obj
-    raise ConfigError(f"policy {spec!r}: is not an {label} (got {type(obj).__name__})")
+    raise ConfigError(f"policy {spec!r}: is not {label} (got {type(obj).__name__})")
 
 
 def load_oom(spec: str, *, secure: bool = False, args: dict[str, Any] | None = None) -> OomOps:

@@ -55,8 +55,10 @@ def _oom_lines(e: Ev) -> list[str]:
         tail = f"resolved by handler {e['policy']}"
     elif by == "kernel":
         tail = "resolved by the kernel's own OOM killer"
-    else:
+    elif e.get("handlers"):
         tail = "no handler made progress: the default killer ran"
+    else:  # none attached on the OOM's path (`simulate --bare`)
+        tail = "no handler was asked: the default killer ran"
     if victims:
         tail += f"; killed {_victims(victims)}"
     lines.append(f"          {tail}")
@@ -113,11 +115,15 @@ def record_lines(record: Ev) -> list[str]:
     if record.get("event") == "daemon":
         lines = [f"daemon    {record.get('action', '?')}: {record.get('detail', '')}"]
     elif dry:
-        # The victims of a dry run are the would-be victims: shown as "would kill" below.
+        # The victims of a dry run are the would-be victims: shown as "would kill" below,
+        # with the note that explains them; a note without them (waiting for a would-be
+        # victim to exit) is the only account of why nothing would happen.
+        would = record.get("would", [])
         lines = [line.replace("the default killer ran", "the default killer would run")
-                 for line in event_lines({**record, "victims": [], "note": ""})]
+                 for line in event_lines({**record, "victims": [],
+                                          "note": "" if would else record.get("note", "")})]
         lines[0] += "  [DRY RUN: nothing was killed]"
-        lines.extend(f"          would {w}" for w in record.get("would", []))
+        lines.extend(f"          would {w}" for w in would)
     else:
         lines = event_lines(record)
     return [_CONTROL.sub(_escape, line) for line in lines]
