@@ -23,7 +23,8 @@ def test_a_simulation_leaves_the_live_daemons_metrics_port_alone(tmp_path: Path)
     127.0.0.1:9727, or the default without a config): a daemon (re)started meanwhile
     would find it taken. An address of the user's own choosing is served."""
     cfg = tmp_path / "c.toml"
-    for i, listen in enumerate(('[metrics]\nlisten = "127.0.0.1:9727"\n', "")):
+    for i, listen in enumerate(('[metrics]\nlisten = "127.0.0.1:9727"\n',
+                                '[metrics]\nlisten = "0.0.0.0:9727"\n', "")):
         cfg.write_text(listen + '[[oom]]\npolicy = "largest_leaf"\n')
         state = tmp_path / f"state{i}"
         assert run("run", "--sim", DEFAULT, "--config", str(cfg), "--state-dir", str(state),
