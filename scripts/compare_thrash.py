@@ -303,21 +303,29 @@ class Measured:
     cache_end: int = 0
     returncode: int | None = None  # the workload's exit status (-9: killed)
     ended_at: float | None = None  # s after start, when it ended on its own (or killed)
+    extra: list[str] = field(default_factory=list)  # printed after "<pages> <ns>"
+    # (s after start, the group's stall totals in us, /proc/vmstat's SAMPLE_KEYS), every
+    # sample_s when asked for (run_reader's sample_s).
+    samples: list[tuple[float, dict[str, int], dict[str, int]]] = field(default_factory=list)
 
 
 VMSTAT_KEYS = ("workingset_refault_file", "workingset_activate_file",
-               "workingset_restore_file", "pgsteal_file", "pgscan_file")
+               "workingset_restore_file", "pgsteal_file", "pgscan_file", "pgsteal_anon",
+               "pgscan_anon")
+SAMPLE_KEYS = ("workingset_refault_file", "workingset_activate_file",
+               "workingset_restore_file", "pgdeactivate", "pgsteal_file", "pgscan_file")
 
 
 def run_reader(path: Path, pattern: str, limit: int, *, seconds: float, max_pages: int = 0,
                size: int | None = None, triggers: bool = False, v2: bool = True,
-               seed: int = 1, program: str = READER, argv: list[str] | None = None
-               ) -> Measured:
+               seed: int = 1, program: str = READER, argv: list[str] | None = None,
+               sample_s: float = 0.0) -> Measured:
     """Run the reader in a fresh memcg (cache dropped first) until `seconds` pass or it
     has read max_pages; kill it; return what changed. Another workload: ``program``
     (Python source run with ``argv``), which waits for a line on stdin before it starts
     and prints "<pages> <ns>" when it ends (nothing if it is killed); whatever it forks
-    is killed with it at the end."""
+    is killed with it at the end. ``sample_s`` > 0: also record the reader's v2 group's
+    stall totals and some /proc/vmstat counters every sample_s seconds (Measured.samples)."""
     size = size if size is not None else path.stat().st_size
     m = Measured()
     drop_cache(path)
@@ -353,7 +361,13 @@ def run_reader(path: Path, pattern: str, limit: int, *, seconds: float, max_page
             reader.stdin.write("go\n")
             reader.stdin.flush()
             deadline = start + seconds
+            next_sample = start
             while (now := clock.now()) < deadline and reader.poll() is None:
+                if sample_s > 0 and v2dir is not None and now >= next_sample:
+                    vm = read_kv(Path("/proc/vmstat"))
+                    m.samples.append((now - start, pressure_us(v2dir),
+                                      {k: vm.get(k, 0) for k in SAMPLE_KEYS}))
+                    next_sample += sample_s
                 wait_ms = max(1, min(10, int((deadline - now) * 1000)))
                 for fd, ev in poller.poll(wait_ms):
                     which = next(w for f, w in fds if f == fd)
@@ -379,8 +393,8 @@ def run_reader(path: Path, pattern: str, limit: int, *, seconds: float, max_page
                 reader.send_signal(signal.SIGTERM)
             out, _ = reader.communicate(timeout=30)
             m.returncode = reader.returncode
-            if len(out.split()) == 2:
-                pages, elapsed = out.split()
+            if len(out.split()) >= 2:
+                pages, elapsed, *m.extra = out.split()
                 m.pages_read = int(pages)
                 if finished:
                     m.seconds = int(elapsed) / NS

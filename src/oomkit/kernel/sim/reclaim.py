@@ -104,10 +104,14 @@ def lru_order(owners: Sequence[tuple[T, int, int]], nbytes: int, now_ns: int
     return out
 
 
-def count_reclaim(cg: SimCgroup, lru: str, nr: int) -> None:
+def count_reclaim(cg: SimCgroup, lru: str, nr: int, scanned_only: bool = False) -> None:
     """pgscan/pgsteal as memory.stat keeps them: the total, by who reclaimed (all of the
-    simulator's reclaim is direct: it has no kswapd) and by list (anon, file). Every page
-    scanned is taken: the simulator does not rotate referenced pages."""
+    simulator's reclaim is direct: it has no kswapd) and by list (anon, file).
+
+    Clean, unmapped pages off the inactive tail are scanned and taken alike (for them
+    shrink_folio_list() reclaims even a PG_referenced folio: folio_check_references()
+    gives FOLIOREF_RECLAIM_CLEAN); ``scanned_only`` counts pages isolated and put back
+    instead (dirty pages that direct reclaim activates), in pgscan but not pgsteal."""
     if nr <= 0:
         return
     scan, steal = ("pgscan_anon", "pgsteal_anon") if lru == "anon" else (
@@ -116,12 +120,33 @@ def count_reclaim(cg: SimCgroup, lru: str, nr: int) -> None:
     while c is not None:
         vm = c.vm
         vm["pgscan"] += nr
-        vm["pgsteal"] += nr
         vm["pgscan_direct"] += nr
-        vm["pgsteal_direct"] += nr
         vm[scan] += nr
-        vm[steal] += nr
+        if not scanned_only:
+            vm["pgsteal"] += nr
+            vm["pgsteal_direct"] += nr
+            vm[steal] += nr
         c = c._parent
+
+
+def meet_dirty(files: Sequence[SimFile]) -> int:
+    """Reclaim that found too few clean pages has walked the inactive file list and met
+    the dirty pages on it: direct reclaim does not write them, it activates them
+    (shrink_folio_list(): a dirty file folio outside kswapd goes to activate_locked) and
+    wakes the flusher. The share of a file's dirty pages on the inactive list is the
+    inactive share inactive_is_low() keeps; pages met once stay met (activated) until
+    written back. Returns the pages met now, per cgroup counted by the caller."""
+    met = 0
+    for f in files:
+        fresh = f.dirty - f.dirty_met
+        if fresh <= 0:
+            continue
+        take = page_align(int(fresh * (1.0 - _active_share(f.cgroup.local["file"]))))
+        take = min(fresh, take)
+        f.dirty_met += take
+        count_reclaim(f.cgroup, "file", pages(take), scanned_only=True)
+        met += pages(take)
+    return met
 
 
 def _active_share(lru_bytes: int) -> float:
@@ -229,9 +254,12 @@ class SimMemory:
         dirty = self.wb.total if over is None else sum(
             c.local["file_dirty"] for c in over.walk())  # type: ignore[attr-defined]
         if dirty:
-            # Only dirty pages left to take: reclaim waits for writeback (it kicks the
-            # flusher) instead of declaring an OOM; the caller stalls for the tick.
-            self.wb.urgent.update(c.id for c in (over or self.root).walk())
+            # Only dirty pages left to take: reclaim met them on the inactive list and
+            # waits for writeback (it kicks the flusher) instead of declaring an OOM; the
+            # caller stalls for the tick.
+            ids = {c.id for c in (over or self.root).walk()}
+            meet_dirty([f for f in self.wb.files.values() if f.cgroup.id in ids])
+            self.wb.urgent.update(ids)
             return part, stall
         self._on_oom(proc, over)
         return part, stall
