@@ -141,10 +141,11 @@ def sim_side(build: Callable[[SimKernel, int], int], machine: MachineSpec, secon
     side = Side(runs=len(starts))
     acc: dict[str, float] = {}
     lengths: list[float] = []
-    for start_s in starts:
+    for i, start_s in enumerate(starts):
         start = int(start_s * NS)
         end = start + int(seconds * NS)
-        k = SimKernel(replace(machine, duration_ns=end))
+        # A seed per phase: with restore_burst_cv, each run draws its own clumps.
+        k = SimKernel(replace(machine, duration_ns=end, seed=machine.seed + i))
         k.run(start)
         cid = build(k, start)
         watch = ct._Watch(cid)
@@ -219,6 +220,16 @@ def writer_build(limit: int, size: int, rate: int) -> Callable[[SimKernel, int],
     return build
 
 
+def lru_of_this_kernel() -> str:
+    """'mglru' when the multi-gen LRU is on here (/sys/kernel/mm/lru_gen/enabled has
+    its LRU_GEN_CORE bit), else 'classic'."""
+    try:
+        return "mglru" if int(Path("/sys/kernel/mm/lru_gen/enabled").read_text(), 16) & 1 \
+            else "classic"
+    except (OSError, ValueError):
+        return "classic"
+
+
 # -- the kernel's side --------------------------------------------------------------------
 
 
@@ -246,6 +257,10 @@ def kernel_side(runs: list[ct.Measured], victim_of: Callable[[ct.Measured], str]
     # workload's account: other tenants reclaim on this host too, and counting their
     # pgscan as ours (as the first figures did) showed a 2x "scan" rate that was theirs.
     # An upper bound when others rotate pages too.
+    if all("pgscan" in m.stat for m in runs):  # cgroup v2: the memcg's own counters
+        side.steals_s = sum(m.stat["pgsteal"] / m.seconds for m in runs) / n
+        side.scans_s = sum(m.stat["pgscan"] / m.seconds for m in runs) / n
+        return side
     side.steals_s = sum(steal_of(m) / m.seconds for m in runs) / n
     side.scans_s = sum((steal_of(m) + max(0, sum(
         m.vmstat.get(f"pgscan_{x}", 0) - m.vmstat.get(f"pgsteal_{x}", 0)
@@ -387,6 +402,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="measure the machine now (compare_thrash's calibration, a few "
                     "minutes) instead of reusing the one saved in the doc: the readers' "
                     "speed depends on how busy the machine's CPUs are")
+    ap.add_argument("--lru", choices=("classic", "mglru"), default=None,
+                    help="the simulator's machine.lru (default: what this kernel runs)")
     ap.add_argument("--rows", default="reader-far,reader-near,leak,writer,leak-swap,storm,high")
     args = ap.parse_args(argv)
     live = not args.sim_only
@@ -397,8 +414,11 @@ def main(argv: list[str] | None = None) -> int:
                 ct.data_file(args.dir, 32 * M, "cal-small") as small:
             cal = ct.calibrate(big, small, 64 * M, v2=ct.own_v2_group() is not None)
         print(json.dumps({"calibration": asdict(cal)}, indent=1), file=sys.stderr)
-    # The simulator gets this machine's CPUs (the storm row keeps the case's own 4).
-    base = replace(ct.sim_machine(cal, "random"), cpus=os.cpu_count() or 1)
+    # The simulator gets this machine's CPUs (the storm row keeps the case's own 4) and
+    # its LRU: the multi-gen LRU where the kernel runs it (7.x defaults), else classic.
+    base = replace(ct.sim_machine(cal, "random"), cpus=os.cpu_count() or 1,
+                   lru=args.lru or lru_of_this_kernel())
+    v2memcg = live and ct.v2_memcg_base() is not None
     swap = any(line.split()[0] != "Filename" for line in
                Path("/proc/swaps").read_text().splitlines())
     v2 = ct.own_v2_group() is not None if live else True
@@ -428,7 +448,8 @@ def main(argv: list[str] | None = None) -> int:
                 ms = [ct.run_reader(dummy, "leak", 128 * M, seconds=10.0, triggers=True,
                                     v2=v2, program=LEAK, argv=[str(size), str(rate)])
                       for _ in range(runs)]
-            kern = kernel_side(ms, _leak_victim)
+            # Nothing to reclaim (anon, no swap): v1's pgpgout here is the kill's uncharge.
+            kern = kernel_side(ms, _leak_victim, lambda m: 0)
             kern.note = ", ".join(f"{m.ended_at:.1f}" for m in ms if m.ended_at)
         rows.append(Row("leak", "Anonymous leak, 50M/s in a 128M memcg beside a 16M sleeper, "
                         "no swap", kern, sim))
@@ -488,16 +509,28 @@ def main(argv: list[str] | None = None) -> int:
 
     if "high" in wanted:
         def high(k: SimKernel, start: int) -> int:
-            cg = k.create_cgroup("/svc", memory_high=64 * M, swap_max=0)
+            cg = k.create_cgroup("/svc", memory_high=64 * M, memory_max=512 * M, swap_max=0)
+            k.spawn("sleeper", "/svc", (Step("alloc", size=16 * M), Step("sleep")))
             k.spawn("bloat", "/svc", (Step("alloc", size=256 * M, rate=20 * M), Step("sleep")))
             return cg.id
-        rows.append(Row("high", "memory.high throttling: 20M/s into a 64M memory.high",
-                        None, sim_side(high, base, 10.0),
-                        note="cgroup v1 has no memory.high: the kernel's side needs the v2 "
-                        "guest (helper sys's harness), not run yet"))
+        kern = None
+        if live and v2memcg:
+            with ct.data_file(args.dir, M, "high") as dummy:
+                ms = [ct.run_reader(dummy, "high", 512 * M, seconds=10.0, triggers=True,
+                                    v2=v2, program=LEAK, high=64 * M,
+                                    argv=[str(256 * M), str(20 * M)]) for _ in range(runs)]
+            kern = kernel_side(ms, _leak_victim)
+        rows.append(Row("high", "memory.high throttling: 20M/s into a 64M memory.high "
+                        "(512M memory.max) beside a 16M sleeper", kern,
+                        sim_side(high, base, 10.0),
+                        note="" if kern is not None else "cgroup v1 has no memory.high: the "
+                        "kernel's side runs in the v2 guest"))
 
     text = "\n\n".join(table(r) for r in rows)
-    head = (f"{'Kernel ' + os.uname().release if live else 'Simulator only'}; "
+    head = (f"{'Kernel ' + os.uname().release if live else 'Simulator only'} "
+            f"({('cgroup v2; ' if v2memcg else 'cgroup v1; ') if live else ''}"
+            f"the simulator's lru = "
+            f"\"{base.lru}\"); "
             f"{runs} live run(s) per row; the simulator at {len(START_S)} phases of the "
             "trigger grid (the storm: one). PSI is the workload's own cgroup.")
     if args.calibrate and live:

@@ -71,6 +71,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--size", default="256M")
     ap.add_argument("--limit", default="64M")
     ap.add_argument("--dir", type=Path, default=Path("/var/tmp"))
+    ap.add_argument("--sample", type=float, default=0.1,
+                    help="seconds between reads of the group's pressure files (0: none, "
+                    "only the trigger; reading them can skip a trigger evaluation, see "
+                    "docs/sim-vs-kernel.md)")
     args = ap.parse_args(argv)
     size, limit = ct.parse_size(args.size), ct.parse_size(args.limit)
     if ct.own_v2_group() is None:
@@ -79,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     with ct.data_file(args.dir, size, "windows") as path:
         for i in range(args.runs):
             m = ct.run_reader(path, "random", limit, seconds=args.seconds, triggers=True,
-                              v2=True, seed=i + 1, sample_s=0.1)
+                              v2=True, seed=i + 1, sample_s=args.sample)
             ws = windows(m)
             every += ws
             first = "never" if m.first_cg is None else f"{m.first_cg:.1f} s"

@@ -21,6 +21,7 @@ readahead brought in as large folios).
 from __future__ import annotations
 
 import math
+import random
 from collections.abc import Callable, Sequence
 from typing import Final, TypeVar
 
@@ -175,6 +176,9 @@ class SimMemory:
         self.wb = Writeback(machine, root)
         self.swap_used = 0  # bytes
         self.reclaim_cost_ns = 0  # what reclaim has cost so far (see charge)
+        # The last charge that fell short waited for writeback (charge(): the dirty case)
+        self.waited_writeback = False
+        self._burst = (-1, 1.0)  # (restore burst period index, its factor)
 
     def commit(self, cg: SimCgroup, kind: str, nbytes: int) -> None:
         cg.local[kind] += nbytes
@@ -223,6 +227,7 @@ class SimMemory:
         the caller stalls for the rest of its tick.
         """
         stall = 0
+        self.waited_writeback = False
         if nbytes <= self.room(cg):
             self.commit(cg, kind, nbytes)
             if place is not None:
@@ -260,6 +265,7 @@ class SimMemory:
             ids = {c.id for c in (over or self.root).walk()}
             meet_dirty([f for f in self.wb.files.values() if f.cgroup.id in ids])
             self.wb.urgent.update(ids)
+            self.waited_writeback = True
             return part, stall
         self._on_oom(proc, over)
         return part, stall
@@ -398,6 +404,21 @@ class SimMemory:
                 return True
             c = c._parent
         return False
+
+    def restore_burst(self) -> float:
+        """The factor on the share of refaults that stall on memory in the current
+        machine.restore_burst_period: 1.0 when restore_burst_cv is 0, else a lognormal
+        draw of mean 1 and that coefficient of variation, seeded by machine.seed and the
+        period's index (the same for every cgroup in the period)."""
+        m = self.machine
+        if m.restore_burst_cv <= 0:
+            return 1.0
+        index = self._now() // m.restore_burst_period_ns
+        if index != self._burst[0]:
+            sigma = math.sqrt(math.log1p(m.restore_burst_cv ** 2))
+            rng = random.Random(m.seed * 1_000_003 + index)
+            self._burst = (index, math.exp(rng.gauss(-sigma * sigma / 2, sigma)))
+        return self._burst[1]
 
     def workingset_refault_share(self, owner: SimCgroup, file: bool, ws: int,
                                   resident: int, seq: bool) -> float:
