@@ -480,9 +480,10 @@ class Calibration:
     memory: int  # the machine's RAM
     kernel: str = ""
     psi_source: str = ""  # which pressure files the stall figures came from
-    # The reader's wait for a CPU per cold read (its group's cpu some over the cold
-    # reads, per read): what holds a restore's memstall besides its IO (None: unmeasured)
-    cpu_wait_ns: int | None = None
+    # What a restore (a refault of a page that was in the workingset) holds its memstall
+    # for besides the IO: measured on a working set twice the limit (restore_cost(); None:
+    # unmeasured, the simulator then takes all of miss_cpu)
+    restore_cpu_ns: int | None = None
     # How the restores of the far reader spread over 2 s windows: their coefficient of
     # variation between windows (restore_windows(); 0: unmeasured)
     restore_burst_cv: float = 0.0
@@ -533,8 +534,6 @@ def calibrate(big: Path, small: Path, limit: int, v2: bool) -> Calibration:
             for _ in range(CALIBRATION_RUNS)]
     refault_ns = int(statistics.median(
         _stall_us(m, "io_some") * 1000 / max(1, m.pages_read) for m in cold))
-    cpu_wait_ns = int(statistics.median(
-        _stall_us(m, "cpu_some") * 1000 / max(1, m.pages_read) for m in cold))
     # One pass over the big file, each page once: every read is cold, so the memory
     # stall is reclaim's. What a page costs beyond its IO, its reclaim and a cached
     # read is the CPU a miss takes.
@@ -565,8 +564,24 @@ def calibrate(big: Path, small: Path, limit: int, v2: bool) -> Calibration:
     return Calibration(touch, miss_cpu, refault_ns, bandwidth, ra, reclaim["random"],
                        reclaim["sequential"], memory, os.uname().release,
                        "the reader's own v2 group" if cold[0].psi_cg else "system-wide",
-                       cpu_wait_ns if cold[0].psi_cg else None,
+                       restore_cost(big.parent, 2 * limit, limit, refault_ns, reclaim["random"])
+                       if v2 else None,
                        restore_windows(big, limit) if v2 else 0.0)
+
+
+def restore_cost(directory: Path, size: int, limit: int, refault_ns: int, reclaim_ns: int
+                 ) -> int:
+    """The memstall a restore holds besides its IO: the random reader of a file twice the
+    limit (not a row of the fidelity suite: 17 % of its refaults are restores), its
+    group's memory stall less reclaim's (reclaim_ns a page its memcg lost), per restore
+    (/proc/vmstat's, which the reader dominates), less a cold read's IO wait."""
+    with data_file(directory, size, "restore") as path:
+        m = run_reader(path, "random", limit, seconds=20.0, v2=True, seed=200)
+    restores = m.vmstat.get("workingset_restore_file", 0)
+    if restores < 100:
+        return 0
+    mem_ns = _stall_us(m, "memory_some") * 1000 - reclaim_ns * m.stat.get("total_pgpgout", 0)
+    return max(0, int(mem_ns / restores) - refault_ns)
 
 
 def restore_windows(big: Path, limit: int, runs: int = 2, seconds: float = 20.0,
@@ -641,7 +656,7 @@ def sim_machine(cal: Calibration, pattern: str, rule: str = "workingset") -> Mac
         readahead=cal.readahead, read_bandwidth=cal.read_bandwidth,
         reclaim_ns=cal.reclaim_ns, reclaim_large_ns=cal.reclaim_large_ns,
         cap_sys_resource=False, refault_stall=rule, tick_ns=10_000_000,
-        restore_cpu_ns=cal.cpu_wait_ns, restore_burst_cv=cal.restore_burst_cv)
+        restore_cpu_ns=cal.restore_cpu_ns, restore_burst_cv=cal.restore_burst_cv)
 
 
 def run_sim(machine: MachineSpec, pattern: str, seconds: float, size: int, limit: int,

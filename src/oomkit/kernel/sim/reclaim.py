@@ -263,9 +263,12 @@ class SimMemory:
             # waits for writeback (it kicks the flusher) instead of declaring an OOM; the
             # caller stalls for the tick.
             ids = {c.id for c in (over or self.root).walk()}
-            meet_dirty([f for f in self.wb.files.values() if f.cgroup.id in ids])
+            met = meet_dirty([f for f in self.wb.files.values() if f.cgroup.id in ids])
             self.wb.urgent.update(ids)
-            self.waited_writeback = True
+            # Pages met the first time are only activated and marked PG_reclaim; a v1
+            # reclaim waits on a folio under writeback once it meets it marked
+            # (shrink_folio_list(), case 3): when this pass met nothing new.
+            self.waited_writeback = met == 0
             return part, stall
         self._on_oom(proc, over)
         return part, stall

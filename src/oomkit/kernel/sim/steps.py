@@ -37,6 +37,7 @@ class StepRunner:
         self.machine = machine
         self.mem = mem
         self._exit = exit
+        self._wb_wait = 0  # ns of the last alloc's stall that was a v1 writeback wait
 
     def run_tick(self, proc: SimProcess, t: int, end: int) -> int:
         """Spend [t, end) of proc's time on its program. Returns the IO stall (refaults)."""
@@ -61,14 +62,9 @@ class StepRunner:
                 break
             op = step.op
             if op == "alloc":
-                t0 = t
                 t = self._do_alloc(proc, step, t, end)
-                if self.mem.waited_writeback and not self.machine.cgroup_writeback:
-                    # v1 (legacy memcg) reclaim waits on the folios under writeback
-                    # itself, folio_wait_writeback() in shrink_folio_list(): an IO wait
-                    # inside the reclaim's memstall section.
-                    io_stall += t - t0
-                    self.mem.waited_writeback = False
+                io_stall += self._wb_wait
+                self._wb_wait = 0
             elif op == "touch":
                 t, io = self._do_touch(proc, step, t, end)
                 io_stall += io
@@ -148,6 +144,11 @@ class StepRunner:
         if stall:
             proc.blocked_until = t + stall
         if charged < can:
+            if self.mem.waited_writeback and not self.machine.cgroup_writeback:
+                # v1 (legacy memcg) reclaim waits on the folios under writeback itself,
+                # folio_wait_writeback() in shrink_folio_list(): an IO wait (io_schedule)
+                # inside the reclaim's memstall section.
+                self._wb_wait = max(0, end - t)
             return self._stall_rest(proc, t, end)
         if self.mem.over_high(proc.cgroup):
             penalty = self.mem.over_high_penalty(proc, pages(charged))
