@@ -220,6 +220,15 @@ def writer_build(limit: int, size: int, rate: int) -> Callable[[SimKernel, int],
     return build
 
 
+def cap_sys_resource() -> bool:
+    """Whether we hold CAP_SYS_RESOURCE (bit 24 of CapEff): then PSI triggers are
+    polled by psimon at any window, else evaluated by the averaging work every 2 s."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("CapEff:"):
+            return bool(int(line.split()[1], 16) >> 24 & 1)
+    return False
+
+
 def lru_of_this_kernel() -> str:
     """'mglru' when the multi-gen LRU is on here (/sys/kernel/mm/lru_gen/enabled has
     its LRU_GEN_CORE bit), else 'classic'."""
@@ -417,8 +426,15 @@ def main(argv: list[str] | None = None) -> int:
     # The simulator gets this machine's CPUs (the storm row keeps the case's own 4) and
     # its LRU: the multi-gen LRU where the kernel runs it (7.x defaults), else classic.
     base = replace(ct.sim_machine(cal, "random"), cpus=os.cpu_count() or 1,
-                   lru=args.lru or lru_of_this_kernel())
+                   lru=args.lru or lru_of_this_kernel(),
+                   cap_sys_resource=live and cap_sys_resource())
     v2memcg = live and ct.v2_memcg_base() is not None
+    # Files on tmpfs, an overlay of it (the QEMU guest's /) or 9p are no page cache a
+    # memcg reclaims and refaults: the readers and the writer need a disk.
+    disk = ct.fstype_of(args.dir) not in ("tmpfs", "ramfs", "overlay", "9p")
+    if live and not disk:
+        print(f"{args.dir} is not on a disk: the reader and writer rows run in the "
+              "simulator only", file=sys.stderr)
     swap = any(line.split()[0] != "Filename" for line in
                Path("/proc/swaps").read_text().splitlines())
     v2 = ct.own_v2_group() is not None if live else True
@@ -432,7 +448,7 @@ def main(argv: list[str] | None = None) -> int:
                  f"({'far beyond' if size > 128 * M else 'near'} its limit)")
         sim = sim_side(reader_build(size, 64 * M, args.seconds), base, args.seconds)
         kern = None
-        if live:
+        if live and disk:
             with ct.data_file(args.dir, size, name) as path:
                 ms = [ct.run_reader(path, "random", 64 * M, seconds=args.seconds,
                                     triggers=True, v2=v2, seed=i + 1) for i in range(runs)]
@@ -459,7 +475,7 @@ def main(argv: list[str] | None = None) -> int:
         free = 128 * M  # half the limit: no reclaim, far below any dirty threshold
         speed, wrate = 1024 * M, 1024 * M
         kern = None
-        if live:
+        if live and disk:
             wrate = disk_rate(args.dir)
             with ct.data_file(args.dir, M, "writer") as dummy:
                 out = args.dir / f"oomkit-fidelity-{os.getpid()}-out.dat"
