@@ -518,7 +518,7 @@ def _cached_speed(small: Path, pattern: str, limit: int) -> int:
         out, _ = proc.communicate(timeout=30)
         pages, elapsed = out.split()
         speed = int(int(pages) * PAGE * NS / int(elapsed))
-        if read_kv(memcg / "memory.stat").get("total_cache", 0) < size * 0.9:
+        if memcg_stat(memcg).get("total_cache", 0) < size * 0.9:
             raise SystemExit("calibration: the small file did not stay cached")
     return speed
 

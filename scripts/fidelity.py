@@ -489,11 +489,12 @@ def main(argv: list[str] | None = None) -> int:
                         out.unlink()
             kern = kernel_side(ms, _writer_victim, _writer_steal)
             speed = write_speed(ms, free)
-        machine = replace(base, write_bandwidth=wrate, cgroup_writeback=False)
+        machine = replace(base, write_bandwidth=wrate, cgroup_writeback=v2memcg)
         sim = sim_side(writer_build(256 * M, size, speed), machine, 10.0, main="writer")
         rows.append(Row("writer", f"Writer of 400M page cache in a 256M memcg (measured: "
                         f"write() {speed / M:,.0f}M/s over its first {free // M}M in the "
-                        f"runs, the disk {wrate / M:,.0f}M/s; v1: no cgroup writeback)",
+                        f"runs, the disk {wrate / M:,.0f}M/s; "
+                        f"{'v2: cgroup writeback' if v2memcg else 'v1: no cgroup writeback'})",
                         kern, sim))
 
     if "leak-swap" in wanted:
