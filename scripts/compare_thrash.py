@@ -177,6 +177,16 @@ def own_v2_group() -> Path | None:
     return None
 
 
+def lru_of_this_kernel() -> str:
+    """'mglru' when the multi-gen LRU is on here (/sys/kernel/mm/lru_gen/enabled has
+    its LRU_GEN_CORE bit), else 'classic'."""
+    try:
+        return "mglru" if int(Path("/sys/kernel/mm/lru_gen/enabled").read_text(), 16) & 1 \
+            else "classic"
+    except (OSError, ValueError):
+        return "classic"
+
+
 def fstype_of(path: Path) -> str:
     best, kind = "", "?"
     p = str(path.resolve())
@@ -564,8 +574,11 @@ def calibrate(big: Path, small: Path, limit: int, v2: bool) -> Calibration:
     return Calibration(touch, miss_cpu, refault_ns, bandwidth, ra, reclaim["random"],
                        reclaim["sequential"], memory, os.uname().release,
                        "the reader's own v2 group" if cold[0].psi_cg else "system-wide",
+                       # Classic LRU only: the multi-gen LRU sets PG_workingset on few
+                       # pages a reader touches once a cycle, so its restores are rare
+                       # and its memory stall is reclaim's (measured in the 7.3 guest).
                        restore_cost(big.parent, 2 * limit, limit, refault_ns, reclaim["random"])
-                       if v2 else None,
+                       if v2 and lru_of_this_kernel() == "classic" else None,
                        restore_windows(big, limit) if v2 else 0.0)
 
 

@@ -229,16 +229,6 @@ def cap_sys_resource() -> bool:
     return False
 
 
-def lru_of_this_kernel() -> str:
-    """'mglru' when the multi-gen LRU is on here (/sys/kernel/mm/lru_gen/enabled has
-    its LRU_GEN_CORE bit), else 'classic'."""
-    try:
-        return "mglru" if int(Path("/sys/kernel/mm/lru_gen/enabled").read_text(), 16) & 1 \
-            else "classic"
-    except (OSError, ValueError):
-        return "classic"
-
-
 # -- the kernel's side --------------------------------------------------------------------
 
 
@@ -426,7 +416,7 @@ def main(argv: list[str] | None = None) -> int:
     # The simulator gets this machine's CPUs (the storm row keeps the case's own 4) and
     # its LRU: the multi-gen LRU where the kernel runs it (7.x defaults), else classic.
     base = replace(ct.sim_machine(cal, "random"), cpus=os.cpu_count() or 1,
-                   lru=args.lru or lru_of_this_kernel(),
+                   lru=args.lru or ct.lru_of_this_kernel(),
                    cap_sys_resource=live and cap_sys_resource())
     v2memcg = live and ct.v2_memcg_base() is not None
     # Files on tmpfs, an overlay of it (the QEMU guest's /) or 9p are no page cache a
