@@ -18,13 +18,14 @@ from typing import Any, TextIO
 from oomkit.daemon.config import (
     DEFAULT_CONFIG,
     DEFAULT_EVENT_LOG,
-    DEFAULT_PORT,
+    DEFAULT_LISTEN,
     DEFAULT_STATE_FILE,
     DEFAULT_STATUS_FILE,
     Config,
     LoadedPolicies,
     load_config,
     load_policies,
+    parse_listen,
     recommended_config,
     resolve_cgroups,
     state_paths,
@@ -94,8 +95,9 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
                           state_dir=state_dir)
         if sim and state_dir is None:
             config = _away_from_the_machine(config, scratch)
-        if sim and config.metrics is not None and \
-                config.metrics.port == DEFAULT_PORT:
+        default = parse_listen(DEFAULT_LISTEN)
+        if sim and config.metrics is not None and default is not None and \
+                config.metrics.port == default.port:
             # the live daemon's port, on any address (the pod's config listens on
             # 0.0.0.0:9727): a simulation that took it would leave a daemon (re)started
             # meanwhile without metrics; another port is the user's choice
