@@ -53,7 +53,9 @@ from oomkit.runtime import OomLink, PsiLink, Runtime
 
 def sd_notify(state: str) -> bool:
     """Tell systemd (Type=notify) how we are: READY=1 once armed, RELOADING=1, STOPPING=1.
-    A no-op outside systemd (no $NOTIFY_SOCKET)."""
+    A no-op outside systemd (no $NOTIFY_SOCKET). Never blocks: a datagram the receiver's
+    full queue cannot take is dropped (False), as a daemon that waits on its supervisor
+    during an OOM would leave the OOM waiting too."""
     address = os.environ.get("NOTIFY_SOCKET")
     if not address:
         return False
@@ -61,6 +63,7 @@ def sd_notify(state: str) -> bool:
         address = "\0" + address[1:]
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+            sock.setblocking(False)  # a full queue: EAGAIN, not a wait
             sock.sendto(state.encode(), address)
     except OSError:
         return False
