@@ -49,11 +49,16 @@ import select
 import signal
 import stat
 import struct
-import subprocess
 import sys
 import time
-from dataclasses import dataclass
-from typing import Any, Final
+
+# The watchdog process imports only what it uses (json, ctypes for inotify): it is a
+# second interpreter that lives as long as the daemon, and every module costs it memory.
+# typing, dataclasses and subprocess would double its size; the annotations are strings.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import subprocess
+    from typing import Any, Final
 
 STATE_VERSION: Final = 1
 DEFAULT_STATE_FILE: Final = "/run/oomkit/restore.json"
@@ -78,17 +83,39 @@ def default_hung_after() -> float:
     return value if value >= 0 else DEFAULT_HUNG_AFTER
 
 
-@dataclass(frozen=True, slots=True)
 class Setting:
     """A kernel file we changed: write ``original`` back to ``path`` to undo it.
 
     ``dir_inode`` is the inode of the file's cgroup directory when we changed it; a cgroup
     removed and re-created under the same name is another cgroup and is left alone.
+    Immutable, compared and hashed by value (a plain class: no dataclasses import here).
     """
 
+    __slots__ = ("dir_inode", "original", "path")
     path: str
     original: str
-    dir_inode: int = 0
+    dir_inode: int
+
+    def __init__(self, path: str, original: str, dir_inode: int = 0) -> None:
+        object.__setattr__(self, "path", path)
+        object.__setattr__(self, "original", original)
+        object.__setattr__(self, "dir_inode", dir_inode)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"Setting is immutable: cannot set {name}")
+
+    def _key(self) -> tuple[str, str, int]:
+        return (self.path, self.original, self.dir_inode)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Setting) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return (f"Setting(path={self.path!r}, original={self.original!r}, "
+                f"dir_inode={self.dir_inode!r})")
 
     def to_json(self) -> dict[str, Any]:
         return {"path": self.path, "original": self.original, "dir_inode": self.dir_inode}
@@ -190,14 +217,16 @@ def restore_file(path: str, root: str | None = None) -> list[tuple[Setting, str 
     return results
 
 
-@dataclass(frozen=True, slots=True)
 class EventLog:
     """The daemon's event log, where the watchdog records the OOMs it hands to the kernel
     (the runtime could not: hung, or dead). ``tree_root``: the runtime's cgroup root, to
     name memcgs as the runtime does."""
 
-    path: str
-    tree_root: str
+    __slots__ = ("path", "tree_root")
+
+    def __init__(self, path: str, tree_root: str) -> None:
+        self.path = path
+        self.tree_root = tree_root
 
     def oom(self, ctl_path: str, note: str) -> None:
         directory = os.path.dirname(ctl_path)
@@ -250,8 +279,12 @@ def spawn_watchdog(
     does not reach it), stdin the pipe whose EOF means "the runtime is gone". ``lock_fd``
     (the journal's flock) is inherited: the state file stays locked until the watchdog,
     too, is done with it."""
-    argv = [sys.executable, "-I", os.path.abspath(__file__), state_file, str(os.getpid()),
-            repr(float(hung_after))]
+    import subprocess  # the runtime's side only: the watchdog process never imports it
+
+    # -I: no environment, no user site; -S: no site module either (a venv's .pth files
+    # import setuptools' hooks): the watchdog needs the standard library alone.
+    argv = [sys.executable, "-I", "-S", os.path.abspath(__file__), state_file,
+            str(os.getpid()), repr(float(hung_after))]
     if root is not None:
         argv.append(root)
         if event_log:
@@ -358,14 +391,16 @@ def _inotify_names(fd: int) -> list[str] | None:
     return [name for _, _, name in events]
 
 
-@dataclass(slots=True)
 class _OomWatch:
     """Our own eventfd on one v1 memcg whose OOM killer the runtime disabled."""
 
-    setting: Setting
-    efd: int
-    ctl_fd: int
-    deadline: float | None = None  # under OOM since the notification: hand over at this time
+    __slots__ = ("ctl_fd", "deadline", "efd", "setting")
+
+    def __init__(self, setting: Setting, efd: int, ctl_fd: int) -> None:
+        self.setting = setting
+        self.efd = efd
+        self.ctl_fd = ctl_fd
+        self.deadline: float | None = None  # under OOM since the notification: hand over then
 
     def close(self) -> None:
         # Closing the eventfd unregisters the event in the kernel.
