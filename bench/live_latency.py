@@ -41,6 +41,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from oomkit.kernel.linux import LinuxKernel, procfs
 from oomkit.ops import OomContext, OomControl, OomOps
@@ -77,7 +78,28 @@ class KillLargest(OomOps):
 
 #: The stages of one v2 OOM, in order, as the trace marks them (the handler's two come
 #: from KillLargest): where the time from the notification to SIGKILL goes.
-V2_STAGES = ("oom_notify", "band_oom", "handler_start", "victim_chosen", "kill_sent")
+V2_STAGES = ("oom_notify", "band_oom", "ask_oom", "worker_call", "handler_start",
+             "victim_chosen", "kill_sent")
+
+
+def mark_runtime(runtime: Runtime, mark: Callable[[str], None]) -> None:
+    """Marks inside the runtime, for this bench only: the handler asked (after the OOM's
+    bookkeeping: the ancestors' links, totalpages) and the call handed to the worker
+    thread (after the OomControl is made; the rest is the thread hand-over)."""
+    import oomkit.runtime as rt
+
+    ask, call = runtime._ask_oom, rt._Worker.call
+
+    def marked_ask(link: Any, request: Any) -> Any:
+        mark("ask_oom")
+        return ask(link, request)
+
+    def marked_call(self: Any, fn: Any, budget_s: Any) -> Any:
+        mark("worker_call")
+        return call(self, fn, budget_s)
+
+    runtime._ask_oom = marked_ask  # type: ignore[method-assign]
+    rt._Worker.call = marked_call  # type: ignore[method-assign]
 
 
 def own_memcg() -> Path:
@@ -280,6 +302,7 @@ def v2_oomkit(root: Path, box: Path, bare: Path, runs: int) -> dict[str, list[fl
     runtime = Runtime(kernel, sink=events)
     runtime.attach_oom(KillLargest(kernel.trace_stage), "/box")
     runtime.warm_up()
+    mark_runtime(runtime, kernel.trace_stage)
     out: dict[str, list[float]] = {"decide": [], "look": [], "life": [], "escapes": [],
                                    "events": [], "base": []}
     out.update({f"{a}->{b}": [] for a, b in itertools.pairwise(V2_STAGES)})

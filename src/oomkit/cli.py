@@ -90,7 +90,8 @@ class _Version(argparse.Action):
 
     def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
                  values: object, option_string: str | None = None) -> None:
-        parser.exit(message=f"{parser.prog} {package_version()}\n")
+        print(f"{parser.prog} {package_version()}", file=sys.stdout)  # as argparse's does
+        parser.exit()
 
 
 def build_parser(lean: bool = False) -> argparse.ArgumentParser:
