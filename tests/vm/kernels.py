@@ -1,4 +1,4 @@
-"""Kernels for the VM guest: the host's /boot kernel, or a Debian kernel fetched for it.
+"""Kernels for the VM guest: Debian kernels fetched for it, or one given by path.
 
 A choice is a name or a path:
 
@@ -8,10 +8,10 @@ A choice is a name or a path:
 * a path to a ``vmlinuz`` whose modules sit in ``lib/modules/<release>`` beside it (a
   kernel installed in ``/boot`` works so: ``/boot/vmlinuz-<release>``).
 
-All three are fetched (nothing is installed on the host for them). Fetched kernels never touch the host's apt state or its installed packages: ``apt-get
-update`` and ``apt-get download`` run with a private configuration (sources list, lists,
-cache and an empty dpkg status, all under the kernel cache), and the ``.deb`` files are
-unpacked with ``dpkg -x`` into ``<cache>/<release>/root``. The mirror and keyring are the
+All three are fetched (nothing is installed on the host for them). Fetched kernels never
+touch the host's apt state or its installed packages: ``apt-get update`` and ``apt-get
+download`` run with a private configuration (sources list, lists, cache and an empty
+dpkg status, all under the kernel cache), and the ``.deb`` files are unpacked with ``dpkg -x`` into ``<cache>/<release>/root``. The mirror and keyring are the
 ones the host's own apt sources use for Debian (``OOMKIT_VM_APT_MIRROR`` overrides the
 mirror). Debian ships no ``modules.dep`` in the packages (depmod makes it at install
 time), so a module's dependencies are read from its own ``.modinfo`` ELF section.
