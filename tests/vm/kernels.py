@@ -13,8 +13,9 @@ touch the host's apt state or its installed packages: ``apt-get update`` and ``a
 download`` run with a private configuration (sources list, lists, cache and an empty
 dpkg status, all under the kernel cache), and the ``.deb`` files are unpacked with
 ``dpkg -x`` into ``<cache>/<release>/root``. The mirror and keyring are the ones the
-host's own apt sources use for Debian (``OOMKIT_VM_APT_MIRROR`` overrides the mirror). Debian ships no ``modules.dep`` in the packages (depmod makes it at install
-time), so a module's dependencies are read from its own ``.modinfo`` ELF section.
+host's own apt sources use for Debian (``OOMKIT_VM_APT_MIRROR`` overrides the mirror).
+Debian ships no ``modules.dep`` in the packages (depmod makes it at install time), so a
+module's dependencies are read from its own ``.modinfo`` ELF section.
 
 Standard library only (the harness runs with any python3).
 """
