@@ -42,6 +42,15 @@ IO_FULL_AVG10: Final = 10.0
 NEAR_LIMIT: Final = 0.9
 PRESSURE_HOLD_S: Final = 10.0
 MIN_USAGE: Final = 1 << 20  # below: usage and limits only (see samples.sample_cgroup)
+#: A quiet machine (no pressure, no sampled cgroup moving by QUIET_SHARE of its limit, or
+#: of the machine's memory, per idle interval) is sampled ever more rarely, doubling the
+#: gap up to IDLE_STRETCH idle intervals: the daemon must idle as cheaply as earlyoom
+#: (issue 10). A cgroup that starts to move brings the idle interval back at once.
+IDLE_STRETCH: Final = 6
+QUIET_SHARE: Final = 0.01
+#: The tree is walked again (the largest cgroups picked anew) this often while idle; a
+#: cgroup made or removed asks for a walk at once (invalidate), pressure every 10 s.
+IDLE_WALK_S: Final = 1800.0
 INCIDENT_VERSION: Final = 1
 INCIDENT_GLOB: Final = re.compile(r"^incident-(\d{8}T\d{6}\.\d{3})(?:-\d+)?\.jsonl$")
 
@@ -97,6 +106,24 @@ def _under_pressure(sample: dict[str, Any], prev: dict[str, Any] | None,
     return False
 
 
+def _quiet(sample: dict[str, Any], prev: dict[str, Any] | None, interval_s: float,
+           memory: int) -> bool:
+    """No sampled cgroup changed by more than QUIET_SHARE of its memory.max (of
+    ``memory``, the machine's, without one) per ``interval_s`` since ``prev``, and the same
+    cgroups were sampled."""
+    if prev is None or sample["cgroups"].keys() != prev["cgroups"].keys():
+        return False
+    dt = sample["time"] - prev["time"]
+    if dt <= 0:
+        return False
+    for path, cg in sample["cgroups"].items():
+        limit = cg.get("max") or memory
+        moved = abs(cg["usage"] - prev["cgroups"][path]["usage"]) * interval_s / dt
+        if not limit or moved > QUIET_SHARE * limit:
+            return False
+    return True
+
+
 class FlightRecorder:
     """Samples ``kernel`` into a ring. ``roots`` gives the cgroups to watch (each with
     its subtree; None or none given: the whole tree); at most ``settings.cgroups`` of
@@ -122,6 +149,8 @@ class FlightRecorder:
         self._prev: dict[str, Any] | None = None
         self._fast_until = -1.0
         self.dropped = 0
+        self._idle_s = settings.interval_s  # the idle gap now (see _next_interval)
+        self._memory_total: int | None = None
 
     # -- sampling ----------------------------------------------------------------------------
     def _pick_cgroups(self) -> list[Cgroup]:
@@ -149,11 +178,11 @@ class FlightRecorder:
         now = self.kernel.clock.now()
         if now >= self._refresh_at or not self._cgroups:
             # Walking the tree (and reading the limits) every sample would cost more than
-            # the sample: walk again every 5 minutes, every 10 s under pressure, and when
+            # the sample: walk again every IDLE_WALK_S, every 10 s under pressure, and when
             # told (invalidate(): the daemon does on every cgroup_online event).
             self._cgroups = self._pick_cgroups()
             self._limits.clear()
-            self._refresh_at = now + (10.0 if self.pressure else 300.0)
+            self._refresh_at = now + (10.0 if self.pressure else IDLE_WALK_S)
         sample = take_sample(self.kernel, self._cgroups, max_procs=self.settings.procs,
                              limits=self._limits, min_usage=MIN_USAGE)
         if self._wall is not None:
@@ -161,7 +190,8 @@ class FlightRecorder:
         if len(sample["cgroups"]) < len(self._cgroups):
             self._refresh_at = 0.0  # one vanished: walk again next time
         was = self.pressure
-        if _under_pressure(sample, self._prev, self.settings.interval_s):
+        prev = self._prev
+        if _under_pressure(sample, prev, self.settings.interval_s):
             # Stay fast for a while: growth comes in steps, and one quiet sample
             # between them must not drop back to the idle interval.
             self._fast_until = now + PRESSURE_HOLD_S
@@ -171,8 +201,23 @@ class FlightRecorder:
             self._refresh_at = 0.0
         self._push(json.dumps(sample, separators=(",", ":")))
         self.samples_taken += 1
+        return self._next_interval(sample, prev)
+
+    def _next_interval(self, sample: dict[str, Any], prev: dict[str, Any] | None) -> float:
+        """pressure_interval_s under pressure; else interval_s, doubled (up to IDLE_STRETCH
+        times) while the samples stay quiet and no cgroup, growing as it did, could come
+        near its limit within the longer gap."""
         s = self.settings
-        return s.pressure_interval_s if self.pressure else s.interval_s
+        if self.pressure:
+            self._idle_s = s.interval_s
+            return s.pressure_interval_s
+        longer = min(self._idle_s * 2, s.interval_s * IDLE_STRETCH)
+        if self._memory_total is None:
+            self._memory_total = machine_of(self.kernel)["memory"]
+        quiet = (_quiet(sample, prev, s.interval_s, self._memory_total)
+                 and not _under_pressure(sample, prev, longer))
+        self._idle_s = longer if quiet else s.interval_s
+        return self._idle_s
 
     def invalidate(self) -> None:
         """The cgroup tree changed: walk it again at the next sample."""

@@ -63,7 +63,9 @@ def spawn_watchdog(
     means "the runtime is gone" and whose bytes are the runtime's heartbeat (our end
     non-blocking: a stopped watchdog never blocks a beat). ``lock_fd`` (the journal's
     flock) is inherited: the state file stays locked until the watchdog, too, is done."""
-    argv = [sys.executable, "-I", os.path.abspath(watchdog.__file__), state_file,
+    # -I: no environment, no user site; -S: no site module either (a venv's .pth files
+    # import setuptools' hooks): the watchdog needs the standard library and its siblings.
+    argv = [sys.executable, "-I", "-S", os.path.abspath(watchdog.__file__), state_file,
             str(os.getpid()), repr(float(hung_after))]
     if root is not None:
         argv.append(root)
