@@ -7,9 +7,9 @@ import io
 import os
 import shutil
 import socket
-import threading
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
