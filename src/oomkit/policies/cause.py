@@ -32,6 +32,7 @@ from oomkit.kernel.base import PAGE_SIZE, Cgroup, PolicyKernel, Resource
 
 GROWTH_WEIGHT = 4  # a byte per second of growth counts as much as 4 held
 REFAULT_WEIGHT = 4  # a page refaulted per second counts as much as 4 held
+GROWER_SHARE = 1 / 128  # footprint growth per second, of the domain, that marks a grower
 
 
 def limit_of(cg: Cgroup) -> int | None:
@@ -217,7 +218,7 @@ def cgroups(root: Cgroup) -> list[Cgroup]:
         return [root]
 
 
-def _score(cg: Cgroup, activity: Activity, now: float, limited: bool) -> int:
+def _score(cg: Cgroup, activity: Activity, now: float, limited: bool) -> tuple[int, float]:
     st = Stat(cg)
     rates = activity.rates(cg, now, st)
     # Per second: a sample taken long ago (no event since) must not count a whole
@@ -225,24 +226,40 @@ def _score(cg: Cgroup, activity: Activity, now: float, limited: bool) -> int:
     score = footprint(cg, st) + int(GROWTH_WEIGHT * rates.per_s(rates.growth))
     if limited:
         score += int(REFAULT_WEIGHT * rates.per_s(rates.refaults)) * PAGE_SIZE
-    return score
+    return score, rates.per_s(rates.footprint_growth)
 
 
-def cause_score(cg: Cgroup, activity: Activity, now: float, limited: bool) -> int:
-    """Bytes of pressure the tasks of cg itself add (see the module doc). Statistics are
-    hierarchical: a cgroup with tasks and children (the root, a v1 parent) counts what its
-    children do not."""
+def cause_rank(cg: Cgroup, activity: Activity, now: float,
+               limited: bool) -> tuple[int, float]:
+    """(bytes of pressure the tasks of cg itself add (see the module doc), bytes per
+    second their footprint grew over the last sampling interval). Statistics are
+    hierarchical: a cgroup with tasks and children (the root, a v1 parent) counts what
+    its children do not."""
     if cg.parent is None:
         # The root's statistics are the machine's (v2 has none of its own: memory.current
         # is MemTotal - MemAvailable, kernel memory included): count its own tasks.
-        return sum(t.rss + t.swapents * PAGE_SIZE for t in cg.tasks())
-    score = _score(cg, activity, now, limited)
+        return sum(t.rss + t.swapents * PAGE_SIZE for t in cg.tasks()), 0.0
+    score, growth = _score(cg, activity, now, limited)
     for child in cg.children():
         try:
-            score -= _score(child, activity, now, limited)
+            child_score, child_growth = _score(child, activity, now, limited)
         except OomkitError:
             continue
-    return max(0, score)
+        score -= child_score
+        growth -= child_growth
+    return max(0, score), max(0.0, growth)
+
+
+def cause_score(cg: Cgroup, activity: Activity, now: float, limited: bool) -> int:
+    """The first half of cause_rank: bytes of pressure the tasks of cg itself add."""
+    return cause_rank(cg, activity, now, limited)[0]
+
+
+def grows(growth_per_s: float, domain_bytes: int) -> bool:
+    """Is a footprint growing this fast (bytes/s) a cause by itself? At GROWER_SHARE of
+    the domain per second or more, it fills the domain within a few minutes: the
+    pressure is what it adds, whatever the size of those it pushes into swap."""
+    return growth_per_s >= max(1 << 20, domain_bytes * GROWER_SHARE)
 
 
 def own_full_avg10(cg: Cgroup, resource: Resource = Resource.MEMORY) -> float:

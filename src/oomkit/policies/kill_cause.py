@@ -85,16 +85,20 @@ class KillCause(OomOps):
         activity = cause.tracker(oc.kernel)
         # Score every cgroup first (statistics are cheap), list tasks only in rank order
         # (on a live machine that is /proc reads for each task).
-        ranked: list[tuple[int, int, Cgroup]] = []
+        # A cgroup whose footprint grows fast (cause.grows) ranks above every steady one:
+        # a job that starts beside a big, busy one and pushes it into swap is the cause,
+        # though smaller (rfjakob/earlyoom#197).
+        size = (domain.memory_max or domain.usage()) if domain is not None else oc.totalpages * PAGE_SIZE
+        ranked: list[tuple[int, bool, int, Cgroup]] = []
         for cg in cause.cgroups(root):
             try:
                 cpref = self.prefs.cgroup(cg)
                 if cpref is not prefs.OMIT:
-                    ranked.append((cpref, cause.cause_score(cg, activity, now,
-                                                            domain is not None), cg))
+                    score, growth = cause.cause_rank(cg, activity, now, domain is not None)
+                    ranked.append((cpref, cause.grows(growth, size), score, cg))
             except OomkitError:
                 continue  # gone meanwhile, or no statistics here (the v2 root on old kernels)
-        ranked.sort(key=lambda r: (r[0], r[1]), reverse=True)
+        ranked.sort(key=lambda r: (r[0], r[1], r[2]), reverse=True)
         # A negative oom_score_adj lowers a cgroup's rank as it lowers a task's
         # oom_badness: by adj/1000 of the domain's pages (mm/oom_kill.c), so a database
         # at -900 is not the first victim because it is the biggest. A positive one
@@ -106,8 +110,8 @@ class KillCause(OomOps):
         # listing is /proc reads on a live machine); with rules by command, for all.
         per_adj = (oc.totalpages // 1000) * PAGE_SIZE
         looked = 0
-        best: tuple[tuple[int, int], Cgroup, Task, list[Task]] | None = None
-        for cpref, score, cg in ranked:
+        best: tuple[tuple[int, bool, int], Cgroup, Task, list[Task]] | None = None
+        for cpref, grower, score, cg in ranked:
             if looked >= ADJ_LOOKAHEAD and not self.prefs.has_comm_rules and best is not None:
                 break
             try:
@@ -117,7 +121,7 @@ class KillCause(OomOps):
             if found is None:
                 continue
             looked += 1
-            key = (found[0], score + min(0, found[1].oom_score_adj) * per_adj)
+            key = (found[0], grower, score + min(0, found[1].oom_score_adj) * per_adj)
             if best is None or key > best[0]:
                 best = (key, cg, found[1], found[2])
         return (best[1], best[2], best[3]) if best is not None else None
