@@ -554,7 +554,7 @@ class Runtime:
         chain: list[OomLink] = []
         # A system-wide OOM is the root cgroup's as well: a handler attached at "/" (the
         # recommended config's tmpfs_cleanup) is asked before the system-wide one.
-        cg = request.memcg or self.kernel.root_mem_cgroup()
+        cg: Cgroup | None = request.memcg or self.kernel.root_mem_cgroup()
         while cg is not None:
             link = self._oom_links.get(cg.id)
             if link is not None:

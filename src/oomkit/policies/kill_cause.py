@@ -4,9 +4,10 @@ The recommended OOM handler (see oomkit.policies.cause). In the OOM's domain (th
 OOMing memcg, or for a declared OOM the domain its memcg belongs to: the nearest cgroup
 at its own limit, else the machine) it ranks the leaf cgroups by what they add to the
 pressure (footprint with swap, growth per second, refaults of their own working set,
-a negative oom_score_adj weighed as oom_badness weighs it), then kills the task of
-the winner with the highest oom_badness, the kernel's own choice within one cgroup
-(``memory.oom.group`` still widens it). A parallel build in one session scope loses its
+a negative oom_score_adj weighed as oom_badness weighs it; a cgroup whose footprint
+grows by 1/128 of the domain a second or more ranks above every steady one), then kills
+the task of the winner that grows fastest, else the one with the highest oom_badness,
+the kernel's own choice within one cgroup (``memory.oom.group`` still widens it). A parallel build in one session scope loses its
 linker, not the session. ``whole_cgroup = true`` kills every task of the leaf instead.
 
 Never chosen: protected cgroups/commands and ``user.oomd_omit`` (see prefs), tasks
@@ -33,13 +34,21 @@ def task_size(task: Task) -> int:
 
 
 def pick_task(cg: Cgroup, p: prefs.Preferences, min_victim: int,
-              cgroup_pref: int | None, totalpages: int) -> tuple[int, Task, list[Task]] | None:
+              cgroup_pref: int | None, totalpages: int,
+              growth: dict[int, float] | None = None) -> tuple[int, Task, list[Task]] | None:
     """(preference, task, swarm): the eligible task with the highest oom_badness, or
-    None. When every eligible task is under min_victim but together (those of the best
-    preference) they hold at least that much, they are a swarm (a fork bomb of small
-    shells is one cause, not a reason to go on to the next cgroup): task is the largest
-    of them and swarm lists them all; otherwise swarm is empty."""
-    best: tuple[int, int, Task] | None = None
+    None; the one that grows fastest (``growth``: pid -> bytes/s, at least
+    cause.TASK_GROWTH) comes before it: in one scope beside a big language server, the
+    compiler that leaks is the cause (omacom/omarchy#9799: one scope held a whole
+    session). When every eligible task is under min_victim but together (those of the
+    best preference) they hold at least that much, they are a swarm (a fork bomb of
+    small shells is one cause, not a reason to go on to the next cgroup): task is the
+    largest of them and swarm lists them all; otherwise swarm is empty."""
+    grower = None
+    if growth:
+        pid, rate = max(growth.items(), key=lambda g: g[1])
+        grower = pid if rate >= cause.TASK_GROWTH else None
+    best: tuple[int, bool, int, Task] | None = None
     small: list[tuple[int, Task]] = []
     for t in cg.tasks():
         pref = p.task(t, cgroup_pref)
@@ -48,11 +57,13 @@ def pick_task(cg: Cgroup, p: prefs.Preferences, min_victim: int,
         if task_size(t) < min_victim:
             small.append((pref, t))
             continue
-        points = t.oom_badness(totalpages) or 0
-        if best is None or (pref, points) > best[:2]:
-            best = (pref, points, t)
+        badness = t.oom_badness(totalpages)  # None: unkillable (-1000), never first
+        points = badness or 0
+        key = (pref, t.pid == grower and badness is not None, points)
+        if best is None or key > best[:3]:
+            best = (*key, t)
     if best is not None:
-        return best[0], best[2], []
+        return best[0], best[3], []
     if not small:
         return None
     top = max(pref for pref, _ in small)
@@ -88,7 +99,9 @@ class KillCause(OomOps):
         # A cgroup whose footprint grows fast (cause.grows) ranks above every steady one:
         # a job that starts beside a big, busy one and pushes it into swap is the cause,
         # though smaller (rfjakob/earlyoom#197).
-        size = (domain.memory_max or domain.usage()) if domain is not None else oc.totalpages * PAGE_SIZE
+        size = oc.totalpages * PAGE_SIZE
+        if domain is not None:
+            size = cause.limit_of(domain) or domain.usage()
         ranked: list[tuple[int, bool, int, Cgroup]] = []
         for cg in cause.cgroups(root):
             try:
@@ -115,7 +128,8 @@ class KillCause(OomOps):
             if looked >= ADJ_LOOKAHEAD and not self.prefs.has_comm_rules and best is not None:
                 break
             try:
-                found = pick_task(cg, self.prefs, self.min_victim, cpref, oc.totalpages)
+                found = pick_task(cg, self.prefs, self.min_victim, cpref, oc.totalpages,
+                                  activity.task_growth(cg, now))
             except OomkitError:
                 continue
             if found is None:
