@@ -40,7 +40,7 @@ import sys
 import time
 from pathlib import Path
 
-from _load import load_module
+from _load import load_module, vm_harness
 
 REPO = Path(__file__).resolve().parents[1]
 CGROUP = Path("/sys/fs/cgroup")
@@ -93,7 +93,7 @@ def fetch_peers() -> None:
 
 
 def host_main(args: argparse.Namespace) -> int:
-    harness = dup.load_harness()
+    harness = vm_harness()
     harness.ensure_packages()
     fetch_peers()
     ram = int(args.memory[:-1]) * (1 << 30 if args.memory.endswith("G") else MiB)
