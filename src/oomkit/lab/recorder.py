@@ -122,6 +122,9 @@ class FlightRecorder:
         self._prev: dict[str, Any] | None = None
         self._fast_until = -1.0
         self.dropped = 0
+        # called with the kernel's time after every sample (the daemon feeds the cause
+        # ranking's growth samples from it); an error there never stops the recorder
+        self.on_sample: Callable[[float], None] | None = None
 
     # -- sampling ----------------------------------------------------------------------------
     def _pick_cgroups(self) -> list[Cgroup]:
@@ -171,6 +174,9 @@ class FlightRecorder:
             self._refresh_at = 0.0
         self._push(json.dumps(sample, separators=(",", ":")))
         self.samples_taken += 1
+        if self.on_sample is not None:
+            with contextlib.suppress(Exception):
+                self.on_sample(now)
         s = self.settings
         return s.pressure_interval_s if self.pressure else s.interval_s
 

@@ -7,8 +7,10 @@ pressure (footprint with swap, growth per second, refaults of their own working 
 a negative oom_score_adj weighed as oom_badness weighs it; a cgroup whose footprint
 grows by 1/128 of the domain a second or more ranks above every steady one), then kills
 the task of the winner that grows fastest, else the one with the highest oom_badness,
-the kernel's own choice within one cgroup (``memory.oom.group`` still widens it). A parallel build in one session scope loses its
-linker, not the session. ``whole_cgroup = true`` kills every task of the leaf instead.
+the kernel's own choice within one cgroup (``memory.oom.group`` still widens it). A
+parallel build in one session scope loses its linker, not the session.
+``whole_cgroup = true`` kills every task of the leaf instead. Growth is measured between
+samples: pressure_guard's (at every PSI event) and the daemon's flight recorder's.
 
 Never chosen: protected cgroups/commands and ``user.oomd_omit`` (see prefs), tasks
 under ``min_victim`` bytes (nothing is killed for 28K: the event says so and the next
