@@ -154,9 +154,9 @@ class Activity:
 
     def note(self, cg: Cgroup, now: float) -> None:
         """Record a sample of cg (kept while the last one is younger than min_interval_s).
-        The sizes of its tasks are sampled too while its footprint grows (and the tasks
-        were sampled before): which of them grows is then known at OOM time. Listing
-        tasks is /proc reads on a live machine, so only where the cgroup grows."""
+        While its footprint grows by TASK_GROWTH per second or more, the sizes of its tasks
+        are sampled too, so that which of them grows is known at OOM time. Listing tasks
+        is /proc reads on a live machine: only where the cgroup grows."""
         try:
             held = self._base.get(cg.id)
             if held is None or now - held[1].time >= self.min_interval_s:
