@@ -42,6 +42,7 @@ from oomkit.kernel.sim import Scenario, parse_scenario
 from oomkit.lab.contender import Contender, from_config, from_policy_text
 from oomkit.lab.timeline import Timeline, run_timeline
 from oomkit.report import Printer
+from oomkit.units import counted
 
 TAIL_S: Final = 30.0
 UNLIMITED: Final = 1 << 60  # v1 reports PAGE_COUNTER_MAX pages as a huge byte count
@@ -204,7 +205,7 @@ def _scenario_toml(inc: Incident) -> str:
     out = [f"name = {_q('replay of ' + os.path.basename(inc.path))}",
            'description = """',
            f"Recorded by oomkit ({inc.header.get('reason', '?')}) over "
-           f"{end - t0:.1f} s; {len(samples)} samples.",
+           f"{end - t0:.1f} s; {counted(len(samples), 'sample')}.",
            ]
     if oom is not None:
         victims = ", ".join(f"{v.get('comm')} ({v.get('cgroup')})" for v in oom.get("victims",
@@ -375,8 +376,9 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
     printer = Printer(out, args.json)
 
     if not args.json:
-        out.write(f"oomkit replay: {inc.path}: {len(inc.samples)} samples, "
-                  f"{len(scenario.processes)} processes, {len(scenario.cgroups)} cgroups; "
+        out.write(f"oomkit replay: {inc.path}: {counted(len(inc.samples), 'sample')}, "
+                  f"{counted(len(scenario.processes), 'process', 'processes')}, "
+                  f"{counted(len(scenario.cgroups), 'cgroup')}; "
                   f"under {contender.label}\n\n")
     tl: Timeline = run_timeline(scenario, contender, sink=printer,
                                 interval_ns=REPLAY_INTERVAL_NS)
