@@ -311,3 +311,23 @@ def own_some_avg10(cg: Cgroup, resource: Resource = Resource.MEMORY) -> float:
         return cg.pressure(resource).some.avg10
     except OomkitError:
         return 0.0
+
+
+def describe(cg: Cgroup, activity: Activity, now: float, limited: bool) -> str:
+    """cg's cause score and its terms in words, for a kill message: "score 812M
+    (footprint 780M, growth 8M/s, refaults 0/s)". Growth counts GROWTH_WEIGHT times a
+    byte held, refaults (pages/s) REFAULT_WEIGHT pages each inside a limited domain and
+    nothing machine-wide; the terms are cg's own, hierarchical (the score is what its
+    children do not add)."""
+    from oomkit.units import format_size
+
+    score = format_size(cause_score(cg, activity, now, limited))
+    if cg.parent is None:
+        return f"score {score} (its own tasks' RSS and swap)"
+    st = Stat(cg)
+    rates = activity.rates(cg, now, st)
+    refaults = f"refaults {rates.per_s(rates.refaults):.0f}/s"
+    if not limited:
+        refaults += " not weighed machine-wide"
+    return (f"score {score} (footprint {format_size(footprint(cg, st))}, growth "
+            f"{format_size(int(rates.per_s(rates.growth)))}/s, {refaults})")

@@ -86,6 +86,7 @@ class KillCause(OomOps):
         self.whole_cgroup = whole_cgroup
         self.prefs = prefs.Preferences.of(protect, avoid, prefer, protect_comm, avoid_comm,
                                           prefer_comm)
+        self.runner_up: Cgroup | None = None  # second in the last choose()
 
     def choose(self, oc: OomControl) -> tuple[Cgroup, Task, list[Task]] | None:
         """The cause's cgroup, its task to kill and (for a swarm of tasks each under
@@ -124,6 +125,8 @@ class KillCause(OomOps):
         # Tasks are listed for the first ADJ_LOOKAHEAD cgroups in rank order (each
         # listing is /proc reads on a live machine); with rules by command, for all.
         per_adj = (oc.totalpages // 1000) * PAGE_SIZE
+        # the runner-up (with its key, as best's), named in the kill message
+        second: tuple[tuple[int, ...], Cgroup, Task, list[Task]] | None = None
         looked = 0
         best: tuple[tuple[int, bool, int], Cgroup, Task, list[Task]] | None = None
         for cpref, grower, score, cg in ranked:
@@ -139,20 +142,37 @@ class KillCause(OomOps):
             looked += 1
             key = (found[0], grower, score + min(0, found[1].oom_score_adj) * per_adj)
             if best is None or key > best[0]:
-                best = (key, cg, found[1], found[2])
+                best, second = (key, cg, found[1], found[2]), best
+            elif second is None or key > second[0]:
+                second = (key, cg, found[1], found[2])
+        self.runner_up = second[1] if second is not None else None  # for the kill message
         return (best[1], best[2], best[3]) if best is not None else None
+
+    def why(self, oc: OomControl, cg: Cgroup) -> str:
+        """cg's score and its terms, and the runner-up's: why cg ranked first."""
+        domain = cause.domain_of(oc.memcg) if oc.constraint is Constraint.DECLARED else oc.memcg
+        activity, now = cause.tracker(oc.kernel), oc.kernel.clock.now()
+        try:
+            text = cause.describe(cg, activity, now, domain is not None)
+            if self.runner_up is None:
+                return text + "; no other cgroup had a task to kill"
+            return text + (f"; runner-up {self.runner_up.path}, "
+                           f"{cause.describe(self.runner_up, activity, now, domain is not None)}")
+        except OomkitError:
+            return "(its statistics went meanwhile)"
 
     def handle_out_of_memory(self, ctx: OomContext, oc: OomControl) -> bool:
         chosen = self.choose(oc)
         if chosen is None:
             return False
         cg, task, swarm = chosen
+        ranked = self.why(oc, cg)
         if self.whole_cgroup:
-            return oc.kill_cgroup(cg, f"kill_cause: {cg.path}") > 0
+            return oc.kill_cgroup(cg, f"kill_cause: {cg.path}, {ranked}") > 0
         for t in swarm or [task]:
             why = "a swarm of small tasks" if swarm else task.comm
             try:
-                oc.kill_process(t, f"kill_cause: {why} in {cg.path}")
+                oc.kill_process(t, f"kill_cause: {why} in {cg.path}, {ranked}")
             except OomkitError:
                 if not swarm:
                     raise

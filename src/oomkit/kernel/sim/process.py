@@ -33,6 +33,9 @@ class SimFile:
     touched_at: int = 0  # ns: the last time a process read or wrote it
     dirty: int = 0  # bytes written and not yet written back (not reclaimable)
     dirtied_at: int = 0  # ns: when the oldest of them was dirtied
+    # Dirty bytes reclaim has met and activated (scanned, not reclaimed): it does not
+    # meet them again until they are written back.
+    dirty_met: int = 0
     # Bytes that were in memory once: a miss below this is a refault (the kernel finds a
     # shadow entry and counts a memory stall); above it, a first read (IO only).
     seen: int = 0
@@ -48,6 +51,7 @@ class SimProcess:
     start_ns: int
     start_time: int = 0
     spawn_seq: int = 0  # orders processes that start at the same time
+    spawned_into: str = ""  # the cgroup path it was spawned for (it may not exist yet)
     state: str = NEW
     pc: int = 0
     # progress inside the current step
@@ -73,7 +77,8 @@ class SimProcess:
     killed_at: int | None = None
     exit_status: str = ""
     # accounting
-    stall_ns: int = 0
+    stall_ns: int = 0  # memory stall (PSI memory)
+    io_stall_ns: int = 0  # IO wait: reads, refaults, balance_dirty_pages (PSI io)
     work_ns: int = 0
     work_lost_ns: int = 0
     tick_stall: int = 0  # ns stalled on memory in the current tick
