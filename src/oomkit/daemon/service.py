@@ -259,6 +259,7 @@ class Daemon:
                                    on_error=lambda msg: self.emit_error("recorder", msg),
                                    context=lambda: {"config": os.path.abspath(self.config.path),
                                                     "handlers": self.handlers()})
+        self.incidents.recorder.on_sample = self._sample_growth
         if self.backend.name == "sim":
             # The simulator is not thread-safe and runs on its own clock: sample it
             # between its slices, in simulated time.
@@ -273,6 +274,16 @@ class Daemon:
             self.backend.on_slice = on_slice  # type: ignore[attr-defined]
         else:
             self.incidents.start()
+
+    def _sample_growth(self, now: float) -> None:
+        """The recorder's samples (every 10 s; every 0.5 s near a limit or under pressure)
+        are also the growth samples of the cause ranking (oomkit.policies.cause): without
+        them a memcg OOM that no stall announced ranks by size alone. Only where a loaded
+        policy uses that ranking (it imported the module): no reads for nothing."""
+        cause = sys.modules.get("oomkit.policies.cause")
+        kernel = self.real_kernel
+        if cause is not None and kernel is not None:
+            cause.tracker(kernel).note_tree(kernel.root_mem_cgroup(), now)
 
     def _incident_record(self, event: Event, record: dict[str, Any]) -> None:
         # An incident lives beside the event log, is named in its OOM line and rotates

@@ -151,6 +151,9 @@ class FlightRecorder:
         self.dropped = 0
         self._idle_s = settings.interval_s  # the idle gap now (see _next_interval)
         self._memory_total: int | None = None
+        # called with the kernel's time after every sample (the daemon feeds the cause
+        # ranking's growth samples from it); an error there never stops the recorder
+        self.on_sample: Callable[[float], None] | None = None
 
     # -- sampling ----------------------------------------------------------------------------
     def _pick_cgroups(self) -> list[Cgroup]:
@@ -201,6 +204,9 @@ class FlightRecorder:
             self._refresh_at = 0.0
         self._push(json.dumps(sample, separators=(",", ":")))
         self.samples_taken += 1
+        if self.on_sample is not None:
+            with contextlib.suppress(Exception):
+                self.on_sample(now)
         return self._next_interval(sample, prev)
 
     def _next_interval(self, sample: dict[str, Any], prev: dict[str, Any] | None) -> float:
