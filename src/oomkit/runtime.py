@@ -61,6 +61,13 @@ DEFAULT_MAX_FAILURES: Final = 3
 #: pressure that triggered the kill needs one PSI window to fall before a trigger says
 #: anything new (the daemon's post_action_delay, 2 s by default: one 2 s window).
 DEFAULT_POST_ACTION_DELAY_S: Final = 0.0  # the daemon's config defaults to 2 s
+#: A declared OOM that found no task worth killing (min_victim) backs its domain off for
+#: this long (at least the post-action delay), doubled for each such OOM in a row up to
+#: REFUSED_BACKOFF_MAX_S; a refusal more than REFUSED_RESET_S after the back-off ended
+#: starts again from the bottom.
+REFUSED_BACKOFF_MIN_S: Final = 2.0
+REFUSED_BACKOFF_MAX_S: Final = 64.0
+REFUSED_RESET_S: Final = 60.0
 
 
 class HandlerExit(BaseException):
@@ -284,6 +291,9 @@ class Runtime:
         self._waiting: dict[str, OomLink] = {}  # cgroup path -> link attached when it appears
         self._exiting: list[Victim] = []  # victims of the last kill not yet seen gone
         self._quiet_until = 0.0  # no declared OOM before this (post-action delay)
+        # declared OOMs refused for want of a victim (min_victim), per domain path:
+        # (no new declared OOM there before this, refusals in a row, skipped since)
+        self._refused: dict[str, tuple[float, int, int]] = {}
         self._psi_links: list[PsiLink] = []
         self._trigger_owner: dict[int, PsiLink] = {}
         self._oom_lock = threading.Lock()
@@ -537,6 +547,8 @@ class Runtime:
             return -errno.EBUSY
         try:
             if request.constraint is Constraint.DECLARED:
+                if self._backing_off(request):
+                    return 0
                 busy = self._declared_busy()
                 if busy:
                     # Counted as progress, as the kernel counts waiting for a victim.
@@ -575,6 +587,42 @@ class Runtime:
             return (f"post-action delay: no declared OOM for {self._quiet_until - now:.1f} s "
                     "more, the pressure of the last kill is still falling")
         return ""
+
+    @staticmethod
+    def _domain_key(request: OomRequest) -> str:
+        return request.memcg.path if request.memcg is not None else "/"
+
+    def _backing_off(self, request: OomRequest) -> bool:
+        """A declared OOM of a domain whose last one found no task worth killing, within
+        the back-off, and still none there: skipped (counted, not logged). A trigger
+        fires every window while the pressure lasts; without this, a reader stalling on
+        its own small cache had a record (and an incident file) every 2 s for as long as
+        it ran."""
+        key = self._domain_key(request)
+        held = self._refused.get(key)
+        if held is None or self._now() >= held[0]:
+            return False
+        if not self._too_small(request):  # a task worth killing came: no more waiting
+            del self._refused[key]
+            return False
+        self._refused[key] = (held[0], held[1], held[2] + 1)
+        return True
+
+    def _refuse(self, request: OomRequest, why: str) -> str:
+        """Start (or double, up to REFUSED_BACKOFF_MAX_S) the back-off of this declared
+        OOM's domain; the note says what was skipped before it."""
+        now = self._now()
+        key = self._domain_key(request)
+        held = self._refused.get(key)
+        streak = held[1] + 1 if held is not None and now - held[0] < REFUSED_RESET_S else 0
+        skipped = held[2] if held is not None else 0
+        base = max(self.post_action_delay_s, REFUSED_BACKOFF_MIN_S)
+        backoff = min(REFUSED_BACKOFF_MAX_S, base * 2 ** min(streak, 16))
+        self._refused[key] = (now + backoff, streak, 0)
+        said = f"{why}; no declared OOM of {key} logged for {backoff:g} s"
+        if skipped:
+            said += f" ({skipped} skipped since the last record)"
+        return said
 
     def _too_small(self, request: OomRequest) -> str:
         """Why the default killer must not run for this declared OOM ("" if it may)."""
@@ -626,7 +674,8 @@ class Runtime:
                 return 1
         small = self._too_small(request)
         if small:
-            self._report(request, "default", "default", victims, calls, small)
+            self._report(request, "default", "default", victims, calls,
+                         self._refuse(request, small))
             return 0
         outcome = self.kernel.default_oom(request)
         victims.extend(outcome.victims)

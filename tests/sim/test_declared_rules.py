@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
+from pathlib import Path
+
 from oomkit.events import AttachEvent
 from oomkit.policies.kill_cgroup import KillCgroup
 
 from .conftest import M, Sim, hold
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_no_declared_kill_anywhere_while_a_victim_exits() -> None:
@@ -92,4 +98,67 @@ def test_a_declared_oom_kills_nothing_smaller_than_min_victim() -> None:
     s.run(0.1)
     assert k.out_of_memory(None) == 1
     assert [v.comm for v in s.ooms()[1].victims] == ["big"]
+    s.rt.close()
+
+
+def test_a_declared_oom_with_no_task_worth_killing_backs_its_domain_off() -> None:
+    """min_victim refuses the kill (a reader stalling on its own page cache has no RSS
+    to speak of): the domain's next declared OOMs are skipped for 2, 4, 8 ... s (not
+    logged, counted in the next record's note), not one record every trigger window;
+    another domain is not held back, and a real OOM never is."""
+    s = Sim()
+    s.rt.min_victim = M("4M")
+    k = s.kernel
+    k.create_cgroup("/reader")
+    k.create_cgroup("/other")
+    k.spawn("tiny", "/reader", hold("1M"))
+    k.spawn("big", "/other", hold("40M"))
+    s.run(0.1)
+    reader = k.mem_cgroup("/reader")
+    assert k.out_of_memory(reader) == 0
+    assert "no declared OOM of /reader logged for 2 s" in s.ooms()[0].note
+    s.run(1)
+    assert k.out_of_memory(reader) == 0  # inside the back-off: skipped, no record
+    assert len(s.ooms()) == 1
+    s.run(1.1)
+    assert k.out_of_memory(reader) == 0
+    second = s.ooms()[1]
+    assert "logged for 4 s (1 skipped since the last record)" in second.note
+    assert k.out_of_memory(k.mem_cgroup("/other")) == 1  # its own domain: not held back
+    assert [v.comm for v in s.ooms()[2].victims] == ["big"]
+    s.rt.close()
+
+
+def test_the_recommended_config_logs_a_lone_reader_seldom(tmp_path: Path) -> None:
+    """examples/thrash.toml under the recommended config: the reader is too small to
+    kill, and its IO pressure fires every 2 s for a minute; a few records, not 25."""
+    from oomkit.cli import main
+
+    out = tmp_path / "out.json"
+    with out.open("w") as f, contextlib.redirect_stdout(f):
+        code = main(["run", "--sim", str(REPO / "examples" / "thrash.toml"), "--config",
+                     str(REPO / "packaging" / "oomkit.toml"), "--json",
+                     "--state-dir", str(tmp_path / "state")])
+    assert code == 0
+    records = [json.loads(line) for line in out.read_text().splitlines()
+               if line.startswith("{")]
+    ooms = [r for r in records if r.get("event") == "oom"]
+    assert 1 <= len(ooms) <= 6, [(r["time"], r["note"]) for r in ooms]
+    assert all(not r["victims"] for r in ooms)
+    assert "skipped since the last record" in ooms[-1]["note"]
+
+
+def test_the_back_off_ends_when_a_task_worth_killing_appears() -> None:
+    s = Sim()
+    s.rt.min_victim = M("4M")
+    k = s.kernel
+    k.create_cgroup("/a")
+    k.spawn("tiny", "/a", hold("1M"))
+    s.run(0.1)
+    a = k.mem_cgroup("/a")
+    assert k.out_of_memory(a) == 0
+    k.spawn("grown", "/a", hold("30M"))
+    s.run(0.5)
+    assert k.out_of_memory(a) == 1  # within the back-off, but now there is a victim
+    assert [v.comm for v in s.ooms()[1].victims] == ["grown"]
     s.rt.close()
