@@ -200,3 +200,72 @@ def test_replay_says_when_the_live_config_changed_since(tmp_path: Path) -> None:
     os.utime(cfg, (900_000_000, 900_000_000))  # older than the incident: as it ran
     code, out = run("replay", str(inc))
     assert code == 0 and "changed after" not in out
+
+
+def test_an_oom_outside_the_watched_cgroups_still_has_its_processes(tmp_path: Path) -> None:
+    """The handler watches /other only; /app's OOM goes to the default killer. The samples
+    hold the machine's largest processes, the incident one more sample of /app (its
+    limit), and the replay reaches the live decision."""
+    scen = tmp_path / "three.toml"
+    scen.write_text(THREE + '[[process]]\nname = "idle"\ncgroup = "/other/x"\n'
+                    'program = [ { op = "alloc", kind = "anon", size = "5M" }, '
+                    '{ op = "sleep" } ]\n')
+    cfg = config(tmp_path, '[[oom]]\npolicy = "largest_leaf"\ncgroup = "/other"\n',
+                 'interval = "1s"\npressure_interval = "100ms"')
+    assert run("run", "--sim", str(scen), "--config", str(cfg), "-q")[0] == 0
+    records = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
+    oom = next(r for r in records if r["event"] == "oom")
+    assert oom["memcg"] == "/app" and oom["resolved_by"] == "default"
+    assert [v["comm"] for v in oom["victims"]] == ["c"]
+    inc = load_incident(oom["incident"])
+    before = [s for s in inc.samples if not s.get("after_oom")]
+    assert {"/app", "/app/c"}.isdisjoint(before[0]["cgroups"])  # not watched...
+    assert {p["comm"] for p in before[-1]["procs"]} >= {"a", "b", "c", "idle"}  # ...but seen
+    after = inc.samples[-1]
+    assert after.get("after_oom") and after["cgroups"]["/app"]["max"] == 200 << 20
+    code, out = run("replay", oom["incident"])
+    assert code == 0 and "same decision as live: yes" in out, out
+    assert "not in the incident's samples" not in out
+
+
+def test_record_and_compare_refuse_bad_flags_in_one_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for argv, why in ((["record", "--duration", "1s", "--size", "0"], "--size 0: must be more"),
+                      (["record", "--duration", "1s", "--out", str(tmp_path / "no" / "x")],
+                       "no such directory"),
+                      (["compare", str(EX / "default.toml"), "--policy", "kernel", "--jobs",
+                        "0"], "--jobs 0: at least 1"),
+                      (["compare", str(EX / "default.toml"), "--policy", "kernel", "--seeds",
+                        "0"], "--seeds 0: at least 1")):
+        assert run(*argv)[0] == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and why in err[0], err
+
+
+def test_incidents_of_a_newer_format_or_cut_off_or_empty(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    head = {"event": "incident", "version": 1, "machine": {"memory": 1 << 30, "swap": 0}}
+    sample = {"event": "sample", "time": 0, "cgroups": {"/a": {"usage": 1 << 20}},
+              "procs": [{"pid": 7, "comm": "x", "cgroup": "/a", "rss": 1 << 20}]}
+    inc = tmp_path / "incident-v.jsonl"
+    lines = [json.dumps(head), json.dumps(sample), json.dumps({**sample, "time": 1})]
+    inc.write_text("\n".join(lines)[:-20])  # a copy cut off in the middle of the last line
+    code, out = run("replay", str(inc), "--kernel")
+    assert code == 0 and f"note: {inc}:3: the last line is cut off" in out, out
+    code, out = run("compare", str(inc), "--policy", "kernel", "--jobs", "1")
+    assert code == 0 and "the last line is cut off" in out
+    for version, why in ((2, "incident format version 2, newer than this oomkit reads (1)"),
+                         ("1", "incident version '1' is not a format version")):
+        inc.write_text(json.dumps({**head, "version": version}) + "\n" + lines[1] + "\n")
+        assert run("replay", str(inc))[0] == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and why in err[0], err
+    for text, why in (("", "not an incident file"), (lines[0] + "\n", "has no sample"),
+                      ("\x00\xff\xfe", "not an incident file")):
+        inc.write_bytes(text.encode("latin-1"))
+        assert run("replay", str(inc))[0] == 2
+        assert why in capsys.readouterr().err
+    # In a directory compare skips it with a note instead.
+    (tmp_path / "three.toml").write_text(THREE)
+    code, out = run("compare", str(tmp_path), "--policy", "kernel", "--jobs", "1")
+    assert code == 0 and f"note: skipped {inc}: {inc}: not an incident file" in out, out

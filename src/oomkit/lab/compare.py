@@ -70,11 +70,11 @@ def collect(inputs: Sequence[str], notes: list[str]) -> list[tuple[str, Scenario
                     notes.append(f"skipped {f}: {str(exc).splitlines()[0][:120]}")
             for f in sorted(path.glob("incident-*.jsonl")):
                 try:  # a log directory may hold an older or damaged one: skip it too
-                    out.append((str(f), _incident(f)))
+                    out.append((str(f), _incident(f, notes)))
                 except ConfigError as exc:
                     notes.append(f"skipped {f}: {str(exc).splitlines()[0][:120]}")
         elif path.suffix == ".jsonl":
-            out.append((text, _incident(path)))
+            out.append((text, _incident(path, notes)))
         elif path.exists():
             out.append((text, load_scenario(path)))
         else:
@@ -84,10 +84,12 @@ def collect(inputs: Sequence[str], notes: list[str]) -> list[tuple[str, Scenario
     return out
 
 
-def _incident(path: Path) -> Scenario:
+def _incident(path: Path, notes: list[str]) -> Scenario:
     from oomkit.lab.replay import load_incident, to_scenario
 
-    return to_scenario(load_incident(str(path)))
+    inc = load_incident(str(path))
+    notes.extend(inc.notes)
+    return to_scenario(inc)
 
 
 def contenders(args: argparse.Namespace) -> list[Contender]:
@@ -178,6 +180,8 @@ def write_table(out: TextIO, rows: Sequence[dict[str, Any]]) -> None:
 def run(args: argparse.Namespace, out: TextIO) -> int:
     if args.seeds < 1:
         raise ConfigError(f"--seeds {args.seeds}: at least 1")
+    if args.jobs < 1:
+        raise ConfigError(f"--jobs {args.jobs}: at least 1")
     if args.plot:
         from oomkit.lab.plot import check_suffix, require
 

@@ -31,7 +31,7 @@ from typing import Any, Final
 
 from oomkit.errors import OomkitError
 from oomkit.kernel.base import Cgroup, Kernel
-from oomkit.lab.samples import Limits, take_sample
+from oomkit.lab.samples import Limits, machine_tasks, take_sample
 
 # The machine is "under pressure" for the recorder at these avg10s (percent): well above
 # what a busy but healthy machine shows (a few percent of memory some is common), well
@@ -122,11 +122,18 @@ class FlightRecorder:
         self._prev: dict[str, Any] | None = None
         self._fast_until = -1.0
         self.dropped = 0
+        self._also: list[str] = []  # cgroups that had an OOM outside the watched roots
+        self._partial = False  # the roots leave part of the tree out
 
     # -- sampling ----------------------------------------------------------------------------
     def _pick_cgroups(self) -> list[Cgroup]:
         root = self.kernel.root_mem_cgroup()
         roots = (list(self._roots()) if self._roots is not None else []) or [root]
+        self._partial = root not in roots
+        for path in self._also:
+            cg = self.kernel.mem_cgroup(path)
+            if cg is not None:
+                roots.append(cg)
         seen: dict[int, Cgroup] = {root.id: root}
         for r in roots:
             try:
@@ -154,8 +161,11 @@ class FlightRecorder:
             self._cgroups = self._pick_cgroups()
             self._limits.clear()
             self._refresh_at = now + (10.0 if self.pressure else 300.0)
+        # Watching part of the tree, the largest processes of the whole machine too: a
+        # kernel OOM elsewhere must still find its processes' growth in the incident.
+        more = machine_tasks(self.kernel, self.settings.procs) if self._partial else ()
         sample = take_sample(self.kernel, self._cgroups, max_procs=self.settings.procs,
-                             limits=self._limits, min_usage=MIN_USAGE)
+                             limits=self._limits, min_usage=MIN_USAGE, more_tasks=more)
         if self._wall is not None:
             sample["wall"] = round(self._wall(), 3)
         if len(sample["cgroups"]) < len(self._cgroups):
@@ -173,6 +183,16 @@ class FlightRecorder:
         self.samples_taken += 1
         s = self.settings
         return s.pressure_interval_s if self.pressure else s.interval_s
+
+    def watch_also(self, path: str) -> bool:
+        """Sample the cgroup at ``path`` (and its subtree) from now on, though no handler
+        watches it: it had an OOM (at most 16 such, the newest kept). False if it is
+        sampled already."""
+        if path in self._also or any(cg.path == path for cg in self._cgroups):
+            return False
+        self._also = [*self._also[-15:], path]
+        self._refresh_at = 0.0
+        return True
 
     def invalidate(self) -> None:
         """The cgroup tree changed: walk it again at the next sample."""

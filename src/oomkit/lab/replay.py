@@ -33,13 +33,14 @@ import argparse
 import itertools
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, TextIO
 
 from oomkit.errors import ConfigError
 from oomkit.kernel.sim import Scenario, parse_scenario
 from oomkit.lab.contender import Contender, from_config, from_policy_text
+from oomkit.lab.recorder import INCIDENT_VERSION
 from oomkit.lab.timeline import Timeline, run_timeline
 from oomkit.report import Printer
 
@@ -56,6 +57,7 @@ class Incident:
     header: dict[str, Any]
     samples: list[dict[str, Any]]
     events: list[dict[str, Any]]
+    notes: list[str] = field(default_factory=list)
 
     @property
     def oom(self) -> dict[str, Any] | None:
@@ -81,10 +83,14 @@ def add_parser(sub: Any) -> None:
 
 
 def load_incident(path: str) -> Incident:
-    """Read an incident file. Raises ConfigError naming the line of a bad record."""
+    """Read an incident file. Raises ConfigError naming the line of a bad record, or for
+    an incident of a newer format than this oomkit reads. A last line cut off (a copy
+    truncated in the middle of a record: the daemon writes whole files only) is left out
+    with a note in ``Incident.notes``."""
     header: dict[str, Any] | None = None
     samples: list[dict[str, Any]] = []
     events: list[dict[str, Any]] = []
+    notes: list[str] = []
     try:
         with open(path, encoding="utf-8") as f:
             for n, line in enumerate(f, 1):
@@ -93,11 +99,16 @@ def load_incident(path: str) -> Incident:
                 try:
                     rec = json.loads(line)
                 except json.JSONDecodeError as exc:
+                    if not line.endswith("\n") and header is not None:
+                        notes.append(f"{path}:{n}: the last line is cut off (a truncated "
+                                     "file): left out")
+                        break
                     raise ConfigError(f"{path}:{n}: not JSON: {exc.msg}") from None
                 if not isinstance(rec, dict):
                     raise ConfigError(f"{path}:{n}: not a JSON object")
                 kind = rec.get("event")
                 if kind == "incident":
+                    _check_version(path, n, rec.get("version", INCIDENT_VERSION))
                     header = rec
                 elif kind == "sample":
                     if not isinstance(rec.get("cgroups"), dict) or not isinstance(
@@ -106,13 +117,27 @@ def load_incident(path: str) -> Incident:
                     samples.append(rec)
                 else:
                     events.append(rec)
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not an incident file (not UTF-8 text)") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
     if header is None:
         raise ConfigError(f"{path}: not an incident file (no \"incident\" header line)")
     if not samples:
         raise ConfigError(f"{path}: the incident has no sample")
-    return Incident(path, header, samples, events)
+    return Incident(path, header, samples, events, notes)
+
+
+def _check_version(path: str, line: int, version: Any) -> None:
+    """Incidents of format INCIDENT_VERSION and older are read; a newer one may mean
+    something else by the same fields."""
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise ConfigError(f"{path}:{line}: incident version {version!r} is not a format "
+                          "version (a whole number from 1)")
+    if version > INCIDENT_VERSION:
+        raise ConfigError(f"{path}:{line}: incident format version {version}, newer than "
+                          f"this oomkit reads ({INCIDENT_VERSION}): replay it with the "
+                          "oomkit that wrote it")
 
 
 # -- the scenario ----------------------------------------------------------------------------
@@ -246,7 +271,13 @@ def _scenario_toml(inc: Incident) -> str:
             if pid in series and t > series[pid][-1][0]:
                 series[pid].append((t, int(v.get("rss") or 0) + series[pid][-1][1]
                                     - int(info[pid].get("rss") or 0)))
-    last_pids = {int(p["pid"]) for p in samples[-1]["procs"]}
+    # Who was still there at the end: the last sample before the OOM (one taken after it,
+    # of a memcg the recorder did not watch, holds that memcg's tasks only), and the
+    # OOM's victims, which were killed, not done.
+    before = [s for s in samples if not s.get("after_oom")] or samples
+    last_pids = {int(p["pid"]) for p in before[-1]["procs"]}
+    if oom is not None:
+        last_pids.update(int(v.get("pid", -1)) for v in oom.get("victims", ()))
     # Memory a cgroup held beyond its processes at the first sample: cache and tmpfs.
     first = samples[0]
     held: dict[str, int] = {}
@@ -404,7 +435,7 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
             out.write(f"note: {', '.join(unseen)} not in the incident's samples (the "
                       "recorder samples the cgroups OOM handlers watch): the replay cannot "
                       "reach the live decision; attach a handler at or above it\n")
-    for note in tl.notes:
+    for note in [*inc.notes, *tl.notes]:
         out.write(f"note: {note}\n")
     changed = _config_changed(inc, contender)
     if changed:
