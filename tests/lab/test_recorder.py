@@ -269,3 +269,23 @@ def test_incidents_of_a_newer_format_or_cut_off_or_empty(
     (tmp_path / "three.toml").write_text(THREE)
     code, out = run("compare", str(tmp_path), "--policy", "kernel", "--jobs", "1")
     assert code == 0 and f"note: skipped {inc}: {inc}: not an incident file" in out, out
+
+
+def test_an_oom_before_the_first_sample_still_gets_one(tmp_path: Path) -> None:
+    from oomkit.events import OomEvent, Victim
+    from oomkit.lab.incidents import Incidents
+
+    kernel = SimKernel.from_scenario(load_scenario(EX / "default.toml"))
+    kernel.run(until_ns=1_000_000_000)
+    errors: list[str] = []
+    inc = Incidents(kernel, RecorderSettings(), event_log=str(tmp_path / "events.jsonl"),
+                    roots=None, wall=lambda: 1.7e9, defer=lambda _k, job: job(),
+                    on_error=errors.append)
+    event = OomEvent(1.0, None, "NONE", None, "default", "default",
+                     (Victim(1, "x", "/", 0),))
+    record = event.to_dict()
+    inc.on_record(event, record)  # the recorder never sampled: the daemon's first second
+    assert not errors and inc.written == [record["incident"]]
+    got = load_incident(record["incident"])
+    assert len(got.samples) == 1 and "/" in got.samples[0]["cgroups"]
+    assert got.samples[0]["procs"]  # the machine's largest processes

@@ -9,6 +9,7 @@ Everything runs in a throwaway memcg below our own (tests/live/conftest.py).
 from __future__ import annotations
 
 import io
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -121,3 +122,46 @@ def _mount_of(path: Path) -> Path:
     while p.parent != p and (p.parent / "cgroup.procs").exists():
         p = p.parent
     return p
+
+
+RAISES = '\n[[oom]]\npolicy = "tests.live.test_live_oom:Raises"\ncgroup = "/app"\n'
+
+
+def test_a_handed_over_oom_names_the_kernels_victim_in_its_incident(
+        live: LiveCgroups, tmp_path: Path) -> None:
+    """The handler at /app raises: the OOM falls through to the kernel's killer, after
+    the OOM's event line. The incident still names whom the kernel killed (the task that
+    vanished, as /dev/kmsg names it), and replays to the same cgroup under --kernel."""
+    d = tmp_path / "oomkit"
+    d.mkdir()
+    if not live.v1:
+        (live.root / "cgroup.subtree_control").write_text("+memory")
+    app = live.mkdir("app", 100 * MiB)
+    if not live.v1:
+        (app / "cgroup.subtree_control").write_text("+memory")
+    a, c = live.mkdir("app/a"), live.mkdir("app/c")
+    with running(live, d, RAISES + RECORDER) as daemon:
+        hog_a = live.spawn(a, "anon", 20 * MiB)
+        assert hog_a.wait_ready(60)
+        proc = grower(live, c, 5 * MiB, 400 * MiB)
+        try:
+            oom = daemon.wait_record(lambda r: r["event"] == "oom", timeout=120)
+            assert proc.wait(30) is not None  # the kernel killed c
+        finally:
+            proc.kill()
+            proc.wait(5)
+        assert oom["resolved_by"] == "default" and oom["victims"] == [], oom
+        path = oom["incident"]
+        assert wait_for(lambda: Path(path).exists(), 30, 0.05)
+        assert hog_a.alive()
+    inc = load_incident(path)
+    assert inc.oom is not None
+    assert [(v["pid"], v["cgroup"]) for v in inc.oom["victims"]] == [(proc.pid, "/app/c")]
+    assert inc.oom["victims_from"] in ("/dev/kmsg", "vanished")
+    if os.access("/dev/kmsg", os.R_OK):
+        assert inc.oom["victims_from"] == "/dev/kmsg"
+    out = io.StringIO()
+    assert main(["replay", path, "--kernel"], out=out) == 0
+    text = out.getvalue()
+    print(text)
+    assert "same decision as live: yes" in text, text

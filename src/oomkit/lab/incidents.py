@@ -41,7 +41,7 @@ from oomkit.lab.recorder import (
     prune_incidents,
     write_incident,
 )
-from oomkit.lab.samples import take_sample
+from oomkit.lab.samples import machine_tasks, take_sample
 
 KILL_WAIT_S: Final = 5.0  # a hand-over's kill: v2 waits for memory.max, a TCG guest is slow
 KMSG: Final = "/dev/kmsg"
@@ -107,6 +107,8 @@ class Incidents:
                 header.update(self._context())  # which config and handlers ran
         if event.memcg is not None and self.recorder.watch_also(event.memcg):
             lines = [*lines, *self._sample_of(event.memcg)]
+        if not lines:  # an OOM before the first sample (in the daemon's first second)
+            lines = self._sample_of(None)
         self._seq += 1
         path = incident_name(os.path.dirname(self.event_log) or ".", self._wall(), self._seq)
         record["incident"] = path
@@ -130,15 +132,18 @@ class Incidents:
 
         self._defer(f"incident {path}", job)
 
-    def _sample_of(self, memcg: str) -> list[str]:
-        """One sample of ``memcg``'s subtree now (after its OOM); none if it is gone."""
+    def _sample_of(self, memcg: str | None) -> list[str]:
+        """One sample of ``memcg``'s subtree now (after its OOM); none if it is gone.
+        None: the root cgroup and the machine's largest processes."""
         kernel = self.recorder.kernel
-        cg = kernel.mem_cgroup(memcg)
+        cg = kernel.mem_cgroup(memcg) if memcg is not None else kernel.root_mem_cgroup()
         if cg is None:
             return []
+        n = self.recorder.settings.procs
         try:
-            sample = take_sample(kernel, list(cg.walk()),
-                                 max_procs=self.recorder.settings.procs)
+            sample = take_sample(kernel, list(cg.walk()) if memcg is not None else [cg],
+                                 max_procs=n,
+                                 more_tasks=machine_tasks(kernel, n) if memcg is None else ())
         except (OomkitError, OSError):
             return []
         sample["after_oom"] = True
