@@ -12,6 +12,7 @@ import io
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -165,3 +166,43 @@ def test_a_handed_over_oom_names_the_kernels_victim_in_its_incident(
     text = out.getvalue()
     print(text)
     assert "same decision as live: yes" in text, text
+
+
+def test_a_kernel_oom_no_handler_watches_has_its_processes_in_the_incident(
+        live: LiveCgroups, tmp_path: Path) -> None:
+    """The daemon's handler watches /h only; /app's OOM is the kernel's, seen afterwards.
+    Its incident holds the growing task all the same (the machine's largest processes
+    are in every sample) and /app's limit (one more sample after the OOM), and replays
+    to the kernel's victim under --kernel."""
+    d = tmp_path / "oomkit"
+    d.mkdir()
+    if not live.v1:
+        (live.root / "cgroup.subtree_control").write_text("+memory")
+    live.mkdir("h", 64 * MiB)
+    app = live.mkdir("app", 100 * MiB)
+    if not live.v1:
+        (app / "cgroup.subtree_control").write_text("+memory")
+    c = live.mkdir("app/c")
+    body = '\n[[oom]]\npolicy = "largest_leaf"\ncgroup = "/h"\n'
+    with running(live, d, body + RECORDER) as daemon:
+        time.sleep(2)  # a sample or two before the growth
+        proc = grower(live, c, 5 * MiB, 400 * MiB)
+        try:
+            oom = daemon.wait_record(lambda r: r["event"] == "oom", timeout=120)
+            assert proc.wait(30) is not None
+        finally:
+            proc.kill()
+            proc.wait(5)
+        assert oom["resolved_by"] == "kernel" and oom["memcg"] == "/app", oom
+        path = oom["incident"]
+        assert wait_for(lambda: Path(path).exists(), 30, 0.05)
+    inc = load_incident(path)
+    grown = [p["rss"] for s in inc.samples for p in s["procs"] if p["pid"] == proc.pid]
+    assert len(grown) >= 2 and grown[-1] > grown[0], grown
+    assert inc.samples[-1].get("after_oom") and inc.samples[-1]["cgroups"]["/app"]["max"] \
+        == 100 * MiB
+    out = io.StringIO()
+    assert main(["replay", path, "--kernel"], out=out) == 0
+    text = out.getvalue()
+    print(text)
+    assert "same decision as live: yes" in text and "not in the incident's samples" not in text
