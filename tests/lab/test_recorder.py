@@ -289,3 +289,47 @@ def test_an_oom_before_the_first_sample_still_gets_one(tmp_path: Path) -> None:
     got = load_incident(record["incident"])
     assert len(got.samples) == 1 and "/" in got.samples[0]["cgroups"]
     assert got.samples[0]["procs"]  # the machine's largest processes
+
+
+def test_a_victim_that_grew_between_two_samples_is_replayed(tmp_path: Path) -> None:
+    """A 10 s idle interval and a leak of a few seconds: the victim is in no sample, only
+    in the OOM's line. The replay grows it from the last sample to its rss at the OOM."""
+    head = {"event": "incident", "version": 1, "machine": {"memory": 2 << 30, "swap": 0}}
+    cgroups = {"/": {"usage": 80 << 20}, "/app": {"usage": 70 << 20, "max": 200 << 20},
+               "/app/a": {"usage": 30 << 20}, "/app/b": {"usage": 40 << 20},
+               "/app/c": {"usage": 0}}
+    procs = [{"pid": 10, "comm": "a", "cgroup": "/app/a", "rss": 30 << 20, "adj": 0},
+             {"pid": 11, "comm": "b", "cgroup": "/app/b", "rss": 40 << 20, "adj": 0}]
+    oom = {"event": "oom", "time": 16.0, "memcg": "/app", "constraint": "MEMCG",
+           "resolved_by": "handler", "policy": "largest_leaf",
+           "victims": [{"pid": 12, "comm": "c", "cgroup": "/app/c", "rss": 128 << 20}]}
+    inc = tmp_path / "incident-g.jsonl"
+    inc.write_text("\n".join(json.dumps(r) for r in (
+        head, {"event": "sample", "time": 1.0, "cgroups": cgroups, "procs": procs},
+        {"event": "sample", "time": 11.0, "cgroups": cgroups, "procs": procs}, oom)) + "\n")
+    for argv in (["--oom-policy", "largest_leaf@/app"], ["--kernel"]):
+        code, out = run("replay", str(inc), *argv)
+        assert code == 0 and "replay: killed c (/app/c)" in out, out
+        assert "same decision as live: yes" in out
+        assert "note: c killed live but in no sample" in out
+
+
+def test_a_victim_sampled_before_it_joined_its_cgroup_replays_where_it_was_killed(
+        tmp_path: Path) -> None:
+    """Sampled just after its fork: still in its launcher's cgroup, with the launcher's
+    oom_score_adj -1000. The OOM's line says where it was killed; the replay puts it there,
+    killable."""
+    head = {"event": "incident", "version": 1, "machine": {"memory": 1 << 30, "swap": 0}}
+    sample = {"event": "sample", "time": 1.0,
+              "cgroups": {"/": {"usage": 100 << 20}, "/leak": {"usage": 0}},
+              "procs": [{"pid": 5, "comm": "sh", "cgroup": "/", "rss": 40 << 20, "adj": 0},
+                        {"pid": 9, "comm": "leaker", "cgroup": "/", "rss": 8 << 20,
+                         "adj": -1000}]}
+    oom = {"event": "oom", "time": 20.0, "memcg": None, "constraint": "NONE",
+           "resolved_by": "handler", "policy": "largest_leaf",
+           "victims": [{"pid": 9, "comm": "leaker", "cgroup": "/leak", "rss": 900 << 20}]}
+    inc = tmp_path / "incident-s.jsonl"
+    inc.write_text("\n".join(json.dumps(r) for r in (head, sample, oom)) + "\n")
+    code, out = run("replay", str(inc), "--kernel")
+    assert code == 0 and "replay: killed leaker (/leak)" in out, out
+    assert "same decision as live: yes" in out

@@ -164,6 +164,8 @@ def _names(inc: Incident) -> dict[int, str]:
     for s in inc.samples:
         for p in s["procs"]:
             comms.setdefault(int(p["pid"]), str(p["comm"]))
+    for v in (inc.oom or {}).get("victims", ()):
+        comms.setdefault(int(v.get("pid", -1)), str(v.get("comm")))
     count: dict[str, int] = {}
     for c in comms.values():
         count[c] = count.get(c, 0) + 1
@@ -264,13 +266,31 @@ def _scenario_toml(inc: Incident) -> str:
                 (float(s["time"]) - t0, int(p.get("rss") or 0) + int(p.get("swap") or 0)))
             info[pid] = p
     # The OOM's victims, as the OOM found them: the last point of their growth.
+    unseen: list[int] = []
     if oom is not None and oom.get("time") is not None:
         for v in oom.get("victims", ()):
             pid = int(v.get("pid", -1))
             t = float(oom["time"]) - t0
+            if pid in series and str(v.get("cgroup")) != str(info[pid].get("cgroup")):
+                # Sampled just after its fork, still in its parent's cgroup with the
+                # parent's oom_score_adj (a protected launcher's -1000): the OOM saw it
+                # where it went, and killable.
+                adj = int(info[pid].get("adj") or 0)
+                info[pid] = {**info[pid], "cgroup": v.get("cgroup"),
+                             "adj": 0 if adj == -1000 else adj}
             if pid in series and t > series[pid][-1][0]:
                 series[pid].append((t, int(v.get("rss") or 0) + series[pid][-1][1]
                                     - int(info[pid].get("rss") or 0)))
+            elif pid not in series and int(v.get("rss") or 0) > 0:
+                # Never sampled: it grew between two idle samples. From the last sample
+                # before the OOM (where it was not among the largest) to its rss at the
+                # OOM, at one rate: the slowest growth that gets there.
+                before_t = [float(s["time"]) - t0 for s in samples if float(s["time"]) - t0 < t]
+                start = before_t[-1] if before_t else max(0.0, t - 1.0)
+                series[pid] = [(start, 0), (t, int(v["rss"]))]
+                info[pid] = {"pid": pid, "comm": v.get("comm"), "cgroup": v.get("cgroup"),
+                             "rss": v["rss"], "adj": 0}
+                unseen.append(pid)
     # Who was still there at the end: the last sample before the OOM (one taken after it,
     # of a memcg the recorder did not watch, holds that memcg's tasks only), and the
     # OOM's victims, which were killed, not done.
@@ -324,6 +344,9 @@ def _scenario_toml(inc: Incident) -> str:
         p = info[pid]
         adj = max(-1000, min(1000, int(p.get("adj") or 0)))
         start = points[0][0]
+        if pid in unseen:
+            out.append(f"# {p['comm']} (pid {pid}) is in no sample: grown from the last sample "
+                       "before the OOM to its rss at the OOM, at one rate")
         out += ["[[process]]", f"name = {_q(names[pid])}", f"cgroup = {_q(str(p['cgroup']))}"]
         if adj:
             out.append(f"oom_score_adj = {adj}")
@@ -334,6 +357,12 @@ def _scenario_toml(inc: Incident) -> str:
         if pid not in last_pids:
             prog[-1] = '{ op = "exit" }'
         out += ["program = [\n  " + ",\n  ".join(prog) + ",\n]", ""]
+    if unseen:
+        note = (f"{', '.join(names[pid] for pid in unseen)} killed live but in no sample (it "
+                "grew between two of the recorder's samples): replayed as growing at one "
+                "rate from the last sample to its rss at the OOM")
+        if note not in inc.notes:
+            inc.notes.append(note)
     return "\n".join(out)
 
 
