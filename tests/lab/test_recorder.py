@@ -333,3 +333,18 @@ def test_a_victim_sampled_before_it_joined_its_cgroup_replays_where_it_was_kille
     code, out = run("replay", str(inc), "--kernel")
     assert code == 0 and "replay: killed leaker (/leak)" in out, out
     assert "same decision as live: yes" in out
+
+
+def test_between_idle_samples_a_probe_sees_a_cgroup_fill_fast() -> None:
+    """default.toml: /srv (1G) holds 400M at 0.5 s and grows from about 1.5 s. An idle
+    interval of 10 s would see none of it; the probe (usage of the root and of the
+    cgroups nearest their limit) says when it grew by 5 % of its limit."""
+    kernel = SimKernel.from_scenario(load_scenario(EX / "default.toml"))
+    rec = FlightRecorder(kernel, RecorderSettings(interval_s=10.0))
+    kernel.run(until_ns=500_000_000)
+    assert rec.sample_once() == 10.0 and not rec.pressure
+    assert [cg.path for cg, _, _ in rec._probes] == ["/", "/srv"]
+    kernel.run(until_ns=1_400_000_000)
+    assert not rec.probe()
+    kernel.run(until_ns=2_000_000_000)
+    assert rec.probe()

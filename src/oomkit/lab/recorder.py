@@ -8,8 +8,12 @@ taken every ``interval_s``, or every ``pressure_interval_s`` while the machine i
 pressure (the root's memory some avg10 at 20 % or more, memory full at 5 %, IO full at
 10 %, or a sampled cgroup within 10 % of its memory.max, or growing
 fast enough to get there before the next idle sample; and for 10 s after): the minutes
-before an OOM are the ones a replay needs in detail. Samples are kept serialised, and the
-oldest dropped once they take more than ``size_bytes``.
+before an OOM are the ones a replay needs in detail. Between idle samples a probe each
+second reads the usage of the root and of the 8 sampled cgroups nearest their
+memory.max, and samples at once (and fast from then on) when one grew by 5 % of its
+limit since the last sample: a leak must not fill a memcg between two idle samples.
+Samples are kept serialised, and the oldest dropped once they take more than
+``size_bytes``.
 
 An incident file is JSON lines: a header (``"event": "incident"``: why it was written,
 the machine's memory and swap, the cgroup version, the intervals), the samples oldest
@@ -42,6 +46,9 @@ IO_FULL_AVG10: Final = 10.0
 NEAR_LIMIT: Final = 0.9
 PRESSURE_HOLD_S: Final = 10.0
 MIN_USAGE: Final = 1 << 20  # below: usage and limits only (see samples.sample_cgroup)
+PROBE_S: Final = 1.0  # between idle samples: see FlightRecorder.probe
+PROBE_CGROUPS: Final = 8
+PROBE_GROWTH: Final = 0.05
 INCIDENT_VERSION: Final = 1
 INCIDENT_GLOB: Final = re.compile(r"^incident-(\d{8}T\d{6}\.\d{3})(?:-\d+)?\.jsonl$")
 
@@ -124,6 +131,8 @@ class FlightRecorder:
         self.dropped = 0
         self._also: list[str] = []  # cgroups that had an OOM outside the watched roots
         self._partial = False  # the roots leave part of the tree out
+        self._probes: list[tuple[Cgroup, int, int]] = []  # (cgroup, limit, usage then)
+        self._memory: int | None = None
 
     # -- sampling ----------------------------------------------------------------------------
     def _pick_cgroups(self) -> list[Cgroup]:
@@ -177,6 +186,7 @@ class FlightRecorder:
             self._fast_until = now + PRESSURE_HOLD_S
         self.pressure = now < self._fast_until
         self._prev = sample
+        self._set_probes(sample)
         if self.pressure and not was:
             self._refresh_at = 0.0
         self._push(json.dumps(sample, separators=(",", ":")))
@@ -228,7 +238,45 @@ class FlightRecorder:
                 delay = self.sample_once()
             except Exception:
                 delay = self.settings.interval_s
+            # Between idle samples a probe every second: a leak that fills a memcg (or the
+            # machine) in less than the idle interval must not fall between two samples.
+            while delay > PROBE_S and not self.pressure:
+                if stop.wait(PROBE_S):
+                    return
+                delay -= PROBE_S
+                try:
+                    if self.probe():
+                        self._fast_until = self.kernel.clock.now() + PRESSURE_HOLD_S
+                        delay = 0.0
+                except Exception:
+                    pass
             stop.wait(delay)
+
+    def probe(self) -> bool:
+        """Whether the root or one of the (at most PROBE_CGROUPS) sampled cgroups nearest
+        their memory.max grew by PROBE_GROWTH of its limit (the machine's memory for the
+        root) since the last sample, or came within 10 % of it: one usage read each."""
+        for cg, limit, before in self._probes:
+            try:
+                usage = cg.usage()
+            except OomkitError:
+                continue
+            if usage >= NEAR_LIMIT * limit or usage - before >= PROBE_GROWTH * limit:
+                return True
+        return False
+
+    def _set_probes(self, sample: dict[str, Any]) -> None:
+        by_path = {cg.path: cg for cg in self._cgroups}
+        if self._memory is None:
+            self._memory = machine_of(self.kernel)["memory"]
+        probes: list[tuple[Cgroup, int, int]] = []
+        for path, one in sample["cgroups"].items():
+            limit = self._memory if path == "/" else one.get("max")
+            cg = by_path.get(path)
+            if cg is not None and isinstance(limit, int) and 0 < limit < 1 << 60:
+                probes.append((cg, limit, int(one["usage"])))
+        probes.sort(key=lambda x: (x[0].path != "/", -x[2] / x[1]))
+        self._probes = probes[:PROBE_CGROUPS]
 
     # -- reading it out ----------------------------------------------------------------------
     def snapshot(self) -> list[str]:

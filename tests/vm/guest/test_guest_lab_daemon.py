@@ -13,9 +13,9 @@ Two OOMs, one per test:
   anywhere, until the guest runs short: the daemon's MemAvailable watch (or the kernel,
   if it is first) resolves it.
 
-The recorder keeps its defaults (a sample every 10 s, every 0.5 s under pressure), so
-the growths here last tens of seconds, as leaks do: a leak that fills a memcg between
-two idle samples leaves the replay little to go on. Everything is killed and removed
+The recorder keeps its defaults (a sample every 10 s, every 0.5 s under pressure, a
+probe of usage every second between): both growths take less than the idle interval,
+and the incident must still hold them, sample by sample. Everything is killed and removed
 afterwards (the ``tree`` fixture), failures included; the daemon is stopped.
 """
 
@@ -111,6 +111,11 @@ def check_replays(oom: dict[str, Any], path: str) -> None:
     assert inc.header["cgroup_version"] == 2 and inc.header["config"]
     live = sorted({v["cgroup"] for v in (inc.oom or {}).get("victims", ())})
     assert live, f"the incident names no victim: {inc.oom}"
+    # The growth itself is recorded: the probe between idle samples saw it coming.
+    pid = (inc.oom or {})["victims"][0]["pid"]
+    grown = [p["rss"] for s in inc.samples for p in s["procs"] if p["pid"] == pid]
+    print(f"{len(inc.samples)} samples; the victim's rss in them: {[g >> 20 for g in grown]}")
+    assert len(grown) >= 3 and grown[-1] > grown[0], grown
     text = replay(path)
     assert "under live config" in text and "same decision as live: yes" in text, text
     assert sorted(set(replayed_cgroups(text))) == live
