@@ -410,6 +410,11 @@ def _unsampled(inc: Incident, live: list[tuple[str, str]]) -> list[str]:
 
 
 def run(args: argparse.Namespace, out: TextIO) -> int:
+    chosen = [flag for flag, given in (("--kernel", args.kernel), ("--config", args.config),
+                                       ("--oom-policy/--psi-policy",
+                                        args.oom_policy or args.psi_policy)) if given]
+    if len(chosen) > 1:  # one of them would be silently ignored
+        raise ConfigError(f"{' and '.join(chosen)}: give one way to choose the policies")
     inc = load_incident(args.incident)
     text = scenario_toml(inc)
     scenario = parse_scenario(text, inc.path + " (replayed)")
