@@ -79,6 +79,7 @@ class Incidents:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._seq = 0
+        self._waiting: list[threading.Thread] = []  # hand-overs waiting for the kill
         self.written: list[str] = []
 
     def start(self) -> None:
@@ -91,6 +92,9 @@ class Incidents:
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
+        for waiter in self._waiting:  # they stop waiting now and hand the write over
+            waiter.join(timeout=5)
+        self._waiting = []
 
     def on_record(self, event: Event, record: dict[str, Any]) -> None:
         """A dispatch sink: for an OOM, name an incident file in its record and have it
@@ -120,6 +124,11 @@ class Incidents:
         def job() -> None:
             if handed_over and lines:
                 self._kernel_victims(oom_line, str(event.memcg), lines[-1])
+                self._defer(f"incident {path}", write)  # the waiting is done: write it
+                return
+            write()
+
+        def write() -> None:
             try:
                 write_incident(path, header, lines, [oom_line])
                 self.written.append(path)
@@ -130,7 +139,14 @@ class Incidents:
             with contextlib.suppress(OSError):
                 prune_incidents(os.path.dirname(path), _first_wall(files[0]) if files else None)
 
-        self._defer(f"incident {path}", job)
+        if handed_over and lines:
+            # Waiting for the kernel's kill takes seconds: on a thread of its own, not the
+            # housekeeping thread's (status file, event log sync).
+            waiter = threading.Thread(target=job, name="oomkit-incident", daemon=True)
+            self._waiting = [t for t in self._waiting if t.is_alive()] + [waiter]
+            waiter.start()
+        else:
+            self._defer(f"incident {path}", job)
 
     def _sample_of(self, memcg: str | None) -> list[str]:
         """One sample of ``memcg``'s subtree now (after its OOM); none if it is gone.
@@ -173,6 +189,7 @@ class Incidents:
             if gone or kernel.clock.now() >= deadline or self._stop.wait(0.05):
                 break
         if not gone:
+            oom_line["victims_from"] = f"none within {KILL_WAIT_S:g} s"
             return
         killed = _kmsg_killed({p["pid"] for p in gone})
         victims = []
