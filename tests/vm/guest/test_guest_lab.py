@@ -73,6 +73,7 @@ def test_a_system_wide_leak_is_recorded_and_replays_to_the_same_cgroup(
     assert live_cgroups and live_cgroups[0].endswith("/leak")
     path = str(oom["incident"])
     inc = load_incident(path)
+    print("sample times", [s["time"] for s in inc.samples], oom["time"])
     assert inc.header["machine"]["memory"] > 0 and len(inc.samples) > 5
 
     out = io.StringIO()
