@@ -21,7 +21,13 @@ from typing import Any, TextIO
 
 from oomkit.errors import ConfigError
 from oomkit.kernel.sim import Scenario, load_scenario
-from oomkit.lab.contender import Contender, from_config, from_policy_text, from_preset
+from oomkit.lab.contender import (
+    LAB_BUDGET_S,
+    Contender,
+    from_config,
+    from_policy_text,
+    from_preset,
+)
 from oomkit.lab.timeline import perturb, run_timeline
 from oomkit.lab.verdict import judge_run
 
@@ -117,7 +123,7 @@ def run_job(job: Job) -> dict[str, Any]:
                            "contender": job.contender.label, "seed": job.seed,
                            "duration": scen.machine.duration_ns / 1e9}
     try:
-        tl = run_timeline(scen, job.contender)
+        tl = run_timeline(scen, job.contender, budget_s=LAB_BUDGET_S)
     except ConfigError as exc:
         row["error"] = str(exc)
         return row

@@ -39,7 +39,7 @@ from typing import Any, Final, TextIO
 
 from oomkit.errors import ConfigError
 from oomkit.kernel.sim import Scenario, parse_scenario
-from oomkit.lab.contender import Contender, from_config, from_policy_text
+from oomkit.lab.contender import LAB_BUDGET_S, Contender, from_config, from_policy_text
 from oomkit.lab.recorder import INCIDENT_VERSION
 from oomkit.lab.timeline import Timeline, run_timeline
 from oomkit.report import Printer
@@ -443,7 +443,7 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
         out.write(f"oomkit replay: {inc.path}: {len(inc.samples)} samples, "
                   f"{len(scenario.processes)} processes, {len(scenario.cgroups)} cgroups; "
                   f"under {contender.label}\n\n")
-    tl: Timeline = run_timeline(scenario, contender, sink=printer,
+    tl: Timeline = run_timeline(scenario, contender, sink=printer, budget_s=LAB_BUDGET_S,
                                 interval_ns=REPLAY_INTERVAL_NS)
     if args.plot:
         from oomkit.lab.plot import plot_timelines
