@@ -20,7 +20,7 @@ from oomkit.meta import package_version
 from oomkit.policy_loader import load_oom, load_psi, split_at
 from oomkit.report import Printer
 from oomkit.runtime import DEFAULT_BUDGET_S, Runtime
-from oomkit.units import duration_arg, format_size
+from oomkit.units import counted, duration_arg, format_size
 
 EXIT_USAGE = 2
 #: 128 + SIGPIPE: what the shell reports for a writer whose reader went away.
@@ -114,10 +114,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_policy_args(run)
     run.set_defaults(budget=None)  # the config's budget unless --budget is given
     chk = sub.add_parser("check-config", help="validate a config file")
-    chk.add_argument("file")
+    chk.add_argument("file", help="the config file (e.g. /etc/oomkit/oomkit.toml); exit 0 "
+                     "when it loads and its policies import, 2 with the first error")
     ev = sub.add_parser("events", help="show the event log as a readable table")
     ev.add_argument("--file", default=None, help="event log (default from the config)")
-    ev.add_argument("--follow", "-f", action="store_true")
+    ev.add_argument("--follow", "-f", action="store_true",
+                    help="after the last records, print new ones as the daemon writes them, "
+                    "across rotations, until Ctrl-C")
     ev.add_argument("--config", default=None)
     ev.add_argument("--state-dir", default=None, metavar="DIR",
                     help="the event log of a daemon run with --state-dir DIR")
@@ -190,6 +193,15 @@ def attach_policies(rt: Runtime, oom_specs: Sequence[str], psi_specs: Sequence[s
             raise ConfigError(f"--psi-policy {spec}: {exc}") from None
 
 
+def _load_each(oom_specs: Sequence[str], psi_specs: Sequence[str]) -> None:
+    """Import and instantiate each policy once, for its ConfigError (attach_policies loads
+    them again for the run: a policy's constructor is cheap)."""
+    for text in oom_specs:
+        load_oom(split_at(text).spec)
+    for spec in psi_specs:
+        load_psi(spec)
+
+
 def cmd_simulate(args: argparse.Namespace, out: TextIO) -> int:
     from oomkit.kernel.sim import SimKernel, load_scenario
 
@@ -197,6 +209,21 @@ def cmd_simulate(args: argparse.Namespace, out: TextIO) -> int:
         scenario = load_scenario(args.scenario)
     except ConfigError as exc:
         raise other_kind(exc, args.scenario, "scenario") from None
+    from oomkit.lab import simulate as lab_simulate
+
+    # Whatever can be refused is refused before the story starts: an error after the
+    # scenario's header would read as part of its run.
+    if lab_simulate.wanted(args):
+        lab_simulate.check(args)
+    _load_each(args.oom_policy, args.psi_policy)
+    if not args.oom_policy and not args.psi_policy and not args.bare:
+        for n, text in enumerate(scenario.policies):  # the scenario's own suggestion
+            spec = text.removeprefix("psi:").removeprefix("oom:")
+            try:
+                _load_each([] if text.startswith("psi:") else [spec],
+                           [spec] if text.startswith("psi:") else [])
+            except ConfigError as exc:
+                raise scenario.policy_error(n, str(exc)) from None
     kernel = SimKernel.from_scenario(scenario)
     printer = Printer(out, args.json)
     if not args.json:
@@ -208,9 +235,8 @@ def cmd_simulate(args: argparse.Namespace, out: TextIO) -> int:
                 out.write(f"  {line.strip()}\n")
         out.write(f"machine: {m.cpus} CPUs, {format_size(m.memory)} RAM, "
                   f"{format_size(m.swap) if m.swap else 'no'} swap; "
-                  f"{len(scenario.processes)} processes, {m.duration_ns / 1e9:g} s\n\n")
-    from oomkit.lab import simulate as lab_simulate
-
+                  f"{counted(len(scenario.processes), 'process', 'processes')}, "
+                  f"{m.duration_ns / 1e9:g} s\n\n")
     if lab_simulate.wanted(args):  # time series, plots, alternatives: the lab's runner
         return lab_simulate.run(args, scenario, printer, out)
     rt = Runtime(kernel, sink=printer, budget_s=args.budget)

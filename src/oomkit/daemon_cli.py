@@ -12,17 +12,20 @@ import sys
 import tempfile
 import threading
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from typing import Any, TextIO
 
 from oomkit.daemon.config import (
     DEFAULT_CONFIG,
     DEFAULT_EVENT_LOG,
+    DEFAULT_LISTEN,
     DEFAULT_STATE_FILE,
     DEFAULT_STATUS_FILE,
     Config,
     LoadedPolicies,
     load_config,
     load_policies,
+    parse_listen,
     recommended_config,
     resolve_cgroups,
     state_paths,
@@ -30,6 +33,7 @@ from oomkit.daemon.config import (
 )
 from oomkit.errors import ConfigError, OomkitError
 from oomkit.kernel.linux.watchdog import pid_alive
+from oomkit.units import counted
 
 #: ``oomkit status`` exit codes, as an LSB init script's ``status`` action (LSB 5.0, "Init
 #: Script Actions") and ``systemctl status`` give them.
@@ -81,12 +85,20 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
 
     def load() -> tuple[Config, LoadedPolicies]:
         config = load_config(path) if path is not None else Config()
-        config = resolve_cgroups(config, lambda cg: _cgroup_present(config, cg))
+        if sim:  # the first alternative the simulated tree has, not this host's
+            tree = _scenario_cgroups(sim)
+            config = resolve_cgroups(config, lambda cg: cg in tree)
+        else:
+            config = resolve_cgroups(config, lambda cg: _cgroup_present(config, cg))
         config = with_cli(config, list(args.oom_policy), list(args.psi_policy),
                           dry_run=bool(args.dry_run), budget_s=args.budget,
                           state_dir=state_dir)
         if sim and state_dir is None:
             config = _away_from_the_machine(config, scratch)
+        if sim and config.metrics == parse_listen(DEFAULT_LISTEN):
+            # the live daemon's port: a simulation that took it would leave a daemon
+            # (re)started meanwhile without metrics; another address is the user's choice
+            config = replace(config, metrics=None)
         return config, load_policies(config, secure=secure)
 
     try:
@@ -96,13 +108,25 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
             shutil.rmtree(d, ignore_errors=True)
 
 
+def _scenario_cgroups(scenario: str) -> set[str]:
+    """The cgroups a scenario has at its start: those it declares (not those it creates
+    later), the cgroups of its processes, and every parent of them."""
+    from oomkit.kernel.sim import load_scenario
+
+    sc = load_scenario(scenario)
+    tree = {"/"}
+    for path in [c.path for c in sc.cgroups if c.create_ns == 0] + \
+            [p.cgroup for p in sc.processes]:
+        parts = path.strip("/").split("/")
+        tree.update("/" + "/".join(parts[:i + 1]) for i in range(len(parts)))
+    return tree
+
+
 def _away_from_the_machine(config: Config, scratch: list[str]) -> Config:
     """A simulation never writes the machine's own daemon files: the event log, status
     file and restore journal left at their defaults (a live daemon's, which ``oomkit
     status`` and ``events`` read) go to a private directory, removed when the run ends.
     Paths the config or ``--state-dir`` chose are kept."""
-    from dataclasses import replace
-
     d = config.daemon
     defaults = (DEFAULT_EVENT_LOG, DEFAULT_STATUS_FILE, DEFAULT_STATE_FILE)
     if any(p in defaults for p in (d.event_log, d.status_file, d.state_file)):
@@ -210,8 +234,35 @@ def _daemon_paths(args: argparse.Namespace) -> tuple[str, str]:
     path = args.config or (DEFAULT_CONFIG if os.path.exists(DEFAULT_CONFIG) else None)
     if path is None:
         return DEFAULT_EVENT_LOG, DEFAULT_STATUS_FILE
-    config = load_config(path)
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        # A config being edited may not parse while the daemon runs on the last good one:
+        # the question is about the daemon, so answer it from the file's own paths as far
+        # as they read, else the defaults, and say so.
+        event_log, status_file = _paths_as_written(path)
+        print(f"oomkit: {exc} (the config does not load: looking where it names the "
+              "daemon's files, else at the defaults)", file=sys.stderr)
+        return event_log, status_file
     return config.daemon.event_log, config.daemon.status_file
+
+
+def _paths_as_written(path: str) -> tuple[str, str]:
+    """(event_log, status_file) of a config that does not load, each as its [daemon]
+    table writes it when that is a string, else the default."""
+    from oomkit.tomlpos import load_toml, read_toml
+
+    paths = {"event_log": DEFAULT_EVENT_LOG, "status_file": DEFAULT_STATUS_FILE}
+    try:
+        daemon = load_toml(read_toml(path, "config"), path).get("daemon")
+    except ConfigError:
+        daemon = None
+    if isinstance(daemon, dict):
+        for key in paths:
+            value = daemon.get(key)
+            if isinstance(value, str) and (value == "" or value.startswith("/")):
+                paths[key] = value
+    return paths["event_log"], paths["status_file"]
 
 
 def _print_records(out: TextIO, records: Iterable[dict[str, Any]], as_json: bool,
@@ -274,11 +325,16 @@ def cmd_events(args: argparse.Namespace, out: TextIO) -> int:
     lines = getattr(args, "lines", None)
     if lines is None and args.follow:
         lines = 10
+    # The same codes as `oomkit status` for the same file problems (LSB status codes):
+    # 4 a log that is there but cannot be read, 3 none at all (no daemon wrote one).
     why = _unreadable(path)
     if why is not None:
-        raise OomkitError(f"{path}: cannot read the event log: {why}")
+        print(f"oomkit: {path}: cannot read the event log: {why}", file=sys.stderr)
+        return EXIT_UNKNOWN
     if not log_files(path) and not args.follow:
-        raise ConfigError(f"{path}: no event log (is the daemon running? see --file)")
+        print(f"oomkit: {path}: no event log (is the daemon running? see --file)",
+              file=sys.stderr)
+        return EXIT_NOT_RUNNING
     records: Iterable[dict[str, Any]] = read_events(path)
     if kinds:
         records = (r for r in records if r.get("event") in kinds)
@@ -315,30 +371,60 @@ def daemon_alive(pid: int) -> bool:
     return any(b"oomkit" in arg for arg in argv)
 
 
+def _status_problem(status: dict[str, Any]) -> str | None:
+    """What makes a JSON object unusable as oomkit's status file (daemon/status.py writes
+    it), or None: a pid that is a whole number, and the lists and tables the readers walk.
+    A hand-edited or foreign file is then one line and exit 4, not a traceback."""
+    pid = status.get("pid")
+    if isinstance(pid, bool) or not isinstance(pid, int):
+        return f"pid {pid!r}"
+    handlers = status.get("handlers", [])
+    if not isinstance(handlers, list) or not all(isinstance(h, dict) for h in handlers):
+        return f"handlers {handlers!r}"
+    for key in ("counts", "reloads"):
+        if not isinstance(status.get(key, {}), dict):
+            return f"{key} {status[key]!r}"
+    return None
+
+
+def _read_status_file(status_file: str) -> tuple[dict[str, Any] | None, str | None]:
+    """(status, None); (None, why) when the file is there but cannot be used; (None, None)
+    when there is none (not running)."""
+    from oomkit.daemon.status import read_status
+
+    status = read_status(status_file)
+    if status is None:
+        why = _unreadable(status_file)
+        if why is not None or os.path.lexists(status_file):
+            return None, why or ""
+        return None, None
+    problem = _status_problem(status)
+    if problem is not None:
+        return None, f"not an oomkit status file ({problem})"
+    return status, None
+
+
+def _cannot_read_status(status_file: str, why: str) -> int:
+    print(f"oomkit: {status_file}: cannot read the status file{': ' + why if why else ''}",
+          file=sys.stderr)
+    return EXIT_UNKNOWN
+
+
 def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
     from oomkit.daemon.eventlog import read_events
-    from oomkit.daemon.status import read_status
     from oomkit.report import format_wall, write_record, write_table
 
     event_log, status_file = _daemon_paths(args)
     status_file = getattr(args, "status_file", None) or status_file
-    status = read_status(status_file) if status_file else None
+    status, why = _read_status_file(status_file) if status_file else (None, None)
+    if why is not None:
+        return _cannot_read_status(status_file, why)
     if status is None:
-        why = _unreadable(status_file) if status_file else None
-        if why is not None or (status_file and os.path.lexists(status_file)):
-            print(f"oomkit: {status_file}: cannot read the status file"
-                  f"{': ' + why if why else ''}", file=sys.stderr)
-            return EXIT_UNKNOWN
         print(f"oomkit: {status_file or 'status file'}: no status: oomkit is not running "
               "(see --status-file, --state-dir)", file=sys.stderr)
         return EXIT_NOT_RUNNING
     event_log = str(status.get("event_log") or event_log)
-    try:
-        pid = int(status.get("pid", 0))
-    except (TypeError, ValueError):
-        print(f"oomkit: {status_file}: cannot read the status file (pid "
-              f"{status.get('pid')!r})", file=sys.stderr)
-        return EXIT_UNKNOWN
+    pid = int(status["pid"])
     alive = bool(status.get("running")) and daemon_alive(pid)
     if alive:
         code = EXIT_RUNNING
@@ -363,8 +449,10 @@ def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
     out.write("\n")
     rows = []
     for h in status.get("handlers", []):
+        triggers = h.get("triggers", 0)
         where = h.get("cgroup") or ("system-wide" if h.get("ops") == "oom" else
-                                    f"{h.get('triggers', 0)} triggers")
+                                    counted(triggers, "trigger") if isinstance(triggers, int)
+                                    else f"{triggers} triggers")
         budget = h.get("budget_s")
         rows.append([h.get("ops", ""), str(h.get("name", "")), str(h.get("policy", "")),
                      where, f"{budget * 1000:g} ms" if budget else "-",
@@ -381,7 +469,7 @@ def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
         return code
     ooms = [r for r in read_events(event_log) if r.get("event") == "oom"]
     ooms = ooms[-n:] if n else []
-    out.write(f"\nlast {len(ooms)} OOMs (from {event_log}):\n" if ooms else
+    out.write(f"\nlast {counted(len(ooms), 'OOM')} (from {event_log}):\n" if ooms else
               "\nno OOM in the event log\n")
     for record in ooms:
         _write_readable(out, record, write_record)
@@ -458,6 +546,11 @@ def cmd_install_unit(args: argparse.Namespace, out: TextIO) -> int:
         _write_file(config, STARTER_CONFIG)
         out.write(f"wrote {config}: no handlers yet, every OOM is left to the kernel and "
                   "logged (add [[oom]] tables: packaging/oomkit.toml, docs/daemon.md)\n")
+    if config and os.path.abspath(config) != DEFAULT_CONFIG:
+        # The unit names the shipped path whatever --config-file says (a staging tree
+        # writes there for the machine's /etc): say so, or ExecStartPre fails unexplained.
+        out.write(f"note: the unit runs --config {DEFAULT_CONFIG}, not {config}: install "
+                  "it there, or edit ExecStart= and ExecStartPre=\n")
     out.write("then: systemctl daemon-reload && systemctl enable --now oomkit\n")
     return 0
 
@@ -501,12 +594,12 @@ def cmd_reload(args: argparse.Namespace, out: TextIO) -> int:
     in a pod with hostPID, the node's)."""
     import signal
 
-    from oomkit.daemon.status import read_status
-
     _, status_file = _daemon_paths(args)
     status_file = getattr(args, "status_file", None) or status_file
-    status = read_status(status_file) if status_file else None
-    pid = int(status.get("pid", 0)) if status else 0
+    status, why = _read_status_file(status_file) if status_file else (None, None)
+    if why is not None:
+        return _cannot_read_status(status_file, why)
+    pid = int(status["pid"]) if status else 0
     if status is None or not status.get("running") or not daemon_alive(pid):
         print(f"oomkit: {status_file}: no running daemon to reload", file=sys.stderr)
         return EXIT_NOT_RUNNING

@@ -73,6 +73,13 @@ class ConfigError(OomkitError):
     errno = _errno.EINVAL
 
 
+def exception_text(exc: BaseException) -> str:
+    """``"ValueError: bad size"``, on one line; the bare class name when the exception has
+    no text (``raise KeyboardInterrupt``: not "KeyboardInterrupt: ")."""
+    text = str(exc).strip().replace("\n", " ")
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
 def unknown_key(key: str, known: Iterable[str]) -> str:
     """The text of an unknown-key error: the nearest known key when there is one (difflib's
     ratio of at least 0.6, as ``git`` and argparse suggest), then the known keys."""

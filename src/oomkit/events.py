@@ -24,6 +24,9 @@ class HandlerCall:
     memory_freed: bool
     duration_us: int
     error: str | None = None
+    # repr() of a return value that is not a bool (SPEC: handle_out_of_memory -> bool),
+    # taken by its truth as Python would; None when it returned a bool, raised or overran.
+    returned_value: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from oomkit.errors import ConfigError
+from oomkit.errors import ConfigError, exception_text
 from oomkit.ops import OomOps, PsiOps
 from oomkit.policies import BUILTIN
 from oomkit.policy_args import ArgError, check
@@ -118,8 +118,7 @@ def _import_file(path: Path, secure: bool) -> Any:
 
 
 def _what(exc: BaseException) -> str:
-    text = str(exc).strip().replace("\n", " ")
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return exception_text(exc)
 
 
 def _check_module_source(name: str) -> None:
@@ -244,10 +243,13 @@ def load(spec: str, kind: type[OomOps] | type[PsiOps], *, secure: bool = False,
 def _load(spec: str, kind: type[OomOps] | type[PsiOps], secure: bool,
           args: dict[str, Any] | None) -> Any:
     obj = resolve(spec, secure=secure)
-    label = "OomOps" if kind is OomOps else "PsiOps"
+    label = "an OomOps" if kind is OomOps else "a PsiOps"
     if isinstance(obj, type):
         if not issubclass(obj, kind):
-            raise ConfigError(f"policy {spec!r}: {obj.__name__} is not an {label} subclass")
+            other = next((f" (it is {name})" for cls, name in
+                          ((OomOps, "an OomOps"), (PsiOps, "a PsiOps")) if issubclass(obj, cls)),
+                         "")
+            raise ConfigError(f"policy {spec!r}: {obj.__name__} is not {label} subclass{other}")
         try:
             kwargs = check(obj, dict(args or {}))
         except ArgError as exc:
@@ -262,7 +264,7 @@ def _load(spec: str, kind: type[OomOps] | type[PsiOps], secure: bool,
         if args:
             raise ConfigError(f"policy {spec!r}: is an instance; it takes no arguments")
         return obj
-    raise ConfigError(f"policy {spec!r}: is not an {label} (got {type(obj).__name__})")
+    raise ConfigError(f"policy {spec!r}: is not {label} (got {type(obj).__name__})")
 
 
 def load_oom(spec: str, *, secure: bool = False, args: dict[str, Any] | None = None) -> OomOps:
@@ -317,6 +319,10 @@ def _show(value: Any, kind: str) -> str:
         return f"{value * 1000:g}ms" if value < 1 else f"{value:g}s"
     if kind == "percent" and isinstance(value, int | float):
         return f"{value:g}%"
+    if isinstance(value, list | tuple):
+        import json
+
+        return json.dumps(list(value))  # as a config writes it: ["/dev/shm"], []
     return repr(value)
 
 

@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Final, TextIO
 
 from oomkit.events import Event
-from oomkit.units import format_size
+from oomkit.units import counted, format_size
 
 Ev = Mapping[str, Any]
 
@@ -47,6 +47,10 @@ def _oom_lines(e: Ev) -> list[str]:
             verdict = "returned True but freed nothing: walk goes on"
         else:
             verdict = "declined"
+        if h.get("returned_value") is not None:  # SPEC: -> bool; taken by its truth
+            verdict = (f"returned {h['returned_value']}, not a bool (taken as "
+                       f"{bool(h['returned'])}): "
+                       + verdict.removeprefix("returned True but "))
         where = "system-wide" if h["cgroup_id"] == 0 else f"cgroup id {h['cgroup_id']}"
         lines.append(f"          asked {h['name']} ({where}): {verdict}, {h['duration_us']} us")
     by = e["resolved_by"]
@@ -55,8 +59,10 @@ def _oom_lines(e: Ev) -> list[str]:
         tail = f"resolved by handler {e['policy']}"
     elif by == "kernel":
         tail = "resolved by the kernel's own OOM killer"
-    else:
+    elif e.get("handlers"):
         tail = "no handler made progress: the default killer ran"
+    else:  # none attached on the OOM's path (`simulate --bare`)
+        tail = "no handler was asked: the default killer ran"
     if victims:
         tail += f"; killed {_victims(victims)}"
     lines.append(f"          {tail}")
@@ -93,7 +99,8 @@ def event_lines(e: Ev) -> list[str]:
     if kind == "error":
         return [f"error     {e['where']}: {e['error']}"]
     if kind == "summary":
-        return [f"end       {e['ooms']} OOMs, {e['kills']} kills, machine in full memory "
+        return [f"end       {counted(e['ooms'], 'OOM')}, {counted(e['kills'], 'kill')}, "
+                f"machine in full memory "
                 f"pressure for {e['full_pressure_s']:.2f} s"]
     return [f"{kind}  {dict(e)}"]
 
@@ -113,11 +120,15 @@ def record_lines(record: Ev) -> list[str]:
     if record.get("event") == "daemon":
         lines = [f"daemon    {record.get('action', '?')}: {record.get('detail', '')}"]
     elif dry:
-        # The victims of a dry run are the would-be victims: shown as "would kill" below.
+        # The victims of a dry run are the would-be victims: shown as "would kill" below,
+        # with the note that explains them; a note without them (waiting for a would-be
+        # victim to exit) is the only account of why nothing would happen.
+        would = record.get("would", [])
         lines = [line.replace("the default killer ran", "the default killer would run")
-                 for line in event_lines({**record, "victims": [], "note": ""})]
+                 for line in event_lines({**record, "victims": [],
+                                          "note": "" if would else record.get("note", "")})]
         lines[0] += "  [DRY RUN: nothing was killed]"
-        lines.extend(f"          would {w}" for w in record.get("would", []))
+        lines.extend(f"          would {w}" for w in would)
     else:
         lines = event_lines(record)
     return [_CONTROL.sub(_escape, line) for line in lines]
@@ -154,18 +165,24 @@ class Printer:
     the readable form of :func:`write_record`.
 
     A runtime sink (called with the event) and a daemon output (called with the event and
-    the record the daemon made of it, which adds ``wall`` and the dry-run fields)."""
+    the record the daemon made of it, which adds ``wall`` and the dry-run fields).
+    ``wall_stamps=False`` stamps the readable lines with the kernel's time even so: a
+    simulation's OOMs all happen within the same wall-clock second, at their own
+    scenario times (the JSON lines keep both)."""
 
-    def __init__(self, out: TextIO, as_json: bool) -> None:
+    def __init__(self, out: TextIO, as_json: bool, wall_stamps: bool = True) -> None:
         self.out = out
         self.as_json = as_json
+        self.wall_stamps = wall_stamps
 
     def __call__(self, event: Event, record: Ev | None = None) -> None:
         rec = record if record is not None else event.to_dict()
         if self.as_json:
             self.out.write(json.dumps(rec, separators=(", ", ": "), default=str) + "\n")
-        else:
+        elif self.wall_stamps or "wall" not in rec:
             write_record(self.out, rec)
+        else:
+            write_record(self.out, {k: v for k, v in rec.items() if k != "wall"})
         self.out.flush()
 
 

@@ -45,6 +45,7 @@ from oomkit.kernel.base import (
     Victim,
 )
 from oomkit.ops import OomContext, OomControl, OomOps, Psi, PsiOps, ops_name
+from oomkit.units import counted
 
 T = TypeVar("T")
 
@@ -67,6 +68,12 @@ class _Outcome:
     error: str | None = None
     timed_out: bool = False
     duration_us: int = 0
+
+    def __post_init__(self) -> None:
+        # An exception without text (``raise KeyboardInterrupt``) reads as its name alone,
+        # not "KeyboardInterrupt: " (as errors.exception_text writes it).
+        if self.error is not None and self.error.endswith(": "):
+            self.error = self.error[:-2]
 
 
 class _Worker:
@@ -447,7 +454,7 @@ class Runtime:
             )
         )
         if link.failures >= self.max_failures:
-            why = f"{link.failures} failures in a row"
+            why = f"{counted(link.failures, 'failure')} in a row"
             if isinstance(link, OomLink):
                 self._detach_oom(link, why)
             else:
@@ -471,7 +478,11 @@ class Runtime:
         oc._expire()
         returned = bool(out.value) if out.ok else None
         freed = oc.memory_freed if out.ok else False
-        call = HandlerCall(link.name, link.cgroup_id, returned, freed, out.duration_us, out.error)
+        # Not a failure: a handler that killed and returned 1 made progress, and taking that
+        # as none would have the default killer kill a second time. Reported as it is.
+        odd = None if not out.ok or isinstance(out.value, bool) else f"{out.value!r:.60}"
+        call = HandlerCall(link.name, link.cgroup_id, returned, freed, out.duration_us, out.error,
+                           odd)
         return call, oc
 
     # -- KernelHooks -----------------------------------------------------------------------

@@ -39,6 +39,11 @@ SIZE_HELP = "a size like 64M, 64Mi or 1G (powers of 1024)"
 DURATION_HELP = "a duration like 500ms, 2s, 1min or 1h"
 
 
+def counted(n: int, noun: str, plural: str = "") -> str:
+    """``"1 process"``, ``"2 processes"``: ``plural`` when it is not ``noun + "s"``."""
+    return f"{n} {noun if n == 1 else plural or noun + 's'}"
+
+
 def parse_size(value: object) -> int:
     """'80M' -> 83886080 ('80Mi', '80MiB' too). Integers are bytes. Fractions are allowed
     with a suffix ('1.5G'). 'MB' and friends are refused (see the module's docstring)."""

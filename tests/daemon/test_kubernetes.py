@@ -11,19 +11,33 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
 
 from oomkit.cli import main
 from oomkit.daemon import service
+from oomkit.daemon.config import Config, load_config, parse_config
 from oomkit.daemon.eventlog import read_events
 from oomkit.meta import package_version
 
+from ..sim.conftest import run_with_config
+from ..sim.test_cases import CASES, EXPECT
 from .conftest import Setup
 
 REPO = Path(__file__).resolve().parents[2]
 MANIFEST = REPO / "packaging" / "kubernetes" / "oomkit-daemonset.yaml"
+RECOMMENDED = REPO / "packaging" / "oomkit.toml"
+#: The only place a ConfigMap handler may sit apart from the recommended config's: the
+#: pods' cgroup under either kubelet cgroup driver (documented in the ConfigMap).
+KUBEPODS = ("/kubepods.slice", "/kubepods")
+#: The node's paths: where the pod finds the node's files, not how it decides.
+NODE_PATHS = ("event_log", "status_file", "state_file", "cgroup_root")
+#: The Kubernetes cases (tests/sim/cases): a node OOM with a sidecar at adj 999, a fork
+#: bomb in a sidecar, a cache-heavy pod at its limit, QoS classes on a node OOM.
+KUBERNETES_CASES = ("k07_fork_bomb_sidecar", "k15_cache_heavy_in_pod",
+                    "k22_node_oom_qos_classes", "k23_sidecar_with_high_adj")
 
 
 def cli(*argv: str) -> tuple[int, str]:
@@ -35,6 +49,57 @@ def configmap_config() -> str:
     m = re.search(r"  oomkit.toml: \|\n((?:    .*\n|\n)+)", MANIFEST.read_text())
     assert m is not None
     return "\n".join(line[4:] for line in m.group(1).splitlines()) + "\n"
+
+
+def handlers(config: Config) -> tuple[list[tuple[object, ...]], list[tuple[object, ...]]]:
+    """The [[oom]] and [[psi]] tables as they decide: policy, cgroup (with its
+    alternatives), args, budget."""
+    return ([(e.policy, (e.cgroup, *e.alternatives), dict(e.args), e.budget_s)
+             for e in config.oom],
+            [(e.policy, dict(e.args), e.budget_s) for e in config.psi])
+
+
+def test_the_configmap_parses_with_the_config_loader(tmp_path: Path) -> None:
+    path = tmp_path / "oomkit.toml"
+    path.write_text(configmap_config())
+    config = load_config(str(path))
+    assert config.daemon.cgroup_root == "/host/sys/fs/cgroup"
+    assert config.oom and config.psi
+
+
+def test_the_configmap_decides_as_the_recommended_config() -> None:
+    """The same handlers, arguments, budgets and decision settings as
+    packaging/oomkit.toml: a handler may sit on the pods' cgroup instead, nothing else
+    may differ (the two drifted apart once: the ConfigMap ran largest_leaf and
+    psi_declare, which fail k07 and k23)."""
+    ours = parse_config(configmap_config(), str(MANIFEST))
+    recommended = load_config(str(RECOMMENDED))
+    (ours_oom, ours_psi), (rec_oom, rec_psi) = handlers(ours), handlers(recommended)
+    assert ours_psi == rec_psi
+    assert len(ours_oom) == len(rec_oom), (ours_oom, rec_oom)
+    for mine, theirs in zip(ours_oom, rec_oom, strict=True):
+        if mine[1] == KUBEPODS:
+            mine = (mine[0], theirs[1], *mine[2:])
+        assert mine == theirs
+    for f in fields(ours.daemon):
+        if f.name not in NODE_PATHS:
+            assert getattr(ours.daemon, f.name) == getattr(recommended.daemon, f.name), f.name
+    assert (ours.guard, ours.system, ours.recorder) == (
+        recommended.guard, recommended.system, recommended.recorder)
+
+
+@pytest.mark.parametrize("case", KUBERNETES_CASES)
+def test_the_configmap_over_the_kubernetes_cases(case: str, tmp_path: Path) -> None:
+    """``oomkit run --sim CASE --config CONFIGMAP`` ends as the case's description says
+    (the node's paths moved to tmp_path)."""
+    config = tmp_path / "configmap.toml"
+    config.write_text(re.sub(r'(?m)^cgroup_root\s*=.*$', 'cgroup_root = ""',
+                             configmap_config()))
+    die, live, _ = EXPECT[case]
+    o = run_with_config(CASES / f"{case}.toml", config, tmp_path)
+    killed = set(o.killed)
+    assert not killed & live, f"killed {o.killed}"
+    assert killed & die, f"killed {o.killed}"
 
 
 def test_kubernetes_validate_strict() -> None:
@@ -78,7 +143,7 @@ def test_both_cgroup_drivers(tmp_path: Path, driver: str, made: str) -> None:
     path.write_text(config)
     code, text = cli("check-config", str(path))
     assert code == 0, text
-    assert f"oom  largest_leaf (LargestLeaf) /{made} (the first that exists of" in text
+    assert "oom  kill_cause (KillCause) system-wide" in text
 
 
 def test_watch_config_reloads_when_the_mounted_file_is_swapped(

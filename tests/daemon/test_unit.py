@@ -162,3 +162,19 @@ def test_an_oomkit_path_with_blanks_and_percent(tmp_path: Path) -> None:
                             "SYSTEMD_LOG_LEVEL": "notice"})
     assert r.returncode == 0 and not r.stdout.strip() and not r.stderr.strip(), \
         r.stdout + r.stderr
+
+
+def test_install_unit_says_which_config_the_unit_runs(tmp_path: Path) -> None:
+    """--config-file elsewhere (a staging tree) writes the starter config there, but the unit
+    runs /etc/oomkit/oomkit.toml: the output says so instead of leaving a unit whose
+    ExecStartPre fails for want of that file."""
+    out = io.StringIO()
+    config = tmp_path / "etc" / "oomkit.toml"
+    assert main(["install-unit", "--unit-dir", str(tmp_path / "unit"), "--man-dir", "",
+                 "--oomkit", OOMKIT, "--config-file", str(config)], out=out) == 0
+    text = out.getvalue()
+    assert f"note: the unit runs --config /etc/oomkit/oomkit.toml, not {config}" in text
+    out = io.StringIO()
+    assert main(["install-unit", "--unit-dir", str(tmp_path / "unit"), "--man-dir", "",
+                 "--oomkit", OOMKIT, "--config-file", ""], out=out) == 0
+    assert "note:" not in out.getvalue()

@@ -78,7 +78,7 @@ def _cli(*argv: str, cwd: Path) -> subprocess.CompletedProcess[str]:
         ("none", ["simulate", DEFAULT, "--oom-policy", "oomkit.policies.largest_leaf:Nope"],
          "has no 'Nope'"),
         ("none", ["simulate", DEFAULT, "--psi-policy", "largest_leaf"],
-         "is not an PsiOps subclass"),
+         "LargestLeaf is not a PsiOps subclass (it is an OomOps)"),
         ("none", ["simulate", DEFAULT, "--oom-policy", "largest_leaf@/nowhere"],
          "no such cgroup"),
     ],

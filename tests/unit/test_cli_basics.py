@@ -236,11 +236,12 @@ def _as_nobody(*argv: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_events_that_cannot_be_read(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """A directory, or a log the user may not read: one line and exit 1, no traceback, and
-    never "no event log" or "not running" for a file that is there."""
+    """A directory, or a log the user may not read: one line and exit 4 (as `status` for
+    a status file it cannot read), no traceback, and never "no event log" or "not running"
+    for a file that is there."""
     import tempfile
 
-    assert run("events", "--file", str(tmp_path))[0] == 1
+    assert run("events", "--file", str(tmp_path))[0] == 4
     assert "cannot read the event log: Is a directory" in capsys.readouterr().err
     with tempfile.TemporaryDirectory(dir="/tmp") as d:  # pytest's tmp_path is root's, 0700
         os.chmod(d, 0o755)
@@ -251,7 +252,7 @@ def test_events_that_cannot_be_read(tmp_path: Path, capsys: pytest.CaptureFixtur
         st.write_text(json.dumps({"pid": (1 << 22) + 1, "running": False,
                                   "event_log": str(log)}))
         r = _as_nobody("events", "--file", str(log))
-        assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+        assert r.returncode == 4 and "Traceback" not in r.stderr, r.stderr
         assert "cannot read the event log: Permission denied" in r.stderr
         r = _as_nobody("status", "--status-file", str(st))
         assert r.returncode == 3 and "Traceback" not in r.stderr, r.stderr
@@ -334,3 +335,94 @@ def test_a_simulation_never_writes_the_machine_daemon_files(tmp_path: Path) -> N
     kept = _away_from_the_machine(chosen, scratch).daemon
     assert kept.event_log == mine and kept.status_file == moved.status_file
     os.rmdir(scratch[0])
+
+
+def test_a_status_file_of_the_wrong_shape(tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """A status file that is JSON but not oomkit's (hand-edited, another program's, `{}`):
+    one line and exit 4 for `status`, no traceback, never "None backend"; `reload` does
+    not crash on it and signals nobody."""
+    st = tmp_path / "s.json"
+    for data in ({}, {"running": True}, {"pid": True, "running": True},
+                 {"pid": (1 << 22) + 1, "running": True, "handlers": "zz"},
+                 {"pid": (1 << 22) + 1, "running": True, "handlers": ["zz"]},
+                 {"pid": (1 << 22) + 1, "running": True, "counts": []},
+                 {"pid": (1 << 22) + 1, "running": True, "reloads": 3}):
+        st.write_text(json.dumps(data))
+        code, text = run("status", "--status-file", str(st))
+        err = capsys.readouterr().err
+        assert code == 4 and "None" not in text, (data, text, err)
+        assert err.startswith(f"oomkit: {st}: cannot read the status file"), (data, err)
+        assert run("reload", "--status-file", str(st))[0] == 4, data
+        assert "cannot read the status file" in capsys.readouterr().err
+    st.write_text(json.dumps({"pid": "x", "running": True}))
+    assert run("reload", "--status-file", str(st))[0] == 4
+
+
+def test_reload_says_why_it_cannot_read_the_status_file(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Not "no running daemon" for a status file that is there but cannot be read."""
+    assert run("reload", "--status-file", str(tmp_path))[0] == 4
+    assert "cannot read the status file: Is a directory" in capsys.readouterr().err
+    assert run("reload", "--status-file", str(tmp_path / "none.json"))[0] == 3
+    assert "no running daemon to reload" in capsys.readouterr().err
+
+
+def test_a_simulation_leaves_the_machines_metrics_port_alone(tmp_path: Path) -> None:
+    """`run --sim` with a config at the default listen address (the recommended one) does
+    not take 127.0.0.1:9727 from the live daemon; an address the user chose is kept."""
+    state = tmp_path / "state"
+    code, text = run("run", "--sim", DEFAULT, "--state-dir", str(state), "--quiet")
+    assert code == 0, text
+    assert not json.loads((state / "status.json").read_text())["metrics"]
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[metrics]\nlisten = "127.0.0.1:0"\n')
+    code, text = run("run", "--sim", DEFAULT, "--config", str(cfg), "--state-dir",
+                     str(state), "--quiet")
+    assert code == 0, text
+    listen = json.loads((state / "status.json").read_text())["metrics"]
+    assert listen.startswith("127.0.0.1:") and listen != "127.0.0.1:9727"  # the port it got
+
+
+def test_an_oom_no_handler_was_asked_about_says_so() -> None:
+    """--bare: no handler is attached, so none "made progress" or failed to: the story
+    says none was asked; with a handler that declines it still says none made progress."""
+    code, text = run("simulate", DEFAULT, "--bare")
+    assert code == 0 and "no handler was asked: the default killer ran; killed db" in text
+    assert "no handler made progress" not in text
+    code, text = run("simulate", DEFAULT, "--oom-policy", "tmpfs_cleanup@/srv")  # declines
+    assert code == 0 and "no handler made progress: the default killer ran" in text
+
+
+def test_run_sim_picks_the_cgroup_alternative_the_scenario_has(tmp_path: Path) -> None:
+    """`cgroup = ["/kubepods.slice", "/kubepods"]` (the DaemonSet's ConfigMap) over a
+    scenario with /kubepods: the handler attaches there, as the daemon would on a node with
+    the cgroupfs driver; the choice is made in the simulated tree, not in this host's."""
+    scen = tmp_path / "s.toml"
+    scen.write_text('[machine]\nmemory = "1G"\nduration = "2s"\n[[cgroup]]\n'
+                    'path = "/kubepods"\n"memory.max" = "100M"\n[[process]]\nname = "p"\n'
+                    'cgroup = "/kubepods/pod1/ctr"\nprogram = [ { op = "alloc", kind = "anon",'
+                    ' size = "200M" }, { op = "sleep" } ]\n')
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[metrics]\nlisten = ""\n[[oom]]\npolicy = "largest_leaf"\n'
+                   'cgroup = ["/kubepods.slice", "/kubepods"]\n')
+    code, text = run("run", "--sim", str(scen), "--config", str(cfg), "--state-dir",
+                     str(tmp_path / "st"), "--json")
+    assert code == 0, text
+    records = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+    attach = [r for r in records if r["event"] == "attach" and r["ops"] == "oom"]
+    assert [r["cgroup"] for r in attach] == ["/kubepods"], attach
+    ooms = [r for r in records if r["event"] == "oom"]
+    assert ooms and ooms[0]["policy"] == "largest_leaf", ooms
+
+
+def test_a_dry_run_says_why_no_handler_was_asked() -> None:
+    """After a would-be kill, the runtime waits for that victim instead of asking the
+    handlers again; the dry run's story keeps that note (it dropped every note, leaving
+    "the default killer would run" with nothing it would kill)."""
+    code, text = run("run", "--sim", str(REPO / "examples" / "psi_victim.toml"), "--dry-run")
+    assert code == 0, text
+    assert "would kill pid 100 (web)" in text
+    assert "(victim 100 (web) is still exiting: waiting, no new kill for a declared OOM)" \
+        in text
+    assert "(oom_badness chose" not in text  # the would-kill lines say it

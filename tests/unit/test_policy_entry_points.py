@@ -51,5 +51,5 @@ def test_oomkit_policies_lists_kinds_arguments_and_installed_ones(
     monkeypatch.delitem(sys.modules, "acme_oom", raising=False)
     assert "kill_cause        oom " in text and "pressure_guard    psi " in text
     assert "min_victim (size) = 4M" in text and "threshold (duration) = 500ms" in text
-    assert "paths (list[str] | none) = None" in text
+    assert 'paths (list[str]) = ["/dev/shm"]' in text  # as a config writes it
     assert "acme_spare        oom " in text and "[package acme-oom: acme_oom:Spare]" in text

@@ -82,7 +82,8 @@ class Outputs:
         if self.journal is not None:  # under systemd: entries with fields, not lines
             self.dispatch.add("journal", self.journal)
         elif self._out is not None:
-            self.dispatch.add("terminal", Printer(self._out, self._as_json))
+            self.dispatch.add("terminal", Printer(self._out, self._as_json,
+                                                  wall_stamps=self._backend_name != "sim"))
         return failed
 
     def _open_eventlog(self, cfg: Config) -> EventLog:

@@ -13,7 +13,7 @@ from typing import Any, TextIO
 
 from oomkit.errors import ConfigError, OomkitError
 from oomkit.lab.recorder import FlightRecorder, RecorderSettings, incident_name, write_incident
-from oomkit.units import parse_duration_ns, parse_size
+from oomkit.units import counted, parse_duration_ns, parse_size
 
 
 def add_parser(sub: Any) -> None:
@@ -93,6 +93,6 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
         if close is not None:
             close()
     dropped = f" ({rec.dropped} oldest dropped to stay within {args.size})" if rec.dropped else ""
-    out.write(f"recorded {rec.samples_taken} samples over {duration:g} s{dropped}: "
+    out.write(f"recorded {counted(rec.samples_taken, 'sample')} over {duration:g} s{dropped}: "
               f"{os.path.abspath(path)}\n")
     return 0

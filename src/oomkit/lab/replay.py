@@ -43,6 +43,7 @@ from oomkit.lab.contender import LAB_BUDGET_S, Contender, from_config, from_poli
 from oomkit.lab.recorder import INCIDENT_VERSION
 from oomkit.lab.timeline import Timeline, run_timeline
 from oomkit.report import Printer
+from oomkit.units import counted
 
 TAIL_S: Final = 30.0
 UNLIMITED: Final = 1 << 60  # v1 reports PAGE_COUNTER_MAX pages as a huge byte count
@@ -231,7 +232,7 @@ def _scenario_toml(inc: Incident) -> str:
     out = [f"name = {_q('replay of ' + os.path.basename(inc.path))}",
            'description = """',
            f"Recorded by oomkit ({inc.header.get('reason', '?')}) over "
-           f"{end - t0:.1f} s; {len(samples)} samples.",
+           f"{end - t0:.1f} s; {counted(len(samples), 'sample')}.",
            ]
     if oom is not None:
         victims = ", ".join(f"{v.get('comm')} ({v.get('cgroup')})" for v in oom.get("victims",
@@ -440,8 +441,9 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
     printer = Printer(out, args.json)
 
     if not args.json:
-        out.write(f"oomkit replay: {inc.path}: {len(inc.samples)} samples, "
-                  f"{len(scenario.processes)} processes, {len(scenario.cgroups)} cgroups; "
+        out.write(f"oomkit replay: {inc.path}: {counted(len(inc.samples), 'sample')}, "
+                  f"{counted(len(scenario.processes), 'process', 'processes')}, "
+                  f"{counted(len(scenario.cgroups), 'cgroup')}; "
                   f"under {contender.label}\n\n")
     tl: Timeline = run_timeline(scenario, contender, sink=printer, budget_s=LAB_BUDGET_S,
                                 interval_ns=REPLAY_INTERVAL_NS)

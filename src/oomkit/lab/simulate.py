@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import errno
+import os
 from collections.abc import Callable
 from typing import TextIO
 
@@ -31,8 +33,21 @@ def wanted(args: argparse.Namespace) -> bool:
     return bool(args.samples or args.plot or args.policy)
 
 
-def run(args: argparse.Namespace, scenario: Scenario, printer: Callable[[Event], None],
-        out: TextIO) -> int:
+def _writable(option: str, path: str) -> None:
+    """ConfigError unless ``path`` can be written (it is written after the run)."""
+    if os.path.isdir(path):
+        raise ConfigError(f"{option} {path}: cannot write: {os.strerror(errno.EISDIR)}")
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise ConfigError(f"{option} {path}: no such directory")
+    if not os.access(path if os.path.exists(path) else parent, os.W_OK):
+        raise ConfigError(f"{option} {path}: cannot write: {os.strerror(errno.EACCES)}")
+
+
+def check(args: argparse.Namespace) -> tuple[int, list[Contender | None]]:
+    """(sample interval in ns, contenders) after every check that can fail before the run:
+    the interval, the plot's name and matplotlib, where the files go, the policies.
+    Raises ConfigError."""
     try:
         interval = parse_duration_ns(args.sample_interval)
     except ValueError as exc:
@@ -44,17 +59,34 @@ def run(args: argparse.Namespace, scenario: Scenario, printer: Callable[[Event],
 
         check_suffix(args.plot)
         require()  # fail before the run, not after it
+        _writable("--plot", args.plot)
+    if args.samples:
+        _writable("--samples", args.samples)
     contenders: list[Contender | None] = []
     if args.policy:
         if args.oom_policy or args.psi_policy:
             raise ConfigError("--policy runs alternatives: give the policies there, "
                               "not with --oom-policy/--psi-policy")
-        contenders = [from_policy_text(t) for t in args.policy]
+        from oomkit.policy_loader import load_oom, load_psi, split_at
+
+        parsed = [from_policy_text(t) for t in args.policy]
+        for c in parsed:  # each imported once now, for its error
+            for text in c.oom:
+                load_oom(split_at(text).spec)
+            for spec in c.psi:
+                load_psi(spec)
+        contenders = list(parsed)
     elif args.oom_policy or args.psi_policy:
         label = ",".join([*args.oom_policy, *(f"psi:{s}" for s in args.psi_policy)])
         contenders = [Contender(label, tuple(args.oom_policy), tuple(args.psi_policy))]
     else:
         contenders = [None]
+    return interval, contenders
+
+
+def run(args: argparse.Namespace, scenario: Scenario, printer: Callable[[Event], None],
+        out: TextIO) -> int:
+    interval, contenders = check(args)
     timelines: list[Timeline] = []
     for c in contenders:
         if len(contenders) > 1 and not args.json:

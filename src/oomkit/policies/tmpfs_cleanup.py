@@ -1,9 +1,12 @@
 """tmpfs_cleanup: free memory by deleting expendable tmpfs files before killing anyone.
 
 Files on tmpfs (/dev/shm, /tmp on many systems) are memory that no process owns: the OOM
-killer cannot free them. Given directories of expendable files (caches, scratch space),
+killer cannot free them. Given directories of expendable files (caches, scratch space;
+``paths``, by default ``["/dev/shm"]`` as the recommended config; ``[]`` scans none),
 this policy deletes the largest ones until at least ``target`` bytes were freed, and
-declines if it freed nothing so the next handler can act.
+declines if it freed nothing so the next handler can act. /dev/shm is the default because
+a file there is POSIX shared memory (shm_open) that outlives its program: one nobody
+holds open any more is memory only a delete gives back.
 
 Only regular tmpfs files directly in the configured directories are candidates, as the
 kernel lists them (``Kernel.tmpfs_files``: never through a link another user may have
@@ -15,16 +18,21 @@ would come back only at the last close); such files are skipped.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 
 from oomkit.errors import OomkitError
 from oomkit.kernel.base import PolicyKernel
 from oomkit.ops import OomContext, OomControl, OomOps
 
+#: Scanned when no ``paths`` are given: what the recommended config lists, and where a
+#: simulated scenario's tmpfs files are (examples/tmpfs.toml). Without it, the policy
+#: given on the command line (``--oom-policy tmpfs_cleanup``, which takes no arguments)
+#: could never free anything.
+DEFAULT_PATHS: tuple[str, ...] = ("/dev/shm",)
+
 
 def _paths(paths: object) -> list[str]:
     # A string would be iterated character by character: "/dev/shm" would scan "/".
-    if paths is None:
-        return []
     if not isinstance(paths, list | tuple) or not all(
         isinstance(p, str) and p.startswith("/") and p.isprintable() for p in paths
     ):
@@ -35,7 +43,7 @@ def _paths(paths: object) -> list[str]:
 class TmpfsCleanup(OomOps):
     name = "tmpfs_cleanup"
 
-    def __init__(self, paths: list[str] | None = None, target: int = 64 << 20) -> None:
+    def __init__(self, paths: Sequence[str] = DEFAULT_PATHS, target: int = 64 << 20) -> None:
         if isinstance(target, bool) or not isinstance(target, int) or target < 1:
             raise TypeError(f"target is a number of bytes (at least 1), got {target!r:.40}")
         self.paths = _paths(paths)
