@@ -8,18 +8,20 @@ Everything runs in a throwaway memcg below our own (tests/live/conftest.py).
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from oomkit.cli import main
 from oomkit.lab.replay import load_incident
-from tests.daemon.test_daemon_live import running
+from tests.daemon.test_daemon_live import LiveDaemon, config_text
 from tests.live.conftest import LiveCgroups, MiB, wait_for
 from tests.live.conftest import live as live  # the fixture, re-exported
 
@@ -42,6 +44,23 @@ time.sleep(3600)
 
 BODY = '\n[[oom]]\npolicy = "largest_leaf"\ncgroup = "/app"\n'
 RECORDER = '\n[recorder]\ninterval = "1s"\npressure_interval = "100ms"\n'
+
+
+@contextlib.contextmanager
+def running(live: LiveCgroups, d: Path, body: str) -> Iterator[LiveDaemon]:
+    """tests/daemon's ``running``, with time for a daemon starting in a busy TCG guest
+    (more than its 20 s once, after the rest of the guest suite)."""
+    config = d / "oomkit.toml"
+    config.write_text(config_text(d, live.root, body))
+    proc = subprocess.Popen([sys.executable, "-m", "oomkit.cli", "run", "--config",
+                             str(config), "-q"], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    daemon = LiveDaemon(proc, d, config)
+    try:
+        daemon.wait_ready(90)
+        yield daemon
+    finally:
+        daemon.stop()
 
 
 def grower(live: LiveCgroups, cgroup: Path, step: int, total: int) -> subprocess.Popen[bytes]:

@@ -9,9 +9,9 @@ Two OOMs, one per test:
 - a memcg OOM in a tree of three workloads: /app (150M) holds a (30M) and b (40M), which
   sit, and c, which grows 4M every 0.5 s until /app runs out: the guard band hands the
   OOM to the handlers, kill_cause (system-wide) takes c;
-- a system-wide leak: the leaker of test_guest_system_oom in its own cgroup, no limit
-  anywhere, until the guest runs short: the daemon's MemAvailable watch (or the kernel,
-  if it is first) resolves it.
+- a system-wide leak: the leaker of test_guest_system_oom in its own cgroup (fast to 30 %
+  of MemTotal, then 16 MiB/s), no limit anywhere, until the guest runs short: the
+  daemon's MemAvailable watch (or the kernel, if it is first) resolves it.
 
 The recorder keeps its defaults (a sample every 10 s, every 0.5 s under pressure, a
 probe of usage every second between): both growths take less than the idle interval,
@@ -26,6 +26,7 @@ import io
 import re
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -33,9 +34,10 @@ from typing import Any
 from oomkit.cli import main
 from oomkit.lab.replay import load_incident
 from tests.daemon.test_daemon_live import LiveDaemon
+from tests.live.conftest import Hog
 
 from .conftest import GUEST_ONLY, JOIN, MiB, V2Tree, wait_for
-from .test_guest_system_oom import SLOW, protected, spawn_leaker
+from .test_guest_system_oom import CHUNK, LEAKER, RATE, SLOW, meminfo, protected
 
 pytestmark = GUEST_ONLY
 
@@ -89,6 +91,21 @@ def grower(cgroup: Path, step: int, pause: float) -> subprocess.Popen[bytes]:
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, close_fds=True)
     assert proc.stdout is not None and proc.stdout.readline().strip() == b"joined"
     return proc
+
+
+def leaker(tree: V2Tree, cgroup: Path) -> Hog:
+    """test_guest_system_oom's leaker, at full speed only to 30 % of MemTotal (not 60 %):
+    after the guest suite's other tests less is free, and at full speed the leak ran out
+    of memory between the first sample and the next probe; at 16 MiB/s after that it
+    lasts long enough to be recorded as it grows."""
+    proc = subprocess.Popen(
+        [sys.executable, "-I", "-c", LEAKER, str(cgroup), str(CHUNK), str(RATE),
+         str(int(meminfo("MemTotal") * 0.3))],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, close_fds=True)
+    hog = Hog(proc, cgroup, "leak", 0)
+    tree.hogs.append(hog)  # killed by the fixture whatever happens
+    assert proc.stdout is not None and proc.stdout.readline().strip() == b"joined"
+    return hog
 
 
 def replay(*argv: str) -> str:
@@ -159,7 +176,8 @@ def test_a_system_wide_leak_is_recorded_and_replays(tree: V2Tree, tmp_path: Path
     leak = tree.mkdir("leak")
     (tree.root / "memory.max").write_text("max")  # a real system-wide shortage
     with protected(), daemon(d) as live:
-        hog = spawn_leaker(tree, leak)
+        hog = leaker(tree, leak)
+        time.sleep(2)  # the recorder's first sample (1 s after the start) comes first
         hog.go()
         assert hog.wait_dead(SLOW * 2), "the leaker should be killed"
         oom = live.wait_record(lambda r: r["event"] == "oom" and bool(r["victims"]),
