@@ -352,3 +352,30 @@ def test_between_idle_samples_a_probe_sees_a_cgroup_fill_fast() -> None:
     assert not rec.probe()
     kernel.run(until_ns=2_000_000_000)
     assert rec.probe()
+
+
+def test_a_victim_still_listed_after_the_oom_ends_at_the_oom(tmp_path: Path) -> None:
+    """The sample taken after a kernel OOM in an unwatched memcg may still list the victim,
+    exiting with rss 0: its growth ends at the OOM's line, not in a free."""
+    head = {"event": "incident", "version": 1, "machine": {"memory": 2 << 30, "swap": 0}}
+
+    def sample(t: float, rss: int, after: bool = False) -> dict[str, object]:
+        s: dict[str, object] = {
+            "event": "sample", "time": t, "cgroups": {"/": {"usage": 300 << 20},
+                                                       "/app": {"usage": rss, "max": 100 << 20}},
+            "procs": [{"pid": 12, "comm": "c", "cgroup": "/app", "rss": rss, "adj": 0}]}
+        if after:
+            s["after_oom"] = True
+        return s
+
+    oom = {"event": "oom", "time": 4.5, "memcg": "/app", "constraint": "MEMCG",
+           "resolved_by": "kernel", "policy": "kernel",
+           "victims": [{"pid": 12, "comm": "c", "cgroup": "/app", "rss": 99 << 20}]}
+    inc = tmp_path / "incident-a.jsonl"
+    inc.write_text("\n".join(json.dumps(r) for r in (
+        head, sample(1, 20 << 20), sample(2, 40 << 20), sample(3, 60 << 20),
+        sample(4, 80 << 20), sample(5, 0, after=True), oom)) + "\n")
+    written = tmp_path / "a.toml"
+    code, out = run("replay", str(inc), "--kernel", "--write-scenario", str(written))
+    assert code == 0 and "same decision as live: yes" in out, out
+    assert '"free"' not in written.read_text()

@@ -260,9 +260,12 @@ def _scenario_toml(inc: Incident) -> str:
     names = _names(inc)
     series: dict[int, list[tuple[float, int]]] = {}
     info: dict[int, dict[str, Any]] = {}
+    killed = {int(v.get("pid", -1)) for v in (oom or {}).get("victims", ())}
     for s in samples:
         for p in s["procs"]:
             pid = int(p["pid"])
+            if s.get("after_oom") and pid in killed:
+                continue  # still listed while it exits (rss 0): the OOM's line is its end
             series.setdefault(pid, []).append(
                 (float(s["time"]) - t0, int(p.get("rss") or 0) + int(p.get("swap") or 0)))
             info[pid] = p
