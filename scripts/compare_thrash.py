@@ -177,6 +177,16 @@ def own_v2_group() -> Path | None:
     return None
 
 
+def lru_of_this_kernel() -> str:
+    """'mglru' when the multi-gen LRU is on here (/sys/kernel/mm/lru_gen/enabled has
+    its LRU_GEN_CORE bit), else 'classic'."""
+    try:
+        return "mglru" if int(Path("/sys/kernel/mm/lru_gen/enabled").read_text(), 16) & 1 \
+            else "classic"
+    except (OSError, ValueError):
+        return "classic"
+
+
 def fstype_of(path: Path) -> str:
     best, kind = "", "?"
     p = str(path.resolve())
@@ -263,9 +273,42 @@ def _rmdir(d: Path) -> None:
     raise SystemExit(f"could not remove {d}: still busy")
 
 
+def v2_memcg_base() -> Path | None:
+    """Our v2 group when the memory controller is on cgroup v2 (the QEMU guest, a v2
+    host), else None (v1 or hybrid: the memcg is a v1 one)."""
+    if _own_cgroup("memory") is not None:
+        return None
+    base = own_v2_group()
+    if base is None or "memory" not in (base / "cgroup.controllers").read_text().split():
+        return None
+    return base
+
+
 @contextlib.contextmanager
-def reader_groups(limit: int, v2: bool) -> Iterator[tuple[Path, Path | None]]:
-    """A fresh v1 memcg below ours with the limit set, and (optionally) a v2 group."""
+def reader_groups(limit: int, v2: bool, high: int | None = None
+                  ) -> Iterator[tuple[Path, Path | None]]:
+    """A fresh memcg below ours with the limit set, and (optionally) a v2 group for its
+    pressure files. On cgroup v2 both are one group with memory.max (and memory.high
+    when given; memory.swap.max 0, as v1's memsw limit equal to the limit)."""
+    base = v2_memcg_base()
+    if base is not None:
+        ctl = base / "cgroup.subtree_control"
+        if "memory" not in ctl.read_text().split():
+            ctl.write_text("+memory")
+        group = base / f"oomkit-thrash-{os.getpid()}"
+        group.mkdir()
+        try:
+            (group / "memory.max").write_text(str(limit))
+            if high is not None:
+                (group / "memory.high").write_text(str(high))
+            with contextlib.suppress(FileNotFoundError):
+                (group / "memory.swap.max").write_text("0")
+            yield group, group
+        finally:
+            _rmdir(group)
+        return
+    if high is not None:
+        raise SystemExit("memory.high needs the memory controller on cgroup v2")
     memcg = own_memcg() / f"oomkit-thrash-{os.getpid()}"
     memcg.mkdir()
     v2dir: Path | None = None
@@ -283,6 +326,21 @@ def reader_groups(limit: int, v2: bool) -> Iterator[tuple[Path, Path | None]]:
         if v2dir is not None:
             _rmdir(v2dir)
         _rmdir(memcg)
+
+
+def memcg_stat(memcg: Path) -> dict[str, int]:
+    """The memcg's memory.stat in v1's hierarchical names (total_*). A v2 memory.stat is
+    hierarchical already and names things differently: its file is v1's cache, and it
+    has pgscan and pgsteal (which v1's lacks), kept under their own names."""
+    stat = read_kv(memcg / "memory.stat")
+    if "total_cache" in stat or "file" not in stat:
+        return stat
+    out = dict(stat)
+    for k, v in stat.items():
+        out[f"total_{k}"] = v
+    out["total_cache"] = stat["file"]
+    out["total_rss"] = stat.get("anon", 0)
+    return out
 
 
 @dataclass
@@ -303,25 +361,33 @@ class Measured:
     cache_end: int = 0
     returncode: int | None = None  # the workload's exit status (-9: killed)
     ended_at: float | None = None  # s after start, when it ended on its own (or killed)
+    extra: list[str] = field(default_factory=list)  # printed after "<pages> <ns>"
+    # (s after start, the group's stall totals in us, /proc/vmstat's SAMPLE_KEYS), every
+    # sample_s when asked for (run_reader's sample_s).
+    samples: list[tuple[float, dict[str, int], dict[str, int]]] = field(default_factory=list)
 
 
 VMSTAT_KEYS = ("workingset_refault_file", "workingset_activate_file",
-               "workingset_restore_file", "pgsteal_file", "pgscan_file")
+               "workingset_restore_file", "pgsteal_file", "pgscan_file", "pgsteal_anon",
+               "pgscan_anon")
+SAMPLE_KEYS = ("workingset_refault_file", "workingset_activate_file",
+               "workingset_restore_file", "pgdeactivate", "pgsteal_file", "pgscan_file")
 
 
 def run_reader(path: Path, pattern: str, limit: int, *, seconds: float, max_pages: int = 0,
                size: int | None = None, triggers: bool = False, v2: bool = True,
-               seed: int = 1, program: str = READER, argv: list[str] | None = None
-               ) -> Measured:
+               seed: int = 1, program: str = READER, argv: list[str] | None = None,
+               sample_s: float = 0.0, high: int | None = None) -> Measured:
     """Run the reader in a fresh memcg (cache dropped first) until `seconds` pass or it
     has read max_pages; kill it; return what changed. Another workload: ``program``
     (Python source run with ``argv``), which waits for a line on stdin before it starts
     and prints "<pages> <ns>" when it ends (nothing if it is killed); whatever it forks
-    is killed with it at the end."""
+    is killed with it at the end. ``sample_s`` > 0: also record the reader's v2 group's
+    stall totals and some /proc/vmstat counters every sample_s seconds (Measured.samples)."""
     size = size if size is not None else path.stat().st_size
     m = Measured()
     drop_cache(path)
-    with reader_groups(limit, v2) as (memcg, v2dir):
+    with reader_groups(limit, v2, high) as (memcg, v2dir):
         fds: list[tuple[int, str]] = []
         args = argv if argv is not None else [str(path), pattern, str(size), str(seed),
                                               str(max_pages)]
@@ -329,10 +395,11 @@ def run_reader(path: Path, pattern: str, limit: int, *, seconds: float, max_page
                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         try:
             (memcg / "cgroup.procs").write_text(str(reader.pid))
-            if v2dir is not None:
+            if v2dir is not None and v2dir != memcg:
                 (v2dir / "cgroup.procs").write_text(str(reader.pid))
             lines = Path(f"/proc/{reader.pid}/cgroup").read_text().splitlines()
-            mine = [ln for ln in lines if ":memory:" in ln]
+            mine = [ln for ln in lines if ":memory:" in ln or (
+                v2dir == memcg and ln.startswith("0::"))]
             if not mine or not mine[0].endswith("/" + memcg.name):
                 raise SystemExit(f"the reader did not land in {memcg}: {mine}")
             if triggers:
@@ -346,14 +413,20 @@ def run_reader(path: Path, pattern: str, limit: int, *, seconds: float, max_page
             poller = select.poll()
             for fd, _ in fds:
                 poller.register(fd, select.POLLPRI)
-            stat0, vm0 = read_kv(memcg / "memory.stat"), read_kv(Path("/proc/vmstat"))
+            stat0, vm0 = memcg_stat(memcg), read_kv(Path("/proc/vmstat"))
             sys0, cg0 = pressure_us(None), (pressure_us(v2dir) if v2dir else {})
             assert reader.stdin is not None
             start = clock.now()
             reader.stdin.write("go\n")
             reader.stdin.flush()
             deadline = start + seconds
+            next_sample = start
             while (now := clock.now()) < deadline and reader.poll() is None:
+                if sample_s > 0 and v2dir is not None and now >= next_sample:
+                    vm = read_kv(Path("/proc/vmstat"))
+                    m.samples.append((now - start, pressure_us(v2dir),
+                                      {k: vm.get(k, 0) for k in SAMPLE_KEYS}))
+                    next_sample += sample_s
                 wait_ms = max(1, min(10, int((deadline - now) * 1000)))
                 for fd, ev in poller.poll(wait_ms):
                     which = next(w for f, w in fds if f == fd)
@@ -373,18 +446,19 @@ def run_reader(path: Path, pattern: str, limit: int, *, seconds: float, max_page
             if not finished and max_pages:
                 raise SystemExit(f"the {pattern} reader did not finish in {seconds} s")
             m.seconds = clock.now() - start
-            stat1, vm1 = read_kv(memcg / "memory.stat"), read_kv(Path("/proc/vmstat"))
+            stat1, vm1 = memcg_stat(memcg), read_kv(Path("/proc/vmstat"))
             sys1, cg1 = pressure_us(None), (pressure_us(v2dir) if v2dir else {})
             if not finished:
                 reader.send_signal(signal.SIGTERM)
             out, _ = reader.communicate(timeout=30)
             m.returncode = reader.returncode
-            if len(out.split()) == 2:
-                pages, elapsed = out.split()
+            if len(out.split()) >= 2:
+                pages, elapsed, *m.extra = out.split()
                 m.pages_read = int(pages)
                 if finished:
                     m.seconds = int(elapsed) / NS
-            m.oom_kills = read_kv(memcg / "memory.oom_control").get("oom_kill", 0)
+            m.oom_kills = read_kv(memcg / ("memory.events" if v2dir == memcg else
+                                           "memory.oom_control")).get("oom_kill", 0)
         finally:
             for fd, _ in fds:
                 os.close(fd)
@@ -416,6 +490,13 @@ class Calibration:
     memory: int  # the machine's RAM
     kernel: str = ""
     psi_source: str = ""  # which pressure files the stall figures came from
+    # What a restore (a refault of a page that was in the workingset) holds its memstall
+    # for besides the IO: measured on a working set twice the limit (restore_cost(); None:
+    # unmeasured, the simulator then takes all of miss_cpu)
+    restore_cpu_ns: int | None = None
+    # How the restores of the far reader spread over 2 s windows: their coefficient of
+    # variation between windows (restore_windows(); 0: unmeasured)
+    restore_burst_cv: float = 0.0
 
 
 def _stall_us(m: Measured, key: str) -> int:
@@ -447,7 +528,7 @@ def _cached_speed(small: Path, pattern: str, limit: int) -> int:
         out, _ = proc.communicate(timeout=30)
         pages, elapsed = out.split()
         speed = int(int(pages) * PAGE * NS / int(elapsed))
-        if read_kv(memcg / "memory.stat").get("total_cache", 0) < size * 0.9:
+        if memcg_stat(memcg).get("total_cache", 0) < size * 0.9:
             raise SystemExit("calibration: the small file did not stay cached")
     return speed
 
@@ -492,7 +573,53 @@ def calibrate(big: Path, small: Path, limit: int, v2: bool) -> Calibration:
     memory = int(meminfo[meminfo.index("MemTotal:") + 1]) * 1024
     return Calibration(touch, miss_cpu, refault_ns, bandwidth, ra, reclaim["random"],
                        reclaim["sequential"], memory, os.uname().release,
-                       "the reader's own v2 group" if cold[0].psi_cg else "system-wide")
+                       "the reader's own v2 group" if cold[0].psi_cg else "system-wide",
+                       # Classic LRU only: the multi-gen LRU sets PG_workingset on few
+                       # pages a reader touches once a cycle, so its restores are rare
+                       # and its memory stall is reclaim's (measured in the 7.3 guest).
+                       restore_cost(big.parent, 2 * limit, limit, refault_ns, reclaim["random"])
+                       if v2 and lru_of_this_kernel() == "classic" else None,
+                       restore_windows(big, limit) if v2 else 0.0)
+
+
+def restore_cost(directory: Path, size: int, limit: int, refault_ns: int, reclaim_ns: int
+                 ) -> int:
+    """The memstall a restore holds besides its IO: the random reader of a file twice the
+    limit (not a row of the fidelity suite: 17 % of its refaults are restores), its
+    group's memory stall less reclaim's (reclaim_ns a page its memcg lost), per restore
+    (/proc/vmstat's, which the reader dominates), less a cold read's IO wait."""
+    with data_file(directory, size, "restore") as path:
+        m = run_reader(path, "random", limit, seconds=20.0, v2=True, seed=200)
+    restores = m.vmstat.get("workingset_restore_file", 0)
+    if restores < 100:
+        return 0
+    mem_ns = _stall_us(m, "memory_some") * 1000 - reclaim_ns * m.stat.get("total_pgpgout", 0)
+    return max(0, int(mem_ns / restores) - refault_ns)
+
+
+def restore_windows(big: Path, limit: int, runs: int = 2, seconds: float = 20.0,
+                    window_s: float = 2.0) -> float:
+    """The random reader of ``big`` thrashing in ``limit``, the machine's
+    workingset_restore_file sampled every 100 ms: the coefficient of variation of the
+    restores per window_s window (the first window left out: the cache is filling).
+    /proc/vmstat is system-wide, but the reader's restores dominate it (their count
+    follows its group's memory stall window by window: docs/sim-vs-kernel.md)."""
+    counts: list[float] = []
+    for i in range(runs):
+        m = run_reader(big, "random", limit, seconds=seconds, v2=True, seed=100 + i,
+                       sample_s=0.1)
+        marks = [(t, v["workingset_restore_file"]) for t, _, v in m.samples]
+        t0, v0 = marks[0]
+        first = True
+        for t, v in marks[1:]:
+            if t - t0 >= window_s - 1e-3:
+                if not first:
+                    counts.append(float(v - v0))
+                first = False
+                t0, v0 = t, v
+    if len(counts) < 3 or not statistics.mean(counts):
+        return 0.0
+    return round(statistics.pstdev(counts) / statistics.mean(counts), 2)
 
 
 # -- the simulator --------------------------------------------------------------------------
@@ -541,7 +668,8 @@ def sim_machine(cal: Calibration, pattern: str, rule: str = "workingset") -> Mac
         miss_cpu_ns=cal.miss_cpu_ns[pattern],
         readahead=cal.readahead, read_bandwidth=cal.read_bandwidth,
         reclaim_ns=cal.reclaim_ns, reclaim_large_ns=cal.reclaim_large_ns,
-        cap_sys_resource=False, refault_stall=rule, tick_ns=10_000_000)
+        cap_sys_resource=False, refault_stall=rule, tick_ns=10_000_000,
+        restore_cpu_ns=cal.restore_cpu_ns, restore_burst_cv=cal.restore_burst_cv)
 
 
 def run_sim(machine: MachineSpec, pattern: str, seconds: float, size: int, limit: int,

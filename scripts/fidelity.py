@@ -85,19 +85,24 @@ while n < size:
 print(n // 4096, time.monotonic_ns() - t0, flush=True)
 """
 
-# A writer: write()s SIZE bytes of a file in 1M blocks as fast as it can, no fsync.
+# A writer: write()s SIZE bytes of a file in 1M blocks as fast as it can, no fsync;
+# prints besides when it had written the first FREE bytes (in a memcg larger than that,
+# before reclaim or dirty throttling can slow it: its own speed, measured in the run).
 WRITER = r"""
 import os, sys, time
 path, size = sys.argv[1], int(sys.argv[2])
+free = int(sys.argv[3]) if len(sys.argv) > 3 else size
 sys.stdin.readline()
-t0 = time.monotonic_ns()
 block = os.urandom(1 << 20)
+t0 = time.monotonic_ns()
 fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-n = 0
+n, t_free = 0, 0
 while n < size:
     n += os.write(fd, block)
+    if not t_free and n >= free:
+        t_free = time.monotonic_ns() - t0
 os.close(fd)
-print(n // 4096, time.monotonic_ns() - t0, flush=True)
+print(n // 4096, time.monotonic_ns() - t0, t_free, flush=True)
 """
 
 
@@ -111,6 +116,7 @@ class Side:
     psi: dict[str, float] = field(default_factory=dict)  # % of the run
     refaults_s: float = 0.0
     scans_s: float | None = None  # None: not available
+    steals_s: float | None = None  # pages reclaimed a second (pgsteal)
     seconds: float = 0.0
     note: str = ""
 
@@ -135,10 +141,11 @@ def sim_side(build: Callable[[SimKernel, int], int], machine: MachineSpec, secon
     side = Side(runs=len(starts))
     acc: dict[str, float] = {}
     lengths: list[float] = []
-    for start_s in starts:
+    for i, start_s in enumerate(starts):
         start = int(start_s * NS)
         end = start + int(seconds * NS)
-        k = SimKernel(replace(machine, duration_ns=end))
+        # A seed per phase: with restore_burst_cv, each run draws its own clumps.
+        k = SimKernel(replace(machine, duration_ns=end, seed=machine.seed + i))
         k.run(start)
         cid = build(k, start)
         watch = ct._Watch(cid)
@@ -149,7 +156,7 @@ def sim_side(build: Callable[[SimKernel, int], int], machine: MachineSpec, secon
         assert cg is not None
         p0 = {r: cg.pressure(r) for r in (Resource.MEMORY, Resource.IO)}
         v0 = {i: cg.vm_events(i) for i in ("workingset_refault_file",
-                                            "workingset_refault_anon", "pgscan")}
+                                            "workingset_refault_anon", "pgscan", "pgsteal")}
         if main is None:
             k.run(end)
         else:
@@ -174,11 +181,14 @@ def sim_side(build: Callable[[SimKernel, int], int], machine: MachineSpec, secon
                                                           "workingset_refault_anon"))
         acc["refaults"] = acc.get("refaults", 0.0) + refaults / run_s
         acc["scans"] = acc.get("scans", 0.0) + (cg.vm_events("pgscan") - v0["pgscan"]) / run_s
+        acc["steals"] = acc.get("steals", 0.0) + (
+            cg.vm_events("pgsteal") - v0["pgsteal"]) / run_s
     n = len(starts)
     side.seconds = sum(lengths) / n
-    side.psi = {k: v / n for k, v in acc.items() if k not in ("refaults", "scans")}
+    side.psi = {k: v / n for k, v in acc.items() if k not in ("refaults", "scans", "steals")}
     side.refaults_s = acc["refaults"] / n
     side.scans_s = acc["scans"] / n
+    side.steals_s = acc["steals"] / n
     return side
 
 
@@ -210,10 +220,26 @@ def writer_build(limit: int, size: int, rate: int) -> Callable[[SimKernel, int],
     return build
 
 
+def cap_sys_resource() -> bool:
+    """Whether we hold CAP_SYS_RESOURCE (bit 24 of CapEff): then PSI triggers are
+    polled by psimon at any window, else evaluated by the averaging work every 2 s."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("CapEff:"):
+            return bool(int(line.split()[1], 16) >> 24 & 1)
+    return False
+
+
 # -- the kernel's side --------------------------------------------------------------------
 
 
-def kernel_side(runs: list[ct.Measured], victim_of: Callable[[ct.Measured], str]) -> Side:
+def reader_steal(m: ct.Measured) -> int:
+    """Pages the reader's memcg lost to reclaim: v1's pgpgout counts uncharged folios,
+    which for the random reader (POSIX_FADV_RANDOM: 4K reads, no readahead) are pages."""
+    return m.stat.get("total_pgpgout", 0)
+
+
+def kernel_side(runs: list[ct.Measured], victim_of: Callable[[ct.Measured], str],
+                steal_of: Callable[[ct.Measured], int] = reader_steal) -> Side:
     side = Side(runs=len(runs))
     n = len(runs)
     side.seconds = sum(m.seconds for m in runs) / n
@@ -224,9 +250,20 @@ def kernel_side(runs: list[ct.Measured], victim_of: Callable[[ct.Measured], str]
     side.refaults_s = sum((m.stat.get("total_workingset_refault_file", 0)
                            + m.stat.get("total_workingset_refault_anon", 0)) / m.seconds
                           for m in runs) / n
-    # v1's memory.stat has no pgscan: /proc/vmstat's, system-wide (others' scans too).
-    side.scans_s = sum((m.vmstat.get("pgscan_file", 0) + m.vmstat.get("pgscan_anon", 0))
-                       / m.seconds for m in runs) / n
+    # v1's memory.stat has neither pgscan nor pgsteal. What the workload's memcg lost to
+    # reclaim is known (steal_of); its scans are that plus the machine's pages scanned and
+    # not reclaimed (/proc/vmstat pgscan - pgsteal), all of which are put on the
+    # workload's account: other tenants reclaim on this host too, and counting their
+    # pgscan as ours (as the first figures did) showed a 2x "scan" rate that was theirs.
+    # An upper bound when others rotate pages too.
+    if all("pgscan" in m.stat for m in runs):  # cgroup v2: the memcg's own counters
+        side.steals_s = sum(m.stat["pgsteal"] / m.seconds for m in runs) / n
+        side.scans_s = sum(m.stat["pgscan"] / m.seconds for m in runs) / n
+        return side
+    side.steals_s = sum(steal_of(m) / m.seconds for m in runs) / n
+    side.scans_s = sum((steal_of(m) + max(0, sum(
+        m.vmstat.get(f"pgscan_{x}", 0) - m.vmstat.get(f"pgsteal_{x}", 0)
+        for x in ("file", "anon")))) / m.seconds for m in runs) / n
     return side
 
 
@@ -239,15 +276,24 @@ def _writer_victim(m: ct.Measured) -> str:
     return "writer" if m.oom_kills and m.returncode == -9 else "none"
 
 
-def write_rates(directory: Path, dummy: Path, size: int = 400 * M) -> tuple[int, int]:
-    """(bytes a second the writer puts in the page cache when its memcg is large enough
-    for all of it, bytes a second the disk takes with an fsync): the writer itself in a
-    4G memcg (the same harness as the row), then size bytes written and synced here."""
+def _writer_steal(m: ct.Measured) -> int:
+    """Pages the writer's memcg lost to reclaim: what it wrote less what stayed cached
+    (v1's pgpgout counts folios, and ext4 writes large ones)."""
+    return max(0, m.pages_read - m.stat.get("total_cache", 0) // 4096)
+
+
+def write_speed(runs: list[ct.Measured], free: int) -> int:
+    """The writer's own write() rate in these runs: its first ``free`` bytes, written
+    before reclaim or dirty throttling could slow it (the rate moves 5x between runs
+    minutes apart on this shared host, so it is taken from the runs themselves)."""
+    times = [int(m.extra[0]) for m in runs if m.extra and int(m.extra[0]) > 0]
+    return int(free * len(times) * NS / sum(times)) if times else 1024 * M
+
+
+def disk_rate(directory: Path, size: int = 400 * M) -> int:
+    """Bytes a second the disk takes: size bytes written here with an fsync."""
     out = directory / f"oomkit-fidelity-{os.getpid()}-rate.dat"
     try:
-        m = ct.run_reader(dummy, "writer", 4096 * M, seconds=30.0, v2=False,
-                          program=WRITER, argv=[str(out), str(size)])
-        speed = int(size / m.seconds)
         block = os.urandom(M)
         t0 = ct.clock.now()
         fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -257,7 +303,7 @@ def write_rates(directory: Path, dummy: Path, size: int = 400 * M) -> tuple[int,
             os.fsync(fd)
         finally:
             os.close(fd)
-        return speed, int(size / (ct.clock.now() - t0))
+        return int(size / (ct.clock.now() - t0))
     finally:
         with contextlib.suppress(FileNotFoundError):
             out.unlink()
@@ -327,6 +373,7 @@ def table(row: Row) -> str:
                      f"{cells(lambda s, k=kind: f'{s.psi.get(k, 0):.1f}%')} |")
     lines.append(f"| refaults per second | {cells(lambda s: _rate(s.refaults_s))} |")
     lines.append(f"| reclaim scans per second | {cells(lambda s: _rate(s.scans_s))} |")
+    lines.append(f"| pages reclaimed per second | {cells(lambda s: _rate(s.steals_s))} |")
     lines.append(f"| run length (s) | {cells(lambda s: f'{s.seconds:.1f}')} |")
     lines += ["", "Against the acceptance: " + "; ".join(verdict(row)) + "."]
     return "\n".join(lines)
@@ -354,6 +401,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="measure the machine now (compare_thrash's calibration, a few "
                     "minutes) instead of reusing the one saved in the doc: the readers' "
                     "speed depends on how busy the machine's CPUs are")
+    ap.add_argument("--lru", choices=("classic", "mglru"), default=None,
+                    help="the simulator's machine.lru (default: what this kernel runs)")
     ap.add_argument("--rows", default="reader-far,reader-near,leak,writer,leak-swap,storm,high")
     args = ap.parse_args(argv)
     live = not args.sim_only
@@ -364,8 +413,18 @@ def main(argv: list[str] | None = None) -> int:
                 ct.data_file(args.dir, 32 * M, "cal-small") as small:
             cal = ct.calibrate(big, small, 64 * M, v2=ct.own_v2_group() is not None)
         print(json.dumps({"calibration": asdict(cal)}, indent=1), file=sys.stderr)
-    # The simulator gets this machine's CPUs (the storm row keeps the case's own 4).
-    base = replace(ct.sim_machine(cal, "random"), cpus=os.cpu_count() or 1)
+    # The simulator gets this machine's CPUs (the storm row keeps the case's own 4) and
+    # its LRU: the multi-gen LRU where the kernel runs it (7.x defaults), else classic.
+    base = replace(ct.sim_machine(cal, "random"), cpus=os.cpu_count() or 1,
+                   lru=args.lru or ct.lru_of_this_kernel(),
+                   cap_sys_resource=live and cap_sys_resource())
+    v2memcg = live and ct.v2_memcg_base() is not None
+    # Files on tmpfs, an overlay of it (the QEMU guest's /) or 9p are no page cache a
+    # memcg reclaims and refaults: the readers and the writer need a disk.
+    disk = ct.fstype_of(args.dir) not in ("tmpfs", "ramfs", "overlay", "9p")
+    if live and not disk:
+        print(f"{args.dir} is not on a disk: the reader and writer rows run in the "
+              "simulator only", file=sys.stderr)
     swap = any(line.split()[0] != "Filename" for line in
                Path("/proc/swaps").read_text().splitlines())
     v2 = ct.own_v2_group() is not None if live else True
@@ -379,7 +438,7 @@ def main(argv: list[str] | None = None) -> int:
                  f"({'far beyond' if size > 128 * M else 'near'} its limit)")
         sim = sim_side(reader_build(size, 64 * M, args.seconds), base, args.seconds)
         kern = None
-        if live:
+        if live and disk:
             with ct.data_file(args.dir, size, name) as path:
                 ms = [ct.run_reader(path, "random", 64 * M, seconds=args.seconds,
                                     triggers=True, v2=v2, seed=i + 1) for i in range(runs)]
@@ -395,32 +454,38 @@ def main(argv: list[str] | None = None) -> int:
                 ms = [ct.run_reader(dummy, "leak", 128 * M, seconds=10.0, triggers=True,
                                     v2=v2, program=LEAK, argv=[str(size), str(rate)])
                       for _ in range(runs)]
-            kern = kernel_side(ms, _leak_victim)
+            # Nothing to reclaim (anon, no swap): v1's pgpgout here is the kill's uncharge.
+            kern = kernel_side(ms, _leak_victim, lambda m: 0)
             kern.note = ", ".join(f"{m.ended_at:.1f}" for m in ms if m.ended_at)
         rows.append(Row("leak", "Anonymous leak, 50M/s in a 128M memcg beside a 16M sleeper, "
                         "no swap", kern, sim))
 
     if "writer" in wanted:
         size = 400 * M
+        free = 128 * M  # half the limit: no reclaim, far below any dirty threshold
         speed, wrate = 1024 * M, 1024 * M
         kern = None
-        if live:
+        if live and disk:
+            wrate = disk_rate(args.dir)
             with ct.data_file(args.dir, M, "writer") as dummy:
-                speed, wrate = write_rates(args.dir, dummy)
                 out = args.dir / f"oomkit-fidelity-{os.getpid()}-out.dat"
                 try:
                     ms = [ct.run_reader(dummy, "writer", 256 * M, seconds=10.0,
                                         triggers=True, v2=v2, program=WRITER,
-                                        argv=[str(out), str(size)]) for _ in range(runs)]
+                                        argv=[str(out), str(size), str(free)])
+                          for _ in range(runs)]
                 finally:
                     with contextlib.suppress(FileNotFoundError):
                         out.unlink()
-            kern = kernel_side(ms, _writer_victim)
-        machine = replace(base, write_bandwidth=wrate, cgroup_writeback=False)
+            kern = kernel_side(ms, _writer_victim, _writer_steal)
+            speed = write_speed(ms, free)
+        machine = replace(base, write_bandwidth=wrate, cgroup_writeback=v2memcg)
         sim = sim_side(writer_build(256 * M, size, speed), machine, 10.0, main="writer")
         rows.append(Row("writer", f"Writer of 400M page cache in a 256M memcg (measured: "
-                        f"write() {speed / M:,.0f}M/s unlimited, the disk {wrate / M:,.0f}M/s; "
-                        "v1: no cgroup writeback)", kern, sim))
+                        f"write() {speed / M:,.0f}M/s over its first {free // M}M in the "
+                        f"runs, the disk {wrate / M:,.0f}M/s; "
+                        f"{'v2: cgroup writeback' if v2memcg else 'v1: no cgroup writeback'})",
+                        kern, sim))
 
     if "leak-swap" in wanted:
         machine = replace(base, swap=1 << 30)
@@ -451,16 +516,28 @@ def main(argv: list[str] | None = None) -> int:
 
     if "high" in wanted:
         def high(k: SimKernel, start: int) -> int:
-            cg = k.create_cgroup("/svc", memory_high=64 * M, swap_max=0)
+            cg = k.create_cgroup("/svc", memory_high=64 * M, memory_max=512 * M, swap_max=0)
+            k.spawn("sleeper", "/svc", (Step("alloc", size=16 * M), Step("sleep")))
             k.spawn("bloat", "/svc", (Step("alloc", size=256 * M, rate=20 * M), Step("sleep")))
             return cg.id
-        rows.append(Row("high", "memory.high throttling: 20M/s into a 64M memory.high",
-                        None, sim_side(high, base, 10.0),
-                        note="cgroup v1 has no memory.high: the kernel's side needs the v2 "
-                        "guest (helper sys's harness), not run yet"))
+        kern = None
+        if live and v2memcg:
+            with ct.data_file(args.dir, M, "high") as dummy:
+                ms = [ct.run_reader(dummy, "high", 512 * M, seconds=10.0, triggers=True,
+                                    v2=v2, program=LEAK, high=64 * M,
+                                    argv=[str(256 * M), str(20 * M)]) for _ in range(runs)]
+            kern = kernel_side(ms, _leak_victim)
+        rows.append(Row("high", "memory.high throttling: 20M/s into a 64M memory.high "
+                        "(512M memory.max) beside a 16M sleeper", kern,
+                        sim_side(high, base, 10.0),
+                        note="" if kern is not None else "cgroup v1 has no memory.high: the "
+                        "kernel's side runs in the v2 guest"))
 
     text = "\n\n".join(table(r) for r in rows)
-    head = (f"{'Kernel ' + os.uname().release if live else 'Simulator only'}; "
+    head = (f"{'Kernel ' + os.uname().release if live else 'Simulator only'} "
+            f"({('cgroup v2; ' if v2memcg else 'cgroup v1; ') if live else ''}"
+            f"the simulator's lru = "
+            f"\"{base.lru}\"); "
             f"{runs} live run(s) per row; the simulator at {len(START_S)} phases of the "
             "trigger grid (the storm: one). PSI is the workload's own cgroup.")
     if args.calibrate and live:

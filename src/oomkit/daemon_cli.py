@@ -95,9 +95,12 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
                           state_dir=state_dir)
         if sim and state_dir is None:
             config = _away_from_the_machine(config, scratch)
-        if sim and config.metrics == parse_listen(DEFAULT_LISTEN):
-            # the live daemon's port: a simulation that took it would leave a daemon
-            # (re)started meanwhile without metrics; another address is the user's choice
+        default = parse_listen(DEFAULT_LISTEN)
+        if sim and config.metrics is not None and default is not None and \
+                config.metrics.port == default.port:
+            # the live daemon's port, on any address (the pod's config listens on
+            # 0.0.0.0:9727): a simulation that took it would leave a daemon (re)started
+            # meanwhile without metrics; another port is the user's choice
             config = replace(config, metrics=None)
         return config, load_policies(config, secure=secure)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, final
 
-from oomkit.errors import HandlerExpired, Unkillable
+from oomkit.errors import HandlerExpired, OomkitError, Unkillable
 from oomkit.kernel.base import (
     Cgroup,
     Constraint,
@@ -216,9 +216,21 @@ class OomControl:
         return got
 
     def remove_file(self, path: str) -> int:
-        """Unlink a file (e.g. on tmpfs). Returns the bytes actually freed."""
+        """Unlink a file (e.g. on tmpfs). Returns the bytes actually freed for this OOM: for
+        a memcg OOM, what the OOMing memcg's usage went down by (at most the file's size). A
+        tmpfs page stays charged to the memcg that first wrote it; deleting a file another
+        memcg paid for frees nothing here and is no progress (SPEC section 3)."""
         self._check()
+        domain = self.memcg if self.memcg is not None and self.memcg.path != "/" else None
+        measure = domain is not None and not getattr(self._kernel, "dry_run", False)
+        before = domain.usage() if measure and domain is not None else 0
         got = self._kernel.remove_file(path)
+        if measure and domain is not None and got > 0:
+            try:
+                # Unlinking truncates the file: its pages are uncharged before this returns.
+                got = max(0, min(got, before - domain.usage()))
+            except OomkitError:
+                pass  # the memcg went meanwhile, and its memory with it
         if got > 0:
             self._freed = True
         return got

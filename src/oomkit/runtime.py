@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import os
+import posix
 import queue
 import signal
 import threading
@@ -61,6 +63,41 @@ DEFAULT_MAX_FAILURES: Final = 3
 DEFAULT_POST_ACTION_DELAY_S: Final = 0.0  # the daemon's config defaults to 2 s
 
 
+class HandlerExit(BaseException):
+    """``os._exit`` called from a handler call (raised in its place, reported as the
+    handler's error)."""
+
+
+#: The pid a thread runs handler calls for (unset: not in a handler call). A forked child
+#: keeps the forking thread's value under another pid: its os._exit is a real one.
+_in_handler = threading.local()
+_real_exit = os._exit
+
+
+def _guarded_exit(status: int) -> None:
+    if getattr(_in_handler, "pid", None) == os.getpid():
+        raise HandlerExit(f"os._exit({status}) called by the handler")
+    _real_exit(status)
+
+
+def _guard_exit() -> None:
+    """``os._exit`` in a handler call raises HandlerExit instead of ending the process:
+    the daemon would end with exit code 0 before anything could be written, and its
+    watchdog would have to hand the OOM over. Everywhere else (the daemon's own code, a
+    handler's forked child) it is the real one. Installed once per process."""
+    if os._exit is not _guarded_exit and posix._exit is _real_exit:
+        os._exit = posix._exit = _guarded_exit  # type: ignore[assignment]
+
+
+@contextlib.contextmanager
+def _handler_call() -> Iterator[None]:
+    _in_handler.pid = os.getpid()
+    try:
+        yield
+    finally:
+        _in_handler.pid = None
+
+
 @dataclass(slots=True)
 class _Outcome:
     ok: bool
@@ -102,7 +139,8 @@ class _Worker:
                 return
             fn, slot, done = job
             try:
-                slot.append(_Outcome(ok=True, value=fn()))
+                with _handler_call():
+                    slot.append(_Outcome(ok=True, value=fn()))
             except BaseException as exc:  # a policy's bug is reported, never propagated
                 slot.append(_Outcome(ok=False, error=f"{type(exc).__name__}: {exc}"))
             done.set()
@@ -111,8 +149,9 @@ class _Worker:
         start = wall_perf_ns()
         if budget_s is None:
             try:
-                out = _Outcome(ok=True, value=fn())
-            except Exception as exc:
+                with _handler_call():
+                    out = _Outcome(ok=True, value=fn())
+            except (Exception, SystemExit, HandlerExit) as exc:  # never the runtime's end
                 out = _Outcome(ok=False, error=f"{type(exc).__name__}: {exc}")
         elif self._thread is not None and threading.current_thread() is self._thread:
             if self._nested is None:
@@ -250,6 +289,7 @@ class Runtime:
         self._oom_lock = threading.Lock()
         self._worker = _Worker()
         self.ooms = 0
+        _guard_exit()
         kernel.bind(self)
 
     # -- events ----------------------------------------------------------------------------
@@ -595,6 +635,15 @@ class Runtime:
         self._report(request, "default", "default", victims, calls, note)
         return 1 if outcome.progress else 0
 
+    def _recorded_elsewhere(self, request: OomRequest) -> bool:
+        """The backend's watchdog handed this OOM to the kernel killer and recorded it
+        while the handlers ran (one held the GIL past its budget, the process was
+        stopped): it is in the event log already."""
+        check = getattr(self.kernel, "oom_recorded_since", None)
+        if request.since is None or request.memcg is None or check is None:
+            return False
+        return bool(check(request.memcg.path, request.since))
+
     def _report(
         self,
         request: OomRequest,
@@ -604,6 +653,8 @@ class Runtime:
         calls: list[HandlerCall],
         note: str,
     ) -> None:
+        if self._recorded_elsewhere(request):
+            return  # every OOM once in the event log
         self.emit(
             OomEvent(
                 self._now(),

@@ -63,7 +63,8 @@ class LiveDaemon:
             return {}
         return data
 
-    def wait_ready(self, timeout: float = 20.0) -> None:
+    # 60 s: in a TCG guest on a busy host the daemon took 6-21 s to report running
+    def wait_ready(self, timeout: float = 60.0) -> None:
         ok = wait_for(lambda: bool(self.status().get("running")) and
                       self.proc.poll() is None and
                       any(r["event"] == "daemon" for r in self.records()), timeout, 0.05)

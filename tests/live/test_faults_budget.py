@@ -86,6 +86,9 @@ def test_a_handler_holding_the_gil_is_bounded_by_its_budget(live_v1: LiveCgroups
     # The daemon never wrote it (stuck): the watchdog did, once (item 8).
     (oom,) = ooms(tmp_path / "log" / "events.jsonl")
     assert (oom["memcg"], oom["policy"], oom["resolved_by"]) == ("/box", "watchdog", "kernel")
+    # The kernel's victim, from /dev/kmsg (issue 14 item 8: the record named nobody).
+    assert [(v["pid"], v["cgroup"]) for v in oom["victims"]] == [(hog.pid, "/box")]
+    assert oom["victims"][0]["rss"] > 16 * MiB
 
 
 def test_an_oom_the_daemon_did_not_live_to_record_is_recorded(live_v1: LiveCgroups,
@@ -110,6 +113,7 @@ def test_an_oom_the_daemon_did_not_live_to_record_is_recorded(live_v1: LiveCgrou
     (oom,) = ooms(tmp_path / "log" / "events.jsonl")
     assert (oom["memcg"], oom["policy"]) == ("/box", "watchdog")
     assert "the runtime was gone" in str(oom["note"])
+    assert [v["pid"] for v in oom["victims"]] == [hog.pid]
 
 
 def test_sigterm_ends_a_daemon_whose_handler_holds_the_gil(live_v1: LiveCgroups,

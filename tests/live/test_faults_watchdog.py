@@ -21,6 +21,7 @@ import pytest
 
 from oomkit.kernel.linux.watchdog import HUNG_AFTER_ENV
 
+from . import daemon as d
 from .conftest import LiveCgroups, MiB, set_limit, wait_for
 from .test_watchdog_hung import oom_control, running
 
@@ -131,3 +132,38 @@ def test_an_oom_the_watchdog_handed_over_while_the_daemon_was_stopped_is_logged_
     ooms = [(r["memcg"], r["policy"], r["resolved_by"]) for r in records
             if r.get("event") == "oom"]
     assert ooms == [("/box/new", "watchdog", "kernel")]
+    (oom,) = [r for r in records if r.get("event") == "oom"]
+    assert [(v["pid"], v["cgroup"]) for v in oom["victims"]] == [(hog.pid, "/box/new")]
+
+
+def test_a_stopped_daemon_is_seen_by_its_heartbeat(live_v1: LiveCgroups,
+                                                   tmp_path: Path) -> None:
+    """No heartbeat from a stopped (or GIL-wedged) daemon for hung_after plus a beat: an
+    OOM that comes then goes to the kernel killer at once, not after the deadline."""
+    live = live_v1
+    box = live.mkdir("box", limit=32 * MiB)
+    proc = d.start(d.config(tmp_path, live.root,
+                            '[[oom]]\npolicy = "largest_leaf"\ncgroup = "/box"\n'),
+                   hung_after=HUNG_AFTER)
+    try:
+        assert wait_for(lambda: oom_control(box)["oom_kill_disable"] == 1, 15), "not armed"
+        time.sleep(1.5)  # a beat or two
+        os.kill(proc.pid, signal.SIGSTOP)
+        time.sleep(HUNG_AFTER + 1.0 + 0.5)  # hung_after plus one beat interval (1 s)
+        start = time.monotonic()
+        hog = live.spawn(box, "anon", 64 * MiB)
+        assert hog.wait_dead(HUNG_AFTER + 5), "the watchdog did not hand the OOM over"
+        elapsed = time.monotonic() - start
+        print(f"\nOOM of a stopped daemon's memcg ended after {elapsed:.2f} s "
+              f"(deadline {HUNG_AFTER:g} s)")
+        assert elapsed < HUNG_AFTER / 2, "the watchdog waited for its deadline"
+        os.kill(proc.pid, signal.SIGCONT)
+        time.sleep(1.0)
+        proc.terminate()
+        assert proc.wait(10) == 0
+    finally:
+        d.kill(proc)
+    assert oom_control(box)["oom_kill_disable"] == 0
+    (oom,) = d.ooms(tmp_path)
+    assert (oom["memcg"], oom["policy"]) == ("/box", "watchdog")
+    assert "no heartbeat" in oom["note"]

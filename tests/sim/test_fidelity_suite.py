@@ -21,3 +21,53 @@ def test_the_simulator_side_of_the_suite_runs(capsys: pytest.CaptureFixture[str]
     out = capsys.readouterr().out
     assert "| victims | not run | leaker |" in out
     assert "cgroup v1 has no memory.high" in out
+
+
+def _load(name: str) -> object:
+    path = SCRIPT.parent / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_kernel_scans_are_the_memcg_steal_plus_the_machines_rotated_pages() -> None:
+    fid = _load("fidelity")
+    ct = sys.modules["compare_thrash"]
+    m = ct.Measured(seconds=2.0, stat={"total_pgpgout": 1000},  # type: ignore[attr-defined]
+                    vmstat={"pgscan_file": 5000, "pgsteal_file": 4600, "pgscan_anon": 10,
+                            "pgsteal_anon": 10})
+    side = fid.kernel_side([m], lambda m: "none")  # type: ignore[attr-defined]
+    assert side.steals_s == 500 and side.scans_s == 700
+    # v2: the memcg's own counters, exact.
+    m2 = ct.Measured(seconds=2.0, stat={"pgscan": 900, "pgsteal": 800},  # type: ignore[attr-defined]
+                     vmstat={"pgscan_file": 5000, "pgsteal_file": 10})
+    side2 = fid.kernel_side([m2], lambda m: "none")  # type: ignore[attr-defined]
+    assert side2.scans_s == 450 and side2.steals_s == 400
+
+
+def test_the_writer_speed_comes_from_its_first_free_bytes_in_the_runs() -> None:
+    fid = _load("fidelity")
+    ct = sys.modules["compare_thrash"]
+    M = 1 << 20
+    runs = [ct.Measured(extra=[str(250_000_000)]),  # type: ignore[attr-defined]
+            ct.Measured(extra=[str(250_000_000)])]  # type: ignore[attr-defined]
+    assert fid.write_speed(runs, 128 * M) == 512 * M  # type: ignore[attr-defined]
+    assert fid.write_speed([ct.Measured()], 128 * M) == 1024 * M  # type: ignore[attr-defined]
+
+
+def test_stall_windows_cut_the_samples_into_two_second_windows() -> None:
+    sw = _load("stall_windows")
+    ct = sys.modules["compare_thrash"]
+    keys = {"memory_some": 0, "io_some": 0, "cpu_some": 0}
+    samples = []
+    for i in range(41):  # 4 s at 100 ms; 100 ms of memory stall a second, then 300 ms
+        t = i / 10
+        mem = int(min(t, 2.0) * 100_000 + max(0.0, t - 2.0) * 300_000)
+        samples.append((t, {**keys, "memory_some": mem}, {"workingset_restore_file": i}))
+    ws = sw.windows(ct.Measured(samples=samples))  # type: ignore[attr-defined]
+    assert [round(w["memory_some%"]) for w in ws] == [10, 30]
+    assert [w["workingset_restore_file"] for w in ws] == [20, 20]
+    assert sw.correlation([1, 2, 3], [2, 4, 6]) == pytest.approx(1.0)  # type: ignore[attr-defined]

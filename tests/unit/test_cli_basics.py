@@ -375,6 +375,12 @@ def test_a_simulation_leaves_the_machines_metrics_port_alone(tmp_path: Path) -> 
     code, text = run("run", "--sim", DEFAULT, "--state-dir", str(state), "--quiet")
     assert code == 0, text
     assert not json.loads((state / "status.json").read_text())["metrics"]
+    pod = tmp_path / "pod.toml"  # the DaemonSet's address: the same port on every address
+    pod.write_text('[metrics]\nlisten = "0.0.0.0:9727"\n')
+    code, text = run("run", "--sim", DEFAULT, "--config", str(pod), "--state-dir",
+                     str(state), "--quiet")
+    assert code == 0, text
+    assert not json.loads((state / "status.json").read_text())["metrics"]
     cfg = tmp_path / "c.toml"
     cfg.write_text('[metrics]\nlisten = "127.0.0.1:0"\n')
     code, text = run("run", "--sim", DEFAULT, "--config", str(cfg), "--state-dir",

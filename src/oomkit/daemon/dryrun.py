@@ -93,6 +93,10 @@ class _DryRunHooks:
 class DryRunKernel:
     """A Kernel whose reads are real and whose actions are only recorded."""
 
+    #: Actions change nothing: OomControl takes their return values as they are instead
+    #: of measuring the memcg (a removal "would" free what the file holds).
+    dry_run = True
+
     def __init__(self, kernel: Kernel) -> None:
         self.real = kernel
         self._lock = threading.Lock()

@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Final
 
+from oomkit import forkguard
 from oomkit.privfile import make_private_dirs, open_private
 
 Defer = Callable[[str, Callable[[], None]], None]
@@ -73,8 +74,9 @@ class EventLog:
         self._retired: list[int] = []
 
     def _open(self) -> int:
-        # 0600, never through a link planted at the name (privfile).
-        return open_private(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+        # 0600, never through a link planted at the name (privfile); a handler's forked
+        # child gets /dev/null in its place (forkguard).
+        return forkguard.hold(open_private(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT))
 
     # -- writing -----------------------------------------------------------------------------
     def write(self, record: Mapping[str, Any], *, sync: bool | None = None) -> bool:
@@ -189,6 +191,7 @@ class EventLog:
         for fd in retired:
             with contextlib.suppress(OSError):
                 os.fsync(fd)
+            forkguard.release(fd)
             with contextlib.suppress(OSError):
                 os.close(fd)
         # The renames and the new file are directory entries: make them durable too.
@@ -209,6 +212,7 @@ class EventLog:
         with self._lock:
             fd, self._fd = self._fd, -1
         if fd >= 0:
+            forkguard.release(fd)
             os.close(fd)
 
 

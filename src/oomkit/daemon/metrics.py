@@ -41,6 +41,7 @@ from prometheus_client import (
     make_wsgi_app,
 )
 
+from oomkit import forkguard
 from oomkit.daemon.config import Listen
 from oomkit.events import (
     AttachEvent,
@@ -256,6 +257,9 @@ class MetricsServer:
         # our select and its accept costs half a second, never a hung thread.
         self._httpd.timeout = 0.5
         self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        # A handler's forked child must not keep the listening socket (forkguard).
+        self._fds = [forkguard.hold(fd) for fd in (self._httpd.fileno(), self._wake_r,
+                                                   self._wake_w)]
         self._thread = threading.Thread(target=self._serve, name="oomkit-metrics", daemon=True)
         self._thread.start()
 
@@ -265,6 +269,7 @@ class MetricsServer:
 
     def _serve(self) -> None:
         sel = selectors.DefaultSelector()
+        sel_fd = forkguard.hold(sel.fileno())
         sel.register(self._httpd.socket, selectors.EVENT_READ, "http")
         sel.register(self._wake_r, selectors.EVENT_READ, "wake")
         try:
@@ -275,12 +280,15 @@ class MetricsServer:
                     with contextlib.suppress(Exception):
                         self._httpd.handle_request()
         finally:
+            forkguard.release(sel_fd)
             sel.close()
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
             os.write(self._wake_w, b"x")
         self._thread.join(5)
+        for fd in self._fds:
+            forkguard.release(fd)
         self._httpd.server_close()
         for fd in (self._wake_r, self._wake_w):
             with contextlib.suppress(OSError):

@@ -246,6 +246,9 @@ class OomRequest:
     constraint_text: str | None
     totalpages: int
     flags: OomFlags = NO_FLAGS
+    #: when this OOM began on the kernel's clock, if the backend knows (live v1: a long
+    #: OOM may have been handed over and recorded by the watchdog meanwhile)
+    since: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,6 +21,7 @@ import fcntl
 import functools
 import json
 import os
+import select
 import stat
 import subprocess
 import sys
@@ -28,16 +29,91 @@ import threading
 import weakref
 
 from oomkit.errors import KernelError
+from oomkit.kernel.linux import watchdog
+from oomkit.kernel.linux.handover_log import EventLog, KmsgTail, is_domain, under_oom
 from oomkit.kernel.linux.watchdog import (
+    DEFAULT_HUNG_AFTER,
     STATE_VERSION,
+    V1_OOM_CONTROL,
     Setting,
+    beat_interval,
+    check_setting,
     default_hung_after,
     load_state,
     restore_file,
     restore_setting,
-    spawn_watchdog,
 )
 from oomkit.privfile import make_private_dirs, replace_private
+
+#: How long the runtime waits for the watchdog to say "ready" (seconds).
+READY_TIMEOUT = 3.0
+
+
+def spawn_watchdog(
+    state_file: str,
+    hung_after: float = DEFAULT_HUNG_AFTER,
+    root: str | None = None,
+    lock_fd: int | None = None,
+    event_log: str | None = None,
+    tree_root: str | None = None,
+    kmsg_prefix: str | None = None,
+) -> subprocess.Popen[bytes]:
+    """Start the watchdog (:mod:`.watchdog`, run by its file path): a new session (a Ctrl-C
+    or SIGTERM of the runtime's process group does not reach it), stdin the pipe whose EOF
+    means "the runtime is gone" and whose bytes are the runtime's heartbeat (our end
+    non-blocking: a stopped watchdog never blocks a beat). ``lock_fd`` (the journal's
+    flock) is inherited: the state file stays locked until the watchdog, too, is done."""
+    argv = [sys.executable, "-I", os.path.abspath(watchdog.__file__), state_file,
+            str(os.getpid()), repr(float(hung_after))]
+    if root is not None:
+        argv.append(root)
+        if event_log:
+            argv += [event_log, tree_root or root, kmsg_prefix or ""]
+    proc = subprocess.Popen(
+        argv,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        start_new_session=True,
+        close_fds=True,
+        pass_fds=(lock_fd,) if lock_fd is not None else (),
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    os.set_blocking(proc.stdin.fileno(), False)
+    # Wait (a little) until it watches the journal and the memcgs: a memcg made below an
+    # armed one right after would otherwise be made before the watchdog looks.
+    with contextlib.suppress(OSError, ValueError):
+        ready, _, _ = select.select([proc.stdout], [], [], READY_TIMEOUT)
+        if ready:
+            proc.stdout.readline()
+    proc.stdout.close()
+    # No handshake needed: if we die before it opened its pidfd of us, pidfd_open fails (or
+    # the pipe is already at EOF) and it restores at once.
+    return proc
+
+
+def _below(settings: list[Setting]) -> list[str]:
+    """The memory.oom_control of every memcg below those of ``settings``."""
+    found: list[str] = []
+    for s in settings:
+        top = os.path.dirname(s.path)
+        for directory, subdirs, _ in os.walk(top):
+            subdirs.sort()
+            if directory != top:
+                found.append(os.path.join(directory, V1_OOM_CONTROL))
+    return found
+
+
+def _inherited(ctl_path: str) -> Setting | None:
+    """A memcg below a journaled one whose oom_kill_disable is 1: inherited from ours."""
+    try:
+        with open(ctl_path, encoding="ascii", errors="replace") as f:
+            flags = dict(line.split(None, 1) for line in f if " " in line)
+        inode = os.stat(os.path.dirname(ctl_path)).st_ino
+    except OSError:
+        return None
+    if flags.get("oom_kill_disable", "0").strip() != "1":
+        return None
+    return Setting(ctl_path, "0", inode)
 
 
 def _take_lock(state_file: str) -> tuple[int, bool]:
@@ -122,6 +198,7 @@ class RestoreJournal:
         cgroup_root: str | None = None,
         event_log: str | None = None,
         tree_root: str | None = None,
+        kmsg_prefix: str | None = None,
     ) -> None:
         self.state_file = state_file
         self.hung_after = default_hung_after() if hung_after is None else hung_after
@@ -131,6 +208,7 @@ class RestoreJournal:
         self.cgroup_root = cgroup_root
         self.event_log = event_log  # where the watchdog records the OOMs it hands over
         self.tree_root = tree_root
+        self.kmsg_prefix = kmsg_prefix  # the tree root as /dev/kmsg names it
         self._lock = threading.Lock()
         self._settings: dict[str, Setting] = {}
         self._proc: subprocess.Popen[bytes] | None = None
@@ -155,7 +233,31 @@ class RestoreJournal:
             # A crashed run's settings (its watchdog should have restored them already;
             # restoring twice writes the same original values). Only entries of the form
             # oomkit writes, below the cgroup root, are restored (watchdog.check_setting).
-            self.leftovers = restore_file(state_file, cgroup_root)
+            self.leftovers = self._restore_leftovers(state_file)
+
+    def _restore_leftovers(self, state_file: str) -> list[tuple[Setting, str | None]]:
+        """Restore a dead run's journal. Its OOMs still waiting (its watchdog died too:
+        the killer still disabled by us) go to the kernel killer now and are recorded
+        once, with the kernel's victims, as its watchdog would have; so are those of
+        memcgs made below its entries that inherited oom_kill_disable 1 (v1)."""
+        _, _, settings = load_state(state_file)
+        ours = [s for s in settings if check_setting(s, self.cgroup_root) is None
+                and os.path.basename(s.path) == V1_OOM_CONTROL and s.original.strip() == "0"]
+        inherited = [s for s in map(_inherited, _below(ours)) if s is not None]
+        pending = [s.path for s in ours + inherited if under_oom(s.path) and is_domain(s.path)]
+        log = None
+        if self.event_log and pending:
+            log = EventLog(self.event_log, self.tree_root or self.cgroup_root or "/",
+                           self.kmsg_prefix)
+        tail = KmsgTail() if log is not None else None
+        results = restore_file(state_file, self.cgroup_root)
+        results += [(s, restore_setting(s, self.cgroup_root)) for s in inherited]
+        if log is not None:
+            log.handed_over(pending, "found under OOM at start, its runtime and watchdog "
+                            "gone: handed to the kernel OOM killer", tail)
+        if tail is not None:
+            tail.close()
+        return results
 
     # -- the runtime's side --------------------------------------------------------------
     def record(self, path: str, original: str, dir_inode: int = 0) -> None:
@@ -232,6 +334,22 @@ class RestoreJournal:
         return results
 
     @property
+    def beat_interval(self) -> float | None:
+        """Seconds between heartbeats to the watchdog (None: there is none to send to)."""
+        if not self._use_watchdog or self.hung_after <= 0:
+            return None
+        return beat_interval(self.hung_after)
+
+    def beat(self) -> None:
+        """One heartbeat to the watchdog (nothing before it runs): the caller's loop is
+        serving. A full pipe (the watchdog stopped) or a gone watchdog is not our problem
+        here: its death is seen through the pidfd and the pipe's EOF as ever."""
+        proc = self._proc
+        if proc is not None and proc.stdin is not None:
+            with contextlib.suppress(OSError, ValueError):
+                os.write(proc.stdin.fileno(), b".")
+
+    @property
     def watchdog_pid(self) -> int | None:
         return self._proc.pid if self._proc is not None else None
 
@@ -257,7 +375,8 @@ class RestoreJournal:
             # After the first write: the watchdog's first read sees the setting (and
             # watches its memcg for children) before the change is made.
             self._proc = spawn_watchdog(self.state_file, self.hung_after, self.cgroup_root,
-                                        self._lock_fd, self.event_log, self.tree_root)
+                                        self._lock_fd, self.event_log, self.tree_root,
+                                        self.kmsg_prefix)
             self._write()  # with its pid
 
     def _write(self) -> None:

@@ -142,7 +142,8 @@ class LinuxKernel:
         self.journal = RestoreJournal(state_file, watchdog=watchdog,
                                       hung_after=watchdog_hung_after,
                                       cgroup_root=hierarchy_point(self.root_dir, mounts),
-                                      event_log=event_log, tree_root=self.root_dir)
+                                      event_log=event_log, tree_root=self.root_dir,
+                                      kmsg_prefix=self.prefix)
         self.kver = kernel_version(os.uname().release)
         self.privileged_psi = self._has_cap(CAP_SYS_RESOURCE)
         self.guard_margin = guard_margin
@@ -319,6 +320,20 @@ class LinuxKernel:
         self.tree.start()
         if self._kmsg_path is not None:
             self.kmsg.open(self._kmsg_path)  # not readable (no CAP_SYSLOG): the counters
+        if self.journal.beat_interval is not None:
+            self._beat()
+
+    def _beat(self) -> None:
+        """The heartbeat to the watchdog, from this loop: it says the loop serves. Stopped
+        (SIGSTOP), wedged (a handler holding the GIL) or blocked, the loop sends none, and
+        the watchdog hands the OOMs of the memcgs we armed to the kernel killer at once
+        instead of after its deadline. The one timer of an idle loop."""
+        if self._closed:
+            return
+        self.journal.beat()
+        interval = self.journal.beat_interval
+        if interval is not None:
+            self.loop.call_later(interval, self._beat)
 
     def poll(self, timeout: float | None = None) -> None:
         """Wait for one batch of events (at most ``timeout`` s) and handle them."""
@@ -469,6 +484,16 @@ class LinuxKernel:
             self._hooks.kernel_oom(oom)
 
     _report_kernel_oom = report_kernel_oom
+
+    def oom_recorded_since(self, path: str, since: float) -> bool:
+        """The watchdog handed the OOM of ``path`` (going on since ``since``, this clock)
+        to the kernel killer and recorded it: it can have only once the OOM lasted its
+        deadline (``journal.hung_after``), so a shorter OOM costs no read."""
+        after = self.journal.hung_after
+        log = self.journal.event_log
+        if not log or after <= 0 or self._clock.now() - since < after:
+            return False
+        return path in handed_over_since(log, since)
 
     # -- the actions ------------------------------------------------------------------------------
     def oom_totalpages(self, memcg: Cgroup | None) -> int:

@@ -17,6 +17,7 @@ import os
 import select
 from typing import TYPE_CHECKING
 
+from oomkit import forkguard
 from oomkit.errors import CgroupGone, OomkitError
 from oomkit.kernel.base import Constraint, KernelOom, OomRequest
 from oomkit.kernel.linux import cgroupfs as cf
@@ -50,7 +51,8 @@ class V1OomWatch(OomWatch):
             return  # the root memcg cannot have oom_kill_disable (EINVAL)
         a = Armed(cg)
         ctl_path = cg.file(cf.V1_OOM_CONTROL)
-        a.ctl_fd = fsio.open_fd(ctl_path, os.O_RDONLY)
+        # A handler's forked child must not keep the memcg's oom_control (forkguard).
+        a.ctl_fd = forkguard.hold(fsio.open_fd(ctl_path, os.O_RDONLY))
         a.efd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self.armed[cg.id] = a
         # Registering while the memcg is under OOM signals at once, so nothing is missed.
@@ -178,6 +180,7 @@ class V1OomWatch(OomWatch):
             constraint=Constraint.MEMCG,
             constraint_text=None,
             totalpages=k.oom_totalpages(top),
+            since=a.oom_since,
         )
         try:
             rc = hooks.oom(request)

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from oomkit import forkguard
 from oomkit.errors import CgroupGone
 from oomkit.kernel.linux import cgroupfs as cf
 from oomkit.kernel.linux.cgroup import LinuxCgroup
@@ -98,6 +99,7 @@ class OomWatch:
             close_fd(a.efd)  # closing the eventfd removes the kernel's registration
             a.efd = -1
         if a.ctl_fd >= 0:
+            forkguard.release(a.ctl_fd)
             close_fd(a.ctl_fd)
             a.ctl_fd = -1
         tree.unwatch_file(a.events_wd)

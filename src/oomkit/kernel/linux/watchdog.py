@@ -14,8 +14,10 @@ on, it registers an eventfd of its own. When one fires and that memcg is still
 ``under_oom`` ``hung_after`` seconds later (default 15 s, well beyond the runtime's own
 ``max_stall_s`` hand-back), it writes ``oom_kill_disable 0`` so that the kernel killer
 resolves the OOM. The journal entry stays (the runtime, if it recovers, owns it). The
-journal is followed with inotify on its directory; nothing is polled while no OOM is
-pending.
+journal is followed with inotify on its directory. The runtime's loop sends a heartbeat
+(a byte on the pipe every :func:`beat_interval`); with none for ``hung_after`` plus a beat
+the runtime is stuck: an OOM of ours goes to the kernel killer at once, and a v2 memcg
+held at its guard band (no OOM event reaches us on v2) gets its ``memory.high`` back.
 
 On v1 a memcg made below one with ``oom_kill_disable 1`` inherits the flag. One made while
 the runtime cannot journal it (stopped, hung, its journal unwritable) would stay disabled
@@ -32,9 +34,11 @@ planted at the state file's path cannot make root write anything else anywhere.
 Run as ``python -m oomkit.kernel.linux.watchdog STATE_FILE [RUNTIME_PID [HUNG_AFTER
 [CGROUP_ROOT]]]``
 (stdin: the pipe), or by file path, which is how the journal starts it: this file uses only
-the standard library and imports nothing from oomkit, so the safety net works even if
-the package does not. ``HUNG_AFTER`` (seconds; 0 turns the hung-runtime check off) defaults
-to ``$OOMKIT_WATCHDOG_HUNG_AFTER``, else 15.
+the standard library and imports nothing from the oomkit package, only its siblings
+``handover_log.py`` and ``kmsg.py`` (standard library only too) by path, for the records of
+the OOMs it hands over; the safety net works even if the package does not.
+``HUNG_AFTER`` (seconds; 0 turns the hung-runtime check off) defaults to
+``$OOMKIT_WATCHDOG_HUNG_AFTER``, else 15.
 """
 
 from __future__ import annotations
@@ -49,24 +53,51 @@ import select
 import signal
 import stat
 import struct
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
+
+if TYPE_CHECKING or __package__:
+    from oomkit.kernel.linux import handover_log
+else:  # run by path: its sibling file, never the package (which may not even import)
+    import importlib.util
+
+    def _load_sibling(name: str) -> Any:
+        path = os.path.join(os.path.dirname(os.path.abspath(__file__)), f"{name}.py")
+        spec = importlib.util.spec_from_file_location(f"_oomkit_watchdog_{name}", path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
+        spec.loader.exec_module(module)
+        return module
+
+    try:
+        handover_log = _load_sibling("handover_log")
+    except Exception as exc:  # no records then; the restore does not depend on them
+        print(f"oomkit watchdog: no OOM records: {exc}", file=sys.stderr)
+        handover_log = None
 
 STATE_VERSION: Final = 1
 DEFAULT_STATE_FILE: Final = "/run/oomkit/restore.json"
 DEFAULT_HUNG_AFTER: Final = 15.0
 HUNG_AFTER_ENV: Final = "OOMKIT_WATCHDOG_HUNG_AFTER"
 V1_OOM_CONTROL: Final = "memory.oom_control"
-READY_TIMEOUT: Final = 3.0  # how long the runtime waits for the watchdog to say "ready"
 V1_EVENT_CONTROL: Final = "cgroup.event_control"
 #: The files oomkit changes, and the form of their original values.
 KNOWN_SETTINGS: Final = {
     V1_OOM_CONTROL: re.compile(r"[01]"),
     "memory.high": re.compile(r"max|[0-9]{1,20}"),
 }
+
+
+def beat_interval(hung_after: float) -> float:
+    """Seconds between the runtime's heartbeats (one byte on the pipe, from its event loop):
+    a third of ``hung_after``, 1 to 5 s. The watchdog takes a runtime that sent none for
+    ``hung_after`` plus this as stuck (stopped, its loop wedged, the GIL held): a handler
+    call blocks the loop for at most its budget, and ``hung_after`` is at least the
+    longest budget plus a margin."""
+    return min(5.0, max(1.0, hung_after / 3))
 
 
 def default_hung_after() -> float:
@@ -190,42 +221,6 @@ def restore_file(path: str, root: str | None = None) -> list[tuple[Setting, str 
     return results
 
 
-@dataclass(frozen=True, slots=True)
-class EventLog:
-    """The daemon's event log, where the watchdog records the OOMs it hands to the kernel
-    (the runtime could not: hung, or dead). ``tree_root``: the runtime's cgroup root, to
-    name memcgs as the runtime does."""
-
-    path: str
-    tree_root: str
-
-    def oom(self, ctl_path: str, note: str) -> None:
-        directory = os.path.dirname(ctl_path)
-        rel = os.path.relpath(directory, self.tree_root)
-        record = {
-            "event": "oom", "time": round(time.monotonic(), 6),
-            "memcg": "/" if rel == "." else "/" + rel, "constraint": "MEMCG",
-            "constraint_text": None, "policy": "watchdog", "resolved_by": "kernel",
-            "victims": [], "handlers": [], "order": 0, "totalpages": 0, "note": note,
-            "wall": round(time.time(), 3),
-        }
-        line = (json.dumps(record, separators=(", ", ": ")) + "\n").encode()
-        try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW
-                         | os.O_NONBLOCK | os.O_CLOEXEC, 0o600)
-        except OSError as exc:
-            _log(f"{self.path}: cannot record the OOM of {record['memcg']}: {exc.strerror}")
-            return
-        try:
-            st = os.fstat(fd)
-            if stat.S_ISREG(st.st_mode) and st.st_uid == os.geteuid():
-                os.write(fd, line)
-        except OSError as exc:
-            _log(f"{self.path}: cannot record the OOM of {record['memcg']}: {exc.strerror}")
-        finally:
-            os.close(fd)
-
-
 def pid_alive(pid: int) -> bool:
     if pid <= 0:
         return False
@@ -236,45 +231,6 @@ def pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
-
-
-def spawn_watchdog(
-    state_file: str,
-    hung_after: float = DEFAULT_HUNG_AFTER,
-    root: str | None = None,
-    lock_fd: int | None = None,
-    event_log: str | None = None,
-    tree_root: str | None = None,
-) -> subprocess.Popen[bytes]:
-    """Start the watchdog: a new session (a Ctrl-C or SIGTERM of the runtime's process group
-    does not reach it), stdin the pipe whose EOF means "the runtime is gone". ``lock_fd``
-    (the journal's flock) is inherited: the state file stays locked until the watchdog,
-    too, is done with it."""
-    argv = [sys.executable, "-I", os.path.abspath(__file__), state_file, str(os.getpid()),
-            repr(float(hung_after))]
-    if root is not None:
-        argv.append(root)
-        if event_log:
-            argv += [event_log, tree_root or root]
-    proc = subprocess.Popen(
-        argv,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        start_new_session=True,
-        close_fds=True,
-        pass_fds=(lock_fd,) if lock_fd is not None else (),
-    )
-    # Wait (a little) until it watches the journal and the memcgs: a memcg made below an
-    # armed one right after would otherwise be made before the watchdog looks.
-    assert proc.stdout is not None
-    with contextlib.suppress(OSError, ValueError):
-        ready, _, _ = select.select([proc.stdout], [], [], READY_TIMEOUT)
-        if ready:
-            proc.stdout.readline()
-    proc.stdout.close()
-    # No handshake needed: if we die before it opened its pidfd of us, pidfd_open fails (or
-    # the pipe is already at EOF) and it restores at once.
-    return proc
 
 
 # -- the watchdog process ------------------------------------------------------------------
@@ -420,7 +376,7 @@ class _HungGuard:
     OOM. Every method is called from the watchdog's one loop."""
 
     def __init__(self, state_file: str, hung_after: float, ep: select.epoll,
-                 root: str | None = None, log: EventLog | None = None) -> None:
+                 root: str | None = None, log: handover_log.EventLog | None = None) -> None:
         self.state_file = state_file
         self.root = root
         self.log = log
@@ -441,10 +397,35 @@ class _HungGuard:
         self.watched_dirs: set[str] = set()
         self.inherited: dict[str, Setting] = {}  # oom_control path -> its "0" to restore
         self.journaled: set[str] = set()
+        self.bands: list[Setting] = []
+        # The runtime's heartbeat: None until its first (a runtime that sends none is
+        # judged by the OOM deadlines alone).
+        self.last_beat: float | None = None
+        self.stale_after = hung_after + beat_interval(hung_after)
+        self.said_stuck = False
         self.reload()  # after the watch: an update in between is not missed
+
+    def beat(self) -> None:
+        self.last_beat = time.monotonic()
+        if self.said_stuck:
+            self.said_stuck = False
+            _log("the runtime answers again")
+
+    def stuck(self, now: float) -> bool:
+        """No heartbeat for ``stale_after``: the runtime cannot serve an OOM now."""
+        if self.last_beat is None or now - self.last_beat < self.stale_after:
+            return False
+        if not self.said_stuck:
+            self.said_stuck = True
+            _log(f"no heartbeat from the runtime for {now - self.last_beat:.1f} s (stopped "
+                 "or hung): its OOMs go to the kernel OOM killer at once")
+        return True
 
     def reload(self) -> None:
         _, settings = read_state(self.state_file)
+        # v2 guard bands: given back to the kernel while the runtime is stuck.
+        self.bands = [s for s in settings if os.path.basename(s.path) == "memory.high"
+                      and check_setting(s, self.root) is None]
         wanted = {s.path: s for s in settings if _is_ours(s) and check_setting(s, self.root)
                   is None}
         self.journaled = set(wanted)
@@ -531,21 +512,37 @@ class _HungGuard:
         if state is None:
             self._drop(w)  # the eventfd is also signalled when the memcg is removed
         elif state and w.deadline is None:
-            w.deadline = time.monotonic() + self.hung_after
+            now = time.monotonic()
+            # A stuck runtime will not answer: no point waiting for it.
+            w.deadline = now if self.stuck(now) else now + self.hung_after
         return True
 
     def timeout(self) -> float:
         """epoll timeout in seconds: -1 (none) while no OOM is pending."""
         pending = [w.deadline for w in self.by_path.values() if w.deadline is not None]
+        if self.bands and self.last_beat is not None:  # v2: no OOM event reaches us
+            pending.append(max(self.last_beat + self.stale_after, time.monotonic()
+                               + self.check_every if self.said_stuck else 0.0))
         if not pending:
             return -1
         return max(0.0, min(min(pending) - time.monotonic(), self.check_every))
 
     def check(self) -> None:
         now = time.monotonic()
-        for w in list(self.by_path.values()):
+        # Shallowest first: v1 marks the whole subtree of the OOMing memcg under OOM and
+        # signals each eventfd in it; the OOM is the top one's, and handing that over
+        # ends it for the memcgs below too.
+        stuck = self.stuck(now)
+        if stuck and self.bands and handover_log is not None:
+            handover_log.release_bands(
+                self.bands, lambda s: restore_setting(s, self.root), self.log,
+                "handed to the kernel OOM killer by the watchdog: no heartbeat from the "
+                f"runtime for {now - (self.last_beat or now):.1f} s (stopped or hung)")
+        for w in sorted(self.by_path.values(), key=lambda w: w.setting.path.count("/")):
             if w.deadline is None:
                 continue
+            if stuck:
+                w.deadline = min(w.deadline, now)
             state = w.under_oom()
             if state is None:
                 self._drop(w)
@@ -556,16 +553,24 @@ class _HungGuard:
                 self._hand_over(w)
 
     def _hand_over(self, w: _OomWatch) -> None:
-        # The original value (0): the kernel killer acts. The journal entry stays.
+        # The original value (0): the kernel killer acts. The journal entry stays. The
+        # kernel's kill is read from /dev/kmsg, opened before it can happen.
+        # Below a memcg under OOM: part of that memcg's OOM, recorded with it (once).
+        domain = handover_log is not None and handover_log.is_domain(w.setting.path)
+        tail = handover_log.KmsgTail() if self.log is not None and domain else None
+        if self.said_stuck and self.last_beat is not None:
+            reason = (f"no heartbeat from the runtime for "
+                      f"{time.monotonic() - self.last_beat:.1f} s (stopped or hung)")
+        else:
+            reason = f"under OOM for {self.hung_after:g} s and the runtime did not end it"
         why = restore_setting(w.setting, self.root)
-        if why is None and self.log is not None:
-            self.log.oom(w.setting.path, f"handed to the kernel OOM killer by the watchdog: "
-                         f"under OOM for {self.hung_after:g} s and the runtime did not end it")
+        if why is None and self.log is not None and domain:
+            self.log.handed_over([w.setting.path], "handed to the kernel OOM killer by the "
+                                 f"watchdog: {reason}", tail)
+        if tail is not None:
+            tail.close()
         if why is None:
-            _log(
-                f"{w.setting.path}: under OOM for {self.hung_after:g} s and the runtime did "
-                "not resolve it (hung?): oom_kill_disable 0, the kernel OOM killer acts"
-            )
+            _log(f"{w.setting.path}: {reason}: oom_kill_disable 0, the kernel OOM killer acts")
         elif why in ("cgroup is gone", "cgroup was replaced"):
             self._drop(w)
         else:
@@ -585,7 +590,7 @@ def watch(
     pipe_fd: int = 0,
     hung_after: float | None = None,
     root: str | None = None,
-    log: EventLog | None = None,
+    log: handover_log.EventLog | None = None,
 ) -> int:
     """Block until the runtime is gone (pipe EOF or its pidfd readable), then restore.
 
@@ -627,6 +632,8 @@ def watch(
                         data = b""
                     if not data:
                         return _finish(state_file, root, guard, log)
+                    if guard is not None:
+                        guard.beat()
                 elif guard is not None:
                     guard.on_fd(fd)
             if guard is not None:
@@ -636,28 +643,27 @@ def watch(
             guard.close()
 
 
-def _under_oom(ctl_path: str) -> bool:
-    try:
-        with open(ctl_path, encoding="ascii", errors="replace") as f:
-            return any(line.split()[:2] == ["under_oom", "1"] for line in f)
-    except OSError:
-        return False
-
-
 def _finish(state_file: str, root: str | None = None, guard: _HungGuard | None = None,
-            log: EventLog | None = None) -> int:
+            log: handover_log.EventLog | None = None) -> int:
     failed = 0
     if guard is not None:
         guard.on_fd(guard.cg_fd)  # memcgs made just before the runtime went
     extra = guard.unjournaled() if guard is not None else []
+    if handover_log is not None:  # v2 memcgs held in their band: the kernel's now
+        handover_log.release_bands(read_state(state_file)[1], lambda s: restore_setting(
+            s, root), log, "the runtime was gone during this OOM: handed to the kernel OOM "
+            "killer by the watchdog")
     # OOMs the runtime did not live to end (or to record): recorded here, once.
     _, journaled = read_state(state_file)
-    pending = [s.path for s in (*journaled, *extra) if _is_ours(s) and _under_oom(s.path)]
+    pending = [s.path for s in (*journaled, *extra) if _is_ours(s) and handover_log is not None
+               and handover_log.under_oom(s.path) and handover_log.is_domain(s.path)]
+    tail = handover_log.KmsgTail() if log is not None and pending else None
     results = restore_file(state_file, root) + [(s, restore_setting(s, root)) for s in extra]
     if log is not None:
-        for path in pending:
-            log.oom(path, "the runtime was gone during this OOM: handed to the kernel OOM "
-                          "killer by the watchdog")
+        log.handed_over(pending, "the runtime was gone during this OOM: handed to the "
+                        "kernel OOM killer by the watchdog", tail)
+    if tail is not None:
+        tail.close()
     for setting, why in results:
         if why is not None and why not in ("cgroup is gone", "cgroup was replaced"):
             failed += 1
@@ -670,7 +676,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args or args[0] in ("-h", "--help"):
         print(
             "usage: python -m oomkit.kernel.linux.watchdog STATE_FILE"
-            " [RUNTIME_PID [HUNG_AFTER [CGROUP_ROOT [EVENT_LOG [TREE_ROOT]]]]]",
+            " [RUNTIME_PID [HUNG_AFTER [CGROUP_ROOT [EVENT_LOG [TREE_ROOT [KMSG_PREFIX]]]]]]",
             file=sys.stderr,
         )
         return 2
@@ -678,7 +684,10 @@ def main(argv: list[str] | None = None) -> int:
     runtime_pid = int(args[1]) if len(args) > 1 else os.getppid()
     hung_after = float(args[2]) if len(args) > 2 else None
     root = args[3] if len(args) > 3 else None
-    log = EventLog(args[4], args[5] if len(args) > 5 else root or "/") if len(args) > 4 else None
+    log = None
+    if len(args) > 4 and handover_log is not None:
+        log = handover_log.EventLog(args[4], args[5] if len(args) > 5 else root or "/",
+                                    (args[6] if len(args) > 6 else "") or None)
     return watch(state_file, runtime_pid, hung_after=hung_after, root=root, log=log)
 
 

@@ -33,6 +33,9 @@ class SimFile:
     touched_at: int = 0  # ns: the last time a process read or wrote it
     dirty: int = 0  # bytes written and not yet written back (not reclaimable)
     dirtied_at: int = 0  # ns: when the oldest of them was dirtied
+    # Dirty bytes reclaim has met and activated (scanned, not reclaimed): it does not
+    # meet them again until they are written back.
+    dirty_met: int = 0
     # Bytes that were in memory once: a miss below this is a refault (the kernel finds a
     # shadow entry and counts a memory stall); above it, a first read (IO only).
     seen: int = 0

@@ -21,6 +21,7 @@ readahead brought in as large folios).
 from __future__ import annotations
 
 import math
+import random
 from collections.abc import Callable, Sequence
 from typing import Final, TypeVar
 
@@ -104,10 +105,14 @@ def lru_order(owners: Sequence[tuple[T, int, int]], nbytes: int, now_ns: int
     return out
 
 
-def count_reclaim(cg: SimCgroup, lru: str, nr: int) -> None:
+def count_reclaim(cg: SimCgroup, lru: str, nr: int, scanned_only: bool = False) -> None:
     """pgscan/pgsteal as memory.stat keeps them: the total, by who reclaimed (all of the
-    simulator's reclaim is direct: it has no kswapd) and by list (anon, file). Every page
-    scanned is taken: the simulator does not rotate referenced pages."""
+    simulator's reclaim is direct: it has no kswapd) and by list (anon, file).
+
+    Clean, unmapped pages off the inactive tail are scanned and taken alike (for them
+    shrink_folio_list() reclaims even a PG_referenced folio: folio_check_references()
+    gives FOLIOREF_RECLAIM_CLEAN); ``scanned_only`` counts pages isolated and put back
+    instead (dirty pages that direct reclaim activates), in pgscan but not pgsteal."""
     if nr <= 0:
         return
     scan, steal = ("pgscan_anon", "pgsteal_anon") if lru == "anon" else (
@@ -116,12 +121,33 @@ def count_reclaim(cg: SimCgroup, lru: str, nr: int) -> None:
     while c is not None:
         vm = c.vm
         vm["pgscan"] += nr
-        vm["pgsteal"] += nr
         vm["pgscan_direct"] += nr
-        vm["pgsteal_direct"] += nr
         vm[scan] += nr
-        vm[steal] += nr
+        if not scanned_only:
+            vm["pgsteal"] += nr
+            vm["pgsteal_direct"] += nr
+            vm[steal] += nr
         c = c._parent
+
+
+def meet_dirty(files: Sequence[SimFile]) -> int:
+    """Reclaim that found too few clean pages has walked the inactive file list and met
+    the dirty pages on it: direct reclaim does not write them, it activates them
+    (shrink_folio_list(): a dirty file folio outside kswapd goes to activate_locked) and
+    wakes the flusher. The share of a file's dirty pages on the inactive list is the
+    inactive share inactive_is_low() keeps; pages met once stay met (activated) until
+    written back. Returns the pages met now, per cgroup counted by the caller."""
+    met = 0
+    for f in files:
+        fresh = f.dirty - f.dirty_met
+        if fresh <= 0:
+            continue
+        take = page_align(int(fresh * (1.0 - _active_share(f.cgroup.local["file"]))))
+        take = min(fresh, take)
+        f.dirty_met += take
+        count_reclaim(f.cgroup, "file", pages(take), scanned_only=True)
+        met += pages(take)
+    return met
 
 
 def _active_share(lru_bytes: int) -> float:
@@ -150,6 +176,9 @@ class SimMemory:
         self.wb = Writeback(machine, root)
         self.swap_used = 0  # bytes
         self.reclaim_cost_ns = 0  # what reclaim has cost so far (see charge)
+        # The last charge that fell short waited for writeback (charge(): the dirty case)
+        self.waited_writeback = False
+        self._burst = (-1, 1.0)  # (restore burst period index, its factor)
 
     def commit(self, cg: SimCgroup, kind: str, nbytes: int) -> None:
         cg.local[kind] += nbytes
@@ -198,6 +227,7 @@ class SimMemory:
         the caller stalls for the rest of its tick.
         """
         stall = 0
+        self.waited_writeback = False
         if nbytes <= self.room(cg):
             self.commit(cg, kind, nbytes)
             if place is not None:
@@ -229,9 +259,16 @@ class SimMemory:
         dirty = self.wb.total if over is None else sum(
             c.local["file_dirty"] for c in over.walk())  # type: ignore[attr-defined]
         if dirty:
-            # Only dirty pages left to take: reclaim waits for writeback (it kicks the
-            # flusher) instead of declaring an OOM; the caller stalls for the tick.
-            self.wb.urgent.update(c.id for c in (over or self.root).walk())
+            # Only dirty pages left to take: reclaim met them on the inactive list and
+            # waits for writeback (it kicks the flusher) instead of declaring an OOM; the
+            # caller stalls for the tick.
+            ids = {c.id for c in (over or self.root).walk()}
+            met = meet_dirty([f for f in self.wb.files.values() if f.cgroup.id in ids])
+            self.wb.urgent.update(ids)
+            # Pages met the first time are only activated and marked PG_reclaim; a v1
+            # reclaim waits on a folio under writeback once it meets it marked
+            # (shrink_folio_list(), case 3): when this pass met nothing new.
+            self.waited_writeback = met == 0
             return part, stall
         self._on_oom(proc, over)
         return part, stall
@@ -370,6 +407,21 @@ class SimMemory:
                 return True
             c = c._parent
         return False
+
+    def restore_burst(self) -> float:
+        """The factor on the share of refaults that stall on memory in the current
+        machine.restore_burst_period: 1.0 when restore_burst_cv is 0, else a lognormal
+        draw of mean 1 and that coefficient of variation, seeded by machine.seed and the
+        period's index (the same for every cgroup in the period)."""
+        m = self.machine
+        if m.restore_burst_cv <= 0:
+            return 1.0
+        index = self._now() // m.restore_burst_period_ns
+        if index != self._burst[0]:
+            sigma = math.sqrt(math.log1p(m.restore_burst_cv ** 2))
+            rng = random.Random(m.seed * 1_000_003 + index)
+            self._burst = (index, math.exp(rng.gauss(-sigma * sigma / 2, sigma)))
+        return self._burst[1]
 
     def workingset_refault_share(self, owner: SimCgroup, file: bool, ws: int,
                                   resident: int, seq: bool) -> float:

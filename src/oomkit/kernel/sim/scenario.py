@@ -71,6 +71,16 @@ class MachineSpec:
     # CPU time a miss costs besides its IO (page allocation, charging, the fault or
     # read path): busy time, not a stall.
     miss_cpu_ns: int = 0
+    # The time a refault that stalls on memory (a restore, see refault_stall) spends
+    # inside psi_memstall_enter() besides its IO wait: submitting the read and waiting
+    # for a CPU once it completed (folio_wait_bit_common() holds the memstall until the
+    # task runs again). None: all of miss_cpu (the model before it was measured).
+    restore_cpu_ns: int | None = None
+    # Restores come in clumps (docs/sim-vs-kernel.md, "bursty stall"): the share of
+    # refaults that stall on memory is scaled, per restore_burst_period, by a seeded
+    # lognormal factor of mean 1 and this coefficient of variation (0: steady).
+    restore_burst_cv: float = 0.0
+    restore_burst_period_ns: int = 2_000_000_000
     # Sequential reads come in readahead batches: one refault_ns per batch, plus the
     # transfer at read_bandwidth (bytes per second).
     readahead: int = 128 << 10
@@ -217,6 +227,12 @@ def _pattern(v: object) -> str:
     return str(v)
 
 
+def _cv(v: object) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 10:
+        raise ValueError(f"a coefficient of variation is a number from 0 to 10, got {shown(v)}")
+    return float(v)
+
+
 def _bool(v: object) -> bool:
     if isinstance(v, bool):
         return v
@@ -311,6 +327,7 @@ def parse_scenario(text: str, path: str = "<scenario>") -> Scenario:
     mkeys = {"memory", "swap", "duration", "seed", "tick", "exit_latency", "refault_latency",
              "touch_rate", "alloc_rate", "miss_cpu", "readahead", "read_bandwidth", "reclaim_cost",
              "reclaim_cost_large", "cap_sys_resource", "refault_stall", "cpus", "lru",
+             "restore_cpu", "restore_burst_cv", "restore_burst_period",
              "write_bandwidth", "dirty_ratio", "dirty_background_ratio",
              "cgroup_writeback"}
     _check_keys(mraw, mkeys, where, "machine", None, "[machine]")
@@ -330,6 +347,10 @@ def parse_scenario(text: str, path: str = "<scenario>") -> Scenario:
         touch_rate=mg("touch_rate", parse_rate, d.touch_rate),
         alloc_rate=mg("alloc_rate", parse_rate, d.alloc_rate),
         miss_cpu_ns=mg("miss_cpu", parse_duration_ns, d.miss_cpu_ns),
+        restore_cpu_ns=mg("restore_cpu", parse_duration_ns, d.restore_cpu_ns),
+        restore_burst_cv=mg("restore_burst_cv", _cv, d.restore_burst_cv),
+        restore_burst_period_ns=mg("restore_burst_period", parse_duration_ns,
+                                   d.restore_burst_period_ns),
         readahead=mg("readahead", parse_size, d.readahead),
         read_bandwidth=mg("read_bandwidth", parse_rate, d.read_bandwidth),
         reclaim_ns=mg("reclaim_cost", parse_duration_ns, d.reclaim_ns),

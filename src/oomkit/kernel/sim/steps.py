@@ -37,6 +37,7 @@ class StepRunner:
         self.machine = machine
         self.mem = mem
         self._exit = exit
+        self._wb_wait = 0  # ns of the last alloc's stall that was a v1 writeback wait
 
     def run_tick(self, proc: SimProcess, t: int, end: int) -> int:
         """Spend [t, end) of proc's time on its program. Returns the IO stall (refaults)."""
@@ -62,6 +63,8 @@ class StepRunner:
             op = step.op
             if op == "alloc":
                 t = self._do_alloc(proc, step, t, end)
+                io_stall += self._wb_wait
+                self._wb_wait = 0
             elif op == "touch":
                 t, io = self._do_touch(proc, step, t, end)
                 io_stall += io
@@ -141,6 +144,11 @@ class StepRunner:
         if stall:
             proc.blocked_until = t + stall
         if charged < can:
+            if self.mem.waited_writeback and not self.machine.cgroup_writeback:
+                # v1 (legacy memcg) reclaim waits on the folios under writeback itself,
+                # folio_wait_writeback() in shrink_folio_list(): an IO wait (io_schedule)
+                # inside the reclaim's memstall section.
+                self._wb_wait = max(0, end - t)
             return self._stall_rest(proc, t, end)
         if self.mem.over_high(proc.cgroup):
             penalty = self.mem.over_high_penalty(proc, pages(charged))
@@ -285,7 +293,9 @@ class StepRunner:
             fault = f is None or f.path in proc.mapped_files
             if fault or m.lru == "classic":
                 cg.count_vm_frac(f"workingset_activate_{item}", nref * share)
-            cg.count_vm_frac(f"workingset_restore_{item}", nref * share * share)
+            # Restores: share^2 of the refaults, in clumps (restore_burst).
+            restored = min(1.0, share * share * self.mem.restore_burst()) if share else 0.0
+            cg.count_vm_frac(f"workingset_restore_{item}", nref * restored)
             if fault:
                 # A page fault: swap-in, or a mapped file. A read() that misses the page
                 # cache is no fault at all (filemap_read), so it counts neither.
@@ -294,8 +304,11 @@ class StepRunner:
             # The refaults that stall on memory (under the kernel's rule, share^2 of them:
             # pages that were in the workingset and come back within its size) stall for
             # the whole read, the kernel's psi_memstall_enter() around reading a
-            # PG_workingset folio covering its submission and completion too.
-            mem_io_ns = int(nref * (io_page_ns + m.miss_cpu_ns) * share * share)
+            # PG_workingset folio covering its submission and the wait for its completion
+            # (folio_wait_bit_common()), up to when the task runs again: restore_cpu_ns
+            # besides the IO (None: all of miss_cpu).
+            held = m.miss_cpu_ns if m.restore_cpu_ns is None else m.restore_cpu_ns
+            mem_io_ns = int(nref * (io_page_ns + held) * restored)
         else:
             mem_io_ns = 0
         io_ns = int(pages(charged) * io_page_ns)

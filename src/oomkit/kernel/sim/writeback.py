@@ -64,6 +64,7 @@ class Writeback:
         if take <= 0:
             return
         f.dirty -= take
+        f.dirty_met = min(f.dirty_met, f.dirty)
         f.cgroup.local["file_dirty"] -= take
         self.total -= take
         if not f.dirty:
