@@ -379,3 +379,21 @@ def test_a_victim_still_listed_after_the_oom_ends_at_the_oom(tmp_path: Path) -> 
     code, out = run("replay", str(inc), "--kernel", "--write-scenario", str(written))
     assert code == 0 and "same decision as live: yes" in out, out
     assert '"free"' not in written.read_text()
+
+
+def test_a_victim_flat_in_the_sample_taken_during_its_oom_keeps_growing(
+        tmp_path: Path) -> None:
+    """A sample taken while the OOM was being handled (after the OOM's time) shows the
+    victim flat; replayed, it goes on at the rate it last grew and reaches the OOM."""
+    head = {"event": "incident", "version": 1, "machine": {"memory": 1 << 30, "swap": 0}}
+    rss = [100, 300, 500, 700, 700]
+    samples = [{"event": "sample", "time": float(t), "cgroups": {"/": {"usage": r << 20}},
+                "procs": [{"pid": 9, "comm": "leaker", "cgroup": "/leak", "rss": r << 20,
+                           "adj": 0}]} for t, r in enumerate(rss)]
+    oom = {"event": "oom", "time": 3.5, "memcg": None, "constraint": "NONE",
+           "resolved_by": "handler", "policy": "largest_leaf",
+           "victims": [{"pid": 9, "comm": "leaker", "cgroup": "/leak", "rss": 700 << 20}]}
+    inc = tmp_path / "incident-f.jsonl"
+    inc.write_text("\n".join(json.dumps(r) for r in (head, *samples, oom)) + "\n")
+    code, out = run("replay", str(inc), "--kernel")
+    assert code == 0 and "same decision as live: yes" in out, out

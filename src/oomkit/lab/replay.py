@@ -173,12 +173,14 @@ def _names(inc: Incident) -> dict[int, str]:
     return {pid: (c if count[c] == 1 else f"{c}.{pid}") for pid, c in comms.items()}
 
 
-def _program(points: list[tuple[float, int]], growing_tail: bool) -> list[str]:
+def _program(points: list[tuple[float, int]], growing_tail: bool,
+             victim: bool = False) -> list[str]:
     steps: list[str] = []
     first = points[0][1]
     if first > 0:
         steps.append(f'{{ op = "alloc", kind = "anon", size = {_size(first)} }}')
     rate = 0
+    grew = 0  # the last rate it grew at
     idle_ms = 0  # consecutive quiet intervals become one sleep
 
     def flush() -> None:
@@ -191,7 +193,7 @@ def _program(points: list[tuple[float, int]], growing_tail: bool) -> list[str]:
         dt = max(t1 - t0, 0.001)
         if b > a:
             flush()
-            rate = max(1, int((b - a) / dt))
+            rate = grew = max(1, int((b - a) / dt))
             steps.append(f'{{ op = "alloc", kind = "anon", size = {_size(b - a)}, '
                          f'rate = "{rate}/s" }}')
         else:
@@ -201,6 +203,10 @@ def _program(points: list[tuple[float, int]], growing_tail: bool) -> list[str]:
                 steps.append(f'{{ op = "free", kind = "anon", size = {_size(a - b)} }}')
             idle_ms += int(dt * 1000)
     flush()
+    if victim and rate == 0:
+        # A sample taken while the OOM was being handled (after its start) can show the
+        # victim flat: it was killed growing, so it goes on at the rate it last grew.
+        rate = grew
     if growing_tail and rate > 0:
         steps.append(f'{{ op = "alloc", kind = "anon", size = {_size(rate * 3600)}, '
                      f'rate = "{rate}/s" }}')
@@ -357,7 +363,7 @@ def _scenario_toml(inc: Incident) -> str:
         if start > 0:
             out.append(f'start = "{int(start * 1000)}ms"')
         rel = [(t - start, b) for t, b in points]
-        prog = _program(rel, growing_tail=pid in last_pids)
+        prog = _program(rel, growing_tail=pid in last_pids, victim=pid in killed)
         if pid not in last_pids:
             prog[-1] = '{ op = "exit" }'
         out += ["program = [\n  " + ",\n  ".join(prog) + ",\n]", ""]
