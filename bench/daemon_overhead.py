@@ -186,7 +186,7 @@ def recorder_cost(root: Path) -> dict[str, float]:
     per sample and per tree walk, and what that makes at the default intervals (the
     difference of two daemon runs above is within the daemon's own noise)."""
     from oomkit.kernel.linux import LinuxKernel
-    from oomkit.lab.recorder import FlightRecorder, RecorderSettings
+    from oomkit.lab.recorder import IDLE_STRETCH, IDLE_WALK_S, FlightRecorder, RecorderSettings
 
     kernel = LinuxKernel(cgroup_root=str(root), state_file=None, watchdog=False,
                          kmsg_path=None)
@@ -204,10 +204,12 @@ def recorder_cost(root: Path) -> dict[str, float]:
         sample = (time.process_time() - t0) / 50
     finally:
         kernel.close()
-    walk_every = 300.0  # FlightRecorder's idle walk period
+    quiet_s = settings.interval_s * IDLE_STRETCH  # the gap once nothing moves
     return {"cgroups": len(rec._cgroups), "sample_ms": sample * 1e3, "walk_ms": walk * 1e3,
-            "interval_s": settings.interval_s, "walk_every_s": walk_every,
-            "idle_pct": 100 * (sample / settings.interval_s + walk / walk_every)}
+            "interval_s": settings.interval_s, "quiet_interval_s": quiet_s,
+            "walk_every_s": IDLE_WALK_S,
+            "idle_pct": 100 * (sample / settings.interval_s + walk / IDLE_WALK_S),
+            "quiet_pct": 100 * (sample / quiet_s + walk / IDLE_WALK_S)}
 
 
 def earlyoom_args() -> list[str]:
@@ -328,8 +330,9 @@ def main() -> int:
                   f"(target <= 0.1 %, <= 8 MiB): {verdict}")
             print(f"flight recorder measured in-process over the same tree: "
                   f"{direct['sample_ms']:.2f} ms CPU per sample of {direct['cgroups']} cgroups, "
-                  f"{direct['walk_ms']:.1f} ms per tree walk: {direct['idle_pct']:.3f} % of one "
-                  f"CPU at the default intervals ({direct['interval_s']:g} s, walk every "
+                  f"{direct['walk_ms']:.1f} ms per tree walk: {direct['idle_pct']:.4f} % of one "
+                  f"CPU sampling every {direct['interval_s']:g} s, {direct['quiet_pct']:.4f} % "
+                  f"once quiet (every {direct['quiet_interval_s']:g} s; a walk every "
                   f"{direct['walk_every_s']:g} s)")
         return 0
     finally:

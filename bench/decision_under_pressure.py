@@ -437,12 +437,12 @@ def guest_main(args: argparse.Namespace) -> int:
     print()
     print(f"== baseline (quiet guest, {base['seconds']:.0f} s; memory some avg10 "
           f"{base_psi['some']:.1f}% after it)")
-    show("notification -> SIGKILL (incl. 250 ms band)", base["notify"])  # type: ignore[arg-type]
+    show("notification -> SIGKILL", base["notify"])  # type: ignore[arg-type]
     show("band check -> SIGKILL (the decision)", base["decide"])  # type: ignore[arg-type]
     print(f"   at the OOMs: {show_psi(base['psi'])}")  # type: ignore[arg-type]
     print(f"   resolved by: {base['by']}")
     print(f"== under pressure (thrashing guest, {loaded['seconds']:.0f} s)")
-    show("notification -> SIGKILL (incl. 250 ms band)", loaded["notify"])  # type: ignore[arg-type]
+    show("notification -> SIGKILL", loaded["notify"])  # type: ignore[arg-type]
     show("band check -> SIGKILL (the decision)", loaded["decide"])  # type: ignore[arg-type]
     print(f"   at the OOMs: {show_psi(loaded['psi'])}")  # type: ignore[arg-type]
     print(f"   resolved by: {loaded['by']}")

@@ -32,13 +32,16 @@ swap: ``memory.swap.max`` 0) into a 64 MiB memcg, below a cgroup of its own.
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import select
 import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from oomkit.kernel.linux import LinuxKernel, procfs
 from oomkit.ops import OomContext, OomControl, OomOps
@@ -58,13 +61,45 @@ HOG = (
 class KillLargest(OomOps):
     name = "kill_largest"
 
+    def __init__(self, mark: Callable[[str], None] | None = None) -> None:
+        self._mark = mark or (lambda stage: None)
+
     def handle_out_of_memory(self, ctx: OomContext, oc: OomControl) -> bool:
         assert oc.memcg is not None
+        self._mark("handler_start")
         tasks = [t for cg in oc.memcg.walk() for t in cg.tasks() if not t.unkillable]
         if not tasks:
             return False
-        oc.kill_process(max(tasks, key=lambda t: t.rss), "bench")
+        victim = max(tasks, key=lambda t: t.rss)
+        self._mark("victim_chosen")
+        oc.kill_process(victim, "bench")
         return True
+
+
+#: The stages of one v2 OOM, in order, as the trace marks them (the handler's two come
+#: from KillLargest): where the time from the notification to SIGKILL goes.
+V2_STAGES = ("oom_notify", "band_oom", "ask_oom", "worker_call", "handler_start",
+             "victim_chosen", "kill_sent")
+
+
+def mark_runtime(runtime: Runtime, mark: Callable[[str], None]) -> None:
+    """Marks inside the runtime, for this bench only: the handler asked (after the OOM's
+    bookkeeping: the ancestors' links, totalpages) and the call handed to the worker
+    thread (after the OomControl is made; the rest is the thread hand-over)."""
+    import oomkit.runtime as rt
+
+    ask, call = runtime._ask_oom, rt._Worker.call
+
+    def marked_ask(link: Any, request: Any) -> Any:
+        mark("ask_oom")
+        return ask(link, request)
+
+    def marked_call(self: Any, fn: Any, budget_s: Any) -> Any:
+        mark("worker_call")
+        return call(self, fn, budget_s)
+
+    runtime._ask_oom = marked_ask  # type: ignore[method-assign]
+    rt._Worker.call = marked_call  # type: ignore[method-assign]
 
 
 def own_memcg() -> Path:
@@ -265,10 +300,12 @@ def v2_oomkit(root: Path, box: Path, bare: Path, runs: int) -> dict[str, list[fl
     kernel.trace = lambda stage, ns: marks.setdefault(stage, ns)
     events = EventList()
     runtime = Runtime(kernel, sink=events)
-    runtime.attach_oom(KillLargest(), "/box")
+    runtime.attach_oom(KillLargest(kernel.trace_stage), "/box")
     runtime.warm_up()
+    mark_runtime(runtime, kernel.trace_stage)
     out: dict[str, list[float]] = {"decide": [], "look": [], "life": [], "escapes": [],
                                    "events": [], "base": []}
+    out.update({f"{a}->{b}": [] for a, b in itertools.pairwise(V2_STAGES)})
     try:
         for i in range(runs):
             out["base"] += v2_kernel_alone(bare, 1, i + 1, runs)
@@ -290,6 +327,9 @@ def v2_oomkit(root: Path, box: Path, bare: Path, runs: int) -> dict[str, list[fl
                 "band_oom" in marks and "oom_notify" in marks) else float("nan")  # fmt: skip
             out["look"].append(look)
             out["decide"].append(decide)
+            for a, b in itertools.pairwise(V2_STAGES):
+                if a in marks and b in marks:
+                    out[f"{a}->{b}"].append((marks[b] - marks[a]) / 1e6)
             out["life"].append(life)
             out["escapes"].append(float(escaped))
             out["events"].append(float(len(ooms)))
@@ -344,6 +384,11 @@ def v2_guest(runs: int) -> int:
     if look:
         print(f"{'  of which notification -> OOM dispatched':<48} median "
               f"{statistics.median(look):7.2f} ms   p99 {pct(look, 0.99):7.2f} ms")  # fmt: skip
+    for a, b in itertools.pairwise(V2_STAGES):
+        part = mine[f"{a}->{b}"]
+        if part:
+            print(f"{'    ' + a + ' -> ' + b:<48} median {statistics.median(part):7.2f} ms   "
+                  f"p99 {pct(part, 0.99):7.2f} ms")
     lm, lb = statistics.median(mine["life"]), statistics.median(base)
     print(f"{'hog life, oomkit / kernel alone':<48} median {lm:7.3f} s / {lb:7.3f} s "
           f"({(lm / lb - 1) * 100:+.0f} %)")  # fmt: skip

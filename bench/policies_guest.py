@@ -19,6 +19,10 @@ its files moved to /tmp, then the real earlyoom (defaults) and oomd (Debian's
 - **lone reader**: a service doing work in 300M of its own memory, and a reader
   re-reading a (sparse) file of 1.4x the guest's RAM. It hurts nobody but itself: the
   right outcome is no kill at all.
+- **leak** (bench/system_oom.py's scenario, one leak): a busy service of 250M in
+  /system.slice/service.service, a leak of 10M every 50 ms in /system.slice/leak.service.
+  The right outcome: the leak dies (whoever kills it; the row says whether the kernel's
+  OOM killer did), the service lives.
 
 Prints one table row per daemon and scenario: who died, and for f10 how long after the
 hog started. Removes what it made.
@@ -36,7 +40,7 @@ import sys
 import time
 from pathlib import Path
 
-from _load import load_module
+from _load import load_module, vm_harness
 
 REPO = Path(__file__).resolve().parents[1]
 CGROUP = Path("/sys/fs/cgroup")
@@ -48,6 +52,8 @@ APPS = "user.slice/user-1000.slice/user@1000.service"
 
 # the thrash helpers (meminfo, mkcg, destroy, big_files, READER) are that bench's
 dup = load_module("oomkit_bench_decision", REPO / "bench" / "decision_under_pressure.py")
+# the leak beside a busy service (SERVICE, LEAKER and their sizes) is system_oom's
+so = load_module("oomkit_bench_system_oom", REPO / "bench" / "system_oom.py")
 
 # argv: cgroup.procs path, size: anonymous memory touched once (prints "full"), held.
 HOG = (
@@ -87,7 +93,7 @@ def fetch_peers() -> None:
 
 
 def host_main(args: argparse.Namespace) -> int:
-    harness = dup.load_harness()
+    harness = vm_harness()
     harness.ensure_packages()
     fetch_peers()
     ram = int(args.memory[:-1]) * (1 << 30 if args.memory.endswith("G") else MiB)
@@ -211,6 +217,52 @@ def lone(root: Path, seconds: float) -> dict[str, object]:
             "psi": psi}
 
 
+def leak(seconds: float) -> dict[str, object]:
+    """bench/system_oom.py's scenario, once: a busy service of 250M in
+    /system.slice/service.service, a process mapping 10M every 50 ms in
+    /system.slice/leak.service; no swap. The right outcome: the leak dies, the service
+    lives. Says whether the kernel's OOM killer acted (/proc/vmstat oom_kill moved)."""
+    slice_ = CGROUP / "system.slice"
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    try:
+        procs["service"] = p = subprocess.Popen(
+            [sys.executable, "-I", "-c", so.SERVICE, str(dup.mkcg(slice_ / "service.service")
+                                                         / "cgroup.procs"), str(so.SERVICE_MIB)],
+            stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, preexec_fn=_adj_zero)
+        assert p.stdout is not None
+        if p.stdout.readline().strip() != b"ready":
+            raise SystemExit("the service did not start")
+        procs["leak"] = q = subprocess.Popen(
+            [sys.executable, "-I", "-c", so.LEAKER, str(dup.mkcg(slice_ / "leak.service")
+                                                        / "cgroup.procs"),
+             str(so.CHUNK_MIB), str(so.CHUNK_S)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, preexec_fn=_adj_zero)
+        assert q.stdout is not None and q.stdin is not None
+        if q.stdout.readline().strip() != b"joined":
+            raise SystemExit("the leaker did not start")
+        kills0 = so.vmstat("oom_kill")
+        start = time.monotonic()
+        q.stdin.write(b"x")
+        q.stdin.flush()
+        leaked = 0
+        while q.poll() is None and time.monotonic() - start < seconds:
+            line = q.stdout.readline()
+            with contextlib.suppress(ValueError):
+                leaked = int(line)
+        life = time.monotonic() - start if q.poll() is not None else None
+        time.sleep(1.0)  # the service, had it been the victim, is gone by now
+        died = [n for n, x in procs.items() if x.poll() is not None]
+        by_kernel = so.vmstat("oom_kill") - kills0
+    finally:
+        for x in procs.values():
+            with contextlib.suppress(OSError):
+                x.kill()
+        for name in ("leak.service", "service.service"):
+            dup.destroy(slice_ / name)
+    return {"scenario": "leak", "died": died, "leak_dead_after_s": life, "leaked_mib": leaked,
+            "kernel_oom_kills": by_kernel, "psi": full_avg10()}
+
+
 def show_log(log: Path) -> None:
     """The daemon's PSI events, OOMs and errors so far (then the log starts afresh)."""
     if not log.exists():
@@ -234,13 +286,13 @@ def guest_main(args: argparse.Namespace) -> int:
     for name, what in chosen.items():
         daemon = start_daemon(what, work)
         try:
-            for scenario in ("f10", "lone"):
+            for scenario in ("f10", "lone", "leak"):
                 root = CGROUP
                 for part in APPS.split("/"):
                     root = dup.mkcg(root / part)
                 try:
-                    r = f10(root, files, args.seconds) if scenario == "f10" else \
-                        lone(root, args.seconds)
+                    r = (f10(root, files, args.seconds) if scenario == "f10" else
+                         lone(root, args.seconds) if scenario == "lone" else leak(args.seconds))
                 finally:
                     dup.destroy(CGROUP / "user.slice")
                 r["daemon"] = name
@@ -253,15 +305,19 @@ def guest_main(args: argparse.Namespace) -> int:
             daemon.terminate()
             with contextlib.suppress(subprocess.TimeoutExpired):
                 daemon.wait(60)
-    print("\n| daemon | f10: died | f10: hog dead after | lone reader: died |")
-    print("|---|---|---|---|")
+    print("\n| daemon | f10: died | f10: hog dead after | lone reader: died "
+          "| leak: died | leak: dead after (leaked) | leak: kernel OOM kills |")
+    print("|---|---|---|---|---|---|---|")
     by = {(r["daemon"], r["scenario"]): r for r in rows}
     for name in chosen:
-        a, b = by[(name, "f10")], by[(name, "lone reader")]
-        after = a["hog_dead_after_s"]
+        a, b, c = by[(name, "f10")], by[(name, "lone reader")], by[(name, "leak")]
+        after, life = a["hog_dead_after_s"], c["leak_dead_after_s"]
         print(f"| {name} | {', '.join(a['died']) or 'none'} | "  # type: ignore[arg-type]
               f"{f'{after:.0f} s' if after is not None else 'alive'} | "
-              f"{', '.join(b['died']) or 'none'} |", flush=True)  # type: ignore[arg-type]
+              f"{', '.join(b['died']) or 'none'} | "  # type: ignore[arg-type]
+              f"{', '.join(c['died']) or 'none'} | "  # type: ignore[arg-type]
+              f"{f'{life:.1f} s' if life is not None else 'alive'} ({c['leaked_mib']}M) | "
+              f"{c['kernel_oom_kills']} |", flush=True)
     return 0
 
 

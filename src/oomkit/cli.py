@@ -79,20 +79,37 @@ def _add_policy_args(p: argparse.ArgumentParser) -> None:
                    f"500ms, 2s... up to 60s (default {DEFAULT_BUDGET_S * 1000:g} ms)")
 
 
-def build_parser() -> argparse.ArgumentParser:
+class _Version(argparse.Action):
+    """``--version``, looked up only when asked (importlib.metadata is a few MiB that the
+    daemon would otherwise keep, locked, for good)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS,
+                 default: str = argparse.SUPPRESS, help: str | None = None) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=default,
+                         help=help or "show program's version number and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: object, option_string: str | None = None) -> None:
+        print(f"{parser.prog} {package_version()}", file=sys.stdout)  # as argparse's does
+        parser.exit()
+
+
+def build_parser(lean: bool = False) -> argparse.ArgumentParser:
+    """The ``oomkit`` parser. ``lean``: without the lab's subcommands, whose modules
+    (the simulator, the comparison's worker pool) a daemon would otherwise load and keep."""
     parser = argparse.ArgumentParser(
         prog="oomkit", description="Programmable out-of-memory handling for Linux.")
-    parser.add_argument("--version", action="version",
-                        version=f"%(prog)s {package_version()}")
+    parser.add_argument("--version", action=_Version)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sim = sub.add_parser("simulate", help="run policies against a scenario on the simulator")
     sim.add_argument("scenario", help="a scenario file (TOML)")
     sim.add_argument("--bare", action="store_true",
                      help="ignore the policies the scenario suggests: the kernel alone")
     _add_policy_args(sim)
-    from oomkit.lab import simulate as lab_simulate
+    if not lean:
+        from oomkit.lab import simulate as lab_simulate
 
-    lab_simulate.add_args(sim)
+        lab_simulate.add_args(sim)
     run = sub.add_parser("run", help="run policies on the live kernel until SIGTERM")
     run.add_argument("--config", default=None, help="config file (default: none when a "
                      "policy is given, else /etc/oomkit/oomkit.toml, else the recommended "
@@ -164,6 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="the oomkit the unit runs (default: this one)")
     inst.add_argument("--stdout", action="store_true",
                       help="print the unit instead of writing anything")
+    if lean:
+        return parser
     from oomkit.lab import compare as lab_compare
 
     lab_compare.add_parser(sub)
@@ -337,7 +356,8 @@ def _pipe_closed() -> int:
 
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     out = out or sys.stdout
-    args = build_parser().parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(lean=words[:1] == ["run"]).parse_args(words)
     try:
         return _main(args, out)
     except BrokenPipeError:

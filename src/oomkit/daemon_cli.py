@@ -148,8 +148,11 @@ def _run(args: argparse.Namespace, out: TextIO, path: str | None, sim: str | Non
          state_dir: str | None, load: Callable[[], tuple[Config, LoadedPolicies]]) -> int:
     from oomkit.daemon.backend import Backend, LiveBackend, SimBackend
     from oomkit.daemon.journal import Journal, journal_stream_is
+    from oomkit.daemon.protect import prepare
     from oomkit.daemon.service import Daemon
 
+    if not sim:
+        prepare()  # before load() imports the policies in a thread (Daemon.start reports it)
     config, policies = load()
     backend: Backend = SimBackend(sim) if sim else LiveBackend()
     quiet = bool(getattr(args, "quiet", False))

@@ -131,10 +131,11 @@ class ProcessSummary:
     cgroup: str
     status: str  # running | exited | killed | sleeping
     killed_at: float | None
-    stall_s: float
+    stall_s: float  # memory stall
     work_done_s: float
     work_lost_s: float
     peak_rss: int
+    io_stall_s: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -104,6 +104,10 @@ class Psi:
         return self._create(cgroup_id, resource, threshold_us, window_us, full)
 
 
+#: Characters of a kill message kept as its victims' reason in the event record.
+MAX_REASON = 1000
+
+
 @final
 class OomControl:
     """One OOM (struct oom_control) and the actions a handler may take on it.
@@ -185,14 +189,14 @@ class OomControl:
         group = mem_cgroup_get_oom_group(task.cgroup, self.memcg)
         targets = oom_kill_targets(task, group)
         killed = self._kernel.kill_tasks(targets, message, group)
-        self._note(killed)
+        self._note(killed, message)
 
     def kill_cgroup(self, cgroup: Cgroup, message: str = "") -> int:
         """Kill every task in ``cgroup`` and below (cgroup.kill). Returns how many."""
         self._check()
         self._in_domain(cgroup, f"cgroup {cgroup.path}")
         killed = self._kernel.kill_cgroup(cgroup, message)
-        self._note(killed)
+        self._note(killed, message)
         return len(killed)
 
     def _in_domain(self, cgroup: Cgroup | None, what: str) -> None:
@@ -244,7 +248,13 @@ class OomControl:
         if raised:
             self._freed = True
 
-    def _note(self, killed: list[Task]) -> None:
+    def _note(self, killed: list[Task], message: str) -> None:
+        # The handler's message goes with each victim into the OOM's event record: the
+        # kernel has no place for it (a SIGKILL carries no text), the user reading who
+        # died needs it.
         if killed:
             self._freed = True
-            self._victims.extend(Victim.of(t) for t in killed)
+            reason = message if isinstance(message, str) else str(message)
+            if len(reason) > MAX_REASON:  # one line of a log, not a policy's whole state
+                reason = reason[:MAX_REASON - 3] + "..."
+            self._victims.extend(Victim.of(t, reason) for t in killed)

@@ -23,10 +23,8 @@ otherwise end silently, exit code 0).
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import importlib.machinery
-import importlib.metadata
 import importlib.util
 import os
 import posix
@@ -81,6 +79,8 @@ def entry_points() -> dict[str, str]:
 
 
 def _entry_points() -> dict[str, str]:
+    import importlib.metadata  # here: a few MiB a daemon with built-in policies never needs
+
     return {ep.name: ep.value for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)}
 
 
@@ -100,6 +100,8 @@ def _import_file(path: Path, secure: bool) -> Any:
             raise ConfigError(f"{what}: no such file") from None
         except OSError as exc:
             raise ConfigError(f"{what}: cannot read: {exc.strerror}") from None
+    import hashlib
+
     digest = hashlib.sha1(str(path.absolute()).encode()).hexdigest()[:12]
     modname = f"oomkit_policy_{path.stem}_{digest}"
     module = types.ModuleType(modname)
@@ -328,6 +330,8 @@ def _show(value: Any, kind: str) -> str:
 
 def policy_infos() -> list[PolicyInfo]:
     """Every built-in policy, then those installed packages register."""
+    import importlib.metadata
+
     out = [_info(name, BUILTIN[name], "built-in") for name in sorted(BUILTIN)]
     for ep in sorted(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP),
                      key=lambda e: e.name):

@@ -20,10 +20,18 @@ Ev = Mapping[str, Any]
 
 
 def _victims(victims: list[Ev]) -> str:
-    return ", ".join(
-        f"{v['comm']} (pid {v['pid']}, {v['cgroup']}, rss {format_size(int(v['rss']))})"
-        for v in victims
-    )
+    """"a (pid 1, /cg, rss 10M), b (...): why; c (...): why else": each run of victims
+    killed for one reason (a handler's kill message) followed by it once."""
+    runs: list[tuple[str, list[str]]] = []
+    for v in victims:
+        who = f"{v['comm']} (pid {v['pid']}, {v['cgroup']}, rss {format_size(int(v['rss']))})"
+        reason = str(v.get("reason") or "")
+        if runs and runs[-1][0] == reason:
+            runs[-1][1].append(who)
+        else:
+            runs.append((reason, [who]))
+    return "; ".join(", ".join(whos) + (f": {reason}" if reason else "")
+                     for reason, whos in runs)
 
 
 def _where(memcg: str | None) -> str:
@@ -200,9 +208,11 @@ def write_summary(out: TextIO, e: Ev) -> None:
     rows = []
     for p in e.get("processes", []):
         killed = f"{p['killed_at']:.2f}s" if p.get("killed_at") is not None else "-"
-        rows.append([p["name"], str(p["pid"]), p["cgroup"], p["status"], killed,
-                     f"{p['stall_s']:.2f}s", f"{p['work_done_s']:.2f}s",
-                     f"{p['work_lost_s']:.2f}s", format_size(int(p["peak_rss"]))])
+        rows.append([p["name"], str(p["pid"]) if p["pid"] else "-", p["cgroup"], p["status"],
+                     killed, f"{p['stall_s']:.2f}s", f"{p.get('io_stall_s', 0.0):.2f}s",
+                     f"{p['work_done_s']:.2f}s", f"{p['work_lost_s']:.2f}s",
+                     format_size(int(p["peak_rss"]))])
     out.write("\n")
-    write_table(out, rows, ["process", "pid", "cgroup", "status", "killed", "stalled",
-                            "work done", "work lost", "peak rss"])
+    # Memory and IO stall apart: a reader waiting on its disk stalls little on memory.
+    write_table(out, rows, ["process", "pid", "cgroup", "status", "killed", "mem stall",
+                            "io stall", "work done", "work lost", "peak rss"])

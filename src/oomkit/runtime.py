@@ -603,7 +603,9 @@ class Runtime:
         calls: list[HandlerCall] = []
         victims: list[Victim] = []
         chain: list[OomLink] = []
-        cg = request.memcg
+        # A system-wide OOM is the root cgroup's as well: a handler attached at "/" (the
+        # recommended config's tmpfs_cleanup) is asked before the system-wide one.
+        cg: Cgroup | None = request.memcg or self.kernel.root_mem_cgroup()
         while cg is not None:
             link = self._oom_links.get(cg.id)
             if link is not None:

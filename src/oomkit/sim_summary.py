@@ -23,10 +23,13 @@ def summarize(kernel: SimKernel) -> SummaryEvent:
         status = {NEW: "not started", EXITING: "exiting"}.get(p.state, p.state)
         if p.state == EXITED:
             status = p.exit_status
+        # One that never started has no cgroup of its own yet: the scenario's is shown.
+        cgroup = p.cgroup.path if p.pid else (p.spawned_into or p.cgroup.path)
         procs.append(ProcessSummary(
-            p.name, p.pid, p.cgroup.path, status,
+            p.name, p.pid, cgroup, status,
             None if p.killed_at is None else p.killed_at / NS,
-            p.stall_ns / NS, p.work_ns / NS, p.work_lost_ns / NS, p.peak_rss))
+            p.stall_ns / NS, p.work_ns / NS, p.work_lost_ns / NS, p.peak_rss,
+            p.io_stall_ns / NS))
     assert kernel.root.psi is not None
     full = kernel.root.psi.total_ns(Resource.MEMORY, True) / NS
     now = kernel.clock.now()

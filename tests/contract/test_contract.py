@@ -29,7 +29,7 @@ from oomkit.kernel.base import (
 )
 from oomkit.kernel.linux import LinuxKernel, LivePsiTrigger
 from oomkit.kernel.sim import MachineSpec, SimKernel
-from oomkit.ops import OomContext, OomControl, OomOps
+from oomkit.ops import MAX_REASON, OomContext, OomControl, OomOps
 from oomkit.runtime import Runtime
 
 from .backends import Harness
@@ -507,6 +507,27 @@ def test_kill_process_through_oom_control(be: Harness) -> None:
     oc = OomControl(be.kernel, cg, 0, Constraint.DECLARED, None, be.kernel.oom_totalpages(cg))
     oc.kill_process(target, "test")
     assert oc.memory_freed and [v.pid for v in oc.victims] == [target.pid]
+
+
+def test_the_handlers_kill_message_goes_with_its_victims(be: Harness) -> None:
+    """The message of kill_process and kill_cgroup is the victims' reason in the event
+    (the kernel has no place for it: a SIGKILL carries no text)."""
+    cg = be.mkcg("k", memory_max=LIMIT)
+    sub = be.mkcg("k/sub")
+    be.spawn(cg, 3, into=[cg, sub, sub])
+    one = cg.tasks()[0]
+    oc = OomControl(be.kernel, cg, 0, Constraint.DECLARED, None, be.kernel.oom_totalpages(cg))
+    oc.kill_process(one, "policy: biggest grower, 12M/s")
+    assert oc.kill_cgroup(sub, "policy: the job whole") == 2
+    first, *rest = oc.victims
+    assert (first.pid, first.reason) == (one.pid, "policy: biggest grower, 12M/s")
+    assert [v.reason for v in rest] == ["policy: the job whole"] * 2
+    other = be.mkcg("k2", memory_max=LIMIT)
+    be.spawn(other, 1)
+    oc = OomControl(be.kernel, other, 0, Constraint.DECLARED, None,
+                    be.kernel.oom_totalpages(other))
+    oc.kill_process(other.tasks()[0], "x" * 5000)  # a runaway message: one line of a log
+    assert oc.victims[0].reason == "x" * (MAX_REASON - 3) + "..."
 
 
 def test_missing_file_in_a_live_cgroup_is_not_gone(be: Harness) -> None:

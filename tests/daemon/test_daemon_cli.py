@@ -68,6 +68,9 @@ def test_run_sim_then_events_and_status(setup: Setup) -> None:
     code, story = cli("run", "--sim", str(setup.scenario), "--config", str(setup.config))
     assert code == 0
     assert "resolved by handler largest_leaf; killed a_big" in story
+    # the handler's kill message ends the line that names its victim
+    (line,) = [x for x in story.splitlines() if "resolved by handler largest_leaf" in x]
+    assert re.search(r"killed a_big \(pid \d+, /a/x, rss [^)]+\): largest_leaf: /a/x$", line)
     code, table = cli("events", "--file", str(setup.event_log))
     assert code == 0
     # The terminal and the log tell the same story: the terminal of a simulation stamps
@@ -82,6 +85,8 @@ def test_run_sim_then_events_and_status(setup: Setup) -> None:
     assert only_ooms.count("OOM ") == 1 and "/b hit its memory.max" in only_ooms
     code, raw = cli("events", "--file", str(setup.event_log), "--json", "--kind", "oom")
     assert [json.loads(line)["memcg"] for line in raw.splitlines()] == ["/a", "/b"]
+    assert [[v["reason"] for v in json.loads(line)["victims"]] for line in raw.splitlines()] \
+        == [["largest_leaf: /a/x"], [""]]  # the handler's message; none for the default's
     code, status = cli("status", "--status-file", str(setup.status_file))
     assert code == 3  # not running
     assert "oomkit stopped" in status and "OOMs 2, kills 2" in status

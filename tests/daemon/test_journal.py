@@ -74,9 +74,11 @@ def test_one_entry_per_oom_with_its_fields(setup: Setup, tmp_path: Path) -> None
     assert first["OOMKIT_RESOLVED_BY"] == "handler" and first["OOMKIT_POLICY"] == "largest_leaf"
     assert first["OOMKIT_VICTIM_COMM"] == "a_big" and first["OOMKIT_VICTIM_CGROUP"] == "/a/x"
     assert int(first["OOMKIT_VICTIM_PID"]) > 0
+    assert first["OOMKIT_VICTIM_REASON"] == "largest_leaf: /a/x"  # the handler's message
     assert first["PRIORITY"] == "4" and first["SYSLOG_IDENTIFIER"] == "oomkit"
     assert "killed a_big" in first["MESSAGE"] and "\n" not in first["MESSAGE"]
     assert second["OOMKIT_RESOLVED_BY"] == "default" and second["OOMKIT_VICTIM_COMM"] == "b_big"
+    assert second["OOMKIT_VICTIM_REASON"] == ""  # the default killer's why is in its note
     kinds = [dict(e)["OOMKIT_EVENT"] for e in entries]
     assert kinds.count("oom") == 2 and "daemon" in kinds and "attach" in kinds
 

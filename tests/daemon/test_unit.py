@@ -9,6 +9,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -115,21 +116,32 @@ def test_ready_then_watchdog_pings(setup: Setup, tmp_path: Path,
                                    monkeypatch: pytest.MonkeyPatch) -> None:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.bind(str(tmp_path / "notify.sock"))
+    sock.settimeout(0.2)
     monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "notify.sock"))
     monkeypatch.setenv("WATCHDOG_USEC", "100000")  # a ping every 50 ms
     monkeypatch.setenv("WATCHDOG_PID", str(os.getpid()))
+    states: list[str] = []
+    done = threading.Event()
+
+    def receive() -> None:  # as systemd does: read all along (sd_notify never waits)
+        while True:
+            try:
+                states.append(sock.recv(4096).decode())
+            except TimeoutError:
+                if done.is_set():
+                    return
+
+    reader = threading.Thread(target=receive)
+    reader.start()
     d = setup.daemon()
     setup.at(1.0, lambda: time.sleep(0.3))  # the serve loop runs a while in real time
-    d.start()
-    d.run()
-    sock.setblocking(False)
-    states = []
-    while True:
-        try:
-            states.append(sock.recv(4096).decode())
-        except BlockingIOError:
-            break
-    sock.close()
+    try:
+        d.start()
+        d.run()
+    finally:
+        done.set()
+        reader.join()
+        sock.close()
     ready = [i for i, s in enumerate(states) if s.startswith("READY=1\nMAINPID=")]
     assert len(ready) == 1, states
     assert states[ready[0]:].count("WATCHDOG=1") >= 2, states
@@ -178,3 +190,24 @@ def test_install_unit_says_which_config_the_unit_runs(tmp_path: Path) -> None:
     assert main(["install-unit", "--unit-dir", str(tmp_path / "unit"), "--man-dir", "",
                  "--oomkit", OOMKIT, "--config-file", ""], out=out) == 0
     assert "note:" not in out.getvalue()
+
+
+def test_sd_notify_never_waits_on_a_receiver_that_does_not_read(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch
+                                                                ) -> None:
+    """A notify socket whose queue is full (a supervisor that stopped reading): the
+    datagram is dropped and sd_notify returns False at once, where a blocking send waited
+    for good (seen: a test run hung in sendto)."""
+    from oomkit.daemon.service import sd_notify
+
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(tmp_path / "notify.sock"))
+    monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "notify.sock"))
+    result = []
+    sender = threading.Thread(target=lambda: result.extend(
+        sd_notify("WATCHDOG=1") for _ in range(5000)), daemon=True)
+    sender.start()
+    sender.join(20)
+    sock.close()
+    assert not sender.is_alive(), "sd_notify blocked on a full queue"
+    assert result[0] is True and result[-1] is False

@@ -73,6 +73,22 @@ def test_ring_stays_within_its_size_and_samples_faster_under_pressure() -> None:
     assert delays[0] == 5.0 and 0.5 in delays[40:55]
 
 
+def test_every_sample_calls_on_sample_and_its_errors_do_not_stop_the_recorder() -> None:
+    kernel = SimKernel.from_scenario(load_scenario(EX / "default.toml"))
+    rec = FlightRecorder(kernel, RecorderSettings(interval_s=1.0, pressure_interval_s=0.5))
+    seen: list[float] = []
+
+    def note(now: float) -> None:
+        seen.append(now)
+        raise RuntimeError("a broken consumer")
+
+    rec.on_sample = note
+    for t in (1, 2):
+        kernel.run(until_ns=t * 1_000_000_000)
+        rec.sample_once()
+    assert seen == [1.0, 2.0] and rec.samples_taken == 2
+
+
 def test_recorder_config_and_its_errors() -> None:
     cfg = parse_config('[recorder]\nsize = "1M"\ninterval = "2s"\npressure_interval = "200ms"\n')
     assert cfg.recorder == RecorderSettings(1 << 20, 2.0, 0.2, 16, 64)

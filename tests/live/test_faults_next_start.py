@@ -34,7 +34,10 @@ def test_the_next_start_records_the_oom_its_dead_runtime_and_watchdog_left(
         assert wait_for(lambda: oom_control(box)["oom_kill_disable"] == 1
                         and oom_control(other)["oom_kill_disable"] == 1, 15), "not armed"
         watchdog = json.loads(state.read_text())["watchdog_pid"]
-        os.kill(first.pid, signal.SIGSTOP)  # the OOM below waits for a runtime now
+        # The watchdog first (it hands a stopped runtime's OOMs over at once), then the
+        # runtime: the OOMs below wait for somebody now.
+        os.kill(watchdog, signal.SIGSTOP)
+        os.kill(first.pid, signal.SIGSTOP)
         new = live.mkdir("other/new", limit=32 * MiB)  # inherits oom_kill_disable 1
         hogs = [live.spawn(box, "anon", 64 * MiB), live.spawn(new, "anon", 64 * MiB)]
         assert wait_for(lambda: oom_control(box)["under_oom"] == 1

@@ -166,4 +166,29 @@ def test_a_stopped_daemon_is_seen_by_its_heartbeat(live_v1: LiveCgroups,
     assert oom_control(box)["oom_kill_disable"] == 0
     (oom,) = d.ooms(tmp_path)
     assert (oom["memcg"], oom["policy"]) == ("/box", "watchdog")
-    assert "no heartbeat" in oom["note"]
+    assert "the runtime is stopped" in oom["note"] or "no heartbeat" in oom["note"]
+
+
+def test_an_idle_daemon_beats_seldom_and_is_not_taken_for_stuck(live_v1: LiveCgroups,
+                                                               tmp_path: Path) -> None:
+    """A quiet daemon announces its next heartbeat in IDLE_BEAT s (one wake-up of daemon
+    and watchdog in ten seconds): idle for longer than hung_after plus the short interval,
+    it is not stuck, and an OOM that comes then is its handler's, not the watchdog's (the
+    OOM beats at once, before the handler runs)."""
+    live = live_v1
+    box = live.mkdir("box", limit=32 * MiB)
+    proc = d.start(d.config(tmp_path, live.root,
+                            '[[oom]]\npolicy = "largest_leaf"\ncgroup = "/box"\n'),
+                   hung_after=HUNG_AFTER)
+    try:
+        assert wait_for(lambda: oom_control(box)["oom_kill_disable"] == 1, 15), "not armed"
+        time.sleep(HUNG_AFTER + 1.0 + 2.5)  # past the staleness of a one-second beat
+        hog = live.spawn(box, "anon", 64 * MiB)
+        assert hog.wait_dead(HUNG_AFTER + 5)
+        assert wait_for(lambda: len(d.ooms(tmp_path)) == 1, 10)
+        proc.terminate()
+        assert proc.wait(10) == 0
+    finally:
+        d.kill(proc)
+    (oom,) = d.ooms(tmp_path)
+    assert (oom["memcg"], oom["resolved_by"]) == ("/box", "handler"), oom

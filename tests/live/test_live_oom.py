@@ -90,6 +90,8 @@ def test_seed_test_oom_largest_leaf(live_v1: LiveCgroups, tmp_path: Path) -> Non
     handled = [e for e in ooms if e.resolved_by == "handler"]
     assert handled and handled[0].policy == "largest_leaf"
     assert [v.pid for v in handled[0].victims] == [h4.pid]
+    assert handled[0].victims[0].reason == "largest leaf"  # the handler's kill message
+    assert handled[0].to_dict()["victims"][0]["reason"] == "largest leaf"
     assert handled[0].memcg == "/oom_test"
     assert not [e for e in ooms if e.resolved_by != "handler"]
     # Everything restored on the way out.

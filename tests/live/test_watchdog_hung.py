@@ -111,7 +111,9 @@ def test_hung_runtime_the_watchdog_hands_the_oom_to_the_kernel(
         assert hog.wait_dead(HUNG_AFTER + 3), "the watchdog should have let the kernel kill"
         elapsed = time.monotonic() - start
         assert hog.proc.returncode == -signal.SIGKILL
-        assert elapsed >= HUNG_AFTER - 0.5, f"killed after {elapsed:.2f} s: not the watchdog"
+        # The runtime is in the stopped state: the watchdog sees it (/proc/PID/stat) and
+        # hands over at once, not after hung_after (only it can: the runtime is stopped).
+        assert elapsed < HUNG_AFTER, f"killed after {elapsed:.2f} s: the deadline, not at once"
         assert oom_control(box)["oom_kill"] > kills_before
         assert oom_control(box)["under_oom"] == 0
         # The journal entry stays: the runtime owns it.

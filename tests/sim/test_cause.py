@@ -120,3 +120,60 @@ def test_tasks_under_min_victim_that_together_are_under_it_too_are_no_swarm() ->
     assert k.out_of_memory(None) == 1
     assert [v.comm for v in s.ooms()[0].victims] == ["big"]
     s.rt.close()
+
+
+def _note_all(s: Sim) -> None:
+    k = s.kernel
+    cause.tracker(k).note_tree(k.root_mem_cgroup(), k.clock.now())
+
+
+def test_a_fast_grower_ranks_above_a_bigger_steady_cgroup() -> None:
+    s = Sim(memory="2G")
+    k = s.kernel
+    k.spawn("steady", "/steady", hold("800M"))
+    k.spawn("grower", "/grower", (Step("alloc", kind="anon", size=M("1G"), rate=M("50M")),
+                                  Step("sleep")))
+    s.run(0.5)
+    _note_all(s)
+    s.run(1.5)
+    act, now = cause.tracker(k), k.clock.now()
+    steady = cause.cause_rank(k.mem_cgroup("/steady"), act, now, False)
+    grower = cause.cause_rank(k.mem_cgroup("/grower"), act, now, False)
+    assert steady[0] > grower[0]  # by size and growth alone the steady one would go
+    assert cause.grows(grower[1], M("2G")) and not cause.grows(steady[1], M("2G"))
+    s.rt.attach_oom(KillCause())
+    assert k.out_of_memory(None) == 1
+    assert [v.comm for v in s.ooms()[0].victims] == ["grower"]
+    s.rt.close()
+
+
+def test_in_one_cgroup_the_task_that_grows_dies_not_the_biggest() -> None:
+    s = Sim(memory="2G")
+    k = s.kernel
+    k.spawn("server", "/scope", hold("600M"))
+    k.spawn("leak", "/scope", (Step("alloc", kind="anon", size=M("1G"), rate=M("40M")),
+                               Step("sleep")))
+    s.run(0.5)
+    _note_all(s)
+    s.run(1.2)
+    _note_all(s)  # the scope grew: its tasks are sampled from here on
+    s.run(1.2)
+    growth = cause.tracker(k).task_growth(k.mem_cgroup("/scope"), k.clock.now())
+    by_comm = {t.comm: growth[t.pid] for t in k.mem_cgroup("/scope").tasks()}
+    assert by_comm["leak"] >= M("30M") and by_comm["server"] < M("1M")
+    s.rt.attach_oom(KillCause())
+    assert k.out_of_memory(None) == 1
+    assert [v.comm for v in s.ooms()[0].victims] == ["leak"]
+    s.rt.close()
+
+
+def test_a_cgroup_that_does_not_grow_has_no_task_samples() -> None:
+    s = Sim()
+    k = s.kernel
+    k.spawn("still", "/still", hold("100M"))
+    s.run(0.5)
+    _note_all(s)
+    s.run(1.5)
+    _note_all(s)
+    assert cause.tracker(k).task_growth(k.mem_cgroup("/still"), k.clock.now()) == {}
+    s.rt.close()

@@ -329,3 +329,17 @@ def test_machine_wide_oom_is_system_wide(sim: Sim) -> None:
     assert [v.comm for v in first.victims] == ["a"]
     isinstance(first, OomEvent)
     s.rt.close()
+
+
+def test_machine_wide_oom_asks_the_handler_at_the_root_then_the_system_wide_one() -> None:
+    s = Sim(memory="100M")
+    log: list[str] = []
+    s.rt.attach_oom(Recorder(log, "system"), None)
+    s.rt.attach_oom(Recorder(log, "root"), "/")
+    s.kernel.spawn("a", "/a", hold("60M"))
+    s.kernel.spawn("b", "/b", hold("60M"), start_ns=100_000_000)
+    s.run(1)
+    first = s.ooms()[0]
+    assert first.memcg is None
+    assert [h.name for h in first.handlers] == ["root", "system"]
+    s.rt.close()

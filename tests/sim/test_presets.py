@@ -13,7 +13,7 @@ from oomkit.kernel.sim import Step
 from oomkit.ops import OomContext, OomControl
 from oomkit.policies import prefs
 from oomkit.policies.earlyoom import Earlyoom
-from oomkit.policies.lmkd import Lmkd
+from oomkit.policies.lmkd import Lmkd, LmkdWatch
 from oomkit.policies.oomd import PLUGINS, Oomd
 from oomkit.policies.systemd_oomd import SystemdOomd
 
@@ -25,9 +25,6 @@ PRESETS = REPO / "packaging" / "presets"
 
 @pytest.mark.parametrize(("preset", "victims", "before"), [
     ("earlyoom", ["browser"], 60),
-    ("systemd-oomd", ["churn"], 90),
-    ("oomd", ["churn"], 90),
-    ("lmkd", ["cached_b", "cached_a"], 10),
 ])
 def test_each_preset_over_its_example(preset: str, victims: list[str], before: float,
                                       tmp_path: Path) -> None:
@@ -35,6 +32,31 @@ def test_each_preset_over_its_example(preset: str, victims: list[str], before: f
                         PRESETS / f"{preset}.toml", tmp_path)
     assert o.killed[:len(victims)] == victims
     assert o.killed_at(victims[-1]) < before
+
+
+@pytest.mark.parametrize(("preset", "kills", "before"), [
+    ("systemd-oomd", [("CONSTRAINT_OOMD_PRESSURE", "systemd_oomd_kill", ["churn"])], 90),
+    ("oomd", [("CONSTRAINT_OOMD_PRESSURE", "oomd_kill", ["churn"])], 90),
+    # Both cached apps, the heavier band first; then nobody is at 800 or above and lmkd
+    # kills nothing more at MEDIUM: the foreground app lives (lmkd.cpp
+    # find_and_kill_process returns 0; no kernel-style killer stands behind a level).
+    ("lmkd", [("CONSTRAINT_LMKD_MEDIUM", "lmkd_kill", ["cached_b"]),
+              ("CONSTRAINT_LMKD_MEDIUM", "lmkd_kill", ["cached_a"])], 10),
+])
+def test_preset_kills_exactly_its_own_victims(
+        preset: str, kills: list[tuple[str, str, list[str]]], before: float,
+        tmp_path: Path) -> None:
+    """Every kill of the run, in order, made by the preset's own handler on its own
+    declared OOM: a victim of the runtime's default killer is a failure, as is any
+    victim beyond those listed."""
+    o = run_with_config(REPO / "examples" / f"preset_{preset}.toml",
+                        PRESETS / f"{preset}.toml", tmp_path)
+    made = [(e["constraint_text"], e["policy"], [v["comm"] for v in e["victims"]])
+            for e in o.ooms if e["victims"]]
+    assert made == kills, o.ooms
+    assert all(e["resolved_by"] == "handler" for e in o.ooms if e["victims"])
+    assert o.killed == [name for _, _, names in kills for name in names]
+    assert o.killed_at(kills[-1][2][-1]) < before
 
 
 def declared(sim: Sim, text: str, memcg: str | None = None) -> OomControl:
@@ -132,6 +154,26 @@ def test_lmkd_kills_from_the_highest_band_the_level_allows() -> None:
     s.run(0.5)
     assert not Lmkd().handle_out_of_memory(OomContext(0), declared(s, "CONSTRAINT_LMKD_MEDIUM"))
     assert chosen(Lmkd(), declared(s, "CONSTRAINT_LMKD_CRITICAL")) == ["service"]
+    s.rt.close()
+
+
+def test_lmkd_level_with_nobody_in_its_band_declares_nothing() -> None:
+    """No task at oom_score_adj 800 or above: the MEDIUM level kills nobody, as lmkd's
+    does, instead of declaring an OOM that falls to the default killer (which took the
+    foreground app). CRITICAL (band 0 and up) still acts, highest band first."""
+    s = Sim(memory="1G", swap="512M")
+    k = s.kernel
+    k.spawn("service", "/svc", hold("150M"), oom_score_adj=500)
+    k.spawn("fg", "/fg", (Step("alloc", kind="anon", size=M("1100M"), rate=M("100M")),
+                          Step("touch", kind="anon", size=M("1100M"),
+                               duration_ns=30_000_000_000)))
+    s.rt.attach_oom(Lmkd())
+    s.rt.attach_psi(LmkdWatch())
+    s.run(30)
+    got = [(e.constraint_text, e.resolved_by, e.policy, [v.comm for v in e.victims])
+           for e in s.ooms()]
+    assert got == [("CONSTRAINT_LMKD_CRITICAL", "handler", "lmkd_kill", ["service"]),
+                   ("CONSTRAINT_LMKD_CRITICAL", "handler", "lmkd_kill", ["fg"])]
     s.rt.close()
 
 

@@ -163,9 +163,7 @@ def populated() -> Metrics:
 
 
 def scrape(m: Metrics) -> str:
-    from prometheus_client import generate_latest
-
-    return generate_latest(m.registry).decode()
+    return m.registry.render().decode()
 
 
 def test_exporter_conventions() -> None:

@@ -3,7 +3,8 @@
 The host kernel keeps its memory controller on cgroup v1, so tests that need cgroup v2
 (``memory.events``, ``memory.pressure``, ``cgroup.kill`` ...) run inside a small guest:
 
-* kernel: the generic Debian ``linux-image-amd64`` kernel from ``/boot`` (not the host's);
+* kernel: Debian's generic ``linux-image-amd64`` of a chosen release (6.1, 6.12, 7.3),
+  fetched into a cache and unpacked there, never installed (tests/vm/kernels.py);
 * initramfs: static busybox plus the virtio/9p/overlay modules, built here and cached;
 * root filesystem: the host's ``/``, exported read-only over virtio-9p, with a tmpfs
   overlay on top, so the guest sees the repository and its ``.venv`` at the same paths
@@ -59,7 +60,8 @@ GUEST_TESTS = REPO_ROOT / "tests/vm/guest"  # tests that run only inside the gue
 DEFAULT_CACHE_DIR = Path(os.environ.get("OOMKIT_VM_CACHE", REPO_ROOT / "tests/vm/.cache"))
 GUEST_OUT = "/run/vm-out"  # where the per-run host directory appears in the guest
 GUEST_CMDLINE_FLAG = "oomkit.guest=1"
-APT_PACKAGES = ("qemu-system-x86", "linux-image-amd64", "busybox-static")
+# The guest's kernels are fetched, not installed (tests/vm/kernels.py): only the tools.
+APT_PACKAGES = ("qemu-system-x86", "busybox-static")
 QEMU = "qemu-system-x86_64"
 BUSYBOX = Path("/bin/busybox")
 # Roots of the module set; their dependencies are added from their modinfo. The order is
@@ -166,7 +168,7 @@ def _missing_packages() -> list[str]:
 
 
 def ensure_packages() -> None:
-    """apt-get install qemu, the generic Debian kernel and static busybox if missing."""
+    """apt-get install qemu and static busybox if missing (the kernels are fetched)."""
     missing = _missing_packages()
     if not missing:
         return
@@ -216,11 +218,11 @@ KERNEL_CHOICES = kernels.CHOICES
 
 
 def find_kernel(choice: str | None = None) -> GuestKernel:
-    """The guest kernel for a choice: "6.1" (the host's /boot), "6.12", "7.3", or a path.
+    """The guest kernel for a choice: "6.1", "6.12", "7.3", or a path.
 
-    None means $OOMKIT_VM_KERNEL, else "6.1". 6.12 and 7.3 are fetched (once, cached in
-    ~/.cache/oomkit-vm/kernels) from Debian with a private apt configuration: see
-    tests/vm/kernels.py. Raises HarnessError if it cannot be had.
+    None means $OOMKIT_VM_KERNEL, else "6.1". Each is fetched (once, cached in
+    ~/.cache/oomkit-vm/kernels) from Debian with a private apt configuration, never
+    installed: see tests/vm/kernels.py. Raises HarnessError if it cannot be had.
     """
     try:
         return kernels.resolve(choice)

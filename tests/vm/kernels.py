@@ -1,20 +1,21 @@
-"""Kernels for the VM guest: the host's /boot kernel, or a Debian kernel fetched for it.
+"""Kernels for the VM guest: Debian kernels fetched for it, or one given by path.
 
 A choice is a name or a path:
 
-* ``6.1``: the newest generic Debian kernel installed in ``/boot`` (bookworm's; the
-  harness's ``ensure_packages()`` installs ``linux-image-amd64`` for it);
-* ``6.12``: Debian's ``linux-image-amd64`` from suite ``trixie``;
+* ``6.1``: Debian's ``linux-image-amd64`` from suite ``bookworm``;
+* ``6.12``: the same from suite ``trixie``;
 * ``7.3``: the same from ``trixie-backports`` (no memcg v1, MGLRU on);
-* a path to a ``vmlinuz`` whose modules sit in ``lib/modules/<release>`` beside it.
+* a path to a ``vmlinuz`` whose modules sit in ``lib/modules/<release>`` beside it (a
+  kernel installed in ``/boot`` works so: ``/boot/vmlinuz-<release>``).
 
-Fetched kernels never touch the host's apt state or its installed packages: ``apt-get
-update`` and ``apt-get download`` run with a private configuration (sources list, lists,
-cache and an empty dpkg status, all under the kernel cache), and the ``.deb`` files are
-unpacked with ``dpkg -x`` into ``<cache>/<release>/root``. The mirror and keyring are the
-ones the host's own apt sources use for Debian (``OOMKIT_VM_APT_MIRROR`` overrides the
-mirror). Debian ships no ``modules.dep`` in the packages (depmod makes it at install
-time), so a module's dependencies are read from its own ``.modinfo`` ELF section.
+All three are fetched (nothing is installed on the host for them). Fetched kernels never
+touch the host's apt state or its installed packages: ``apt-get update`` and ``apt-get
+download`` run with a private configuration (sources list, lists, cache and an empty
+dpkg status, all under the kernel cache), and the ``.deb`` files are unpacked with
+``dpkg -x`` into ``<cache>/<release>/root``. The mirror and keyring are the ones the
+host's own apt sources use for Debian (``OOMKIT_VM_APT_MIRROR`` overrides the mirror).
+Debian ships no ``modules.dep`` in the packages (depmod makes it at install time), so a
+module's dependencies are read from its own ``.modinfo`` ELF section.
 
 Standard library only (the harness runs with any python3).
 """
@@ -37,10 +38,10 @@ import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-HOST_CHOICE = "6.1"
-# name -> Debian suite of the fetched kernel (the host's /boot one has none)
-FETCHED = {"6.12": "trixie", "7.3": "trixie-backports"}
-CHOICES = (HOST_CHOICE, *FETCHED)
+DEFAULT_CHOICE = "6.1"
+# name -> the Debian suite whose linux-image-amd64 it is
+FETCHED = {"6.1": "bookworm", "6.12": "trixie", "7.3": "trixie-backports"}
+CHOICES = tuple(FETCHED)
 META_PACKAGE = "linux-image-amd64"
 DEFAULT_KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
 
@@ -89,14 +90,12 @@ def version_key(release: str) -> tuple[int, ...]:
 
 
 def default_choice() -> str:
-    return os.environ.get("OOMKIT_VM_KERNEL") or HOST_CHOICE
+    return os.environ.get("OOMKIT_VM_KERNEL") or DEFAULT_CHOICE
 
 
 def resolve(choice: str | None = None, cache: Path | None = None) -> GuestKernel:
     """The kernel for a choice (None: $OOMKIT_VM_KERNEL, else 6.1); fetches on first use."""
     choice = choice or default_choice()
-    if choice == HOST_CHOICE:
-        return host_kernel()
     if choice in FETCHED:
         return fetched_kernel(choice, cache or cache_dir())
     if "/" in choice or Path(choice).exists():
@@ -106,29 +105,7 @@ def resolve(choice: str | None = None, cache: Path | None = None) -> GuestKernel
     )
 
 
-# ------------------------------------------------------------------------ host /boot
-
-
-def host_kernel() -> GuestKernel:
-    """The newest generic Debian kernel in /boot with its modules in /lib/modules.
-
-    Never -cloud- (no 9p) or -rt-, nor the kernel the host runs.
-    """
-    running = os.uname().release
-    found: list[tuple[str, Path]] = []
-    for path in Path("/boot").glob("vmlinuz-*-amd64"):
-        release = path.name.removeprefix("vmlinuz-")
-        if release == running or re.search(r"-(cloud|rt)-amd64$", release):
-            continue
-        if (Path("/lib/modules") / release / "kernel").is_dir():
-            found.append((release, path))
-    if not found:
-        raise KernelError(
-            "no generic Debian kernel (/boot/vmlinuz-*-amd64 with /lib/modules/<release>): "
-            "apt-get install linux-image-amd64 (not the -cloud- flavour: it has no 9p)"
-        )
-    release, path = max(found, key=lambda item: version_key(item[0]))
-    return GuestKernel(HOST_CHOICE, release, path, Path("/lib/modules") / release)
+# --------------------------------------------------------------------------- by path
 
 
 def kernel_at(path: Path) -> GuestKernel:

@@ -15,7 +15,8 @@ journald reads as the priority (``SyslogLevelPrefix=`` defaults to yes; sd-daemo
 An OOM entry carries ``MESSAGE_ID`` :data:`MESSAGE_ID_OOM` and the fields ``OOMKIT_MEMCG``,
 ``OOMKIT_CONSTRAINT``, ``OOMKIT_RESOLVED_BY``, ``OOMKIT_POLICY``, and per victim
 ``OOMKIT_VICTIM_PID``, ``OOMKIT_VICTIM_COMM``, ``OOMKIT_VICTIM_CGROUP``,
-``OOMKIT_VICTIM_RSS`` (repeated for several victims, as journald allows), so
+``OOMKIT_VICTIM_RSS``, ``OOMKIT_VICTIM_REASON`` (the handler's kill message; repeated
+for several victims, as journald allows), so
 ``journalctl MESSAGE_ID=...`` lists every OOM and ``journalctl OOMKIT_VICTIM_COMM=java`` the
 kills of one program.
 """
@@ -77,7 +78,7 @@ def journal_fields(record: Mapping[str, Any]) -> Fields:
         if record.get("dry_run"):
             fields.append(("OOMKIT_DRY_RUN", "1"))
         for victim in record.get("victims", ()):
-            for key in ("pid", "comm", "cgroup", "rss"):
+            for key in ("pid", "comm", "cgroup", "rss", "reason"):
                 fields.append((f"OOMKIT_VICTIM_{key.upper()}", str(victim.get(key, ""))))
     elif record.get("event") == "error":
         fields.append(("OOMKIT_WHERE", str(record.get("where", ""))))

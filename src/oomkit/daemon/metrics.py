@@ -1,48 +1,40 @@
 """Prometheus metrics: an event sink that counts, and a small HTTP server for ``/metrics``.
 
-The only module that imports ``prometheus_client``; the daemon imports it at startup (when
-metrics are on), so nothing is imported while an OOM is handled. The sink only increments
-counters (a dict lookup and a short lock per metric): the OOM path never waits for a
-scrape, and a failure here is swallowed, never raised into the runtime.
+The sink only increments counters (a dict lookup and a short lock per metric): the OOM path
+never waits for a scrape, and a failure here is swallowed, never raised into the runtime.
+The series and their text format are :mod:`oomkit.daemon.prom` (prometheus-client would
+bring OpenSSL, urllib and http.server into the locked daemon: see there); the HTTP side is
+``socketserver`` and a request parser of a few lines, which is all a scrape needs.
 
 The server runs in one thread of its own, blocked in ``select`` with no timeout (no idle
-wake-ups), and answers requests one at a time with a 2 s socket timeout, so a stuck client
-can only delay other scrapes.
+wake-ups); each connection gets a thread (at most 16 at once) and a 2 s socket timeout, so
+a stuck client can only hold its own thread.
 
 Conventions, as exporters keep them (node_exporter, the Prometheus "Writing exporters"
 guide): no ``_created`` series (they double every counter); ``oomkit_build_info`` with the
 version; label values from fixed sets (``resolved_by``, ``constraint``, error ``where``),
 or names sanitised to ``[A-Za-z0-9_.:-]`` (handlers and policies, which the config names);
 ``GET``/``HEAD /metrics`` answer 200, ``/`` a short page, any other path 404, any other
-method 405. ``promtool check metrics`` passes on a scrape (tests/unit/test_metrics.py).
+method 405, a request that is not HTTP 400. ``promtool check metrics`` passes on a scrape
+(tests/unit/test_metrics.py).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import platform
 import re
 import selectors
 import socket
 import socketserver
+import sys
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any, Final
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
-
-from prometheus_client import (
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    ProcessCollector,
-    disable_created_metrics,
-    make_wsgi_app,
-)
 
 from oomkit import forkguard
 from oomkit.daemon.config import Listen
+from oomkit.daemon.prom import CONTENT_TYPE, Counter, Gauge, Histogram, Registry, process_lines
 from oomkit.events import (
     AttachEvent,
     DetachEvent,
@@ -85,14 +77,14 @@ def error_place(where: str) -> str:
 class Metrics:
     """The daemon's metrics in a registry of their own (plus the process collector)."""
 
-    def __init__(self, *, registry: CollectorRegistry | None = None) -> None:
-        disable_created_metrics()  # type: ignore[no-untyped-call]  # process-wide; the daemon has no other registry
-        self.registry = registry or CollectorRegistry(auto_describe=True)
+    def __init__(self, *, registry: Registry | None = None) -> None:
+        self.registry = registry or Registry()
         r = self.registry
-        ProcessCollector(registry=r)
+        r.add_collector(process_lines)
         self.build_info = Gauge("oomkit_build_info", "Always 1: the oomkit version running",
                                 ["version", "python_version"], registry=r)
-        self.build_info.labels(package_version(), platform.python_version()).set(1)
+        # sys.version's first word is what platform.python_version() returns
+        self.build_info.labels(package_version(), sys.version.split()[0]).set(1)
         self.ooms = Counter("oomkit_ooms", "OOMs seen, by who resolved them, the policy that "
                             "made progress and the kind of OOM (none: the whole machine)",
                             ["resolved_by", "policy", "constraint"], registry=r)
@@ -172,8 +164,8 @@ WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 def routed(metrics_app: WsgiApp) -> WsgiApp:
     """``/metrics`` (GET and HEAD), ``/`` a page linking to it, 404 elsewhere, 405 for any
-    other method. HEAD gets GET's headers without the body, whatever the path (wsgiref would
-    send the body)."""
+    other method. HEAD gets GET's headers without the body, whatever the path (the server sends
+    whatever the app returns)."""
 
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         path = environ.get("PATH_INFO") or "/"
@@ -203,14 +195,58 @@ def routed(metrics_app: WsgiApp) -> WsgiApp:
     return app
 
 
-class _QuietHandler(WSGIRequestHandler):
+def exposition_app(registry: Registry) -> WsgiApp:
+    """The exposition of ``registry`` as a WSGI-style app (what :func:`routed` wraps)."""
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        body = registry.render()
+        start_response("200 OK", [("Content-Type", CONTENT_TYPE),
+                                  ("Content-Length", str(len(body)))])
+        return [body]
+
+    return app
+
+
+_REQUEST_LINE: Final = re.compile(r"([A-Z]{1,16}) (\S{1,4096}) HTTP/1\.[01]")
+MAX_HEADER_LINES: Final = 100
+
+
+class _Handler(socketserver.StreamRequestHandler):
+    """One request per connection (HTTP/1.0 answers, then close): the request line, the
+    headers skipped up to the blank line, the routed app's answer."""
+
     timeout = 2  # seconds a client may take; socketserver applies it to the connection
+    server: _Server
 
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
+    def handle(self) -> None:
+        line = self.rfile.readline(4200).decode("latin-1").rstrip("\r\n")
+        match = _REQUEST_LINE.fullmatch(line)
+        for _ in range(MAX_HEADER_LINES):
+            header = self.rfile.readline(8200)
+            if header in (b"\r\n", b"\n", b""):
+                break
+        else:
+            match = None
+        if match is None:
+            self._answer("400 Bad Request", [("Content-Type", "text/plain")],
+                         [b"Bad request\n"])
+            return
+        method, target = match.groups()
+        got: list[Any] = []
+        body = self.server.app({"REQUEST_METHOD": method,
+                                "PATH_INFO": target.split("?", 1)[0]},
+                               lambda status, headers, *_: got.extend((status, headers)))
+        self._answer(got[0], got[1], body)
+
+    def _answer(self, status: str, headers: list[tuple[str, str]],
+                body: Iterable[bytes]) -> None:
+        head = [f"HTTP/1.0 {status}", *(f"{k}: {v}" for k, v in headers), "Connection: close"]
+        self.wfile.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1"))
+        for chunk in body:
+            self.wfile.write(chunk)
 
 
-class _Server(socketserver.ThreadingMixIn, WSGIServer):
+class _Server(socketserver.ThreadingMixIn, socketserver.TCPServer):
     """One thread per connection (at most MAX_CLIENTS): a slow or stalled client never
     holds up another scrape."""
 
@@ -219,8 +255,9 @@ class _Server(socketserver.ThreadingMixIn, WSGIServer):
     block_on_close = False
     MAX_CLIENTS = 16
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, address: tuple[str, int], app: WsgiApp) -> None:
+        self.app = app
+        super().__init__(address, _Handler)
         self._slots = threading.BoundedSemaphore(self.MAX_CLIENTS)
 
     def process_request(self, request: Any, client_address: Any) -> None:
@@ -228,6 +265,9 @@ class _Server(socketserver.ThreadingMixIn, WSGIServer):
             self.shutdown_request(request)  # too many at once: this one is dropped
             return
         super().process_request(request, client_address)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # a client that timed out or hung up: its problem, not a line on our stderr
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         try:
@@ -245,11 +285,10 @@ class MetricsServer:
 
     def __init__(self, metrics: Metrics, listen: Listen) -> None:
         self.listen = listen
-        app = routed(make_wsgi_app(metrics.registry))
+        app = routed(exposition_app(metrics.registry))
         server_class = _Server6 if ":" in listen.host else _Server
         try:
-            self._httpd = make_server(listen.host, listen.port, app, server_class=server_class,
-                                      handler_class=_QuietHandler)
+            self._httpd = server_class((listen.host, listen.port), app)
         except OSError as exc:
             raise OSError(exc.errno, f"metrics: cannot listen on {listen}: {exc.strerror}"
                           ) from None

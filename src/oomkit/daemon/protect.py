@@ -11,7 +11,12 @@ everything is exactly as stuck as the processes it should rescue. So, at startup
   (``MCL_ONFAULT``) rather than read in whole, see :data:`COLD_MAPPINGS`;
 * threads get small stacks (256 KiB instead of 8 MiB: every page of a stack that is ever
   touched stays locked);
-* glibc gets at most two malloc arenas (one per thread by default, each reserving 64 MiB);
+* glibc gets one malloc arena (by default each new thread may get its own, and each extra
+  arena reserves 64 MiB of address space, which ``mlockall`` counts as locked: VmLck). The
+  interpreter allocates under the GIL anyway, so a second arena buys no parallelism;
+* both are set before the first thread starts (:func:`prepare`: the policies are imported
+  in a thread of their own, before the daemon starts): glibc keeps the stack of a finished
+  thread for reuse, and an 8 MiB one cached at startup would be read in and locked whole;
 * ``oom_score_adj`` -1000: the kernel's killer never picks the daemon (needs
   CAP_SYS_RESOURCE to go below the current value);
 * the cyclic garbage collector is switched off and run only at idle times, after
@@ -108,7 +113,7 @@ def unlock_memory() -> None:
         pass
 
 
-def limit_malloc_arenas(n: int = 2) -> str | None:
+def limit_malloc_arenas(n: int = 1) -> str | None:
     try:
         if _libc().mallopt(M_ARENA_MAX, n) != 1:
             return "mallopt(M_ARENA_MAX) refused"
@@ -145,6 +150,13 @@ def preimport(names: Iterable[str]) -> list[str]:
     return failed
 
 
+def prepare() -> str | None:
+    """What must be set before the process starts any thread: small thread stacks and one
+    malloc arena. None when done, else why not (the arenas; stacks cannot fail)."""
+    limit_thread_stacks()
+    return limit_malloc_arenas()
+
+
 @dataclass(slots=True)
 class Protection:
     """What self-protection achieved: each step and None (done) or why it was not."""
@@ -160,8 +172,7 @@ def protect(*, mlock: bool = True, oom_score_adj: bool = True,
             proc: str = "/proc") -> Protection:
     """The startup steps that need no config: stacks, arenas, imports, memory, score."""
     p = Protection()
-    limit_thread_stacks()
-    p.steps["malloc arenas"] = limit_malloc_arenas()
+    p.steps["malloc arenas"] = prepare()
     failed = preimport(DECISION_PATH_MODULES)
     p.steps["imports"] = "; ".join(failed) if failed else None
     if oom_score_adj:

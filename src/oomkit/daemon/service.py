@@ -53,7 +53,9 @@ from oomkit.runtime import OomLink, PsiLink, Runtime
 
 def sd_notify(state: str) -> bool:
     """Tell systemd (Type=notify) how we are: READY=1 once armed, RELOADING=1, STOPPING=1.
-    A no-op outside systemd (no $NOTIFY_SOCKET)."""
+    A no-op outside systemd (no $NOTIFY_SOCKET). Never blocks: a datagram the receiver's
+    full queue cannot take is dropped (False), as a daemon that waits on its supervisor
+    during an OOM would leave the OOM waiting too."""
     address = os.environ.get("NOTIFY_SOCKET")
     if not address:
         return False
@@ -61,6 +63,7 @@ def sd_notify(state: str) -> bool:
         address = "\0" + address[1:]
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+            sock.setblocking(False)  # a full queue: EAGAIN, not a wait
             sock.sendto(state.encode(), address)
     except OSError:
         return False
@@ -256,6 +259,7 @@ class Daemon:
                                    on_error=lambda msg: self.emit_error("recorder", msg),
                                    context=lambda: {"config": os.path.abspath(self.config.path),
                                                     "handlers": self.handlers()})
+        self.incidents.recorder.on_sample = self._sample_growth
         if self.backend.name == "sim":
             # The simulator is not thread-safe and runs on its own clock: sample it
             # between its slices, in simulated time.
@@ -270,6 +274,16 @@ class Daemon:
             self.backend.on_slice = on_slice  # type: ignore[attr-defined]
         else:
             self.incidents.start()
+
+    def _sample_growth(self, now: float) -> None:
+        """The recorder's samples (every 10 s; every 0.5 s near a limit or under pressure)
+        are also the growth samples of the cause ranking (oomkit.policies.cause): without
+        them a memcg OOM that no stall announced ranks by size alone. Only where a loaded
+        policy uses that ranking (it imported the module): no reads for nothing."""
+        cause = sys.modules.get("oomkit.policies.cause")
+        kernel = self.real_kernel
+        if cause is not None and kernel is not None:
+            cause.tracker(kernel).note_tree(kernel.root_mem_cgroup(), now)
 
     def _incident_record(self, event: Event, record: dict[str, Any]) -> None:
         # An incident lives beside the event log, is named in its OOM line and rotates

@@ -224,16 +224,19 @@ class Task:
 
 @dataclass(frozen=True, slots=True)
 class Victim:
-    """A killed task as an event reports it."""
+    """A killed task as an event reports it. ``reason``: the message the handler gave
+    its kill (``oc.kill_process(task, message)``, ``oc.kill_cgroup(cg, message)``); ""
+    for the default killer's victims and the kernel's (their event's note says why)."""
 
     pid: int
     comm: str
     cgroup: str
     rss: int
+    reason: str = ""
 
     @staticmethod
-    def of(task: Task) -> Victim:
-        return Victim(task.pid, task.comm, task.cgroup.path, task.rss)
+    def of(task: Task, reason: str = "") -> Victim:
+        return Victim(task.pid, task.comm, task.cgroup.path, task.rss, reason)
 
 
 @dataclass(frozen=True, slots=True)

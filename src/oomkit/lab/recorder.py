@@ -49,6 +49,15 @@ MIN_USAGE: Final = 1 << 20  # below: usage and limits only (see samples.sample_c
 PROBE_S: Final = 1.0  # between idle samples: see FlightRecorder.probe
 PROBE_CGROUPS: Final = 8
 PROBE_GROWTH: Final = 0.05
+#: A quiet machine (no pressure, no sampled cgroup moving by QUIET_SHARE of its limit, or
+#: of the machine's memory, per idle interval) is sampled ever more rarely, doubling the
+#: gap up to IDLE_STRETCH idle intervals: the daemon must idle as cheaply as earlyoom
+#: (issue 10). A cgroup that starts to move brings the idle interval back at once.
+IDLE_STRETCH: Final = 6
+QUIET_SHARE: Final = 0.01
+#: The tree is walked again (the largest cgroups picked anew) this often while idle; a
+#: cgroup made or removed asks for a walk at once (invalidate), pressure every 10 s.
+IDLE_WALK_S: Final = 1800.0
 INCIDENT_VERSION: Final = 1
 INCIDENT_GLOB: Final = re.compile(r"^incident-(\d{8}T\d{6}\.\d{3})(?:-\d+)?\.jsonl$")
 
@@ -104,6 +113,24 @@ def _under_pressure(sample: dict[str, Any], prev: dict[str, Any] | None,
     return False
 
 
+def _quiet(sample: dict[str, Any], prev: dict[str, Any] | None, interval_s: float,
+           memory: int) -> bool:
+    """No sampled cgroup changed by more than QUIET_SHARE of its memory.max (of
+    ``memory``, the machine's, without one) per ``interval_s`` since ``prev``, and the same
+    cgroups were sampled."""
+    if prev is None or sample["cgroups"].keys() != prev["cgroups"].keys():
+        return False
+    dt = sample["time"] - prev["time"]
+    if dt <= 0:
+        return False
+    for path, cg in sample["cgroups"].items():
+        limit = cg.get("max") or memory
+        moved = abs(cg["usage"] - prev["cgroups"][path]["usage"]) * interval_s / dt
+        if not limit or moved > QUIET_SHARE * limit:
+            return False
+    return True
+
+
 class FlightRecorder:
     """Samples ``kernel`` into a ring. ``roots`` gives the cgroups to watch (each with
     its subtree; None or none given: the whole tree); at most ``settings.cgroups`` of
@@ -132,7 +159,11 @@ class FlightRecorder:
         self._also: list[str] = []  # cgroups that had an OOM outside the watched roots
         self._partial = False  # the roots leave part of the tree out
         self._probes: list[tuple[Cgroup, int, int]] = []  # (cgroup, limit, usage then)
-        self._memory: int | None = None
+        self._idle_s = settings.interval_s  # the idle gap now (see _next_interval)
+        self._memory_total: int | None = None
+        # called with the kernel's time after every sample (the daemon feeds the cause
+        # ranking's growth samples from it); an error there never stops the recorder
+        self.on_sample: Callable[[float], None] | None = None
 
     # -- sampling ----------------------------------------------------------------------------
     def _pick_cgroups(self) -> list[Cgroup]:
@@ -165,11 +196,11 @@ class FlightRecorder:
         now = self.kernel.clock.now()
         if now >= self._refresh_at or not self._cgroups:
             # Walking the tree (and reading the limits) every sample would cost more than
-            # the sample: walk again every 5 minutes, every 10 s under pressure, and when
+            # the sample: walk again every IDLE_WALK_S, every 10 s under pressure, and when
             # told (invalidate(): the daemon does on every cgroup_online event).
             self._cgroups = self._pick_cgroups()
             self._limits.clear()
-            self._refresh_at = now + (10.0 if self.pressure else 300.0)
+            self._refresh_at = now + (10.0 if self.pressure else IDLE_WALK_S)
         # Watching part of the tree, the largest processes of the whole machine too: a
         # kernel OOM elsewhere must still find its processes' growth in the incident.
         more = machine_tasks(self.kernel, self.settings.procs) if self._partial else ()
@@ -180,7 +211,8 @@ class FlightRecorder:
         if len(sample["cgroups"]) < len(self._cgroups):
             self._refresh_at = 0.0  # one vanished: walk again next time
         was = self.pressure
-        if _under_pressure(sample, self._prev, self.settings.interval_s):
+        prev = self._prev
+        if _under_pressure(sample, prev, self.settings.interval_s):
             # Stay fast for a while: growth comes in steps, and one quiet sample
             # between them must not drop back to the idle interval.
             self._fast_until = now + PRESSURE_HOLD_S
@@ -191,8 +223,26 @@ class FlightRecorder:
             self._refresh_at = 0.0
         self._push(json.dumps(sample, separators=(",", ":")))
         self.samples_taken += 1
+        if self.on_sample is not None:
+            with contextlib.suppress(Exception):
+                self.on_sample(now)
+        return self._next_interval(sample, prev)
+
+    def _next_interval(self, sample: dict[str, Any], prev: dict[str, Any] | None) -> float:
+        """pressure_interval_s under pressure; else interval_s, doubled (up to IDLE_STRETCH
+        times) while the samples stay quiet and no cgroup, growing as it did, could come
+        near its limit within the longer gap."""
         s = self.settings
-        return s.pressure_interval_s if self.pressure else s.interval_s
+        if self.pressure:
+            self._idle_s = s.interval_s
+            return s.pressure_interval_s
+        longer = min(self._idle_s * 2, s.interval_s * IDLE_STRETCH)
+        if self._memory_total is None:
+            self._memory_total = machine_of(self.kernel)["memory"]
+        quiet = (_quiet(sample, prev, s.interval_s, self._memory_total)
+                 and not _under_pressure(sample, prev, longer))
+        self._idle_s = longer if quiet else s.interval_s
+        return self._idle_s
 
     def watch_also(self, path: str) -> bool:
         """Sample the cgroup at ``path`` (and its subtree) from now on, though no handler
@@ -267,11 +317,11 @@ class FlightRecorder:
 
     def _set_probes(self, sample: dict[str, Any]) -> None:
         by_path = {cg.path: cg for cg in self._cgroups}
-        if self._memory is None:
-            self._memory = machine_of(self.kernel)["memory"]
+        if self._memory_total is None:
+            self._memory_total = machine_of(self.kernel)["memory"]
         probes: list[tuple[Cgroup, int, int]] = []
         for path, one in sample["cgroups"].items():
-            limit = self._memory if path == "/" else one.get("max")
+            limit = self._memory_total if path == "/" else one.get("max")
             cg = by_path.get(path)
             if cg is not None and isinstance(limit, int) and 0 < limit < 1 << 60:
                 probes.append((cg, limit, int(one["usage"])))

@@ -18,7 +18,9 @@ Two questions, answered from the kernel's counters alone:
 
 Counters are cumulative; :class:`Activity` keeps one earlier sample per cgroup so that
 growth and refaults are over an interval (at least ``min_interval_s``): a PsiOps samples at
-attach time and at every event it receives, an OomOps reads the ranking at OOM time.
+attach time and at every event it receives, an OomOps reads the ranking at OOM time. While
+a cgroup's footprint grows, the sizes of its tasks are sampled too, so that the task that
+grows is known within it.
 """
 
 from __future__ import annotations
@@ -32,6 +34,10 @@ from oomkit.kernel.base import PAGE_SIZE, Cgroup, PolicyKernel, Resource
 
 GROWTH_WEIGHT = 4  # a byte per second of growth counts as much as 4 held
 REFAULT_WEIGHT = 4  # a page refaulted per second counts as much as 4 held
+GROWER_SHARE = 1 / 128  # footprint growth per second, of the domain, that marks a grower
+TASK_GROWTH = 1 << 20  # bytes/s of a cgroup's footprint growth that has its tasks sampled
+
+TaskSizes = tuple[float, dict[int, int]]  # (time, {pid: RSS + swap bytes})
 
 
 def limit_of(cg: Cgroup) -> int | None:
@@ -142,16 +148,46 @@ class Activity:
     def __init__(self, min_interval_s: float = 1.0) -> None:
         self.min_interval_s = min_interval_s
         self._base: dict[int, tuple[Sample | None, Sample]] = {}  # (older, newer)
+        # per cgroup id, (older, newer) samples of its tasks: (time, {pid: bytes})
+        self._tasks: dict[int, tuple[TaskSizes | None, TaskSizes]] = {}
         self._tree_at = float("-inf")
 
     def note(self, cg: Cgroup, now: float) -> None:
-        """Record a sample of cg (kept while the last one is younger than min_interval_s)."""
+        """Record a sample of cg (kept while the last one is younger than min_interval_s).
+        While its footprint grows by TASK_GROWTH per second or more, the sizes of its tasks
+        are sampled too, so that which of them grows is known at OOM time. Listing tasks
+        is /proc reads on a live machine: only where the cgroup grows."""
         try:
             held = self._base.get(cg.id)
             if held is None or now - held[1].time >= self.min_interval_s:
-                self._base[cg.id] = (held[1] if held else None, sample(cg, now))
+                new = sample(cg, now)
+                self._base[cg.id] = (held[1] if held else None, new)
+                grew = held is not None and new.footprint - held[1].footprint >= (
+                    (now - held[1].time) * TASK_GROWTH)
+                if grew:
+                    was = self._tasks.get(cg.id)
+                    sizes = {t.pid: t.rss + t.swapents * PAGE_SIZE for t in cg.tasks()}
+                    self._tasks[cg.id] = (was[1] if was else None, (now, sizes))
+                else:
+                    self._tasks.pop(cg.id, None)  # not growing: no more /proc reads
         except OomkitError:
             self._base.pop(cg.id, None)
+            self._tasks.pop(cg.id, None)
+
+    def task_growth(self, cg: Cgroup, now: float) -> dict[int, float]:
+        """Bytes per second each task of cg grew (RSS + swap) since the older task sample
+        (the newer where the older is missing or younger than min_interval_s); {} when
+        the tasks were not sampled (the cgroup did not grow). Reads the tasks now."""
+        held = self._tasks.get(cg.id)
+        if held is None:
+            return {}
+        older, newer = held
+        at, sizes = (older if older is not None and now - newer[0] < self.min_interval_s
+                     else newer)
+        if now <= at:
+            return {}
+        return {t.pid: (t.rss + t.swapents * PAGE_SIZE - sizes[t.pid]) / (now - at)
+                for t in cg.tasks() if t.pid in sizes}
 
     def note_tree(self, root: Cgroup, now: float) -> None:
         """note() every cgroup, at most once per min_interval_s (triggers on every cgroup
@@ -167,6 +203,7 @@ class Activity:
 
     def forget(self, cgroup_id: int) -> None:
         self._base.pop(cgroup_id, None)
+        self._tasks.pop(cgroup_id, None)
 
     def rates(self, cg: Cgroup, now: float, st: Stat | None = None) -> Rates:
         held = self._base.get(cg.id)
@@ -217,7 +254,7 @@ def cgroups(root: Cgroup) -> list[Cgroup]:
         return [root]
 
 
-def _score(cg: Cgroup, activity: Activity, now: float, limited: bool) -> int:
+def _score(cg: Cgroup, activity: Activity, now: float, limited: bool) -> tuple[int, float]:
     st = Stat(cg)
     rates = activity.rates(cg, now, st)
     # Per second: a sample taken long ago (no event since) must not count a whole
@@ -225,24 +262,40 @@ def _score(cg: Cgroup, activity: Activity, now: float, limited: bool) -> int:
     score = footprint(cg, st) + int(GROWTH_WEIGHT * rates.per_s(rates.growth))
     if limited:
         score += int(REFAULT_WEIGHT * rates.per_s(rates.refaults)) * PAGE_SIZE
-    return score
+    return score, rates.per_s(rates.footprint_growth)
 
 
-def cause_score(cg: Cgroup, activity: Activity, now: float, limited: bool) -> int:
-    """Bytes of pressure the tasks of cg itself add (see the module doc). Statistics are
-    hierarchical: a cgroup with tasks and children (the root, a v1 parent) counts what its
-    children do not."""
+def cause_rank(cg: Cgroup, activity: Activity, now: float,
+               limited: bool) -> tuple[int, float]:
+    """(bytes of pressure the tasks of cg itself add (see the module doc), bytes per
+    second their footprint grew over the last sampling interval). Statistics are
+    hierarchical: a cgroup with tasks and children (the root, a v1 parent) counts what
+    its children do not."""
     if cg.parent is None:
         # The root's statistics are the machine's (v2 has none of its own: memory.current
         # is MemTotal - MemAvailable, kernel memory included): count its own tasks.
-        return sum(t.rss + t.swapents * PAGE_SIZE for t in cg.tasks())
-    score = _score(cg, activity, now, limited)
+        return sum(t.rss + t.swapents * PAGE_SIZE for t in cg.tasks()), 0.0
+    score, growth = _score(cg, activity, now, limited)
     for child in cg.children():
         try:
-            score -= _score(child, activity, now, limited)
+            child_score, child_growth = _score(child, activity, now, limited)
         except OomkitError:
             continue
-    return max(0, score)
+        score -= child_score
+        growth -= child_growth
+    return max(0, score), max(0.0, growth)
+
+
+def cause_score(cg: Cgroup, activity: Activity, now: float, limited: bool) -> int:
+    """The first half of cause_rank: bytes of pressure the tasks of cg itself add."""
+    return cause_rank(cg, activity, now, limited)[0]
+
+
+def grows(growth_per_s: float, domain_bytes: int) -> bool:
+    """Is a footprint growing this fast (bytes/s) a cause by itself? At GROWER_SHARE of
+    the domain per second or more, it fills the domain within a few minutes: the
+    pressure is what it adds, whatever the size of those it pushes into swap."""
+    return growth_per_s >= max(1 << 20, domain_bytes * GROWER_SHARE)
 
 
 def own_full_avg10(cg: Cgroup, resource: Resource = Resource.MEMORY) -> float:
@@ -258,3 +311,23 @@ def own_some_avg10(cg: Cgroup, resource: Resource = Resource.MEMORY) -> float:
         return cg.pressure(resource).some.avg10
     except OomkitError:
         return 0.0
+
+
+def describe(cg: Cgroup, activity: Activity, now: float, limited: bool) -> str:
+    """cg's cause score and its terms in words, for a kill message: "score 812M
+    (footprint 780M, growth 8M/s, refaults 0/s)". Growth counts GROWTH_WEIGHT times a
+    byte held, refaults (pages/s) REFAULT_WEIGHT pages each inside a limited domain and
+    nothing machine-wide; the terms are cg's own, hierarchical (the score is what its
+    children do not add)."""
+    from oomkit.units import format_size
+
+    score = format_size(cause_score(cg, activity, now, limited))
+    if cg.parent is None:
+        return f"score {score} (its own tasks' RSS and swap)"
+    st = Stat(cg)
+    rates = activity.rates(cg, now, st)
+    refaults = f"refaults {rates.per_s(rates.refaults):.0f}/s"
+    if not limited:
+        refaults += " not weighed machine-wide"
+    return (f"score {score} (footprint {format_size(footprint(cg, st))}, growth "
+            f"{format_size(int(rates.per_s(rates.growth)))}/s, {refaults})")

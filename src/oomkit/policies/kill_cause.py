@@ -4,10 +4,13 @@ The recommended OOM handler (see oomkit.policies.cause). In the OOM's domain (th
 OOMing memcg, or for a declared OOM the domain its memcg belongs to: the nearest cgroup
 at its own limit, else the machine) it ranks the leaf cgroups by what they add to the
 pressure (footprint with swap, growth per second, refaults of their own working set,
-a negative oom_score_adj weighed as oom_badness weighs it), then kills the task of
-the winner with the highest oom_badness, the kernel's own choice within one cgroup
-(``memory.oom.group`` still widens it). A parallel build in one session scope loses its
-linker, not the session. ``whole_cgroup = true`` kills every task of the leaf instead.
+a negative oom_score_adj weighed as oom_badness weighs it; a cgroup whose footprint
+grows by 1/128 of the domain a second or more ranks above every steady one), then kills
+the task of the winner that grows fastest, else the one with the highest oom_badness,
+the kernel's own choice within one cgroup (``memory.oom.group`` still widens it). A
+parallel build in one session scope loses its linker, not the session.
+``whole_cgroup = true`` kills every task of the leaf instead. Growth is measured between
+samples: pressure_guard's (at every PSI event) and the daemon's flight recorder's.
 
 Never chosen: protected cgroups/commands and ``user.oomd_omit`` (see prefs), tasks
 under ``min_victim`` bytes (nothing is killed for 28K: the event says so and the next
@@ -33,13 +36,21 @@ def task_size(task: Task) -> int:
 
 
 def pick_task(cg: Cgroup, p: prefs.Preferences, min_victim: int,
-              cgroup_pref: int | None, totalpages: int) -> tuple[int, Task, list[Task]] | None:
+              cgroup_pref: int | None, totalpages: int,
+              growth: dict[int, float] | None = None) -> tuple[int, Task, list[Task]] | None:
     """(preference, task, swarm): the eligible task with the highest oom_badness, or
-    None. When every eligible task is under min_victim but together (those of the best
-    preference) they hold at least that much, they are a swarm (a fork bomb of small
-    shells is one cause, not a reason to go on to the next cgroup): task is the largest
-    of them and swarm lists them all; otherwise swarm is empty."""
-    best: tuple[int, int, Task] | None = None
+    None; the one that grows fastest (``growth``: pid -> bytes/s, at least
+    cause.TASK_GROWTH) comes before it: in one scope beside a big language server, the
+    compiler that leaks is the cause (omacom/omarchy#9799: one scope held a whole
+    session). When every eligible task is under min_victim but together (those of the
+    best preference) they hold at least that much, they are a swarm (a fork bomb of
+    small shells is one cause, not a reason to go on to the next cgroup): task is the
+    largest of them and swarm lists them all; otherwise swarm is empty."""
+    grower = None
+    if growth:
+        pid, rate = max(growth.items(), key=lambda g: g[1])
+        grower = pid if rate >= cause.TASK_GROWTH else None
+    best: tuple[int, bool, int, Task] | None = None
     small: list[tuple[int, Task]] = []
     for t in cg.tasks():
         pref = p.task(t, cgroup_pref)
@@ -48,11 +59,13 @@ def pick_task(cg: Cgroup, p: prefs.Preferences, min_victim: int,
         if task_size(t) < min_victim:
             small.append((pref, t))
             continue
-        points = t.oom_badness(totalpages) or 0
-        if best is None or (pref, points) > best[:2]:
-            best = (pref, points, t)
+        badness = t.oom_badness(totalpages)  # None: unkillable (-1000), never first
+        points = badness or 0
+        key = (pref, t.pid == grower and badness is not None, points)
+        if best is None or key > best[:3]:
+            best = (*key, t)
     if best is not None:
-        return best[0], best[2], []
+        return best[0], best[3], []
     if not small:
         return None
     top = max(pref for pref, _ in small)
@@ -73,6 +86,7 @@ class KillCause(OomOps):
         self.whole_cgroup = whole_cgroup
         self.prefs = prefs.Preferences.of(protect, avoid, prefer, protect_comm, avoid_comm,
                                           prefer_comm)
+        self.runner_up: Cgroup | None = None  # second in the last choose()
 
     def choose(self, oc: OomControl) -> tuple[Cgroup, Task, list[Task]] | None:
         """The cause's cgroup, its task to kill and (for a swarm of tasks each under
@@ -85,16 +99,22 @@ class KillCause(OomOps):
         activity = cause.tracker(oc.kernel)
         # Score every cgroup first (statistics are cheap), list tasks only in rank order
         # (on a live machine that is /proc reads for each task).
-        ranked: list[tuple[int, int, Cgroup]] = []
+        # A cgroup whose footprint grows fast (cause.grows) ranks above every steady one:
+        # a job that starts beside a big, busy one and pushes it into swap is the cause,
+        # though smaller (rfjakob/earlyoom#197).
+        size = oc.totalpages * PAGE_SIZE
+        if domain is not None:
+            size = cause.limit_of(domain) or domain.usage()
+        ranked: list[tuple[int, bool, int, Cgroup]] = []
         for cg in cause.cgroups(root):
             try:
                 cpref = self.prefs.cgroup(cg)
                 if cpref is not prefs.OMIT:
-                    ranked.append((cpref, cause.cause_score(cg, activity, now,
-                                                            domain is not None), cg))
+                    score, growth = cause.cause_rank(cg, activity, now, domain is not None)
+                    ranked.append((cpref, cause.grows(growth, size), score, cg))
             except OomkitError:
                 continue  # gone meanwhile, or no statistics here (the v2 root on old kernels)
-        ranked.sort(key=lambda r: (r[0], r[1]), reverse=True)
+        ranked.sort(key=lambda r: (r[0], r[1], r[2]), reverse=True)
         # A negative oom_score_adj lowers a cgroup's rank as it lowers a task's
         # oom_badness: by adj/1000 of the domain's pages (mm/oom_kill.c), so a database
         # at -900 is not the first victim because it is the biggest. A positive one
@@ -105,34 +125,54 @@ class KillCause(OomOps):
         # Tasks are listed for the first ADJ_LOOKAHEAD cgroups in rank order (each
         # listing is /proc reads on a live machine); with rules by command, for all.
         per_adj = (oc.totalpages // 1000) * PAGE_SIZE
+        # the runner-up (with its key, as best's), named in the kill message
+        second: tuple[tuple[int, ...], Cgroup, Task, list[Task]] | None = None
         looked = 0
-        best: tuple[tuple[int, int], Cgroup, Task, list[Task]] | None = None
-        for cpref, score, cg in ranked:
+        best: tuple[tuple[int, bool, int], Cgroup, Task, list[Task]] | None = None
+        for cpref, grower, score, cg in ranked:
             if looked >= ADJ_LOOKAHEAD and not self.prefs.has_comm_rules and best is not None:
                 break
             try:
-                found = pick_task(cg, self.prefs, self.min_victim, cpref, oc.totalpages)
+                found = pick_task(cg, self.prefs, self.min_victim, cpref, oc.totalpages,
+                                  activity.task_growth(cg, now))
             except OomkitError:
                 continue
             if found is None:
                 continue
             looked += 1
-            key = (found[0], score + min(0, found[1].oom_score_adj) * per_adj)
+            key = (found[0], grower, score + min(0, found[1].oom_score_adj) * per_adj)
             if best is None or key > best[0]:
-                best = (key, cg, found[1], found[2])
+                best, second = (key, cg, found[1], found[2]), best
+            elif second is None or key > second[0]:
+                second = (key, cg, found[1], found[2])
+        self.runner_up = second[1] if second is not None else None  # for the kill message
         return (best[1], best[2], best[3]) if best is not None else None
+
+    def why(self, oc: OomControl, cg: Cgroup) -> str:
+        """cg's score and its terms, and the runner-up's: why cg ranked first."""
+        domain = cause.domain_of(oc.memcg) if oc.constraint is Constraint.DECLARED else oc.memcg
+        activity, now = cause.tracker(oc.kernel), oc.kernel.clock.now()
+        try:
+            text = cause.describe(cg, activity, now, domain is not None)
+            if self.runner_up is None:
+                return text + "; no other cgroup had a task to kill"
+            return text + (f"; runner-up {self.runner_up.path}, "
+                           f"{cause.describe(self.runner_up, activity, now, domain is not None)}")
+        except OomkitError:
+            return "(its statistics went meanwhile)"
 
     def handle_out_of_memory(self, ctx: OomContext, oc: OomControl) -> bool:
         chosen = self.choose(oc)
         if chosen is None:
             return False
         cg, task, swarm = chosen
+        ranked = self.why(oc, cg)
         if self.whole_cgroup:
-            return oc.kill_cgroup(cg, f"kill_cause: {cg.path}") > 0
+            return oc.kill_cgroup(cg, f"kill_cause: {cg.path}, {ranked}") > 0
         for t in swarm or [task]:
             why = "a swarm of small tasks" if swarm else task.comm
             try:
-                oc.kill_process(t, f"kill_cause: {why} in {cg.path}")
+                oc.kill_process(t, f"kill_cause: {why} in {cg.path}, {ranked}")
             except OomkitError:
                 if not swarm:
                     raise

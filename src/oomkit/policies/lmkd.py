@@ -8,7 +8,10 @@ find_and_kill_process with kill_heaviest_task; the ro.lmk.* defaults):
   ro.lmk.psi_complete_stall_ms), each per second (LOW, "some" 70 ms, kills nothing with
   ro.lmk.low = 1001, so it is not watched). Windows of 1 s need CAP_SYS_RESOURCE; the
   default ``window`` is 2 s with the stall scaled to it. Each declares a machine OOM
-  (CONSTRAINT_LMKD_MEDIUM / _CRITICAL).
+  (CONSTRAINT_LMKD_MEDIUM / _CRITICAL), but only while a task is in the level's band
+  (``medium``, ``critical``: the same as ``lmkd_kill``'s): with nobody there lmkd kills
+  nothing (find_and_kill_process returns 0), and a pressure level has no fallback to a
+  kernel-style killer, so a declaration it could not resolve must not reach ours.
 - ``lmkd_kill`` (OomOps): the level sets the lowest oom_score_adj that may die
   (ro.lmk.medium 800, ro.lmk.critical 0); from the highest oom_score_adj down, the
   heaviest task (RSS + swap) of the first band that has one dies.
@@ -16,10 +19,18 @@ find_and_kill_process with kill_heaviest_task; the ro.lmk.* defaults):
 
 from __future__ import annotations
 
-from oomkit.kernel.base import PsiTrigger, Resource
+from oomkit.kernel.base import Cgroup, PsiTrigger, Resource, Task
 from oomkit.ops import OomContext, OomControl, OomOps, Psi, PsiOps
 from oomkit.policies import prefs
 from oomkit.policy_args import Duration
+
+
+def band(root: Cgroup, min_adj: int, p: prefs.Preferences) -> list[Task]:
+    """The tasks at or below root that a level with this lowest oom_score_adj may kill
+    (victims already exiting and omitted ones left out)."""
+    return [t for t in prefs.all_tasks(root)
+            if t.oom_score_adj >= min_adj and not t.is_oom_victim
+            and p.task(t) is not prefs.OMIT]
 
 
 class LmkdWatch(PsiOps):
@@ -28,12 +39,14 @@ class LmkdWatch(PsiOps):
     name = "lmkd"
 
     def __init__(self, partial_stall: Duration = 0.07, complete_stall: Duration = 0.7,
-                 window: Duration = 2.0) -> None:
+                 window: Duration = 2.0, medium: int = 800, critical: int = 0) -> None:
         self.window_us = int(window * 1e6)
         # (level, full, stall per window): the stalls are per second, as lmkd's are; LOW
         # kills nothing by default (ro.lmk.low = 1001), so it gets no trigger.
         self.levels = (("MEDIUM", False, int(partial_stall * window * 1e6)),
                        ("CRITICAL", True, int(complete_stall * window * 1e6)))
+        self.min_adj = {"MEDIUM": medium, "CRITICAL": critical}
+        self.prefs = prefs.Preferences()
         self._level: dict[int, str] = {}
 
     def init(self, psi: Psi) -> int:
@@ -44,8 +57,11 @@ class LmkdWatch(PsiOps):
 
     def handle_psi_event(self, psi: Psi, trigger: PsiTrigger) -> None:
         level = self._level.get(id(trigger))
-        if level is not None:
-            psi.kernel.out_of_memory(None, 0, constraint_text=f"CONSTRAINT_LMKD_{level}")
+        if level is None:
+            return
+        if not band(psi.kernel.root_mem_cgroup(), self.min_adj[level], self.prefs):
+            return  # nobody in the band: lmkd kills nothing at this level
+        psi.kernel.out_of_memory(None, 0, constraint_text=f"CONSTRAINT_LMKD_{level}")
 
 
 class Lmkd(OomOps):
@@ -61,9 +77,7 @@ class Lmkd(OomOps):
         min_adj = self.min_adj.get(oc.constraint_text or "")
         if min_adj is None:
             return False
-        tasks = [t for t in prefs.all_tasks(oc.kernel.root_mem_cgroup())
-                 if t.oom_score_adj >= min_adj and not t.is_oom_victim
-                 and self.prefs.task(t) is not prefs.OMIT]
+        tasks = band(oc.kernel.root_mem_cgroup(), min_adj, self.prefs)
         if not tasks:
             return False
         victim = max(tasks, key=lambda t: (t.oom_score_adj, t.rss + t.swapents * 4096))

@@ -33,9 +33,11 @@ from oomkit.kernel.linux import watchdog
 from oomkit.kernel.linux.handover_log import EventLog, KmsgTail, is_domain, under_oom
 from oomkit.kernel.linux.watchdog import (
     DEFAULT_HUNG_AFTER,
+    IDLE_BEAT,
     STATE_VERSION,
     V1_OOM_CONTROL,
     Setting,
+    beat_byte,
     beat_interval,
     check_setting,
     default_hung_after,
@@ -63,7 +65,9 @@ def spawn_watchdog(
     means "the runtime is gone" and whose bytes are the runtime's heartbeat (our end
     non-blocking: a stopped watchdog never blocks a beat). ``lock_fd`` (the journal's
     flock) is inherited: the state file stays locked until the watchdog, too, is done."""
-    argv = [sys.executable, "-I", os.path.abspath(watchdog.__file__), state_file,
+    # -I: no environment, no user site; -S: no site module either (a venv's .pth files
+    # import setuptools' hooks): the watchdog needs the standard library and its siblings.
+    argv = [sys.executable, "-I", "-S", os.path.abspath(watchdog.__file__), state_file,
             str(os.getpid()), repr(float(hung_after))]
     if root is not None:
         argv.append(root)
@@ -86,6 +90,9 @@ def spawn_watchdog(
         if ready:
             proc.stdout.readline()
     proc.stdout.close()
+    # The first heartbeat: the runtime's next may be an idle one away.
+    with contextlib.suppress(OSError):
+        os.write(proc.stdin.fileno(), bytes([beat_byte(IDLE_BEAT)]))
     # No handshake needed: if we die before it opened its pidfd of us, pidfd_open fails (or
     # the pipe is already at EOF) and it restores at once.
     return proc
@@ -340,14 +347,15 @@ class RestoreJournal:
             return None
         return beat_interval(self.hung_after)
 
-    def beat(self) -> None:
+    def beat(self, next_in: float) -> None:
         """One heartbeat to the watchdog (nothing before it runs): the caller's loop is
-        serving. A full pipe (the watchdog stopped) or a gone watchdog is not our problem
-        here: its death is seen through the pidfd and the pipe's EOF as ever."""
+        serving, and beats again within ``next_in`` seconds (sent as one byte, whole
+        seconds 1..255). A full pipe (the watchdog stopped) or a gone watchdog is not our
+        problem here: its death is seen through the pidfd and the pipe's EOF as ever."""
         proc = self._proc
         if proc is not None and proc.stdin is not None:
             with contextlib.suppress(OSError, ValueError):
-                os.write(proc.stdin.fileno(), b".")
+                os.write(proc.stdin.fileno(), bytes([beat_byte(next_in)]))
 
     @property
     def watchdog_pid(self) -> int | None:

@@ -69,6 +69,7 @@ from oomkit.kernel.linux.tree import CgroupTree
 from oomkit.kernel.linux.v1 import V1OomWatch
 from oomkit.kernel.linux.v2 import V2GuardBand
 from oomkit.kernel.linux.watch import OomWatch
+from oomkit.kernel.linux.watchdog import IDLE_BEAT
 from oomkit.kernel.oom_kill import (
     for_each_process,
     mem_cgroup_get_oom_group,
@@ -82,6 +83,9 @@ CAP_SYS_RESOURCE: Final = 24
 MiB: Final = 1 << 20
 
 Trace = Callable[[str, int], None]
+
+#: Seconds after an OOM began during which the short beat interval is kept.
+BUSY_FOR: Final = 30.0
 
 
 @final
@@ -179,6 +183,8 @@ class LinuxKernel:
         self._handovers: dict[str, float] = {}  # memcg path -> when handed to the kernel
         self._started = False
         self._closed = False
+        self._beat_timer: Any = None  # the pending heartbeat (loop.Timer)
+        self._last_oom = float("-inf")
         self.tree.rescan()
 
     @classmethod
@@ -304,6 +310,7 @@ class LinuxKernel:
         hooks = self._hooks
         if hooks is None:
             return 1 if self.default_oom(request).progress else 0
+        self.oom_entered()
         return hooks.oom(request)
 
     def task_is_oom_victim(self, task: Task) -> bool:
@@ -327,13 +334,31 @@ class LinuxKernel:
         """The heartbeat to the watchdog, from this loop: it says the loop serves. Stopped
         (SIGSTOP), wedged (a handler holding the GIL) or blocked, the loop sends none, and
         the watchdog hands the OOMs of the memcgs we armed to the kernel killer at once
-        instead of after its deadline. The one timer of an idle loop."""
+        instead of after its deadline. The one timer of an idle loop.
+
+        Each beat announces when the next comes: every :data:`IDLE_BEAT` s on a quiet
+        machine (an idle daemon wakes itself and its watchdog that seldom), the short
+        interval for :data:`BUSY_FOR` s after an OOM began. An OOM beats at once
+        (:meth:`oom_entered`), before any handler runs, so a handler that wedges the
+        loop is seen after the short interval plus ``hung_after``."""
         if self._closed:
             return
-        self.journal.beat()
-        interval = self.journal.beat_interval
-        if interval is not None:
-            self.loop.call_later(interval, self._beat)
+        fast = self.journal.beat_interval
+        if fast is None:
+            return
+        busy = self.clock.now() - self._last_oom < BUSY_FOR
+        interval = fast if busy else max(fast, IDLE_BEAT)
+        self.journal.beat(interval)
+        if self._beat_timer is not None:
+            self._beat_timer.cancelled = True
+        self._beat_timer = self.loop.call_later(interval, self._beat)
+
+    def oom_entered(self) -> None:
+        """An OOM is about to be handed to the handlers: beat now, with the short interval
+        (from the thread that found the OOM: the loop's, or the system watch's)."""
+        self._last_oom = self.clock.now()
+        if self._started and not self._closed:
+            self._beat()
 
     def poll(self, timeout: float | None = None) -> None:
         """Wait for one batch of events (at most ``timeout`` s) and handle them."""

@@ -146,6 +146,7 @@ class SystemWatch:
         if hooks is None:
             return
         k.trace_stage("system_oom")
+        k.oom_entered()
         hooks.oom(
             OomRequest(
                 memcg=None,

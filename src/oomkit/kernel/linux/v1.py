@@ -182,6 +182,7 @@ class V1OomWatch(OomWatch):
             totalpages=k.oom_totalpages(top),
             since=a.oom_since,
         )
+        k.oom_entered()
         try:
             rc = hooks.oom(request)
         except Exception:

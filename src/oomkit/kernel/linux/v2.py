@@ -281,6 +281,7 @@ class V2GuardBand(OomWatch):
             constraint_text=None,
             totalpages=k.oom_totalpages(a.cg),
         )
+        k.oom_entered()
         if hooks.oom(request) == -errno.EBUSY:
             st.timer = k.loop.call_later(0.01, lambda: self.check_band(a))
         else:

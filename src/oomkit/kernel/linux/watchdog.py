@@ -14,10 +14,12 @@ on, it registers an eventfd of its own. When one fires and that memcg is still
 ``under_oom`` ``hung_after`` seconds later (default 15 s, well beyond the runtime's own
 ``max_stall_s`` hand-back), it writes ``oom_kill_disable 0`` so that the kernel killer
 resolves the OOM. The journal entry stays (the runtime, if it recovers, owns it). The
-journal is followed with inotify on its directory. The runtime's loop sends a heartbeat
-(a byte on the pipe every :func:`beat_interval`); with none for ``hung_after`` plus a beat
-the runtime is stuck: an OOM of ours goes to the kernel killer at once, and a v2 memcg
-held at its guard band (no OOM event reaches us on v2) gets its ``memory.high`` back.
+journal is followed with inotify on its directory. The runtime's loop sends heartbeats
+on the pipe, each one byte giving the seconds until the next (seldom while the machine is
+quiet, every :func:`beat_interval` once an OOM began, and one as each OOM begins); a
+runtime in the stopped state, or whose heartbeat is ``hung_after`` late, is stuck: an OOM
+of ours goes to the kernel killer at once, and a v2 memcg held at its guard band (no OOM
+event reaches us on v2) gets its ``memory.high`` back.
 
 On v1 a memcg made below one with ``oom_kill_disable 1`` inherits the flag. One made while
 the runtime cannot journal it (stopped, hung, its journal unwritable) would stay disabled
@@ -47,6 +49,7 @@ import contextlib
 import ctypes
 import errno
 import json
+import math
 import os
 import re
 import select
@@ -81,6 +84,10 @@ else:  # run by path: its sibling file, never the package (which may not even im
 STATE_VERSION: Final = 1
 DEFAULT_STATE_FILE: Final = "/run/oomkit/restore.json"
 DEFAULT_HUNG_AFTER: Final = 15.0
+#: Seconds between heartbeats of a quiet runtime (each announces the next, so staleness is
+#: judged by what was announced): one wake-up of runtime and watchdog in ten seconds,
+#: where a beat every second cost more idle CPU than earlyoom's whole poll.
+IDLE_BEAT: Final = 10.0
 HUNG_AFTER_ENV: Final = "OOMKIT_WATCHDOG_HUNG_AFTER"
 V1_OOM_CONTROL: Final = "memory.oom_control"
 V1_EVENT_CONTROL: Final = "cgroup.event_control"
@@ -98,6 +105,24 @@ def beat_interval(hung_after: float) -> float:
     call blocks the loop for at most its budget, and ``hung_after`` is at least the
     longest budget plus a margin."""
     return min(5.0, max(1.0, hung_after / 3))
+
+
+def beat_byte(next_in: float) -> int:
+    """A heartbeat's byte: the seconds until the next one, rounded up, 1..255."""
+    return min(255, max(1, math.ceil(next_in)))
+
+
+def _stopped(pid: int) -> bool:
+    """``pid`` is in the stopped or traced state (proc(5), /proc/PID/stat field 3)."""
+    if pid <= 0:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return False
+    fields = data[data.rfind(b")") + 2:].split(b" ", 1)
+    return bool(fields) and fields[0] in (b"T", b"t")
 
 
 def default_hung_after() -> float:
@@ -376,8 +401,10 @@ class _HungGuard:
     OOM. Every method is called from the watchdog's one loop."""
 
     def __init__(self, state_file: str, hung_after: float, ep: select.epoll,
-                 root: str | None = None, log: handover_log.EventLog | None = None) -> None:
+                 root: str | None = None, log: handover_log.EventLog | None = None,
+                 runtime_pid: int = 0) -> None:
         self.state_file = state_file
+        self.runtime_pid = runtime_pid
         self.root = root
         self.log = log
         self.name = os.path.basename(state_file)
@@ -403,22 +430,33 @@ class _HungGuard:
         self.last_beat: float | None = None
         self.stale_after = hung_after + beat_interval(hung_after)
         self.said_stuck = False
+        self.why_stuck = ""
         self.reload()  # after the watch: an update in between is not missed
 
-    def beat(self) -> None:
+    def beat(self, next_in: int) -> None:
+        """A heartbeat that announced the next within ``next_in`` s (its byte)."""
         self.last_beat = time.monotonic()
+        self.stale_after = self.hung_after + max(1, next_in)
         if self.said_stuck:
             self.said_stuck = False
             _log("the runtime answers again")
 
     def stuck(self, now: float) -> bool:
-        """No heartbeat for ``stale_after``: the runtime cannot serve an OOM now."""
-        if self.last_beat is None or now - self.last_beat < self.stale_after:
+        """The runtime cannot serve an OOM now: it is stopped (SIGSTOP, a tracer: state T
+        or t in /proc/PID/stat), or its heartbeat is ``hung_after`` late (a wedged loop,
+        the GIL held)."""
+        if _stopped(self.runtime_pid):
+            why = "the runtime is stopped (SIGSTOP or a tracer)"
+        elif self.last_beat is not None and now - self.last_beat >= self.stale_after:
+            why = (f"no heartbeat from the runtime for {now - self.last_beat:.1f} s "
+                   "(stopped or hung)")
+        else:
+            self.said_stuck = False  # continued (SIGCONT) and not late
             return False
+        self.why_stuck = why
         if not self.said_stuck:
             self.said_stuck = True
-            _log(f"no heartbeat from the runtime for {now - self.last_beat:.1f} s (stopped "
-                 "or hung): its OOMs go to the kernel OOM killer at once")
+            _log(f"{why}: its OOMs go to the kernel OOM killer at once")
         return True
 
     def reload(self) -> None:
@@ -536,8 +574,7 @@ class _HungGuard:
         if stuck and self.bands and handover_log is not None:
             handover_log.release_bands(
                 self.bands, lambda s: restore_setting(s, self.root), self.log,
-                "handed to the kernel OOM killer by the watchdog: no heartbeat from the "
-                f"runtime for {now - (self.last_beat or now):.1f} s (stopped or hung)")
+                f"handed to the kernel OOM killer by the watchdog: {self.why_stuck}")
         for w in sorted(self.by_path.values(), key=lambda w: w.setting.path.count("/")):
             if w.deadline is None:
                 continue
@@ -558,9 +595,8 @@ class _HungGuard:
         # Below a memcg under OOM: part of that memcg's OOM, recorded with it (once).
         domain = handover_log is not None and handover_log.is_domain(w.setting.path)
         tail = handover_log.KmsgTail() if self.log is not None and domain else None
-        if self.said_stuck and self.last_beat is not None:
-            reason = (f"no heartbeat from the runtime for "
-                      f"{time.monotonic() - self.last_beat:.1f} s (stopped or hung)")
+        if self.said_stuck and self.why_stuck:  # set by stuck(), also with no beat yet
+            reason = self.why_stuck
         else:
             reason = f"under OOM for {self.hung_after:g} s and the runtime did not end it"
         why = restore_setting(w.setting, self.root)
@@ -613,7 +649,7 @@ def watch(
     guard: _HungGuard | None = None
     if hung_after > 0:
         try:
-            guard = _HungGuard(state_file, hung_after, ep, root, log)
+            guard = _HungGuard(state_file, hung_after, ep, root, log, runtime_pid)
         except OSError as exc:  # the restore on the runtime's death works regardless
             _log(f"no hung-runtime check: {exc}")
     with contextlib.suppress(OSError):  # "ready": the runtime may go on arming
@@ -633,7 +669,7 @@ def watch(
                     if not data:
                         return _finish(state_file, root, guard, log)
                     if guard is not None:
-                        guard.beat()
+                        guard.beat(data[-1])
                 elif guard is not None:
                     guard.on_fd(fd)
             if guard is not None:

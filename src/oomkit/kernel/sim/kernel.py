@@ -195,6 +195,7 @@ class SimKernel:
         proc = SimProcess(0, name, self.root, tuple(program), oom_score_adj, start)
         proc.cgroup = self._by_path.get(path) or self.root
         proc.exit_status = path  # remembered until start: the cgroup may appear later
+        proc.spawned_into = path
         self._spawn_seq += 1
         proc.spawn_seq = self._spawn_seq
         bisect.insort(self._pending, proc, key=lambda p: (p.start_ns, p.spawn_seq))

@@ -51,6 +51,7 @@ class SimProcess:
     start_ns: int
     start_time: int = 0
     spawn_seq: int = 0  # orders processes that start at the same time
+    spawned_into: str = ""  # the cgroup path it was spawned for (it may not exist yet)
     state: str = NEW
     pc: int = 0
     # progress inside the current step
@@ -76,7 +77,8 @@ class SimProcess:
     killed_at: int | None = None
     exit_status: str = ""
     # accounting
-    stall_ns: int = 0
+    stall_ns: int = 0  # memory stall (PSI memory)
+    io_stall_ns: int = 0  # IO wait: reads, refaults, balance_dirty_pages (PSI io)
     work_ns: int = 0
     work_lost_ns: int = 0
     tick_stall: int = 0  # ns stalled on memory in the current tick

@@ -218,6 +218,7 @@ class Scheduler:
             proc.tick_stall = 0
             proc.tick_busy = False
             io_stall = run_tick(proc, now, end)
+            proc.io_stall_ns += io_stall
             if proc.tick_busy:
                 self.add_busy(proc, proc.tick_stall, io_stall)
             if proc.state != RUNNING:
