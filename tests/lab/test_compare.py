@@ -141,3 +141,29 @@ def test_plot_labels_of_close_kills_do_not_overlap(tmp_path: Path) -> None:
     assert code == 0 and "worker1*@5.29s, worker2*@5.89s" in out
     text = svg.read_text()  # matplotlib keeps each text as a comment beside its paths
     assert "<!-- worker1; worker2 -->" in text
+
+
+SLOW_POLICY = """
+import time
+from oomkit.policies.largest_leaf import LargestLeaf
+
+class SlowLeaf(LargestLeaf):
+    name = "slow_leaf"
+
+    def handle_out_of_memory(self, ctx, oc):
+        time.sleep(0.3)  # what a busy host can make of a fast call
+        return super().handle_out_of_memory(ctx, oc)
+"""
+
+
+def test_a_call_slowed_by_the_host_is_no_overrun_in_the_lab(tmp_path: Path) -> None:
+    """The config gives its handler 100 ms; a call takes 300 ms of wall time (a loaded
+    host). Simulated time stands still during a call: the lab's decisions must not depend
+    on the host's load, so the call is no overrun and the handler's kill stands."""
+    (tmp_path / "slow.py").write_text(SLOW_POLICY)
+    cfg = tmp_path / "slow.toml"
+    cfg.write_text(f'[daemon]\nbudget = "100ms"\n[[oom]]\npolicy = "{tmp_path}/slow.py:SlowLeaf"\n')
+    code, out = run("compare", str(EX / "seed_oom.toml"), "--config", str(cfg), "--json",
+                    "--jobs", "1")
+    row = json.loads(out.splitlines()[0])
+    assert code == 0 and row["kills"] >= 1 and "notes" not in row, row

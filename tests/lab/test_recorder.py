@@ -216,3 +216,200 @@ def test_replay_says_when_the_live_config_changed_since(tmp_path: Path) -> None:
     os.utime(cfg, (900_000_000, 900_000_000))  # older than the incident: as it ran
     code, out = run("replay", str(inc))
     assert code == 0 and "changed after" not in out
+
+
+def test_an_oom_outside_the_watched_cgroups_still_has_its_processes(tmp_path: Path) -> None:
+    """The handler watches /other only; /app's OOM goes to the default killer. The samples
+    hold the machine's largest processes, the incident one more sample of /app (its
+    limit), and the replay reaches the live decision."""
+    scen = tmp_path / "three.toml"
+    scen.write_text(THREE + '[[process]]\nname = "idle"\ncgroup = "/other/x"\n'
+                    'program = [ { op = "alloc", kind = "anon", size = "5M" }, '
+                    '{ op = "sleep" } ]\n')
+    cfg = config(tmp_path, '[[oom]]\npolicy = "largest_leaf"\ncgroup = "/other"\n',
+                 'interval = "1s"\npressure_interval = "100ms"')
+    assert run("run", "--sim", str(scen), "--config", str(cfg), "-q")[0] == 0
+    records = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
+    oom = next(r for r in records if r["event"] == "oom")
+    assert oom["memcg"] == "/app" and oom["resolved_by"] == "default"
+    assert [v["comm"] for v in oom["victims"]] == ["c"]
+    inc = load_incident(oom["incident"])
+    before = [s for s in inc.samples if not s.get("after_oom")]
+    assert {"/app", "/app/c"}.isdisjoint(before[0]["cgroups"])  # not watched...
+    assert {p["comm"] for p in before[-1]["procs"]} >= {"a", "b", "c", "idle"}  # ...but seen
+    after = inc.samples[-1]
+    assert after.get("after_oom") and after["cgroups"]["/app"]["max"] == 200 << 20
+    code, out = run("replay", oom["incident"])
+    assert code == 0 and "same decision as live: yes" in out, out
+    assert "not in the incident's samples" not in out
+
+
+def test_record_and_compare_refuse_bad_flags_in_one_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for argv, why in ((["record", "--duration", "1s", "--size", "0"], "--size 0: must be more"),
+                      (["record", "--duration", "1s", "--out", str(tmp_path / "no" / "x")],
+                       "no such directory"),
+                      (["replay", "x.jsonl", "--kernel", "--oom-policy", "largest_leaf"],
+                       "--kernel and --oom-policy/--psi-policy: give one way"),
+                      (["replay", "x.jsonl", "--config", "c.toml", "--psi-policy", "p"],
+                       "--config and --oom-policy/--psi-policy: give one way"),
+                      (["compare", str(EX / "default.toml"), "--policy", "kernel", "--jobs",
+                        "0"], "--jobs 0: at least 1"),
+                      (["compare", str(EX / "default.toml"), "--policy", "kernel", "--seeds",
+                        "0"], "--seeds 0: at least 1")):
+        assert run(*argv)[0] == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and why in err[0], err
+
+
+def test_incidents_of_a_newer_format_or_cut_off_or_empty(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    head = {"event": "incident", "version": 1, "machine": {"memory": 1 << 30, "swap": 0}}
+    sample = {"event": "sample", "time": 0, "cgroups": {"/a": {"usage": 1 << 20}},
+              "procs": [{"pid": 7, "comm": "x", "cgroup": "/a", "rss": 1 << 20}]}
+    inc = tmp_path / "incident-v.jsonl"
+    lines = [json.dumps(head), json.dumps(sample), json.dumps({**sample, "time": 1})]
+    inc.write_text("\n".join(lines)[:-20])  # a copy cut off in the middle of the last line
+    code, out = run("replay", str(inc), "--kernel")
+    assert code == 0 and f"note: {inc}:3: the last line is cut off" in out, out
+    code, out = run("compare", str(inc), "--policy", "kernel", "--jobs", "1")
+    assert code == 0 and "the last line is cut off" in out
+    for version, why in ((2, "incident format version 2, newer than this oomkit reads (1)"),
+                         ("1", "incident version '1' is not a format version")):
+        inc.write_text(json.dumps({**head, "version": version}) + "\n" + lines[1] + "\n")
+        assert run("replay", str(inc))[0] == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and why in err[0], err
+    for text, why in (("", "not an incident file"), (lines[0] + "\n", "has no sample"),
+                      ("\x00\xff\xfe", "not an incident file")):
+        inc.write_bytes(text.encode("latin-1"))
+        assert run("replay", str(inc))[0] == 2
+        assert why in capsys.readouterr().err
+    # In a directory compare skips it with a note instead.
+    (tmp_path / "three.toml").write_text(THREE)
+    code, out = run("compare", str(tmp_path), "--policy", "kernel", "--jobs", "1")
+    assert code == 0 and f"note: skipped {inc}: {inc}: not an incident file" in out, out
+
+
+def test_an_oom_before_the_first_sample_still_gets_one(tmp_path: Path) -> None:
+    from oomkit.events import OomEvent, Victim
+    from oomkit.lab.incidents import Incidents
+
+    kernel = SimKernel.from_scenario(load_scenario(EX / "default.toml"))
+    kernel.run(until_ns=1_000_000_000)
+    errors: list[str] = []
+    inc = Incidents(kernel, RecorderSettings(), event_log=str(tmp_path / "events.jsonl"),
+                    roots=None, wall=lambda: 1.7e9, defer=lambda _k, job: job(),
+                    on_error=errors.append)
+    event = OomEvent(1.0, None, "NONE", None, "default", "default",
+                     (Victim(1, "x", "/", 0),))
+    record = event.to_dict()
+    inc.on_record(event, record)  # the recorder never sampled: the daemon's first second
+    assert not errors and inc.written == [record["incident"]]
+    got = load_incident(record["incident"])
+    assert len(got.samples) == 1 and "/" in got.samples[0]["cgroups"]
+    assert got.samples[0]["procs"]  # the machine's largest processes
+
+
+def test_a_victim_that_grew_between_two_samples_is_replayed(tmp_path: Path) -> None:
+    """A 10 s idle interval and a leak of a few seconds: the victim is in no sample, only
+    in the OOM's line. The replay grows it from the last sample to its rss at the OOM."""
+    head = {"event": "incident", "version": 1, "machine": {"memory": 2 << 30, "swap": 0}}
+    cgroups = {"/": {"usage": 80 << 20}, "/app": {"usage": 70 << 20, "max": 200 << 20},
+               "/app/a": {"usage": 30 << 20}, "/app/b": {"usage": 40 << 20},
+               "/app/c": {"usage": 0}}
+    procs = [{"pid": 10, "comm": "a", "cgroup": "/app/a", "rss": 30 << 20, "adj": 0},
+             {"pid": 11, "comm": "b", "cgroup": "/app/b", "rss": 40 << 20, "adj": 0}]
+    oom = {"event": "oom", "time": 16.0, "memcg": "/app", "constraint": "MEMCG",
+           "resolved_by": "handler", "policy": "largest_leaf",
+           "victims": [{"pid": 12, "comm": "c", "cgroup": "/app/c", "rss": 128 << 20}]}
+    inc = tmp_path / "incident-g.jsonl"
+    inc.write_text("\n".join(json.dumps(r) for r in (
+        head, {"event": "sample", "time": 1.0, "cgroups": cgroups, "procs": procs},
+        {"event": "sample", "time": 11.0, "cgroups": cgroups, "procs": procs}, oom)) + "\n")
+    for argv in (["--oom-policy", "largest_leaf@/app"], ["--kernel"]):
+        code, out = run("replay", str(inc), *argv)
+        assert code == 0 and "replay: killed c (/app/c)" in out, out
+        assert "same decision as live: yes" in out
+        assert "note: c killed live but in no sample" in out
+
+
+def test_a_victim_sampled_before_it_joined_its_cgroup_replays_where_it_was_killed(
+        tmp_path: Path) -> None:
+    """Sampled just after its fork: still in its launcher's cgroup, with the launcher's
+    oom_score_adj -1000. The OOM's line says where it was killed; the replay puts it there,
+    killable."""
+    head = {"event": "incident", "version": 1, "machine": {"memory": 1 << 30, "swap": 0}}
+    sample = {"event": "sample", "time": 1.0,
+              "cgroups": {"/": {"usage": 100 << 20}, "/leak": {"usage": 0}},
+              "procs": [{"pid": 5, "comm": "sh", "cgroup": "/", "rss": 40 << 20, "adj": 0},
+                        {"pid": 9, "comm": "leaker", "cgroup": "/", "rss": 8 << 20,
+                         "adj": -1000}]}
+    oom = {"event": "oom", "time": 20.0, "memcg": None, "constraint": "NONE",
+           "resolved_by": "handler", "policy": "largest_leaf",
+           "victims": [{"pid": 9, "comm": "leaker", "cgroup": "/leak", "rss": 900 << 20}]}
+    inc = tmp_path / "incident-s.jsonl"
+    inc.write_text("\n".join(json.dumps(r) for r in (head, sample, oom)) + "\n")
+    code, out = run("replay", str(inc), "--kernel")
+    assert code == 0 and "replay: killed leaker (/leak)" in out, out
+    assert "same decision as live: yes" in out
+
+
+def test_between_idle_samples_a_probe_sees_a_cgroup_fill_fast() -> None:
+    """default.toml: /srv (1G) holds 400M at 0.5 s and grows from about 1.5 s. An idle
+    interval of 10 s would see none of it; the probe (usage of the root and of the
+    cgroups nearest their limit) says when it grew by 5 % of its limit."""
+    kernel = SimKernel.from_scenario(load_scenario(EX / "default.toml"))
+    rec = FlightRecorder(kernel, RecorderSettings(interval_s=10.0))
+    kernel.run(until_ns=500_000_000)
+    assert rec.sample_once() == 10.0 and not rec.pressure
+    assert [cg.path for cg, _, _ in rec._probes] == ["/", "/srv"]
+    kernel.run(until_ns=1_400_000_000)
+    assert not rec.probe()
+    kernel.run(until_ns=2_000_000_000)
+    assert rec.probe()
+
+
+def test_a_victim_still_listed_after_the_oom_ends_at_the_oom(tmp_path: Path) -> None:
+    """The sample taken after a kernel OOM in an unwatched memcg may still list the victim,
+    exiting with rss 0: its growth ends at the OOM's line, not in a free."""
+    head = {"event": "incident", "version": 1, "machine": {"memory": 2 << 30, "swap": 0}}
+
+    def sample(t: float, rss: int, after: bool = False) -> dict[str, object]:
+        s: dict[str, object] = {
+            "event": "sample", "time": t, "cgroups": {"/": {"usage": 300 << 20},
+                                                       "/app": {"usage": rss, "max": 100 << 20}},
+            "procs": [{"pid": 12, "comm": "c", "cgroup": "/app", "rss": rss, "adj": 0}]}
+        if after:
+            s["after_oom"] = True
+        return s
+
+    oom = {"event": "oom", "time": 4.5, "memcg": "/app", "constraint": "MEMCG",
+           "resolved_by": "kernel", "policy": "kernel",
+           "victims": [{"pid": 12, "comm": "c", "cgroup": "/app", "rss": 99 << 20}]}
+    inc = tmp_path / "incident-a.jsonl"
+    inc.write_text("\n".join(json.dumps(r) for r in (
+        head, sample(1, 20 << 20), sample(2, 40 << 20), sample(3, 60 << 20),
+        sample(4, 80 << 20), sample(5, 0, after=True), oom)) + "\n")
+    written = tmp_path / "a.toml"
+    code, out = run("replay", str(inc), "--kernel", "--write-scenario", str(written))
+    assert code == 0 and "same decision as live: yes" in out, out
+    assert '"free"' not in written.read_text()
+
+
+def test_a_victim_flat_in_the_sample_taken_during_its_oom_keeps_growing(
+        tmp_path: Path) -> None:
+    """A sample taken while the OOM was being handled (after the OOM's time) shows the
+    victim flat; replayed, it goes on at the rate it last grew and reaches the OOM."""
+    head = {"event": "incident", "version": 1, "machine": {"memory": 1 << 30, "swap": 0}}
+    rss = [100, 300, 500, 700, 700]
+    samples = [{"event": "sample", "time": float(t), "cgroups": {"/": {"usage": r << 20}},
+                "procs": [{"pid": 9, "comm": "leaker", "cgroup": "/leak", "rss": r << 20,
+                           "adj": 0}]} for t, r in enumerate(rss)]
+    oom = {"event": "oom", "time": 3.5, "memcg": None, "constraint": "NONE",
+           "resolved_by": "handler", "policy": "largest_leaf",
+           "victims": [{"pid": 9, "comm": "leaker", "cgroup": "/leak", "rss": 700 << 20}]}
+    inc = tmp_path / "incident-f.jsonl"
+    inc.write_text("\n".join(json.dumps(r) for r in (head, *samples, oom)) + "\n")
+    code, out = run("replay", str(inc), "--kernel")
+    assert code == 0 and "same decision as live: yes" in out, out

@@ -8,16 +8,20 @@ Everything runs in a throwaway memcg below our own (tests/live/conftest.py).
 
 from __future__ import annotations
 
+import contextlib
 import io
+import os
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from oomkit.cli import main
 from oomkit.lab.replay import load_incident
-from tests.daemon.test_daemon_live import running
+from tests.daemon.test_daemon_live import LiveDaemon, config_text
 from tests.live.conftest import LiveCgroups, MiB, wait_for
 from tests.live.conftest import live as live  # the fixture, re-exported
 
@@ -40,6 +44,23 @@ time.sleep(3600)
 
 BODY = '\n[[oom]]\npolicy = "largest_leaf"\ncgroup = "/app"\n'
 RECORDER = '\n[recorder]\ninterval = "1s"\npressure_interval = "100ms"\n'
+
+
+@contextlib.contextmanager
+def running(live: LiveCgroups, d: Path, body: str) -> Iterator[LiveDaemon]:
+    """tests/daemon's ``running``, with time for a daemon starting in a busy TCG guest
+    (more than its 20 s once, after the rest of the guest suite)."""
+    config = d / "oomkit.toml"
+    config.write_text(config_text(d, live.root, body))
+    proc = subprocess.Popen([sys.executable, "-m", "oomkit.cli", "run", "--config",
+                             str(config), "-q"], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    daemon = LiveDaemon(proc, d, config)
+    try:
+        daemon.wait_ready(90)
+        yield daemon
+    finally:
+        daemon.stop()
 
 
 def grower(live: LiveCgroups, cgroup: Path, step: int, total: int) -> subprocess.Popen[bytes]:
@@ -121,3 +142,87 @@ def _mount_of(path: Path) -> Path:
     while p.parent != p and (p.parent / "cgroup.procs").exists():
         p = p.parent
     return p
+
+
+RAISES = '\n[[oom]]\npolicy = "tests.live.test_live_oom:Raises"\ncgroup = "/app"\n'
+
+
+def test_a_handed_over_oom_names_the_kernels_victim_in_its_incident(
+        live: LiveCgroups, tmp_path: Path) -> None:
+    """The handler at /app raises: the OOM falls through to the kernel's killer, after
+    the OOM's event line. The incident still names whom the kernel killed (the task that
+    vanished, as /dev/kmsg names it), and replays to the same cgroup under --kernel."""
+    d = tmp_path / "oomkit"
+    d.mkdir()
+    if not live.v1:
+        (live.root / "cgroup.subtree_control").write_text("+memory")
+    app = live.mkdir("app", 100 * MiB)
+    if not live.v1:
+        (app / "cgroup.subtree_control").write_text("+memory")
+    a, c = live.mkdir("app/a"), live.mkdir("app/c")
+    with running(live, d, RAISES + RECORDER) as daemon:
+        hog_a = live.spawn(a, "anon", 20 * MiB)
+        assert hog_a.wait_ready(60)
+        proc = grower(live, c, 5 * MiB, 400 * MiB)
+        try:
+            oom = daemon.wait_record(lambda r: r["event"] == "oom", timeout=120)
+            assert proc.wait(30) is not None  # the kernel killed c
+        finally:
+            proc.kill()
+            proc.wait(5)
+        assert oom["resolved_by"] == "default" and oom["victims"] == [], oom
+        path = oom["incident"]
+        assert wait_for(lambda: Path(path).exists(), 30, 0.05)
+        assert hog_a.alive()
+    inc = load_incident(path)
+    assert inc.oom is not None
+    assert [(v["pid"], v["cgroup"]) for v in inc.oom["victims"]] == [(proc.pid, "/app/c")]
+    assert inc.oom["victims_from"] in ("/dev/kmsg", "vanished")
+    if os.access("/dev/kmsg", os.R_OK):
+        assert inc.oom["victims_from"] == "/dev/kmsg"
+    out = io.StringIO()
+    assert main(["replay", path, "--kernel"], out=out) == 0
+    text = out.getvalue()
+    print(text)
+    assert "same decision as live: yes" in text, text
+
+
+def test_a_kernel_oom_no_handler_watches_has_its_processes_in_the_incident(
+        live: LiveCgroups, tmp_path: Path) -> None:
+    """The daemon's handler watches /h only; /app's OOM is the kernel's, seen afterwards.
+    Its incident holds the growing task all the same (the machine's largest processes
+    are in every sample) and /app's limit (one more sample after the OOM), and replays
+    to the kernel's victim under --kernel."""
+    d = tmp_path / "oomkit"
+    d.mkdir()
+    if not live.v1:
+        (live.root / "cgroup.subtree_control").write_text("+memory")
+    live.mkdir("h", 64 * MiB)
+    app = live.mkdir("app", 100 * MiB)
+    if not live.v1:
+        (app / "cgroup.subtree_control").write_text("+memory")
+    c = live.mkdir("app/c")
+    body = '\n[[oom]]\npolicy = "largest_leaf"\ncgroup = "/h"\n'
+    with running(live, d, body + RECORDER) as daemon:
+        time.sleep(2)  # a sample or two before the growth
+        proc = grower(live, c, 5 * MiB, 400 * MiB)
+        try:
+            oom = daemon.wait_record(lambda r: r["event"] == "oom", timeout=120)
+            assert proc.wait(30) is not None
+        finally:
+            proc.kill()
+            proc.wait(5)
+        assert oom["resolved_by"] == "kernel" and oom["memcg"] == "/app", oom
+        path = oom["incident"]
+        assert wait_for(lambda: Path(path).exists(), 30, 0.05)
+    inc = load_incident(path)
+    grown = [p["rss"] for s in inc.samples for p in s["procs"]
+             if p["pid"] == proc.pid and not s.get("after_oom")]  # after: exiting, rss 0
+    assert len(grown) >= 2 and grown[-1] > grown[0], grown
+    assert inc.samples[-1].get("after_oom") and inc.samples[-1]["cgroups"]["/app"]["max"] \
+        == 100 * MiB
+    out = io.StringIO()
+    assert main(["replay", path, "--kernel"], out=out) == 0
+    text = out.getvalue()
+    print(text)
+    assert "same decision as live: yes" in text and "not in the incident's samples" not in text

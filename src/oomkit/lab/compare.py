@@ -21,7 +21,13 @@ from typing import Any, TextIO
 
 from oomkit.errors import ConfigError
 from oomkit.kernel.sim import Scenario, load_scenario
-from oomkit.lab.contender import Contender, from_config, from_policy_text, from_preset
+from oomkit.lab.contender import (
+    LAB_BUDGET_S,
+    Contender,
+    from_config,
+    from_policy_text,
+    from_preset,
+)
 from oomkit.lab.timeline import perturb, run_timeline
 from oomkit.lab.verdict import judge_run
 
@@ -70,11 +76,11 @@ def collect(inputs: Sequence[str], notes: list[str]) -> list[tuple[str, Scenario
                     notes.append(f"skipped {f}: {str(exc).splitlines()[0][:120]}")
             for f in sorted(path.glob("incident-*.jsonl")):
                 try:  # a log directory may hold an older or damaged one: skip it too
-                    out.append((str(f), _incident(f)))
+                    out.append((str(f), _incident(f, notes)))
                 except ConfigError as exc:
                     notes.append(f"skipped {f}: {str(exc).splitlines()[0][:120]}")
         elif path.suffix == ".jsonl":
-            out.append((text, _incident(path)))
+            out.append((text, _incident(path, notes)))
         elif path.exists():
             out.append((text, load_scenario(path)))
         else:
@@ -84,10 +90,12 @@ def collect(inputs: Sequence[str], notes: list[str]) -> list[tuple[str, Scenario
     return out
 
 
-def _incident(path: Path) -> Scenario:
+def _incident(path: Path, notes: list[str]) -> Scenario:
     from oomkit.lab.replay import load_incident, to_scenario
 
-    return to_scenario(load_incident(str(path)))
+    inc = load_incident(str(path))
+    notes.extend(inc.notes)
+    return to_scenario(inc)
 
 
 def contenders(args: argparse.Namespace) -> list[Contender]:
@@ -115,7 +123,7 @@ def run_job(job: Job) -> dict[str, Any]:
                            "contender": job.contender.label, "seed": job.seed,
                            "duration": scen.machine.duration_ns / 1e9}
     try:
-        tl = run_timeline(scen, job.contender)
+        tl = run_timeline(scen, job.contender, budget_s=LAB_BUDGET_S)
     except ConfigError as exc:
         row["error"] = str(exc)
         return row
@@ -178,6 +186,8 @@ def write_table(out: TextIO, rows: Sequence[dict[str, Any]]) -> None:
 def run(args: argparse.Namespace, out: TextIO) -> int:
     if args.seeds < 1:
         raise ConfigError(f"--seeds {args.seeds}: at least 1")
+    if args.jobs < 1:
+        raise ConfigError(f"--jobs {args.jobs}: at least 1")
     if args.plot:
         from oomkit.lab.plot import check_suffix, require
 

@@ -22,6 +22,14 @@ from oomkit.runtime import Runtime
 #: repository's packaging/presets is a link to them), so an installed oomkit has them too.
 PRESET_DIR: Final = Path(__file__).resolve().parents[1] / "data" / "presets"
 KERNEL_ONLY: Final = "kernel"
+#: The least handler budget in compare and replay (wall seconds). The daemon's budgets
+#: (500 ms by default) are for a daemon on an idle core; compare runs one simulator per
+#: core beside whatever else the machine runs, where a call can take a second because the
+#: host is busy (it did, on a 2-core machine with load 6), and an overrun counts as no
+#: progress: the table would depend on the host's load. Simulated time stands still during
+#: a call, so a longer budget changes no simulated outcome; a policy that hangs is still
+#: cut off, after this long.
+LAB_BUDGET_S: Final = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,16 +93,17 @@ def attach(rt: Runtime, contender: Contender) -> list[str]:
 
         cfg = load_config(contender.config)
         loaded = load_policies(cfg, secure=False)
-        rt.budget_s = cfg.daemon.budget_s  # as the daemon would run them
+        rt.budget_s = max(cfg.daemon.budget_s, LAB_BUDGET_S)
         rt.max_failures = cfg.daemon.max_failures
         for entry, ops in loaded.oom:
             if entry.cgroup is not None and rt.kernel.mem_cgroup(entry.cgroup) is None:
                 notes.append(f"{entry.policy}@{entry.cgroup}: no such cgroup here")
                 continue
-            budget: float | bool = entry.budget_s if entry.budget_s is not None else True
+            budget: float | bool = (max(entry.budget_s, LAB_BUDGET_S)
+                                    if entry.budget_s is not None else True)
             rt.attach_oom(ops, entry.cgroup, budget_s=budget)
         for pentry, pops in loaded.psi:
-            budget = pentry.budget_s if pentry.budget_s is not None else True
+            budget = max(pentry.budget_s, LAB_BUDGET_S) if pentry.budget_s is not None else True
             rt.attach_psi(pops, budget_s=budget)
     for text in contender.oom:
         ps = split_at(text)

@@ -51,6 +51,11 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
         size = parse_size(args.size)
     except ValueError as exc:
         raise ConfigError(f"--size {args.size}: {exc}") from None
+    if size <= 0:  # a ring of nothing would keep no sample, and write an empty incident
+        raise ConfigError(f"--size {args.size}: must be more than zero")
+    out_dir = os.path.dirname(os.path.abspath(args.out)) if args.out else "."
+    if not os.path.isdir(out_dir):  # found out now, not after the whole duration
+        raise ConfigError(f"--out {args.out}: no such directory {out_dir}")
     try:
         kernel = LinuxKernel(cgroup_root=args.cgroup_root, state_file=None, watchdog=False,
                              kmsg_path=None)

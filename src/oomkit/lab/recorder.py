@@ -8,8 +8,12 @@ taken every ``interval_s``, or every ``pressure_interval_s`` while the machine i
 pressure (the root's memory some avg10 at 20 % or more, memory full at 5 %, IO full at
 10 %, or a sampled cgroup within 10 % of its memory.max, or growing
 fast enough to get there before the next idle sample; and for 10 s after): the minutes
-before an OOM are the ones a replay needs in detail. Samples are kept serialised, and the
-oldest dropped once they take more than ``size_bytes``.
+before an OOM are the ones a replay needs in detail. Between idle samples a probe each
+second reads the usage of the root and of the 8 sampled cgroups nearest their
+memory.max, and samples at once (and fast from then on) when one grew by 5 % of its
+limit since the last sample: a leak must not fill a memcg between two idle samples.
+Samples are kept serialised, and the oldest dropped once they take more than
+``size_bytes``.
 
 An incident file is JSON lines: a header (``"event": "incident"``: why it was written,
 the machine's memory and swap, the cgroup version, the intervals), the samples oldest
@@ -31,7 +35,7 @@ from typing import Any, Final
 
 from oomkit.errors import OomkitError
 from oomkit.kernel.base import Cgroup, Kernel
-from oomkit.lab.samples import Limits, take_sample
+from oomkit.lab.samples import Limits, machine_tasks, take_sample
 
 # The machine is "under pressure" for the recorder at these avg10s (percent): well above
 # what a busy but healthy machine shows (a few percent of memory some is common), well
@@ -42,6 +46,9 @@ IO_FULL_AVG10: Final = 10.0
 NEAR_LIMIT: Final = 0.9
 PRESSURE_HOLD_S: Final = 10.0
 MIN_USAGE: Final = 1 << 20  # below: usage and limits only (see samples.sample_cgroup)
+PROBE_S: Final = 1.0  # between idle samples: see FlightRecorder.probe
+PROBE_CGROUPS: Final = 8
+PROBE_GROWTH: Final = 0.05
 #: A quiet machine (no pressure, no sampled cgroup moving by QUIET_SHARE of its limit, or
 #: of the machine's memory, per idle interval) is sampled ever more rarely, doubling the
 #: gap up to IDLE_STRETCH idle intervals: the daemon must idle as cheaply as earlyoom
@@ -149,6 +156,9 @@ class FlightRecorder:
         self._prev: dict[str, Any] | None = None
         self._fast_until = -1.0
         self.dropped = 0
+        self._also: list[str] = []  # cgroups that had an OOM outside the watched roots
+        self._partial = False  # the roots leave part of the tree out
+        self._probes: list[tuple[Cgroup, int, int]] = []  # (cgroup, limit, usage then)
         self._idle_s = settings.interval_s  # the idle gap now (see _next_interval)
         self._memory_total: int | None = None
         # called with the kernel's time after every sample (the daemon feeds the cause
@@ -159,6 +169,11 @@ class FlightRecorder:
     def _pick_cgroups(self) -> list[Cgroup]:
         root = self.kernel.root_mem_cgroup()
         roots = (list(self._roots()) if self._roots is not None else []) or [root]
+        self._partial = root not in roots
+        for path in self._also:
+            cg = self.kernel.mem_cgroup(path)
+            if cg is not None:
+                roots.append(cg)
         seen: dict[int, Cgroup] = {root.id: root}
         for r in roots:
             try:
@@ -186,8 +201,11 @@ class FlightRecorder:
             self._cgroups = self._pick_cgroups()
             self._limits.clear()
             self._refresh_at = now + (10.0 if self.pressure else IDLE_WALK_S)
+        # Watching part of the tree, the largest processes of the whole machine too: a
+        # kernel OOM elsewhere must still find its processes' growth in the incident.
+        more = machine_tasks(self.kernel, self.settings.procs) if self._partial else ()
         sample = take_sample(self.kernel, self._cgroups, max_procs=self.settings.procs,
-                             limits=self._limits, min_usage=MIN_USAGE)
+                             limits=self._limits, min_usage=MIN_USAGE, more_tasks=more)
         if self._wall is not None:
             sample["wall"] = round(self._wall(), 3)
         if len(sample["cgroups"]) < len(self._cgroups):
@@ -200,6 +218,7 @@ class FlightRecorder:
             self._fast_until = now + PRESSURE_HOLD_S
         self.pressure = now < self._fast_until
         self._prev = sample
+        self._set_probes(sample)
         if self.pressure and not was:
             self._refresh_at = 0.0
         self._push(json.dumps(sample, separators=(",", ":")))
@@ -224,6 +243,16 @@ class FlightRecorder:
                  and not _under_pressure(sample, prev, longer))
         self._idle_s = longer if quiet else s.interval_s
         return self._idle_s
+
+    def watch_also(self, path: str) -> bool:
+        """Sample the cgroup at ``path`` (and its subtree) from now on, though no handler
+        watches it: it had an OOM (at most 16 such, the newest kept). False if it is
+        sampled already."""
+        if path in self._also or any(cg.path == path for cg in self._cgroups):
+            return False
+        self._also = [*self._also[-15:], path]
+        self._refresh_at = 0.0
+        return True
 
     def invalidate(self) -> None:
         """The cgroup tree changed: walk it again at the next sample."""
@@ -259,7 +288,45 @@ class FlightRecorder:
                 delay = self.sample_once()
             except Exception:
                 delay = self.settings.interval_s
+            # Between idle samples a probe every second: a leak that fills a memcg (or the
+            # machine) in less than the idle interval must not fall between two samples.
+            while delay > PROBE_S and not self.pressure:
+                if stop.wait(PROBE_S):
+                    return
+                delay -= PROBE_S
+                try:
+                    if self.probe():
+                        self._fast_until = self.kernel.clock.now() + PRESSURE_HOLD_S
+                        delay = 0.0
+                except Exception:
+                    pass
             stop.wait(delay)
+
+    def probe(self) -> bool:
+        """Whether the root or one of the (at most PROBE_CGROUPS) sampled cgroups nearest
+        their memory.max grew by PROBE_GROWTH of its limit (the machine's memory for the
+        root) since the last sample, or came within 10 % of it: one usage read each."""
+        for cg, limit, before in self._probes:
+            try:
+                usage = cg.usage()
+            except OomkitError:
+                continue
+            if usage >= NEAR_LIMIT * limit or usage - before >= PROBE_GROWTH * limit:
+                return True
+        return False
+
+    def _set_probes(self, sample: dict[str, Any]) -> None:
+        by_path = {cg.path: cg for cg in self._cgroups}
+        if self._memory_total is None:
+            self._memory_total = machine_of(self.kernel)["memory"]
+        probes: list[tuple[Cgroup, int, int]] = []
+        for path, one in sample["cgroups"].items():
+            limit = self._memory_total if path == "/" else one.get("max")
+            cg = by_path.get(path)
+            if cg is not None and isinstance(limit, int) and 0 < limit < 1 << 60:
+                probes.append((cg, limit, int(one["usage"])))
+        probes.sort(key=lambda x: (x[0].path != "/", -x[2] / x[1]))
+        self._probes = probes[:PROBE_CGROUPS]
 
     # -- reading it out ----------------------------------------------------------------------
     def snapshot(self) -> list[str]:

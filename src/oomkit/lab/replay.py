@@ -33,13 +33,14 @@ import argparse
 import itertools
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, TextIO
 
 from oomkit.errors import ConfigError
 from oomkit.kernel.sim import Scenario, parse_scenario
-from oomkit.lab.contender import Contender, from_config, from_policy_text
+from oomkit.lab.contender import LAB_BUDGET_S, Contender, from_config, from_policy_text
+from oomkit.lab.recorder import INCIDENT_VERSION
 from oomkit.lab.timeline import Timeline, run_timeline
 from oomkit.report import Printer
 from oomkit.units import counted
@@ -57,6 +58,7 @@ class Incident:
     header: dict[str, Any]
     samples: list[dict[str, Any]]
     events: list[dict[str, Any]]
+    notes: list[str] = field(default_factory=list)
 
     @property
     def oom(self) -> dict[str, Any] | None:
@@ -82,10 +84,14 @@ def add_parser(sub: Any) -> None:
 
 
 def load_incident(path: str) -> Incident:
-    """Read an incident file. Raises ConfigError naming the line of a bad record."""
+    """Read an incident file. Raises ConfigError naming the line of a bad record, or for
+    an incident of a newer format than this oomkit reads. A last line cut off (a copy
+    truncated in the middle of a record: the daemon writes whole files only) is left out
+    with a note in ``Incident.notes``."""
     header: dict[str, Any] | None = None
     samples: list[dict[str, Any]] = []
     events: list[dict[str, Any]] = []
+    notes: list[str] = []
     try:
         with open(path, encoding="utf-8") as f:
             for n, line in enumerate(f, 1):
@@ -94,11 +100,16 @@ def load_incident(path: str) -> Incident:
                 try:
                     rec = json.loads(line)
                 except json.JSONDecodeError as exc:
+                    if not line.endswith("\n") and header is not None:
+                        notes.append(f"{path}:{n}: the last line is cut off (a truncated "
+                                     "file): left out")
+                        break
                     raise ConfigError(f"{path}:{n}: not JSON: {exc.msg}") from None
                 if not isinstance(rec, dict):
                     raise ConfigError(f"{path}:{n}: not a JSON object")
                 kind = rec.get("event")
                 if kind == "incident":
+                    _check_version(path, n, rec.get("version", INCIDENT_VERSION))
                     header = rec
                 elif kind == "sample":
                     if not isinstance(rec.get("cgroups"), dict) or not isinstance(
@@ -107,13 +118,27 @@ def load_incident(path: str) -> Incident:
                     samples.append(rec)
                 else:
                     events.append(rec)
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not an incident file (not UTF-8 text)") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
     if header is None:
         raise ConfigError(f"{path}: not an incident file (no \"incident\" header line)")
     if not samples:
         raise ConfigError(f"{path}: the incident has no sample")
-    return Incident(path, header, samples, events)
+    return Incident(path, header, samples, events, notes)
+
+
+def _check_version(path: str, line: int, version: Any) -> None:
+    """Incidents of format INCIDENT_VERSION and older are read; a newer one may mean
+    something else by the same fields."""
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise ConfigError(f"{path}:{line}: incident version {version!r} is not a format "
+                          "version (a whole number from 1)")
+    if version > INCIDENT_VERSION:
+        raise ConfigError(f"{path}:{line}: incident format version {version}, newer than "
+                          f"this oomkit reads ({INCIDENT_VERSION}): replay it with the "
+                          "oomkit that wrote it")
 
 
 # -- the scenario ----------------------------------------------------------------------------
@@ -140,18 +165,22 @@ def _names(inc: Incident) -> dict[int, str]:
     for s in inc.samples:
         for p in s["procs"]:
             comms.setdefault(int(p["pid"]), str(p["comm"]))
+    for v in (inc.oom or {}).get("victims", ()):
+        comms.setdefault(int(v.get("pid", -1)), str(v.get("comm")))
     count: dict[str, int] = {}
     for c in comms.values():
         count[c] = count.get(c, 0) + 1
     return {pid: (c if count[c] == 1 else f"{c}.{pid}") for pid, c in comms.items()}
 
 
-def _program(points: list[tuple[float, int]], growing_tail: bool) -> list[str]:
+def _program(points: list[tuple[float, int]], growing_tail: bool,
+             victim: bool = False) -> list[str]:
     steps: list[str] = []
     first = points[0][1]
     if first > 0:
         steps.append(f'{{ op = "alloc", kind = "anon", size = {_size(first)} }}')
     rate = 0
+    grew = 0  # the last rate it grew at
     idle_ms = 0  # consecutive quiet intervals become one sleep
 
     def flush() -> None:
@@ -164,7 +193,7 @@ def _program(points: list[tuple[float, int]], growing_tail: bool) -> list[str]:
         dt = max(t1 - t0, 0.001)
         if b > a:
             flush()
-            rate = max(1, int((b - a) / dt))
+            rate = grew = max(1, int((b - a) / dt))
             steps.append(f'{{ op = "alloc", kind = "anon", size = {_size(b - a)}, '
                          f'rate = "{rate}/s" }}')
         else:
@@ -174,6 +203,10 @@ def _program(points: list[tuple[float, int]], growing_tail: bool) -> list[str]:
                 steps.append(f'{{ op = "free", kind = "anon", size = {_size(a - b)} }}')
             idle_ms += int(dt * 1000)
     flush()
+    if victim and rate == 0:
+        # A sample taken while the OOM was being handled (after its start) can show the
+        # victim flat: it was killed growing, so it goes on at the rate it last grew.
+        rate = grew
     if growing_tail and rate > 0:
         steps.append(f'{{ op = "alloc", kind = "anon", size = {_size(rate * 3600)}, '
                      f'rate = "{rate}/s" }}')
@@ -233,21 +266,48 @@ def _scenario_toml(inc: Incident) -> str:
     names = _names(inc)
     series: dict[int, list[tuple[float, int]]] = {}
     info: dict[int, dict[str, Any]] = {}
+    killed = {int(v.get("pid", -1)) for v in (oom or {}).get("victims", ())}
     for s in samples:
         for p in s["procs"]:
             pid = int(p["pid"])
+            if s.get("after_oom") and pid in killed:
+                continue  # still listed while it exits (rss 0): the OOM's line is its end
             series.setdefault(pid, []).append(
                 (float(s["time"]) - t0, int(p.get("rss") or 0) + int(p.get("swap") or 0)))
             info[pid] = p
     # The OOM's victims, as the OOM found them: the last point of their growth.
+    unseen: list[int] = []
     if oom is not None and oom.get("time") is not None:
         for v in oom.get("victims", ()):
             pid = int(v.get("pid", -1))
             t = float(oom["time"]) - t0
+            if pid in series and str(v.get("cgroup")) != str(info[pid].get("cgroup")):
+                # Sampled just after its fork, still in its parent's cgroup with the
+                # parent's oom_score_adj (a protected launcher's -1000): the OOM saw it
+                # where it went, and killable.
+                adj = int(info[pid].get("adj") or 0)
+                info[pid] = {**info[pid], "cgroup": v.get("cgroup"),
+                             "adj": 0 if adj == -1000 else adj}
             if pid in series and t > series[pid][-1][0]:
                 series[pid].append((t, int(v.get("rss") or 0) + series[pid][-1][1]
                                     - int(info[pid].get("rss") or 0)))
-    last_pids = {int(p["pid"]) for p in samples[-1]["procs"]}
+            elif pid not in series and int(v.get("rss") or 0) > 0:
+                # Never sampled: it grew between two idle samples. From the last sample
+                # before the OOM (where it was not among the largest) to its rss at the
+                # OOM, at one rate: the slowest growth that gets there.
+                before_t = [float(s["time"]) - t0 for s in samples if float(s["time"]) - t0 < t]
+                start = before_t[-1] if before_t else max(0.0, t - 1.0)
+                series[pid] = [(start, 0), (t, int(v["rss"]))]
+                info[pid] = {"pid": pid, "comm": v.get("comm"), "cgroup": v.get("cgroup"),
+                             "rss": v["rss"], "adj": 0}
+                unseen.append(pid)
+    # Who was still there at the end: the last sample before the OOM (one taken after it,
+    # of a memcg the recorder did not watch, holds that memcg's tasks only), and the
+    # OOM's victims, which were killed, not done.
+    before = [s for s in samples if not s.get("after_oom")] or samples
+    last_pids = {int(p["pid"]) for p in before[-1]["procs"]}
+    if oom is not None:
+        last_pids.update(int(v.get("pid", -1)) for v in oom.get("victims", ()))
     # Memory a cgroup held beyond its processes at the first sample: cache and tmpfs.
     first = samples[0]
     held: dict[str, int] = {}
@@ -294,16 +354,25 @@ def _scenario_toml(inc: Incident) -> str:
         p = info[pid]
         adj = max(-1000, min(1000, int(p.get("adj") or 0)))
         start = points[0][0]
+        if pid in unseen:
+            out.append(f"# {p['comm']} (pid {pid}) is in no sample: grown from the last sample "
+                       "before the OOM to its rss at the OOM, at one rate")
         out += ["[[process]]", f"name = {_q(names[pid])}", f"cgroup = {_q(str(p['cgroup']))}"]
         if adj:
             out.append(f"oom_score_adj = {adj}")
         if start > 0:
             out.append(f'start = "{int(start * 1000)}ms"')
         rel = [(t - start, b) for t, b in points]
-        prog = _program(rel, growing_tail=pid in last_pids)
+        prog = _program(rel, growing_tail=pid in last_pids, victim=pid in killed)
         if pid not in last_pids:
             prog[-1] = '{ op = "exit" }'
         out += ["program = [\n  " + ",\n  ".join(prog) + ",\n]", ""]
+    if unseen:
+        note = (f"{', '.join(names[pid] for pid in unseen)} killed live but in no sample (it "
+                "grew between two of the recorder's samples): replayed as growing at one "
+                "rate from the last sample to its rss at the OOM")
+        if note not in inc.notes:
+            inc.notes.append(note)
     return "\n".join(out)
 
 
@@ -351,6 +420,11 @@ def _unsampled(inc: Incident, live: list[tuple[str, str]]) -> list[str]:
 
 
 def run(args: argparse.Namespace, out: TextIO) -> int:
+    chosen = [flag for flag, given in (("--kernel", args.kernel), ("--config", args.config),
+                                       ("--oom-policy/--psi-policy",
+                                        args.oom_policy or args.psi_policy)) if given]
+    if len(chosen) > 1:  # one of them would be silently ignored
+        raise ConfigError(f"{' and '.join(chosen)}: give one way to choose the policies")
     inc = load_incident(args.incident)
     text = scenario_toml(inc)
     scenario = parse_scenario(text, inc.path + " (replayed)")
@@ -380,7 +454,7 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
                   f"{counted(len(scenario.processes), 'process', 'processes')}, "
                   f"{counted(len(scenario.cgroups), 'cgroup')}; "
                   f"under {contender.label}\n\n")
-    tl: Timeline = run_timeline(scenario, contender, sink=printer,
+    tl: Timeline = run_timeline(scenario, contender, sink=printer, budget_s=LAB_BUDGET_S,
                                 interval_ns=REPLAY_INTERVAL_NS)
     if args.plot:
         from oomkit.lab.plot import plot_timelines
@@ -406,7 +480,7 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
             out.write(f"note: {', '.join(unseen)} not in the incident's samples (the "
                       "recorder samples the cgroups OOM handlers watch): the replay cannot "
                       "reach the live decision; attach a handler at or above it\n")
-    for note in tl.notes:
+    for note in [*inc.notes, *tl.notes]:
         out.write(f"note: {note}\n")
     changed = _config_changed(inc, contender)
     if changed:

@@ -99,9 +99,62 @@ def sample_task(task: Task, kernel: Kernel) -> dict[str, Any]:
 Limits = dict[int, tuple[int | None, int | None, int | None]]
 
 
+def machine_tasks(kernel: Kernel, count: int) -> list[Task]:
+    """The ``count`` largest processes of the whole machine by rss, wherever their cgroup
+    (what the flight recorder adds when it watches only part of the tree: an OOM in a
+    cgroup it does not watch must still find its processes in the samples).
+
+    Live: one read of /proc/PID/statm per process (its second field, resident pages:
+    ~1 ms per 100 processes), then /proc/PID/cgroup and /proc/PID/status of the largest
+    only; a process outside the kernel's cgroup root is left out. The simulator (no
+    procfs): every task of the tree. Kernel threads have no mm (statm all zeros) and are
+    never among them. Never raises for a process that exits meanwhile."""
+    procfs = getattr(kernel, "procfs", None)
+    if procfs is None:
+        out = [t for cg in kernel.root_mem_cgroup().walk() for t in cg.tasks()
+               if t.cgroup == cg and not t.kthread]
+        return sorted(out, key=lambda t: t.rss, reverse=True)[:count]
+    sized: list[tuple[int, int]] = []
+    try:
+        pids = procfs.pids()
+    except OomkitError:
+        return []
+    for pid in pids:
+        try:
+            with open(procfs.path(pid, "statm"), "rb") as f:
+                pages = int(f.read().split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if pages > 0:
+            sized.append((pages, pid))
+    sized.sort(reverse=True)
+    from oomkit.kernel.linux.kmsgwatch import from_kernel_path
+
+    key = "memory" if getattr(kernel, "version", 2) == 1 else ""
+    prefix = getattr(kernel, "prefix", None)
+    tasks: list[Task] = []
+    for _, pid in sized:
+        if len(tasks) >= count:
+            break
+        try:
+            path = from_kernel_path(prefix, procfs.cgroups_of(pid).get(key))
+            cg = kernel.mem_cgroup(path) if path is not None else None
+            if cg is None:
+                continue
+            info = procfs.task(pid)
+        except OomkitError:
+            continue  # exited meanwhile
+        if not info.kthread:
+            tasks.append(Task(pid=info.pid, comm=info.comm, cgroup=cg,
+                              oom_score_adj=info.oom_score_adj, rss=info.rss,
+                              swapents=info.swapents, pgtables_bytes=info.pgtables_bytes,
+                              start_time=info.start_time))
+    return tasks
+
+
 def take_sample(kernel: Kernel, cgroups: Iterable[Cgroup] | None = None,
                 *, max_procs: int | None = None, limits: Limits | None = None,
-                min_usage: int = 0) -> dict[str, Any]:
+                min_usage: int = 0, more_tasks: Iterable[Task] = ()) -> dict[str, Any]:
     """A sample of ``cgroups`` (default: every cgroup, the root first, in pre-order) and
     of their tasks.
 
@@ -110,7 +163,8 @@ def take_sample(kernel: Kernel, cgroups: Iterable[Cgroup] | None = None,
     needed (the flight recorder clears it when it walks the tree again); ``min_usage``:
     see :func:`sample_cgroup` (no task of a cgroup below it is listed). A cgroup that
     vanishes while it is read is left out (the kernel may
-    remove it at any moment), never an error.
+    remove it at any moment), never an error. ``more_tasks``: tasks to list besides
+    those of ``cgroups`` (:func:`machine_tasks`), within the same ``max_procs``.
     """
     if cgroups is None:
         cgroups = list(kernel.root_mem_cgroup().walk())
@@ -129,6 +183,8 @@ def take_sample(kernel: Kernel, cgroups: Iterable[Cgroup] | None = None,
                 tasks.extend(t for t in cg.tasks() if t.cgroup == cg and not t.kthread)
         except OomkitError:
             cg_out.pop(cg.path, None)
+    seen = {t.pid for t in tasks}
+    tasks.extend(t for t in more_tasks if t.pid not in seen)
     if max_procs is not None and len(tasks) > max_procs:
         tasks = sorted(tasks, key=lambda t: t.rss, reverse=True)[:max_procs]
     tasks.sort(key=lambda t: t.pid)

@@ -27,7 +27,8 @@ from oomkit.policies.largest_leaf import LargestLeaf
 from oomkit.runtime import Runtime
 
 from .conftest import GUEST_ONLY, V2Tree, wait_for
-from .test_guest_system_oom import SLOW, protected, spawn_leaker
+from .test_guest_lab_daemon import leaker
+from .test_guest_system_oom import SLOW, protected
 
 pytestmark = GUEST_ONLY
 
@@ -60,7 +61,7 @@ def test_a_system_wide_leak_is_recorded_and_replays_to_the_same_cgroup(
     try:
         with protected(), served(kernel, runtime):
             time.sleep(3)  # a few quiet samples first
-            hog = spawn_leaker(tree, leak)
+            hog = leaker(tree, leak)  # fast to 30 % of MemTotal only: see there
             hog.go()
             assert hog.wait_dead(SLOW * 2), "the system-wide handler should kill the leaker"
             assert wait_for(lambda: any(r.get("incident") for r in records), SLOW)
@@ -73,6 +74,7 @@ def test_a_system_wide_leak_is_recorded_and_replays_to_the_same_cgroup(
     assert live_cgroups and live_cgroups[0].endswith("/leak")
     path = str(oom["incident"])
     inc = load_incident(path)
+    print("sample times", [s["time"] for s in inc.samples], oom["time"])
     assert inc.header["machine"]["memory"] > 0 and len(inc.samples) > 5
 
     out = io.StringIO()
