@@ -370,6 +370,24 @@ def test_between_idle_samples_a_probe_sees_a_cgroup_fill_fast() -> None:
     assert rec.probe()
 
 
+def test_the_probe_waits_longer_while_every_limit_is_roomy() -> None:
+    """The idle daemon's probe: every PROBE_ROOMY_S while each probed cgroup has more than
+    half its limit free (default.toml at 0.5 s: /srv holds 400M of 1G), every PROBE_S
+    once one has less (it grew to 600M and beyond)."""
+    from oomkit.lab.recorder import PROBE_ROOMY_S, PROBE_S
+
+    kernel = SimKernel.from_scenario(load_scenario(EX / "default.toml"))
+    rec = FlightRecorder(kernel, RecorderSettings(interval_s=10.0))
+    kernel.run(until_ns=500_000_000)
+    rec.sample_once()
+    assert rec._probe_s == PROBE_ROOMY_S
+    kernel.run(until_ns=1_400_000_000)
+    assert not rec.probe() and rec._probe_s == PROBE_ROOMY_S
+    kernel.run(until_ns=4_000_000_000)
+    rec.probe()
+    assert rec._probe_s == PROBE_S
+
+
 def test_a_victim_still_listed_after_the_oom_ends_at_the_oom(tmp_path: Path) -> None:
     """The sample taken after a kernel OOM in an unwatched memcg may still list the victim,
     exiting with rss 0: its growth ends at the OOM's line, not in a free."""

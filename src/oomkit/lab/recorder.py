@@ -47,6 +47,11 @@ NEAR_LIMIT: Final = 0.9
 PRESSURE_HOLD_S: Final = 10.0
 MIN_USAGE: Final = 1 << 20  # below: usage and limits only (see samples.sample_cgroup)
 PROBE_S: Final = 1.0  # between idle samples: see FlightRecorder.probe
+#: ... while every probed cgroup has more than PROBE_ROOMY of its limit free, the probe
+#: waits PROBE_ROOMY_S instead: a wake-up a second was most of the idle daemon's CPU, and
+#: a cgroup half empty fills in one such gap only at 12 % of its limit per second
+PROBE_ROOMY: Final = 0.5
+PROBE_ROOMY_S: Final = 4.0
 PROBE_CGROUPS: Final = 8
 PROBE_GROWTH: Final = 0.05
 #: A quiet machine (no pressure, no sampled cgroup moving by QUIET_SHARE of its limit, or
@@ -159,6 +164,7 @@ class FlightRecorder:
         self._also: list[str] = []  # cgroups that had an OOM outside the watched roots
         self._partial = False  # the roots leave part of the tree out
         self._probes: list[tuple[Cgroup, int, int]] = []  # (cgroup, limit, usage then)
+        self._probe_s = PROBE_S  # the gap to the next probe (see probe())
         self._idle_s = settings.interval_s  # the idle gap now (see _next_interval)
         self._memory_total: int | None = None
         # called with the kernel's time after every sample (the daemon feeds the cause
@@ -290,10 +296,10 @@ class FlightRecorder:
                 delay = self.settings.interval_s
             # Between idle samples a probe every second: a leak that fills a memcg (or the
             # machine) in less than the idle interval must not fall between two samples.
-            while delay > PROBE_S and not self.pressure:
-                if stop.wait(PROBE_S):
+            while delay > self._probe_s and not self.pressure:
+                if stop.wait(self._probe_s):
                     return
-                delay -= PROBE_S
+                delay -= self._probe_s
                 try:
                     if self.probe():
                         self._fast_until = self.kernel.clock.now() + PRESSURE_HOLD_S
@@ -305,14 +311,20 @@ class FlightRecorder:
     def probe(self) -> bool:
         """Whether the root or one of the (at most PROBE_CGROUPS) sampled cgroups nearest
         their memory.max grew by PROBE_GROWTH of its limit (the machine's memory for the
-        root) since the last sample, or came within 10 % of it: one usage read each."""
+        root) since the last sample, or came within 10 % of it: one usage read each.
+        Sets the gap to the next probe: PROBE_S, or PROBE_ROOMY_S while every one has more
+        than PROBE_ROOMY of its limit free."""
+        free = 1.0
         for cg, limit, before in self._probes:
             try:
                 usage = cg.usage()
             except OomkitError:
                 continue
+            free = min(free, 1.0 - usage / limit)
             if usage >= NEAR_LIMIT * limit or usage - before >= PROBE_GROWTH * limit:
+                self._probe_s = PROBE_S
                 return True
+        self._probe_s = PROBE_ROOMY_S if free > PROBE_ROOMY else PROBE_S
         return False
 
     def _set_probes(self, sample: dict[str, Any]) -> None:
@@ -327,6 +339,8 @@ class FlightRecorder:
                 probes.append((cg, limit, int(one["usage"])))
         probes.sort(key=lambda x: (x[0].path != "/", -x[2] / x[1]))
         self._probes = probes[:PROBE_CGROUPS]
+        free = min((1.0 - usage / limit for _, limit, usage in self._probes), default=1.0)
+        self._probe_s = PROBE_ROOMY_S if free > PROBE_ROOMY else PROBE_S
 
     # -- reading it out ----------------------------------------------------------------------
     def snapshot(self) -> list[str]:
