@@ -117,10 +117,15 @@ def _stopped(pid: int) -> bool:
     if pid <= 0:
         return False
     try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
+        fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
         return False
+    try:
+        data = os.read(fd, 1024)
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
     fields = data[data.rfind(b")") + 2:].split(b" ", 1)
     return bool(fields) and fields[0] in (b"T", b"t")
 
@@ -570,7 +575,8 @@ class _HungGuard:
         # Shallowest first: v1 marks the whole subtree of the OOMing memcg under OOM and
         # signals each eventfd in it; the OOM is the top one's, and handing that over
         # ends it for the memcgs below too.
-        stuck = self.stuck(now)
+        pending = bool(self.bands) or any(w.deadline is not None for w in self.by_path.values())
+        stuck = pending and self.stuck(now)  # nothing waits: no /proc read on a beat
         if stuck and self.bands and handover_log is not None:
             handover_log.release_bands(
                 self.bands, lambda s: restore_setting(s, self.root), self.log,
