@@ -61,12 +61,12 @@ def test_table_directory_notes_and_plot(tmp_path: Path) -> None:
     (tmp_path / "incident-damaged.jsonl").write_text('{"event": "incident"\n')
     code, out2 = run("compare", str(tmp_path), "--policy", "kernel", "--jobs", "1")
     assert code == 0 and "note: skipped" in out2 and "incident-damaged.jsonl:1: not JSON" in out2
-    assert any(line.startswith("a ") and "db@" in line for line in out2.splitlines())
+    assert any(line.startswith("a ") and "db*@" in line for line in out2.splitlines())
     lines = out.splitlines()
     head = next(line for line in lines if line.startswith("scenario"))
     assert "bystanders" in head and "relief" in head
-    assert any(line.startswith("a ") and "kernel" in line and "db@" in line for line in lines)
-    assert any("largest_leaf" in line and "worker1*@" in line for line in lines)
+    assert any(line.startswith("a ") and "kernel" in line and "db*@" in line for line in lines)
+    assert any("largest_leaf" in line and "worker1@" in line for line in lines)
     if pytest.importorskip("matplotlib"):
         png = tmp_path / "k.png"
         code, _ = run("compare", str(tmp_path / "a.toml"), "--policy", "kernel",
@@ -117,7 +117,7 @@ def test_table_says_what_a_row_hides(tmp_path: Path) -> None:
     head = lines[0]
     kernel = next(line for line in lines if " kernel " in line)
     # the error does not widen the kills column: every row lines up with the header
-    assert kernel.index("db@") == head.index("victims")
+    assert kernel.index("db*@") == head.index("victims")
 
 
 def test_two_configs_of_one_name_are_named_by_their_paths(tmp_path: Path) -> None:
@@ -138,7 +138,7 @@ def test_plot_labels_of_close_kills_do_not_overlap(tmp_path: Path) -> None:
     svg = tmp_path / "c.svg"
     code, out = run("compare", str(EX / "default.toml"), "--config",
                     str(REPO / "packaging" / "oomkit.toml"), "--plot", str(svg), "--jobs", "1")
-    assert code == 0 and "worker1*@5.29s, worker2*@5.89s" in out
+    assert code == 0 and "worker1@5.29s, worker2@5.89s" in out
     text = svg.read_text()  # matplotlib keeps each text as a comment beside its paths
     assert "<!-- worker1; worker2 -->" in text
 
@@ -167,3 +167,18 @@ def test_a_call_slowed_by_the_host_is_no_overrun_in_the_lab(tmp_path: Path) -> N
                     "--jobs", "1")
     row = json.loads(out.splitlines()[0])
     assert code == 0 and row["kills"] >= 1 and "notes" not in row, row
+
+
+def test_the_culprit_is_a_job_not_the_largest_process() -> None:
+    """default.toml: the batch job asks for 600M across eight workers, the database 400M
+    alone. The batch is the culprit (its description says so): largest_leaf killing it
+    takes no bystander, the kernel's killer taking the database takes one."""
+    scen = load_scenario(EX / "default.toml")
+    guilty = culprits(scen, None)
+    assert "db" not in guilty and {f"worker{i}" for i in range(1, 9)} <= guilty
+    code, out = run("compare", str(EX / "default.toml"), "--policy", "kernel", "--policy",
+                    "largest_leaf", "--jobs", "1", "--json")
+    assert code == 0
+    kernel, leaf = (json.loads(line) for line in out.splitlines())
+    assert [v["name"] for v in kernel["victims"]] == ["db"] and kernel["bystanders"] == 1
+    assert leaf["kills"] == 8 and leaf["bystanders"] == 0

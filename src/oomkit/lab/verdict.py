@@ -5,10 +5,13 @@ Definitions (docs/lab.md repeats them for users):
 - **culprit**: in the domain of a kill (the memcg subtree of an OOM at a memcg's limit,
   constraint MEMCG; the whole machine otherwise: a system-wide OOM, an OOM a policy
   declared where pressure showed, a kill without an OOM event), among the processes a
-  killer may take (oom_score_adj above -1000), the process whose program asks for the
-  most memory: the largest sum of its ``alloc`` steps (anon, shmem, file) minus its
-  ``free`` steps, or the size of a ``touch`` working set, whichever is larger, at any
-  point of its program. This is the scenario's own statement of who brings the memory in
+  killer may take (oom_score_adj above -1000), those of the *job* whose programs ask for
+  the most memory together. A job is a leaf cgroup (each process of the root cgroup is
+  one by itself): a batch of eight workers of 75M is one job of 600M, larger than a 400M
+  database beside it. A program asks for the largest sum of its ``alloc`` steps (anon,
+  shmem, file) minus its ``free`` steps, or the size of a ``touch`` working set,
+  whichever is larger, at any point. This is the scenario's own statement of who brings
+  the memory in
   (a thrashing reader, a leak, a throttled service that keeps trying to grow), read from
   what the process asks for, not from what it got: a process throttled at memory.high
   or one whose charge keeps failing still asks.
@@ -58,14 +61,23 @@ def _in_domain(cgroup: str, domain: str | None) -> bool:
     return cgroup == domain or cgroup.startswith(domain.rstrip("/") + "/")
 
 
+def _job(p: ProcessSpec) -> str:
+    """The job a process belongs to: its cgroup, or itself in the root cgroup."""
+    return p.cgroup if p.cgroup.strip("/") else f"process {p.name}"
+
+
 def culprits(scenario: Scenario, domain: str | None) -> set[str]:
-    """Names of the processes with the largest demand in ``domain`` (ties: all)."""
+    """Names of the killable processes of the job (see the module doc) with the largest
+    summed demand in ``domain`` (ties: every such job)."""
     procs = [p for p in scenario.processes
              if _in_domain(p.cgroup, domain) and p.oom_score_adj > OOM_SCORE_ADJ_MIN]
     if not procs:
         return set()
-    top = max(demand(p) for p in procs)
-    return {p.name for p in procs if demand(p) == top}
+    jobs: dict[str, int] = {}
+    for p in procs:
+        jobs[_job(p)] = jobs.get(_job(p), 0) + demand(p)
+    top = max(jobs.values())
+    return {p.name for p in procs if jobs[_job(p)] == top}
 
 
 @dataclass(frozen=True, slots=True)
