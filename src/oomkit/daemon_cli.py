@@ -4,6 +4,7 @@ docs/daemon.md)."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import json
 import os
@@ -108,6 +109,10 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
         return _run(args, out, path, sim, state_dir, load)
     finally:
         for d in scratch:
+            with contextlib.suppress(OSError):
+                if any(n.startswith("incident-") for n in os.listdir(d)):
+                    sys.stderr.write(f"note: the incident files named above were in {d}, removed "
+                              "with this run: --state-dir DIR keeps them for oomkit replay\n")
             shutil.rmtree(d, ignore_errors=True)
 
 

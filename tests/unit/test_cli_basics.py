@@ -432,3 +432,13 @@ def test_a_dry_run_says_why_no_handler_was_asked() -> None:
     assert "(victim 100 (web) is still exiting: waiting, no new kill for a declared OOM)" \
         in text
     assert "(oom_badness chose" not in text  # the would-kill lines say it
+
+
+def test_a_simulation_says_its_incident_files_went_with_it(capsys: pytest.CaptureFixture[str]
+                                                           ) -> None:
+    """run --sim without --state-dir keeps its files in a private directory removed at the
+    end: the incident lines it printed name files that are gone, and it says so."""
+    code, text = run("run", "--sim", DEFAULT)
+    assert code == 0 and "(oomkit replay it)" in text, text
+    err = capsys.readouterr().err
+    assert "removed with this run: --state-dir DIR keeps them" in err
