@@ -513,9 +513,10 @@ def test_the_handlers_kill_message_goes_with_its_victims(be: Harness) -> None:
     """The message of kill_process and kill_cgroup is the victims' reason in the event
     (the kernel has no place for it: a SIGKILL carries no text)."""
     cg = be.mkcg("k", memory_max=LIMIT)
+    alone = be.mkcg("k/alone")  # tasks in leaves only: v2 has no internal processes
     sub = be.mkcg("k/sub")
-    be.spawn(cg, 3, into=[cg, sub, sub])
-    one = cg.tasks()[0]
+    be.spawn(cg, 3, into=[alone, sub, sub])
+    one = alone.tasks()[0]
     oc = OomControl(be.kernel, cg, 0, Constraint.DECLARED, None, be.kernel.oom_totalpages(cg))
     oc.kill_process(one, "policy: biggest grower, 12M/s")
     assert oc.kill_cgroup(sub, "policy: the job whole") == 2
