@@ -182,3 +182,14 @@ def test_the_culprit_is_a_job_not_the_largest_process() -> None:
     kernel, leaf = (json.loads(line) for line in out.splitlines())
     assert [v["name"] for v in kernel["victims"]] == ["db"] and kernel["bystanders"] == 1
     assert leaf["kills"] == 8 and leaf["bystanders"] == 0
+
+
+def test_a_config_contender_runs_as_the_daemon_would() -> None:
+    """--config runs the config's [daemon] rules for declared OOMs too (min_victim): the
+    recommended config leaves examples/thrash.toml's lone reader alone, as `run --sim`
+    with it does; compare killed it."""
+    code, out = run("compare", str(EX / "thrash.toml"), "--config",
+                    str(REPO / "packaging" / "oomkit.toml"), "--jobs", "1", "--json")
+    assert code == 0
+    (row,) = (json.loads(line) for line in out.splitlines())
+    assert row["kills"] == 0 and row["victims"] == []

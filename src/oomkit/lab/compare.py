@@ -172,8 +172,8 @@ def write_table(out: TextIO, rows: Sequence[dict[str, Any]]) -> None:
         out.write("  ".join(cells).rstrip() + "\n")
         if n == 0:
             out.write("  ".join("-" * w for w in [*widths, len(head[-1])]) + "\n")
-    out.write("\n* a bystander: killed, but neither the culprit (the process asking for the "
-              "most memory in the OOM's domain) nor in its cgroup (docs/lab.md)\n")
+    out.write("\n* a bystander: killed, but not of the culprit job (the leaf cgroup whose "
+              "processes ask for the most memory in the OOM's domain; docs/lab.md)\n")
     seen: set[tuple[str, str, str]] = set()  # a note repeats for every seed: once
     for r in rows:
         for note in r.get("notes", ()):

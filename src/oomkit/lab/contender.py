@@ -89,12 +89,17 @@ def attach(rt: Runtime, contender: Contender) -> list[str]:
     cgroup-scoped handler whose cgroup the scenario does not have). Raises ConfigError."""
     notes: list[str] = []
     if contender.config is not None:
-        from oomkit.daemon.config import load_config, load_policies
+        from oomkit.daemon.config import load_config, load_policies, resolve_cgroups
 
-        cfg = load_config(contender.config)
+        # As the daemon runs it (run --sim does the same): the first cgroup alternative the
+        # scenario has, and the [daemon] rules for declared OOMs.
+        cfg = resolve_cgroups(load_config(contender.config),
+                              lambda cg: rt.kernel.mem_cgroup(cg) is not None)
         loaded = load_policies(cfg, secure=False)
         rt.budget_s = max(cfg.daemon.budget_s, LAB_BUDGET_S)
         rt.max_failures = cfg.daemon.max_failures
+        rt.post_action_delay_s = cfg.daemon.post_action_delay_s
+        rt.min_victim = cfg.daemon.min_victim
         for entry, ops in loaded.oom:
             if entry.cgroup is not None and rt.kernel.mem_cgroup(entry.cgroup) is None:
                 notes.append(f"{entry.policy}@{entry.cgroup}: no such cgroup here")
