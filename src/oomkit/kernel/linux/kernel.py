@@ -52,7 +52,7 @@ from oomkit.kernel.linux.journal import RestoreJournal
 from oomkit.kernel.linux.kills import Killer, freezer_state_path
 from oomkit.kernel.linux.kmsgwatch import KmsgWatch, from_kernel_path
 from oomkit.kernel.linux.layout import Layout, V1Layout, V2Layout
-from oomkit.kernel.linux.loop import EventLoop
+from oomkit.kernel.linux.loop import EventLoop, Timer
 from oomkit.kernel.linux.memwatch import MAX_FILL_RATE, parse_sample
 from oomkit.kernel.linux.mounts import (
     Mount,
@@ -183,7 +183,10 @@ class LinuxKernel:
         self._handovers: dict[str, float] = {}  # memcg path -> when handed to the kernel
         self._started = False
         self._closed = False
-        self._beat_timer: Any = None  # the pending heartbeat (loop.Timer)
+        self._beat_timer: Timer | None = None  # the pending heartbeat
+        # _beat runs on the loop's thread and, from oom_entered, on the system watch's:
+        # one pending heartbeat at a time, not two chains of them
+        self._beat_lock = threading.Lock()
         self._last_oom = float("-inf")
         self.tree.rescan()
 
@@ -349,9 +352,10 @@ class LinuxKernel:
         busy = self.clock.now() - self._last_oom < BUSY_FOR
         interval = fast if busy else max(fast, IDLE_BEAT)
         self.journal.beat(interval)
-        if self._beat_timer is not None:
-            self._beat_timer.cancelled = True
-        self._beat_timer = self.loop.call_later(interval, self._beat)
+        with self._beat_lock:
+            if self._beat_timer is not None:
+                self._beat_timer.cancelled = True
+            self._beat_timer = self.loop.call_later(interval, self._beat)
 
     def oom_entered(self) -> None:
         """An OOM is about to be handed to the handlers: beat now, with the short interval
