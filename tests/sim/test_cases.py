@@ -56,6 +56,8 @@ EXPECT: dict[str, tuple[set[str], set[str], float | None]] = {
     "k31_stale_shm_segment_on_machine": (set(), {"desktop", "browser", "editor"}, None),
     "k32_tabs_vs_vm": (TABS, {"qemu", "desktop"}, None),
     "k33_memcg_oom_big_innocent_steady": ({"shipper"}, {"java"}, None),
+    "k34_backup_streams_into_pod": ({"backup"}, {"web"}, None),
+    "k35_backup_streams_on_machine": ({"backup"}, {"web"}, None),
 }
 
 XFAIL = {
@@ -83,3 +85,13 @@ def test_case_ends_as_its_description_says(case: str, tmp_path: Path) -> None:
         assert killed & die, f"killed {o.killed}"
     if by is not None:
         assert max(o.killed_at(n) for n in killed) <= by
+
+
+def test_the_recommended_config_kills_the_streamer_not_the_victim(tmp_path: Path) -> None:
+    """examples/psi_victim.toml (QA F11): the web server's refaults are the pressure, the
+    indexer's stream (no RSS: all page cache) is its cause; the indexer goes, and the
+    reason says it took in pages that were not its own working set."""
+    o = run_with_config(REPO / "examples" / "psi_victim.toml", RECOMMENDED, tmp_path)
+    assert o.killed == ["indexer"]
+    (victim,) = [v for e in o.ooms for v in e["victims"]]
+    assert "(0% its own working set)" in victim["reason"]

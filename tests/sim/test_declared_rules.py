@@ -129,9 +129,11 @@ def test_a_declared_oom_with_no_task_worth_killing_backs_its_domain_off() -> Non
     s.rt.close()
 
 
-def test_the_recommended_config_logs_a_lone_reader_seldom(tmp_path: Path) -> None:
-    """examples/thrash.toml under the recommended config: the reader is too small to
-    kill, and its IO pressure fires every 2 s for a minute; a few records, not 25."""
+def test_the_recommended_config_leaves_a_lone_reader_alone(tmp_path: Path) -> None:
+    """examples/thrash.toml under the recommended config: a reader re-reading at random 4x
+    its own limit, alone in it, its IO pressure firing every 2 s for a minute. No kill
+    could make room for its working set (pressure_guard's _kill_helps: nobody else in
+    the domain), so no OOM is declared at all: no record every 2 s (QA F18)."""
     from oomkit.cli import main
 
     out = tmp_path / "out.json"
@@ -142,10 +144,9 @@ def test_the_recommended_config_logs_a_lone_reader_seldom(tmp_path: Path) -> Non
     assert code == 0
     records = [json.loads(line) for line in out.read_text().splitlines()
                if line.startswith("{")]
+    assert [r for r in records if r.get("event") == "psi"]  # the pressure was there
     ooms = [r for r in records if r.get("event") == "oom"]
-    assert 1 <= len(ooms) <= 6, [(r["time"], r["note"]) for r in ooms]
-    assert all(not r["victims"] for r in ooms)
-    assert "skipped since the last record" in ooms[-1]["note"]
+    assert ooms == [], [(r["time"], r["note"]) for r in ooms]
 
 
 def test_the_back_off_ends_when_a_task_worth_killing_appears() -> None:

@@ -35,6 +35,7 @@ from oomkit.kernel.base import PAGE_SIZE, Cgroup, PolicyKernel, Resource
 GROWTH_WEIGHT = 4  # a byte per second of growth counts as much as 4 held
 REFAULT_WEIGHT = 4  # a page refaulted per second counts as much as 4 held
 GROWER_SHARE = 1 / 128  # footprint growth per second, of the domain, that marks a grower
+STREAM_REUSE = 1 / 8  # at most this share of a streamer's intake is its own working set
 TASK_GROWTH = 1 << 20  # bytes/s of a cgroup's footprint growth that has its tasks sampled
 
 TaskSizes = tuple[float, dict[int, int]]  # (time, {pid: RSS + swap bytes})
@@ -71,6 +72,16 @@ class Stat:
         self.cg = cg
         read = getattr(cg, "stat", None)
         self._all: dict[str, int] | None = read() if callable(read) else None
+
+    def has(self, name: str) -> bool:
+        """Does the kernel keep this item (v1 has pgpgin, v2 pgsteal)?"""
+        if self._all is not None:
+            return name in self._all
+        try:
+            self.cg.vm_events(name)
+        except OomkitError:
+            return False
+        return True
 
     def page(self, name: str) -> int:
         if self._all is not None:
@@ -111,6 +122,17 @@ class Sample:
     pgscan: int
     anon_activations: int = 0  # of which anon: swap-ins of a working set
     footprint: int = 0  # footprint() then
+    charged: int = 0  # pages, see charged()
+
+
+def charged(cg: Cgroup, st: Stat) -> int:
+    """A counter of the pages charged to cg (read into memory, allocated, swapped in):
+    v1's pgpgin; elsewhere what reclaim took from it (pgsteal: swap-outs and dropped
+    cache, uncharged) plus what it holds now, so that over an interval the difference is
+    what came in (less what was freed outright, which no counter keeps)."""
+    if st.has("pgsteal"):
+        return st.event("pgsteal") + cg.usage() // PAGE_SIZE
+    return st.event("pgpgin")
 
 
 def sample(cg: Cgroup, now: float, st: Stat | None = None) -> Sample:
@@ -122,7 +144,7 @@ def sample(cg: Cgroup, now: float, st: Stat | None = None) -> Sample:
                   st.event("workingset_activate_file", "workingset_activate")
                   + st.event("workingset_activate_anon"),
                   st.event("pgscan"), st.event("workingset_activate_anon"),
-                  footprint(cg, st))
+                  footprint(cg, st), charged(cg, st))
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +158,7 @@ class Rates:
     pgscan: int  # pages
     anon_activations: int = 0  # pages
     footprint_growth: int = 0  # bytes: growth of what reclaim cannot simply drop
+    charged: int = 0  # pages that came in (see charged())
 
     def per_s(self, value: int) -> float:
         return value / self.interval_s if self.interval_s > 0 else 0.0
@@ -219,7 +242,8 @@ class Activity:
                      max(0, cur.activations - base.activations),
                      max(0, cur.pgscan - base.pgscan),
                      max(0, cur.anon_activations - base.anon_activations),
-                     max(0, cur.footprint - base.footprint))
+                     max(0, cur.footprint - base.footprint),
+                     max(0, cur.charged - base.charged))
 
 
 _TRACKERS: weakref.WeakKeyDictionary[Any, Activity] = weakref.WeakKeyDictionary()
@@ -298,6 +322,23 @@ def grows(growth_per_s: float, domain_bytes: int) -> bool:
     return growth_per_s >= max(1 << 20, domain_bytes * GROWER_SHARE)
 
 
+def streams(rates: Rates, others_activations: float, domain_bytes: int) -> bool:
+    """Is this cgroup a streamer that evicts others' working sets? It takes in pages (a
+    reader of more than fits: page cache, unmapped, so no footprint) at the rate that
+    marks a grower (see grows), less than STREAM_REUSE of them refaults of its own
+    working set (workingset_activate: the kernel found them within reach), while the
+    rest of the domain refaults working-set pages at that rate or more
+    (``others_activations``, pages/s). The refaulting cgroups only suffer: one that
+    re-reads its own files activates a good share of them (a quarter and more, f10) and
+    takes in nothing new. Reclaim of a limit hits the LRU of every cgroup below it, so
+    the streamer's intake is what pushes the others out (memcg reclaim charges no one)."""
+    intake = rates.per_s(rates.charged)
+    if intake <= 0 or rates.per_s(rates.activations) > intake * STREAM_REUSE:
+        return False
+    need = max(1 << 20, domain_bytes * GROWER_SHARE)
+    return (intake * PAGE_SIZE >= need and others_activations * PAGE_SIZE >= need)
+
+
 def own_full_avg10(cg: Cgroup, resource: Resource = Resource.MEMORY) -> float:
     """The cgroup's "full" avg10 (0 where it has no pressure file, as on cgroup v1)."""
     try:
@@ -329,5 +370,10 @@ def describe(cg: Cgroup, activity: Activity, now: float, limited: bool) -> str:
     refaults = f"refaults {rates.per_s(rates.refaults):.0f}/s"
     if not limited:
         refaults += " not weighed machine-wide"
+    intake = rates.per_s(rates.charged)
+    if intake > 0:
+        reused = rates.per_s(rates.activations) / intake
+        refaults += (f", takes in {format_size(int(intake * PAGE_SIZE))}/s "
+                     f"({reused:.0%} its own working set)")
     return (f"score {score} (footprint {format_size(footprint(cg, st))}, growth "
             f"{format_size(int(rates.per_s(rates.growth)))}/s, {refaults})")

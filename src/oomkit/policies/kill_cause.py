@@ -87,6 +87,7 @@ class KillCause(OomOps):
         self.prefs = prefs.Preferences.of(protect, avoid, prefer, protect_comm, avoid_comm,
                                           prefer_comm)
         self.runner_up: Cgroup | None = None  # second in the last choose()
+        self.streamers: set[int] = set()  # ids of the streamers in the last choose()
 
     def choose(self, oc: OomControl) -> tuple[Cgroup, Task, list[Task]] | None:
         """The cause's cgroup, its task to kill and (for a swarm of tasks each under
@@ -105,13 +106,28 @@ class KillCause(OomOps):
         size = oc.totalpages * PAGE_SIZE
         if domain is not None:
             size = cause.limit_of(domain) or domain.usage()
+        # A streamer (cause.streams: a reader taking in more than fits while the others'
+        # working sets are pushed out) ranks there too: pressure is felt where the
+        # working set refaults (examples/psi_victim.toml), caused where pages come in.
+        try:
+            whole = activity.rates(root, now)
+            total_act = whole.per_s(whole.activations)
+        except OomkitError:
+            total_act = 0.0
         ranked: list[tuple[int, bool, int, Cgroup]] = []
+        self.streamers = set()
         for cg in cause.cgroups(root):
             try:
                 cpref = self.prefs.cgroup(cg)
                 if cpref is not prefs.OMIT:
                     score, growth = cause.cause_rank(cg, activity, now, domain is not None)
-                    ranked.append((cpref, cause.grows(growth, size), score, cg))
+                    flagged = cause.grows(growth, size)
+                    if cg is not root and not flagged:
+                        r = activity.rates(cg, now)
+                        if cause.streams(r, total_act - r.per_s(r.activations), size):
+                            flagged = True
+                            self.streamers.add(cg.id)
+                    ranked.append((cpref, flagged, score, cg))
             except OomkitError:
                 continue  # gone meanwhile, or no statistics here (the v2 root on old kernels)
         ranked.sort(key=lambda r: (r[0], r[1], r[2]), reverse=True)
@@ -132,8 +148,13 @@ class KillCause(OomOps):
         for cpref, grower, score, cg in ranked:
             if looked >= ADJ_LOOKAHEAD and not self.prefs.has_comm_rules and best is not None:
                 break
+            # A streamer's tasks free what the cgroup takes in (page cache, no RSS to
+            # speak of): min_victim weighs the cgroup's usage then.
+            least = self.min_victim
+            if cg.id in self.streamers and cg.usage() >= self.min_victim:
+                least = 0
             try:
-                found = pick_task(cg, self.prefs, self.min_victim, cpref, oc.totalpages,
+                found = pick_task(cg, self.prefs, least, cpref, oc.totalpages,
                                   activity.task_growth(cg, now))
             except OomkitError:
                 continue

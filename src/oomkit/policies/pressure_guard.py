@@ -92,14 +92,19 @@ class PressureGuard(PsiOps):
                 return True
         return False
 
-    def _kill_helps(self, root: Cgroup, activity: cause.Activity, now: float) -> bool:
-        """Could killing the largest cgroup that does not re-read its files make room for
-        the file working sets of those that do? The kernel activates a refault when its
+    def _kill_helps(self, root: Cgroup, activity: cause.Activity, now: float,
+                    size: int) -> bool:
+        """Could a kill in root (a domain of ``size`` bytes) end the refaults? Yes when a
+        cgroup streams into it (cause.streams: killing it stops the eviction), else when
+        killing the largest cgroup that does not re-read its files makes room for the
+        file working sets of those that do. The kernel activates a refault when its
         refault distance is within the active list (mm/workingset.c): with a share p of
         a cgroup's refaults activated, what it misses is about its active list (half its
         page cache) / p. A reader of far more than fits misses more than any kill
-        covers: it stalls on its own data, as it would alone. Swap-ins (anon
-        activations) are not weighed here: the cgroup that swaps is itself a candidate."""
+        covers: it stalls on its own data, as it would alone. A cgroup without tasks
+        (a victim's page cache, still charged) is no one to kill: the refaults while
+        reclaim drops it are a recovery. Swap-ins (anon activations) are not weighed
+        here: the cgroup that swaps is itself a candidate."""
         total = activity.rates(root, now)
         total_file = total.activations - total.anon_activations
         need = 0.0
@@ -109,6 +114,9 @@ class PressureGuard(PsiOps):
                 continue
             try:
                 r = activity.rates(cg, now)
+                others = total.per_s(total.activations) - r.per_s(r.activations)
+                if cause.streams(r, others, size):
+                    return True
                 st = cause.Stat(cg)
                 file_act = r.activations - r.anon_activations
                 if file_act > 0 and file_act * 10 >= total_file and r.refaults:
@@ -152,9 +160,13 @@ class PressureGuard(PsiOps):
                 # Memory stalls on the machine, but nothing grows and no working set is
                 # pushed out: a reader reclaiming its own page cache, not a shortage.
                 return
-            if domain is None and pushing and not growing and not self._kill_helps(
-                    root, activity, now):
-                return  # a working set larger than any kill could make room for
+            size = (cause.limit_of(domain) or domain.usage() if domain is not None
+                    else (info.total if info is not None else 0))
+            if pushing and not growing and not self._kill_helps(domain or root, activity,
+                                                                now, size):
+                # A working set larger than any kill could make room for, or one that
+                # comes back after a kill (the victim's cache is still charged).
+                return
             text = ("CONSTRAINT_PSI_IO" if trigger.resource is Resource.IO
                     else "CONSTRAINT_PSI_MEM")
             kernel.out_of_memory(domain, 0, constraint_text=text)
