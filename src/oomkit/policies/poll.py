@@ -4,7 +4,9 @@ earlyoom, systemd-oomd and oomd poll (/proc/meminfo, memory.pressure) every 100 
 1 s. A PsiOps has no timer; it has triggers. :class:`PollWatch` takes a machine-wide
 memory "some" trigger of ``wake`` per ``window`` as its poll: it looks whenever reclaim
 stalls anyone, at most once per window (the kernel fires a trigger once per window), and
-samples the cgroups' counters for the rankers (oomkit.policies.cause).
+samples the cgroups' counters for the rankers (oomkit.policies.cause). The presets ask
+for the kernel's shortest window, 500 ms (the closest to their daemons' 100 ms to 1 s);
+where the caller may not (no CAP_SYS_RESOURCE) the watch falls back to 2 s.
 """
 
 from __future__ import annotations
@@ -12,9 +14,13 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Callable, Iterator, Sequence
 
+from oomkit.errors import OomkitError
 from oomkit.kernel.base import Cgroup, PolicyKernel, PsiTrigger, Resource
 from oomkit.ops import Psi, PsiOps
 from oomkit.policies import cause
+
+#: The window every caller may use (unprivileged PSI triggers: multiples of 2 s).
+FALLBACK_WINDOW_US = 2_000_000
 
 
 class PollWatch(PsiOps):
@@ -24,7 +30,15 @@ class PollWatch(PsiOps):
         self.wake_us, self.window_us = int(wake * 1e6), int(window * 1e6)
 
     def init(self, psi: Psi) -> int:
-        psi.create_trigger(0, Resource.MEMORY, self.wake_us, self.window_us, full=False)
+        try:
+            psi.create_trigger(0, Resource.MEMORY, self.wake_us, self.window_us, full=False)
+        except OomkitError:
+            if self.window_us % FALLBACK_WINDOW_US == 0:
+                raise
+            # Windows that are not a multiple of 2 s need CAP_SYS_RESOURCE (kernel/sched/
+            # psi.c psi_trigger_create): without it, look half as often, not never.
+            self.window_us = FALLBACK_WINDOW_US
+            psi.create_trigger(0, Resource.MEMORY, self.wake_us, self.window_us, full=False)
         cause.tracker(psi.kernel).note_tree(psi.kernel.root_mem_cgroup(), psi.kernel.clock.now())
         return 0
 
