@@ -643,8 +643,15 @@ class Runtime:
                 "no kill for a declared OOM")
 
     def _note_victims(self, victims: list[Victim]) -> None:
-        if victims:
-            self._exiting.extend(victims)
+        if not victims:
+            return
+        if getattr(self.kernel, "dry_run", False):
+            # A dry run's victims never exit: waiting for them would hold every later
+            # declared OOM back for good (QA F24). Take them as gone at once; the
+            # post-action delay still spaces the decisions out.
+            self._quiet_until = self._now() + self.post_action_delay_s
+            return
+        self._exiting.extend(victims)
 
     def _oom_locked(self, request: OomRequest) -> int:
         self.ooms += 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 from pathlib import Path
 
@@ -163,3 +164,26 @@ def test_the_back_off_ends_when_a_task_worth_killing_appears() -> None:
     assert k.out_of_memory(a) == 1  # within the back-off, but now there is a victim
     assert [v.comm for v in s.ooms()[1].victims] == ["grown"]
     s.rt.close()
+
+
+def test_a_dry_run_keeps_deciding_after_a_would_be_kill(tmp_path: Path) -> None:
+    """A dry run's would-be victim never exits (QA F24): it must not hold every later
+    declared OOM back as "still exiting". examples/psi_victim.toml under the recommended
+    config, dry: the indexer "would" die at 8.61 s, nobody dies, the pressure goes on,
+    and the same decision is made again once the post-action delay (2 s) has passed."""
+    from oomkit.cli import main
+
+    out = tmp_path / "out.json"
+    with out.open("w") as f, contextlib.redirect_stdout(f):
+        code = main(["run", "--sim", str(REPO / "examples" / "psi_victim.toml"), "--config",
+                     str(REPO / "packaging" / "oomkit.toml"), "--json", "--dry-run",
+                     "--state-dir", str(tmp_path / "state")])
+    assert code == 0
+    records = [json.loads(line) for line in out.read_text().splitlines()
+               if line.startswith("{")]
+    ooms = [r for r in records if r.get("event") == "oom"]
+    would = [r["time"] for r in ooms if any("(indexer)" in w for w in r.get("would", []))]
+    assert len(would) >= 3 and all(b - a >= 2.0 for a, b in itertools.pairwise(would)), would
+    assert not any("still exiting" in r["note"] for r in ooms)
+    (summary,) = [r for r in records if r["event"] == "summary"]
+    assert all(p["status"] != "killed" for p in summary["processes"])
