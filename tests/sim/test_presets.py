@@ -51,6 +51,23 @@ def test_preset_kills_exactly_its_own_victims(
     assert o.killed_at(kills[-1][2][-1]) < before
 
 
+def test_earlyoom_and_systemd_oomd_part_ways_without_swap(tmp_path: Path) -> None:
+    """examples/preset_earlyoom_noswap.toml: earlyoom's rule (MemAvailable <= 10 %, no
+    swap = 0 % free) kills the leak before the kernel runs out; systemd-oomd's (swap used
+    > 90 %, or 60 % "full" pressure for 30 s) never fires, and the kernel's own killer
+    ends it later (QA F3: the two presets' rows were the same)."""
+    example = REPO / "examples" / "preset_earlyoom_noswap.toml"
+    (tmp_path / "eo").mkdir()
+    (tmp_path / "sd").mkdir()
+    eo = run_with_config(example, PRESETS / "earlyoom.toml", tmp_path / "eo")
+    sd = run_with_config(example, PRESETS / "systemd-oomd.toml", tmp_path / "sd")
+    assert [(e["constraint_text"], e["policy"]) for e in eo.ooms] == [
+        ("CONSTRAINT_EARLYOOM_SIGTERM", "earlyoom_kill")]
+    assert [(e["constraint"], e["resolved_by"]) for e in sd.ooms] == [("NONE", "default")]
+    assert eo.killed == sd.killed == ["leak"]
+    assert eo.killed_at("leak") + 3 < sd.killed_at("leak")
+
+
 def declared(sim: Sim, text: str, memcg: str | None = None) -> OomControl:
     k = sim.kernel
     cg = k.mem_cgroup(memcg) if memcg else None
