@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from oomkit.kernel.base import Constraint
+from oomkit.kernel.base import Constraint, Resource
 from oomkit.kernel.sim import Step
 from oomkit.ops import OomContext, OomControl
 from oomkit.policies import prefs, sysmem
@@ -178,8 +178,8 @@ def test_earlyoom_prefer_avoid_and_ignore_by_comm() -> None:
     s.rt.close()
 
 
-def _filling(memory: str, swap: str, rate: str = "100M") -> Sim:
-    s = Sim(memory=memory, swap=swap)
+def _filling(memory: str, swap: str, rate: str = "100M", **kw: bool) -> Sim:
+    s = Sim(memory=memory, swap=swap, **kw)  # type: ignore[arg-type]
     s.kernel.spawn("service", "/svc", hold("100M"))
     s.kernel.spawn("leak", "/leak", (Step("alloc", kind="anon", size=M("4G"), rate=M(rate)),
                                      Step("sleep")))
@@ -319,4 +319,22 @@ def test_oomd_kill_takes_its_candidates_from_globs() -> None:
     s.run(0.5)
     ops = Oomd(candidates=["/user.slice/user-*.slice/user@*.service/*"])
     assert chosen(ops, declared(s, "CONSTRAINT_OOMD_PRESSURE", "/user.slice")) == ["app"]
+    s.rt.close()
+
+
+def test_the_peers_poll_falls_back_to_2s_windows_without_cap_sys_resource() -> None:
+    """A 500 ms window needs CAP_SYS_RESOURCE (kernel/sched/psi.c): without it the watch
+    attaches with the 2 s window instead of failing, and still declares, later (here
+    past the SIGTERM level: 2 s looks are too few for a 20M/s fill, as they were in QA
+    F3)."""
+    s = _filling("1G", "512M", rate="20M", cap_sys_resource=False)
+    with pytest.raises(Exception, match="window"):
+        s.kernel.psi_trigger_create(0, Resource.MEMORY, 1000, 500_000, False)
+    watch = EarlyoomWatch()
+    s.rt.attach_psi(watch)
+    assert watch.window_us == 2_000_000
+    s.run(120)
+    (first, *_) = s.ooms()
+    assert (first.constraint_text, first.resolved_by) == ("CONSTRAINT_EARLYOOM_SIGKILL",
+                                                          "handler")
     s.rt.close()

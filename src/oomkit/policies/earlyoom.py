@@ -46,6 +46,7 @@ class EarlyoomWatch(PollWatch):
     """earlyoom's trigger: MemAvailable and SwapFree at or below their thresholds."""
 
     name = "earlyoom"
+    samples_tree = False  # earlyoom_kill ranks by oom_score: no counters to sample
 
     def __init__(self, mem_term_percent: Percent = 10.0, swap_term_percent: Percent = 10.0,
                  mem_kill_percent: Percent | None = None,

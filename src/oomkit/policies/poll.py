@@ -24,7 +24,12 @@ FALLBACK_WINDOW_US = 2_000_000
 
 
 class PollWatch(PsiOps):
-    """Subclasses set ``name``, call ``super().__init__(wake, window)`` and write poll()."""
+    """Subclasses set ``name``, call ``super().__init__(wake, window)`` and write poll().
+    ``samples_tree``: whether each look also samples every cgroup's counters (the
+    rankers of systemd-oomd and oomd need them; earlyoom ranks by oom_score alone, and a
+    walk of the tree twice a second is what overran its budget in a TCG guest)."""
+
+    samples_tree = True
 
     def __init__(self, wake: float, window: float) -> None:
         self.wake_us, self.window_us = int(wake * 1e6), int(window * 1e6)
@@ -39,7 +44,9 @@ class PollWatch(PsiOps):
             # psi.c psi_trigger_create): without it, look half as often, not never.
             self.window_us = FALLBACK_WINDOW_US
             psi.create_trigger(0, Resource.MEMORY, self.wake_us, self.window_us, full=False)
-        cause.tracker(psi.kernel).note_tree(psi.kernel.root_mem_cgroup(), psi.kernel.clock.now())
+        if self.samples_tree:
+            cause.tracker(psi.kernel).note_tree(psi.kernel.root_mem_cgroup(),
+                                                psi.kernel.clock.now())
         return 0
 
     def handle_psi_event(self, psi: Psi, trigger: PsiTrigger) -> None:
@@ -47,7 +54,8 @@ class PollWatch(PsiOps):
         try:
             self.poll(kernel, now)
         finally:
-            cause.tracker(kernel).note_tree(kernel.root_mem_cgroup(), now)
+            if self.samples_tree:
+                cause.tracker(kernel).note_tree(kernel.root_mem_cgroup(), now)
 
     def poll(self, kernel: PolicyKernel, now: float) -> None:
         raise NotImplementedError
