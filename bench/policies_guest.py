@@ -186,7 +186,9 @@ def _counters() -> dict[str, float]:
     vm = dict(line.split() for line in Path("/proc/vmstat").read_text().splitlines())
     out = {"t": time.monotonic(), "free": dup.meminfo()["MemFree"],
            "refault": int(vm.get("workingset_refault_file", 0)),
-           "activate": int(vm.get("workingset_activate_file", 0))}
+           "activate": int(vm.get("workingset_activate_file", 0)),
+           "restore": int(vm.get("workingset_restore_file", 0)),
+           "pgpgin": int(vm.get("pgpgin", 0))}
     for res in ("memory", "io"):
         line = Path(f"/proc/pressure/{res}").read_text().splitlines()[1]
         out[f"{res}_full_us"] = int(line.split()[4].split("=")[1])
@@ -200,6 +202,8 @@ def _diagnose(before: dict[str, float], after: dict[str, float], since: float) -
     return (f"F10 {after['t'] - since:5.1f}s MemFree {after['free'] / MiB:.0f}M "
             f"refault_file {(after['refault'] - before['refault']) / dt:.0f}/s "
             f"activate_file {(after['activate'] - before['activate']) / dt:.0f}/s "
+            f"restore_file {(after['restore'] - before['restore']) / dt:.0f}/s "
+            f"pgpgin {(after['pgpgin'] - before['pgpgin']) / dt / 1024:.1f}M/s "
             f"memory full {(after['memory_full_us'] - before['memory_full_us']) / dt / 1e4:.0f}% "
             f"io full {(after['io_full_us'] - before['io_full_us']) / dt / 1e4:.0f}%")
 
