@@ -195,11 +195,12 @@ def _counters() -> dict[str, float]:
     return out
 
 
-def _diagnose(before: dict[str, float], after: dict[str, float], since: float) -> str:
+def _diagnose(before: dict[str, float], after: dict[str, float], since: float,
+              label: str = "F10") -> str:
     """One line of --verbose: per second between two _counters() (why a trigger did or
     did not fire, why the evidence did or did not hold)."""
     dt = after["t"] - before["t"]
-    return (f"F10 {after['t'] - since:5.1f}s MemFree {after['free'] / MiB:.0f}M "
+    return (f"{label} {after['t'] - since:5.1f}s MemFree {after['free'] / MiB:.0f}M "
             f"refault_file {(after['refault'] - before['refault']) / dt:.0f}/s "
             f"activate_file {(after['activate'] - before['activate']) / dt:.0f}/s "
             f"restore_file {(after['restore'] - before['restore']) / dt:.0f}/s "
@@ -234,15 +235,20 @@ def f10(root: Path, files: list[str], seconds: float, verbose: bool = False
             "hog_mib": hog_size // MiB, "files_mib": total // MiB, "psi": full_avg10()}
 
 
-def lone(root: Path, seconds: float) -> dict[str, object]:
+def lone(root: Path, seconds: float, verbose: bool = False) -> dict[str, object]:
     procs = {"service": spawn(SERVICE, dup.mkcg(root / "service.scope"), str(300 * MiB)),
              "reader": spawn(READER, dup.mkcg(root / "reader.scope"), str(SPARSE))}
     start = time.monotonic()
     psi = full_avg10()
+    last = _counters()
     while time.monotonic() - start < seconds and all(p.poll() is None
                                                      for p in procs.values()):
         time.sleep(1)
         psi = full_avg10()
+        if verbose and time.monotonic() - last["t"] >= 2.0:
+            now = _counters()
+            print(_diagnose(last, now, start, "LONE"), flush=True)
+            last = now
     died = [n for n, p in procs.items() if p.poll() is not None]
     for p in procs.values():
         with contextlib.suppress(OSError):
@@ -325,8 +331,9 @@ def guest_main(args: argparse.Namespace) -> int:
                 for part in APPS.split("/"):
                     root = dup.mkcg(root / part)
                 try:
-                    r = (f10(root, files, args.seconds, args.verbose) if scenario == "f10" else
-                         lone(root, args.seconds) if scenario == "lone" else leak(args.seconds))
+                    r = (f10(root, files, args.seconds, args.verbose) if scenario == "f10"
+                         else lone(root, args.seconds, args.verbose) if scenario == "lone"
+                         else leak(args.seconds))
                 finally:
                     dup.destroy(CGROUP / "user.slice")
                 r["daemon"] = name
