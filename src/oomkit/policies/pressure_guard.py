@@ -29,8 +29,7 @@ every cgroup (new ones too; cgroup v1 has only the machine's). When one fires:
   the post-action delay after.
 
 Every event also samples the cgroups' counters (growth, refaults) for the ranking.
-Defaults: 500 ms of full stall within 2 s (windows of 2 s work without CAP_SYS_RESOURCE),
-200 ms for the machine's memory trigger (``machine_threshold``).
+Defaults: 500 ms of full stall within 2 s (windows of 2 s work without CAP_SYS_RESOURCE).
 """
 
 from __future__ import annotations
@@ -48,13 +47,7 @@ class PressureGuard(PsiOps):
     def __init__(self, threshold: Duration = 0.5, window: Duration = 2.0, io: bool = True,
                  min_activations: int = 1000, min_free: Percent = 6.0,
                  cgroups: bool = True, swap_room: Percent = 10.0,
-                 min_growth: Size = 1 << 20, machine_threshold: Duration = 0.2) -> None:
-        # The machine's memory trigger is more sensitive (200 ms of 2 s): a thrash whose
-        # reads are not IO waits (virtio-9p, FUSE) shows only as memory stalls of the
-        # pages that were in the workingset, 11-17 % "full" in the v2 guest's f10
-        # (docs/policies.md); the evidence below, not the threshold, tells a thrash from
-        # a reader that hurts only itself (12-14 % there too).
-        self.machine_threshold_us = int(machine_threshold * 1e6)
+                 min_growth: Size = 1 << 20) -> None:
         self.min_free = min_free
         self.swap_room = swap_room
         self.min_growth = min_growth
@@ -66,11 +59,9 @@ class PressureGuard(PsiOps):
 
     def _watch(self, psi: Psi, cgroup_id: int) -> None:
         for res in (Resource.MEMORY, Resource.IO) if self.io else (Resource.MEMORY,):
-            threshold = self.threshold_us
-            if cgroup_id == 0 and res is Resource.MEMORY:
-                threshold = min(threshold, self.machine_threshold_us)
             try:
-                psi.create_trigger(cgroup_id, res, threshold, self.window_us, full=True)
+                psi.create_trigger(cgroup_id, res, self.threshold_us, self.window_us,
+                                   full=True)
             except OomkitError:
                 return  # no pressure files for cgroups here (v1), or gone already
 
