@@ -28,7 +28,8 @@ def test_kill_cause_says_why_its_victim_ranked_first() -> None:
     s.run(2.5)  # /app reaches its memory.max: a memcg OOM, a limited domain
     ((victim,),) = [e.victims for e in s.ooms()]
     assert victim.comm == "grower"
-    terms = (r"score (\S+) \(footprint (\S+), growth (\S+)/s, refaults (\d+)/s"
+    terms = (r"score (\S+) \(footprint (\S+), growth (\S+)/s, (?:added \S+ in \d+ s, )?"
+             r"refaults (\d+)/s"
              r"(?:, takes in (\S+)/s \((\d+)% its own working set\))?\)")
     m = re.fullmatch(rf"kill_cause: grower in /app/grower, {terms}; runner-up /app/steady, "
                      rf"{terms}", victim.reason)
