@@ -58,6 +58,11 @@ EXPECT: dict[str, tuple[set[str], set[str], float | None]] = {
     "k33_memcg_oom_big_innocent_steady": ({"shipper"}, {"java"}, None),
     "k34_backup_streams_into_pod": ({"backup"}, {"web"}, None),
     "k35_backup_streams_on_machine": ({"backup"}, {"web"}, None),
+    "k36_big_stable_jvm_small_fast_leak": ({"leaker"}, {"jvm", "desktop"}, None),
+    "k37_slow_leak_pushes_idle_app_to_swap": ({"grower"}, {"idle_app", "desktop"}, None),
+    "k38_session_scope_shell_and_build": ({f"cc1_{i}" for i in range(1, 7)},
+                                          {"gnome-shell", "firefox"}, None),
+    "k39_memory_high_on_purpose_with_swap": (set(), {"backup", "web"}, None),
 }
 
 # Cases known to end the wrong way, with the reason (none at present; k09 passed once the
