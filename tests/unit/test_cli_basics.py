@@ -4,6 +4,7 @@ status codes, "did you mean", a file of the other kind, --state-dir, one size gr
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import os
 import subprocess
@@ -430,8 +431,13 @@ def test_a_dry_run_says_why_no_handler_was_asked() -> None:
     code, text = run("run", "--sim", str(REPO / "examples" / "psi_victim.toml"), "--dry-run")
     assert code == 0, text
     assert "would kill pid 101 (indexer)" in text
-    assert "(post-action delay: no declared OOM for 1.8 s more, the pressure of the last " \
-        "kill is still falling)" in text
+    held = ("(post-action delay: no declared OOM for 1.8 s more, the pressure of the last "
+            "kill is still falling; further declared OOMs until then are not logged)")
+    assert held in text
+    # one record per hold: the would-be kills and the holds alternate
+    story = [line for line in text.splitlines() if "would kill pid" in line or held in line]
+    assert all(a != b for a, b in itertools.pairwise(
+        "kill" if "would kill" in line else "held" for line in story)), story
     assert "still exiting" not in text
     assert "(oom_badness chose" not in text  # the would-kill lines say it
 
