@@ -63,6 +63,7 @@ EXPECT: dict[str, tuple[set[str], set[str], float | None]] = {
     "k38_session_scope_shell_and_build": ({f"cc1_{i}" for i in range(1, 7)},
                                           {"gnome-shell", "firefox"}, None),
     "k39_memory_high_on_purpose_with_swap": (set(), {"backup", "web"}, None),
+    "k40_tiny_tmpfs_file_and_a_leak": ({"leaker"}, {"api"}, None),
 }
 
 # Cases known to end the wrong way, with the reason (none at present; k09 passed once the
@@ -96,3 +97,10 @@ def test_the_recommended_config_kills_the_streamer_not_the_victim(tmp_path: Path
     assert o.killed == ["indexer"]
     (victim,) = [v for e in o.ooms for v in e["victims"]]
     assert "(0% its own working set)" in victim["reason"]
+
+
+def test_a_tiny_tmpfs_file_is_not_deleted_for_an_oom(tmp_path: Path) -> None:
+    """K40 (QA G15): 64K in /dev/shm cannot end an OOM of 300M: tmpfs_cleanup declines,
+    so the first OOM is resolved by the kill of the leaker, and it is the only one."""
+    o = run_with_config(CASES / "k40_tiny_tmpfs_file_and_a_leak.toml", RECOMMENDED, tmp_path)
+    assert [e["policy"] for e in o.ooms] == ["kill_cause"], o.ooms
