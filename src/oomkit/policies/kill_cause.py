@@ -5,8 +5,11 @@ OOMing memcg, or for a declared OOM the domain its memcg belongs to: the nearest
 at its own limit, else the machine) it ranks the leaf cgroups by what they add to the
 pressure (footprint with swap, growth per second, refaults of their own working set,
 a negative oom_score_adj weighed as oom_badness weighs it; a cgroup whose footprint
-grows by 1/128 of the domain a second or more ranks above every steady one), then kills
-the task of the winner that grows fastest, else the one with the highest oom_badness,
+grows by 1/128 of the domain a second or more ranks above every steady one, and below
+it the one that added most of what the domain's cgroups added over the last 30 to 60 s,
+cause.adds_most), then kills the task of the winner that grows fastest (in a cgroup
+ranked by what it added, with none growing now: a large task that came since the long
+baseline), else the one with the highest oom_badness,
 the kernel's own choice within one cgroup (``memory.oom.group`` still widens it). A
 parallel build in one session scope loses its linker, not the session.
 ``whole_cgroup = true`` kills every task of the leaf instead. Growth is measured between
