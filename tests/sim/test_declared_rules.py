@@ -187,3 +187,39 @@ def test_a_dry_run_keeps_deciding_after_a_would_be_kill(tmp_path: Path) -> None:
     assert not any("still exiting" in r["note"] for r in ooms)
     (summary,) = [r for r in records if r["event"] == "summary"]
     assert all(p["status"] != "killed" for p in summary["processes"])
+
+
+
+def _throttled(patience: float) -> tuple[Sim, float | None]:
+    """A service at a 10M memory.high without swap that wants 200M (f07's bloat), under
+    pressure_guard and kill_cause for 10 s: the Sim and when its first OOM came."""
+    from oomkit.kernel.sim import Step
+    from oomkit.policies.kill_cause import KillCause
+    from oomkit.policies.pressure_guard import PressureGuard
+
+    s = Sim(memory="2G", swap="1G")
+    k = s.kernel
+    k.create_cgroup("/svc", memory_high=M("10M"), swap_max=0)
+    k.spawn("bloat", "/svc", (Step("alloc", kind="anon", size=M("200M"), rate=M("50M")),
+                              Step("sleep")))
+    s.rt.attach_oom(KillCause())
+    s.rt.attach_psi(PressureGuard(high_patience=patience))
+    first = None
+    for _ in range(20):
+        s.run(0.5)
+        if first is None and s.ooms():
+            first = k.clock.now()
+    return s, first
+
+
+def test_a_cgroup_stalled_at_its_own_memory_high_waits_high_patience() -> None:
+    """QA G20 / f07: at its memory.high without swap, the service can never get under it:
+    it is declared, but only once it has been stalled for high_patience (no progress),
+    not at its first PSI window (about 2 s in, as with high_patience 0)."""
+    s, first = _throttled(0.0)
+    assert first is not None and first < 4.0, first
+    s.rt.close()
+    s, first = _throttled(6.0)
+    assert first is not None and first >= 6.0, first
+    assert [v.comm for e in s.ooms() for v in e.victims] == ["bloat"]
+    s.rt.close()
