@@ -73,7 +73,7 @@ MODULE_ROOTS = (
     "netfs", "fscache", "9pnet", "9pnet_virtio", "9p", "overlay",
     # a disk image given with disk= appears as /dev/vda; ext4 on it is a real block
     # device's page cache, refaults and IO pressure, which 9p's cache is not
-    "virtio_blk", "ext4",
+    "virtio_blk", "crc32c_generic", "ext4",
 )  # fmt: skip
 # The host root is read-only underneath, so no cache; the hypothesis plugin alone costs
 # ~8 s of imports under TCG (a test that imports hypothesis still works without it).
