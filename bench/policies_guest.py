@@ -347,7 +347,8 @@ def show_log(log: Path) -> None:
     for line in log.read_text().splitlines():
         rec = json.loads(line)
         if rec.get("event") in ("oom", "handler_error", "error", "psi"):
-            print("  " + line[:400], flush=True)
+            # an OOM's victims in full: the kill message gives the cause's terms
+            print("  " + (line if rec.get("event") == "oom" else line[:400]), flush=True)
     log.write_text("")
 
 
