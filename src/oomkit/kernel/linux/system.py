@@ -27,6 +27,7 @@ from oomkit.kernel.linux.memwatch import (
     SystemThresholds,
     fill_rate,
     next_interval,
+    next_reaction,
     parse_sample,
     system_short,
 )
@@ -54,6 +55,9 @@ class SystemWatch:
         self.interval = 0.0  # seconds until the next look, as last decided
         self._declared_at: float | None = None  # an OOM we declared, not yet over
         self.samples = 0  # looks taken (for benches and tests)
+        # seconds the last system-wide OOMs took, declaration to the handlers' return
+        # (memwatch.next_reaction): the lead time grows to it on a slow machine
+        self.reaction_s = 0.0
         self._thresholds: tuple[tuple[int, int], SystemThresholds] | None = None
 
     def arm(self) -> None:
@@ -128,16 +132,17 @@ class SystemWatch:
             self._ref = s
         self.last = s
         t = self.thresholds(s)
-        if system_short(s, t, self.rate):
+        if system_short(s, t, self.rate, self.reaction_s):
             recent = self._declared_at is not None and s.at - self._declared_at < k.recheck_s
             # A victim of ours still exiting: memory comes back once it is gone, no new OOM.
             if not recent and not k.killer.pending("/"):
                 self._declared_at = s.at
                 self._declare()
+                self.reaction_s = next_reaction(self.reaction_s, k.clock.now() - s.at)
         else:
             self._declared_at = None
         if self.armed:  # a handler may have unwatched meanwhile
-            self.interval = next_interval(s, t, self.rate)
+            self.interval = next_interval(s, t, self.rate, self.reaction_s)
             self._timer = k.loop.call_later(self.interval, self.check)
 
     def _declare(self) -> None:
@@ -162,4 +167,4 @@ class SystemWatch:
         s = self.sample() if self._fd >= 0 else MemSample.of(
             self.k.clock.now(), self.k.procfs.meminfo()
         )  # fmt: skip
-        return system_short(s, self.thresholds(s), self.rate)
+        return system_short(s, self.thresholds(s), self.rate, self.reaction_s)
