@@ -77,7 +77,7 @@ def test_a_slow_reaction_measured_moves_the_trigger_up_further() -> None:
     assert mw.system_short(sample(0, 160), t, rate=fast, reaction_s=0.6)
     assert not mw.system_short(sample(0, 160), t, rate=fast)
     assert not mw.system_short(sample(0, 60), t, rate=0.0, reaction_s=0.6)  # no fill: min
-    assert mw.lead(t, 30.0) == mw.MAX_LEAD_S  # a stuck one does not move it for ever
+    assert mw.lead(t, 30.0) == mw.MAX_LEAD_S == 1.0  # a stuck one does not move it far
     # the looks come sooner for it too
     near = sample(0, 150)
     assert mw.next_interval(near, t, fast, 0.6) < mw.next_interval(near, t, fast)

@@ -43,8 +43,9 @@ MAX_INTERVAL_S: Final = 5.0
 FAST_INTERVAL_S: Final = 0.01
 #: A measured fill rate halves in this long once the fill stops (a peak that decays).
 RATE_HALF_LIFE_S: Final = 2.0
-#: The longest lead a measured reaction time gives (see :func:`lead`).
-MAX_LEAD_S: Final = 2.0
+#: The longest lead a measured reaction time gives (see :func:`lead`): one stalled
+#: decision must not make every later kill come at half the memory still free.
+MAX_LEAD_S: Final = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,8 +165,8 @@ def headroom(sample: MemSample, t: SystemThresholds) -> tuple[int, int]:
 
 def lead(t: SystemThresholds, reaction_s: float = 0.0) -> float:
     """The lead time in seconds: ``lead_s``, or the time the machine's last system-wide
-    OOMs took from declaration to the handlers' return when that was longer (a busy or
-    slow machine: 0.5-2 s in a TCG guest beside two busy processes), capped at
+    OOMs took from the look that found it short to the SIGKILL when that was longer (a
+    busy or slow machine: 0.3-1.5 s in a TCG guest beside two busy processes), capped at
     MAX_LEAD_S. The fill during the decision is what must still fit above the kernel's
     own OOM point."""
     return max(t.lead_s, min(reaction_s, MAX_LEAD_S))

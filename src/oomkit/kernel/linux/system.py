@@ -55,8 +55,8 @@ class SystemWatch:
         self.interval = 0.0  # seconds until the next look, as last decided
         self._declared_at: float | None = None  # an OOM we declared, not yet over
         self.samples = 0  # looks taken (for benches and tests)
-        # seconds the last system-wide OOMs took, declaration to the handlers' return
-        # (memwatch.next_reaction): the lead time grows to it on a slow machine
+        # seconds the last system-wide OOMs took, from the look that declared one to the
+        # SIGKILL (memwatch.next_reaction): the lead time grows to it on a slow machine
         self.reaction_s = 0.0
         self._thresholds: tuple[tuple[int, int], SystemThresholds] | None = None
 
@@ -137,8 +137,13 @@ class SystemWatch:
             # A victim of ours still exiting: memory comes back once it is gone, no new OOM.
             if not recent and not k.killer.pending("/"):
                 self._declared_at = s.at
+                before = k.killer.last_kill_at
                 self._declare()
-                self.reaction_s = next_reaction(self.reaction_s, k.clock.now() - s.at)
+                # The fill goes on until the SIGKILL (the event log and the incident
+                # written after it do not count): that is the lead the next one needs.
+                killed = k.killer.last_kill_at
+                if killed is not None and killed != before and killed >= s.at:
+                    self.reaction_s = next_reaction(self.reaction_s, killed - s.at)
         else:
             self._declared_at = None
         if self.armed:  # a handler may have unwatched meanwhile
