@@ -26,7 +26,7 @@ Units: bytes, bytes per second, seconds. Time comes in with the samples (injecte
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -43,6 +43,8 @@ MAX_INTERVAL_S: Final = 5.0
 FAST_INTERVAL_S: Final = 0.01
 #: A measured fill rate halves in this long once the fill stops (a peak that decays).
 RATE_HALF_LIFE_S: Final = 2.0
+#: How many of the last system-wide OOMs' reaction times count (see :func:`reaction`).
+REACTION_WINDOW: Final = 8
 #: The longest lead a measured reaction time gives (see :func:`lead`): one stalled
 #: decision must not make every later kill come at half the memory still free.
 MAX_LEAD_S: Final = 1.0
@@ -172,11 +174,12 @@ def lead(t: SystemThresholds, reaction_s: float = 0.0) -> float:
     return max(t.lead_s, min(reaction_s, MAX_LEAD_S))
 
 
-def next_reaction(previous_s: float, took_s: float) -> float:
-    """The reaction time remembered after a system-wide OOM that took ``took_s``: that,
-    or half the one remembered if it was longer (one slow OOM is not forgotten at once,
-    nor kept for ever)."""
-    return max(took_s, previous_s / 2)
+def reaction(took_s: Sequence[float]) -> float:
+    """The reaction time to plan for, from what the machine's last system-wide OOMs took
+    (seconds, oldest first): the longest of the last REACTION_WINDOW. A busy machine's
+    decisions vary by 2-3x from one OOM to the next (0.3-1.0 s in the TCG guest): the
+    last one alone, or a mean, left the next kill with MemAvailable at 0."""
+    return max(took_s[-REACTION_WINDOW:], default=0.0)
 
 
 def system_short(sample: MemSample, t: SystemThresholds, rate: float = 0.0,

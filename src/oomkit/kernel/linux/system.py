@@ -23,12 +23,13 @@ from oomkit.errors import OomkitError
 from oomkit.kernel.base import Constraint, OomRequest, Resource
 from oomkit.kernel.linux.loop import Timer, close_fd
 from oomkit.kernel.linux.memwatch import (
+    REACTION_WINDOW,
     MemSample,
     SystemThresholds,
     fill_rate,
     next_interval,
-    next_reaction,
     parse_sample,
+    reaction,
     system_short,
 )
 from oomkit.kernel.linux.psi import LivePsiTrigger
@@ -143,7 +144,8 @@ class SystemWatch:
                 # written after it do not count): that is the lead the next one needs.
                 killed = k.killer.last_kill_at
                 if killed is not None and killed != before and killed >= s.at:
-                    self.reaction_s = next_reaction(self.reaction_s, killed - s.at)
+                    self.reactions = [*self.reactions[-REACTION_WINDOW + 1 :], killed - s.at]
+                    self.reaction_s = reaction(self.reactions)
         else:
             self._declared_at = None
         if self.armed:  # a handler may have unwatched meanwhile
