@@ -57,7 +57,8 @@ class SystemWatch:
         self._declared_at: float | None = None  # an OOM we declared, not yet over
         self.samples = 0  # looks taken (for benches and tests)
         # seconds the last system-wide OOMs took, from the look that declared one to the
-        # SIGKILL (memwatch.next_reaction): the lead time grows to it on a slow machine
+        # SIGKILL, and what to plan for (memwatch.reaction): the lead grows to it
+        self.reactions: list[float] = []
         self.reaction_s = 0.0
         self._thresholds: tuple[tuple[int, int], SystemThresholds] | None = None
 
