@@ -61,7 +61,7 @@ def test_protect_locks_memory_and_lowers_the_oom_score() -> None:
         assert "needs CAP_SYS_RESOURCE" in str(steps["oom_score_adj"])
     assert isinstance(data["locked_kb"], int) and data["locked_kb"] > 10_000
     assert data["stack"] == 256 << 10
-    assert steps["priority"] is None and data["nice"] == -10  # a thread started after it
+    assert steps["priority"] is None and data["nice"] <= -10  # a thread started after it
 
 
 def test_protect_reports_instead_of_failing_without_privilege() -> None:
@@ -82,7 +82,7 @@ def test_protect_reports_instead_of_failing_without_privilege() -> None:
     steps = data["steps"]
     assert "mlockall failed" in steps["mlockall"]
     assert steps["imports"] is None
-    if os.geteuid() == 0:
+    if os.geteuid() == 0 and os.getpriority(os.PRIO_PROCESS, 0) > -10:
         assert "needs CAP_SYS_NICE" in steps["priority"]
 
 
