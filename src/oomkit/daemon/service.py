@@ -8,9 +8,12 @@ Life cycle (``Daemon.start``, ``Daemon.run``, ``Daemon.shutdown``):
 3. the backend opens the kernel (wrapped in :class:`DryRunKernel` for a dry run), the
    runtime binds to it and the config's policies (already imported) are attached;
 4. one event is formatted as a warm-up, the garbage collector is frozen and switched off;
-5. ``run`` serves the kernel's events until SIGTERM/SIGINT; a SIGHUP stops serving for a
-   moment, reloads the config (fully parsed and its policies imported first: a broken
-   config keeps the running one and logs an ``error`` event), and serves again;
+5. ``run`` serves the kernel's events until SIGTERM/SIGINT; a SIGHUP reloads the config:
+   on the live kernel it is parsed and its policies imported on a thread of its own while
+   the loop goes on serving the running handlers (an import may take up to its 10 s
+   limit: QA G14), then the loop swaps the handlers at a quiet point; a broken config
+   keeps the running one and logs an ``error`` event. The simulator, on its own clock,
+   stands still while a reload loads;
 6. ``shutdown``, also after a crash: every handler detached (the backend restores the
    kernel settings it changed), the backend closed (its watchdog released), outputs closed.
 """
@@ -150,6 +153,11 @@ class Daemon:
         self._serving = threading.Event()
         self._terminate = False
         self._reload_requested = False
+        # A reload loading on its own thread (live backend), and what it loaded: a config
+        # and its policies, or the error that refuses them. Read by the serve loop only.
+        self._loading: threading.Thread | None = None
+        self._loaded: tuple[Config, LoadedPolicies] | str | None = None
+        self._load_again = False  # asked again while loading: load once more afterwards
         self._watched_cache: int | None = None
         self.reloads = 0
         self.exit_code = 0
@@ -496,16 +504,23 @@ class Daemon:
         try:
             while True:
                 self._serving.clear()
-                if not (self._terminate or self._reload_requested):
+                if not (self._terminate or self._reload_requested
+                        or self._loaded is not None):
                     finished = self.backend.serve(self.real_kernel, self.runtime,
                                                   self._serving)
                 else:
                     finished = False
                 if self._terminate:
                     break
+                if self._loaded is not None:
+                    self._finish_reload()
+                    continue
                 if self._reload_requested:
                     self._reload_requested = False
-                    self.reload()
+                    if getattr(self.backend, "reload_in_background", False):
+                        self._begin_reload()
+                    else:
+                        self.reload()
                     continue
                 if finished:
                     break
@@ -520,19 +535,64 @@ class Daemon:
 
     # -- reload ------------------------------------------------------------------------------
     def reload(self) -> bool:
-        """Load the config again and swap it in; on any error keep the running one."""
+        """Load the config again and swap it in, waiting for the load (the serve loop of a
+        live backend uses :meth:`_begin_reload` instead); on any error keep the running
+        one."""
         if self._reload_config is None:
             self.emit_error("reload", "no config file to reload")
             return False
-        sd_notify("RELOADING=1")
-        if self._watch_config:  # a SIGHUP after an edit: no second reload at the next tick
-            self._config_seen = file_signature(self._watch_config)
+        self._reload_starts()
         try:
-            return self._reload()
+            return self._apply_reload(self._load())
         finally:
             sd_notify(f"READY=1\nSTATUS={self._describe()}")
 
-    def _reload(self) -> bool:
+    def _reload_starts(self) -> None:
+        sd_notify("RELOADING=1")
+        if self._watch_config:  # a SIGHUP after an edit: no second reload at the next tick
+            self._config_seen = file_signature(self._watch_config)
+
+    def _begin_reload(self) -> None:
+        """Start loading the config on a thread of its own: the serve loop goes on with the
+        running handlers, and swaps when the thread has its answer (QA G14: an import that
+        blocked for its 10 s limit held every OOM that long, a v1 memcg frozen under it).
+        A request while one loads is served by one more load after it (the file may have
+        changed again)."""
+        if self._reload_config is None:
+            self.emit_error("reload", "no config file to reload")
+            return
+        if self._loading is not None:
+            self._load_again = True
+            return
+        self._reload_starts()
+        thread = threading.Thread(target=self._load_in_background, name="oomkit-reload",
+                                  daemon=True)
+        self._loading = thread
+        thread.start()
+
+    def _load_in_background(self) -> None:
+        result = self._load()
+        self._loaded = result
+        self._serving.set()  # the loop stops serving at a quiet point and swaps
+
+    def _finish_reload(self) -> None:
+        """The serve loop's half of a background reload: swap in (or refuse) what loaded."""
+        result, self._loaded = self._loaded, None
+        assert result is not None
+        thread, self._loading = self._loading, None
+        if thread is not None:
+            thread.join(1.0)  # it has set its result: only its return is left
+        try:
+            self._apply_reload(result)
+        finally:
+            sd_notify(f"READY=1\nSTATUS={self._describe()}")
+        if self._load_again:
+            self._load_again = False
+            self._begin_reload()
+
+    def _load(self) -> tuple[Config, LoadedPolicies] | str:
+        """The new config and its policies, or the error that refuses them. Reads only the
+        running config (unchanged while a load is in flight: one at a time)."""
         assert self._reload_config is not None
         try:
             new, policies = self._reload_config()
@@ -541,11 +601,16 @@ class Daemon:
                 raise ConfigError(f"{new.path}: {', '.join(changed)} cannot change on reload; "
                                   "restart oomkit to change it (the running config is kept)")
         except ConfigError as exc:
-            self._reload_failed(str(exc))
+            return str(exc)
+        except BaseException as exc:  # a policy's import ran code that failed oddly
+            return f"{type(exc).__name__}: {exc}"
+        return new, policies
+
+    def _apply_reload(self, loaded: tuple[Config, LoadedPolicies] | str) -> bool:
+        if isinstance(loaded, str):
+            self._reload_failed(loaded)
             return False
-        except Exception as exc:  # a policy's import ran code that failed oddly
-            self._reload_failed(f"{type(exc).__name__}: {exc}")
-            return False
+        new, policies = loaded
         try:
             self._swap(new, policies)
         except ConfigError as exc:
