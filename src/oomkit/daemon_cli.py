@@ -470,6 +470,11 @@ def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
                      str(h.get("failures", 0))])
     if rows:
         write_table(out, rows, ["ops", "name", "policy", "where", "budget", "failures"])
+        for h in status.get("handlers", []):
+            if h.get("running_for_s") is not None:  # QA G3: an overrun nothing could stop
+                out.write(f"a call of {h.get('name')} is still running (for "
+                          f"{h['running_for_s']:g} s when the status was written): it is "
+                          "not called again; restart the daemon to stop it\n")
     else:
         out.write("no handlers attached: the kernel's OOM killer handles every OOM\n")
     n = getattr(args, "lines", None)

@@ -390,13 +390,22 @@ class Daemon:
             if link.attached:
                 out.append({"ops": "oom", "name": link.name, "policy": entry.policy,
                             "cgroup": link.cgroup_path, "cgroup_id": link.cgroup_id,
-                            "budget_s": link.budget_s, "failures": link.failures})
+                            "budget_s": link.budget_s, "failures": link.failures,
+                            **self._still_running(link)})
         for pentry, plink in list(self._psi_links):
             if plink.attached:
                 out.append({"ops": "psi", "name": plink.name, "policy": pentry.policy,
                             "triggers": len(plink.triggers), "budget_s": plink.budget_s,
-                            "failures": plink.failures})
+                            "failures": plink.failures, **self._still_running(plink)})
         return out
+
+    def _still_running(self, link: OomLink | PsiLink) -> dict[str, float]:
+        """``running_for_s``: how long a call that overran its budget and could not be
+        stopped has been running (QA G3), for the status file; nothing otherwise."""
+        running = link.running
+        if running is None or not running[0].is_alive():
+            return {}
+        return {"running_for_s": round(max(0.0, self._now() - running[1]), 1)}
 
     def _watched_roots(self) -> list[Cgroup]:
         """The cgroups of the attached OOM handlers (the root for a system-wide one)."""
