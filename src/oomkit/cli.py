@@ -174,9 +174,10 @@ def build_parser(lean: bool = False) -> argparse.ArgumentParser:
     inst.add_argument("--man-dir", default="/usr/local/share/man/man8", metavar="DIR",
                       help="where oomkit.8 goes (default /usr/local/share/man/man8; "
                            "'' for none)")
-    inst.add_argument("--config-file", default="/etc/oomkit/oomkit.toml", metavar="FILE",
-                      help="written with no handlers (OOMs logged, nothing changed) when it "
-                           "does not exist; '' for none (default /etc/oomkit/oomkit.toml)")
+    inst.add_argument("--config-file", default=None, metavar="FILE",
+                      help="written with the recommended config when it does not exist; '' "
+                           "for none (default /etc/oomkit/oomkit.toml with the default "
+                           "--unit-dir, else none)")
     inst.add_argument("--oomkit", default=None, metavar="PATH",
                       help="the oomkit the unit runs (default: this one)")
     inst.add_argument("--stdout", action="store_true",

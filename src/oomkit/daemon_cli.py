@@ -558,10 +558,20 @@ def cmd_install_unit(args: argparse.Namespace, out: TextIO) -> int:
         _write_file(page, manpage(build_parser()))
         out.write(f"wrote {page}\n")
     config = args.config_file
+    if config is None:
+        # /etc only when the unit goes to the system's directory: a try into scratch
+        # directories changed what `oomkit run` runs (QA G5).
+        config = DEFAULT_CONFIG if os.path.abspath(args.unit_dir) == SYSTEM_UNIT_DIR else ""
+        if not config:
+            out.write(f"no config written (--unit-dir is not {SYSTEM_UNIT_DIR}): the unit "
+                      f"runs {DEFAULT_CONFIG}; --config-file FILE writes the recommended "
+                      "config there\n")
     if config and not os.path.exists(config):
-        _write_file(config, STARTER_CONFIG)
-        out.write(f"wrote {config}: no handlers yet, every OOM is left to the kernel and "
-                  "logged (add [[oom]] tables: packaging/oomkit.toml, docs/daemon.md)\n")
+        from pathlib import Path
+
+        _write_file(config, Path(recommended_config()).read_text(encoding="utf-8"))
+        out.write(f"wrote {config}: the recommended config, what `oomkit run` runs without "
+                  "one (docs/daemon.md; `oomkit check-config` shows its handlers)\n")
     if config and os.path.abspath(config) != DEFAULT_CONFIG:
         # The unit names the shipped path whatever --config-file says (a staging tree
         # writes there for the machine's /etc): say so, or ExecStartPre fails unexplained.
@@ -571,22 +581,8 @@ def cmd_install_unit(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
-#: The config install-unit writes when there is none: the unit starts, logs every OOM (to
-#: the event log, the journal, metrics) and changes nothing until handlers are added.
-STARTER_CONFIG = """\
-# oomkit's config (written by `oomkit install-unit`; docs/daemon.md has every key).
-# No handlers yet: every OOM is left to the kernel's killer, and logged
-# (`journalctl -u oomkit`, `oomkit events`). Add one, check, reload:
-#
-#   [[oom]]
-#   policy = "largest_leaf"
-#   cgroup = "/system.slice"
-#
-#   oomkit check-config /etc/oomkit/oomkit.toml && systemctl reload oomkit
-
-[daemon]
-budget = "500ms"
-"""
+#: Where systemd looks for the units an administrator installs (install-unit's default).
+SYSTEM_UNIT_DIR = "/etc/systemd/system"
 
 
 def _write_file(path: str, text: str) -> None:
