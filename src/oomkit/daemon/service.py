@@ -41,6 +41,7 @@ from oomkit.daemon.housekeeper import Housekeeper
 from oomkit.daemon.journal import Journal
 from oomkit.daemon.outputs import Outputs
 from oomkit.daemon.protect import GcControl, Protection, lock_memory, protect
+from oomkit.daemon.reload import CONFIG_CHECK_S, BackgroundLoad, Loaded, file_signature, load_again
 from oomkit.errors import ConfigError, OomkitError
 from oomkit.events import (
     CgroupOfflineEvent,
@@ -87,20 +88,6 @@ def watchdog_interval(environ: dict[str, str] | None = None, pid: int | None = N
     if usec <= 0 or (wanted_pid and wanted_pid != str(pid if pid is not None else os.getpid())):
         return None
     return usec / 2e6
-
-
-#: How often ``--watch-config`` looks at the config file, at most (seconds): kubelet takes a
-#: minute or so to update a mounted ConfigMap anyway.
-CONFIG_CHECK_S = 30.0
-
-
-def file_signature(path: str) -> tuple[int, ...] | None:
-    """(device, inode, size, mtime) of what ``path`` leads to; None when it is missing."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,10 +140,7 @@ class Daemon:
         self._serving = threading.Event()
         self._terminate = False
         self._reload_requested = False
-        # A reload loading on its own thread (live backend), and what it loaded: a config
-        # and its policies, or the error that refuses them. Read by the serve loop only.
-        self._loading: threading.Thread | None = None
-        self._loaded: tuple[Config, LoadedPolicies] | str | None = None
+        self._loading: BackgroundLoad | None = None  # a reload loading (live backend)
         self._load_again = False  # asked again while loading: load once more afterwards
         self._watched_cache: int | None = None
         self.reloads = 0
@@ -513,15 +497,14 @@ class Daemon:
         try:
             while True:
                 self._serving.clear()
-                if not (self._terminate or self._reload_requested
-                        or self._loaded is not None):
+                if not (self._terminate or self._reload_requested or self._loaded()):
                     finished = self.backend.serve(self.real_kernel, self.runtime,
                                                   self._serving)
                 else:
                     finished = False
                 if self._terminate:
                     break
-                if self._loaded is not None:
+                if self._loaded():
                     self._finish_reload()
                     continue
                 if self._reload_requested:
@@ -562,11 +545,10 @@ class Daemon:
             self._config_seen = file_signature(self._watch_config)
 
     def _begin_reload(self) -> None:
-        """Start loading the config on a thread of its own: the serve loop goes on with the
-        running handlers, and swaps when the thread has its answer (QA G14: an import that
-        blocked for its 10 s limit held every OOM that long, a v1 memcg frozen under it).
-        A request while one loads is served by one more load after it (the file may have
-        changed again)."""
+        """Start loading the config on a thread of its own (:class:`BackgroundLoad`): the
+        serve loop goes on with the running handlers and swaps once the load has its answer
+        (QA G14). A request while one loads is served by one more load after it (the file
+        may have changed again)."""
         if self._reload_config is None:
             self.emit_error("reload", "no config file to reload")
             return
@@ -574,48 +556,29 @@ class Daemon:
             self._load_again = True
             return
         self._reload_starts()
-        thread = threading.Thread(target=self._load_in_background, name="oomkit-reload",
-                                  daemon=True)
-        self._loading = thread
-        thread.start()
+        self._loading = BackgroundLoad(self._reload_config, self.config, self._serving)
 
-    def _load_in_background(self) -> None:
-        result = self._load()
-        self._loaded = result
-        self._serving.set()  # the loop stops serving at a quiet point and swaps
+    def _loaded(self) -> bool:
+        return self._loading is not None and self._loading.result is not None
 
     def _finish_reload(self) -> None:
         """The serve loop's half of a background reload: swap in (or refuse) what loaded."""
-        result, self._loaded = self._loaded, None
-        assert result is not None
-        thread, self._loading = self._loading, None
-        if thread is not None:
-            thread.join(1.0)  # it has set its result: only its return is left
+        loading, self._loading = self._loading, None
+        assert loading is not None and loading.result is not None
+        loading.join(1.0)  # it has set its result: only its return is left
         try:
-            self._apply_reload(result)
+            self._apply_reload(loading.result)
         finally:
             sd_notify(f"READY=1\nSTATUS={self._describe()}")
         if self._load_again:
             self._load_again = False
             self._begin_reload()
 
-    def _load(self) -> tuple[Config, LoadedPolicies] | str:
-        """The new config and its policies, or the error that refuses them. Reads only the
-        running config (unchanged while a load is in flight: one at a time)."""
+    def _load(self) -> Loaded:
         assert self._reload_config is not None
-        try:
-            new, policies = self._reload_config()
-            changed = self.config.restart_only_changes(new)
-            if changed:
-                raise ConfigError(f"{new.path}: {', '.join(changed)} cannot change on reload; "
-                                  "restart oomkit to change it (the running config is kept)")
-        except ConfigError as exc:
-            return str(exc)
-        except BaseException as exc:  # a policy's import ran code that failed oddly
-            return f"{type(exc).__name__}: {exc}"
-        return new, policies
+        return load_again(self._reload_config, self.config)
 
-    def _apply_reload(self, loaded: tuple[Config, LoadedPolicies] | str) -> bool:
+    def _apply_reload(self, loaded: Loaded) -> bool:
         if isinstance(loaded, str):
             self._reload_failed(loaded)
             return False
