@@ -374,7 +374,7 @@ class Runtime:
             link.running = None
         out = self._worker.call(fn, link.budget_s)
         if out.still_running is not None:
-            link.running = (out.still_running, self._now())
+            link.running = (out.still_running, self._now() - out.duration_us / 1e6)
         return out
 
     def _ask_oom(self, link: OomLink, request: OomRequest) -> tuple[HandlerCall, OomControl]:
