@@ -176,9 +176,23 @@ class Daemon:
             if why is not None:
                 self.emit_error(f"self-protection: {step}", why)
         self._emit(DaemonEvent(self._now(), "start", self._describe()))
+        self._note_leftovers()
         if self._self_protect:
             self.gc.startup_done()
         sd_notify(f"READY=1\nMAINPID={os.getpid()}\nSTATUS={self._describe()}")
+
+    def _note_leftovers(self) -> None:
+        """A journal left by a run that died with its watchdog (both SIGKILLed, a machine
+        that froze): restored by the kernel backend before anything was armed, and said
+        here, since no watchdog lived to write its ``died`` record (QA G7)."""
+        journal = getattr(self.real_kernel, "journal", None)
+        leftovers = getattr(journal, "leftovers", None) or []
+        if leftovers:
+            restored = sum(why is None for _, why in leftovers)
+            self._emit(DaemonEvent(self._now(), "restored", (
+                f"the previous oomkit ended without stopping, its watchdog too: {restored} "
+                f"of {len(leftovers)} kernel settings restored from its journal "
+                f"{self.config.daemon.state_file}; its OOMs after that were not logged")))
 
     def _tick(self) -> None:
         if self._ping_s:
