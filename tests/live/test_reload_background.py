@@ -67,3 +67,53 @@ def test_an_oom_during_a_slow_reload_is_handled_by_the_running_config(
     assert elapsed < 1.5, f"the OOM waited for the import: {elapsed:.2f} s"
     assert [r["name"] for r in records(tmp_path, "attach")][-1] == "slow"  # then swapped
     assert not [r for r in records(tmp_path, "error") if r["where"] == "reload"]
+
+
+BROKEN = '''
+import time
+time.sleep(2)
+raise RuntimeError("no model file")
+'''
+
+
+def test_a_refused_reload_keeps_the_running_config_and_says_so(
+        live_v1: LiveCgroups, tmp_path: Path) -> None:
+    """The import fails after 2 s; a second SIGHUP during it loads once more after it
+    (two refusals, not one, not a load on top of the other)."""
+    live = live_v1
+    box = live.mkdir("box", limit=32 * MiB)
+    broken = daemon.policy_file(tmp_path, "broken", BROKEN)
+    cfg = daemon.config(tmp_path, live.root, '[[oom]]\npolicy = "largest_leaf"\n'
+                        'cgroup = "/box"\n', daemon='budget = "500ms"\n')
+    status_file = tmp_path / "status.json"
+    cfg.write_text(cfg.read_text().replace('status_file = ""', f'status_file = "{status_file}"'))
+    proc = daemon.start(cfg)
+    try:
+        assert wait_for(lambda: oom_control(box)["oom_kill_disable"] == 1, 15), "not armed"
+        cfg.write_text(cfg.read_text().replace('"largest_leaf"', f'"{broken}:Nothing"'))
+        proc.send_signal(signal.SIGHUP)
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGHUP)
+        hog = live.spawn(box, "anon", 64 * MiB)
+        assert hog.wait_dead(1.5), "the OOM waited for the import"
+
+        def failed() -> int:
+            try:
+                return int(json.loads(status_file.read_text())["reloads"]["failed"])
+            except (OSError, ValueError, KeyError):
+                return 0
+
+        assert wait_for(lambda: failed() == 2, 10), "two refusals expected"
+        reloads = json.loads(status_file.read_text())["reloads"]
+        assert proc.poll() is None
+        hog = live.spawn(box, "anon", 64 * MiB)  # the running config still serves
+        assert hog.wait_dead(5)
+        assert wait_for(lambda: len(records(tmp_path, "oom")) == 2, 5)
+    finally:
+        daemon.kill(proc)
+    print(f"\nstatus: reloads {reloads}")
+    assert reloads["ok"] == 0 and "RuntimeError: no model file" in reloads["last_error"]
+    errors = [r for r in records(tmp_path, "error") if r["where"] == "reload"]
+    assert len(errors) == 2
+    assert [(r["policy"], r["resolved_by"]) for r in records(tmp_path, "oom")] == [
+        ("largest_leaf", "handler")] * 2
