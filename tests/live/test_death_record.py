@@ -5,7 +5,6 @@ cleanly gets no such record."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 from pathlib import Path
 
@@ -50,40 +49,40 @@ def test_the_watchdog_records_a_daemon_that_died(live_v1: LiveCgroups, tmp_path:
         assert actions == ["start", "stop"]
 
 
-def children(pid: int) -> list[int]:
-    out: list[int] = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        out += [int(c) for c in (task / "children").read_text().split()]
-    return out
-
 
 def test_the_next_start_records_a_run_that_died_with_its_watchdog(
         live_v1: LiveCgroups, tmp_path: Path) -> None:
+    """A journal left behind (its run and its watchdog both gone): the journal of a live
+    run, copied, put back after that run was SIGKILLed and its watchdog had finished."""
     box = live_v1.mkdir("box", limit=32 * MiB)
     cfg = daemon.config(tmp_path, live_v1.root,
                         '[[oom]]\npolicy = "largest_leaf"\ncgroup = "/box"\n')
+    journal = tmp_path / "run" / "restore.json"
     proc = daemon.start(cfg)
     try:
         assert wait_for(lambda: oom_control(box)["oom_kill_disable"] == 1, 15), "not armed"
-        (watchdog,) = children(proc.pid)
-        os.kill(proc.pid, signal.SIGSTOP)  # no reaction to its watchdog's death
-        os.kill(watchdog, signal.SIGKILL)
-        os.kill(proc.pid, signal.SIGKILL)
+        # armed before its start record: wait for that too
+        assert wait_for(lambda: any(r.get("action") == "start" for r in records(tmp_path)), 15)
+        left = journal.read_bytes()
+        proc.kill()
         proc.wait(10)
     finally:
         daemon.kill(proc)
-    assert oom_control(box)["oom_kill_disable"] == 1, "nobody restored it"
-    assert (tmp_path / "run" / "restore.json").exists()
-    proc = daemon.start(cfg)
+    assert wait_for(lambda: records(tmp_path)[-1].get("action") == "died", 10)
+    journal.write_bytes(left)
+    (box / "memory.oom_control").write_text("1")  # as the dead run left it
+    with (tmp_path / "second.stderr").open("wb") as err:
+        proc = daemon.start(cfg, stderr=err)
     try:
-        assert wait_for(lambda: [r.get("action") for r in records(tmp_path)].count("start")
-                        == 2, 15)
+        assert wait_for(lambda: any(r.get("action") == "restored" for r in records(tmp_path))
+                        and [r.get("action") for r in records(tmp_path)].count("start") == 2,
+                        30), (tmp_path / "second.stderr").read_text()[-2000:]
         proc.send_signal(signal.SIGTERM)
         proc.wait(10)
     finally:
         daemon.kill(proc)
     actions = [r.get("action") for r in records(tmp_path) if r["event"] == "daemon"]
-    assert actions == ["start", "start", "restored", "stop"], actions
+    assert actions == ["start", "died", "start", "restored", "stop"], actions
     (restored,) = [r for r in records(tmp_path) if r.get("action") == "restored"]
     print(f"\n{restored['detail']}")
     assert "the previous oomkit ended without stopping, its watchdog too: 1 of 1 kernel " \
