@@ -138,6 +138,7 @@ class Runtime:
         self._oom_links: dict[int, OomLink] = {}
         self._waiting: dict[str, OomLink] = {}  # cgroup path -> link attached when it appears
         self._exiting: list[Victim] = []  # victims of the last kill not yet seen gone
+        self._held_logged = False  # a declared OOM held back since the last kill is logged
         self._quiet_until = 0.0  # no declared OOM before this (post-action delay)
         # declared OOMs refused for want of a victim (min_victim), per domain path:
         # (no new declared OOM there before this, refusals in a row, skipped since)
@@ -419,8 +420,13 @@ class Runtime:
                 if busy:
                     # Counted as progress, as the kernel counts waiting for a victim.
                     self.ooms += 1
-                    self._report(request, "default", "default", [], [], busy)
+                    if not self._held_logged:  # one record per hold, not one a window
+                        self._held_logged = True
+                        self._report(request, "default", "default", [], [],
+                                     busy + "; further declared OOMs until then are "
+                                     "not logged")
                     return 1
+                self._held_logged = False
             return self._oom_locked(request)
         finally:
             self._oom_lock.release()
@@ -509,8 +515,16 @@ class Runtime:
                 "no kill for a declared OOM")
 
     def _note_victims(self, victims: list[Victim]) -> None:
-        if victims:
-            self._exiting.extend(victims)
+        if not victims:
+            return
+        self._held_logged = False
+        if getattr(self.kernel, "dry_run", False):
+            # A dry run's victims never exit: waiting for them would hold every later
+            # declared OOM back for good (QA F24). Take them as gone at once; the
+            # post-action delay still spaces the decisions out.
+            self._quiet_until = self._now() + self.post_action_delay_s
+            return
+        self._exiting.extend(victims)
 
     def _oom_locked(self, request: OomRequest) -> int:
         self.ooms += 1
