@@ -156,8 +156,8 @@ class Worker:
                     ok=False, timed_out=True,
                     error=f"overran its budget of {budget_s:g} s" + (
                         "; interrupted" if stopped else
-                        "; still running (blocked outside Python code, which no thread can "
-                        "stop): not called again until it returns"),
+                        "; still running (blocked in native code, or it caught the "
+                        "interruption): not called again until it returns"),
                     still_running=None if stopped else stuck)
         out.duration_us = (wall_perf_ns() - start) // 1000
         return out
