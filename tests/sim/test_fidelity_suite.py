@@ -101,3 +101,34 @@ def test_the_leak_with_swap_row_says_why_the_kernel_did_not_run(
     out = capsys.readouterr().out
     assert "Anonymous leak with 1,024M of swap" in out
     assert "| victims | not run | none |" in out
+
+
+def test_steady_costs_split_the_steady_readers_time(monkeypatch: pytest.MonkeyPatch,
+                                                   tmp_path: Path) -> None:
+    """On MGLRU the calibration takes a reader's costs from steady thrashing: IO stall
+    per refault, memory stall per page reclaimed, and the CPU per miss (refaults plus
+    the file's first reads) left when the stalls and the hits are taken out."""
+    _load("fidelity")
+    ct = sys.modules["compare_thrash"]
+    M = 1 << 20
+    m = ct.Measured(seconds=20.0, pages_read=300_000,  # type: ignore[attr-defined]
+                    stat={"workingset_refault_file": 200_000, "pgsteal": 250_000},
+                    psi_cg={"io_some": 2_000_000, "memory_some": 1_500_000})
+
+    class _File:
+        def __enter__(self) -> Path:
+            return tmp_path / "f"
+
+        def __exit__(self, *exc: object) -> None:
+            return None
+
+    monkeypatch.setattr(ct, "data_file", lambda *a, **k: _File())
+    monkeypatch.setattr(ct, "run_reader", lambda *a, **k: m)
+    io_ns, reclaim_ns, miss_ns = ct.steady_costs(  # type: ignore[attr-defined]
+        tmp_path, 128 * M, 64 * M, touch_rate=4096 * 1_000_000)
+    assert io_ns == 10_000  # 2 s of IO stall over 200K refaults
+    assert reclaim_ns == 6_000  # 1.5 s over 250K pages reclaimed
+    # 20 s less 3.5 s of stalls less 67,232 hits at 1 us: over 232,768 misses.
+    misses = 200_000 + 128 * M // 4096
+    hits = 300_000 - misses
+    assert miss_ns == int((16.5e9 - hits * 1_000) / misses)
