@@ -500,8 +500,9 @@ class Calibration:
     # How the restores of the far reader spread over 2 s windows: their coefficient of
     # variation between windows (restore_windows(); 0: unmeasured)
     restore_burst_cv: float = 0.0
-    # Where refault_ns and reclaim_ns come from: "cold reads" (a read below the limit,
-    # one pass of reclaim) or, on the multi-gen LRU, "steady state" (steady_costs()).
+    # Where refault_ns, reclaim_ns and the random miss_cpu come from: "cold reads" (a
+    # read below the limit, one pass of reclaim) or, on the multi-gen LRU, "steady
+    # state" (steady_costs()).
     costs_from: str = "cold reads"
 
 
