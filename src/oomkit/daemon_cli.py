@@ -111,7 +111,8 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
         for d in scratch:
             with contextlib.suppress(OSError):
                 if any(n.startswith("incident-") for n in os.listdir(d)):
-                    sys.stderr.write(f"note: the incident files named above were in {d}, removed "
+                    named = "of this run" if args.quiet else "named above"  # -q names none
+                    sys.stderr.write(f"note: the incident files {named} were in {d}, removed "
                               "with this run: --state-dir DIR keeps them for oomkit replay\n")
             shutil.rmtree(d, ignore_errors=True)
 
