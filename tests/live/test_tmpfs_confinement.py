@@ -63,12 +63,50 @@ def test_a_file_still_open_is_kept(shm: Path) -> None:
                                " time.sleep(60)", str(f)], stdout=subprocess.PIPE)
     try:
         assert holder.stdout is not None and holder.stdout.readline() == b"ok\n"
-        with pytest.raises(KernelError, match=f"still open by pid {holder.pid}"):
+        with pytest.raises(KernelError, match=f"still open or mapped by pid {holder.pid}"):
             remove_tmpfs_file(str(f))
         assert f.exists()
     finally:
         holder.kill()
         holder.wait()
+
+
+#: Maps the file MAP_SHARED and closes its descriptor, as PostgreSQL's dynamic shared
+#: memory does (dsm_impl_posix: shm_open, mmap, close); Python's mmap would keep a dup.
+MAP_AND_CLOSE = """
+import ctypes, os, sys, time
+libc = ctypes.CDLL(None, use_errno=True)
+libc.mmap.restype = ctypes.c_void_p
+libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
+                      ctypes.c_int, ctypes.c_long]
+fd = os.open(sys.argv[1], os.O_RDWR)
+size = os.fstat(fd).st_size
+addr = libc.mmap(None, size, 3, 1, fd, 0)  # PROT_READ | PROT_WRITE, MAP_SHARED
+assert addr not in (None, ctypes.c_void_p(-1).value)
+os.close(fd)
+print("ok", flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_file_mapped_without_a_descriptor_is_kept(shm: Path) -> None:
+    """Unlinking it would free nothing (the pages stay mapped) and a process attaching to
+    the segment by name later would find it gone (QA G16: tmpfs_cleanup deleted such a
+    segment and the OOM record said "declined")."""
+    f = _file(shm / "PostgreSQL.1804289383")
+    holder = subprocess.Popen([sys.executable, "-c", MAP_AND_CLOSE, str(f)],
+                              stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == b"ok\n"
+        assert str(f) not in [os.path.realpath(p) for p in
+                              Path(f"/proc/{holder.pid}/fd").iterdir()]  # no descriptor
+        with pytest.raises(KernelError, match=f"still open or mapped by pid {holder.pid}"):
+            remove_tmpfs_file(str(f))
+        assert f.exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    assert remove_tmpfs_file(str(f)) >= 1 << 20  # once unmapped, it goes
 
 
 def test_a_link_planted_in_a_world_writable_directory_is_not_followed(shm: Path) -> None:

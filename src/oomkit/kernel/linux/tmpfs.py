@@ -95,12 +95,33 @@ def open_parent(path: str) -> tuple[int, str]:
     return fd, last
 
 
+def _maps_hold(maps: str, dev: int, ino: int) -> bool:
+    """Does a /proc/PID/maps text map the file (dev, ino)? Each line is "start-end perms
+    offset MAJ:MIN inode path", the device in hex (fs/proc/task_mmu.c show_map_vma)."""
+    want = str(ino)
+    for line in maps.splitlines():
+        parts = line.split(None, 5)
+        if len(parts) < 5 or parts[4] != want:
+            continue
+        major, _, minor = parts[3].partition(":")
+        try:
+            if os.makedev(int(major, 16), int(minor, 16)) == dev:
+                return True
+        except ValueError:
+            continue
+    return False
+
+
 def open_by(dev: int, ino: int, proc_root: str = "/proc") -> int | None:
-    """A PID that has the file (dev, ino) open, or None (processes we cannot read are
-    skipped: they exit or are not ours to see)."""
+    """A PID that has the file (dev, ino) open or mapped, or None (processes we cannot
+    read are skipped: they exit or are not ours to see). A mapping counts: POSIX shared
+    memory is often mapped and its descriptor closed (PostgreSQL's dsm_impl_posix does);
+    unlinked, its pages stay mapped (nothing is freed) and a process that attaches to it
+    later by name finds it gone (QA G16). Descriptors are looked at first, in every
+    process; the maps only when none holds it (reading maps takes each mmap_lock)."""
     me = str(os.getpid())
     try:
-        pids = [p for p in os.listdir(proc_root) if p.isdigit()]
+        pids = [p for p in os.listdir(proc_root) if p.isdigit() and p != me]
     except OSError:
         return None
     for pid in pids:
@@ -114,8 +135,15 @@ def open_by(dev: int, ino: int, proc_root: str = "/proc") -> int | None:
                 st = os.stat(f"{fd_dir}/{n}")  # follows the magic link to the open file
             except OSError:
                 continue
-            if st.st_ino == ino and st.st_dev == dev and pid != me:
+            if st.st_ino == ino and st.st_dev == dev:
                 return int(pid)
+    for pid in pids:
+        try:
+            with open(f"{proc_root}/{pid}/maps", encoding="ascii", errors="replace") as f:
+                if _maps_hold(f.read(), dev, ino):
+                    return int(pid)
+        except OSError:
+            continue
     return None
 
 
@@ -170,7 +198,7 @@ def remove_tmpfs_file(path: str, proc_root: str = "/proc") -> int:
                               "removed", errno.EPERM)
         holder = open_by(st.st_dev, st.st_ino, proc_root)
         if holder is not None:
-            raise KernelError(f"{path}: still open by pid {holder}: not removed",
+            raise KernelError(f"{path}: still open or mapped by pid {holder}: not removed",
                               errno.EBUSY)
         try:
             os.unlink(name, dir_fd=dfd)
