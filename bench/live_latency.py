@@ -86,9 +86,9 @@ def mark_runtime(runtime: Runtime, mark: Callable[[str], None]) -> None:
     """Marks inside the runtime, for this bench only: the handler asked (after the OOM's
     bookkeeping: the ancestors' links, totalpages) and the call handed to the worker
     thread (after the OomControl is made; the rest is the thread hand-over)."""
-    import oomkit.runtime as rt
+    import oomkit.handler_call as hc
 
-    ask, call = runtime._ask_oom, rt._Worker.call
+    ask, call = runtime._ask_oom, hc.Worker.call
 
     def marked_ask(link: Any, request: Any) -> Any:
         mark("ask_oom")
@@ -99,7 +99,7 @@ def mark_runtime(runtime: Runtime, mark: Callable[[str], None]) -> None:
         return call(self, fn, budget_s)
 
     runtime._ask_oom = marked_ask  # type: ignore[method-assign]
-    rt._Worker.call = marked_call  # type: ignore[method-assign]
+    hc.Worker.call = marked_call  # type: ignore[method-assign]
 
 
 def own_memcg() -> Path:

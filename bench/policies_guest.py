@@ -180,7 +180,37 @@ def spawn(code: str, cg: Path, *argv: str) -> subprocess.Popen[bytes]:
                             stdout=subprocess.PIPE, preexec_fn=_adj_zero)
 
 
-def f10(root: Path, files: list[str], seconds: float) -> dict[str, object]:
+def _counters() -> dict[str, float]:
+    """What pressure_guard's evidence reads, machine-wide: MemFree, the refaults and
+    activations of file pages (/proc/vmstat), and the memory/IO "full" stall totals."""
+    vm = dict(line.split() for line in Path("/proc/vmstat").read_text().splitlines())
+    out = {"t": time.monotonic(), "free": dup.meminfo()["MemFree"],
+           "refault": int(vm.get("workingset_refault_file", 0)),
+           "activate": int(vm.get("workingset_activate_file", 0)),
+           "restore": int(vm.get("workingset_restore_file", 0)),
+           "pgpgin": int(vm.get("pgpgin", 0))}
+    for res in ("memory", "io"):
+        line = Path(f"/proc/pressure/{res}").read_text().splitlines()[1]
+        out[f"{res}_full_us"] = int(line.split()[4].split("=")[1])
+    return out
+
+
+def _diagnose(before: dict[str, float], after: dict[str, float], since: float,
+              label: str = "F10") -> str:
+    """One line of --verbose: per second between two _counters() (why a trigger did or
+    did not fire, why the evidence did or did not hold)."""
+    dt = after["t"] - before["t"]
+    return (f"{label} {after['t'] - since:5.1f}s MemFree {after['free'] / MiB:.0f}M "
+            f"refault_file {(after['refault'] - before['refault']) / dt:.0f}/s "
+            f"activate_file {(after['activate'] - before['activate']) / dt:.0f}/s "
+            f"restore_file {(after['restore'] - before['restore']) / dt:.0f}/s "
+            f"pgpgin {(after['pgpgin'] - before['pgpgin']) / dt / 1024:.1f}M/s "
+            f"memory full {(after['memory_full_us'] - before['memory_full_us']) / dt / 1e4:.0f}% "
+            f"io full {(after['io_full_us'] - before['io_full_us']) / dt / 1e4:.0f}%")
+
+
+def f10(root: Path, files: list[str], seconds: float, verbose: bool = False
+        ) -> dict[str, object]:
     procs = {}
     for i, name in enumerate(("browser", "mail", "ide")):
         procs[name] = spawn(READER, dup.mkcg(root / f"app-{name}.scope"), *files[i::3])
@@ -189,8 +219,13 @@ def f10(root: Path, files: list[str], seconds: float) -> dict[str, object]:
     hog_size = max(0, dup.meminfo()["MemAvailable"] - total // 4)
     started = time.monotonic()
     procs["hog"] = spawn(HOG, dup.mkcg(root / "app-hog.scope"), str(hog_size))
+    last = _counters()
     while procs["hog"].poll() is None and time.monotonic() - started < seconds:
         time.sleep(0.25)
+        if verbose and time.monotonic() - last["t"] >= 2.0:
+            now = _counters()
+            print(_diagnose(last, now, started), flush=True)
+            last = now
     hog_s = time.monotonic() - started if procs["hog"].poll() is not None else None
     died = [n for n, p in procs.items() if p.poll() is not None]
     for p in procs.values():
@@ -200,15 +235,20 @@ def f10(root: Path, files: list[str], seconds: float) -> dict[str, object]:
             "hog_mib": hog_size // MiB, "files_mib": total // MiB, "psi": full_avg10()}
 
 
-def lone(root: Path, seconds: float) -> dict[str, object]:
+def lone(root: Path, seconds: float, verbose: bool = False) -> dict[str, object]:
     procs = {"service": spawn(SERVICE, dup.mkcg(root / "service.scope"), str(300 * MiB)),
              "reader": spawn(READER, dup.mkcg(root / "reader.scope"), str(SPARSE))}
     start = time.monotonic()
     psi = full_avg10()
+    last = _counters()
     while time.monotonic() - start < seconds and all(p.poll() is None
                                                      for p in procs.values()):
         time.sleep(1)
         psi = full_avg10()
+        if verbose and time.monotonic() - last["t"] >= 2.0:
+            now = _counters()
+            print(_diagnose(last, now, start, "LONE"), flush=True)
+            last = now
     died = [n for n, p in procs.items() if p.poll() is not None]
     for p in procs.values():
         with contextlib.suppress(OSError):
@@ -291,8 +331,9 @@ def guest_main(args: argparse.Namespace) -> int:
                 for part in APPS.split("/"):
                     root = dup.mkcg(root / part)
                 try:
-                    r = (f10(root, files, args.seconds) if scenario == "f10" else
-                         lone(root, args.seconds) if scenario == "lone" else leak(args.seconds))
+                    r = (f10(root, files, args.seconds, args.verbose) if scenario == "f10"
+                         else lone(root, args.seconds, args.verbose) if scenario == "lone"
+                         else leak(args.seconds))
                 finally:
                     dup.destroy(CGROUP / "user.slice")
                 r["daemon"] = name

@@ -9,18 +9,12 @@ its budget counts as no progress, and after repeated failures it is detached.
 
 from __future__ import annotations
 
-import contextlib
 import errno
-import os
-import posix
-import queue
-import signal
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final, TypeVar, final
 
-from oomkit.clock import wall_perf_ns
 from oomkit.errors import AttachError, KernelError, OomkitError
 from oomkit.events import (
     AttachEvent,
@@ -34,6 +28,7 @@ from oomkit.events import (
     OomEvent,
     PsiEventRecord,
 )
+from oomkit.handler_call import Outcome, Worker, guard_exit
 from oomkit.kernel.base import (
     PAGE_SIZE,
     Cgroup,
@@ -68,159 +63,6 @@ DEFAULT_POST_ACTION_DELAY_S: Final = 0.0  # the daemon's config defaults to 2 s
 REFUSED_BACKOFF_MIN_S: Final = 2.0
 REFUSED_BACKOFF_MAX_S: Final = 64.0
 REFUSED_RESET_S: Final = 60.0
-
-
-class HandlerExit(BaseException):
-    """``os._exit`` called from a handler call (raised in its place, reported as the
-    handler's error)."""
-
-
-#: The pid a thread runs handler calls for (unset: not in a handler call). A forked child
-#: keeps the forking thread's value under another pid: its os._exit is a real one.
-_in_handler = threading.local()
-_real_exit = os._exit
-
-
-def _guarded_exit(status: int) -> None:
-    if getattr(_in_handler, "pid", None) == os.getpid():
-        raise HandlerExit(f"os._exit({status}) called by the handler")
-    _real_exit(status)
-
-
-def _guard_exit() -> None:
-    """``os._exit`` in a handler call raises HandlerExit instead of ending the process:
-    the daemon would end with exit code 0 before anything could be written, and its
-    watchdog would have to hand the OOM over. Everywhere else (the daemon's own code, a
-    handler's forked child) it is the real one. Installed once per process."""
-    if os._exit is not _guarded_exit and posix._exit is _real_exit:
-        os._exit = posix._exit = _guarded_exit  # type: ignore[assignment]
-
-
-@contextlib.contextmanager
-def _handler_call() -> Iterator[None]:
-    _in_handler.pid = os.getpid()
-    try:
-        yield
-    finally:
-        _in_handler.pid = None
-
-
-@dataclass(slots=True)
-class _Outcome:
-    ok: bool
-    value: Any = None
-    error: str | None = None
-    timed_out: bool = False
-    duration_us: int = 0
-
-    def __post_init__(self) -> None:
-        # An exception without text (``raise KeyboardInterrupt``) reads as its name alone,
-        # not "KeyboardInterrupt: " (as errors.exception_text writes it).
-        if self.error is not None and self.error.endswith(": "):
-            self.error = self.error[:-2]
-
-
-class _Worker:
-    """Runs handler calls on a helper thread so a hung handler cannot hang the runtime.
-
-    A call that overruns is abandoned: its thread is left to finish on its own (Python
-    cannot kill a thread), its OomControl is expired so it can no longer act, and the
-    next call gets a fresh thread.
-    """
-
-    __slots__ = ("_jobs", "_nested", "_thread")
-
-    def __init__(self) -> None:
-        self._jobs: queue.SimpleQueue[
-            tuple[Callable[[], Any], list[_Outcome], threading.Event] | None
-        ] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-        # A handler may cause another handler call (a PsiOps declaring an OOM): that one
-        # runs on the next worker down, since this worker's thread is busy with the first.
-        self._nested: _Worker | None = None
-
-    def _loop(self, jobs: queue.SimpleQueue[Any]) -> None:
-        while True:
-            job = jobs.get()
-            if job is None:
-                return
-            fn, slot, done = job
-            try:
-                with _handler_call():
-                    slot.append(_Outcome(ok=True, value=fn()))
-            except BaseException as exc:  # a policy's bug is reported, never propagated
-                slot.append(_Outcome(ok=False, error=f"{type(exc).__name__}: {exc}"))
-            done.set()
-
-    def call(self, fn: Callable[[], Any], budget_s: float | None) -> _Outcome:
-        start = wall_perf_ns()
-        if budget_s is None:
-            try:
-                with _handler_call():
-                    out = _Outcome(ok=True, value=fn())
-            except (Exception, SystemExit, HandlerExit) as exc:  # never the runtime's end
-                out = _Outcome(ok=False, error=f"{type(exc).__name__}: {exc}")
-        elif self._thread is not None and threading.current_thread() is self._thread:
-            if self._nested is None:
-                self._nested = _Worker()
-            return self._nested.call(fn, budget_s)
-        else:
-            if self._thread is None or not self._thread.is_alive():
-                self._jobs = queue.SimpleQueue()
-                self._thread = threading.Thread(
-                    target=self._loop, args=(self._jobs,), name="oomkit-handler", daemon=True
-                )
-                self._thread.start()
-            slot: list[_Outcome] = []
-            done = threading.Event()
-            with _hard_stop_signals():
-                self._jobs.put((fn, slot, done))
-                finished = done.wait(budget_s)
-            if finished:
-                out = slot[0]
-            else:
-                # Abandon this thread: the stuck call keeps it; tell it to exit afterwards.
-                self._jobs.put(None)
-                self._thread = None
-                out = _Outcome(
-                    ok=False, timed_out=True, error=f"overran its budget of {budget_s:g} s"
-                )
-        out.duration_us = (wall_perf_ns() - start) // 1000
-        return out
-
-    def close(self) -> None:
-        if self._thread is not None:
-            self._jobs.put(None)
-            self._thread = None
-        if self._nested is not None:
-            self._nested.close()
-
-
-#: Signals that stop the daemon: while a handler runs they end the process at once.
-_STOP_SIGNALS: Final = (signal.SIGTERM, signal.SIGINT)
-
-
-@contextlib.contextmanager
-def _hard_stop_signals() -> Iterator[None]:
-    """While a handler call runs, SIGTERM/SIGINT take the kernel's default action (the
-    process ends) instead of Python's handler: a handler that holds the GIL in native code
-    (a regex backtracking, a C loop) never lets the main thread run that handler, and the
-    daemon ignored SIGTERM for good. Ended this way, the watchdog restores every setting
-    from the journal and records the OOM in flight. Only the main thread may change signal
-    handlers, and only handlers Python installed are swapped (two sigactions a call)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    saved = [(sig, signal.getsignal(sig)) for sig in _STOP_SIGNALS]
-    swapped = [(sig, h) for sig, h in saved if callable(h)]
-    for sig, _ in swapped:
-        signal.signal(sig, signal.SIG_DFL)
-    try:
-        yield
-    finally:
-        for sig, handler in swapped:
-            signal.signal(sig, handler)
-
 
 @dataclass(eq=False, slots=True)
 class OomLink:
@@ -290,6 +132,7 @@ class Runtime:
         self._oom_links: dict[int, OomLink] = {}
         self._waiting: dict[str, OomLink] = {}  # cgroup path -> link attached when it appears
         self._exiting: list[Victim] = []  # victims of the last kill not yet seen gone
+        self._held_logged = False  # a declared OOM held back since the last kill is logged
         self._quiet_until = 0.0  # no declared OOM before this (post-action delay)
         # declared OOMs refused for want of a victim (min_victim), per domain path:
         # (no new declared OOM there before this, refusals in a row, skipped since)
@@ -297,9 +140,9 @@ class Runtime:
         self._psi_links: list[PsiLink] = []
         self._trigger_owner: dict[int, PsiLink] = {}
         self._oom_lock = threading.Lock()
-        self._worker = _Worker()
+        self._worker = Worker()
         self.ooms = 0
-        _guard_exit()
+        guard_exit()
         kernel.bind(self)
 
     # -- events ----------------------------------------------------------------------------
@@ -486,7 +329,7 @@ class Runtime:
         callback: str,
         fn: Callable[[], Any],
         cgroup_id: int,
-    ) -> _Outcome:
+    ) -> Outcome:
         out = self._worker.call(fn, link.budget_s)
         if out.ok:
             link.failures = 0
@@ -553,8 +396,13 @@ class Runtime:
                 if busy:
                     # Counted as progress, as the kernel counts waiting for a victim.
                     self.ooms += 1
-                    self._report(request, "default", "default", [], [], busy)
+                    if not self._held_logged:  # one record per hold, not one a window
+                        self._held_logged = True
+                        self._report(request, "default", "default", [], [],
+                                     busy + "; further declared OOMs until then are "
+                                     "not logged")
                     return 1
+                self._held_logged = False
             return self._oom_locked(request)
         finally:
             self._oom_lock.release()
@@ -643,8 +491,16 @@ class Runtime:
                 "no kill for a declared OOM")
 
     def _note_victims(self, victims: list[Victim]) -> None:
-        if victims:
-            self._exiting.extend(victims)
+        if not victims:
+            return
+        self._held_logged = False
+        if getattr(self.kernel, "dry_run", False):
+            # A dry run's victims never exit: waiting for them would hold every later
+            # declared OOM back for good (QA F24). Take them as gone at once; the
+            # post-action delay still spaces the decisions out.
+            self._quiet_until = self._now() + self.post_action_delay_s
+            return
+        self._exiting.extend(victims)
 
     def _oom_locked(self, request: OomRequest) -> int:
         self.ooms += 1

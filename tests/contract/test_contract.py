@@ -542,3 +542,239 @@ def test_missing_file_in_a_live_cgroup_is_not_gone(be: Harness) -> None:
     with pytest.raises(KernelError) as exc:
         cg.page_state("anon")
     assert not isinstance(exc.value, CgroupGone) and _errno(exc) == errno.ENOENT
+
+
+# -- SPEC section 2: the OOM path, as each backend's out_of_memory drives it -------------------
+class _Recorder(OomOps):
+    """Notes what it was asked (its ctx, the OomControl) and returns ``answer``."""
+
+    def __init__(self, name: str, seen: list[tuple[str, int, str | None]],
+                 answer: bool = False) -> None:
+        self.name = name
+        self._seen = seen
+        self._answer = answer
+
+    def handle_out_of_memory(self, ctx: OomContext, oc: OomControl) -> bool:
+        self._seen.append((self.name, ctx.cgroup_id, oc.memcg.path if oc.memcg else None))
+        return self._answer
+
+
+def test_true_without_freeing_is_not_progress(be: Harness, runtime: Runtime) -> None:
+    """SPEC 2.3: a handler returning True that freed nothing does not end the OOM: the
+    default killer still runs (and takes the later twin)."""
+    cg = be.mkcg("o", memory_max=LIMIT)
+    be.spawn(cg, 2)
+    tasks = cg.tasks()
+    seen: list[tuple[str, int, str | None]] = []
+    runtime.attach_oom(_Recorder("liar", seen, answer=True), cg)
+    assert be.kernel.out_of_memory(cg) == 1
+    assert seen == [("liar", cg.id, "/o")]
+    assert [t.pid for t in tasks if be.kernel.task_is_oom_victim(t)] == [tasks[1].pid]
+
+
+def test_the_walk_goes_from_the_memcg_up(be: Harness, runtime: Runtime) -> None:
+    """SPEC 2.2: the OOMing memcg's handler first, then each ancestor's, each with its own
+    cgroup in ctx and the OOMing memcg in oc; a cgroup beside the path is not asked."""
+    top = be.mkcg("w", memory_max=LIMIT)
+    mid = be.mkcg("w/mid")
+    leaf = be.mkcg("w/mid/leaf")
+    beside = be.mkcg("w/beside")
+    be.spawn(leaf, 1)
+    seen: list[tuple[str, int, str | None]] = []
+    for name, cg in (("top", top), ("leaf", leaf), ("beside", beside), ("mid", mid)):
+        runtime.attach_oom(_Recorder(name, seen), cg)
+    assert be.kernel.out_of_memory(leaf) == 1  # nobody freed: the default killer
+    assert seen == [("leaf", leaf.id, "/w/mid/leaf"), ("mid", mid.id, "/w/mid/leaf"),
+                    ("top", top.id, "/w/mid/leaf")]
+
+
+def test_the_first_handler_that_frees_ends_the_walk(be: Harness, runtime: Runtime) -> None:
+    top = be.mkcg("f", memory_max=LIMIT)
+    leaf = be.mkcg("f/leaf")
+    be.spawn(leaf, 2)
+    tasks = leaf.tasks()
+    seen: list[tuple[str, int, str | None]] = []
+
+    class KillFirst(OomOps):
+        def handle_out_of_memory(self, ctx: OomContext, oc: OomControl) -> bool:
+            oc.kill_process(tasks[0], "first")
+            return True
+
+    runtime.attach_oom(KillFirst(), leaf)
+    runtime.attach_oom(_Recorder("top", seen), top)
+    assert be.kernel.out_of_memory(leaf) == 1
+    assert seen == []
+    assert [t.pid for t in tasks if be.kernel.task_is_oom_victim(t)] == [tasks[0].pid]
+
+
+def test_a_handler_that_raises_falls_back_to_the_default_killer(
+        be: Harness, runtime: Runtime) -> None:
+    """SPEC 2.6: an exception is no progress, reported; the default killer runs."""
+    cg = be.mkcg("x", memory_max=LIMIT)
+    be.spawn(cg, 2)
+    tasks = cg.tasks()
+    errors: list[str] = []
+    runtime.add_sink(lambda e: errors.append(e.error) if hasattr(e, "error") else None)
+
+    class Broken(OomOps):
+        def handle_out_of_memory(self, ctx: OomContext, oc: OomControl) -> bool:
+            raise RuntimeError("policy bug")
+
+    runtime.attach_oom(Broken(), cg)
+    assert be.kernel.out_of_memory(cg) == 1
+    assert [t.pid for t in tasks if be.kernel.task_is_oom_victim(t)] == [tasks[1].pid]
+    assert errors == ["RuntimeError: policy bug"]
+
+
+def test_a_declared_oom_as_the_handler_sees_it(be: Harness, runtime: Runtime) -> None:
+    """SPEC 4: out_of_memory(memcg, order, flags, constraint_text) is an OOM of constraint
+    DECLARED with that order and text, the memcg's totalpages; nothing to kill is 0."""
+    cg = be.mkcg("d", memory_max=LIMIT)
+    got: list[tuple[object, ...]] = []
+
+    class Look(OomOps):
+        def handle_out_of_memory(self, ctx: OomContext, oc: OomControl) -> bool:
+            got.append((oc.memcg, oc.order, oc.constraint, oc.constraint_text,
+                        oc.totalpages, oc.memory_freed))
+            return False
+
+    runtime.attach_oom(Look(), cg)
+    assert be.kernel.out_of_memory(cg, 3, constraint_text="CONSTRAINT_PSI_MEM") == 0
+    assert got == [(cg, 3, Constraint.DECLARED, "CONSTRAINT_PSI_MEM",
+                    be.kernel.oom_totalpages(cg), False)]
+
+
+@pytest.mark.parametrize("order", [0, 10])
+def test_out_of_memory_order_bounds_are_accepted(be: Harness, runtime: Runtime,
+                                                 order: int) -> None:
+    cg = be.mkcg("o", memory_max=LIMIT)
+    assert be.kernel.out_of_memory(cg, order) == 0  # nothing to kill, but not -EINVAL
+
+
+def test_an_oom_control_expires_with_its_oom(be: Harness, runtime: Runtime) -> None:
+    """A handler that keeps its OomControl cannot act with it after the call returned."""
+    from oomkit.errors import HandlerExpired
+
+    cg = be.mkcg("e", memory_max=LIMIT)
+    be.spawn(cg, 1)
+    kept: list[OomControl] = []
+
+    class Keep(OomOps):
+        def handle_out_of_memory(self, ctx: OomContext, oc: OomControl) -> bool:
+            kept.append(oc)
+            return False
+
+    runtime.attach_oom(Keep(), cg)
+    be.kernel.out_of_memory(cg)
+    (task,) = [t for t in cg.tasks() if not be.kernel.task_is_oom_victim(t)] or [None]
+    with pytest.raises(HandlerExpired):
+        kept[0].kill_cgroup(cg, "late")
+    if task is not None:
+        assert not be.kernel.task_is_oom_victim(task)
+
+
+# -- SPEC section 3: the actions through OomControl --------------------------------------------
+def _oc(be: Harness, cg: Cgroup) -> OomControl:
+    return OomControl(be.kernel, cg, 0, Constraint.DECLARED, None, be.kernel.oom_totalpages(cg))
+
+
+def test_kill_cgroup_counts_and_frees(be: Harness) -> None:
+    top = be.mkcg("kc", memory_max=LIMIT)
+    sub = be.mkcg("kc/sub")
+    pids = be.spawn(sub, 2)
+    oc = _oc(be, top)
+    assert oc.kill_cgroup(sub, "job") == 2
+    assert oc.memory_freed and sorted(v.pid for v in oc.victims) == sorted(pids)
+
+
+def test_kill_cgroup_of_an_empty_cgroup_frees_nothing(be: Harness) -> None:
+    top = be.mkcg("kc", memory_max=LIMIT)
+    empty = be.mkcg("kc/empty")
+    oc = _oc(be, top)
+    assert oc.kill_cgroup(empty, "nobody") == 0
+    assert not oc.memory_freed and oc.victims == ()
+
+
+def test_a_kill_outside_the_oom_domain_is_refused(be: Harness) -> None:
+    """A memcg OOM ends only by freeing memory charged inside it (Unkillable, EPERM)."""
+    domain = be.mkcg("dom", memory_max=LIMIT)
+    other = be.mkcg("other", memory_max=LIMIT)
+    be.spawn(other, 1)
+    (stranger,) = other.tasks()
+    oc = _oc(be, domain)
+    with pytest.raises(Unkillable) as exc:
+        oc.kill_process(stranger, "no")
+    assert exc.value.errno == errno.EPERM
+    with pytest.raises(Unkillable):
+        oc.kill_cgroup(other, "no")
+    assert not oc.memory_freed and not be.kernel.task_is_oom_victim(stranger)
+
+
+def test_raising_memory_max_is_progress_lowering_is_not(be: Harness) -> None:
+    cg = be.mkcg("m", memory_max=LIMIT)
+    oc = _oc(be, cg)
+    oc.set_memory_max(cg, LIMIT // 2)
+    assert cg.memory_max == LIMIT // 2 and not oc.memory_freed
+    oc.set_memory_max(cg, LIMIT * 2)
+    assert cg.memory_max == LIMIT * 2 and oc.memory_freed
+    oc = _oc(be, cg)
+    oc.set_memory_max(cg, None)
+    assert cg.memory_max is None and oc.memory_freed
+
+
+# -- SPEC section 3: the tree and its tasks ----------------------------------------------------
+def test_a_leaf_walks_to_itself(be: Harness) -> None:
+    be.mkcg("lf")
+    leaf = be.mkcg("lf/leaf")
+    assert leaf.children() == [] and leaf.nr_descendants == 0
+    assert list(leaf.walk()) == [leaf] and list(leaf.walk("post")) == [leaf]
+
+
+def test_tasks_are_the_cgroups_own(be: Harness) -> None:
+    """cg.tasks(): the tasks in this cgroup itself, not those of its descendants."""
+    top = be.mkcg("own", memory_max=LIMIT)
+    a, b = be.mkcg("own/a"), be.mkcg("own/b")
+    pids = be.spawn(a, 3, into=[a, b, b])
+    assert top.tasks() == []
+    assert [t.pid for t in a.tasks()] == pids[:1]
+    assert sorted(t.pid for t in b.tasks()) == sorted(pids[1:])
+    assert all(t.cgroup == b for t in b.tasks())
+    assert sorted(t.pid for cg in top.walk() for t in cg.tasks()) == sorted(pids)
+
+
+def test_no_limit_reads_none_and_oom_group_reads_back(be: Harness) -> None:
+    free = be.mkcg("nl")
+    assert free.memory_max is None and free.oom_group is False
+    grouped = be.mkcg("nl/g", oom_group=be.oom_group)
+    assert grouped.oom_group is be.oom_group  # v1 has no memory.oom.group: always False
+
+
+def test_ids_are_distinct_and_stable(be: Harness) -> None:
+    made = [be.mkcg(p) for p in ("i", "i/a", "i/b", "i/a/c")]
+    assert len({cg.id for cg in made}) == len(made)
+    root_id = be.kernel.root_mem_cgroup().id
+    for cg in made:
+        assert cg.id != root_id
+        again = be.kernel.mem_cgroup(cg.path)
+        assert again is not None and again.id == cg.id and again == cg
+        found = be.kernel.mem_cgroup(cg.id)
+        assert found is not None and found.path == cg.path
+
+
+def test_a_path_below_a_vanished_cgroup_is_not_found(be: Harness) -> None:
+    top = be.mkcg("vp")
+    be.rmcg(top)
+    assert be.kernel.mem_cgroup("/vp/child") is None
+    assert be.kernel.mem_cgroup("/vp") is None
+
+
+def test_oom_score_adj_max_is_read_back_and_chosen(be: Harness) -> None:
+    cg = be.mkcg("adj", memory_max=LIMIT)
+    (marked,) = be.spawn(cg, 1, oom_score_adj=1000)
+    be.spawn(cg, 1)
+    tp = be.kernel.oom_totalpages(cg)
+    by_pid = {t.pid: t for t in cg.tasks()}
+    assert by_pid[marked].oom_score_adj == 1000
+    badness = by_pid[marked].oom_badness(tp)
+    assert badness is not None and badness >= 1000 * (tp // 1000)
+    assert _default_victims(be.kernel, cg) == [marked]

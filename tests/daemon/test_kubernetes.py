@@ -21,6 +21,7 @@ from oomkit.daemon import service
 from oomkit.daemon.config import Config, load_config, parse_config
 from oomkit.daemon.eventlog import read_events
 from oomkit.meta import package_version
+from tests.conftest import missing_checker
 
 from ..sim.conftest import run_with_config
 from ..sim.test_cases import CASES, EXPECT
@@ -102,14 +103,28 @@ def test_the_configmap_over_the_kubernetes_cases(case: str, tmp_path: Path) -> N
     assert killed & die, f"killed {o.killed}"
 
 
-def test_kubernetes_validate_strict() -> None:
+def kubernetes_validate(manifest: Path) -> subprocess.CompletedProcess[str]:
     tool = shutil.which("kubernetes-validate") or str(Path(sys.executable).parent /
                                                       "kubernetes-validate")
     if not os.access(tool, os.X_OK):
-        pytest.skip("kubernetes-validate not installed (the dev extra of pyproject.toml)")
-    r = subprocess.run([tool, "--strict", "--quiet", str(MANIFEST)], capture_output=True,
-                       text=True, timeout=300)
+        missing_checker("kubernetes-validate not installed (the dev extra of pyproject.toml)")
+    return subprocess.run([tool, "--strict", "--quiet", str(manifest)], capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_kubernetes_validate_strict() -> None:
+    r = kubernetes_validate(MANIFEST)
     assert r.returncode == 0 and not r.stdout.strip(), r.stdout + r.stderr
+
+
+def test_kubernetes_validate_strict_sees_a_broken_manifest(tmp_path: Path) -> None:
+    """The check above can fail: a field the DaemonSet schema does not have (--strict)."""
+    broken = tmp_path / "broken.yaml"
+    text = MANIFEST.read_text()
+    assert "hostPID: true" in text
+    broken.write_text(text.replace("hostPID: true", "hostPid: true", 1))
+    r = kubernetes_validate(broken)
+    assert r.returncode != 0 and "hostPid" in r.stdout + r.stderr, r.stdout + r.stderr
 
 
 def test_pod_security_labels_and_the_command() -> None:

@@ -18,6 +18,7 @@ import pytest
 from oomkit.cli import main
 from oomkit.daemon.housekeeper import Housekeeper
 from oomkit.daemon.service import watchdog_interval
+from tests.conftest import missing_checker
 
 from .conftest import Setup
 
@@ -62,19 +63,36 @@ def test_install_unit_writes_a_starter_config_only_when_missing(tmp_path: Path) 
     assert config.read_text() == "# mine\n"
 
 
-def test_systemd_analyze_verify_is_clean(tmp_path: Path) -> None:
+def verify(unit: Path, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    """``systemd-analyze verify`` of ``unit``, with install-unit's man page on MANPATH
+    (verify runs ``man oomkit(8)`` for Documentation=)."""
     analyze = shutil.which("systemd-analyze")
     if analyze is None:
-        pytest.skip("systemd-analyze not found (Debian package systemd; scripts/tools "
-                    "installs it as root)")
+        missing_checker("systemd-analyze not found (Debian package systemd; scripts/tools "
+                        "installs it as root)")
+    return subprocess.run([analyze, "verify", str(unit)], capture_output=True, text=True,
+                          timeout=120, cwd=tmp_path,
+                          env={**os.environ, "MANPATH": str(tmp_path / "man"),
+                               "SYSTEMD_LOG_LEVEL": "notice"})
+
+
+def test_systemd_analyze_verify_is_clean(tmp_path: Path) -> None:
     unit, _ = install(tmp_path)
-    # MANPATH: verify runs `man oomkit(8)` for Documentation=; the page install-unit wrote.
-    r = subprocess.run([analyze, "verify", str(unit)], capture_output=True, text=True,
-                       timeout=120, cwd=tmp_path,
-                       env={**os.environ, "MANPATH": str(tmp_path / "man"),
-                            "SYSTEMD_LOG_LEVEL": "notice"})
+    r = verify(unit, tmp_path)
     assert r.returncode == 0 and not r.stdout.strip() and not r.stderr.strip(), \
         r.stdout + r.stderr
+
+
+def test_systemd_analyze_verify_sees_a_broken_unit(tmp_path: Path) -> None:
+    """The check above can fail: a key systemd does not know, or a missing binary."""
+    unit, _ = install(tmp_path)
+    text = unit.read_text()
+    unit.write_text(text.replace("[Service]\n", "[Service]\nRestartSecs=1\n", 1))
+    r = verify(unit, tmp_path)
+    assert "RestartSecs" in r.stdout + r.stderr, r.stdout + r.stderr
+    unit.write_text(text.replace(OOMKIT, str(tmp_path / "no" / "oomkit"), 1))
+    r = verify(unit, tmp_path)
+    assert r.returncode != 0 and "no/oomkit" in r.stdout + r.stderr, r.stdout + r.stderr
 
 
 def test_watchdog_interval_from_the_environment() -> None:
@@ -165,13 +183,7 @@ def test_an_oomkit_path_with_blanks_and_percent(tmp_path: Path) -> None:
                  str(odd / "oomkit")], out=out) == 0
     text = (tmp_path / "unit" / "oomkit.service").read_text()
     assert f'ExecStart="{tmp_path}/my venv %%i/bin/oomkit" run --config' in text
-    analyze = shutil.which("systemd-analyze")
-    if analyze is None:
-        pytest.skip("systemd-analyze not found (Debian package systemd)")
-    r = subprocess.run([analyze, "verify", str(tmp_path / "unit" / "oomkit.service")],
-                       capture_output=True, text=True, timeout=120, cwd=tmp_path,
-                       env={**os.environ, "MANPATH": str(tmp_path / "man"),
-                            "SYSTEMD_LOG_LEVEL": "notice"})
+    r = verify(tmp_path / "unit" / "oomkit.service", tmp_path)
     assert r.returncode == 0 and not r.stdout.strip() and not r.stderr.strip(), \
         r.stdout + r.stderr
 

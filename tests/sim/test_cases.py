@@ -56,15 +56,19 @@ EXPECT: dict[str, tuple[set[str], set[str], float | None]] = {
     "k31_stale_shm_segment_on_machine": (set(), {"desktop", "browser", "editor"}, None),
     "k32_tabs_vs_vm": (TABS, {"qemu", "desktop"}, None),
     "k33_memcg_oom_big_innocent_steady": ({"shipper"}, {"java"}, None),
+    "k34_backup_streams_into_pod": ({"backup"}, {"web"}, None),
+    "k35_backup_streams_on_machine": ({"backup"}, {"web"}, None),
+    "k36_big_stable_jvm_small_fast_leak": ({"leaker"}, {"jvm", "desktop"}, None),
+    "k37_slow_leak_pushes_idle_app_to_swap": ({"grower"}, {"idle_app", "desktop"}, None),
+    "k38_session_scope_shell_and_build": ({f"cc1_{i}" for i in range(1, 7)},
+                                          {"gnome-shell", "firefox"}, None),
+    "k39_memory_high_on_purpose_with_swap": (set(), {"backup", "web"}, None),
+    "k40_tiny_tmpfs_file_and_a_leak": ({"leaker"}, {"api"}, None),
 }
 
-XFAIL = {
-    "k09_memcg_oom_big_innocent": "no stall before this memcg OOM (no swap, no cache), and the "
-    "JVM allocated its heap in the daemon's first second: the flight recorder's first samples "
-    "(10 s apart while nothing is near a limit) see both grow, so the JVM, the bigger, goes, as "
-    "with the kernel and oomd's kill_by_memory_size_or_growth (k33: the same with the JVM "
-    "steady for 15 s first, which the recorder's samples tell apart)",
-}
+# Cases known to end the wrong way, with the reason (none at present; k09 passed once the
+# simulated daemon's flight recorder probed between idle samples as the live one does).
+XFAIL: dict[str, str] = {}
 
 
 def test_every_case_file_has_an_expectation() -> None:
@@ -83,3 +87,20 @@ def test_case_ends_as_its_description_says(case: str, tmp_path: Path) -> None:
         assert killed & die, f"killed {o.killed}"
     if by is not None:
         assert max(o.killed_at(n) for n in killed) <= by
+
+
+def test_the_recommended_config_kills_the_streamer_not_the_victim(tmp_path: Path) -> None:
+    """examples/psi_victim.toml (QA F11): the web server's refaults are the pressure, the
+    indexer's stream (no RSS: all page cache) is its cause; the indexer goes, and the
+    reason says it took in pages that were not its own working set."""
+    o = run_with_config(REPO / "examples" / "psi_victim.toml", RECOMMENDED, tmp_path)
+    assert o.killed == ["indexer"]
+    (victim,) = [v for e in o.ooms for v in e["victims"]]
+    assert "(0% its own working set)" in victim["reason"]
+
+
+def test_a_tiny_tmpfs_file_is_not_deleted_for_an_oom(tmp_path: Path) -> None:
+    """K40 (QA G15): 64K in /dev/shm cannot end an OOM of 300M: tmpfs_cleanup declines,
+    so the first OOM is resolved by the kill of the leaker, and it is the only one."""
+    o = run_with_config(CASES / "k40_tiny_tmpfs_file_and_a_leak.toml", RECOMMENDED, tmp_path)
+    assert [e["policy"] for e in o.ooms] == ["kill_cause"], o.ooms

@@ -177,3 +177,73 @@ def test_a_cgroup_that_does_not_grow_has_no_task_samples() -> None:
     _note_all(s)
     assert cause.tracker(k).task_growth(k.mem_cgroup("/still"), k.clock.now()) == {}
     s.rt.close()
+
+
+def test_growth_that_ended_before_a_gap_in_sampling_is_history_not_a_rate() -> None:
+    """QA G1: samples at the daemon's start and again just before the OOM; the JVM took
+    its 1.6G in its first second and has only worked since. The rate is over the time
+    since the last sample (the older one is further back than RECENT_S), so the JVM does
+    not "grow 180M/s" and the leaker, which grows now, dies."""
+    s = Sim(memory="3G")
+    k = s.kernel
+    k.spawn("jvm", "/system/jvm", (Step("alloc", kind="anon", size=M("1600M"),
+                                        rate=M("2G")), Step("sleep")))
+    k.spawn("leaker", "/user/tool", (Step("alloc", kind="anon", size=M("3G"),
+                                          rate=M("150M")), Step("sleep")), start_ns=2_000_000_000)
+    _note_all(s)  # the daemon's start: the JVM holds nothing yet
+    s.run(6.0)
+    _note_all(s)  # one sample late in the run, younger than min_interval_s at the OOM
+    s.run(0.3)
+    act, now = cause.tracker(k), k.clock.now()
+    jvm = act.rates(k.mem_cgroup("/system/jvm"), now)
+    leak = act.rates(k.mem_cgroup("/user/tool"), now)
+    assert jvm.per_s(jvm.footprint_growth) < M("1M")
+    assert leak.per_s(leak.footprint_growth) >= M("100M")
+    s.rt.attach_oom(KillCause())
+    assert k.out_of_memory(None) == 1
+    assert [v.comm for v in s.ooms()[0].victims] == ["leaker"]
+    s.rt.close()
+
+
+def test_what_a_slow_leak_added_since_the_long_baseline_marks_it_the_cause() -> None:
+    """QA G19: a leak below the fast grower's rate, beside a bigger app that only sits
+    (its footprint the same, in RAM or in swap): the leak added most of what was added
+    since the long baseline, so it ranks above the bigger steady one."""
+    s = Sim(memory="2G", swap="1G")
+    k = s.kernel
+    k.spawn("idle", "/user/idle", hold("1200M"))
+    k.spawn("slow", "/user/slow", (Step("alloc", kind="anon", size=M("2G"), rate=M("10M")),
+                                   Step("sleep")), start_ns=3_000_000_000)
+    s.run(2.0)  # the idle app has all of its memory
+    for _ in range(40):  # a sample a second, as the daemon's recorder takes them
+        _note_all(s)
+        s.run(1.0)
+    act, now = cause.tracker(k), k.clock.now()
+    slow, idle = k.mem_cgroup("/user/slow"), k.mem_cgroup("/user/idle")
+    assert not cause.grows(cause.cause_rank(slow, act, now, False)[1], M("3G"))
+    assert act.added(slow, now) >= M("300M") and act.added(idle, now) < M("16M")
+    s.rt.attach_oom(KillCause())
+    assert k.out_of_memory(None) == 1
+    assert [v.comm for v in s.ooms()[0].victims] == ["slow"]
+    s.rt.close()
+
+
+def test_in_the_cause_cgroup_a_task_that_came_since_goes_before_the_one_there_before() -> None:
+    """QA G10: a shell that was there at the long baseline, and compilers that came since
+    and stopped growing: a compiler dies, though the shell is the largest task."""
+    s = Sim(memory="4G")
+    k = s.kernel
+    k.spawn("shell", "/session.scope", hold("800M"))
+    s.run(0.5)
+    _note_all(s)  # the long baseline: the shell alone
+    for i in range(3):
+        k.spawn(f"cc{i}", "/session.scope", hold("400M"),
+                start_ns=k.clock.now_ns() + 1_000_000_000)
+    k.spawn("other", "/other.scope", hold("300M"))
+    s.run(3.0)
+    _note_all(s)
+    s.run(2.0)  # nothing grows now
+    s.rt.attach_oom(KillCause())
+    assert k.out_of_memory(None) == 1
+    assert next(v.comm for v in s.ooms()[0].victims).startswith("cc")
+    s.rt.close()

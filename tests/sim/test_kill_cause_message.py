@@ -28,14 +28,18 @@ def test_kill_cause_says_why_its_victim_ranked_first() -> None:
     s.run(2.5)  # /app reaches its memory.max: a memcg OOM, a limited domain
     ((victim,),) = [e.victims for e in s.ooms()]
     assert victim.comm == "grower"
-    terms = r"score (\S+) \(footprint (\S+), growth (\S+)/s, refaults (\d+)/s\)"
+    terms = (r"score (\S+) \(footprint (\S+), growth (\S+)/s, (?:added \S+ in \d+ s, )?"
+             r"refaults (\d+)/s"
+             r"(?:, takes in (\S+)/s \((\d+)% its own working set\))?\)")
     m = re.fullmatch(rf"kill_cause: grower in /app/grower, {terms}; runner-up /app/steady, "
                      rf"{terms}", victim.reason)
     assert m, victim.reason
-    for at in (1, 5):
+    # what came in: the grower's 50M/s, none of it refaults of its own working set
+    assert M(m.group(5)) >= M("40M") and m.group(6) == "0" and m.group(11) is None
+    for at in (1, 7):
         score, fp, growth = (M(x) for x in m.group(at, at + 1, at + 2))
         pages = int(m.group(at + 3))
         expect = fp + cause.GROWTH_WEIGHT * growth + cause.REFAULT_WEIGHT * pages * 4096
         assert abs(score - expect) <= expect // 50, (m.groups(), expect)
-    assert M(m.group(3)) >= M("40M") and M(m.group(7)) == 0  # the grower grows
+    assert M(m.group(3)) >= M("40M") and M(m.group(9)) == 0  # the grower grows
     s.rt.close()

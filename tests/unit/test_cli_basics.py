@@ -4,6 +4,7 @@ status codes, "did you mean", a file of the other kind, --state-dir, one size gr
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import os
 import subprocess
@@ -423,14 +424,21 @@ def test_run_sim_picks_the_cgroup_alternative_the_scenario_has(tmp_path: Path) -
 
 
 def test_a_dry_run_says_why_no_handler_was_asked() -> None:
-    """After a would-be kill, the runtime waits for that victim instead of asking the
-    handlers again; the dry run's story keeps that note (it dropped every note, leaving
-    "the default killer would run" with nothing it would kill)."""
+    """After a would-be kill, the runtime holds declared OOMs for the post-action delay
+    (a dry run's victim never exits: it is taken as gone at once, QA F24) instead of
+    asking the handlers again; the dry run's story keeps that note (it dropped every
+    note, leaving "the default killer would run" with nothing it would kill)."""
     code, text = run("run", "--sim", str(REPO / "examples" / "psi_victim.toml"), "--dry-run")
     assert code == 0, text
-    assert "would kill pid 100 (web)" in text
-    assert "(victim 100 (web) is still exiting: waiting, no new kill for a declared OOM)" \
-        in text
+    assert "would kill pid 101 (indexer)" in text
+    held = ("(post-action delay: no declared OOM for 1.8 s more, the pressure of the last "
+            "kill is still falling; further declared OOMs until then are not logged)")
+    assert held in text
+    # one record per hold: the would-be kills and the holds alternate
+    story = [line for line in text.splitlines() if "would kill pid" in line or held in line]
+    assert all(a != b for a, b in itertools.pairwise(
+        "kill" if "would kill" in line else "held" for line in story)), story
+    assert "still exiting" not in text
     assert "(oom_badness chose" not in text  # the would-kill lines say it
 
 

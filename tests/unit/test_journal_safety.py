@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from oomkit.kernel.linux import watchdog
+from oomkit.kernel.linux import restore
 from oomkit.kernel.linux.journal import RestoreJournal
 
 
@@ -66,7 +66,7 @@ def test_a_link_at_the_setting_is_not_followed(tmp_path: Path, cg: Path) -> None
     target.write_text("keep")
     (cg / "b").mkdir()
     (cg / "b" / "memory.high").symlink_to(target)
-    why = watchdog.restore_setting(watchdog.Setting(str(cg / "b" / "memory.high"), "max"),
+    why = restore.restore_setting(restore.Setting(str(cg / "b" / "memory.high"), "max"),
                                    str(cg))
     assert why is not None and "errno 40" in why
     assert target.read_text() == "keep"

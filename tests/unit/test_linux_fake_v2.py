@@ -22,7 +22,7 @@ import pytest
 from oomkit.errors import CgroupGone, KernelError
 from oomkit.events import CgroupOfflineEvent, CgroupOnlineEvent, EventList, OomEvent
 from oomkit.kernel.base import Constraint, OomRequest, Resource
-from oomkit.kernel.linux import LinuxCgroup, LinuxKernel, watchdog
+from oomkit.kernel.linux import LinuxCgroup, LinuxKernel, restore
 from oomkit.kernel.linux.journal import RestoreJournal
 from oomkit.ops import OomContext, OomControl, OomOps
 from oomkit.runtime import Runtime
@@ -414,11 +414,11 @@ def test_watchdog_skips_a_replaced_cgroup(tmp_path: Path) -> None:
     d.mkdir()
     (d / "memory.high").write_text("7")
     other_inode = os.stat(d).st_ino + 1  # what the directory was when we changed it
-    why = watchdog.restore_setting(watchdog.Setting(str(d / "memory.high"), "5", other_inode))
+    why = restore.restore_setting(restore.Setting(str(d / "memory.high"), "5", other_inode))
     assert why == "cgroup was replaced"
     assert (d / "memory.high").read_text() == "7"
-    gone = watchdog.Setting(str(tmp_path / "nope" / "memory.high"), "5", 1)
-    assert watchdog.restore_setting(gone) == "cgroup is gone"
+    gone = restore.Setting(str(tmp_path / "nope" / "memory.high"), "5", 1)
+    assert restore.restore_setting(gone) == "cgroup is gone"
 
 
 def test_linux_cgroup_is_a_cgroup(kernel: LinuxKernel) -> None:

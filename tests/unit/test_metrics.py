@@ -27,6 +27,7 @@ from oomkit.events import (
     PsiEventRecord,
 )
 from oomkit.kernel.base import Victim
+from tests.conftest import missing_checker
 
 
 def sample(metrics: Metrics, name: str, **labels: str) -> float:
@@ -197,15 +198,29 @@ def _promtool() -> str | None:
     return shutil.which("promtool") or (str(venv_bin) if venv_bin.exists() else None)
 
 
-def test_promtool_check_metrics_on_a_full_scrape() -> None:
+def promtool_check(text: str) -> subprocess.CompletedProcess[str]:
     promtool = _promtool()
     if promtool is None:
-        pytest.skip("promtool not found (Debian package prometheus; scripts/tools fetches it)")
-    text = scrape(populated())
-    r = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True,
-                       text=True, timeout=60, env={**os.environ, "LC_ALL": "C"})
+        missing_checker("promtool not found (Debian package prometheus; scripts/tools fetches "
+                        "it)")
+    return subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True,
+                          text=True, timeout=60, env={**os.environ, "LC_ALL": "C"})
+
+
+def test_promtool_check_metrics_on_a_full_scrape() -> None:
+    r = promtool_check(scrape(populated()))
     assert r.returncode == 0 and not r.stdout.strip() and not r.stderr.strip(), \
         r.stdout + r.stderr
+
+
+def test_promtool_sees_a_broken_scrape() -> None:
+    """The check above can fail: a counter without ``_total`` (a lint), a malformed line."""
+    text = scrape(populated())
+    r = promtool_check(text + "# HELP oomkit_bad A counter.\n# TYPE oomkit_bad counter\n"
+                       "oomkit_bad 1\n")
+    assert r.returncode != 0 and "oomkit_bad" in r.stdout + r.stderr, r.stdout + r.stderr
+    r = promtool_check(text.replace("# TYPE", "#TYPE", 1) + "oomkit_x{a=b} 1\n")
+    assert r.returncode != 0, r.stdout + r.stderr
 
 
 def _request(method: str, url: str) -> tuple[int, dict[str, str], bytes]:

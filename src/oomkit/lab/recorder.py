@@ -165,6 +165,7 @@ class FlightRecorder:
         self._partial = False  # the roots leave part of the tree out
         self._probes: list[tuple[Cgroup, int, int]] = []  # (cgroup, limit, usage then)
         self._probe_s = PROBE_S  # the gap to the next probe (see probe())
+        self._probe_due = 0.0  # tick(): the next probe on the kernel's clock
         self._idle_s = settings.interval_s  # the idle gap now (see _next_interval)
         self._memory_total: int | None = None
         # called with the kernel's time after every sample (the daemon feeds the cause
@@ -266,8 +267,17 @@ class FlightRecorder:
 
     def tick(self) -> None:
         """Sample if one is due on the kernel's clock (for a caller that owns the loop,
-        as the simulator's serve loop does)."""
+        as the simulator's serve loop does), probing between idle samples as run() does:
+        a simulated leak must be seen as early as a live one (tests/sim/cases/k09)."""
         now = self.kernel.clock.now()
+        if now < self._next_due and not self.pressure and now >= self._probe_due:
+            self._probe_due = now + self._probe_s
+            try:
+                if self.probe():
+                    self._fast_until = now + PRESSURE_HOLD_S
+                    self._next_due = now
+            except Exception:
+                pass
         if now >= self._next_due:
             try:
                 delay = self.sample_once()

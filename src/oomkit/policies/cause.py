@@ -16,11 +16,14 @@ Two questions, answered from the kernel's counters alone:
    that only waits (stalls, refaults what others pushed out, does not grow) has neither
    growth nor footprint to speak of, so it ranks last.
 
-Counters are cumulative; :class:`Activity` keeps one earlier sample per cgroup so that
-growth and refaults are over an interval (at least ``min_interval_s``): a PsiOps samples at
-attach time and at every event it receives, an OomOps reads the ranking at OOM time. While
-a cgroup's footprint grows, the sizes of its tasks are sampled too, so that the task that
-grows is known within it.
+Counters are cumulative; :class:`Activity` keeps two earlier samples per cgroup so that
+growth and refaults are over an interval (at least ``min_interval_s``, at most RECENT_S
+back: growth that ended before the last sample is history, not pressure): a PsiOps
+samples at attach time and at every event it receives, an OomOps reads the ranking at OOM
+time. While a cgroup's footprint grows, the sizes of its tasks are sampled too, so that
+the task that grows is known within it. A second pair of samples, LONG_S apart, tells
+what each cgroup *added* while the pressure built (a slow leak is no fast grower, yet
+what was added since memory got short is its doing: see :meth:`Activity.added`).
 """
 
 from __future__ import annotations
@@ -35,9 +38,27 @@ from oomkit.kernel.base import PAGE_SIZE, Cgroup, PolicyKernel, Resource
 GROWTH_WEIGHT = 4  # a byte per second of growth counts as much as 4 held
 REFAULT_WEIGHT = 4  # a page refaulted per second counts as much as 4 held
 GROWER_SHARE = 1 / 128  # footprint growth per second, of the domain, that marks a grower
+STREAM_REUSE = 1 / 8  # at most this share of a streamer's intake is its own working set
 TASK_GROWTH = 1 << 20  # bytes/s of a cgroup's footprint growth that has its tasks sampled
+# Growth is a recent rate: an older sample further back than this is not used (QA G1: a
+# JVM that took 1.6G in its first second "grew 181M/s" over the 8.8 s since the daemon's
+# first sample). oomd's memory_growth compares with a decaying average of the last few
+# 1 s intervals (src/oomd/CgroupContext.cpp getAverageUsage, average_size_decay 4).
+RECENT_S = 5.0
+SHORT_FLOOR_S = 0.1  # a rate over less than this is divided by this (noise of bursts)
+LONG_S = 30.0  # the long baseline: between LONG_S and 2 * LONG_S old (see added())
+ADDED_SHARE = 1 / 2  # of what the domain's cgroups added, that marks the main adder
 
 TaskSizes = tuple[float, dict[int, int]]  # (time, {pid: RSS + swap bytes})
+
+
+def pids_of(cg: Cgroup) -> set[int]:
+    """The PIDs in cg: cgroup.procs alone where the backend reads it (one file; no /proc
+    reads per task), else from its task list."""
+    procs = getattr(cg, "procs", None)
+    if callable(procs):
+        return set(procs())
+    return {t.pid for t in cg.tasks()}
 
 
 def limit_of(cg: Cgroup) -> int | None:
@@ -71,6 +92,16 @@ class Stat:
         self.cg = cg
         read = getattr(cg, "stat", None)
         self._all: dict[str, int] | None = read() if callable(read) else None
+
+    def has(self, name: str) -> bool:
+        """Does the kernel keep this item (v1 has pgpgin, v2 pgsteal)?"""
+        if self._all is not None:
+            return name in self._all
+        try:
+            self.cg.vm_events(name)
+        except OomkitError:
+            return False
+        return True
 
     def page(self, name: str) -> int:
         if self._all is not None:
@@ -111,6 +142,17 @@ class Sample:
     pgscan: int
     anon_activations: int = 0  # of which anon: swap-ins of a working set
     footprint: int = 0  # footprint() then
+    charged: int = 0  # pages, see charged()
+
+
+def charged(cg: Cgroup, st: Stat) -> int:
+    """A counter of the pages charged to cg (read into memory, allocated, swapped in):
+    v1's pgpgin; elsewhere what reclaim took from it (pgsteal: swap-outs and dropped
+    cache, uncharged) plus what it holds now, so that over an interval the difference is
+    what came in (less what was freed outright, which no counter keeps)."""
+    if st.has("pgsteal"):
+        return st.event("pgsteal") + cg.usage() // PAGE_SIZE
+    return st.event("pgpgin")
 
 
 def sample(cg: Cgroup, now: float, st: Stat | None = None) -> Sample:
@@ -122,7 +164,7 @@ def sample(cg: Cgroup, now: float, st: Stat | None = None) -> Sample:
                   st.event("workingset_activate_file", "workingset_activate")
                   + st.event("workingset_activate_anon"),
                   st.event("pgscan"), st.event("workingset_activate_anon"),
-                  footprint(cg, st))
+                  footprint(cg, st), charged(cg, st))
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +178,7 @@ class Rates:
     pgscan: int  # pages
     anon_activations: int = 0  # pages
     footprint_growth: int = 0  # bytes: growth of what reclaim cannot simply drop
+    charged: int = 0  # pages that came in (see charged())
 
     def per_s(self, value: int) -> float:
         return value / self.interval_s if self.interval_s > 0 else 0.0
@@ -150,6 +193,9 @@ class Activity:
         self._base: dict[int, tuple[Sample | None, Sample]] = {}  # (older, newer)
         # per cgroup id, (older, newer) samples of its tasks: (time, {pid: bytes})
         self._tasks: dict[int, tuple[TaskSizes | None, TaskSizes]] = {}
+        # per cgroup id, (older, newer) footprints (time, bytes) LONG_S apart: added()
+        self._long: dict[int, tuple[tuple[float, int] | None, tuple[float, int]]] = {}
+        self._long_pids: dict[int, tuple[set[int] | None, set[int]]] = {}  # as _long
         self._tree_at = float("-inf")
 
     def note(self, cg: Cgroup, now: float) -> None:
@@ -162,6 +208,11 @@ class Activity:
             if held is None or now - held[1].time >= self.min_interval_s:
                 new = sample(cg, now)
                 self._base[cg.id] = (held[1] if held else None, new)
+                long = self._long.get(cg.id)
+                if long is None or now - long[1][0] >= LONG_S:
+                    self._long[cg.id] = (long[1] if long else None, (now, new.footprint))
+                    pids = self._long_pids.get(cg.id)
+                    self._long_pids[cg.id] = (pids[1] if pids else None, pids_of(cg))
                 grew = held is not None and new.footprint - held[1].footprint >= (
                     (now - held[1].time) * TASK_GROWTH)
                 if grew:
@@ -183,10 +234,11 @@ class Activity:
             return {}
         older, newer = held
         at, sizes = (older if older is not None and now - newer[0] < self.min_interval_s
-                     else newer)
+                     and now - older[0] <= max(RECENT_S, self.min_interval_s) else newer)
         if now <= at:
             return {}
-        return {t.pid: (t.rss + t.swapents * PAGE_SIZE - sizes[t.pid]) / (now - at)
+        span = max(now - at, SHORT_FLOOR_S)
+        return {t.pid: (t.rss + t.swapents * PAGE_SIZE - sizes[t.pid]) / span
                 for t in cg.tasks() if t.pid in sizes}
 
     def note_tree(self, root: Cgroup, now: float) -> None:
@@ -204,22 +256,63 @@ class Activity:
     def forget(self, cgroup_id: int) -> None:
         self._base.pop(cgroup_id, None)
         self._tasks.pop(cgroup_id, None)
+        self._long.pop(cgroup_id, None)
+        self._long_pids.pop(cgroup_id, None)
+
+    def added_since(self, cg: Cgroup, now: float) -> float | None:
+        """How far back added() looks for cg (seconds; None: no sample yet)."""
+        held = self._long.get(cg.id)
+        if held is None:
+            return None
+        older, newer = held
+        return now - (newer if now - newer[0] >= LONG_S or older is None else older)[0]
+
+    def before(self, cg: Cgroup, now: float) -> set[int] | None:
+        """The PIDs cg held at the long baseline added() counts from (None: none kept)."""
+        held, pids = self._long.get(cg.id), self._long_pids.get(cg.id)
+        if held is None or pids is None:
+            return None
+        return pids[1] if now - held[1][0] >= LONG_S or pids[0] is None else pids[0]
+
+    def added(self, cg: Cgroup, now: float, footprint_now: int | None = None) -> int:
+        """Bytes cg's footprint grew since the long baseline: the newer of two samples
+        LONG_S apart once it is LONG_S old, else the older (so between LONG_S and twice
+        that back; the daemon's first sample while it is younger). What a slow leak added
+        while it pushed others into swap, over the time the shortage built, where its
+        rate alone is no grower's (QA G19); 0 without a sample."""
+        held = self._long.get(cg.id)
+        if held is None:
+            return 0
+        older, newer = held
+        at, was = newer if now - newer[0] >= LONG_S or older is None else older
+        if now <= at:
+            return 0
+        fp = footprint(cg) if footprint_now is None else footprint_now
+        return max(0, fp - was)
 
     def rates(self, cg: Cgroup, now: float, st: Stat | None = None) -> Rates:
+        """Deltas since the older sample when the newer is younger than min_interval_s
+        and the older no further back than RECENT_S; else since the newer, over at least
+        SHORT_FLOOR_S (after a gap in sampling, only what came since the last sample is
+        recent)."""
         held = self._base.get(cg.id)
         base: Sample | None = None
         if held is not None:
             older, newer = held
-            base = newer if now - newer.time >= self.min_interval_s or older is None else older
+            base = newer
+            if (now - newer.time < self.min_interval_s and older is not None
+                    and now - older.time <= max(RECENT_S, self.min_interval_s)):
+                base = older
         if base is None or now <= base.time:
             return Rates(0.0, 0, 0, 0, 0)
         cur = sample(cg, now, st)
-        return Rates(now - base.time, max(0, cur.usage - base.usage),
+        return Rates(max(now - base.time, SHORT_FLOOR_S), max(0, cur.usage - base.usage),
                      max(0, cur.refaults - base.refaults),
                      max(0, cur.activations - base.activations),
                      max(0, cur.pgscan - base.pgscan),
                      max(0, cur.anon_activations - base.anon_activations),
-                     max(0, cur.footprint - base.footprint))
+                     max(0, cur.footprint - base.footprint),
+                     max(0, cur.charged - base.charged))
 
 
 _TRACKERS: weakref.WeakKeyDictionary[Any, Activity] = weakref.WeakKeyDictionary()
@@ -286,6 +379,29 @@ def cause_rank(cg: Cgroup, activity: Activity, now: float,
     return max(0, score), max(0.0, growth)
 
 
+def own_added(cg: Cgroup, activity: Activity, now: float) -> int:
+    """Activity.added() of cg less its children's (what its own tasks added); the root's
+    statistics are the machine's: 0."""
+    if cg.parent is None:
+        return 0
+    total = activity.added(cg, now)
+    for child in cg.children():
+        try:
+            total -= activity.added(child, now)
+        except OomkitError:
+            continue
+    return max(0, total)
+
+
+def adds_most(added: int, domain_added: int, domain_bytes: int) -> bool:
+    """Is a cgroup that added ``added`` bytes since the long baseline, of ``domain_added``
+    by all the domain's cgroups, the main cause of the shortage whatever its rate? At
+    least ADDED_SHARE of what was added and 1/16 of the domain: the one whose memory
+    pushed the others out (QA G19, the idle app systemd-oomd's swap rule kills, systemd
+    #27144-like reports); a footprint that did not grow adds nothing, however large."""
+    return added >= max(domain_bytes // 16, 1 << 20) and added >= domain_added * ADDED_SHARE
+
+
 def cause_score(cg: Cgroup, activity: Activity, now: float, limited: bool) -> int:
     """The first half of cause_rank: bytes of pressure the tasks of cg itself add."""
     return cause_rank(cg, activity, now, limited)[0]
@@ -296,6 +412,23 @@ def grows(growth_per_s: float, domain_bytes: int) -> bool:
     the domain per second or more, it fills the domain within a few minutes: the
     pressure is what it adds, whatever the size of those it pushes into swap."""
     return growth_per_s >= max(1 << 20, domain_bytes * GROWER_SHARE)
+
+
+def streams(rates: Rates, others_activations: float, domain_bytes: int) -> bool:
+    """Is this cgroup a streamer that evicts others' working sets? It takes in pages (a
+    reader of more than fits: page cache, unmapped, so no footprint) at the rate that
+    marks a grower (see grows), less than STREAM_REUSE of them refaults of its own
+    working set (workingset_activate: the kernel found them within reach), while the
+    rest of the domain refaults working-set pages at that rate or more
+    (``others_activations``, pages/s). The refaulting cgroups only suffer: one that
+    re-reads its own files activates a good share of them (a quarter and more, f10) and
+    takes in nothing new. Reclaim of a limit hits the LRU of every cgroup below it, so
+    the streamer's intake is what pushes the others out (memcg reclaim charges no one)."""
+    intake = rates.per_s(rates.charged)
+    if intake <= 0 or rates.per_s(rates.activations) > intake * STREAM_REUSE:
+        return False
+    need = max(1 << 20, domain_bytes * GROWER_SHARE)
+    return (intake * PAGE_SIZE >= need and others_activations * PAGE_SIZE >= need)
 
 
 def own_full_avg10(cg: Cgroup, resource: Resource = Resource.MEMORY) -> float:
@@ -329,5 +462,13 @@ def describe(cg: Cgroup, activity: Activity, now: float, limited: bool) -> str:
     refaults = f"refaults {rates.per_s(rates.refaults):.0f}/s"
     if not limited:
         refaults += " not weighed machine-wide"
+    intake = rates.per_s(rates.charged)
+    if intake > 0:
+        reused = rates.per_s(rates.activations) / intake
+        refaults += (f", takes in {format_size(int(intake * PAGE_SIZE))}/s "
+                     f"({reused:.0%} its own working set)")
+    added, since = own_added(cg, activity, now), activity.added_since(cg, now)
+    added_text = (f"added {format_size(added)} in {since:.0f} s, " if since is not None
+                  else "")
     return (f"score {score} (footprint {format_size(footprint(cg, st))}, growth "
-            f"{format_size(int(rates.per_s(rates.growth)))}/s, {refaults})")
+            f"{format_size(int(rates.per_s(rates.growth)))}/s, {added_text}{refaults})")

@@ -5,8 +5,11 @@ OOMing memcg, or for a declared OOM the domain its memcg belongs to: the nearest
 at its own limit, else the machine) it ranks the leaf cgroups by what they add to the
 pressure (footprint with swap, growth per second, refaults of their own working set,
 a negative oom_score_adj weighed as oom_badness weighs it; a cgroup whose footprint
-grows by 1/128 of the domain a second or more ranks above every steady one), then kills
-the task of the winner that grows fastest, else the one with the highest oom_badness,
+grows by 1/128 of the domain a second or more ranks above every steady one, and below
+it the one that added most of what the domain's cgroups added over the last 30 to 60 s,
+cause.adds_most), then kills the task of the winner that grows fastest (in a cgroup
+ranked by what it added, with none growing now: a large task that came since the long
+baseline), else the one with the highest oom_badness,
 the kernel's own choice within one cgroup (``memory.oom.group`` still widens it). A
 parallel build in one session scope loses its linker, not the session.
 ``whole_cgroup = true`` kills every task of the leaf instead. Growth is measured between
@@ -37,7 +40,8 @@ def task_size(task: Task) -> int:
 
 def pick_task(cg: Cgroup, p: prefs.Preferences, min_victim: int,
               cgroup_pref: int | None, totalpages: int,
-              growth: dict[int, float] | None = None) -> tuple[int, Task, list[Task]] | None:
+              growth: dict[int, float] | None = None,
+              before: set[int] | None = None) -> tuple[int, Task, list[Task]] | None:
     """(preference, task, swarm): the eligible task with the highest oom_badness, or
     None; the one that grows fastest (``growth``: pid -> bytes/s, at least
     cause.TASK_GROWTH) comes before it: in one scope beside a big language server, the
@@ -45,27 +49,38 @@ def pick_task(cg: Cgroup, p: prefs.Preferences, min_victim: int,
     session). When every eligible task is under min_victim but together (those of the
     best preference) they hold at least that much, they are a swarm (a fork bomb of
     small shells is one cause, not a reason to go on to the next cgroup): task is the
-    largest of them and swarm lists them all; otherwise swarm is empty."""
+    largest of them and swarm lists them all; otherwise swarm is empty.
+
+    ``before`` (the cgroup is a cause by what it added, see cause.adds_most: the PIDs it
+    held at the long baseline, Activity.before()): with no task growing now, a task that
+    came since (and holds at least an eighth of the largest) comes before the ones that
+    were there: in a session scope whose compilers filled the machine and stopped
+    growing, the compilers added the memory, not the shell that was there before them
+    (QA G10). The kernel's oom_badness() before 2.6.36 (mm/oom_kill.c badness()) likewise
+    divided by the fourth root of a task's run time: the new task went first."""
     grower = None
     if growth:
         pid, rate = max(growth.items(), key=lambda g: g[1])
         grower = pid if rate >= cause.TASK_GROWTH else None
-    best: tuple[int, bool, int, Task] | None = None
+    eligible: list[tuple[int, Task]] = []
     small: list[tuple[int, Task]] = []
     for t in cg.tasks():
         pref = p.task(t, cgroup_pref)
         if pref is prefs.OMIT or t.is_oom_victim:
             continue
-        if task_size(t) < min_victim:
-            small.append((pref, t))
-            continue
+        (small if task_size(t) < min_victim else eligible).append((pref, t))
+    large = max((task_size(t) for _, t in eligible), default=0) // 8
+    best: tuple[tuple[int, bool, bool, int], Task] | None = None
+    for pref, t in eligible:
         badness = t.oom_badness(totalpages)  # None: unkillable (-1000), never first
         points = badness or 0
-        key = (pref, t.pid == grower and badness is not None, points)
-        if best is None or key > best[:3]:
-            best = (*key, t)
+        new = (before is not None and grower is None and badness is not None
+               and t.pid not in before and task_size(t) >= large)
+        key = (pref, t.pid == grower and badness is not None, new, points)
+        if best is None or key > best[0]:
+            best = (key, t)
     if best is not None:
-        return best[0], best[3], []
+        return best[0][0], best[1], []
     if not small:
         return None
     top = max(pref for pref, _ in small)
@@ -87,6 +102,8 @@ class KillCause(OomOps):
         self.prefs = prefs.Preferences.of(protect, avoid, prefer, protect_comm, avoid_comm,
                                           prefer_comm)
         self.runner_up: Cgroup | None = None  # second in the last choose()
+        self.streamers: set[int] = set()  # ids of the streamers in the last choose()
+        self.adders: set[int] = set()  # ids of the main adders (cause.adds_most) in it
 
     def choose(self, oc: OomControl) -> tuple[Cgroup, Task, list[Task]] | None:
         """The cause's cgroup, its task to kill and (for a swarm of tasks each under
@@ -105,15 +122,39 @@ class KillCause(OomOps):
         size = oc.totalpages * PAGE_SIZE
         if domain is not None:
             size = cause.limit_of(domain) or domain.usage()
-        ranked: list[tuple[int, bool, int, Cgroup]] = []
+        # A streamer (cause.streams: a reader taking in more than fits while the others'
+        # working sets are pushed out) ranks there too: pressure is felt where the
+        # working set refaults (examples/psi_victim.toml), caused where pages come in.
+        try:
+            whole = activity.rates(root, now)
+            total_act = whole.per_s(whole.activations)
+        except OomkitError:
+            total_act = 0.0
+        # Below those, the cgroup that added most of what was added while the shortage
+        # built (cause.adds_most: a slow leak, QA G19) ranks above every steady one.
+        ranked: list[tuple[int, int, int, Cgroup]] = []
+        added: dict[int, int] = {}
+        self.streamers = set()
         for cg in cause.cgroups(root):
             try:
                 cpref = self.prefs.cgroup(cg)
                 if cpref is not prefs.OMIT:
                     score, growth = cause.cause_rank(cg, activity, now, domain is not None)
-                    ranked.append((cpref, cause.grows(growth, size), score, cg))
+                    flagged = cause.grows(growth, size)
+                    if cg is not root and not flagged:
+                        r = activity.rates(cg, now)
+                        if cause.streams(r, total_act - r.per_s(r.activations), size):
+                            flagged = True
+                            self.streamers.add(cg.id)
+                    added[cg.id] = cause.own_added(cg, activity, now)
+                    ranked.append((cpref, 2 if flagged else 0, score, cg))
             except OomkitError:
                 continue  # gone meanwhile, or no statistics here (the v2 root on old kernels)
+        domain_added = sum(added.values())
+        self.adders = {cid for cid, a in added.items()
+                       if cause.adds_most(a, domain_added, size)}
+        ranked = [(c, level or (1 if cg.id in self.adders else 0), sc, cg)
+                  for c, level, sc, cg in ranked]
         ranked.sort(key=lambda r: (r[0], r[1], r[2]), reverse=True)
         # A negative oom_score_adj lowers a cgroup's rank as it lowers a task's
         # oom_badness: by adj/1000 of the domain's pages (mm/oom_kill.c), so a database
@@ -128,13 +169,19 @@ class KillCause(OomOps):
         # the runner-up (with its key, as best's), named in the kill message
         second: tuple[tuple[int, ...], Cgroup, Task, list[Task]] | None = None
         looked = 0
-        best: tuple[tuple[int, bool, int], Cgroup, Task, list[Task]] | None = None
+        best: tuple[tuple[int, int, int], Cgroup, Task, list[Task]] | None = None
         for cpref, grower, score, cg in ranked:
             if looked >= ADJ_LOOKAHEAD and not self.prefs.has_comm_rules and best is not None:
                 break
+            # A streamer's tasks free what the cgroup takes in (page cache, no RSS to
+            # speak of): min_victim weighs the cgroup's usage then.
+            least = self.min_victim
+            if cg.id in self.streamers and cg.usage() >= self.min_victim:
+                least = 0
             try:
-                found = pick_task(cg, self.prefs, self.min_victim, cpref, oc.totalpages,
-                                  activity.task_growth(cg, now))
+                found = pick_task(cg, self.prefs, least, cpref, oc.totalpages,
+                                  activity.task_growth(cg, now),
+                                  activity.before(cg, now) if cg.id in self.adders else None)
             except OomkitError:
                 continue
             if found is None:

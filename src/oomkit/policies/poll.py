@@ -4,7 +4,9 @@ earlyoom, systemd-oomd and oomd poll (/proc/meminfo, memory.pressure) every 100 
 1 s. A PsiOps has no timer; it has triggers. :class:`PollWatch` takes a machine-wide
 memory "some" trigger of ``wake`` per ``window`` as its poll: it looks whenever reclaim
 stalls anyone, at most once per window (the kernel fires a trigger once per window), and
-samples the cgroups' counters for the rankers (oomkit.policies.cause).
+samples the cgroups' counters for the rankers (oomkit.policies.cause). The presets ask
+for the kernel's shortest window, 500 ms (the closest to their daemons' 100 ms to 1 s);
+where the caller may not (no CAP_SYS_RESOURCE) the watch falls back to 2 s.
 """
 
 from __future__ import annotations
@@ -12,20 +14,39 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Callable, Iterator, Sequence
 
+from oomkit.errors import OomkitError
 from oomkit.kernel.base import Cgroup, PolicyKernel, PsiTrigger, Resource
 from oomkit.ops import Psi, PsiOps
 from oomkit.policies import cause
 
+#: The window every caller may use (unprivileged PSI triggers: multiples of 2 s).
+FALLBACK_WINDOW_US = 2_000_000
+
 
 class PollWatch(PsiOps):
-    """Subclasses set ``name``, call ``super().__init__(wake, window)`` and write poll()."""
+    """Subclasses set ``name``, call ``super().__init__(wake, window)`` and write poll().
+    ``samples_tree``: whether each look also samples every cgroup's counters (the
+    rankers of systemd-oomd and oomd need them; earlyoom ranks by oom_score alone, and a
+    walk of the tree twice a second is what overran its budget in a TCG guest)."""
+
+    samples_tree = True
 
     def __init__(self, wake: float, window: float) -> None:
         self.wake_us, self.window_us = int(wake * 1e6), int(window * 1e6)
 
     def init(self, psi: Psi) -> int:
-        psi.create_trigger(0, Resource.MEMORY, self.wake_us, self.window_us, full=False)
-        cause.tracker(psi.kernel).note_tree(psi.kernel.root_mem_cgroup(), psi.kernel.clock.now())
+        try:
+            psi.create_trigger(0, Resource.MEMORY, self.wake_us, self.window_us, full=False)
+        except OomkitError:
+            if self.window_us % FALLBACK_WINDOW_US == 0:
+                raise
+            # Windows that are not a multiple of 2 s need CAP_SYS_RESOURCE (kernel/sched/
+            # psi.c psi_trigger_create): without it, look half as often, not never.
+            self.window_us = FALLBACK_WINDOW_US
+            psi.create_trigger(0, Resource.MEMORY, self.wake_us, self.window_us, full=False)
+        if self.samples_tree:
+            cause.tracker(psi.kernel).note_tree(psi.kernel.root_mem_cgroup(),
+                                                psi.kernel.clock.now())
         return 0
 
     def handle_psi_event(self, psi: Psi, trigger: PsiTrigger) -> None:
@@ -33,7 +54,8 @@ class PollWatch(PsiOps):
         try:
             self.poll(kernel, now)
         finally:
-            cause.tracker(kernel).note_tree(kernel.root_mem_cgroup(), now)
+            if self.samples_tree:
+                cause.tracker(kernel).note_tree(kernel.root_mem_cgroup(), now)
 
     def poll(self, kernel: PolicyKernel, now: float) -> None:
         raise NotImplementedError

@@ -24,6 +24,14 @@ every cgroup (new ones too; cgroup v1 has only the machine's). When one fires:
   than ``swap_room`` of swap free only anon activations count: the kernel then counts
   anon in the workingset size (workingset_test_recent()), flagging a stream too, and
   makes room for file pages itself by swapping cold anon out.
+- a domain held at its own ``memory.high`` (not within 1/16 of a ``memory.max``) is
+  throttled on purpose: the kernel slows it down instead of killing it (MemoryHigh=, "the
+  main mechanism to control memory usage of a unit", systemd.resource-control(5)), and a
+  job that swaps its coldest pages out goes on, slowly. It is declared only when it makes
+  no progress: its triggers fired window after window for ``high_patience`` seconds and
+  it was fully stalled (memory or IO, from its own PSI totals) ``high_stall`` percent of
+  that time or more, as a service at a 10M memory.high without swap is, which can never
+  get under it (systemd#21684, ../shared/field/f07) - QA G20.
 - the OOM is declared there (CONSTRAINT_PSI_MEM or CONSTRAINT_PSI_IO); the OomOps rank
   the cause (kill_cause). The runtime holds declared OOMs while a victim exits and for
   the post-action delay after.
@@ -47,7 +55,13 @@ class PressureGuard(PsiOps):
     def __init__(self, threshold: Duration = 0.5, window: Duration = 2.0, io: bool = True,
                  min_activations: int = 1000, min_free: Percent = 6.0,
                  cgroups: bool = True, swap_room: Percent = 10.0,
-                 min_growth: Size = 1 << 20) -> None:
+                 min_growth: Size = 1 << 20, high_patience: Duration = 6.0,
+                 high_stall: Percent = 75.0) -> None:
+        self.high_patience = high_patience
+        self.high_stall = high_stall
+        # per domain held at its memory.high: (first event, last event, its full memory
+        # and IO stall totals (us) at the first event) of the current run of events
+        self._high: dict[int, tuple[float, float, int, int]] = {}
         self.min_free = min_free
         self.swap_room = swap_room
         self.min_growth = min_growth
@@ -84,6 +98,46 @@ class PressureGuard(PsiOps):
 
     def handle_cgroup_offline(self, psi: Psi, cgroup_id: int) -> None:
         cause.tracker(psi.kernel).forget(cgroup_id)
+        self._high.pop(cgroup_id, None)
+
+    @staticmethod
+    def _held_at_high(domain: Cgroup) -> bool:
+        """Is domain's shortage its memory.high, not a memory.max (within 1/16)?"""
+        high, top = domain.memory_high, domain.memory_max
+        if high is None:
+            return False
+        return top is None or (high < top and domain.usage() < top - top // 16)
+
+    @staticmethod
+    def _full_totals(cg: Cgroup) -> tuple[int, int] | None:
+        """cg's full memory and IO stall totals (us); None where it has none (v1)."""
+        try:
+            return (cg.pressure(Resource.MEMORY).full.total,
+                    cg.pressure(Resource.IO).full.total)
+        except OomkitError:
+            return None
+
+    def _note_high(self, domain: Cgroup, now: float) -> None:
+        """One more event of a domain held at its memory.high: a run of events goes on
+        while they come at most two windows apart (a trigger fires once a window)."""
+        held = self._high.get(domain.id)
+        if held is not None and now - held[1] <= 2 * self.window_us / 1e6 + 0.5:
+            self._high[domain.id] = (held[0], now, held[2], held[3])
+            return
+        mem, io = self._full_totals(domain) or (0, 0)
+        self._high[domain.id] = (now, now, mem, io)
+
+    def _no_progress(self, domain: Cgroup, now: float) -> bool:
+        """Has domain (held at its memory.high) been stalled for high_patience seconds,
+        high_stall percent of that time or more (see the module doc)?"""
+        held = self._high.get(domain.id)
+        if held is None or now - held[0] < self.high_patience:
+            return False
+        totals = self._full_totals(domain)
+        if totals is None:
+            return True  # no pressure files: the run of events is all there is
+        stalled = max(totals[0] - held[2], totals[1] - held[3]) / 1e6
+        return stalled >= (now - held[0]) * self.high_stall / 100
 
     def _limited_elsewhere(self, root: Cgroup, resource: Resource) -> bool:
         """Is some cgroup at its own limit with pressure of its own (its business)?"""
@@ -92,14 +146,19 @@ class PressureGuard(PsiOps):
                 return True
         return False
 
-    def _kill_helps(self, root: Cgroup, activity: cause.Activity, now: float) -> bool:
-        """Could killing the largest cgroup that does not re-read its files make room for
-        the file working sets of those that do? The kernel activates a refault when its
+    def _kill_helps(self, root: Cgroup, activity: cause.Activity, now: float,
+                    size: int) -> bool:
+        """Could a kill in root (a domain of ``size`` bytes) end the refaults? Yes when a
+        cgroup streams into it (cause.streams: killing it stops the eviction), else when
+        killing the largest cgroup that does not re-read its files makes room for the
+        file working sets of those that do. The kernel activates a refault when its
         refault distance is within the active list (mm/workingset.c): with a share p of
         a cgroup's refaults activated, what it misses is about its active list (half its
         page cache) / p. A reader of far more than fits misses more than any kill
-        covers: it stalls on its own data, as it would alone. Swap-ins (anon
-        activations) are not weighed here: the cgroup that swaps is itself a candidate."""
+        covers: it stalls on its own data, as it would alone. A cgroup without tasks
+        (a victim's page cache, still charged) is no one to kill: the refaults while
+        reclaim drops it are a recovery. Swap-ins (anon activations) are not weighed
+        here: the cgroup that swaps is itself a candidate."""
         total = activity.rates(root, now)
         total_file = total.activations - total.anon_activations
         need = 0.0
@@ -109,6 +168,9 @@ class PressureGuard(PsiOps):
                 continue
             try:
                 r = activity.rates(cg, now)
+                others = total.per_s(total.activations) - r.per_s(r.activations)
+                if cause.streams(r, others, size):
+                    return True
                 st = cause.Stat(cg)
                 file_act = r.activations - r.anon_activations
                 if file_act > 0 and file_act * 10 >= total_file and r.refaults:
@@ -131,6 +193,10 @@ class PressureGuard(PsiOps):
             domain = cause.domain_of(where)
             if domain is None and where is not None:
                 return  # felt by one cgroup, not at a limit: the machine's trigger decides
+            high = domain is not None and self._held_at_high(domain)
+            if high and where is domain:
+                assert domain is not None
+                self._note_high(domain, now)
             if domain is None and self._limited_elsewhere(root, trigger.resource):
                 return
             info = sysmem.meminfo(kernel) if domain is None else None
@@ -152,9 +218,15 @@ class PressureGuard(PsiOps):
                 # Memory stalls on the machine, but nothing grows and no working set is
                 # pushed out: a reader reclaiming its own page cache, not a shortage.
                 return
-            if domain is None and pushing and not growing and not self._kill_helps(
-                    root, activity, now):
-                return  # a working set larger than any kill could make room for
+            size = (cause.limit_of(domain) or domain.usage() if domain is not None
+                    else (info.total if info is not None else 0))
+            if pushing and not growing and not self._kill_helps(domain or root, activity,
+                                                                now, size):
+                # A working set larger than any kill could make room for, or one that
+                # comes back after a kill (the victim's cache is still charged).
+                return
+            if high and domain is not None and not self._no_progress(domain, now):
+                return  # throttled on purpose and still getting on (QA G20)
             text = ("CONSTRAINT_PSI_IO" if trigger.resource is Resource.IO
                     else "CONSTRAINT_PSI_MEM")
             kernel.out_of_memory(domain, 0, constraint_text=text)

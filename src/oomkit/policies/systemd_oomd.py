@@ -34,7 +34,7 @@ class SystemdOomdWatch(PollWatch):
 
     def __init__(self, swap_used_limit: Percent = 90.0, memory_pressure_limit: Percent = 60.0,
                  memory_pressure_duration: Duration = 30.0, monitored: Sequence[str] = ("/*",),
-                 wake: Duration = 0.01, window: Duration = 2.0) -> None:
+                 wake: Duration = 0.001, window: Duration = 0.5) -> None:
         super().__init__(wake, window)
         self.swap_limit = swap_used_limit
         self.pressure = Sustained(monitored, memory_pressure_limit, memory_pressure_duration,

@@ -4,7 +4,10 @@ Files on tmpfs (/dev/shm, /tmp on many systems) are memory that no process owns:
 killer cannot free them. Given directories of expendable files (caches, scratch space;
 ``paths``, by default ``["/dev/shm"]`` as the recommended config; ``[]`` scans none),
 this policy deletes the largest ones until at least ``target`` bytes were freed, and
-declines if it freed nothing so the next handler can act. /dev/shm is the default because
+declines if it freed nothing so the next handler can act. When the candidates together
+hold less than ``min_free`` (4M, the recommended ``min_victim``) it deletes nothing and
+declines: a 64K state, pid or lock file buys the OOM 10 ms and is lost for good (QA G15),
+as nothing is killed for 28K. /dev/shm is the default because
 a file there is POSIX shared memory (shm_open) that outlives its program: one nobody
 holds open any more is memory only a delete gives back.
 
@@ -23,6 +26,7 @@ from collections.abc import Sequence
 from oomkit.errors import OomkitError
 from oomkit.kernel.base import PolicyKernel
 from oomkit.ops import OomContext, OomControl, OomOps
+from oomkit.policy_args import Size
 
 #: Scanned when no ``paths`` are given: what the recommended config lists, and where a
 #: simulated scenario's tmpfs files are (examples/tmpfs.toml). Without it, the policy
@@ -43,11 +47,13 @@ def _paths(paths: object) -> list[str]:
 class TmpfsCleanup(OomOps):
     name = "tmpfs_cleanup"
 
-    def __init__(self, paths: Sequence[str] = DEFAULT_PATHS, target: int = 64 << 20) -> None:
+    def __init__(self, paths: Sequence[str] = DEFAULT_PATHS, target: int = 64 << 20,
+                 min_free: Size = 4 << 20) -> None:
         if isinstance(target, bool) or not isinstance(target, int) or target < 1:
             raise TypeError(f"target is a number of bytes (at least 1), got {target!r:.40}")
         self.paths = _paths(paths)
         self.target = target
+        self.min_free = min_free
 
     def candidates(self, kernel: PolicyKernel) -> list[tuple[int, str]]:
         """(bytes, path) of the tmpfs files in the configured directories, largest first,
@@ -58,7 +64,10 @@ class TmpfsCleanup(OomOps):
 
     def handle_out_of_memory(self, ctx: OomContext, oc: OomControl) -> bool:
         freed = 0
-        for _, path in self.candidates(oc.kernel):
+        found = self.candidates(oc.kernel)
+        if sum(size for size, _ in found) < self.min_free:
+            return False  # too little to end an OOM: the files are worth more (G15)
+        for _, path in found:
             if freed >= self.target:
                 break
             try:

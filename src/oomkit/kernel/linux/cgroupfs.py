@@ -38,6 +38,7 @@ def pressure_file(resource: str) -> str:
 V1_USAGE: Final = "memory.usage_in_bytes"
 V1_LIMIT: Final = "memory.limit_in_bytes"
 V1_MEMSW_LIMIT: Final = "memory.memsw.limit_in_bytes"  # only with swap accounting
+V1_MEMSW_USAGE: Final = "memory.memsw.usage_in_bytes"
 V1_FAILCNT: Final = "memory.failcnt"
 V1_OOM_CONTROL: Final = "memory.oom_control"
 V1_EVENT_CONTROL: Final = "cgroup.event_control"

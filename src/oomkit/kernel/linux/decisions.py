@@ -45,3 +45,30 @@ def v1_oom_domain(under_oom: Sequence[bool]) -> int | None:
         top += 1
     return top
 
+
+
+# A charge that fails is at most a PMD-sized folio (2 MiB on x86-64: a THP or the largest
+# mTHP) or a MEMCG_CHARGE_BATCH of base pages; the per-CPU stocks make usage_in_bytes up
+# to a batch per CPU off. 4 MiB of room below the limit is more than any of them needs.
+V1_STALE_ROOM = 4 << 20
+
+
+def v1_oom_stale(
+    usage: int, limit: int | None, memsw_usage: int | None = None,
+    memsw_limit: int | None = None,
+) -> bool:
+    """True when a v1 memcg that says ``under_oom 1`` has room for the charge that failed:
+    its sleepers were woken (``memcg1_oom_recover`` runs on every uncharge while the memcg
+    is under OOM) but have not run their retry yet, which on a busy machine takes tenths of
+    a second after a victim exited. ``under_oom`` stays 1 until they do, so asking the
+    handlers then kills a second task for memory that is already free. ``usage`` and
+    ``limit`` from ``memory.usage_in_bytes`` / ``memory.limit_in_bytes`` (None: no limit),
+    the ``memsw`` pair likewise (None: no swap accounting); bytes. Either limit short of
+    :data:`V1_STALE_ROOM` means the OOM is real."""
+    if limit is not None and limit - usage < V1_STALE_ROOM:
+        return False
+    if memsw_limit is not None and memsw_usage is not None and (
+        memsw_limit - memsw_usage < V1_STALE_ROOM
+    ):
+        return False
+    return limit is not None or memsw_limit is not None

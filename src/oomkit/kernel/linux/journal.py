@@ -31,19 +31,21 @@ import weakref
 from oomkit.errors import KernelError
 from oomkit.kernel.linux import watchdog
 from oomkit.kernel.linux.handover_log import EventLog, KmsgTail, is_domain, under_oom
-from oomkit.kernel.linux.watchdog import (
-    DEFAULT_HUNG_AFTER,
-    IDLE_BEAT,
+from oomkit.kernel.linux.restore import (
     STATE_VERSION,
     V1_OOM_CONTROL,
     Setting,
-    beat_byte,
-    beat_interval,
     check_setting,
-    default_hung_after,
     load_state,
     restore_file,
     restore_setting,
+)
+from oomkit.kernel.linux.watchdog import (
+    DEFAULT_HUNG_AFTER,
+    IDLE_BEAT,
+    beat_byte,
+    beat_interval,
+    default_hung_after,
 )
 from oomkit.privfile import make_private_dirs, replace_private
 
@@ -239,7 +241,7 @@ class RestoreJournal:
                                    "journal: refusing to overwrite it")
             # A crashed run's settings (its watchdog should have restored them already;
             # restoring twice writes the same original values). Only entries of the form
-            # oomkit writes, below the cgroup root, are restored (watchdog.check_setting).
+            # oomkit writes, below the cgroup root, are restored (restore.check_setting).
             self.leftovers = self._restore_leftovers(state_file)
 
     def _restore_leftovers(self, state_file: str) -> list[tuple[Setting, str | None]]:

@@ -23,7 +23,7 @@ from oomkit.kernel.base import Constraint, KernelOom, OomRequest
 from oomkit.kernel.linux import cgroupfs as cf
 from oomkit.kernel.linux import fsio
 from oomkit.kernel.linux.cgroup import LinuxCgroup
-from oomkit.kernel.linux.decisions import v1_oom_domain
+from oomkit.kernel.linux.decisions import v1_oom_domain, v1_oom_stale
 from oomkit.kernel.linux.journal import JournalError
 from oomkit.kernel.linux.loop import Timer
 from oomkit.kernel.linux.watch import Armed, OomWatch
@@ -169,6 +169,12 @@ class V1OomWatch(OomWatch):
         if k.killer.pending(top.path):
             k.loop.call_later(0.01, lambda: self._recheck(top.id, a.dispatches))
             return
+        if self._stale(top):
+            # The sleepers were woken by an uncharge (a victim exited) and have not retried
+            # yet: their retry succeeds, or fails and signals a new OOM. No kill meanwhile.
+            k.trace_stage("oom_stale")
+            k.loop.call_later(k.recheck_s, lambda: self._recheck(top.id, a.dispatches))
+            return
         hooks = k.hooks
         if hooks is None:
             self.hand_over(a, "no runtime")
@@ -193,6 +199,21 @@ class V1OomWatch(OomWatch):
         delay = 0.01 if rc == -errno.EBUSY else k.recheck_s
         dispatches = a.dispatches
         k.loop.call_later(delay, lambda: self._recheck(top.id, dispatches))
+
+    @staticmethod
+    def _stale(top: LinuxCgroup) -> bool:
+        """``under_oom`` says 1 but the domain has room below its limits
+        (:func:`.decisions.v1_oom_stale`). Unreadable: not stale (the handlers decide)."""
+        try:
+            usage = int(top.read(cf.V1_USAGE))
+            limit = cf.parse_limit_v1(top.read(cf.V1_LIMIT))
+            memsw_usage = memsw_limit = None
+            if fsio.exists(top.file(cf.V1_MEMSW_LIMIT)):
+                memsw_usage = int(top.read(cf.V1_MEMSW_USAGE))
+                memsw_limit = cf.parse_limit_v1(top.read(cf.V1_MEMSW_LIMIT))
+        except (OomkitError, ValueError):
+            return False
+        return v1_oom_stale(usage, limit, memsw_usage, memsw_limit)
 
     def _recheck(self, cg_id: int, dispatches: int) -> None:
         """Still under OOM and no new notification since: ask again (or hand over)."""

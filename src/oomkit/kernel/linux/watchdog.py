@@ -27,18 +27,16 @@ for good: the watchdog watches each journaled memcg's directory (inotify IN_CREA
 every new child that inherited the flag under the same hung-runtime check, and writes it
 back to 0 when the runtime is gone, as if it had been journaled.
 
-A journal is trusted no further than what oomkit itself writes (:func:`check_setting`): an
-entry is restored only if it names a file oomkit changes (``memory.oom_control``,
-``memory.high``) below the cgroup root, by a normalized absolute path, with an original
-value of that file's form, and the file is opened without following a link. A journal
-planted at the state file's path cannot make root write anything else anywhere.
+A journal is trusted no further than what oomkit itself writes (:func:`.restore.check_setting`):
+a journal planted at the state file's path cannot make root write anything else anywhere.
 
 Run as ``python -m oomkit.kernel.linux.watchdog STATE_FILE [RUNTIME_PID [HUNG_AFTER
 [CGROUP_ROOT]]]``
 (stdin: the pipe), or by file path, which is how the journal starts it: this file uses only
-the standard library and imports nothing from the oomkit package, only its siblings
-``handover_log.py`` and ``kmsg.py`` (standard library only too) by path, for the records of
-the OOMs it hands over; the safety net works even if the package does not.
+the standard library and imports nothing from the oomkit package, only its siblings by
+path (standard library only too): ``restore.py`` (the journal's entries and their
+write-back), ``handover_log.py`` and ``kmsg.py`` (the records of the OOMs it hands over);
+the safety net works even if the package does not.
 ``HUNG_AFTER`` (seconds; 0 turns the hung-runtime check off) defaults to
 ``$OOMKIT_WATCHDOG_HUNG_AFTER``, else 15.
 """
@@ -48,13 +46,10 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
-import json
 import math
 import os
-import re
 import select
 import signal
-import stat
 import struct
 import sys
 import time
@@ -63,7 +58,15 @@ from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING or __package__:
     from oomkit.kernel.linux import handover_log
-else:  # run by path: its sibling file, never the package (which may not even import)
+    from oomkit.kernel.linux.restore import (
+        V1_OOM_CONTROL,
+        Setting,
+        check_setting,
+        read_state,
+        restore_file,
+        restore_setting,
+    )
+else:  # run by path: its sibling files, never the package (which may not even import)
     import importlib.util
 
     def _load_sibling(name: str) -> Any:
@@ -75,13 +78,22 @@ else:  # run by path: its sibling file, never the package (which may not even im
         spec.loader.exec_module(module)
         return module
 
+    # The journal's entries and their restore: without them there is no safety net, so a
+    # failure here ends the watchdog (and the runtime's start, which waits for "ready").
+    _restore = _load_sibling("restore")
+    V1_OOM_CONTROL = _restore.V1_OOM_CONTROL
+    Setting = _restore.Setting
+    check_setting = _restore.check_setting
+    read_state = _restore.read_state
+    restore_file = _restore.restore_file
+    restore_setting = _restore.restore_setting
+
     try:
         handover_log = _load_sibling("handover_log")
     except Exception as exc:  # no records then; the restore does not depend on them
         print(f"oomkit watchdog: no OOM records: {exc}", file=sys.stderr)
         handover_log = None
 
-STATE_VERSION: Final = 1
 DEFAULT_STATE_FILE: Final = "/run/oomkit/restore.json"
 DEFAULT_HUNG_AFTER: Final = 15.0
 #: Seconds between heartbeats of a quiet runtime (each announces the next, so staleness is
@@ -89,13 +101,7 @@ DEFAULT_HUNG_AFTER: Final = 15.0
 #: where a beat every second cost more idle CPU than earlyoom's whole poll.
 IDLE_BEAT: Final = 10.0
 HUNG_AFTER_ENV: Final = "OOMKIT_WATCHDOG_HUNG_AFTER"
-V1_OOM_CONTROL: Final = "memory.oom_control"
 V1_EVENT_CONTROL: Final = "cgroup.event_control"
-#: The files oomkit changes, and the form of their original values.
-KNOWN_SETTINGS: Final = {
-    V1_OOM_CONTROL: re.compile(r"[01]"),
-    "memory.high": re.compile(r"max|[0-9]{1,20}"),
-}
 
 
 def beat_interval(hung_after: float) -> float:
@@ -137,118 +143,6 @@ def default_hung_after() -> float:
     except ValueError:
         return DEFAULT_HUNG_AFTER
     return value if value >= 0 else DEFAULT_HUNG_AFTER
-
-
-@dataclass(frozen=True, slots=True)
-class Setting:
-    """A kernel file we changed: write ``original`` back to ``path`` to undo it.
-
-    ``dir_inode`` is the inode of the file's cgroup directory when we changed it; a cgroup
-    removed and re-created under the same name is another cgroup and is left alone.
-    """
-
-    path: str
-    original: str
-    dir_inode: int = 0
-
-    def to_json(self) -> dict[str, Any]:
-        return {"path": self.path, "original": self.original, "dir_inode": self.dir_inode}
-
-    @staticmethod
-    def from_json(d: dict[str, Any]) -> Setting:
-        return Setting(str(d["path"]), str(d["original"]), int(d.get("dir_inode", 0)))
-
-
-def check_setting(s: Setting, root: str | None) -> str | None:
-    """Why ``s`` is not an entry oomkit would have written (None: it is). ``root``: the
-    cgroup hierarchy the entry must lie below (None: not checked)."""
-    p = s.path
-    if not p.startswith("/") or os.path.normpath(p) != p or not p.isprintable():
-        return "not a normalized absolute path"
-    name = os.path.basename(p)
-    form = KNOWN_SETTINGS.get(name)
-    if form is None:
-        return f"{name} is not a file oomkit changes"
-    if not form.fullmatch(s.original.strip()):
-        return f"{s.original[:40]!r} is not a value of {name}"
-    if root is not None:
-        top = os.path.normpath(root).rstrip("/") + "/"
-        if not p.startswith(top):
-            return f"not below the cgroup root {top}"
-    return None
-
-
-def restore_setting(s: Setting, root: str | None = None) -> str | None:
-    """Write the original value back. Returns None, or why it was not done/failed."""
-    refused = check_setting(s, root)
-    if refused is not None:
-        return f"refused: {refused}"
-    if s.dir_inode:
-        try:
-            if os.stat(os.path.dirname(s.path)).st_ino != s.dir_inode:
-                return "cgroup was replaced"
-        except FileNotFoundError:
-            return "cgroup is gone"
-    try:
-        # O_NONBLOCK: a FIFO planted under the name would block the open.
-        fd = os.open(s.path, os.O_WRONLY | os.O_TRUNC | os.O_NOFOLLOW | os.O_NONBLOCK
-                     | os.O_CLOEXEC)
-        try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                return "refused: not a regular file"
-            os.write(fd, s.original.encode())
-        finally:
-            os.close(fd)
-    except OSError as exc:
-        if exc.errno in (errno.ENOENT, errno.ENODEV):
-            return "cgroup is gone"
-        return f"{exc.strerror} (errno {exc.errno})"
-    return None
-
-
-def load_state(path: str) -> tuple[str, int, list[Setting]]:
-    """(kind, owner pid, settings) of a state file. kind: "none" (no file), "journal", or
-    "other" (a file that is not an oomkit journal: never overwritten or removed)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
-    except FileNotFoundError:
-        return "none", 0, []
-    except OSError:
-        return "other", 0, []  # a symbolic link (ELOOP), unreadable...
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return "other", 0, []
-        with os.fdopen(os.dup(fd), "rb") as f:
-            data = json.loads(f.read(4 << 20))
-        if not isinstance(data, dict) or data.get("version") != STATE_VERSION or not (
-            isinstance(data.get("settings"), list)
-        ):
-            return "other", 0, []
-        settings = [Setting.from_json(d) for d in data["settings"]]
-        pid = data.get("pid", 0)
-        return "journal", pid if isinstance(pid, int) else 0, settings
-    except (OSError, ValueError, TypeError, KeyError, AttributeError):
-        return "other", 0, []
-    finally:
-        os.close(fd)
-
-
-def read_state(path: str) -> tuple[int, list[Setting]]:
-    """(owner pid, settings) of a state file; (0, []) when there is no journal."""
-    _, pid, settings = load_state(path)
-    return pid, settings
-
-
-def restore_file(path: str, root: str | None = None) -> list[tuple[Setting, str | None]]:
-    """Restore every valid setting of a journal, then remove it (a file that is not an
-    oomkit journal is left alone)."""
-    kind, _, settings = load_state(path)
-    if kind != "journal":
-        return []
-    results = [(s, restore_setting(s, root)) for s in settings]
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
-    return results
 
 
 def pid_alive(pid: int) -> bool:
