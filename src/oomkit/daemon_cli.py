@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import replace
 from typing import Any, TextIO
 
+from oomkit.clock import MonotonicClock
 from oomkit.daemon.config import (
     DEFAULT_CONFIG,
     DEFAULT_EVENT_LOG,
@@ -111,7 +112,8 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
         for d in scratch:
             with contextlib.suppress(OSError):
                 if any(n.startswith("incident-") for n in os.listdir(d)):
-                    sys.stderr.write(f"note: the incident files named above were in {d}, removed "
+                    named = "of this run" if args.quiet else "named above"  # -q names none
+                    sys.stderr.write(f"note: the incident files {named} were in {d}, removed "
                               "with this run: --state-dir DIR keeps them for oomkit replay\n")
             shutil.rmtree(d, ignore_errors=True)
 
@@ -615,10 +617,41 @@ def cmd_reload(args: argparse.Namespace, out: TextIO) -> int:
     if status is None or not status.get("running") or not daemon_alive(pid):
         print(f"oomkit: {status_file}: no running daemon to reload", file=sys.stderr)
         return EXIT_NOT_RUNNING
+    before = _reload_counts(status)
     try:
         os.kill(pid, signal.SIGHUP)
     except OSError as exc:
         raise OomkitError(f"cannot signal pid {pid}: {exc.strerror}") from None
-    out.write(f"sent SIGHUP to oomkit (pid {pid}); see `oomkit events --kind daemon --kind "
-              "error` for the result\n")
+    # The daemon counts the reload in its status file once the new config is in place or
+    # refused (policy imports may take up to their 10 s limit): wait for that, so the exit
+    # code says how it went (`systemctl reload` and scripts see a refused config: QA G6).
+    clock, stop = MonotonicClock(), threading.Event()
+    deadline = clock.now() + RELOAD_WAIT_S
+    while clock.now() < deadline and not stop.wait(0.1):
+        now_status, _ = _read_status_file(status_file)
+        ok, failed, error = _reload_counts(now_status)
+        if failed > before[1]:
+            print(f"oomkit: reload refused, the running config stays: {error}", file=sys.stderr)
+            return 1
+        if ok > before[0]:
+            out.write(f"reloaded: oomkit (pid {pid}) runs "
+                      f"{(now_status or {}).get('config') or 'its config'} now\n")
+            return 0
+    out.write(f"sent SIGHUP to oomkit (pid {pid}); no answer within {RELOAD_WAIT_S:g} s: see "
+              "`oomkit events --kind daemon --kind error` for the result\n")
     return 0
+
+
+#: How long `oomkit reload` waits for the daemon's answer: the policy import limit (10 s)
+#: and a margin.
+RELOAD_WAIT_S = 15.0
+
+
+def _reload_counts(status: dict[str, Any] | None) -> tuple[int, int, str]:
+    """(reloads ok, reloads failed, the last error) from a status file's ``reloads``."""
+    reloads = (status or {}).get("reloads")
+    if not isinstance(reloads, dict):
+        return 0, 0, ""
+    ok, failed = reloads.get("ok"), reloads.get("failed")
+    return (ok if isinstance(ok, int) else 0, failed if isinstance(failed, int) else 0,
+            str(reloads.get("last_error") or ""))
