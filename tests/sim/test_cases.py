@@ -64,6 +64,7 @@ EXPECT: dict[str, tuple[set[str], set[str], float | None]] = {
                                           {"gnome-shell", "firefox"}, None),
     "k39_memory_high_on_purpose_with_swap": (set(), {"backup", "web"}, None),
     "k40_tiny_tmpfs_file_and_a_leak": ({"leaker"}, {"api"}, None),
+    "k42_protected_name_leaks": ({"systemd-journald"}, {"app", "db"}, None),
 }
 
 # Cases known to end the wrong way, with the reason (none at present; k09 passed once the
