@@ -4,7 +4,9 @@ cleanly gets no such record."""
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import signal
 from pathlib import Path
 
@@ -50,6 +52,21 @@ def test_the_watchdog_records_a_daemon_that_died(live_v1: LiveCgroups, tmp_path:
 
 
 
+def lock_free(path: Path) -> bool:
+    """Nobody holds the flock of the journal's lock file (or there is none)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)  # closing drops a lock taken here
+    return True
+
+
 def test_the_next_start_records_a_run_that_died_with_its_watchdog(
         live_v1: LiveCgroups, tmp_path: Path) -> None:
     """A journal left behind (its run and its watchdog both gone): the journal of a live
@@ -69,6 +86,8 @@ def test_the_next_start_records_a_run_that_died_with_its_watchdog(
     finally:
         daemon.kill(proc)
     assert wait_for(lambda: records(tmp_path)[-1].get("action") == "died", 10)
+    # The watchdog writes "died" before it exits and lets go of the journal's lock.
+    assert wait_for(lambda: lock_free(Path(f"{journal}.lock")), 10), "the watchdog lingers"
     journal.write_bytes(left)
     (box / "memory.oom_control").write_text("1")  # as the dead run left it
     with (tmp_path / "second.stderr").open("wb") as err:
