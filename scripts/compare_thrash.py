@@ -285,11 +285,12 @@ def v2_memcg_base() -> Path | None:
 
 
 @contextlib.contextmanager
-def reader_groups(limit: int, v2: bool, high: int | None = None
+def reader_groups(limit: int, v2: bool, high: int | None = None, swap: bool = False
                   ) -> Iterator[tuple[Path, Path | None]]:
     """A fresh memcg below ours with the limit set, and (optionally) a v2 group for its
     pressure files. On cgroup v2 both are one group with memory.max (and memory.high
-    when given; memory.swap.max 0, as v1's memsw limit equal to the limit)."""
+    when given; memory.swap.max 0, as v1's memsw limit equal to the limit, unless
+    ``swap``: then the memcg may swap as much as the machine has)."""
     base = v2_memcg_base()
     if base is not None:
         ctl = base / "cgroup.subtree_control"
@@ -301,8 +302,9 @@ def reader_groups(limit: int, v2: bool, high: int | None = None
             (group / "memory.max").write_text(str(limit))
             if high is not None:
                 (group / "memory.high").write_text(str(high))
-            with contextlib.suppress(FileNotFoundError):
-                (group / "memory.swap.max").write_text("0")
+            if not swap:
+                with contextlib.suppress(FileNotFoundError):
+                    (group / "memory.swap.max").write_text("0")
             yield group, group
         finally:
             _rmdir(group)
@@ -315,7 +317,7 @@ def reader_groups(limit: int, v2: bool, high: int | None = None
     try:
         (memcg / "memory.limit_in_bytes").write_text(str(limit))
         memsw = memcg / "memory.memsw.limit_in_bytes"
-        if memsw.exists():
+        if memsw.exists() and not swap:
             memsw.write_text(str(limit))
         base = own_v2_group() if v2 else None
         if base is not None:
@@ -377,7 +379,8 @@ SAMPLE_KEYS = ("workingset_refault_file", "workingset_activate_file",
 def run_reader(path: Path, pattern: str, limit: int, *, seconds: float, max_pages: int = 0,
                size: int | None = None, triggers: bool = False, v2: bool = True,
                seed: int = 1, program: str = READER, argv: list[str] | None = None,
-               sample_s: float = 0.0, high: int | None = None) -> Measured:
+               sample_s: float = 0.0, high: int | None = None, swap: bool = False
+               ) -> Measured:
     """Run the reader in a fresh memcg (cache dropped first) until `seconds` pass or it
     has read max_pages; kill it; return what changed. Another workload: ``program``
     (Python source run with ``argv``), which waits for a line on stdin before it starts
@@ -387,7 +390,7 @@ def run_reader(path: Path, pattern: str, limit: int, *, seconds: float, max_page
     size = size if size is not None else path.stat().st_size
     m = Measured()
     drop_cache(path)
-    with reader_groups(limit, v2, high) as (memcg, v2dir):
+    with reader_groups(limit, v2, high, swap) as (memcg, v2dir):
         fds: list[tuple[int, str]] = []
         args = argv if argv is not None else [str(path), pattern, str(size), str(seed),
                                               str(max_pages)]
@@ -497,6 +500,10 @@ class Calibration:
     # How the restores of the far reader spread over 2 s windows: their coefficient of
     # variation between windows (restore_windows(); 0: unmeasured)
     restore_burst_cv: float = 0.0
+    # Where refault_ns, reclaim_ns and the random miss_cpu come from: "cold reads" (a
+    # read below the limit, one pass of reclaim) or, on the multi-gen LRU, "steady
+    # state" (steady_costs()).
+    costs_from: str = "cold reads"
 
 
 def _stall_us(m: Measured, key: str) -> int:
@@ -571,15 +578,56 @@ def calibrate(big: Path, small: Path, limit: int, v2: bool) -> Calibration:
     bandwidth = int(PAGE * NS / transfer) if transfer > 0 else 64 << 30
     meminfo = Path("/proc/meminfo").read_text().split()
     memory = int(meminfo[meminfo.index("MemTotal:") + 1]) * 1024
+    classic = lru_of_this_kernel() == "classic"
+    costs_from = "cold reads"
+    restore_cpu: int | None = None
+    if v2 and not classic and v2_memcg_base() is not None:
+        refault_ns, reclaim["random"], miss_cpu["random"] = steady_costs(
+            big.parent, 2 * limit, limit, touch["random"])
+        # steady_costs() puts the whole memory stall on reclaim: a restore holds its IO.
+        restore_cpu = 0
+        costs_from = "steady state"
+    elif v2 and classic:
+        restore_cpu = restore_cost(big.parent, 2 * limit, limit, refault_ns,
+                                   reclaim["random"])
     return Calibration(touch, miss_cpu, refault_ns, bandwidth, ra, reclaim["random"],
                        reclaim["sequential"], memory, os.uname().release,
                        "the reader's own v2 group" if cold[0].psi_cg else "system-wide",
-                       # Classic LRU only: the multi-gen LRU sets PG_workingset on few
-                       # pages a reader touches once a cycle, so its restores are rare
-                       # and its memory stall is reclaim's (measured in the 7.3 guest).
-                       restore_cost(big.parent, 2 * limit, limit, refault_ns, reclaim["random"])
-                       if v2 and lru_of_this_kernel() == "classic" else None,
-                       restore_windows(big, limit) if v2 else 0.0)
+                       # Measured on classic LRU only: the multi-gen LRU sets
+                       # PG_workingset on few pages a reader touches once a cycle, so its
+                       # restores are rare and its memory stall is reclaim's (the 7.3
+                       # guest).
+                       restore_cpu,
+                       restore_windows(big, limit) if v2 else 0.0, costs_from)
+
+
+def steady_costs(directory: Path, size: int, limit: int, touch_rate: int
+                 ) -> tuple[int, int, int]:
+    """The multi-gen LRU's costs in steady thrashing: a random reader of a file twice
+    the limit (no row of the fidelity suite), on cgroup v2 (its memcg's own memory.stat):
+    the IO stall per refault, the memory stall per page reclaimed (pgsteal), and the CPU
+    a miss costs besides (the run's time neither stalled nor spent on the hits, at
+    ``touch_rate``, per miss: refaults and the first reads), in ns.
+
+    Why not the cold reads: the one pass of first reads reclaims pages that were never
+    aged, where steady reclaim walks generations (aging, look-around); and on the guest's
+    RAM disk a cold read waits on IO (11 us measured) where a refault barely does (the
+    far reader: 0.4 % IO for 9.7K refaults a second). Restores are rare on MGLRU, so the
+    memory stall here is reclaim's."""
+    with data_file(directory, size, "steady") as path:
+        m = run_reader(path, "random", limit, seconds=20.0, v2=True, seed=300)
+    refaults = m.stat.get("workingset_refault_file", 0)
+    steal = m.stat.get("pgsteal", 0)
+    if refaults < 1000 or steal < 1000:
+        raise SystemExit(f"calibration: the steady reader did not thrash ({refaults} "
+                         f"refaults, {steal} pages reclaimed)")
+    io_ns = _stall_us(m, "io_some") * 1000
+    mem_ns = _stall_us(m, "memory_some") * 1000
+    # Every page of the file is read cold once in a run this long; the rest are hits.
+    misses = refaults + size // PAGE
+    hits = max(0, m.pages_read - misses)
+    busy = m.seconds * NS - io_ns - mem_ns - hits * PAGE * NS / touch_rate
+    return int(io_ns / refaults), int(mem_ns / steal), max(0, int(busy / misses))
 
 
 def restore_cost(directory: Path, size: int, limit: int, refault_ns: int, reclaim_ns: int

@@ -59,6 +59,9 @@ SHARED = Path(os.environ.get("OOMKIT_SHARED", ROOT / ".." / "shared"))
 NS = 1_000_000_000
 M = 1 << 20
 START_S = (10.0, 10.5, 11.0, 11.5)  # the simulator's phases of the 2 s trigger grid
+# Three seeds at each phase: where the kernel's trigger fires in only some runs, the share
+# of the simulator's runs that fire needs more than four draws of its restore clumps.
+SIM_RUNS = START_S * 3
 
 # A leaker: forks a sleeper holding 16M, then allocates and touches 1M a step at RATE
 # bytes a second until it is killed (prints nothing then) or reaches SIZE.
@@ -134,7 +137,7 @@ class Row:
 
 
 def sim_side(build: Callable[[SimKernel, int], int], machine: MachineSpec, seconds: float,
-             starts: tuple[float, ...] = START_S, main: str | None = None) -> Side:
+             starts: tuple[float, ...] = SIM_RUNS, main: str | None = None) -> Side:
     """Run ``build(kernel, start_ns) -> watched cgroup id`` at each start phase for
     ``seconds``, or until the process named ``main`` ends (as the live run stops when
     its workload does); average what the watched cgroup saw."""
@@ -220,6 +223,25 @@ def writer_build(limit: int, size: int, rate: int) -> Callable[[SimKernel, int],
     return build
 
 
+def swap_total() -> int:
+    """Bytes of swap the machine has (/proc/swaps, sizes in KiB)."""
+    return sum(int(line.split()[2]) * 1024 for line in
+               Path("/proc/swaps").read_text().splitlines()[1:] if line.strip())
+
+
+def swap_out_cost(directory: Path) -> int:
+    """The memory stall per page reclaim writes to swap, in ns: a leaker as fast as it
+    goes (256M into a 64M memcg that may swap; not the row's 50M/s into 128M), its
+    memcg's memory stall per page stolen (v2 memory.stat pgsteal: all anon here)."""
+    with ct.data_file(directory, M, "swap-cal") as dummy:
+        m = ct.run_reader(dummy, "leak", 64 * M, seconds=30.0, v2=True, program=LEAK,
+                          argv=[str(256 * M), str(64 << 30)], swap=True)
+    steal = m.stat.get("pgsteal", 0)
+    if steal < 1000:
+        raise SystemExit(f"calibration: the leaker did not swap ({steal} pages stolen)")
+    return int(m.psi_cg.get("memory_some", 0) * 1000 / steal)
+
+
 def cap_sys_resource() -> bool:
     """Whether we hold CAP_SYS_RESOURCE (bit 24 of CapEff): then PSI triggers are
     polled by psimon at any window, else evaluated by the averaging work every 2 s."""
@@ -245,7 +267,9 @@ def kernel_side(runs: list[ct.Measured], victim_of: Callable[[ct.Measured], str]
     side.seconds = sum(m.seconds for m in runs) / n
     side.victims = [victim_of(m) for m in runs]
     side.firsts = [m.first_cg for m in runs]
-    for kind in ("memory_some", "memory_full", "io_some", "io_full"):
+    # cpu some too, though the simulator has none: it says where a workload's time went
+    # when the kernel's run is slower than its stalls explain (CPU contention).
+    for kind in ("memory_some", "memory_full", "io_some", "io_full", "cpu_some"):
         side.psi[kind] = sum(m.psi_cg.get(kind, 0) / (m.seconds * 1e4) for m in runs) / n
     side.refaults_s = sum((m.stat.get("total_workingset_refault_file", 0)
                            + m.stat.get("total_workingset_refault_anon", 0)) / m.seconds
@@ -342,7 +366,7 @@ def verdict(row: Row) -> list[str]:
     else:
         same = abs(len(kf) / k.runs - len(sf) / s.runs) <= 1 / 3
         out.append(f"trigger: fires in {len(kf)} of {k.runs} runs vs {len(sf)} of {s.runs} "
-                   f"phases ({'similar' if same else 'DIFFER'})")
+                   f"seeds ({'similar' if same else 'DIFFER'})")
     for label, a, b in (("refaults", k.refaults_s, s.refaults_s),
                         ("scans", k.scans_s, s.scans_s)):
         if a is None or b is None:
@@ -371,6 +395,9 @@ def table(row: Row) -> str:
     for kind in ("memory_some", "memory_full", "io_some", "io_full"):
         lines.append(f"| {kind.replace('_', ' ')} (% of the run) | "
                      f"{cells(lambda s, k=kind: f'{s.psi.get(k, 0):.1f}%')} |")
+    lines.append("| cpu some (% of the run; the simulator models no CPU contention) | "
+                 + cells(lambda s: f"{s.psi['cpu_some']:.1f}%" if "cpu_some" in s.psi
+                         else "n/a") + " |")
     lines.append(f"| refaults per second | {cells(lambda s: _rate(s.refaults_s))} |")
     lines.append(f"| reclaim scans per second | {cells(lambda s: _rate(s.scans_s))} |")
     lines.append(f"| pages reclaimed per second | {cells(lambda s: _rate(s.steals_s))} |")
@@ -462,7 +489,12 @@ def main(argv: list[str] | None = None) -> int:
 
     if "writer" in wanted:
         size = 400 * M
-        free = 128 * M  # half the limit: no reclaim, far below any dirty threshold
+        # The writer's own speed is taken over its first ``free`` bytes, which must stay
+        # below where balance_dirty_pages() starts to pause it: on v1 the machine's
+        # limits (far above); on v2 the memcg is its own dirty domain (cgroup writeback),
+        # whose freerun ceiling is halfway between the background and the dirty
+        # threshold of its memory: (10 % + 20 %) / 2 of 256M, 38M.
+        free = 32 * M if v2memcg else 128 * M
         speed, wrate = 1024 * M, 1024 * M
         kern = None
         if live and disk:
@@ -488,14 +520,28 @@ def main(argv: list[str] | None = None) -> int:
                         kern, sim))
 
     if "leak-swap" in wanted:
-        machine = replace(base, swap=1 << 30)
+        # The machine's swap where it has some (the guest's RAM disk), else 1G.
+        swap_bytes = swap_total() if live and swap else 1 << 30
+        machine = replace(base, swap=swap_bytes)
+        if live and swap and v2memcg:
+            machine = replace(machine, swap_out_ns=swap_out_cost(args.dir))
+            print(f"calibration: swap_out_ns {machine.swap_out_ns}", file=sys.stderr)
         sim = sim_side(leak_build(128 * M, 50 * M, 1024 * M, swap_max=None), machine, 10.0,
                        main="leaker")
-        sim_swap = Row("leak-swap", "Anonymous leak with 1G of swap the memcg may use "
-                       "(v2 memory.swap.max unset)", None, sim,
-                       note="" if swap else "this machine has no swap (/proc/swaps is "
-                       "empty), so the kernel's side cannot run here")
-        rows.append(sim_swap)
+        kern = None
+        if live and swap and v2memcg:
+            with ct.data_file(args.dir, M, "leak-swap") as dummy:
+                ms = [ct.run_reader(dummy, "leak", 128 * M, seconds=10.0, triggers=True,
+                                    v2=v2, program=LEAK, argv=[str(1024 * M), str(50 * M)],
+                                    swap=True) for _ in range(runs)]
+            kern = kernel_side(ms, _leak_victim)
+        why = ("this machine has no swap (/proc/swaps is empty), so the kernel's side "
+               "cannot run here" if not swap else "the simulator only (--sim-only)"
+               if not live else "the memcg's own swap counters need cgroup v2: the "
+               "kernel's side runs in the guest (scripts/fidelity_guest.sh)")
+        rows.append(Row("leak-swap", f"Anonymous leak with {swap_bytes / M:,.0f}M of swap "
+                        "the memcg may use (v2 memory.swap.max unset)", kern, sim,
+                        note="" if kern is not None else why))
 
     if "storm" in wanted:
         f04 = SHARED / "field" / "f04_build_storm_single.toml"
@@ -538,7 +584,8 @@ def main(argv: list[str] | None = None) -> int:
             f"({('cgroup v2; ' if v2memcg else 'cgroup v1; ') if live else ''}"
             f"the simulator's lru = "
             f"\"{base.lru}\"); "
-            f"{runs} live run(s) per row; the simulator at {len(START_S)} phases of the "
+            f"{runs} live run(s) per row; the simulator {len(SIM_RUNS)} runs, "
+            f"{len(SIM_RUNS) // len(START_S)} seeds at each of {len(START_S)} phases of the "
             "trigger grid (the storm: one). PSI is the workload's own cgroup.")
     if args.calibrate and live:
         head += (" The simulator's machine was calibrated just before these runs "

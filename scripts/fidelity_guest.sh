@@ -3,7 +3,8 @@
 # no disk: a RAM disk (brd) with ext4 on it stands in for one. Its page cache is ordinary,
 # reclaimable page cache charged to the reader's memcg; a miss reads from the RAM disk
 # (a memory copy, so the IO waits are far shorter than on the host's virtio disk, and
-# the calibration measures them as they are). The kernel's modules come from the
+# the calibration measures them as they are). A second RAM disk is the swap device of
+# the leak-with-swap row (a swap-out is a copy into it). The kernel's modules come from the
 # harness's kernel cache (tests/vm/kernels.py), which the guest sees read-only.
 #
 #   sudo python3 tests/vm/harness.py --kernel 7.3 --memory 3G --timeout 2300 \
@@ -29,14 +30,18 @@ def load(name):
             load(dep)
     with open(f"/tmp/{name}.ko", "wb") as f:
         f.write(data)
-    args = ["rd_nr=1", "rd_size=1500000"] if name == "brd" else []
+    args = ["rd_nr=2", "rd_size=1500000"] if name == "brd" else []
     subprocess.run(["busybox", "insmod", f"/tmp/{name}.ko", *args], check=True)
     done.add(name)
-for m in ("brd", "ext4"):
+# ext4 asks the crypto API for crc32c at mount time (no module dependency says so):
+# 6.12 ships it as crc32c_generic, 7.3 builds it in.
+for m in ("brd", "crc32c_generic", "ext4"):
     load(m)
 PY
 mkfs.ext4 -q /dev/ram0
 mkdir -p /mnt/oomkit-disk
 mount /dev/ram0 /mnt/oomkit-disk
+if command -v mkswap >/dev/null; then mkswap -q /dev/ram1; else busybox mkswap /dev/ram1; fi
+if command -v swapon >/dev/null; then swapon /dev/ram1; else busybox swapon /dev/ram1; fi
 exec .venv/bin/python scripts/fidelity.py --calibrate --dir /mnt/oomkit-disk \
-    --rows reader-far,reader-near,writer "$@"
+    --rows reader-far,reader-near,writer,leak-swap,high "$@"

@@ -111,9 +111,10 @@ def build_parser(lean: bool = False) -> argparse.ArgumentParser:
 
         lab_simulate.add_args(sim)
     run = sub.add_parser("run", help="run policies on the live kernel until SIGTERM")
-    run.add_argument("--config", default=None, help="config file (default: none when a "
-                     "policy is given, else /etc/oomkit/oomkit.toml, else the recommended "
-                     "config shipped with oomkit)")
+    run.add_argument("--config", default=None, type=_config_arg,
+                     help="config file, or preset:NAME (`oomkit policies` lists them; "
+                     "default: none when a policy is given, else /etc/oomkit/oomkit.toml, "
+                     "else the recommended config shipped with oomkit)")
     run.add_argument("--dry-run", action="store_true",
                      help="run the policies but kill nothing; never guard the kernel killer")
     run.add_argument("--sim", default=None, metavar="SCENARIO",
@@ -131,14 +132,15 @@ def build_parser(lean: bool = False) -> argparse.ArgumentParser:
     _add_policy_args(run)
     run.set_defaults(budget=None)  # the config's budget unless --budget is given
     chk = sub.add_parser("check-config", help="validate a config file")
-    chk.add_argument("file", help="the config file (e.g. /etc/oomkit/oomkit.toml); exit 0 "
-                     "when it loads and its policies import, 2 with the first error")
+    chk.add_argument("file", type=_config_arg,
+                     help="the config file (e.g. /etc/oomkit/oomkit.toml) or preset:NAME; "
+                     "exit 0 when it loads and its policies import, 2 with the first error")
     ev = sub.add_parser("events", help="show the event log as a readable table")
     ev.add_argument("--file", default=None, help="event log (default from the config)")
     ev.add_argument("--follow", "-f", action="store_true",
                     help="after the last records, print new ones as the daemon writes them, "
                     "across rotations, until Ctrl-C")
-    ev.add_argument("--config", default=None)
+    ev.add_argument("--config", default=None, type=_config_arg)
     ev.add_argument("--state-dir", default=None, metavar="DIR",
                     help="the event log of a daemon run with --state-dir DIR")
     ev.add_argument("--lines", "-n", type=count_arg, default=None, metavar="N",
@@ -148,7 +150,7 @@ def build_parser(lean: bool = False) -> argparse.ArgumentParser:
                     help=f"only records of this kind (repeatable): {', '.join(kinds)}")
     ev.add_argument("--json", action="store_true", help="the raw JSON lines")
     st = sub.add_parser("status", help="attached handlers, watched cgroups, last OOMs")
-    st.add_argument("--config", default=None)
+    st.add_argument("--config", default=None, type=_config_arg)
     st.add_argument("--status-file", default=None, help="default from the config")
     st.add_argument("--state-dir", default=None, metavar="DIR",
                     help="the status file of a daemon run with --state-dir DIR")
@@ -163,7 +165,7 @@ def build_parser(lean: bool = False) -> argparse.ArgumentParser:
                       help="e.g. oomkit completion bash > /etc/bash_completion.d/oomkit")
     rel = sub.add_parser("reload", help="make the running daemon reload its config (SIGHUP "
                          "to the pid in its status file)")
-    rel.add_argument("--config", default=None)
+    rel.add_argument("--config", default=None, type=_config_arg)
     rel.add_argument("--status-file", default=None, help="default from the config")
     rel.add_argument("--state-dir", default=None, metavar="DIR",
                      help="the status file of a daemon run with --state-dir DIR")
@@ -174,9 +176,10 @@ def build_parser(lean: bool = False) -> argparse.ArgumentParser:
     inst.add_argument("--man-dir", default="/usr/local/share/man/man8", metavar="DIR",
                       help="where oomkit.8 goes (default /usr/local/share/man/man8; "
                            "'' for none)")
-    inst.add_argument("--config-file", default="/etc/oomkit/oomkit.toml", metavar="FILE",
-                      help="written with no handlers (OOMs logged, nothing changed) when it "
-                           "does not exist; '' for none (default /etc/oomkit/oomkit.toml)")
+    inst.add_argument("--config-file", default=None, metavar="FILE",
+                      help="written with the recommended config when it does not exist; '' "
+                           "for none (default /etc/oomkit/oomkit.toml with the default "
+                           "--unit-dir, else none)")
     inst.add_argument("--oomkit", default=None, metavar="PATH",
                       help="the oomkit the unit runs (default: this one)")
     inst.add_argument("--stdout", action="store_true",
@@ -331,6 +334,16 @@ def _all_actions(parser: argparse.ArgumentParser) -> list[argparse.Action]:
     return actions
 
 
+def _config_arg(text: str) -> str:
+    """``--config`` / check-config's file: ``preset:NAME`` becomes the shipped preset."""
+    from oomkit.daemon.config import config_file
+
+    try:
+        return config_file(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def cmd_policies(out: TextIO) -> int:
     from oomkit.policy_loader import policy_infos
 
@@ -339,6 +352,12 @@ def cmd_policies(out: TextIO) -> int:
         out.write(f"{info.name:17} {info.kind:3}  {info.summary}{origin}\n")
         for name, tp, default in info.args:
             out.write(f"{'':23}{name} ({tp}) = {default or 'required'}\n")
+    from oomkit.daemon.config import PRESET_PREFIX, presets
+
+    out.write("\npresets (`oomkit run --config preset:NAME`, `oomkit check-config "
+              "preset:NAME`):\n")
+    for name, path in presets().items():
+        out.write(f"{PRESET_PREFIX + name:24}{path}\n")
     return 0
 
 

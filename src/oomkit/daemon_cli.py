@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import replace
 from typing import Any, TextIO
 
+from oomkit.clock import MonotonicClock
 from oomkit.daemon.config import (
     DEFAULT_CONFIG,
     DEFAULT_EVENT_LOG,
@@ -111,7 +112,8 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
         for d in scratch:
             with contextlib.suppress(OSError):
                 if any(n.startswith("incident-") for n in os.listdir(d)):
-                    sys.stderr.write(f"note: the incident files named above were in {d}, removed "
+                    named = "of this run" if args.quiet else "named above"  # -q names none
+                    sys.stderr.write(f"note: the incident files {named} were in {d}, removed "
                               "with this run: --state-dir DIR keeps them for oomkit replay\n")
             shutil.rmtree(d, ignore_errors=True)
 
@@ -470,6 +472,11 @@ def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
                      str(h.get("failures", 0))])
     if rows:
         write_table(out, rows, ["ops", "name", "policy", "where", "budget", "failures"])
+        for h in status.get("handlers", []):
+            if h.get("running_for_s") is not None:  # QA G3: an overrun nothing could stop
+                out.write(f"a call of {h.get('name')} is still running (for "
+                          f"{h['running_for_s']:g} s when the status was written): it is "
+                          "not called again; restart the daemon to stop it\n")
     else:
         out.write("no handlers attached: the kernel's OOM killer handles every OOM\n")
     n = getattr(args, "lines", None)
@@ -553,10 +560,20 @@ def cmd_install_unit(args: argparse.Namespace, out: TextIO) -> int:
         _write_file(page, manpage(build_parser()))
         out.write(f"wrote {page}\n")
     config = args.config_file
+    if config is None:
+        # /etc only when the unit goes to the system's directory: a try into scratch
+        # directories changed what `oomkit run` runs (QA G5).
+        config = DEFAULT_CONFIG if os.path.abspath(args.unit_dir) == SYSTEM_UNIT_DIR else ""
+        if not config:
+            out.write(f"no config written (--unit-dir is not {SYSTEM_UNIT_DIR}): the unit "
+                      f"runs {DEFAULT_CONFIG}; --config-file FILE writes the recommended "
+                      "config there\n")
     if config and not os.path.exists(config):
-        _write_file(config, STARTER_CONFIG)
-        out.write(f"wrote {config}: no handlers yet, every OOM is left to the kernel and "
-                  "logged (add [[oom]] tables: packaging/oomkit.toml, docs/daemon.md)\n")
+        from pathlib import Path
+
+        _write_file(config, Path(recommended_config()).read_text(encoding="utf-8"))
+        out.write(f"wrote {config}: the recommended config, what `oomkit run` runs without "
+                  "one (docs/daemon.md; `oomkit check-config` shows its handlers)\n")
     if config and os.path.abspath(config) != DEFAULT_CONFIG:
         # The unit names the shipped path whatever --config-file says (a staging tree
         # writes there for the machine's /etc): say so, or ExecStartPre fails unexplained.
@@ -566,22 +583,8 @@ def cmd_install_unit(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
-#: The config install-unit writes when there is none: the unit starts, logs every OOM (to
-#: the event log, the journal, metrics) and changes nothing until handlers are added.
-STARTER_CONFIG = """\
-# oomkit's config (written by `oomkit install-unit`; docs/daemon.md has every key).
-# No handlers yet: every OOM is left to the kernel's killer, and logged
-# (`journalctl -u oomkit`, `oomkit events`). Add one, check, reload:
-#
-#   [[oom]]
-#   policy = "largest_leaf"
-#   cgroup = "/system.slice"
-#
-#   oomkit check-config /etc/oomkit/oomkit.toml && systemctl reload oomkit
-
-[daemon]
-budget = "500ms"
-"""
+#: Where systemd looks for the units an administrator installs (install-unit's default).
+SYSTEM_UNIT_DIR = "/etc/systemd/system"
 
 
 def _write_file(path: str, text: str) -> None:
@@ -614,10 +617,41 @@ def cmd_reload(args: argparse.Namespace, out: TextIO) -> int:
     if status is None or not status.get("running") or not daemon_alive(pid):
         print(f"oomkit: {status_file}: no running daemon to reload", file=sys.stderr)
         return EXIT_NOT_RUNNING
+    before = _reload_counts(status)
     try:
         os.kill(pid, signal.SIGHUP)
     except OSError as exc:
         raise OomkitError(f"cannot signal pid {pid}: {exc.strerror}") from None
-    out.write(f"sent SIGHUP to oomkit (pid {pid}); see `oomkit events --kind daemon --kind "
-              "error` for the result\n")
+    # The daemon counts the reload in its status file once the new config is in place or
+    # refused (policy imports may take up to their 10 s limit): wait for that, so the exit
+    # code says how it went (`systemctl reload` and scripts see a refused config: QA G6).
+    clock, stop = MonotonicClock(), threading.Event()
+    deadline = clock.now() + RELOAD_WAIT_S
+    while clock.now() < deadline and not stop.wait(0.1):
+        now_status, _ = _read_status_file(status_file)
+        ok, failed, error = _reload_counts(now_status)
+        if failed > before[1]:
+            print(f"oomkit: reload refused, the running config stays: {error}", file=sys.stderr)
+            return 1
+        if ok > before[0]:
+            out.write(f"reloaded: oomkit (pid {pid}) runs "
+                      f"{(now_status or {}).get('config') or 'its config'} now\n")
+            return 0
+    out.write(f"sent SIGHUP to oomkit (pid {pid}); no answer within {RELOAD_WAIT_S:g} s: see "
+              "`oomkit events --kind daemon --kind error` for the result\n")
     return 0
+
+
+#: How long `oomkit reload` waits for the daemon's answer: the policy import limit (10 s)
+#: and a margin.
+RELOAD_WAIT_S = 15.0
+
+
+def _reload_counts(status: dict[str, Any] | None) -> tuple[int, int, str]:
+    """(reloads ok, reloads failed, the last error) from a status file's ``reloads``."""
+    reloads = (status or {}).get("reloads")
+    if not isinstance(reloads, dict):
+        return 0, 0, ""
+    ok, failed = reloads.get("ok"), reloads.get("failed")
+    return (ok if isinstance(ok, int) else 0, failed if isinstance(failed, int) else 0,
+            str(reloads.get("last_error") or ""))

@@ -10,6 +10,7 @@ SIGTERM/SIGINT ending the process at once while a call holds the main thread.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import posix
 import queue
@@ -20,6 +21,11 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from oomkit.clock import wall_perf_ns
+
+
+class HandlerOverrun(BaseException):
+    """Raised inside a handler call that overran its budget, to end it (a BaseException:
+    a handler's ``except Exception`` does not swallow it)."""
 
 
 class HandlerExit(BaseException):
@@ -64,6 +70,8 @@ class Outcome:
     error: str | None = None
     timed_out: bool = False
     duration_us: int = 0
+    #: the thread of a call that overran and could not be interrupted: still running
+    still_running: threading.Thread | None = None
 
     def __post_init__(self) -> None:
         # An exception without text (``raise KeyboardInterrupt``) reads as its name alone,
@@ -75,9 +83,11 @@ class Outcome:
 class Worker:
     """Runs handler calls on a helper thread so a hung handler cannot hang the runtime.
 
-    A call that overruns is abandoned: its thread is left to finish on its own (Python
-    cannot kill a thread), its OomControl is expired so it can no longer act, and the
-    next call gets a fresh thread.
+    A call that overruns is interrupted (:func:`interrupt`); one that cannot be (blocked
+    in native code) is abandoned: its thread is left to finish on its own (Python cannot
+    kill a thread) and named in the Outcome, so that the runtime does not call that
+    handler again while it runs; its OomControl is expired so it can no longer act, and
+    the next call gets a fresh thread.
     """
 
     __slots__ = ("_jobs", "_nested", "_thread")
@@ -92,6 +102,13 @@ class Worker:
         self._nested: Worker | None = None
 
     def _loop(self, jobs: queue.SimpleQueue[Any]) -> None:
+        try:
+            self._serve(jobs)
+        except HandlerOverrun:
+            return  # the interruption came just after the call had ended: nothing to stop
+
+    @staticmethod
+    def _serve(jobs: queue.SimpleQueue[Any]) -> None:
         while True:
             job = jobs.get()
             if job is None:
@@ -132,11 +149,16 @@ class Worker:
                 out = slot[0]
             else:
                 # Abandon this thread: the stuck call keeps it; tell it to exit afterwards.
+                stuck, self._thread = self._thread, None
                 self._jobs.put(None)
-                self._thread = None
+                stopped = interrupt(stuck)
                 out = Outcome(
-                    ok=False, timed_out=True, error=f"overran its budget of {budget_s:g} s"
-                )
+                    ok=False, timed_out=True,
+                    error=f"overran its budget of {budget_s:g} s" + (
+                        "; interrupted" if stopped else
+                        "; still running (blocked in native code, or it caught the "
+                        "interruption): not called again until it returns"),
+                    still_running=None if stopped else stuck)
         out.duration_us = (wall_perf_ns() - start) // 1000
         return out
 
@@ -146,6 +168,26 @@ class Worker:
             self._thread = None
         if self._nested is not None:
             self._nested.close()
+
+
+#: How long an overrun call is given to end once interrupted (seconds): a pure-Python loop
+#: sees the exception at its next bytecode, within the interpreter's switch interval (5 ms).
+INTERRUPT_WAIT_S: Final = 0.02
+
+
+def interrupt(thread: threading.Thread) -> bool:
+    """Raise HandlerOverrun in ``thread`` (CPython's PyThreadState_SetAsyncExc) and wait
+    INTERRUPT_WAIT_S for it to end: True when it did. Python code (``while True: pass``)
+    ends at its next bytecode; a call blocked in native code (a sleep, a regex, a read)
+    sees it only when that returns, and a handler may catch BaseException: such a thread
+    runs on (QA G3: a spinning handler kept a CPU busy and the GIL shared, decisions 10x
+    slower, one more thread per OOM)."""
+    ident = thread.ident
+    if ident is not None and thread.is_alive():
+        ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident),
+                                                   ctypes.py_object(HandlerOverrun))
+    thread.join(INTERRUPT_WAIT_S)
+    return not thread.is_alive()
 
 
 #: Signals that stop the daemon: while a handler runs they end the process at once.

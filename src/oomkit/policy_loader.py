@@ -163,7 +163,15 @@ class PolicyExit(BaseException):
     """``os._exit`` called while a policy was loading (raised in place of the exit)."""
 
 
+#: (the pid loading, the os._exit it replaced) while a load runs
+_loading: tuple[int, Callable[[int], Any]] = (0, os._exit)
+
+
 def _refuse_exit(status: int) -> None:
+    pid, real_exit = _loading
+    if os.getpid() != pid:  # a child forked meanwhile (a handler's, during a reload): real
+        real_exit(status)
+        return
     raise PolicyExit(f"os._exit({status}) called while loading")
 
 
@@ -175,8 +183,10 @@ def with_deadline(fn: Callable[[], T], deadline_s: float, what: str) -> T:
     ConfigError (the thread is left blocked: a daemon thread, it holds nothing of ours).
     ``os._exit`` raises PolicyExit meanwhile: the daemon never calls it, and a policy that
     did would end the daemon with exit code 0, before any error could be written."""
+    global _loading
     with _exit_guard:
         real_exit = os._exit
+        _loading = (os.getpid(), real_exit)
         os._exit = posix._exit = _refuse_exit  # type: ignore[assignment]
         try:
             return _with_deadline(fn, deadline_s, what)

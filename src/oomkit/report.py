@@ -67,6 +67,11 @@ def _oom_lines(e: Ev) -> list[str]:
         tail = f"resolved by handler {e['policy']}"
     elif by == "kernel":
         tail = "resolved by the kernel's own OOM killer"
+    elif not victims and e.get("note"):
+        # The note says why nobody was killed (a victim still exiting, the post-action
+        # delay, min_victim, no killable task): "the default killer ran" would read as a kill.
+        tail = ("no handler made progress" if e.get("handlers")
+                else "no handler was asked") + ", nobody killed"
     elif e.get("handlers"):
         tail = "no handler made progress: the default killer ran"
     else:  # none attached on the OOM's path (`simulate --bare`)

@@ -75,6 +75,9 @@ class OomLink:
     budget_s: float | None
     failures: int = 0
     attached: bool = True
+    #: a call that overran and could not be interrupted, still running, and since when
+    #: (the runtime's clock): the handler is not called again until it returns
+    running: tuple[threading.Thread, float] | None = None
     #: attached by path before the cgroup existed: attached when it appears (and again
     #: whenever it is re-created), see Runtime.attach_oom(wait=True)
     waiting_for: str | None = None
@@ -98,6 +101,9 @@ class PsiLink:
     triggers: list[PsiTrigger] = field(default_factory=list)
     failures: int = 0
     attached: bool = True
+    #: a call that overran and could not be interrupted, still running, and since when
+    #: (the runtime's clock): the handler is not called again until it returns
+    running: tuple[threading.Thread, float] | None = None
 
     @property
     def name(self) -> str:
@@ -330,7 +336,7 @@ class Runtime:
         fn: Callable[[], Any],
         cgroup_id: int,
     ) -> Outcome:
-        out = self._worker.call(fn, link.budget_s)
+        out = self._call(link, fn)
         if out.ok:
             link.failures = 0
             return out
@@ -352,6 +358,24 @@ class Runtime:
                 self._detach_oom(link, why)
             else:
                 self._detach_psi(link, why)
+        return out
+
+    def _call(self, link: OomLink | PsiLink, fn: Callable[[], Any]) -> Outcome:
+        """One call of the handler, unless its previous call overran and still runs (QA G3):
+        then it fails at once, no second thread for it, the fallback goes on as after any
+        failure, and after max_failures the handler is detached."""
+        running = link.running
+        if running is not None:
+            thread, since = running
+            if thread.is_alive():
+                return Outcome(ok=False, error=(
+                    f"a call of {link.name} is still running, for "
+                    f"{self._now() - since:.1f} s (it overran its budget and cannot be "
+                    "stopped): not called again; restart the daemon to stop it"))
+            link.running = None
+        out = self._worker.call(fn, link.budget_s)
+        if out.still_running is not None:
+            link.running = (out.still_running, self._now() - out.duration_us / 1e6)
         return out
 
     def _ask_oom(self, link: OomLink, request: OomRequest) -> tuple[HandlerCall, OomControl]:

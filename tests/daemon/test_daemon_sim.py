@@ -286,6 +286,7 @@ def test_gc_is_frozen_and_off_while_running_and_back_after(
     from oomkit.daemon import protect
 
     monkeypatch.setattr(protect, "set_oom_score_adj", lambda *a, **k: None)
+    monkeypatch.setattr(protect, "raise_priority", lambda *a, **k: None)  # not pytest's
     setup.write_config(CONFIG_A, extra="mlock = false")
     seen: dict[str, Any] = {}
     d = setup.daemon(self_protect=True)

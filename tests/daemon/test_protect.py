@@ -23,14 +23,17 @@ def can_lower_oom_score_adj() -> bool:
     return False
 
 PROBE = r"""
-import json, threading
+import json, os, threading
 from oomkit.daemon.protect import protect
 p = protect()
-t = threading.Thread(target=lambda: None); t.start(); t.join()
+nice = []
+t = threading.Thread(target=lambda: nice.append(os.getpriority(os.PRIO_PROCESS, 0)))
+t.start(); t.join()
 status = dict(l.split(":", 1) for l in open("/proc/self/status") if ":" in l)
 print(json.dumps({"steps": p.steps, "locked_kb": int(status["VmLck"].split()[0]),
                   "rss_kb": int(status["VmRSS"].split()[0]),
                   "adj": open("/proc/self/oom_score_adj").read().strip(),
+                  "nice": nice[0],
                   "stack": threading.stack_size()}))
 """
 
@@ -58,12 +61,13 @@ def test_protect_locks_memory_and_lowers_the_oom_score() -> None:
         assert "needs CAP_SYS_RESOURCE" in str(steps["oom_score_adj"])
     assert isinstance(data["locked_kb"], int) and data["locked_kb"] > 10_000
     assert data["stack"] == 256 << 10
+    assert steps["priority"] is None and data["nice"] <= -10  # a thread started after it
 
 
 def test_protect_reports_instead_of_failing_without_privilege() -> None:
     if os.geteuid() == 0:
         # As root, take the privileges away: no CAP_IPC_LOCK/CAP_SYS_RESOURCE, tiny memlock.
-        cmd = ["setpriv", "--inh-caps=-all", "--bounding-set=-ipc_lock,-sys_resource",
+        cmd = ["setpriv", "--inh-caps=-all", "--bounding-set=-ipc_lock,-sys_resource,-sys_nice",
                "--", sys.executable, "-c", "import resource; resource.setrlimit("
                "resource.RLIMIT_MEMLOCK, (65536, 65536)); exec(open(0).read())"]
         try:
@@ -78,6 +82,8 @@ def test_protect_reports_instead_of_failing_without_privilege() -> None:
     steps = data["steps"]
     assert "mlockall failed" in steps["mlockall"]
     assert steps["imports"] is None
+    if os.geteuid() == 0 and os.getpriority(os.PRIO_PROCESS, 0) > -10:
+        assert "needs CAP_SYS_NICE" in steps["priority"]
 
 
 def test_every_decision_path_module_imports() -> None:

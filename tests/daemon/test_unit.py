@@ -15,7 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from oomkit import daemon_cli
 from oomkit.cli import main
+from oomkit.daemon.config import recommended_config
 from oomkit.daemon.housekeeper import Housekeeper
 from oomkit.daemon.service import watchdog_interval
 from tests.conftest import missing_checker
@@ -52,15 +54,32 @@ def test_install_unit_names_this_oomkit(tmp_path: Path) -> None:
         line for line in shipped if line.startswith(("ExecStart=", "ExecStartPre="))]
 
 
-def test_install_unit_writes_a_starter_config_only_when_missing(tmp_path: Path) -> None:
+def test_install_unit_writes_the_recommended_config_only_when_missing(tmp_path: Path) -> None:
+    """What `oomkit run` runs without a config, so that installing the unit does not
+    change what `oomkit run` does (QA G5: a config with no handlers took its place)."""
     install(tmp_path)
     config = tmp_path / "etc" / "oomkit.toml"
+    assert config.read_text() == Path(recommended_config()).read_text()
     out = io.StringIO()
     assert main(["check-config", str(config)], out=out) == 0
-    assert "no handlers: every OOM is left to the kernel (and logged)" in out.getvalue()
+    assert "no handlers" not in out.getvalue()
     config.write_text("# mine\n")
     install(tmp_path)
     assert config.read_text() == "# mine\n"
+
+
+def test_install_unit_into_other_directories_leaves_etc_alone(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """QA G5: `--unit-dir D --man-dir M` wrote /etc/oomkit/oomkit.toml too. Nothing is
+    written outside the directories named (the writes are recorded, not done)."""
+    written: list[str] = []
+    monkeypatch.setattr(daemon_cli, "_write_file", lambda path, text: written.append(path))
+    out = io.StringIO()
+    assert main(["install-unit", "--unit-dir", str(tmp_path / "unit"), "--man-dir",
+                 str(tmp_path / "man"), "--oomkit", OOMKIT], out=out) == 0
+    assert written == [str(tmp_path / "unit" / "oomkit.service"),
+                       str(tmp_path / "man" / "oomkit.8")], out.getvalue()
+    assert "no config written" in out.getvalue() and "--config-file FILE" in out.getvalue()
 
 
 def verify(unit: Path, tmp_path: Path) -> subprocess.CompletedProcess[str]:

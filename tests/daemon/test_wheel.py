@@ -101,6 +101,10 @@ def test_the_presets_and_the_recommended_config_are_in_the_wheel(installed: Path
     assert r.returncode == 0, r.stderr[-2000:]
     assert "no such" not in r.stderr and "presets: none" not in r.stderr
     assert '"earlyoom"' in r.stdout and '"oomd"' in r.stdout
+    # named where a config file goes, from the installed wheel (QA G8)
+    r = sh([str(installed / "oomkit"), "check-config", "preset:earlyoom"], cwd=tmp_path)
+    assert r.returncode == 0 and "site-packages/oomkit/data/presets/earlyoom.toml: OK" in \
+        r.stdout, r.stdout + r.stderr
 
 
 def test_the_containerfile_build_stage_replayed_without_a_container(

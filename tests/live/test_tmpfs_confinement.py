@@ -63,9 +63,102 @@ def test_a_file_still_open_is_kept(shm: Path) -> None:
                                " time.sleep(60)", str(f)], stdout=subprocess.PIPE)
     try:
         assert holder.stdout is not None and holder.stdout.readline() == b"ok\n"
-        with pytest.raises(KernelError, match=f"still open by pid {holder.pid}"):
+        with pytest.raises(KernelError, match=f"pid {holder.pid} open: not removed"):
             remove_tmpfs_file(str(f))
         assert f.exists()
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+#: Maps the file MAP_SHARED and closes its descriptor, as PostgreSQL's dynamic shared
+#: memory does (dsm_impl_posix: shm_open, mmap, close); Python's mmap would keep a dup.
+MAP_AND_CLOSE = """
+import ctypes, os, sys, time
+libc = ctypes.CDLL(None, use_errno=True)
+libc.mmap.restype = ctypes.c_void_p
+libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
+                      ctypes.c_int, ctypes.c_long]
+fd = os.open(sys.argv[1], os.O_RDWR)
+size = os.fstat(fd).st_size
+addr = libc.mmap(None, size, 3, 1, fd, 0)  # PROT_READ | PROT_WRITE, MAP_SHARED
+assert addr not in (None, ctypes.c_void_p(-1).value)
+os.close(fd)
+print("ok", flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_file_mapped_without_a_descriptor_is_kept(shm: Path) -> None:
+    """Unlinking it would free nothing (the pages stay mapped) and a process attaching to
+    the segment by name later would find it gone (QA G16: tmpfs_cleanup deleted such a
+    segment and the OOM record said "declined")."""
+    f = _file(shm / "PostgreSQL.1804289383")
+    holder = subprocess.Popen([sys.executable, "-c", MAP_AND_CLOSE, str(f)],
+                              stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == b"ok\n"
+        assert str(f) not in [os.path.realpath(p) for p in
+                              Path(f"/proc/{holder.pid}/fd").iterdir()]  # no descriptor
+        with pytest.raises(KernelError, match=f"pid {holder.pid} mapped: not removed"):
+            remove_tmpfs_file(str(f))
+        assert f.exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    assert remove_tmpfs_file(str(f)) >= 1 << 20  # once unmapped, it goes
+
+
+NOBODY = 65534
+
+REMOVE = """
+import sys
+from oomkit.errors import KernelError
+from oomkit.kernel.linux.tmpfs import remove_tmpfs_file
+try:
+    print("removed", remove_tmpfs_file(sys.argv[1]))
+except KernelError as exc:
+    print("refused:", exc)
+"""
+
+
+def _without_ptrace(path: Path) -> str:
+    """remove_tmpfs_file(path) as root without CAP_SYS_PTRACE, as the shipped unit and
+    pod run it: another user's /proc/PID/fd links and maps cannot be read."""
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("needs setpriv (util-linux) to drop CAP_SYS_PTRACE")
+    r = subprocess.run([setpriv, "--bounding-set", "-sys_ptrace", "--", sys.executable,
+                        "-c", REMOVE, str(path)], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    return r.stdout.strip()
+
+
+def test_without_ptrace_a_file_another_user_may_hold_is_kept(shm: Path) -> None:
+    """Without CAP_SYS_PTRACE, a process of the file's owner cannot be looked at: it may
+    hold the file, so it stays (QA G17: it was deleted while open). A root file that
+    such a process could not open is still removed."""
+    d = shm / "nobody"
+    d.mkdir()
+    os.chown(d, NOBODY, NOBODY)
+    f = d / "PostgreSQL.42"
+    python = "/usr/bin/python3"  # one user nobody may run (the venv's may be in /root)
+    if not os.access(python, os.X_OK):
+        pytest.skip("needs /usr/bin/python3 for a process of another user")
+    holder = subprocess.Popen(
+        [python, "-c", "import os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR |"
+         " os.O_CREAT, 0o600); os.write(fd, b'x' * (1 << 20)); print('ok', flush=True);"
+         " time.sleep(60)", str(f)],
+        stdout=subprocess.PIPE, user=NOBODY, group=NOBODY, extra_groups=[])
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == b"ok\n"
+        out = _without_ptrace(f)
+        assert out.startswith("refused:") and "CAP_SYS_PTRACE" in out, out
+        assert f.exists()
+        mine = _file(shm / "root-only.bin")
+        os.chmod(mine, 0o600)
+        assert _without_ptrace(mine).startswith("removed"), "nobody could have opened it"
+        assert not mine.exists()
     finally:
         holder.kill()
         holder.wait()

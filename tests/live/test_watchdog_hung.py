@@ -120,8 +120,13 @@ def test_hung_runtime_the_watchdog_hands_the_oom_to_the_kernel(
         assert str(box / "memory.oom_control") in watched_paths(state)
         print(f"\nhog killed {elapsed:.2f} s after start (hung_after {HUNG_AFTER} s)")
 
-        # The runtime wakes up and is told to stop: everything restored, nothing left.
+        # The runtime wakes up: the OOM's eventfd tells it; it arms the memcg again (the
+        # kernel killer kept it, and every later OOM there, while status still said
+        # "watched": QA G13).
         os.kill(proc.pid, signal.SIGCONT)
+        assert wait_for(lambda: oom_control(box)["oom_kill_disable"] == 1, 3), \
+            "the runtime must re-arm the memcg the watchdog handed over"
+        # Told to stop: everything restored, nothing left.
         os.kill(proc.pid, signal.SIGTERM)
         assert proc.wait(10) == 0
         assert oom_control(box)["oom_kill_disable"] == 0

@@ -135,3 +135,32 @@ def test_the_restore_keys_parse_and_bad_ones_are_refused() -> None:
     assert parse_scenario("").machine.restore_cpu_ns is None
     with pytest.raises(ConfigError, match="restore_burst_cv"):
         parse_scenario('[machine]\nrestore_burst_cv = -1\n')
+
+
+def _swapping_leak(**machine: object) -> SimKernel:
+    """The fidelity suite's leak with swap: 50M/s into a 128M memcg that may swap."""
+    k = SimKernel(MachineSpec(memory=M("2G"), swap=M("1G"), **machine))  # type: ignore[arg-type]
+    k.create_cgroup("/leak", memory_max=M("128M"), swap_max=None)
+    k.spawn("leaker", "/leak", (Step("alloc", size=M("1G"), rate=M("50M")), Step("sleep")))
+    return k
+
+
+def test_swap_out_cost_is_the_memory_stall_of_an_anon_page_written_to_swap() -> None:
+    """swap_out_cost (measured in the guest: a leaker swapping to a RAM disk) charges
+    each swapped-out page's reclaim, not reclaim_cost; unset, reclaim_cost as before."""
+    stalls = []
+    for machine in ({}, {"swap_out_ns": 50_000}):
+        k = _swapping_leak(**machine)
+        k.run(6 * S)
+        cg = k.mem_cgroup("/leak")
+        assert cg is not None and k.ooms == 0
+        swapped = cg.vm_events("pgsteal_anon")
+        assert swapped > 10_000
+        stalls.append(cg.pressure(Resource.MEMORY).some.total)  # us
+    plain, costly = stalls
+    # 50 us a page against 1 us: the stall grows with the cost.
+    assert costly > 10 * plain
+    text = '[machine]\nswap_out_cost = "40us"\n'
+    assert parse_scenario(text).machine.swap_out_ns == 40_000
+    with pytest.raises(ConfigError):
+        parse_scenario('[machine]\nswap_out_cost = "fast"\n')

@@ -71,3 +71,64 @@ def test_stall_windows_cut_the_samples_into_two_second_windows() -> None:
     assert [round(w["memory_some%"]) for w in ws] == [10, 30]
     assert [w["workingset_restore_file"] for w in ws] == [20, 20]
     assert sw.correlation([1, 2, 3], [2, 4, 6]) == pytest.approx(1.0)  # type: ignore[attr-defined]
+
+
+def test_the_kernels_cpu_pressure_is_shown_and_left_out_of_the_verdict() -> None:
+    """cpu some says where a kernel run's time went (the simulator has no CPU
+    contention): printed on the kernel's side, "n/a" on the simulator's, and no part of
+    the PSI item of the acceptance."""
+    fid = _load("fidelity")
+    ct = sys.modules["compare_thrash"]
+    psi = {"memory_some": 100_000, "memory_full": 100_000, "io_some": 0, "io_full": 0,
+           "cpu_some": 1_500_000}
+    m = ct.Measured(seconds=5.0, psi_cg=psi,  # type: ignore[attr-defined]
+                    stat={"pgscan": 0, "pgsteal": 0})
+    kern = fid.kernel_side([m], lambda m: "none")  # type: ignore[attr-defined]
+    assert kern.psi["cpu_some"] == pytest.approx(30.0)
+    sim = fid.Side(runs=1, victims=["none"], firsts=[None],  # type: ignore[attr-defined]
+                   psi={"memory_some": 2.0, "memory_full": 2.0, "io_some": 0.0,
+                        "io_full": 0.0}, scans_s=0.0, steals_s=0.0, seconds=5.0)
+    row = fid.Row("x", "x", kern, sim)  # type: ignore[attr-defined]
+    text = fid.table(row)  # type: ignore[attr-defined]
+    assert "| 30.0% | n/a |" in text
+    assert "PSI: within 0.0 points" in text
+
+
+def test_the_leak_with_swap_row_says_why_the_kernel_did_not_run(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    fid = _load("fidelity")
+    assert fid.main(["--sim-only", "--rows", "leak-swap"]) == 0  # type: ignore[attr-defined]
+    out = capsys.readouterr().out
+    assert "Anonymous leak with 1,024M of swap" in out
+    assert "| victims | not run | none |" in out
+
+
+def test_steady_costs_split_the_steady_readers_time(monkeypatch: pytest.MonkeyPatch,
+                                                   tmp_path: Path) -> None:
+    """On MGLRU the calibration takes a reader's costs from steady thrashing: IO stall
+    per refault, memory stall per page reclaimed, and the CPU per miss (refaults plus
+    the file's first reads) left when the stalls and the hits are taken out."""
+    _load("fidelity")
+    ct = sys.modules["compare_thrash"]
+    M = 1 << 20
+    m = ct.Measured(seconds=20.0, pages_read=300_000,  # type: ignore[attr-defined]
+                    stat={"workingset_refault_file": 200_000, "pgsteal": 250_000},
+                    psi_cg={"io_some": 2_000_000, "memory_some": 1_500_000})
+
+    class _File:
+        def __enter__(self) -> Path:
+            return tmp_path / "f"
+
+        def __exit__(self, *exc: object) -> None:
+            return None
+
+    monkeypatch.setattr(ct, "data_file", lambda *a, **k: _File())
+    monkeypatch.setattr(ct, "run_reader", lambda *a, **k: m)
+    io_ns, reclaim_ns, miss_ns = ct.steady_costs(  # type: ignore[attr-defined]
+        tmp_path, 128 * M, 64 * M, touch_rate=4096 * 1_000_000)
+    assert io_ns == 10_000  # 2 s of IO stall over 200K refaults
+    assert reclaim_ns == 6_000  # 1.5 s over 250K pages reclaimed
+    # 20 s less 3.5 s of stalls less 67,232 hits at 1 us: over 232,768 misses.
+    misses = 200_000 + 128 * M // 4096
+    hits = 300_000 - misses
+    assert miss_ns == int((16.5e9 - hits * 1_000) / misses)

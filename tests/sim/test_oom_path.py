@@ -156,7 +156,10 @@ def test_overrunning_handler_cannot_act_afterwards() -> None:
         name = "late"
 
         def handle_out_of_memory(self, ctx: OomContext, oc: OomControl) -> bool:
-            time.sleep(0.2)
+            try:
+                time.sleep(0.2)
+            except BaseException:  # swallows the interruption (HandlerOverrun), goes on
+                pass
             try:
                 for cg in oc.kernel.root_mem_cgroup().walk():
                     for t in cg.tasks():
@@ -169,6 +172,29 @@ def test_overrunning_handler_cannot_act_afterwards() -> None:
     s.run(0.5)
     time.sleep(0.4)
     assert seen and type(seen[0]).__name__ == "HandlerExpired"
+    s.rt.close()
+
+
+def test_an_overrunning_call_is_interrupted_at_its_next_python_step() -> None:
+    """QA G3: the overrun call gets HandlerOverrun raised in its thread: the code after a
+    blocking call never runs, and a pure-Python loop ends."""
+    s = Sim()
+    s.rt.budget_s = 0.05
+    two_level(s)
+    after: list[str] = []
+
+    class Late(OomOps):
+        name = "late"
+
+        def handle_out_of_memory(self, ctx: OomContext, oc: OomControl) -> bool:
+            time.sleep(0.2)
+            after.append("went on")
+            return True
+
+    s.rt.attach_oom(Late(), "/a")
+    s.run(0.5)
+    time.sleep(0.4)
+    assert after == []
     s.rt.close()
 
 

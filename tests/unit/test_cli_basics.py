@@ -450,3 +450,51 @@ def test_a_simulation_says_its_incident_files_went_with_it(capsys: pytest.Captur
     assert code == 0 and "(oomkit replay it)" in text, text
     err = capsys.readouterr().err
     assert "removed with this run: --state-dir DIR keeps them" in err
+
+
+SLOW_EXIT = """[machine]
+memory = "4G"
+duration = "8s"
+exit_latency = "3s"
+[[cgroup]]
+path = "/svc"
+"memory.max" = "1G"
+"memory.swap.max" = "0"
+[[process]]
+name = "api"
+cgroup = "/svc/api"
+program = [ { op = "alloc", kind = "anon", size = "200M" },
+            { op = "alloc", kind = "anon", size = "100M", rate = "20M/s" }, { op = "sleep" } ]
+[[process]]
+name = "leaker"
+cgroup = "/svc/leaker"
+start = "1s"
+program = [ { op = "alloc", kind = "anon", size = "2G", rate = "300M/s" }, { op = "sleep" } ]
+"""
+
+
+def test_an_oom_that_killed_nobody_does_not_say_the_default_killer_ran(tmp_path: Path
+                                                                        ) -> None:
+    """A declared OOM while the last victim still exits kills nobody; its story said
+    "no handler was asked: the default killer ran" above the note saying no kill (QA G4)."""
+    scen = tmp_path / "slow_exit.toml"
+    scen.write_text(SLOW_EXIT)
+    code, text = run("run", "--sim", str(scen), "--config", PACKAGED_CONFIG,
+                     "--state-dir", str(tmp_path / "st"))
+    assert code == 0, text
+    lines = text.splitlines()
+    waits = [i for i, line in enumerate(lines) if "is still exiting: waiting" in line]
+    assert waits, text  # the scenario makes such an OOM
+    for i in waits:
+        assert lines[i - 1].strip() == "no handler was asked, nobody killed", lines[i - 1]
+    assert "killed leaker" in text  # the one kill is still told as one
+
+
+def test_a_quiet_simulation_does_not_point_at_incident_lines_it_did_not_print(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """-q prints no events, so no incident file was "named above" (QA G9)."""
+    code, text = run("run", "--sim", DEFAULT, "--quiet")
+    assert code == 0 and "(oomkit replay it)" not in text, text
+    err = capsys.readouterr().err
+    assert "note: the incident files of this run were in " in err, err
+    assert "named above" not in err

@@ -109,6 +109,38 @@ def test_system_watch_declares_when_memavailable_runs_low(
     assert not watch.armed
 
 
+class KillsSlowly(OomOps):
+    """Takes 50 ms to decide, then "kills": marks the SIGKILL time as the killer does
+    (the fake tree's tasks are not real processes to kill)."""
+
+    name = "kills_slowly"
+
+    def __init__(self, kernel: LinuxKernel) -> None:
+        self.kernel = kernel
+        self.calls = 0
+
+    def handle_out_of_memory(self, ctx: OomContext, oc: OomControl) -> bool:
+        self.calls += 1
+        time.sleep(0.05)
+        self.kernel.killer.last_kill_at = self.kernel.clock.now()
+        return True
+
+
+def test_the_system_watch_plans_for_the_reaction_it_measured(
+    patient: LinuxKernel, tree: Path
+) -> None:
+    runtime = Runtime(patient)
+    policy = KillsSlowly(patient)
+    runtime.attach_oom(policy, None)
+    watch = patient.system
+    assert watch.reaction_s == 0.0
+    write_meminfo(tree, 20_000)  # below 5 %
+    assert pump(patient, lambda: policy.calls > 0, timeout=2.0)
+    assert len(watch.reactions) == 1
+    assert 0.05 <= watch.reaction_s == watch.reactions[0] < 1.0  # look to SIGKILL
+    runtime.close()
+
+
 def test_an_escape_to_the_kernel_killer_widens_the_band(
     patient: LinuxKernel, tree: Path
 ) -> None:

@@ -69,6 +69,27 @@ def test_a_fast_fill_moves_the_trigger_up_by_what_it_takes_in_lead_s() -> None:
     assert not mw.system_short(sample(0, 99), t, rate=1 * MiB)  # a slow leak: the threshold
 
 
+def test_a_slow_reaction_measured_moves_the_trigger_up_further() -> None:
+    t = mw.SystemThresholds(min_available=50 * MiB, lead_s=0.25)
+    fast = 200 * MiB
+    # The last system-wide OOM took 0.6 s to decide and kill: 120 MiB of this fill.
+    assert mw.lead(t, 0.6) == 0.6 and mw.lead(t, 0.1) == 0.25
+    assert mw.system_short(sample(0, 160), t, rate=fast, reaction_s=0.6)
+    assert not mw.system_short(sample(0, 160), t, rate=fast)
+    assert not mw.system_short(sample(0, 60), t, rate=0.0, reaction_s=0.6)  # no fill: min
+    assert mw.lead(t, 30.0) == mw.MAX_LEAD_S == 1.0  # a stuck one does not move it far
+    # the looks come sooner for it too
+    near = sample(0, 150)
+    assert mw.next_interval(near, t, fast, 0.6) < mw.next_interval(near, t, fast)
+
+
+def test_the_reaction_planned_for_is_the_longest_of_the_last_few() -> None:
+    assert mw.reaction([]) == 0.0
+    assert mw.reaction([0.4, 0.9, 0.3]) == 0.9  # a busy machine varies: plan for the worst
+    old = [1.0] + [0.3] * mw.REACTION_WINDOW
+    assert mw.reaction(old) == 0.3  # forgotten after REACTION_WINDOW OOMs
+
+
 def test_with_swap_both_must_be_low() -> None:
     # earlyoom's rule: with swap left the kernel swaps; it kills only when both are out.
     t = mw.SystemThresholds(min_available=50 * MiB, min_swap_free=100 * MiB)

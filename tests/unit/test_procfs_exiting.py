@@ -33,3 +33,15 @@ def test_exiting(tmp_path: Path, state: str, flags: int, exiting: bool) -> None:
     info = proc(tmp_path, state, flags).task(42)
     assert info.exiting is exiting
     assert info.start_time == 12345 and info.rss == 1024 * 1024 and not info.sigkill_pending
+
+
+def test_kernel_thread_from_stat_alone(tmp_path: Path) -> None:
+    """PF_KTHREAD in stat's flags: a kernel thread, known without status or oom_score_adj
+    (the v2 root cgroup lists every one of them; they are never victims)."""
+    p = proc(tmp_path, "S", 0x00208040)  # PF_KTHREAD | PF_NOFREEZE | PF_FORKNOEXEC
+    (tmp_path / "42" / "status").unlink()
+    (tmp_path / "42" / "oom_score_adj").unlink()
+    info = p.task(42)
+    assert info.kthread and info.rss == 0 and not info.exiting
+    (tmp_path / "user").mkdir()
+    assert not proc(tmp_path / "user", "S", 0x400000).task(42).kthread  # status was read

@@ -25,6 +25,10 @@ from oomkit.runtime import Runtime
 
 class Backend(Protocol):
     name: str
+    #: A reload loads the new config on a thread while serving goes on (the live kernel:
+    #: OOMs do not wait for a policy's import); False: serving waits for the load (the
+    #: simulator, whose clock would otherwise run on while the import takes wall time).
+    reload_in_background: bool
 
     def open(self, config: Config) -> Kernel:
         """The kernel to drive, ready for Runtime(kernel)."""
@@ -49,6 +53,7 @@ class SimBackend:
     """A scenario on the simulator, run in slices so that stop and reload get a turn."""
 
     name = "sim"
+    reload_in_background = False
 
     def __init__(self, scenario: str, *, slice_s: float = 0.1,
                  on_slice: Callable[[float], None] | None = None) -> None:
@@ -117,6 +122,7 @@ class LiveBackend:
     """
 
     name = "live"
+    reload_in_background = True
 
     def __init__(self) -> None:
         self._kernels: dict[int, ServedKernel] = {}

@@ -46,6 +46,34 @@ def recommended_config() -> str:
     from importlib.resources import files
 
     return str(files("oomkit") / "data" / "oomkit.toml")
+#: ``--config preset:NAME`` names a preset shipped with oomkit (data/presets/NAME.toml).
+PRESET_PREFIX: Final = "preset:"
+
+
+def presets() -> dict[str, str]:
+    """{name: path} of the presets shipped with oomkit (other daemons' rules, one file
+    each: packaging/presets/ in a checkout, oomkit/data/presets/ in the wheel)."""
+    from importlib.resources import files
+
+    folder = files("oomkit") / "data" / "presets"
+    return {p.name[:-len(".toml")]: str(p) for p in sorted(folder.iterdir(), key=str)
+            if p.name.endswith(".toml")}
+
+
+def config_file(arg: str) -> str:
+    """A config argument as a path: ``preset:NAME`` is that shipped preset's file (QA G8:
+    the wheel ships them where no user would look); anything else is a path as given.
+    Raises ConfigError for an unknown preset, naming the known ones."""
+    if not arg.startswith(PRESET_PREFIX):
+        return arg
+    name = arg[len(PRESET_PREFIX):]
+    known = presets()
+    if name not in known:
+        raise ConfigError(f"unknown preset {name!r} (presets: "
+                          f"{', '.join(PRESET_PREFIX + n for n in known) or 'none'})")
+    return known[name]
+
+
 DEFAULT_EVENT_LOG: Final = "/var/log/oomkit/events.jsonl"
 DEFAULT_STATUS_FILE: Final = "/run/oomkit/status.json"
 DEFAULT_STATE_FILE: Final = "/run/oomkit/restore.json"

@@ -8,9 +8,12 @@ Life cycle (``Daemon.start``, ``Daemon.run``, ``Daemon.shutdown``):
 3. the backend opens the kernel (wrapped in :class:`DryRunKernel` for a dry run), the
    runtime binds to it and the config's policies (already imported) are attached;
 4. one event is formatted as a warm-up, the garbage collector is frozen and switched off;
-5. ``run`` serves the kernel's events until SIGTERM/SIGINT; a SIGHUP stops serving for a
-   moment, reloads the config (fully parsed and its policies imported first: a broken
-   config keeps the running one and logs an ``error`` event), and serves again;
+5. ``run`` serves the kernel's events until SIGTERM/SIGINT; a SIGHUP reloads the config:
+   on the live kernel it is parsed and its policies imported on a thread of its own while
+   the loop goes on serving the running handlers (an import may take up to its 10 s
+   limit: QA G14), then the loop swaps the handlers at a quiet point; a broken config
+   keeps the running one and logs an ``error`` event. The simulator, on its own clock,
+   stands still while a reload loads;
 6. ``shutdown``, also after a crash: every handler detached (the backend restores the
    kernel settings it changed), the backend closed (its watchdog released), outputs closed.
 """
@@ -38,6 +41,7 @@ from oomkit.daemon.housekeeper import Housekeeper
 from oomkit.daemon.journal import Journal
 from oomkit.daemon.outputs import Outputs
 from oomkit.daemon.protect import GcControl, Protection, lock_memory, protect
+from oomkit.daemon.reload import CONFIG_CHECK_S, BackgroundLoad, Loaded, file_signature, load_again
 from oomkit.errors import ConfigError, OomkitError
 from oomkit.events import (
     CgroupOfflineEvent,
@@ -84,20 +88,6 @@ def watchdog_interval(environ: dict[str, str] | None = None, pid: int | None = N
     if usec <= 0 or (wanted_pid and wanted_pid != str(pid if pid is not None else os.getpid())):
         return None
     return usec / 2e6
-
-
-#: How often ``--watch-config`` looks at the config file, at most (seconds): kubelet takes a
-#: minute or so to update a mounted ConfigMap anyway.
-CONFIG_CHECK_S = 30.0
-
-
-def file_signature(path: str) -> tuple[int, ...] | None:
-    """(device, inode, size, mtime) of what ``path`` leads to; None when it is missing."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +140,8 @@ class Daemon:
         self._serving = threading.Event()
         self._terminate = False
         self._reload_requested = False
+        self._loading: BackgroundLoad | None = None  # a reload loading (live backend)
+        self._load_again = False  # asked again while loading: load once more afterwards
         self._watched_cache: int | None = None
         self.reloads = 0
         self.exit_code = 0
@@ -184,9 +176,23 @@ class Daemon:
             if why is not None:
                 self.emit_error(f"self-protection: {step}", why)
         self._emit(DaemonEvent(self._now(), "start", self._describe()))
+        self._note_leftovers()
         if self._self_protect:
             self.gc.startup_done()
         sd_notify(f"READY=1\nMAINPID={os.getpid()}\nSTATUS={self._describe()}")
+
+    def _note_leftovers(self) -> None:
+        """A journal left by a run that died with its watchdog (both SIGKILLed, a machine
+        that froze): restored by the kernel backend before anything was armed, and said
+        here, since no watchdog lived to write its ``died`` record (QA G7)."""
+        journal = getattr(self.real_kernel, "journal", None)
+        leftovers = getattr(journal, "leftovers", None) or []
+        if leftovers:
+            restored = sum(why is None for _, why in leftovers)
+            self._emit(DaemonEvent(self._now(), "restored", (
+                f"the previous oomkit ended without stopping, its watchdog too: {restored} "
+                f"of {len(leftovers)} kernel settings restored from its journal "
+                f"{self.config.daemon.state_file}; its OOMs after that were not logged")))
 
     def _tick(self) -> None:
         if self._ping_s:
@@ -382,13 +388,22 @@ class Daemon:
             if link.attached:
                 out.append({"ops": "oom", "name": link.name, "policy": entry.policy,
                             "cgroup": link.cgroup_path, "cgroup_id": link.cgroup_id,
-                            "budget_s": link.budget_s, "failures": link.failures})
+                            "budget_s": link.budget_s, "failures": link.failures,
+                            **self._still_running(link)})
         for pentry, plink in list(self._psi_links):
             if plink.attached:
                 out.append({"ops": "psi", "name": plink.name, "policy": pentry.policy,
                             "triggers": len(plink.triggers), "budget_s": plink.budget_s,
-                            "failures": plink.failures})
+                            "failures": plink.failures, **self._still_running(plink)})
         return out
+
+    def _still_running(self, link: OomLink | PsiLink) -> dict[str, float]:
+        """``running_for_s``: how long a call that overran its budget and could not be
+        stopped has been running (QA G3), for the status file; nothing otherwise."""
+        running = link.running
+        if running is None or not running[0].is_alive():
+            return {}
+        return {"running_for_s": round(max(0.0, self._now() - running[1]), 1)}
 
     def _watched_roots(self) -> list[Cgroup]:
         """The cgroups of the attached OOM handlers (the root for a system-wide one)."""
@@ -496,16 +511,22 @@ class Daemon:
         try:
             while True:
                 self._serving.clear()
-                if not (self._terminate or self._reload_requested):
+                if not (self._terminate or self._reload_requested or self._loaded()):
                     finished = self.backend.serve(self.real_kernel, self.runtime,
                                                   self._serving)
                 else:
                     finished = False
                 if self._terminate:
                     break
+                if self._loaded():
+                    self._finish_reload()
+                    continue
                 if self._reload_requested:
                     self._reload_requested = False
-                    self.reload()
+                    if getattr(self.backend, "reload_in_background", False):
+                        self._begin_reload()
+                    else:
+                        self.reload()
                     continue
                 if finished:
                     break
@@ -520,32 +541,62 @@ class Daemon:
 
     # -- reload ------------------------------------------------------------------------------
     def reload(self) -> bool:
-        """Load the config again and swap it in; on any error keep the running one."""
+        """Load the config again and swap it in, waiting for the load (the serve loop of a
+        live backend uses :meth:`_begin_reload` instead); on any error keep the running
+        one."""
         if self._reload_config is None:
             self.emit_error("reload", "no config file to reload")
             return False
-        sd_notify("RELOADING=1")
-        if self._watch_config:  # a SIGHUP after an edit: no second reload at the next tick
-            self._config_seen = file_signature(self._watch_config)
+        self._reload_starts()
         try:
-            return self._reload()
+            return self._apply_reload(self._load())
         finally:
             sd_notify(f"READY=1\nSTATUS={self._describe()}")
 
-    def _reload(self) -> bool:
-        assert self._reload_config is not None
+    def _reload_starts(self) -> None:
+        sd_notify("RELOADING=1")
+        if self._watch_config:  # a SIGHUP after an edit: no second reload at the next tick
+            self._config_seen = file_signature(self._watch_config)
+
+    def _begin_reload(self) -> None:
+        """Start loading the config on a thread of its own (:class:`BackgroundLoad`): the
+        serve loop goes on with the running handlers and swaps once the load has its answer
+        (QA G14). A request while one loads is served by one more load after it (the file
+        may have changed again)."""
+        if self._reload_config is None:
+            self.emit_error("reload", "no config file to reload")
+            return
+        if self._loading is not None:
+            self._load_again = True
+            return
+        self._reload_starts()
+        self._loading = BackgroundLoad(self._reload_config, self.config, self._serving)
+
+    def _loaded(self) -> bool:
+        return self._loading is not None and self._loading.result is not None
+
+    def _finish_reload(self) -> None:
+        """The serve loop's half of a background reload: swap in (or refuse) what loaded."""
+        loading, self._loading = self._loading, None
+        assert loading is not None and loading.result is not None
+        loading.join(1.0)  # it has set its result: only its return is left
         try:
-            new, policies = self._reload_config()
-            changed = self.config.restart_only_changes(new)
-            if changed:
-                raise ConfigError(f"{new.path}: {', '.join(changed)} cannot change on reload; "
-                                  "restart oomkit to change it (the running config is kept)")
-        except ConfigError as exc:
-            self._reload_failed(str(exc))
+            self._apply_reload(loading.result)
+        finally:
+            sd_notify(f"READY=1\nSTATUS={self._describe()}")
+        if self._load_again:
+            self._load_again = False
+            self._begin_reload()
+
+    def _load(self) -> Loaded:
+        assert self._reload_config is not None
+        return load_again(self._reload_config, self.config)
+
+    def _apply_reload(self, loaded: Loaded) -> bool:
+        if isinstance(loaded, str):
+            self._reload_failed(loaded)
             return False
-        except Exception as exc:  # a policy's import ran code that failed oddly
-            self._reload_failed(f"{type(exc).__name__}: {exc}")
-            return False
+        new, policies = loaded
         try:
             self._swap(new, policies)
         except ConfigError as exc:

@@ -15,7 +15,9 @@ parallel build in one session scope loses its linker, not the session.
 ``whole_cgroup = true`` kills every task of the leaf instead. Growth is measured between
 samples: pressure_guard's (at every PSI event) and the daemon's flight recorder's.
 
-Never chosen: protected cgroups/commands and ``user.oomd_omit`` (see prefs), tasks
+Never chosen: protected cgroups/commands and ``user.oomd_omit`` (see prefs; a protected
+command that is itself the task growing fastest in its cgroup is the cause and loses its
+protection), tasks
 under ``min_victim`` bytes (nothing is killed for 28K: the event says so and the next
 handler or the default killer decides). Avoided ones only when nothing else is left.
 """
@@ -66,6 +68,11 @@ def pick_task(cg: Cgroup, p: prefs.Preferences, min_victim: int,
     small: list[tuple[int, Task]] = []
     for t in cg.tasks():
         pref = p.task(t, cgroup_pref)
+        if pref is prefs.OMIT and t.pid == grower and p.protected_by_comm(t, cgroup_pref):
+            # protect_comm spares a command as a bystander; the task that grows is the
+            # cause, protected or not (QA G21: a leaking systemd-journald outlived every
+            # steady service, one kill at a time, where the kernel took it second).
+            pref = cgroup_pref
         if pref is prefs.OMIT or t.is_oom_victim:
             continue
         (small if task_size(t) < min_victim else eligible).append((pref, t))
@@ -216,8 +223,11 @@ class KillCause(OomOps):
         ranked = self.why(oc, cg)
         if self.whole_cgroup:
             return oc.kill_cgroup(cg, f"kill_cause: {cg.path}, {ranked}") > 0
+        protected = not swarm and self.prefs.protected_by_comm(task, self.prefs.cgroup(cg))
         for t in swarm or [task]:
             why = "a swarm of small tasks" if swarm else task.comm
+            if protected:
+                why += " (protect_comm spares it as a bystander, not as the one growing)"
             try:
                 oc.kill_process(t, f"kill_cause: {why} in {cg.path}, {ranked}")
             except OomkitError:

@@ -117,6 +117,12 @@ class Preferences:
             return PREFER
         return pref
 
+    def protected_by_comm(self, task: Task, cgroup_pref: int | None = NEUTRAL) -> bool:
+        """OMIT by ``protect_comm`` alone (its cgroup and the kernel would allow it)."""
+        return (not task.unkillable and cgroup_pref is not OMIT
+                and self.protect_comm is not None
+                and self.protect_comm.search(task.comm) is not None)
+
     def task(self, task: Task, cgroup_pref: int | None = NEUTRAL) -> int | None:
         """OMIT, AVOID, NEUTRAL or PREFER for a task (its cgroup's preference given)."""
         if task.unkillable or cgroup_pref is OMIT:

@@ -133,3 +133,30 @@ def test_a_forking_handlers_child_holds_nothing_of_the_daemon(tree: V2Tree,
         out.unlink()
     got = [(r["memcg"], r["resolved_by"]) for r in ooms(tmp_path / "log" / "events.jsonl")]
     assert got == [("/box", "default")]
+
+
+def test_a_daemon_stopped_during_an_oom_arms_the_band_again(tree: V2Tree,
+                                                            tmp_path: Path) -> None:
+    """The v2 side of QA G13: stopped (SIGSTOP), the daemon cannot serve the OOM; the
+    watchdog lets the kernel act. Continued, the band must be back and the next OOM the
+    daemon's again, not the kernel's for good (on v1 the memcg stayed disarmed)."""
+    box = tree.mkdir("box", max=32 * MiB)
+    with daemon(tree, tmp_path, "Exits", box) as proc:
+        band = high(box)
+        os.kill(proc.pid, signal.SIGSTOP)
+        try:
+            hog = tree.spawn(box, "anon", 64 * MiB)
+            assert hog.wait_dead(SLACK), f"the OOM never ended (memory.high {high(box)})"
+        finally:
+            os.kill(proc.pid, signal.SIGCONT)
+        # Back, though not necessarily where it was: the band adapts to the rate it saw.
+        assert wait_for(lambda: high(box) != "max", SLACK), \
+            f"the band is not back after SIGCONT: memory.high {high(box)}, was {band}"
+        hog = tree.spawn(box, "anon", 64 * MiB)
+        assert hog.wait_dead(SLACK), "the second OOM never ended"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(SLACK) == 0
+    assert high(box) == "max"
+    records = ooms(tmp_path / "log" / "events.jsonl")
+    assert records and records[-1]["resolved_by"] == "default", \
+        [(r["memcg"], r["resolved_by"], r["policy"]) for r in records]

@@ -167,19 +167,38 @@ class EventLog:
             "victims": victims, "handlers": [], "order": 0, "totalpages": 0, "note": note,
             "wall": round(time.time(), 3),
         }
+        self._append(record, f"the OOM of {record['memcg']}")
+
+    def daemon_died(self, pid: int, restored: int, failed: int) -> None:
+        """One ``daemon`` record (``action: "died"``) for a runtime that ended without
+        stopping (SIGKILL, a segfault, the OOM killer: its journal was still there), so
+        that the log says why it ends (QA G7). The cause is not knowable here: the watchdog
+        is the runtime's child, not its parent, and cannot wait for its exit status."""
+        detail = (f"pid {pid} ended without stopping (killed or crashed): the watchdog "
+                  f"restored {restored} kernel setting{'s' if restored != 1 else ''}"
+                  + (f", {failed} could not be" if failed else "")
+                  + "; OOMs from now on are the kernel killer's, not logged until oomkit "
+                  "starts again")
+        self._append({"event": "daemon", "time": round(time.monotonic(), 6),
+                      "action": "died", "detail": detail, "wall": round(time.time(), 3)},
+                     "the daemon's death")
+
+    def _append(self, record: dict[str, Any], what: str) -> None:
+        """One line to the event log, as the daemon writes it: appended, never through a
+        symlink, only to a regular file of ours."""
         line = (json.dumps(record, separators=(", ", ": ")) + "\n").encode()
         try:
             fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW
                          | os.O_NONBLOCK | os.O_CLOEXEC, 0o600)
         except OSError as exc:
-            _log(f"{self.path}: cannot record the OOM of {record['memcg']}: {exc.strerror}")
+            _log(f"{self.path}: cannot record {what}: {exc.strerror}")
             return
         try:
             st = os.fstat(fd)
             if stat.S_ISREG(st.st_mode) and st.st_uid == os.geteuid():
                 os.write(fd, line)
         except OSError as exc:
-            _log(f"{self.path}: cannot record the OOM of {record['memcg']}: {exc.strerror}")
+            _log(f"{self.path}: cannot record {what}: {exc.strerror}")
         finally:
             os.close(fd)
 

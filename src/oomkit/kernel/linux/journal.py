@@ -26,6 +26,7 @@ import stat
 import subprocess
 import sys
 import threading
+import time
 import weakref
 
 from oomkit.errors import KernelError
@@ -125,6 +126,42 @@ def _inherited(ctl_path: str) -> Setting | None:
     return Setting(ctl_path, "0", inode)
 
 
+#: how long a start waits for the watchdog of a dead run to finish its restore and let go
+#: of the lock (it inherited the lock with the daemon's pid in it; a restart right after a
+#: crash, by hand or by Restart=, met it still there)
+LOCK_WAIT_DEAD_S = 10.0
+
+
+def _flock_soon(fd: int) -> bool:
+    """flock fd; if a dead run's watchdog holds it (the pid in the file is gone), wait for
+    it up to LOCK_WAIT_DEAD_S. False: a live oomkit holds it, or the wait ran out."""
+    deadline = None
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            pass
+        if deadline is None:
+            text = os.pread(fd, 32, 0).decode(errors="replace").strip()
+            if not text.isdigit() or _alive(int(text)):
+                return False
+            deadline = time.monotonic() + LOCK_WAIT_DEAD_S
+        elif time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _take_lock(state_file: str) -> tuple[int, bool]:
     """flock STATE.lock (created 0600, never through a link); RuntimeError if taken.
     Returns the fd and whether this call created the file."""
@@ -139,9 +176,7 @@ def _take_lock(state_file: str) -> tuple[int, bool]:
         if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
             raise RuntimeError(f"{path}: not a regular file of ours: refusing to use it")
         os.fchmod(fd, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        if not _flock_soon(fd):
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
             raise RuntimeError(f"{state_file} belongs to a running oomkit (pid {holder}, or "
                                "its watchdog); use another state file") from None

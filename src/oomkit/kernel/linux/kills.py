@@ -47,6 +47,8 @@ class Killer:
         self._loop = loop
         self._lock = lock
         self._victims: dict[tuple[int, int], TrackedVictim] = {}
+        #: when the last SIGKILL went out (the kernel's clock, seconds), None before any
+        self.last_kill_at: float | None = None
 
     def _trace(self, stage: str) -> None:
         self._kernel.trace_stage(stage)
@@ -82,6 +84,7 @@ class Killer:
 
     def _reap(self, killed: list[tuple[Task, int]]) -> None:
         now = self._kernel.clock.now()
+        self.last_kill_at = now
         for t, pidfd in killed:
             try:
                 procfs.process_mrelease(pidfd)

@@ -11,8 +11,9 @@ the fastest fill rate is the time one may sleep. That is earlyoom's rule
 swap headroom over 800 MiB/s, clamped to 100..1000 ms). Two additions here:
 
 * the fill rate actually seen (a peak that decays) shortens the period further and moves
-  the trigger earlier by what the leak will take during one reaction time (``lead_s``),
-  so a fast leak is caught with room to spare and a slow one at the threshold;
+  the trigger earlier by what the leak will take during one reaction time (``lead_s``, or
+  what the last system-wide OOMs on this machine took, if longer), so a fast leak is
+  caught with room to spare and a slow one at the threshold;
 * the upper clamp is longer (5 s): the bound already makes the sleep safe, and a big idle
   machine then wakes a few times a minute instead of ten times a second.
 
@@ -25,7 +26,7 @@ Units: bytes, bytes per second, seconds. Time comes in with the samples (injecte
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -42,6 +43,11 @@ MAX_INTERVAL_S: Final = 5.0
 FAST_INTERVAL_S: Final = 0.01
 #: A measured fill rate halves in this long once the fill stops (a peak that decays).
 RATE_HALF_LIFE_S: Final = 2.0
+#: How many of the last system-wide OOMs' reaction times count (see :func:`reaction`).
+REACTION_WINDOW: Final = 8
+#: The longest lead a measured reaction time gives (see :func:`lead`): one stalled
+#: decision must not make every later kill come at half the memory still free.
+MAX_LEAD_S: Final = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,16 +165,36 @@ def headroom(sample: MemSample, t: SystemThresholds) -> tuple[int, int]:
     return mem, swap
 
 
-def system_short(sample: MemSample, t: SystemThresholds, rate: float = 0.0) -> bool:
-    """Out of memory system-wide: MemAvailable (less what the measured fill takes in
-    ``lead_s``) at or below min_available, and, with swap, SwapFree at or below its min."""
-    projected = sample.mem_available - rate * t.lead_s
+def lead(t: SystemThresholds, reaction_s: float = 0.0) -> float:
+    """The lead time in seconds: ``lead_s``, or the time the machine's last system-wide
+    OOMs took from the look that found it short to the SIGKILL when that was longer (a
+    busy or slow machine: 0.3-1.5 s in a TCG guest beside two busy processes), capped at
+    MAX_LEAD_S. The fill during the decision is what must still fit above the kernel's
+    own OOM point."""
+    return max(t.lead_s, min(reaction_s, MAX_LEAD_S))
+
+
+def reaction(took_s: Sequence[float]) -> float:
+    """The reaction time to plan for, from what the machine's last system-wide OOMs took
+    (seconds, oldest first): the longest of the last REACTION_WINDOW. A busy machine's
+    decisions vary by 2-3x from one OOM to the next (0.3-1.0 s in the TCG guest): the
+    last one alone, or a mean, left the next kill with MemAvailable at 0."""
+    return max(took_s[-REACTION_WINDOW:], default=0.0)
+
+
+def system_short(sample: MemSample, t: SystemThresholds, rate: float = 0.0,
+                 reaction_s: float = 0.0) -> bool:
+    """Out of memory system-wide: MemAvailable (less what the measured fill takes in the
+    lead time, :func:`lead`) at or below min_available, and, with swap, SwapFree at or
+    below its min."""
+    projected = sample.mem_available - rate * lead(t, reaction_s)
     if projected > t.min_available:
         return False
     return sample.swap_total <= 0 or sample.swap_free <= t.min_swap_free
 
 
-def next_interval(sample: MemSample, t: SystemThresholds, rate: float = 0.0) -> float:
+def next_interval(sample: MemSample, t: SystemThresholds, rate: float = 0.0,
+                  reaction_s: float = 0.0) -> float:
     """Seconds until the next reading: the time the headroom lasts at the fastest fill
     (earlyoom's bound), shortened to a quarter of what it lasts at the measured rate;
     clamped to [MIN_INTERVAL_S, MAX_INTERVAL_S], and to FAST_INTERVAL_S for a measured fill."""
@@ -176,7 +202,8 @@ def next_interval(sample: MemSample, t: SystemThresholds, rate: float = 0.0) -> 
     safe = mem / t.max_fill_rate + swap / t.max_swap_fill_rate
     interval = min(max(safe, MIN_INTERVAL_S), MAX_INTERVAL_S)
     if rate > 0:
-        lasts = max(0.0, sample.mem_available - rate * t.lead_s - t.min_available) / rate
+        lasts = max(0.0, sample.mem_available - rate * lead(t, reaction_s)
+                    - t.min_available) / rate
         interval = min(interval, max(lasts / 4, FAST_INTERVAL_S))
     return interval
 

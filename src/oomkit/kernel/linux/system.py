@@ -23,11 +23,13 @@ from oomkit.errors import OomkitError
 from oomkit.kernel.base import Constraint, OomRequest, Resource
 from oomkit.kernel.linux.loop import Timer, close_fd
 from oomkit.kernel.linux.memwatch import (
+    REACTION_WINDOW,
     MemSample,
     SystemThresholds,
     fill_rate,
     next_interval,
     parse_sample,
+    reaction,
     system_short,
 )
 from oomkit.kernel.linux.psi import LivePsiTrigger
@@ -54,6 +56,10 @@ class SystemWatch:
         self.interval = 0.0  # seconds until the next look, as last decided
         self._declared_at: float | None = None  # an OOM we declared, not yet over
         self.samples = 0  # looks taken (for benches and tests)
+        # seconds the last system-wide OOMs took, from the look that declared one to the
+        # SIGKILL, and what to plan for (memwatch.reaction): the lead grows to it
+        self.reactions: list[float] = []
+        self.reaction_s = 0.0
         self._thresholds: tuple[tuple[int, int], SystemThresholds] | None = None
 
     def arm(self) -> None:
@@ -128,16 +134,23 @@ class SystemWatch:
             self._ref = s
         self.last = s
         t = self.thresholds(s)
-        if system_short(s, t, self.rate):
+        if system_short(s, t, self.rate, self.reaction_s):
             recent = self._declared_at is not None and s.at - self._declared_at < k.recheck_s
             # A victim of ours still exiting: memory comes back once it is gone, no new OOM.
             if not recent and not k.killer.pending("/"):
                 self._declared_at = s.at
+                before = k.killer.last_kill_at
                 self._declare()
+                # The fill goes on until the SIGKILL (the event log and the incident
+                # written after it do not count): that is the lead the next one needs.
+                killed = k.killer.last_kill_at
+                if killed is not None and killed != before and killed >= s.at:
+                    self.reactions = [*self.reactions[-REACTION_WINDOW + 1 :], killed - s.at]
+                    self.reaction_s = reaction(self.reactions)
         else:
             self._declared_at = None
         if self.armed:  # a handler may have unwatched meanwhile
-            self.interval = next_interval(s, t, self.rate)
+            self.interval = next_interval(s, t, self.rate, self.reaction_s)
             self._timer = k.loop.call_later(self.interval, self.check)
 
     def _declare(self) -> None:
@@ -162,4 +175,4 @@ class SystemWatch:
         s = self.sample() if self._fd >= 0 else MemSample.of(
             self.k.clock.now(), self.k.procfs.meminfo()
         )  # fmt: skip
-        return system_short(s, self.thresholds(s), self.rate)
+        return system_short(s, self.thresholds(s), self.rate, self.reaction_s)

@@ -11,8 +11,9 @@ have steered it to:
   it there: ``/var/run -> /run``), never one in a directory others can write (``/tmp``,
   ``/dev/shm``: anyone could have planted it); the last component is never followed, and
   the unlink is done relative to the directory descriptor that was checked;
-- no process has the file open (``/proc/*/fd``): its memory would not come back, and a
-  process that uses it would lose it.
+- no process has the file open or mapped (``/proc/*/fd``, ``/proc/*/maps``), nor may have
+  it where that cannot be read: its memory would not come back, and a process that uses
+  it would lose it.
 
 Every refusal is a KernelError (EPERM, EBUSY) naming the reason; callers such as
 ``tmpfs_cleanup`` skip the file and go on.
@@ -95,27 +96,89 @@ def open_parent(path: str) -> tuple[int, str]:
     return fd, last
 
 
-def open_by(dev: int, ino: int, proc_root: str = "/proc") -> int | None:
-    """A PID that has the file (dev, ino) open, or None (processes we cannot read are
-    skipped: they exit or are not ours to see)."""
-    me = str(os.getpid())
+def _maps_hold(maps: str, dev: int, ino: int) -> bool:
+    """Does a /proc/PID/maps text map the file (dev, ino)? Each line is "start-end perms
+    offset MAJ:MIN inode path", the device in hex (fs/proc/task_mmu.c show_map_vma)."""
+    want = str(ino)
+    for line in maps.splitlines():
+        parts = line.split(None, 5)
+        if len(parts) < 5 or parts[4] != want:
+            continue
+        major, _, minor = parts[3].partition(":")
+        try:
+            if os.makedev(int(major, 16), int(minor, 16)) == dev:
+                return True
+        except ValueError:
+            continue
+    return False
+
+
+def _uid_of(proc_root: str, pid: str) -> int | None:
     try:
-        pids = [p for p in os.listdir(proc_root) if p.isdigit()]
+        return os.stat(f"{proc_root}/{pid}").st_uid
     except OSError:
         return None
+
+
+def holder_of(st: os.stat_result, proc_root: str = "/proc") -> tuple[int, str] | None:
+    """(pid, how) of a process that has the file ``st`` open or mapped, or that may have
+    it and cannot be looked at; None when no process holds it.
+
+    A mapping counts: POSIX shared memory is often mapped and its descriptor closed
+    (PostgreSQL's dsm_impl_posix does); unlinked, its pages stay mapped (nothing is
+    freed) and a process that attaches to it later by name finds it gone (QA G16).
+    Following another user's /proc/PID/fd links and reading its maps needs ptrace
+    access (CAP_SYS_PTRACE, which the shipped unit and pod do not grant): such a process
+    of another user that would have made or shared the file (the file's owner, or any
+    user when group or others may write it) counts as a holder, not as proof that nobody
+    holds it."""
+    me = str(os.getpid())
+    try:
+        pids = [p for p in os.listdir(proc_root) if p.isdigit() and p != me]
+    except OSError:
+        return None
+    shared = bool(st.st_mode & 0o022)  # others may write it: a shared segment
+    unseen: list[str] = []
     for pid in pids:
-        fd_dir = f"{proc_root}/{pid}/fd"
         try:
-            fds = os.listdir(fd_dir)
-        except OSError:
+            fds = os.listdir(f"{proc_root}/{pid}/fd")
+        except PermissionError:
+            unseen.append(pid)
             continue
+        except OSError:
+            continue  # gone
         for n in fds:
             try:
-                st = os.stat(f"{fd_dir}/{n}")  # follows the magic link to the open file
+                fst = os.stat(f"{proc_root}/{pid}/fd/{n}")  # follows the magic link
+            except PermissionError:
+                unseen.append(pid)
+                break
             except OSError:
                 continue
-            if st.st_ino == ino and st.st_dev == dev and pid != me:
-                return int(pid)
+            if fst.st_ino == st.st_ino and fst.st_dev == st.st_dev:
+                return int(pid), "open"
+    unseen_set = set(unseen)
+    # Descriptors first, in every process; maps only when none holds it (reading maps
+    # takes each process's mmap_lock).
+    for pid in pids:
+        if pid in unseen_set:
+            continue
+        try:
+            with open(f"{proc_root}/{pid}/maps", encoding="ascii", errors="replace") as f:
+                if _maps_hold(f.read(), st.st_dev, st.st_ino):
+                    return int(pid), "mapped"
+        except PermissionError:
+            unseen.append(pid)
+        except OSError:
+            continue
+    me_uid = os.geteuid()
+    for pid in unseen:
+        uid = _uid_of(proc_root, pid)
+        # Our own uid's unreadable ones are non-dumpable processes (prctl, setuid), which
+        # CAP_SYS_PTRACE would not open either: skipped, as before.
+        if uid is not None and uid != me_uid and (uid == st.st_uid or shared):
+            return int(pid), "maybe holding it (its descriptors and maps cannot be read " \
+                "without CAP_SYS_PTRACE)"
     return None
 
 
@@ -168,10 +231,10 @@ def remove_tmpfs_file(path: str, proc_root: str = "/proc") -> int:
         if st.st_dev not in tmpfs_devices(proc_root):
             raise KernelError(f"{path}: not on tmpfs (deleting it frees no memory): not "
                               "removed", errno.EPERM)
-        holder = open_by(st.st_dev, st.st_ino, proc_root)
+        holder = holder_of(st, proc_root)
         if holder is not None:
-            raise KernelError(f"{path}: still open by pid {holder}: not removed",
-                              errno.EBUSY)
+            pid, how = holder
+            raise KernelError(f"{path}: pid {pid} {how}: not removed", errno.EBUSY)
         try:
             os.unlink(name, dir_fd=dfd)
         except OSError as exc:

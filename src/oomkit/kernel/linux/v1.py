@@ -111,6 +111,7 @@ class V1OomWatch(OomWatch):
                 continue
             if top is None:
                 kernel_side = True
+                self._rearm_if_released(a)
             else:
                 domains[top.id] = top
         if kernel_side or not self.k.reads_kmsg:
@@ -225,9 +226,24 @@ class V1OomWatch(OomWatch):
             return
         if not under:
             a.oom_since = None
+            self._rearm_if_released(a)
             return
         if a.dispatches == dispatches:
             self._handle(a.cg)
+
+    def _rearm_if_released(self, a: Armed) -> None:
+        """While this process was stopped or its loop blocked, the watchdog may have handed
+        ``a`` to the kernel (``oom_kill_disable 0``, recorded by it). Once that OOM is over
+        and the loop serves again, arm it back: else every later OOM there goes to the
+        kernel killer while status still lists the memcg as watched (QA G13)."""
+        if a.handed_over_at is not None:
+            return  # our own hand-over: check_handover re-arms it
+        try:
+            ctl = _ctl(a.cg)
+        except CgroupGone:
+            return
+        if ctl.get("oom_kill_disable", 1) == 0 and not ctl.get("under_oom", 0):
+            self.rearm(a)
 
     # -- the hand-over -------------------------------------------------------------------
     def _release(self, a: Armed, why: str) -> str:

@@ -545,7 +545,7 @@ def watch(
             pidfd = os.pidfd_open(runtime_pid)
             ep.register(pidfd, select.EPOLLIN)
         except OSError:
-            return _finish(state_file, root, None, log)  # already gone: restore now
+            return _finish(state_file, root, None, log, runtime_pid)  # already gone: restore now
     guard: _HungGuard | None = None
     if hung_after > 0:
         try:
@@ -560,14 +560,14 @@ def watch(
             timeout = guard.timeout() if guard is not None else -1
             for fd, _ in ep.poll(timeout):
                 if fd == pidfd:
-                    return _finish(state_file, root, guard, log)
+                    return _finish(state_file, root, guard, log, runtime_pid)
                 if fd == pipe_fd:
                     try:
                         data = os.read(pipe_fd, 4096)
                     except OSError:
                         data = b""
                     if not data:
-                        return _finish(state_file, root, guard, log)
+                        return _finish(state_file, root, guard, log, runtime_pid)
                     if guard is not None:
                         guard.beat(data[-1])
                 elif guard is not None:
@@ -580,8 +580,11 @@ def watch(
 
 
 def _finish(state_file: str, root: str | None = None, guard: _HungGuard | None = None,
-            log: handover_log.EventLog | None = None) -> int:
+            log: handover_log.EventLog | None = None, runtime_pid: int = 0) -> int:
     failed = 0
+    # A runtime that stops removes its journal before it lets us go: one still there
+    # means it died (QA G7: the log ended with its last record and never said why).
+    died = os.path.exists(state_file)
     if guard is not None:
         guard.on_fd(guard.cg_fd)  # memcgs made just before the runtime went
     extra = guard.unjournaled() if guard is not None else []
@@ -604,6 +607,8 @@ def _finish(state_file: str, root: str | None = None, guard: _HungGuard | None =
         if why is not None and why not in ("cgroup is gone", "cgroup was replaced"):
             failed += 1
             print(f"oomkit watchdog: {setting.path}: {why}", file=sys.stderr)
+    if died and log is not None:
+        log.daemon_died(runtime_pid, sum(why is None for _, why in results), failed)
     return 1 if failed else 0
 
 

@@ -360,7 +360,9 @@ class SimMemory:
             self.uncharge(cg, "anon", take)
             self.swap_charge(cg, take)
             got += take
-        self.reclaim_cost_ns += pages(got) * self.machine.reclaim_ns
+        per_page = self.machine.swap_out_ns
+        self.reclaim_cost_ns += pages(got) * (self.machine.reclaim_ns if per_page is None
+                                              else per_page)
         count_reclaim(cg, "anon", pages(got))
         return got
 

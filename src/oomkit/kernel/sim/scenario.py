@@ -89,6 +89,9 @@ class MachineSpec:
     # page of the large folios sequential readahead brings in.
     reclaim_ns: int = 1_000
     reclaim_large_ns: int = 100
+    # Memory stall per anonymous 4K page reclaim writes to swap (add_to_swap(), unmap,
+    # pageout() to the swap device, all inside the reclaim's memstall). None: reclaim_ns.
+    swap_out_ns: int | None = None
     # Which refaults are memory stalls. "all": every miss, as if the working set would
     # fit (the simulator's original model, and the default). "workingset": the kernel's
     # rule, only refaults its workingset detection flags; cold misses and streaming
@@ -326,7 +329,8 @@ def parse_scenario(text: str, path: str = "<scenario>") -> Scenario:
         raise where.error("", None, "top level", "machine", "must be a table, written [machine]")
     mkeys = {"memory", "swap", "duration", "seed", "tick", "exit_latency", "refault_latency",
              "touch_rate", "alloc_rate", "miss_cpu", "readahead", "read_bandwidth", "reclaim_cost",
-             "reclaim_cost_large", "cap_sys_resource", "refault_stall", "cpus", "lru",
+             "reclaim_cost_large", "swap_out_cost", "cap_sys_resource", "refault_stall",
+             "cpus", "lru",
              "restore_cpu", "restore_burst_cv", "restore_burst_period",
              "write_bandwidth", "dirty_ratio", "dirty_background_ratio",
              "cgroup_writeback"}
@@ -355,6 +359,7 @@ def parse_scenario(text: str, path: str = "<scenario>") -> Scenario:
         read_bandwidth=mg("read_bandwidth", parse_rate, d.read_bandwidth),
         reclaim_ns=mg("reclaim_cost", parse_duration_ns, d.reclaim_ns),
         reclaim_large_ns=mg("reclaim_cost_large", parse_duration_ns, d.reclaim_large_ns),
+        swap_out_ns=mg("swap_out_cost", parse_duration_ns, d.swap_out_ns),
         cap_sys_resource=mg("cap_sys_resource", _bool, d.cap_sys_resource),
         refault_stall=mg("refault_stall", _refault_stall, d.refault_stall),
         cpus=mg("cpus", int_between(1, 4096), d.cpus),
