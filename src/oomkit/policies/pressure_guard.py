@@ -167,7 +167,8 @@ class PressureGuard(PsiOps):
         here: the cgroup that swaps is itself a candidate. Where no file refault of the
         domain is activated at all, a cgroup with a tenth or more of its refaults is
         taken to miss BLIND_MISS times its page cache (the kill must double the cache
-        the readers thrash in)."""
+        the readers thrash in), and on the machine only where two or more cgroups
+        thrash so."""
         total = activity.rates(root, now)
         total_file = total.activations - total.anon_activations
         # No file activation anywhere: the kernel's test cannot see the room a kill makes
@@ -178,6 +179,7 @@ class PressureGuard(PsiOps):
         blind = total_file <= 0 and total.refaults > 0
         need = 0.0
         largest_other = 0
+        blind_readers = 0
         for cg in cause.leaves(root):
             if cg.parent is None:
                 continue
@@ -192,10 +194,17 @@ class PressureGuard(PsiOps):
                     need += st.page("file") / 2 / min(1.0, file_act / r.refaults)
                 elif blind and r.refaults and r.refaults * 10 >= total.refaults:
                     need += st.page("file") * BLIND_MISS
+                    blind_readers += 1
                 else:
                     largest_other = max(largest_other, cause.footprint(cg, st))
             except OomkitError:
                 continue
+        if blind and blind_readers < 2 and root.parent is None:
+            # Blind, one job re-reading: no counter tells a program pushed out of the room
+            # its files had from a lone reader of more than the machine holds, who hurts
+            # nobody but itself (a 600M service died for a reader of a file 1.4x the RAM).
+            # Several jobs thrashing on their own files at once is a machine too short.
+            return False
         return largest_other >= need
 
     def handle_psi_event(self, psi: Psi, trigger: PsiTrigger) -> None:
