@@ -226,3 +226,43 @@ def test_a_kernel_oom_no_handler_watches_has_its_processes_in_the_incident(
     text = out.getvalue()
     print(text)
     assert "same decision as live: yes" in text and "not in the incident's samples" not in text
+
+
+CAUSE = '\n[[oom]]\npolicy = "kill_cause"\ncgroup = "/app"\n'
+
+
+def test_an_idle_interpreter_beside_a_grower_replays_to_the_grower(
+        live: LiveCgroups, tmp_path: Path) -> None:
+    """QA G12: /app 64M, an idle 26M holder (a Python interpreter: its rss counts the
+    interpreter's shared file pages, which the memcg does not charge) and a grower. Live,
+    kill_cause takes the grower; the replay must too, with the charged share (RssAnon +
+    swap) as each process's footprint, not rss: with rss the replay's /app filled 0.7 s
+    early and the idle holder, bigger by its libraries, ranked first."""
+    d = tmp_path / "oomkit"
+    d.mkdir()
+    if not live.v1:
+        (live.root / "cgroup.subtree_control").write_text("+memory")
+    app = live.mkdir("app", 64 * MiB)
+    if not live.v1:
+        (app / "cgroup.subtree_control").write_text("+memory")
+    a, b = live.mkdir("app/a"), live.mkdir("app/b")
+    with running(live, d, CAUSE + RECORDER) as daemon:
+        holder = live.spawn(a, "anon", 26 * MiB)
+        assert holder.wait_ready(60)
+        time.sleep(2)  # the holder is idle well before the grower starts
+        proc = grower(live, b, 2 * MiB, 400 * MiB)
+        try:
+            oom = daemon.wait_record(lambda r: r["event"] == "oom", timeout=120)
+            assert proc.wait(30) is not None
+        finally:
+            proc.kill()
+            proc.wait(5)
+        assert [v["cgroup"] for v in oom["victims"]] == ["/app/b"], daemon.records("oom")
+        path = oom["incident"]
+        assert wait_for(lambda: Path(path).exists(), 30, 0.05)
+        assert holder.alive()
+    out = io.StringIO()
+    assert main(["replay", path], out=out) == 0
+    text = out.getvalue()
+    print(text)
+    assert "same decision as live: yes" in text, text
