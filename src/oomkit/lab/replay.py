@@ -160,6 +160,33 @@ def _limit(v: Any) -> int | None:
     return int(v) if isinstance(v, int) and 0 <= v < UNLIMITED else None
 
 
+def _charged(p: dict[str, Any], share: float = 1.0) -> int:
+    """A sampled process's footprint as its memcg charged it: anonymous pages plus swap.
+    Rss also counts the file pages it maps (an interpreter's libraries, paged in by
+    whoever ran it first and charged there): replayed as anonymous memory they filled
+    a memcg early, with other sizes than live (QA G12). A sample without ``anon`` (an
+    incident from before it, a simulator's) uses rss times ``share`` (:func:`_shares`)."""
+    anon = p.get("anon")
+    base = int(p.get("rss") or 0) * share if anon is None else int(anon)
+    return int(base) + int(p.get("swap") or 0)
+
+
+def _shares(sample: dict[str, Any]) -> dict[str, float]:
+    """Per cgroup of ``sample``, the part of its processes' rss (those without ``anon``)
+    that its memory.stat anon covers, where rss is more: what an old incident tells of
+    how much of that rss was file pages charged elsewhere. 1.0 where unknown."""
+    rss: dict[str, int] = {}
+    for p in sample["procs"]:
+        if p.get("anon") is None:
+            rss[p["cgroup"]] = rss.get(p["cgroup"], 0) + int(p.get("rss") or 0)
+    out: dict[str, float] = {}
+    for path, total in rss.items():
+        anon = (sample["cgroups"].get(path) or {}).get("anon")
+        if path != "/" and isinstance(anon, int) and 0 < anon < total:
+            out[path] = anon / total
+    return out
+
+
 def _names(inc: Incident) -> dict[int, str]:
     comms: dict[int, str] = {}
     for s in inc.samples:
@@ -268,12 +295,13 @@ def _scenario_toml(inc: Incident) -> str:
     info: dict[int, dict[str, Any]] = {}
     killed = {int(v.get("pid", -1)) for v in (oom or {}).get("victims", ())}
     for s in samples:
+        shares = _shares(s)
         for p in s["procs"]:
             pid = int(p["pid"])
             if s.get("after_oom") and pid in killed:
                 continue  # still listed while it exits (rss 0): the OOM's line is its end
             series.setdefault(pid, []).append(
-                (float(s["time"]) - t0, int(p.get("rss") or 0) + int(p.get("swap") or 0)))
+                (float(s["time"]) - t0, _charged(p, shares.get(p["cgroup"], 1.0))))
             info[pid] = p
     # The OOM's victims, as the OOM found them: the last point of their growth.
     unseen: list[int] = []
@@ -311,8 +339,10 @@ def _scenario_toml(inc: Incident) -> str:
     # Memory a cgroup held beyond its processes at the first sample: cache and tmpfs.
     first = samples[0]
     held: dict[str, int] = {}
+    first_shares = _shares(first)
     for p in first["procs"]:
-        held[p["cgroup"]] = held.get(p["cgroup"], 0) + int(p.get("rss") or 0)
+        held[p["cgroup"]] = held.get(p["cgroup"], 0) + _charged(
+            p, first_shares.get(p["cgroup"], 1.0)) - int(p.get("swap") or 0)
     for path, cg in first["cgroups"].items():
         children = [q for q in first["cgroups"] if q != path and q.startswith(
             path.rstrip("/") + "/")]
@@ -342,8 +372,7 @@ def _scenario_toml(inc: Incident) -> str:
         leaves = [q for q in first["cgroups"] if q != "/" and not any(
             r != q and r.startswith(q.rstrip("/") + "/") for r in first["cgroups"])]
         accounted = sum(int(first["cgroups"][q].get("usage") or 0) for q in leaves)
-        accounted += sum(int(p.get("rss") or 0) + int(p.get("swap") or 0)
-                         for p in first["procs"] if p["cgroup"] == "/")
+        accounted += sum(_charged(p) for p in first["procs"] if p["cgroup"] == "/")
         other = int(root.get("usage") or 0) - accounted
         if other >= MIN_OTHER:
             out += ["[[process]]", 'name = "system.other"', 'cgroup = "/"',

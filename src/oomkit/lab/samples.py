@@ -14,6 +14,10 @@ events of SPEC section 7::
      "procs": [{"pid": 100, "comm": "reader", "cgroup": "/thrash", "rss": 0,
                 "swap": 0, "adj": 0, "state": "R"}]}
 
+Live samples give each process its ``anon`` too (RssAnon, bytes: what of its rss the
+memcg charged it for; rss also counts the shared file pages it maps); the simulator's
+have none (its rss is what it allocated).
+
 Sizes are bytes. ``psi`` holds, per resource, ``[some avg10, full avg10, some total,
 full total]``: averages in percent, totals in microseconds (the four numbers of a
 pressure file a plot and a replay need; None where the backend has no such file, as
@@ -24,6 +28,7 @@ MMF_OOM_SKIP: it is dying).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from typing import Any, Final
 
@@ -34,6 +39,7 @@ from oomkit.kernel.base import Cgroup, Kernel, Resource, Task
 STAT_ITEMS: Final = ("anon", "file", "shmem")
 #: PSI resources a sample keeps. cpu is left out: memory handling does not act on it.
 PSI_RESOURCES: Final = (Resource.MEMORY, Resource.IO)
+PAGE_BYTES: Final = os.sysconf("SC_PAGE_SIZE")  # statm counts pages
 
 
 def _stat(cg: Cgroup) -> dict[str, int] | None:
@@ -90,10 +96,32 @@ def sample_cgroup(cg: Cgroup,
     return out
 
 
+def rss_anon(kernel: Kernel, pid: int) -> int | None:
+    """Bytes of the process's resident anonymous pages (RssAnon: statm's resident minus
+    shared, the latter RssFile + RssShmem), None without procfs (the simulator) or when
+    it exited. Unlike rss it leaves out the file pages it maps (an interpreter's
+    libraries: ~9M of a Python's rss), which its memcg charges only when the process
+    faulted them in first; a replay charges what the memcg charged."""
+    procfs = getattr(kernel, "procfs", None)
+    if procfs is None:
+        return None
+    try:
+        with open(procfs.path(pid, "statm"), "rb") as f:
+            fields = f.read().split()
+        return max(0, int(fields[1]) - int(fields[2])) * PAGE_BYTES
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def sample_task(task: Task, kernel: Kernel) -> dict[str, Any]:
-    return {"pid": task.pid, "comm": task.comm, "cgroup": task.cgroup.path, "rss": task.rss,
-            "swap": task.swapents * 4096, "adj": task.oom_score_adj,
-            "state": "V" if kernel.task_is_oom_victim(task) else "R"}
+    """One process: sizes in bytes; ``anon`` (live only) is :func:`rss_anon`."""
+    out = {"pid": task.pid, "comm": task.comm, "cgroup": task.cgroup.path, "rss": task.rss,
+           "swap": task.swapents * 4096, "adj": task.oom_score_adj,
+           "state": "V" if kernel.task_is_oom_victim(task) else "R"}
+    anon = rss_anon(kernel, task.pid)
+    if anon is not None:
+        out["anon"] = min(anon, task.rss)
+    return out
 
 
 Limits = dict[int, tuple[int | None, int | None, int | None]]
