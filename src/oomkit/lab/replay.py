@@ -161,26 +161,29 @@ def _limit(v: Any) -> int | None:
 
 
 def _charged(p: dict[str, Any], share: float = 1.0) -> int:
-    """A sampled process's footprint as its memcg charged it: anonymous pages plus swap.
-    Rss also counts the file pages it maps (an interpreter's libraries, paged in by
-    whoever ran it first and charged there): replayed as anonymous memory they filled
-    a memcg early, with other sizes than live (QA G12). A sample without ``anon`` (an
-    incident from before it, a simulator's) uses rss times ``share`` (:func:`_shares`)."""
+    """A sampled process's footprint as its memcg charged it: its anonymous pages
+    (``anon``, else rss in an incident from before samples had it, or a simulator's),
+    times ``share`` (:func:`_shares`), plus swap. Rss also counts the file pages it maps
+    (an interpreter's libraries, paged in by whoever ran it first and charged there):
+    replayed as anonymous memory they filled a memcg early, with other sizes than live
+    (QA G12)."""
     anon = p.get("anon")
-    base = int(p.get("rss") or 0) * share if anon is None else int(anon)
-    return int(base) + int(p.get("swap") or 0)
+    base = int(p.get("rss") or 0) if anon is None else int(anon)
+    return int(base * share) + int(p.get("swap") or 0)
 
 
 def _shares(sample: dict[str, Any]) -> dict[str, float]:
-    """Per cgroup of ``sample``, the part of its processes' rss (those without ``anon``)
-    that its memory.stat anon covers, where rss is more: what an old incident tells of
-    how much of that rss was file pages charged elsewhere. 1.0 where unknown."""
-    rss: dict[str, int] = {}
+    """Per cgroup of ``sample``, the part of its processes' anon (or rss) that its
+    memory.stat anon covers, where that is less: rss counts file pages charged
+    elsewhere, and pages a process touched before it was moved into the cgroup stay
+    charged to the old one (v1 without memory.move_charge_at_immigrate, and v2). 1.0
+    where the cgroup's anon is unknown or not less."""
+    held: dict[str, int] = {}
     for p in sample["procs"]:
-        if p.get("anon") is None:
-            rss[p["cgroup"]] = rss.get(p["cgroup"], 0) + int(p.get("rss") or 0)
+        base = p.get("anon") if p.get("anon") is not None else p.get("rss")
+        held[p["cgroup"]] = held.get(p["cgroup"], 0) + int(base or 0)
     out: dict[str, float] = {}
-    for path, total in rss.items():
+    for path, total in held.items():
         anon = (sample["cgroups"].get(path) or {}).get("anon")
         if path != "/" and isinstance(anon, int) and 0 < anon < total:
             out[path] = anon / total
