@@ -431,3 +431,39 @@ def test_a_victim_flat_in_the_sample_taken_during_its_oom_keeps_growing(
     inc.write_text("\n".join(json.dumps(r) for r in (head, *samples, oom)) + "\n")
     code, out = run("replay", str(inc), "--kernel")
     assert code == 0 and "same decision as live: yes" in out, out
+
+
+def _holder_and_grower(tmp_path: Path, with_anon: bool) -> str:
+    """/app/a: an idle holder whose rss (36M) counts 10M of interpreter file pages its
+    memcg (anon 26M) was not charged for; /app/b grows 10M per second."""
+    mib = 1 << 20
+    lines = [{"event": "incident", "machine": {"memory": 1 << 30, "swap": 0}}]
+    for t in range(3):
+        grown = (10 + 10 * t) * mib
+        cgs = {"/": {"usage": 200 * mib},
+               "/app": {"usage": 26 * mib + grown, "max": 64 * mib},
+               "/app/a": {"usage": 26 * mib, "anon": 26 * mib, "file": 0},
+               "/app/b": {"usage": grown, "anon": grown, "file": 0}}
+        procs = [{"pid": 10, "comm": "holder", "cgroup": "/app/a", "rss": 36 * mib},
+                 {"pid": 11, "comm": "grower", "cgroup": "/app/b", "rss": grown + 10 * mib}]
+        if with_anon:
+            procs[0]["anon"], procs[1]["anon"] = 26 * mib, grown
+        lines.append({"event": "sample", "time": t, "cgroups": cgs, "procs": procs})
+    path = tmp_path / f"incident-{with_anon}.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in lines))
+    return str(path)
+
+
+@pytest.mark.parametrize("with_anon", [True, False], ids=["anon", "old-rss-only"])
+def test_replay_charges_what_the_memcg_charged_not_rss(tmp_path: Path,
+                                                       with_anon: bool) -> None:
+    """QA G12: rss counts shared file pages the memcg does not charge; replayed as anon
+    they filled /app early, with the idle holder the bigger. Samples with ``anon`` give
+    it per process; older ones have rss cut to the cgroup's memory.stat anon."""
+    from oomkit.lab.replay import scenario_toml
+
+    text = scenario_toml(load_incident(_holder_and_grower(tmp_path, with_anon)))
+    holder = text[text.index('name = "holder"'):text.index('name = "grower"')]
+    grower = text[text.index('name = "grower"'):]
+    assert 'kind = "anon", size = "26M" }' in holder, holder
+    assert 'kind = "anon", size = "10M" }' in grower, grower
