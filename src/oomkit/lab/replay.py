@@ -11,7 +11,8 @@ read and edit, ``--write-scenario``):
   memory.swap.max (a v1 "unlimited" is no limit);
 - each process seen in a sample (named by its comm; ``comm.PID`` when two share one)
   starts when it was first seen, with ``oom_score_adj`` as recorded, and follows its
-  footprint (rss + swap) from sample to sample: ``alloc`` at the rate it grew, ``free``
+  footprint as its memcg charged it (``_charged``: anon, not rss, plus swap) from
+  sample to sample: ``alloc`` at the rate it grew, ``free``
   what it gave back, ``sleep`` while it stayed; an OOM victim's rss in the OOM's event
   line is its last point. After its last sample a process that was
   growing keeps growing at its last rate (the minutes before an OOM end with someone
@@ -23,8 +24,8 @@ read and edit, ``--write-scenario``):
 
 Under the policy that ran live (the config the daemon named in the incident, else the
 handlers it listed) the replay should reach the decision the live kernel saw; ``replay``
-says whether it did. Rss counts file-mapped pages too; the replay charges them as
-anonymous memory, which a policy ranking by rss sees the same way.
+says whether it did. Rss counts the file pages a process maps, which its memcg charges
+only when it paged them in first; the replay leaves them out (QA G12).
 """
 
 from __future__ import annotations
