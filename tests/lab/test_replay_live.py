@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import re
 import subprocess
 import sys
 import time
@@ -266,3 +267,7 @@ def test_an_idle_interpreter_beside_a_grower_replays_to_the_grower(
     text = out.getvalue()
     print(text)
     assert "same decision as live: yes" in text, text
+    # The grower ranks first by its growth, as live, not by size alone: the replay
+    # samples growth at the recorder's sample times, as the daemon did.
+    growth = re.search(r"in /app/b, score \S+ \(footprint \S+, growth (\S+)/s", text)
+    assert growth is not None and growth[1] != "0B", text

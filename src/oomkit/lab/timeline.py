@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, TextIO
 
@@ -68,14 +69,26 @@ def perturb(scenario: Scenario, seed: int) -> Scenario:
                    machine=replace(scenario.machine, seed=seed))
 
 
+def _sample_growth(kernel: SimKernel) -> None:
+    """The daemon's growth sample (daemon/service.py ``_sample_growth``): only where a
+    loaded policy ranks by cause (it imported the module)."""
+    cause = sys.modules.get("oomkit.policies.cause")
+    if cause is not None:
+        cause.tracker(kernel).note_tree(kernel.root_mem_cgroup(), kernel.clock.now())
+
+
 def run_timeline(scenario: Scenario, contender: Contender | None, *,
                  interval_ns: int = DEFAULT_INTERVAL_NS, label: str | None = None,
                  bare: bool = False, sink: Callable[[Event], None] | None = None,
-                 budget_s: float = 1.0) -> Timeline:
+                 budget_s: float = 1.0,
+                 growth_samples_s: Sequence[float] = ()) -> Timeline:
     """Run ``scenario`` under ``contender`` (None: the scenario's own suggested policies,
     or none with ``bare``), sampling every ``interval_ns``. ``sink`` also gets every event
-    as it happens (the printer of ``oomkit simulate``). Raises ConfigError for a policy
-    that cannot load or attach."""
+    as it happens (the printer of ``oomkit simulate``). ``growth_samples_s``: times
+    (seconds, ascending) at which the cause ranking samples growth, as the daemon does at
+    each of its recorder's samples (a replay passes the incident's; taken at the first
+    sample interval's end at or after each). Raises ConfigError for a policy that cannot
+    load or attach."""
     kernel = SimKernel.from_scenario(scenario)
     tl = Timeline(scenario.name, label or (contender.label if contender else "scenario"),
                   scenario.machine.duration_ns / 1e9)
@@ -100,10 +113,16 @@ def run_timeline(scenario: Scenario, contender: Contender | None, *,
         end = scenario.machine.duration_ns
         tl.records.append(take_sample(kernel))
         t = 0
+        growth = iter(growth_samples_s)
+        next_growth = next(growth, None)
         while t < end:
             t = min(end, t + interval_ns)
             kernel.run(until_ns=t)
             tl.records.append(take_sample(kernel))
+            if next_growth is not None and next_growth * 1e9 <= t:
+                _sample_growth(kernel)
+                while next_growth is not None and next_growth * 1e9 <= t:
+                    next_growth = next(growth, None)
         summary: SummaryEvent = summarize(kernel)
     finally:
         rt.close()
