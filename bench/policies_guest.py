@@ -1,10 +1,14 @@
 """Policies against the real kernel and the real daemons: f10 for real, a lone reader.
 
-    sudo .venv/bin/python bench/policies_guest.py [--memory 1G] [--seconds 60]
+    sudo .venv/bin/python bench/policies_guest.py [--memory 1G] [--seconds 60] [--kernel 6.12]
 
 On the host this fetches Debian's earlyoom and oomd packages (``apt-get download``, unpacked
 under /var/tmp/oomkit-peers, never installed or started on the host), boots the QEMU guest
 (tests/vm/harness.py: cgroup v2, no swap, TCG) and runs itself there with ``--in-guest``.
+The files the programs read are on a disk: an ext4 image made on the host once (cached in
+the harness's cache directory, ~2.1x the guest's RAM), attached read-only as virtio-blk
+(``/dev/vda``, host page cache bypassed). Reading over the host root's 9p instead made
+no IO pressure at all and a page cache unlike a disk's (the 6.12 run of docs/policies.md).
 In the guest each daemon in turn runs both scenarios: oomkit with packaging/oomkit.toml
 (the recommended config) and with the earlyoom and oomd presets, each unchanged but for
 its files moved to /tmp, then the real earlyoom (defaults) and oomd (Debian's
@@ -13,11 +17,11 @@ its files moved to /tmp, then the real earlyoom (defaults) and oomd (Debian's
 
 - **f10** (../shared/field/f10_noswap_cache_thrash.toml for real): no swap, no
   memory.max anywhere; three applications, each in its own cgroup, re-read their own
-  host files (over virtio-9p: clean page cache, evicted and fetched again), then a hog
+  150M files on the disk (clean page cache, evicted and read again), then a hog
   allocates anonymous memory until only about a quarter of the applications' files fit. The
   right outcome: the hog is killed within 30 s of being full, no application is.
 - **lone reader**: a service doing work in 300M of its own memory, and a reader
-  re-reading a (sparse) file of 1.4x the guest's RAM. It hurts nobody but itself: the
+  re-reading a file of 1.4x the guest's RAM on the disk. It hurts nobody but itself: the
   right outcome is no kill at all.
 - **leak** (bench/system_oom.py's scenario, one leak): a busy service of 250M in
   /system.slice/service.service, a leak of 10M every 50 ms in /system.slice/leak.service.
@@ -45,7 +49,10 @@ from _load import load_module, vm_harness
 REPO = Path(__file__).resolve().parents[1]
 CGROUP = Path("/sys/fs/cgroup")
 MiB = 1 << 20
-SPARSE = Path("/var/tmp/oomkit-bench-lone-reader.bin")
+DISK_MOUNT = Path("/mnt/oomkit-bench-disk")  # in the guest
+APP_FILES = ("app-0.bin", "app-1.bin", "app-2.bin")
+APP_FILE_MIB = 150
+LONE_FILE = "lone.bin"
 PEERS = Path("/var/tmp/oomkit-peers")
 APPS = "user.slice/user-1000.slice/user@1000.service"
 
@@ -92,25 +99,54 @@ def fetch_peers() -> None:
         subprocess.run(["dpkg-deb", "-x", str(deb), str(PEERS / "root")], check=True)
 
 
+def make_disk(cache_dir: Path, ram: int) -> Path:
+    """The ext4 image with the applications' files and the lone reader's (1.4x ``ram``),
+    made once per guest size with ``mke2fs -d`` from a staging directory, then cached.
+
+    The files hold a non-zero pattern: mke2fs leaves all-zero blocks out (holes), and a
+    hole is read without any IO."""
+    image = cache_dir / f"policies-disk-{ram // MiB}M-nocsum.ext4"
+    if image.exists():
+        return image
+    stage = Path("/var/tmp/oomkit-bench-disk")
+    subprocess.run(["rm", "-rf", str(stage)], check=True)
+    stage.mkdir(parents=True)
+    block = bytes((i * 31 + 7) & 255 or 1 for i in range(MiB))
+    try:
+        sizes = {name: APP_FILE_MIB for name in APP_FILES} | {LONE_FILE: int(ram * 1.4) // MiB}
+        for name, mib in sizes.items():
+            with open(stage / name, "wb") as f:
+                for _ in range(mib):
+                    f.write(block)
+        partial = image.with_suffix(".partial")
+        with open(partial, "wb") as f:
+            f.truncate((sum(sizes.values()) * 105 // 100 + 64) * MiB)
+        # no journal, no metadata checksums: read-only, and crc32c need not be loaded
+        subprocess.run(["mke2fs", "-q", "-F", "-t", "ext4", "-O",
+                        "^has_journal,^metadata_csum", "-m", "0",
+                        "-d", str(stage), str(partial)], check=True, timeout=900)
+        partial.rename(image)
+    finally:
+        subprocess.run(["rm", "-rf", str(stage)], check=True)
+    return image
+
+
 def host_main(args: argparse.Namespace) -> int:
     harness = vm_harness()
     harness.ensure_packages()
     fetch_peers()
     ram = int(args.memory[:-1]) * (1 << 30 if args.memory.endswith("G") else MiB)
-    with open(SPARSE, "wb") as f:
-        f.truncate(int(ram * 1.4))
+    harness.DEFAULT_CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    disk = make_disk(harness.DEFAULT_CACHE_DIR, ram)
     argv = [str(REPO / ".venv/bin/python"), str(Path(__file__).resolve()), "--in-guest",
             "--seconds", str(args.seconds), "--daemons", args.daemons,
-            *(["--verbose"] if args.verbose else []),
-            "--files", os.pathsep.join(dup.big_files(300 * MiB))]
+            *(["--verbose"] if args.verbose else [])]
     try:
         res = harness.run_in_guest(argv, memory=args.memory, timeout=args.timeout,
-                                   stream=sys.stdout)
+                                   stream=sys.stdout, kernel=args.kernel, disk=disk)
     except harness.HarnessError as exc:
         print(f"\nvm harness: {exc}", file=sys.stderr)
         return 125
-    finally:
-        SPARSE.unlink(missing_ok=True)
     print(f"\n(guest {args.memory}: exit status {res.returncode}; total "
           f"{res.total_seconds:.0f} s; logs in {res.run_dir})", file=sys.stderr)
     return res.returncode
@@ -237,7 +273,8 @@ def f10(root: Path, files: list[str], seconds: float, verbose: bool = False
 
 def lone(root: Path, seconds: float, verbose: bool = False) -> dict[str, object]:
     procs = {"service": spawn(SERVICE, dup.mkcg(root / "service.scope"), str(300 * MiB)),
-             "reader": spawn(READER, dup.mkcg(root / "reader.scope"), str(SPARSE))}
+             "reader": spawn(READER, dup.mkcg(root / "reader.scope"),
+                             str(DISK_MOUNT / LONE_FILE))}
     start = time.monotonic()
     psi = full_avg10()
     last = _counters()
@@ -253,8 +290,8 @@ def lone(root: Path, seconds: float, verbose: bool = False) -> dict[str, object]
     for p in procs.values():
         with contextlib.suppress(OSError):
             p.kill()
-    return {"scenario": "lone reader", "died": died, "file_mib": SPARSE.stat().st_size // MiB,
-            "psi": psi}
+    return {"scenario": "lone reader", "died": died,
+            "file_mib": (DISK_MOUNT / LONE_FILE).stat().st_size // MiB, "psi": psi}
 
 
 def leak(seconds: float) -> dict[str, object]:
@@ -310,7 +347,8 @@ def show_log(log: Path) -> None:
     for line in log.read_text().splitlines():
         rec = json.loads(line)
         if rec.get("event") in ("oom", "handler_error", "error", "psi"):
-            print("  " + line[:400], flush=True)
+            # an OOM's victims in full: the kill message gives the cause's terms
+            print("  " + (line if rec.get("event") == "oom" else line[:400]), flush=True)
     log.write_text("")
 
 
@@ -319,7 +357,12 @@ def guest_main(args: argparse.Namespace) -> int:
     work = Path("/tmp/oomkit-bench-policies")
     work.mkdir(exist_ok=True)
     dup.mkcg(CGROUP / "system.slice")
-    files = args.files.split(os.pathsep)
+    DISK_MOUNT.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-t", "ext4", "-o", "ro", "/dev/vda", str(DISK_MOUNT)],
+                   check=True)
+    print("disk: " + " ".join(line for line in Path("/proc/mounts").read_text().splitlines()
+                              if str(DISK_MOUNT) in line), flush=True)
+    files = [str(DISK_MOUNT / name) for name in APP_FILES]
     rows = []
     chosen = {n: w for n, w in daemons().items()
               if not args.daemons or any(d in n for d in args.daemons.split(","))}
@@ -365,7 +408,8 @@ def guest_main(args: argparse.Namespace) -> int:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--in-guest", action="store_true", help=argparse.SUPPRESS)
-    ap.add_argument("--files", default="", help=argparse.SUPPRESS)
+    ap.add_argument("--kernel", default=None, help="guest kernel: 6.1, 6.12, 7.3 "
+                    "(default: $OOMKIT_VM_KERNEL, else 6.1)")
     ap.add_argument("--memory", default="1G", help="guest RAM (default 1G)")
     ap.add_argument("--seconds", type=float, default=60.0,
                     help="how long each scenario may run (default 60)")

@@ -529,13 +529,13 @@ def exec_path(path: str) -> str:
 
 
 def unit_text(oomkit: str) -> str:
-    """The shipped unit with ExecStart/ExecStartPre running ``oomkit``."""
+    """The shipped unit with ExecStart/ExecStartPre/ExecReload running ``oomkit``."""
     from importlib.resources import files
 
     text = files("oomkit").joinpath("data", "oomkit.service").read_text(encoding="utf-8")
     lines = []
     for line in text.splitlines():
-        if line.startswith(("ExecStart=", "ExecStartPre=")):
+        if line.startswith(("ExecStart=", "ExecStartPre=", "ExecReload=")):
             line = line.replace(SHIPPED_PATH, exec_path(oomkit), 1)
         lines.append(line)
     return "\n".join(lines) + "\n"

@@ -43,7 +43,7 @@ def test_the_unit_has_the_settings_a_root_oom_daemon_needs() -> None:
     assert {"CAP_KILL", "CAP_IPC_LOCK", "CAP_SYS_RESOURCE"} <= caps
     assert "CAP_SYS_ADMIN" not in caps
     assert u["Type"] == ["notify"]
-    assert u["ExecReload"] == ["/bin/kill -HUP $MAINPID"]
+    assert u["ExecReload"] == ["/usr/local/bin/oomkit reload --config /etc/oomkit/oomkit.toml"]
     assert "ProtectControlGroups" not in u and u["ProtectKernelLogs"] == ["no"]
 
 

@@ -42,6 +42,7 @@ def test_install_unit_names_this_oomkit(tmp_path: Path) -> None:
     text = unit.read_text()
     assert f"ExecStart={OOMKIT} run --config /etc/oomkit/oomkit.toml\n" in text
     assert f"ExecStartPre={OOMKIT} check-config /etc/oomkit/oomkit.toml\n" in text
+    assert f"ExecReload={OOMKIT} reload --config /etc/oomkit/oomkit.toml\n" in text
     assert "--quiet" not in text.split("ExecStart=", 1)[1].splitlines()[0]
     assert "\nWatchdogSec=3min\n" in text
     assert "\nConditionControlGroupController=memory\n" in text
@@ -51,7 +52,8 @@ def test_install_unit_names_this_oomkit(tmp_path: Path) -> None:
     written = text.splitlines()
     assert len(shipped) == len(written)
     assert [a for a, b in zip(shipped, written, strict=True) if a != b] == [
-        line for line in shipped if line.startswith(("ExecStart=", "ExecStartPre="))]
+        line for line in shipped
+        if line.startswith(("ExecStart=", "ExecStartPre=", "ExecReload="))]
 
 
 def test_install_unit_writes_the_recommended_config_only_when_missing(tmp_path: Path) -> None:

@@ -64,7 +64,10 @@ EXPECT: dict[str, tuple[set[str], set[str], float | None]] = {
                                           {"gnome-shell", "firefox"}, None),
     "k39_memory_high_on_purpose_with_swap": (set(), {"backup", "web"}, None),
     "k40_tiny_tmpfs_file_and_a_leak": ({"leaker"}, {"api"}, None),
+    "k41_hog_full_then_thrash_mglru": ({"hog"}, {"browser", "mail", "ide"}, 30.0),
     "k42_protected_name_leaks": ({"systemd-journald"}, {"app", "db"}, None),
+    "k43_lone_reader_mglru": (set(), {"service", "reader"}, None),
+    "k44_lone_reader_mglru_big_service": (set(), {"service", "reader"}, None),
 }
 
 # Cases known to end the wrong way, with the reason (none at present; k09 passed once the

@@ -11,6 +11,8 @@ The host kernel keeps its memory controller on cgroup v1, so tests that need cgr
   and may write anywhere without touching the host;
 * cgroup2 at ``/sys/fs/cgroup`` with ``+memory +cpu +io +pids`` in the root's
   ``cgroup.subtree_control``; the command runs as root in the root cgroup;
+* optionally a raw disk image (``disk=``), attached read-only as a virtio-blk device,
+  ``/dev/vda`` in the guest, which the command mounts itself (e.g. ``mount -o ro,noload``);
 * a per-run host directory (``OOMKIT_VM_OUT`` in the guest, ``GuestResult.run_dir`` on
   the host), shared read-write, which holds the job script, ``junit.xml``, ``dmesg.txt``.
 
@@ -69,6 +71,9 @@ BUSYBOX = Path("/bin/busybox")
 MODULE_ROOTS = (
     "virtio_ring", "virtio", "virtio_pci_modern_dev", "virtio_pci_legacy_dev", "virtio_pci",
     "netfs", "fscache", "9pnet", "9pnet_virtio", "9p", "overlay",
+    # a disk image given with disk= appears as /dev/vda; ext4 on it is a real block
+    # device's page cache, refaults and IO pressure, which 9p's cache is not
+    "virtio_blk", "crc32c_generic", "ext4",
 )  # fmt: skip
 # The host root is read-only underneath, so no cache; the hypothesis plugin alone costs
 # ~8 s of imports under TCG (a test that imports hypothesis still works without it).
@@ -433,7 +438,7 @@ def _guest_env(env: Mapping[str, str] | None, interactive: bool) -> dict[str, st
 
 def _qemu_argv(
     vmlinuz: Path, initrd: Path, run_dir: Path, memory: str, nonce: str, interactive: bool,
-    smp: int,
+    smp: int, disk: Path | None = None,
 ) -> list[str]:  # fmt: skip
     append = [
         "console=ttyS0",
@@ -460,7 +465,9 @@ def _qemu_argv(
         "-append", " ".join(append),
         "-virtfs", "local,path=/,mount_tag=host,security_model=none,readonly=on,multidevs=remap",
         "-virtfs", f"local,path={run_dir},mount_tag=out,security_model=none,multidevs=remap",
-    ]  # fmt: skip
+    ] + ([  # cache=none: the host's page cache does not answer the guest's reads (O_DIRECT)
+        "-drive", f"file={disk},if=virtio,format=raw,readonly=on,cache=none",
+    ] if disk is not None else [])  # fmt: skip
 
 
 class _Tail(threading.Thread):
@@ -550,10 +557,13 @@ def run_in_guest(
     smp: int = 2,
     cache_dir: Path = DEFAULT_CACHE_DIR,
     kernel: str | None = None,
+    disk: Path | None = None,
 ) -> GuestResult:
     """Boot the guest, run argv as root in cwd, return its exit status and output.
 
     kernel: "6.1", "6.12", "7.3" or a vmlinuz path (None: $OOMKIT_VM_KERNEL, else 6.1).
+    disk: a raw disk image on the host, attached read-only as virtio-blk (/dev/vda in the
+    guest; virtio_blk and ext4 are loaded at boot), or None for no block device at all.
 
     stream, if given, receives the command's output live (the console always goes to
     <run_dir>/console.log). interactive=True puts the command on the terminal (ttyS0)
@@ -564,6 +574,8 @@ def run_in_guest(
         raise ValueError(f"memory must look like '512M' or '2G', not {memory!r}")
     if shutil.which(QEMU) is None:
         raise HarnessError(f"{QEMU} not found: call ensure_packages() (needs root)")
+    if disk is not None and not Path(disk).is_file():
+        raise HarnessError(f"disk image {disk} is not a file")
     guest_kernel = find_kernel(kernel)
     vmlinuz, initrd = build_initramfs(cache_dir, guest_kernel)
     run_dir = _new_run_dir(cache_dir)
@@ -571,7 +583,7 @@ def run_in_guest(
     (run_dir / "job.sh").write_text(
         _job_script(argv, os.fspath(cwd), _guest_env(env, interactive), interactive)
     )
-    qemu_argv = _qemu_argv(vmlinuz, initrd, run_dir, memory, nonce, interactive, smp)
+    qemu_argv = _qemu_argv(vmlinuz, initrd, run_dir, memory, nonce, interactive, smp, disk)
     (run_dir / "qemu.argv").write_text(shlex.join(qemu_argv) + "\n")
     console_log = run_dir / "console.log"
     output_log = run_dir / "output.log"
@@ -734,6 +746,7 @@ def run_pytest_in_guest(
     stream: TextIO | None = None,
     cache_dir: Path = DEFAULT_CACHE_DIR,
     kernel: str | None = None,
+    disk: Path | None = None,
 ) -> GuestPytestResult:
     """Run <repo>/.venv/bin/python -m pytest <pytest_args> in the guest, in the repo root.
 
@@ -747,8 +760,14 @@ def run_pytest_in_guest(
         f"--junitxml={GUEST_OUT}/junit.xml", "-o", "junit_logging=all", *pytest_args,
     ]  # fmt: skip
     result = run_in_guest(
-        argv, memory=memory, timeout=timeout, env=env, stream=stream, cache_dir=cache_dir,
+        argv,
+        memory=memory,
+        timeout=timeout,
+        env=env,
+        stream=stream,
+        cache_dir=cache_dir,
         kernel=kernel,
+        disk=disk,
     )
     return GuestPytestResult(result=result, cases=parse_junit(result.run_dir / "junit.xml"))
 
@@ -767,6 +786,9 @@ def main(args: Sequence[str] | None = None) -> int:
         default=None,
         help=f"guest kernel: {', '.join(KERNEL_CHOICES)} or a vmlinuz path "
         "(default: $OOMKIT_VM_KERNEL, else 6.1)",
+    )
+    parser.add_argument(
+        "--disk", type=Path, default=None, help="raw disk image: /dev/vda (read-only) in the guest"
     )
     sub = parser.add_subparsers(dest="cmd", required=True)
     sub.add_parser("shell", help="interactive shell in the guest (Ctrl-A x kills qemu)")
@@ -790,14 +812,22 @@ def main(args: Sequence[str] | None = None) -> int:
                 file=sys.stderr,
             )
             res = run_in_guest(
-                ["/bin/bash", "-l"], memory=ns.memory, timeout=None, interactive=True,
+                ["/bin/bash", "-l"],
+                memory=ns.memory,
+                timeout=None,
+                interactive=True,
                 kernel=ns.kernel,
+                disk=ns.disk,
             )
             return res.returncode
         if ns.cmd == "pytest":
             pres = run_pytest_in_guest(
-                ns.args, memory=ns.memory, timeout=ns.timeout, stream=sys.stdout,
+                ns.args,
+                memory=ns.memory,
+                timeout=ns.timeout,
+                stream=sys.stdout,
                 kernel=ns.kernel,
+                disk=ns.disk,
             )
             res = pres.result
         else:
@@ -805,7 +835,12 @@ def main(args: Sequence[str] | None = None) -> int:
             if not argv:
                 parser.error("run needs a command")
             res = run_in_guest(
-                argv, memory=ns.memory, timeout=ns.timeout, stream=sys.stdout, kernel=ns.kernel
+                argv,
+                memory=ns.memory,
+                timeout=ns.timeout,
+                stream=sys.stdout,
+                kernel=ns.kernel,
+                disk=ns.disk,
             )
     except HarnessError as exc:
         print(f"\nvm harness: {exc}", file=sys.stderr)

@@ -48,6 +48,12 @@ from oomkit.ops import Psi, PsiOps
 from oomkit.policies import cause, sysmem
 from oomkit.policy_args import Duration, Percent, Size
 
+# A cgroup that refaults while no file refault in its domain is activated is taken to miss
+# this many times the page cache it thrashes in (see _kill_helps): a kill helps when it at
+# least doubles that cache. Three programs thrashing in 110M beside a 618M hog: yes; a
+# reader thrashing in 550M of cache beside a 300M service (a file 1.4x the RAM): no.
+BLIND_MISS = 1
+
 
 class PressureGuard(PsiOps):
     name = "pressure_guard"
@@ -158,11 +164,22 @@ class PressureGuard(PsiOps):
         covers: it stalls on its own data, as it would alone. A cgroup without tasks
         (a victim's page cache, still charged) is no one to kill: the refaults while
         reclaim drops it are a recovery. Swap-ins (anon activations) are not weighed
-        here: the cgroup that swaps is itself a candidate."""
+        here: the cgroup that swaps is itself a candidate. Where no file refault of the
+        domain is activated at all, a cgroup with a tenth or more of its refaults is
+        taken to miss BLIND_MISS times its page cache (the kill must double the cache
+        the readers thrash in), and on the machine only where two or more cgroups
+        thrash so."""
         total = activity.rates(root, now)
         total_file = total.activations - total.anon_activations
+        # No file activation anywhere: the kernel's test cannot see the room a kill makes
+        # (without swap the anon a kill frees is not in the workingset size; with MGLRU a
+        # refault is "recent" by generations, and a cyclic reader of a file four times its
+        # cache is never so). Each cgroup that refaults is then taken to miss BLIND_MISS
+        # times the page cache it thrashes in.
+        blind = total_file <= 0 and total.refaults > 0
         need = 0.0
         largest_other = 0
+        blind_readers = 0
         for cg in cause.leaves(root):
             if cg.parent is None:
                 continue
@@ -175,10 +192,19 @@ class PressureGuard(PsiOps):
                 file_act = r.activations - r.anon_activations
                 if file_act > 0 and file_act * 10 >= total_file and r.refaults:
                     need += st.page("file") / 2 / min(1.0, file_act / r.refaults)
+                elif blind and r.refaults and r.refaults * 10 >= total.refaults:
+                    need += st.page("file") * BLIND_MISS
+                    blind_readers += 1
                 else:
                     largest_other = max(largest_other, cause.footprint(cg, st))
             except OomkitError:
                 continue
+        if blind and blind_readers < 2 and root.parent is None:
+            # Blind, one job re-reading: no counter tells a program pushed out of the room
+            # its files had from a lone reader of more than the machine holds, who hurts
+            # nobody but itself (a 600M service died for a reader of a file 1.4x the RAM).
+            # Several jobs thrashing on their own files at once is a machine too short.
+            return False
         return largest_other >= need
 
     def handle_psi_event(self, psi: Psi, trigger: PsiTrigger) -> None:
@@ -204,24 +230,31 @@ class PressureGuard(PsiOps):
                 return
             rates = activity.rates(domain or root, now)
             pushed_out = rates.activations
-            if info is not None and info.swap_free > info.swap_total * self.swap_room / 100:
+            swap_room = info is not None and info.swap_free > info.swap_total * self.swap_room / 100
+            if swap_room:
                 # With room in swap, the kernel makes room for a file working set itself
                 # by swapping out cold anon (workingset_test_recent() counts anon in the
                 # workingset size, so a reader of more than fits is flagged too): only
                 # swap-ins of a working set tell a thrash that a kill ends.
                 pushed_out = rates.anon_activations
             pushing = rates.per_s(pushed_out) >= self.min_activations
-            if trigger.resource is Resource.IO and not pushing:
+            # On the machine without room in swap, file refaults the kernel did not
+            # activate may still be a working set pushed out by anon it cannot reclaim
+            # (its test leaves that anon out): evidence only where a kill makes room.
+            rereading = (domain is None and not pushing and not swap_room
+                         and rates.per_s(rates.refaults) >= self.min_activations)
+            if trigger.resource is Resource.IO and not (pushing or rereading):
                 return  # IO waits, but no working set is being pushed out
             growing = rates.per_s(rates.footprint_growth) >= self.min_growth
-            if domain is None and not pushing and not growing:
+            if domain is None and not pushing and not growing and not rereading:
                 # Memory stalls on the machine, but nothing grows and no working set is
                 # pushed out: a reader reclaiming its own page cache, not a shortage.
                 return
             size = (cause.limit_of(domain) or domain.usage() if domain is not None
                     else (info.total if info is not None else 0))
-            if pushing and not growing and not self._kill_helps(domain or root, activity,
-                                                                now, size):
+            check = (pushing and not growing) or (
+                rereading and (not growing or trigger.resource is Resource.IO))
+            if check and not self._kill_helps(domain or root, activity, now, size):
                 # A working set larger than any kill could make room for, or one that
                 # comes back after a kill (the victim's cache is still charged).
                 return

@@ -144,22 +144,12 @@ def _flock_soon(fd: int) -> bool:
             pass
         if deadline is None:
             text = os.pread(fd, 32, 0).decode(errors="replace").strip()
-            if not text.isdigit() or _alive(int(text)):
+            if not text.isdigit() or watchdog.pid_alive(int(text)):
                 return False
             deadline = time.monotonic() + LOCK_WAIT_DEAD_S
         elif time.monotonic() >= deadline:
             return False
         time.sleep(0.05)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _take_lock(state_file: str) -> tuple[int, bool]:
