@@ -97,8 +97,8 @@ class EventLoop:
                    ) -> Timer:
         """Run ``callback`` on the loop's thread ``delay`` s from now, or up to ``early`` s
         sooner if the loop wakes for something else in that span: work that may come early
-        (a look at MemAvailable: sooner is never worse) rides on another wake-up instead of waking an idle process itself
-        (each wake-up of an idle Python process costs about 0.3 ms of CPU)."""
+        (a look at MemAvailable: sooner is never worse) rides on another wake-up instead
+        of waking an idle process itself (each costs about 0.3 ms of CPU)."""
         timer = Timer(self._clock.now() + delay, callback, early)
         with self._lock:
             heapq.heappush(self._timers, (timer.when, next(self._seq), timer))
