@@ -7,11 +7,16 @@ every cgroup (new ones too; cgroup v1 has only the machine's). When one fires:
   limit, else the machine. The machine is a domain only for the machine's own trigger:
   "full" there means every task that wanted to run was stalled, while a cgroup that
   stalls alone (a reader streaming more than fits, waiting on its disk) hurts nobody but
-  itself. A machine-wide trigger while some cgroup at its limit has
-  pressure of its own is that cgroup's business: its own trigger declares there. The
-  machine is short only while MemFree is under ``min_free`` of RAM (reclaim keeps it near
-  the watermarks then); pressure with memory free again is a recovery (the programs a
-  kill saved re-read their files), not a new shortage.
+  itself; unless the machine swapped that cgroup's working set out (QA G2): swap in
+  use, the cgroup fully stalled ``cgroup_stall`` percent of the time since its previous
+  event, and swapping its own working set back in (anon activations at
+  ``min_activations`` pages/s). Many runnable workers keep the machine's "full" low
+  while a desktop they pushed to swap waits nearly all the time. A machine-wide
+  trigger while some cgroup at its limit has pressure of its own is that cgroup's
+  business: its own trigger declares there. The machine is short only while MemFree is
+  under ``min_free`` of RAM (reclaim keeps it near the watermarks then); pressure with
+  memory free again is a recovery (the programs a kill saved re-read their files), not a
+  new shortage.
 - on the machine, memory pressure counts only with the evidence below or with footprint
   growth of ``min_growth`` per second (several CPUs: one reader stalled on its own CPU
   shows "full" already; reclaiming its own page cache is no shortage). With nothing
