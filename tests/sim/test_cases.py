@@ -68,6 +68,7 @@ EXPECT: dict[str, tuple[set[str], set[str], float | None]] = {
     "k42_protected_name_leaks": ({"systemd-journald"}, {"app", "db"}, None),
     "k43_lone_reader_mglru": (set(), {"service", "reader"}, None),
     "k44_lone_reader_mglru_big_service": (set(), {"service", "reader"}, None),
+    "k45_workers_swap_out_the_desktop": ({f"w{i}" for i in range(20)}, {"desktop"}, 20.0),
 }
 
 # Cases known to end the wrong way, with the reason (none at present; k09 passed once the

@@ -7,11 +7,16 @@ every cgroup (new ones too; cgroup v1 has only the machine's). When one fires:
   limit, else the machine. The machine is a domain only for the machine's own trigger:
   "full" there means every task that wanted to run was stalled, while a cgroup that
   stalls alone (a reader streaming more than fits, waiting on its disk) hurts nobody but
-  itself. A machine-wide trigger while some cgroup at its limit has
-  pressure of its own is that cgroup's business: its own trigger declares there. The
-  machine is short only while MemFree is under ``min_free`` of RAM (reclaim keeps it near
-  the watermarks then); pressure with memory free again is a recovery (the programs a
-  kill saved re-read their files), not a new shortage.
+  itself; unless the machine swapped that cgroup's working set out (QA G2): swap in
+  use, the cgroup fully stalled ``cgroup_stall`` percent of the time since its previous
+  event, and swapping its own working set back in (anon activations at
+  ``min_activations`` pages/s). Many runnable workers keep the machine's "full" low
+  while a desktop they pushed to swap waits nearly all the time. A machine-wide
+  trigger while some cgroup at its limit has pressure of its own is that cgroup's
+  business: its own trigger declares there. The machine is short only while MemFree is
+  under ``min_free`` of RAM (reclaim keeps it near the watermarks then); pressure with
+  memory free again is a recovery (the programs a kill saved re-read their files), not a
+  new shortage.
 - on the machine, memory pressure counts only with the evidence below or with footprint
   growth of ``min_growth`` per second (several CPUs: one reader stalled on its own CPU
   shows "full" already; reclaiming its own page cache is no shortage). With nothing
@@ -62,7 +67,10 @@ class PressureGuard(PsiOps):
                  min_activations: int = 1000, min_free: Percent = 6.0,
                  cgroups: bool = True, swap_room: Percent = 10.0,
                  min_growth: Size = 1 << 20, high_patience: Duration = 6.0,
-                 high_stall: Percent = 75.0) -> None:
+                 high_stall: Percent = 75.0, cgroup_stall: Percent = 75.0) -> None:
+        self.cgroup_stall = cgroup_stall
+        # per cgroup not at a limit: (last event, its full memory and IO totals (us))
+        self._stall_seen: dict[int, tuple[float, int, int]] = {}
         self.high_patience = high_patience
         self.high_stall = high_stall
         # per domain held at its memory.high: (first event, last event, its full memory
@@ -105,6 +113,7 @@ class PressureGuard(PsiOps):
     def handle_cgroup_offline(self, psi: Psi, cgroup_id: int) -> None:
         cause.tracker(psi.kernel).forget(cgroup_id)
         self._high.pop(cgroup_id, None)
+        self._stall_seen.pop(cgroup_id, None)
 
     @staticmethod
     def _held_at_high(domain: Cgroup) -> bool:
@@ -144,6 +153,35 @@ class PressureGuard(PsiOps):
             return True  # no pressure files: the run of events is all there is
         stalled = max(totals[0] - held[2], totals[1] - held[3]) / 1e6
         return stalled >= (now - held[0]) * self.high_stall / 100
+
+    def _swapped_out_by_others(self, cg: Cgroup, info: sysmem.MemInfo,
+                               activity: cause.Activity, now: float) -> bool:
+        """Is cg (not at a limit) stalled most of the time because the machine pushed its
+        working set out to swap (QA G2)? Swap in use, cg fully stalled (its own "full"
+        memory or IO avg10) ``cgroup_stall`` percent of the time or more, and swapping its
+        own working set back in: anon refaults the kernel activates (workingset_refault():
+        the refault distance within the workingset, which counts anon with swap) at
+        ``min_activations`` pages/s. A reader stalled on its own file data refaults file
+        pages, not anon: it stays its own business."""
+        totals = self._full_totals(cg)
+        last = self._stall_seen.get(cg.id)
+        if totals is not None:
+            self._stall_seen[cg.id] = (now, totals[0], totals[1])
+        if info.swap_total <= 0 or info.swap_free >= info.swap_total:
+            return False
+        if totals is not None and last is not None and (
+                0 < now - last[0] <= 2 * self.window_us / 1e6 + 0.5):
+            # Its stall since its previous event (a trigger fires once a window): the
+            # avg10 would take some 15 s to show a stall of 90 % as 75 %.
+            stalled = max(totals[0] - last[1], totals[1] - last[2]) / 1e6
+            share = 100 * stalled / (now - last[0])
+        else:
+            share = max(cause.own_full_avg10(cg, Resource.MEMORY),
+                        cause.own_full_avg10(cg, Resource.IO))
+        if share < self.cgroup_stall:
+            return False
+        rates = activity.rates(cg, now)
+        return rates.per_s(rates.anon_activations) >= self.min_activations
 
     def _limited_elsewhere(self, root: Cgroup, resource: Resource) -> bool:
         """Is some cgroup at its own limit with pressure of its own (its business)?"""
@@ -218,7 +256,14 @@ class PressureGuard(PsiOps):
         try:
             domain = cause.domain_of(where)
             if domain is None and where is not None:
-                return  # felt by one cgroup, not at a limit: the machine's trigger decides
+                # Felt by one cgroup, not at a limit: the machine's trigger decides, unless
+                # the machine is short and swapped this cgroup's working set out. Then
+                # the machine's "full" may stay low (the others keep running: full needs
+                # every task stalled) while this one stalls nearly all the time.
+                short = sysmem.meminfo(kernel)
+                if short is None or not self._swapped_out_by_others(where, short, activity,
+                                                                     now):
+                    return
             high = domain is not None and self._held_at_high(domain)
             if high and where is domain:
                 assert domain is not None

@@ -28,9 +28,12 @@ import select
 import stat
 import sys
 import time
-from dataclasses import dataclass, field
-from types import ModuleType
-from typing import Any, Final
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy takes it as True)
+
+if TYPE_CHECKING:
+    from types import ModuleType
+    from typing import Any, Final
 
 KMSG: Final = "/dev/kmsg"
 #: How long to wait for the kernel's kill after a hand-over (seconds).
@@ -47,7 +50,7 @@ def load_sibling(name: str) -> ModuleType:
     if spec is None or spec.loader is None:
         raise ImportError(f"cannot load {name}.py")
     module = importlib.util.module_from_spec(spec)
-    sys.modules[key] = module  # dataclasses look their module up while the class is made
+    sys.modules[key] = module  # registered before it runs, as an import does
     try:
         spec.loader.exec_module(module)
     except BaseException:
@@ -70,15 +73,19 @@ def kernel_path(directory: str, tree_root: str, prefix: str | None) -> str:
     return ((prefix or "") + below) or "/"
 
 
-@dataclass(slots=True)
+# Plain classes with __slots__, not dataclasses: the watchdog loads this file, and
+# dataclasses (with inspect, ast, dis) and typing would cost it about 2 MiB, locked.
+
+
 class KmsgTail:
     """/dev/kmsg from the moment it is opened; ``kills`` reads the OOM kills since."""
 
-    path: str = KMSG
-    fd: int = -1
-    _seen: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    __slots__ = ("_seen", "fd", "path")
 
-    def __post_init__(self) -> None:
+    def __init__(self, path: str = KMSG) -> None:
+        self.path = path
+        self.fd = -1
+        self._seen: dict[str, list[dict[str, Any]]] = {}
         try:
             self.fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
             os.lseek(self.fd, 0, os.SEEK_END)
@@ -132,15 +139,21 @@ class KmsgTail:
         self.fd = -1
 
 
-@dataclass(frozen=True, slots=True)
 class EventLog:
     """The daemon's event log, for the OOMs handed to the kernel killer by someone other
     than the runtime. ``tree_root``: the runtime's cgroup root, to name memcgs as the
     runtime does; ``prefix``: that root as the kernel prints it in /dev/kmsg."""
 
-    path: str
-    tree_root: str
-    prefix: str | None = None
+    __slots__ = ("path", "prefix", "tree_root")
+
+    def __init__(self, path: str, tree_root: str, prefix: str | None = None) -> None:
+        self.path = path
+        self.tree_root = tree_root
+        self.prefix = prefix
+
+    def __repr__(self) -> str:
+        return (f"EventLog(path={self.path!r}, tree_root={self.tree_root!r}, "
+                f"prefix={self.prefix!r})")
 
     def name(self, directory: str) -> str:
         rel = os.path.relpath(directory, self.tree_root)

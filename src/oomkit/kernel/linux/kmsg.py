@@ -17,8 +17,14 @@ and with memory.oom.group, more "Killed process" lines follow one "oom-kill:" li
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
-from typing import Final
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy takes it as True)
+
+if TYPE_CHECKING:
+    from typing import Final
+
+# Plain classes with __slots__, not dataclasses: the watchdog loads this file, and
+# dataclasses (with inspect, ast, dis) and typing would cost it about 2 MiB, locked.
 
 _SUMMARY_RE: Final = re.compile(r"oom-kill:constraint=(?P<constraint>\w+),(?P<rest>.*)")
 _KILLED_RE: Final = re.compile(
@@ -28,32 +34,82 @@ _KILLED_RE: Final = re.compile(
 _FIELD_RE: Final = re.compile(r"(oom_memcg|task_memcg|task|pid)=([^,]*)")
 
 
-@dataclass(frozen=True, slots=True)
 class OomSummary:
-    """The ``oom-kill:`` record."""
+    """The ``oom-kill:`` record (immutable, compared and hashed by value)."""
 
+    __slots__ = ("constraint", "oom_memcg", "pid", "task", "task_memcg")
     constraint: str  # CONSTRAINT_MEMCG, CONSTRAINT_NONE, ...
     oom_memcg: str | None  # None for a global OOM
     task_memcg: str | None
     task: str
     pid: int
 
+    def __init__(self, constraint: str, oom_memcg: str | None, task_memcg: str | None,
+                 task: str, pid: int) -> None:
+        object.__setattr__(self, "constraint", constraint)
+        object.__setattr__(self, "oom_memcg", oom_memcg)
+        object.__setattr__(self, "task_memcg", task_memcg)
+        object.__setattr__(self, "task", task)
+        object.__setattr__(self, "pid", pid)
 
-@dataclass(frozen=True, slots=True)
+    def _key(self) -> tuple[str, str | None, str | None, str, int]:
+        return (self.constraint, self.oom_memcg, self.task_memcg, self.task, self.pid)
+
+    def __eq__(self, other: object) -> bool:
+        return self._key() == other._key() if isinstance(other, OomSummary) else NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"cannot assign to field {name!r}")
+
+    def __repr__(self) -> str:
+        return (f"OomSummary(constraint={self.constraint!r}, oom_memcg={self.oom_memcg!r}, "
+                f"task_memcg={self.task_memcg!r}, task={self.task!r}, pid={self.pid!r})")
+
+
 class KilledProcess:
-    """A ``Killed process`` record; ``rss`` in bytes (anon + file + shmem)."""
+    """A ``Killed process`` record; ``rss`` in bytes (anon + file + shmem). Immutable,
+    compared and hashed by value."""
 
+    __slots__ = ("comm", "pid", "rss")
     pid: int
     comm: str
     rss: int
 
+    def __init__(self, pid: int, comm: str, rss: int) -> None:
+        object.__setattr__(self, "pid", pid)
+        object.__setattr__(self, "comm", comm)
+        object.__setattr__(self, "rss", rss)
 
-@dataclass(slots=True)
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, KilledProcess):
+            return NotImplemented
+        return (self.pid, self.comm, self.rss) == (other.pid, other.comm, other.rss)
+
+    def __hash__(self) -> int:
+        return hash((self.pid, self.comm, self.rss))
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"cannot assign to field {name!r}")
+
+    def __repr__(self) -> str:
+        return f"KilledProcess(pid={self.pid!r}, comm={self.comm!r}, rss={self.rss!r})"
+
+
 class PendingOom:
     """One kernel OOM being assembled from its records."""
 
-    summary: OomSummary
-    killed: list[KilledProcess] = field(default_factory=list)
+    __slots__ = ("killed", "summary")
+
+    def __init__(self, summary: OomSummary, killed: list[KilledProcess] | None = None
+                 ) -> None:
+        self.summary = summary
+        self.killed: list[KilledProcess] = [] if killed is None else killed
+
+    def __repr__(self) -> str:
+        return f"PendingOom(summary={self.summary!r}, killed={self.killed!r})"
 
 
 def split_record(record: bytes) -> str:

@@ -24,14 +24,16 @@ from oomkit.clock import Clock
 
 
 class Timer:
-    """A pending callback; ``cancelled = True`` drops it."""
+    """A pending callback; ``cancelled = True`` drops it. ``early``: seconds it may run
+    before ``when`` if the loop is awake anyway (0: never early)."""
 
-    __slots__ = ("callback", "cancelled", "when")
+    __slots__ = ("callback", "cancelled", "early", "when")
 
-    def __init__(self, when: float, callback: Callable[[], None]) -> None:
+    def __init__(self, when: float, callback: Callable[[], None], early: float = 0.0) -> None:
         self.when = when
         self.callback = callback
         self.cancelled = False
+        self.early = early
 
 
 def close_fd(fd: int) -> None:
@@ -91,9 +93,13 @@ class EventLoop:
                 except (OSError, ValueError):
                     pass
 
-    def call_later(self, delay: float, callback: Callable[[], None]) -> Timer:
-        """Run ``callback`` on the loop's thread ``delay`` s from now."""
-        timer = Timer(self._clock.now() + delay, callback)
+    def call_later(self, delay: float, callback: Callable[[], None], early: float = 0.0
+                   ) -> Timer:
+        """Run ``callback`` on the loop's thread ``delay`` s from now, or up to ``early`` s
+        sooner if the loop wakes for something else in that span: work that may come early
+        (a look at MemAvailable: sooner is never worse) rides on another wake-up instead
+        of waking an idle process itself (each costs about 0.3 ms of CPU)."""
+        timer = Timer(self._clock.now() + delay, callback, early)
         with self._lock:
             heapq.heappush(self._timers, (timer.when, next(self._seq), timer))
         if threading.get_ident() != self._loop_thread:
@@ -122,17 +128,34 @@ class EventLoop:
                 cb = self._fd_cb.get(fd)
             if cb is not None:
                 cb(mask)
-        self._run_timers()
+        self._run_timers(awake=bool(events))
 
-    def _run_timers(self) -> None:
+    def _run_timers(self, awake: bool = False) -> None:
+        ran = awake
         while True:
             now = self._clock.now()
             with self._lock:
                 if not self._timers or self._timers[0][0] > now:
-                    return
+                    break
                 _, _, timer = heapq.heappop(self._timers)
             if not timer.cancelled:
                 timer.callback()
+                ran = True
+        if ran:  # awake anyway: the timers that may come early, now
+            for timer in self._take_early(self._clock.now()):
+                if not timer.cancelled:
+                    timer.callback()
+
+    def _take_early(self, now: float) -> list[Timer]:
+        """Remove and return the live timers whose ``early`` span has begun."""
+        with self._lock:
+            early = [t for _, _, t in self._timers
+                     if t.early > 0 and not t.cancelled and t.when - t.early <= now]
+            if early:
+                taken = set(map(id, early))
+                self._timers = [e for e in self._timers if id(e[2]) not in taken]
+                heapq.heapify(self._timers)
+        return early
 
     def wakeup(self) -> None:
         """Make a poll() in progress return (thread-safe)."""

@@ -21,8 +21,11 @@ import json
 import os
 import re
 import stat
-from dataclasses import dataclass
-from typing import Any, Final
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy takes it as True)
+
+if TYPE_CHECKING:
+    from typing import Any, Final
 
 STATE_VERSION: Final = 1
 V1_OOM_CONTROL: Final = "memory.oom_control"
@@ -33,17 +36,41 @@ KNOWN_SETTINGS: Final = {
 }
 
 
-@dataclass(frozen=True, slots=True)
 class Setting:
     """A kernel file we changed: write ``original`` back to ``path`` to undo it.
 
     ``dir_inode`` is the inode of the file's cgroup directory when we changed it; a cgroup
     removed and re-created under the same name is another cgroup and is left alone.
+    Immutable, compared and hashed by value. A plain class, not a dataclass: the watchdog
+    loads this file, and dataclasses (with inspect, ast, dis) and typing would cost it
+    about 2 MiB, locked.
     """
 
+    __slots__ = ("dir_inode", "original", "path")
     path: str
     original: str
-    dir_inode: int = 0
+    dir_inode: int
+
+    def __init__(self, path: str, original: str, dir_inode: int = 0) -> None:
+        object.__setattr__(self, "path", path)
+        object.__setattr__(self, "original", original)
+        object.__setattr__(self, "dir_inode", dir_inode)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Setting):
+            return NotImplemented
+        return (self.path, self.original, self.dir_inode) == (
+            other.path, other.original, other.dir_inode)
+
+    def __hash__(self) -> int:
+        return hash((self.path, self.original, self.dir_inode))
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"cannot assign to field {name!r}")
+
+    def __repr__(self) -> str:
+        return (f"Setting(path={self.path!r}, original={self.original!r}, "
+                f"dir_inode={self.dir_inode!r})")
 
     def to_json(self) -> dict[str, Any]:
         return {"path": self.path, "original": self.original, "dir_inode": self.dir_inode}

@@ -151,7 +151,10 @@ class SystemWatch:
             self._declared_at = None
         if self.armed:  # a handler may have unwatched meanwhile
             self.interval = next_interval(s, t, self.rate, self.reaction_s)
-            self._timer = k.loop.call_later(self.interval, self.check)
+            # A look may come sooner (never later): up to half the interval early when
+            # the loop wakes anyway (the heartbeat), instead of a wake-up of its own.
+            self._timer = k.loop.call_later(self.interval, self.check,
+                                            early=self.interval / 2)
 
     def _declare(self) -> None:
         k = self.k
