@@ -1,0 +1,67 @@
+"""Further field cases (tests/field_cases/, README there), each built from a public report
+of an OOM handler the way ../shared/field/ is: run as a user would, ``oomkit run --sim
+CASE --config packaging/oomkit.toml``, and held to the outcome its description states."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from .conftest import run_with_config
+
+REPO = Path(__file__).resolve().parents[2]
+RECOMMENDED = REPO / "packaging" / "oomkit.toml"
+CASES = REPO / "tests" / "field_cases"
+
+UWSGI = {f"uwsgi-w{i}" for i in range(1, 11)}
+TERMINAL = ({"gnome-terminal-server", "ssh-agent", "tmux", "vim", "htop", "journalctl"}
+            | {f"zsh{i}" for i in range(1, 9)})
+CC = {f"cc1plus{i}" for i in range(1, 5)}
+
+# case -> (processes of which one must die, processes that must live, only those of
+# "dies" may die)
+EXPECT: dict[str, tuple[set[str], set[str], bool]] = {
+    "n01_tmp_tmpfs_filled_by_small_writer": (set(), {"desktop", "browser", "editor"}, False),
+    "n02_command_over_ssh_leaks": ({"python3"}, {"sshd", "bash", "hass"}, False),
+    "n03_victim_slow_to_exit_no_swap": ({"java"}, {"ide", "desktop", "chat"}, True),
+    "n04_compositor_is_the_largest": ({"chrome"}, {"gnome-shell", "nautilus"}, False),
+    "n05_terminal_with_a_hog_child": ({"python3"}, {"kitty", "firefox"}, False),
+    "n06_short_build_spike": (set(), {"desktop", "cargo", "rustc"}, False),
+    "n07_swap_full_idle_app_has_most_swap": ({"backup-prune"}, {"firefox", "gnome-shell"},
+                                             False),
+    "n08_worker_pool_thrashes_together": (UWSGI, {"postgres"}, False),
+    "n09_terminal_server_many_small_processes": ({"firefox"}, TERMINAL | {"gnome-shell"},
+                                                 False),
+    "n10_build_service_vs_small_services": (CC, {"systemd-resolved", "sshd", "chat"}, False),
+    "n11_leak_in_nested_container_cgroup": ({"java"}, {"nginx", "dockerd", "desktop"}, False),
+    "n12_less_reads_an_endless_pipe": ({"less"}, {"bash", "gnome-shell",
+                                                  "gnome-terminal-server"}, False),
+    "n13_big_tmpfs_file_no_pressure": (set(), {"VirtualBox", "desktop"}, False),
+}
+
+
+def test_every_case_file_has_an_expectation() -> None:
+    assert sorted(p.stem for p in CASES.glob("*.toml")) == sorted(EXPECT)
+
+
+@pytest.mark.parametrize("case", sorted(EXPECT))
+def test_case_ends_as_its_description_says(case: str, tmp_path: Path) -> None:
+    die, live, only = EXPECT[case]
+    o = run_with_config(CASES / f"{case}.toml", RECOMMENDED, tmp_path)
+    killed = set(o.killed)
+    assert not killed & live, f"killed {o.killed}"
+    if die:
+        assert killed & die, f"killed {o.killed}"
+    if only:
+        assert killed <= die, f"killed {o.killed}"
+
+
+def test_a_pool_of_workers_goes_in_one_decision(tmp_path: Path) -> None:
+    """N08 (QA G2): the workers of one service that thrash together are one cause: the
+    first kill takes the pool, not one worker per pressure event."""
+    o = run_with_config(CASES / "n08_worker_pool_thrashes_together.toml", RECOMMENDED,
+                        tmp_path)
+    with_victims = [e for e in o.ooms if e["victims"]]
+    assert len(with_victims) == 1, o.ooms
+    assert UWSGI <= {v["comm"] for v in with_victims[0]["victims"]}
