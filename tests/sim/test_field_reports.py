@@ -41,11 +41,25 @@ EXPECT: dict[str, tuple[set[str], set[str], bool]] = {
 }
 
 
+# Cases known to end the wrong way, with the reason.
+XFAIL: dict[str, str] = {
+    "n01_tmp_tmpfs_filled_by_small_writer": (
+        "the writer dies (the cause by growth), its 1.4G file stays in /tmp; at the next "
+        "declared OOM kill_cause finds no task in the cgroup that holds the file and ranks "
+        "the browser next, and declining would hand the OOM to the default killer, which "
+        "takes the browser too. tmpfs_cleanup with /tmp in its paths ends it (the file is "
+        "no longer open), but the recommended config deletes only /dev/shm files: deleting "
+        "a user's closed /tmp files is the lead's call"),
+}
+
+
 def test_every_case_file_has_an_expectation() -> None:
     assert sorted(p.stem for p in CASES.glob("*.toml")) == sorted(EXPECT)
 
 
-@pytest.mark.parametrize("case", sorted(EXPECT))
+@pytest.mark.parametrize("case", [
+    pytest.param(c, marks=pytest.mark.xfail(reason=XFAIL[c], strict=True)) if c in XFAIL
+    else c for c in sorted(EXPECT)])
 def test_case_ends_as_its_description_says(case: str, tmp_path: Path) -> None:
     die, live, only = EXPECT[case]
     o = run_with_config(CASES / f"{case}.toml", RECOMMENDED, tmp_path)
@@ -64,4 +78,25 @@ def test_a_pool_of_workers_goes_in_one_decision(tmp_path: Path) -> None:
                         tmp_path)
     with_victims = [e for e in o.ooms if e["victims"]]
     assert len(with_victims) == 1, o.ooms
-    assert UWSGI <= {v["comm"] for v in with_victims[0]["victims"]}
+    assert {v["comm"] for v in with_victims[0]["victims"]} >= UWSGI
+
+
+class _T:
+    def __init__(self, mib: int) -> None:
+        self.rss, self.swapents = mib << 20, 0
+
+
+def test_a_pool_is_many_like_tasks_holding_most_of_the_cgroup() -> None:
+    from oomkit.policies.kill_cause import pool_of
+
+    workers = [_T(90) for _ in range(10)]
+    assert pool_of([_T(20), *workers]) == workers  # the master is not one of them
+    # a session scope: a shell, an editor and twelve compilers of 150M lose the
+    # compilers, not the editor of 100M or the shell
+    cc = [_T(150) for _ in range(12)]
+    assert pool_of([_T(10), _T(100), *cc]) == cc
+    # the linker stands out: no pool, the largest task alone
+    assert pool_of([_T(700), *cc[:6]]) == []
+    # three like tasks are no pool; nor are like tasks beside one that holds most
+    assert pool_of([_T(90)] * 3) == []
+    assert pool_of([_T(2000), _T(1400), _T(1400), _T(1400), _T(1400), _T(3000)]) == []

@@ -34,6 +34,11 @@ from oomkit.policy_args import Size
 
 #: cgroups (in rank order, with an eligible task) whose tasks' oom_score_adj is weighed
 ADJ_LOOKAHEAD = 16
+#: a pool: at least this many like tasks (each at least POOL_LIKE of the largest) that
+#: hold at least POOL_SHARE of what the cgroup's eligible tasks hold (see pool_of)
+POOL_MIN = 4
+POOL_LIKE = 3 / 4
+POOL_SHARE = 3 / 4
 
 
 def task_size(task: Task) -> int:
@@ -43,7 +48,8 @@ def task_size(task: Task) -> int:
 def pick_task(cg: Cgroup, p: prefs.Preferences, min_victim: int,
               cgroup_pref: int | None, totalpages: int,
               growth: dict[int, float] | None = None,
-              before: set[int] | None = None) -> tuple[int, Task, list[Task]] | None:
+              before: set[int] | None = None,
+              pool: bool = False) -> tuple[int, Task, list[Task]] | None:
     """(preference, task, swarm): the eligible task with the highest oom_badness, or
     None; the one that grows fastest (``growth``: pid -> bytes/s, at least
     cause.TASK_GROWTH) comes before it: in one scope beside a big language server, the
@@ -59,7 +65,11 @@ def pick_task(cg: Cgroup, p: prefs.Preferences, min_victim: int,
     were there: in a session scope whose compilers filled the machine and stopped
     growing, the compilers added the memory, not the shell that was there before them
     (QA G10). The kernel's oom_badness() before 2.6.36 (mm/oom_kill.c badness()) likewise
-    divided by the fourth root of a task's run time: the new task went first."""
+    divided by the fourth root of a task's run time: the new task went first.
+
+    ``pool`` (a declared OOM): when the chosen task is one of a pool of like tasks
+    (pool_of: workers that make the pressure together), swarm lists the pool, the chosen
+    task among them, unless a task outside it grows fastest."""
     grower = None
     if growth:
         pid, rate = max(growth.items(), key=lambda g: g[1])
@@ -87,6 +97,11 @@ def pick_task(cg: Cgroup, p: prefs.Preferences, min_victim: int,
         if best is None or key > best[0]:
             best = (key, t)
     if best is not None:
+        if pool and best[1].oom_badness(totalpages) is not None:
+            peers = pool_of([t for pref, t in eligible if pref == best[0][0]
+                             and t.oom_badness(totalpages) is not None])
+            if best[1] in peers and (grower is None or any(t.pid == grower for t in peers)):
+                return best[0][0], best[1], peers
         return best[0][0], best[1], []
     if not small:
         return None
@@ -95,6 +110,28 @@ def pick_task(cg: Cgroup, p: prefs.Preferences, min_victim: int,
     if sum(task_size(t) for t in swarm) < min_victim:
         return None
     return top, max(swarm, key=task_size), swarm
+
+
+def pool_of(eligible: Sequence[Task]) -> list[Task]:
+    """The tasks of a pool among ``eligible`` (one cgroup's killable tasks of one
+    preference), or []: POOL_MIN or more like tasks (RSS + swap each at least POOL_LIKE of
+    the largest's) that together hold POOL_SHARE or more of what the eligible tasks hold.
+    Workers of one service (uwsgi, php-fpm, make -j) are one cause: killing the largest
+    frees 1/N and the pressure goes on, one kill per PSI window (QA G2;
+    kubernetes/kubernetes#117070 asks for memory.oom.group for such pods). oomd and
+    systemd-oomd act per cgroup (oomd BaseKillPlugin, systemd oomd_cgroup_kill); the
+    kernel's memory.oom.group kills a cgroup at once. A smaller task beside the pool (the
+    master, a shell) is not one of them: a session scope with a shell, an editor and a
+    build loses the build's like tasks, not the session (systemd/systemd#25853)."""
+    if len(eligible) < POOL_MIN:
+        return []
+    largest = max(task_size(t) for t in eligible)
+    like = [t for t in eligible if task_size(t) >= largest * POOL_LIKE]
+    if len(like) < POOL_MIN:
+        return []
+    if sum(task_size(t) for t in like) < sum(task_size(t) for t in eligible) * POOL_SHARE:
+        return []
+    return like
 
 
 class KillCause(OomOps):
@@ -188,7 +225,8 @@ class KillCause(OomOps):
             try:
                 found = pick_task(cg, self.prefs, least, cpref, oc.totalpages,
                                   activity.task_growth(cg, now),
-                                  activity.before(cg, now) if cg.id in self.adders else None)
+                                  activity.before(cg, now) if cg.id in self.adders else None,
+                                  pool=oc.constraint is Constraint.DECLARED)
             except OomkitError:
                 continue
             if found is None:
@@ -224,8 +262,12 @@ class KillCause(OomOps):
         if self.whole_cgroup:
             return oc.kill_cgroup(cg, f"kill_cause: {cg.path}, {ranked}") > 0
         protected = not swarm and self.prefs.protected_by_comm(task, self.prefs.cgroup(cg))
+        small = task_size(task) < self.min_victim
         for t in swarm or [task]:
-            why = "a swarm of small tasks" if swarm else task.comm
+            why = task.comm
+            if swarm:
+                why = ("a swarm of small tasks" if small
+                       else f"a pool of {len(swarm)} like tasks ({t.comm})")
             if protected:
                 why += " (protect_comm spares it as a bystander, not as the one growing)"
             try:
