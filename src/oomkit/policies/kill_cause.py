@@ -148,6 +148,8 @@ class KillCause(OomOps):
         self.runner_up: Cgroup | None = None  # second in the last choose()
         self.streamers: set[int] = set()  # ids of the streamers in the last choose()
         self.adders: set[int] = set()  # ids of the main adders (cause.adds_most) in it
+        # memory.stat of each cgroup, read once per decision (choose, then why)
+        self.stats = cause.Stats()
 
     def choose(self, oc: OomControl) -> tuple[Cgroup, Task, list[Task]] | None:
         """The cause's cgroup, its task to kill and (for a swarm of tasks each under
@@ -158,6 +160,9 @@ class KillCause(OomOps):
         root = domain or oc.kernel.root_mem_cgroup()
         now = oc.kernel.clock.now()
         activity = cause.tracker(oc.kernel)
+        # Each cgroup's memory.stat is read once for the whole decision (its score, its
+        # rates, what it added; the kill message after): passed through, never re-read.
+        stats = self.stats = cause.Stats()
         # Score every cgroup first (statistics are cheap), list tasks only in rank order
         # (on a live machine that is /proc reads for each task).
         # A cgroup whose footprint grows fast (cause.grows) ranks above every steady one:
@@ -170,7 +175,7 @@ class KillCause(OomOps):
         # working sets are pushed out) ranks there too: pressure is felt where the
         # working set refaults (examples/psi_victim.toml), caused where pages come in.
         try:
-            whole = activity.rates(root, now)
+            whole = activity.rates(root, now, stats.of(root))
             total_act = whole.per_s(whole.activations)
         except OomkitError:
             total_act = 0.0
@@ -183,14 +188,15 @@ class KillCause(OomOps):
             try:
                 cpref = self.prefs.cgroup(cg)
                 if cpref is not prefs.OMIT:
-                    score, growth = cause.cause_rank(cg, activity, now, domain is not None)
+                    score, growth = cause.cause_rank(cg, activity, now, domain is not None,
+                                                     stats)
                     flagged = cause.grows(growth, size)
                     if cg is not root and not flagged:
-                        r = activity.rates(cg, now)
+                        r = activity.rates(cg, now, stats.of(cg))
                         if cause.streams(r, total_act - r.per_s(r.activations), size):
                             flagged = True
                             self.streamers.add(cg.id)
-                    added[cg.id] = cause.own_added(cg, activity, now)
+                    added[cg.id] = cause.own_added(cg, activity, now, stats)
                     ranked.append((cpref, 2 if flagged else 0, score, cg))
             except OomkitError:
                 continue  # gone meanwhile, or no statistics here (the v2 root on old kernels)
@@ -240,16 +246,19 @@ class KillCause(OomOps):
         self.runner_up = second[1] if second is not None else None  # for the kill message
         return (best[1], best[2], best[3]) if best is not None else None
 
-    def why(self, oc: OomControl, cg: Cgroup) -> str:
-        """cg's score and its terms, and the runner-up's: why cg ranked first."""
+    def why(self, oc: OomControl, cg: Cgroup, stats: cause.Stats | None = None) -> str:
+        """cg's score and its terms, and the runner-up's: why cg ranked first. ``stats``:
+        the memory.stat reads of the decision (choose's), fresh ones when None."""
+        stats = stats if stats is not None else cause.Stats()
         domain = cause.domain_of(oc.memcg) if oc.constraint is Constraint.DECLARED else oc.memcg
         activity, now = cause.tracker(oc.kernel), oc.kernel.clock.now()
         try:
-            text = cause.describe(cg, activity, now, domain is not None)
+            limited = domain is not None
+            text = cause.describe(cg, activity, now, limited, stats)
             if self.runner_up is None:
                 return text + "; no other cgroup had a task to kill"
             return text + (f"; runner-up {self.runner_up.path}, "
-                           f"{cause.describe(self.runner_up, activity, now, domain is not None)}")
+                           f"{cause.describe(self.runner_up, activity, now, limited, stats)}")
         except OomkitError:
             return "(its statistics went meanwhile)"
 
@@ -258,7 +267,7 @@ class KillCause(OomOps):
         if chosen is None:
             return False
         cg, task, swarm = chosen
-        ranked = self.why(oc, cg)
+        ranked = self.why(oc, cg, self.stats)
         if self.whole_cgroup:
             return oc.kill_cgroup(cg, f"kill_cause: {cg.path}, {ranked}") > 0
         protected = not swarm and self.prefs.protected_by_comm(task, self.prefs.cgroup(cg))
