@@ -45,6 +45,8 @@ EXPECT: dict[str, tuple[set[str], set[str], bool]] = {
         set(), {"postgres", "report"} | {f"gunicorn{i}" for i in range(1, 5)}, False),
     "n16_fork_bomb_beside_its_shell": ({f"bomb{i}" for i in range(1, 181)},
                                        {"zsh", "desktop", "browser"}, True),
+    "n17_best_effort_pods_beside_a_leaking_script": (
+        {"python3"}, {"k3s-server", "metrics-server", "entry", "nginx", "coredns"}, True),
 }
 
 
