@@ -62,13 +62,6 @@ XFAIL: dict[str, str] = {
         "tmpfs_cleanup with /tmp in its paths ends it (the file is no longer open); the "
         "recommended config deletes /dev/shm files only: deleting closed /tmp files is the "
         "lead's call"),
-    "n18_heap_swings_no_lasting_shortage": (
-        "pressure_guard declares the machine's OOM at the first 2 s window with 500 ms of "
-        "full stall (6.2 s, the first swing; java is its cause and dies, 1 s before it "
-        "would give the 2.6G back): no rule asks the shortage to last while swap has room "
-        "(earlyoom waits for swap <= 10 % free, systemd-oomd for 30 s). pressure_guard is "
-        "f10's: two windows in a row on the machine while swap has more than swap_room "
-        "free would tolerate it and still meet f04's 10 s"),
 }
 
 
