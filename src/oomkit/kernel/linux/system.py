@@ -71,6 +71,10 @@ class SystemWatch:
     def reaction_s(self) -> float:
         return self.state.reaction_s
 
+    @property
+    def reactions(self) -> list[float]:
+        return self.state.reactions
+
     def arm(self) -> None:
         if self.armed:
             return
