@@ -39,6 +39,19 @@ def test_no_second_declaration_within_recheck_nor_while_a_victim_exits() -> None
     assert st.look(at(1.4, 40), victim_pending=False)
 
 
+def test_a_burst_that_stops_is_not_projected_as_a_leak() -> None:
+    """300M in 0.1 s (3 GB/s), then nothing: with the whole lead (0.25 s) at 3 GB/s the
+    700M left would look like 0 at the next look; the fill is projected only as far
+    ahead as it has lasted (0.1 s: 300M -> 400M), and not at all once it stopped."""
+    st = state()
+    assert not st.look(at(0.0, 1000), victim_pending=False)
+    assert not st.look(at(0.1, 700), victim_pending=False)
+    assert st.rate > 2900 * MiB
+    for i in range(2, 10):
+        assert not st.look(at(i / 10, 700), victim_pending=False)
+    assert st.rate > 2000 * MiB  # the decaying peak is still there, not projected
+
+
 def test_a_fast_leak_is_projected_over_the_whole_lead_once_it_lasted_that_long() -> None:
     """1 GB/s, a look every 10 ms: declared with 250M of fill still to come above 50M."""
     st = state()

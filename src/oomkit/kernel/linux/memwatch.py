@@ -236,9 +236,9 @@ class WatchState:
     declared for this long while the machine stays short (MemAvailable lags a victim's
     exit)."""
 
-    __slots__ = ("_declared_at", "_ref", "_settings", "_thresholds",
-                 "interval", "last", "rate", "reaction_s", "reactions", "recheck_s",
-                 "samples")
+    __slots__ = ("_declared_at", "_fill_since", "_last_fall_at", "_ref", "_settings",
+                 "_thresholds", "interval", "last", "rate", "reaction_s", "reactions",
+                 "recheck_s", "samples")
 
     def __init__(self, settings: tuple[float | int, float | int, float, float],
                  recheck_s: float = 0.5) -> None:
@@ -247,6 +247,11 @@ class WatchState:
         self.last: MemSample | None = None
         self._ref: MemSample | None = None  # the sample the fill rate is measured from
         self.rate = 0.0  # bytes/s MemAvailable is falling (a decaying peak)
+        # the fill going on: since when MemAvailable has been falling, and the last look
+        # that saw it fall (None: no fill, or none for RATE_WINDOW_S): how far ahead the
+        # fill may be projected (projected_rate)
+        self._fill_since: float | None = None
+        self._last_fall_at = 0.0
         self.interval = 0.0  # seconds until the next look, as last decided
         self._declared_at: float | None = None  # an OOM declared, not yet over
         self.samples = 0  # looks taken (for benches and tests)
@@ -259,6 +264,7 @@ class WatchState:
     def reset(self) -> None:
         """Disarmed: the next look starts a new fill measurement."""
         self.last = self._ref = None
+        self._fill_since = None
         self.rate = 0.0
 
     def thresholds(self, sample: MemSample) -> SystemThresholds:
@@ -278,6 +284,13 @@ class WatchState:
         memory, :func:`system_short`; none declared within ``recheck_s``; no victim of
         ours still exiting, ``victim_pending``, whose memory is on the way)."""
         self.samples += 1
+        prev = self.last
+        if prev is not None and s.mem_available < prev.mem_available:
+            if self._fill_since is None:
+                self._fill_since = prev.at
+            self._last_fall_at = s.at
+        elif self._fill_since is not None and s.at - self._last_fall_at >= RATE_WINDOW_S:
+            self._fill_since = None  # no fall for a rate window: the fill stopped
         if self._ref is None or s.at - self._ref.at >= RATE_WINDOW_S:
             self.rate = fill_rate(self._ref, s, self.rate)
             self._ref = s
@@ -305,6 +318,22 @@ class WatchState:
         """The kernel's own killer acted system-wide: no OOM of ours for ``recheck_s``."""
         self._declared_at = now
 
+    def projected_rate(self, at: float, t: SystemThresholds) -> float:
+        """The fill rate the short-of-memory test projects over the lead time: the
+        measured one, scaled down so that a fill is projected no further ahead than it
+        has lasted (from its first fall seen to its last), and 0 once no look saw a fall
+        for RATE_WINDOW_S. A burst (a service touching its heap at 2 GB/s for 0.1 s) is
+        then not taken for a leak that fills the machine within the lead, neither while
+        it lasts nor for the seconds its decaying peak rate stays; a leak that goes on is
+        projected over the whole lead once it has lasted that long (found with the
+        simulator's run of this watch, QA Q1)."""
+        if self._fill_since is None or self.rate <= 0:
+            return 0.0
+        ahead = lead(t, self.reaction_s)
+        if ahead <= 0:
+            return 0.0
+        return self.rate * min(1.0, max(0.0, self._last_fall_at - self._fill_since) / ahead)
+
     def next_look(self, s: MemSample) -> float:
         """Seconds until the next look after ``s`` (:func:`next_interval`)."""
         self.interval = next_interval(s, self.thresholds(s), self.rate, self.reaction_s)
@@ -312,4 +341,5 @@ class WatchState:
 
     def short(self, s: MemSample) -> bool:
         """Short of memory at ``s`` (no OOM declared, nothing remembered)."""
-        return system_short(s, self.thresholds(s), self.rate, self.reaction_s)
+        t = self.thresholds(s)
+        return system_short(s, t, self.projected_rate(s.at, t), self.reaction_s)
