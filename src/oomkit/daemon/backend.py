@@ -48,6 +48,17 @@ class Backend(Protocol):
         """How many memcgs the kernel has armed, if it keeps count (None: it does not)."""
         ...
 
+    def notes(self, config: Config) -> list[str]:
+        """Lines for the start of the run: what of the config this backend leaves out."""
+        ...
+
+
+def system_watch_settings(config: Config) -> dict[str, float]:
+    """The config's ``[system]`` as the system-wide watch takes it (live and simulated)."""
+    sysw = config.system
+    return {"min_available": sysw.min_available, "min_swap_free": sysw.min_swap_free,
+            "lead_s": sysw.lead_s, "max_fill_rate": sysw.max_fill_rate}
+
 
 class SimBackend:
     """A scenario on the simulator, run in slices so that stop and reload get a turn."""
@@ -65,7 +76,10 @@ class SimBackend:
     def open(self, config: Config) -> Kernel:
         from oomkit.kernel.sim import SimKernel, load_scenario
 
-        return SimKernel.from_scenario(load_scenario(self.scenario))
+        kernel = SimKernel.from_scenario(load_scenario(self.scenario))
+        # [system] as LiveBackend passes it to LinuxKernel.open: the same watch, simulated
+        kernel.enable_system_watch(**system_watch_settings(config))
+        return kernel
 
     def serve(self, kernel: Kernel, runtime: Runtime, stop: threading.Event) -> bool:
         from oomkit.kernel.sim import SimKernel
@@ -90,6 +104,22 @@ class SimBackend:
 
     def watched_cgroups(self, kernel: Kernel) -> int | None:
         return None
+
+    def notes(self, config: Config) -> list[str]:
+        """One line naming what the config sets and the simulator does not run, if any:
+        ``[guard]`` (the live v2 guard band: a memcg's OOM reaches the handlers when its
+        usage stays within the margin under memory.max; simulated, at memory.max itself)
+        and ``daemon.cgroup_root`` (the scenario's tree is the root)."""
+        written = config.positions
+        left = []
+        if written is not None and written.line("guard") is not None:
+            left.append("[guard] (memcg OOMs reach the handlers at memory.max, not in the "
+                        "guard band below it)")
+        if config.daemon.cgroup_root:
+            left.append("daemon.cgroup_root (the scenario's tree is the root)")
+        if not left:
+            return []
+        return ["not simulated: " + "; ".join(left)]
 
 
 #: What the watchdog adds to the longest budget before it hands a stuck OOM to the
@@ -139,10 +169,7 @@ class LiveBackend:
                 cgroup_root=d.cgroup_root or None,
                 state_file=d.state_file,
                 guard_margin=config.guard.of,
-                system_min_available=config.system.min_available,
-                system_min_swap_free=config.system.min_swap_free,
-                system_lead_s=config.system.lead_s,
-                system_max_fill_rate=config.system.max_fill_rate,
+                **{f"system_{k}": v for k, v in system_watch_settings(config).items()},
                 watchdog_hung_after=watchdog_deadline(config),
                 event_log=d.event_log,
             )
@@ -172,3 +199,6 @@ class LiveBackend:
 
     def watched_cgroups(self, kernel: Kernel) -> int | None:
         return self._served(kernel).watched_cgroups()
+
+    def notes(self, config: Config) -> list[str]:
+        return []

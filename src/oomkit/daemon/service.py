@@ -176,6 +176,8 @@ class Daemon:
             if why is not None:
                 self.emit_error(f"self-protection: {step}", why)
         self._emit(DaemonEvent(self._now(), "start", self._describe()))
+        for note in self.backend.notes(self.config):  # what the backend leaves out
+            self._emit(DaemonEvent(self._now(), "note", note))
         self._note_leftovers()
         if self._self_protect:
             self.gc.startup_done()

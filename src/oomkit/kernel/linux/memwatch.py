@@ -218,3 +218,128 @@ def describe(sample: MemSample, t: SystemThresholds, rate: float = 0.0) -> str:
     if sample.swap_total > 0:
         text += f"; SwapFree {sample.swap_free * mib:.0f}M, min {t.min_swap_free * mib:.0f}M"
     return text
+
+
+#: The fill rate is measured over at least this long: a leak that touches 10 MiB at a
+#: time is not 1 GiB/s for the 10 ms one look may span.
+RATE_WINDOW_S: Final = 0.1
+
+
+class WatchState:
+    """The watch's decisions from look to look, the same live (kernel/linux/system.py)
+    and on the simulator (kernel/sim/memwatch.py): samples and times come in, "declare a
+    system-wide OOM now" and "look again in N seconds" go out. No I/O, no clock.
+
+    ``settings``: (min_available, min_swap_free, lead_s, max_fill_rate) as the config's
+    ``[system]`` gives them (shares or bytes, see :meth:`SystemThresholds.of`);
+    ``recheck_s``: after an OOM is declared (or the kernel's killer acted) no other is
+    declared for this long while the machine stays short (MemAvailable lags a victim's
+    exit)."""
+
+    __slots__ = ("_declared_at", "_fill_since", "_last_fall_at", "_ref", "_settings",
+                 "_thresholds", "interval", "last", "rate", "reaction_s", "reactions",
+                 "recheck_s", "samples")
+
+    def __init__(self, settings: tuple[float | int, float | int, float, float],
+                 recheck_s: float = 0.5) -> None:
+        self._settings = settings
+        self.recheck_s = recheck_s
+        self.last: MemSample | None = None
+        self._ref: MemSample | None = None  # the sample the fill rate is measured from
+        self.rate = 0.0  # bytes/s MemAvailable is falling (a decaying peak)
+        # the fill going on: since when MemAvailable has been falling, and the last look
+        # that saw it fall (None: no fill, or none for RATE_WINDOW_S): how far ahead the
+        # fill may be projected (projected_rate)
+        self._fill_since: float | None = None
+        self._last_fall_at = 0.0
+        self.interval = 0.0  # seconds until the next look, as last decided
+        self._declared_at: float | None = None  # an OOM declared, not yet over
+        self.samples = 0  # looks taken (for benches and tests)
+        # seconds the last system-wide OOMs took, from the look that declared one to the
+        # SIGKILL, and what to plan for (reaction()): the lead grows to it
+        self.reactions: list[float] = []
+        self.reaction_s = 0.0
+        self._thresholds: tuple[tuple[int, int], SystemThresholds] | None = None
+
+    def reset(self) -> None:
+        """Disarmed: the next look starts a new fill measurement."""
+        self.last = self._ref = None
+        self._fill_since = None
+        self.rate = 0.0
+
+    def thresholds(self, sample: MemSample) -> SystemThresholds:
+        """The thresholds in bytes for this machine (kept while MemTotal and SwapTotal
+        stay: the watch looks several times a second near the end)."""
+        key = (sample.mem_total, sample.swap_total)
+        if self._thresholds is not None and self._thresholds[0] == key:
+            return self._thresholds[1]
+        min_available, min_swap_free, lead_s, max_fill_rate = self._settings
+        t = SystemThresholds.of(sample, min_available, min_swap_free, lead_s=lead_s,
+                                max_fill_rate=max_fill_rate)
+        self._thresholds = (key, t)
+        return t
+
+    def look(self, s: MemSample, victim_pending: bool) -> bool:
+        """One look at ``s``: True when a system-wide OOM is to be declared now (short of
+        memory, :func:`system_short`; none declared within ``recheck_s``; no victim of
+        ours still exiting, ``victim_pending``, whose memory is on the way)."""
+        self.samples += 1
+        prev = self.last
+        if prev is not None and s.mem_available < prev.mem_available:
+            if self._fill_since is None:
+                self._fill_since = prev.at
+            self._last_fall_at = s.at
+        elif self._fill_since is not None and s.at - self._last_fall_at >= RATE_WINDOW_S:
+            self._fill_since = None  # no fall for a rate window: the fill stopped
+        if self._ref is None or s.at - self._ref.at >= RATE_WINDOW_S:
+            self.rate = fill_rate(self._ref, s, self.rate)
+            self._ref = s
+        self.last = s
+        if not self.short(s):
+            self._declared_at = None
+            return False
+        recent = self._declared_at is not None and s.at - self._declared_at < self.recheck_s
+        if recent or victim_pending:
+            return False
+        self._declared_at = s.at
+        return True
+
+    def reacted(self, looked_at: float, killed_before: float | None,
+                killed_after: float | None) -> None:
+        """After a declared OOM: the last SIGKILL's time before and after it (None: none
+        yet). A kill at or after the look is this OOM's: its delay joins the reactions."""
+        if killed_after is not None and killed_after != killed_before \
+                and killed_after >= looked_at:
+            self.reactions = [*self.reactions[-REACTION_WINDOW + 1:],
+                              killed_after - looked_at]
+            self.reaction_s = reaction(self.reactions)
+
+    def kernel_killed(self, now: float) -> None:
+        """The kernel's own killer acted system-wide: no OOM of ours for ``recheck_s``."""
+        self._declared_at = now
+
+    def projected_rate(self, at: float, t: SystemThresholds) -> float:
+        """The fill rate the short-of-memory test projects over the lead time: the
+        measured one, scaled down so that a fill is projected no further ahead than it
+        has lasted (from its first fall seen to its last), and 0 once no look saw a fall
+        for RATE_WINDOW_S. A burst (a service touching its heap at 2 GB/s for 0.1 s) is
+        then not taken for a leak that fills the machine within the lead, neither while
+        it lasts nor for the seconds its decaying peak rate stays; a leak that goes on is
+        projected over the whole lead once it has lasted that long (found with the
+        simulator's run of this watch, QA Q1)."""
+        if self._fill_since is None or self.rate <= 0:
+            return 0.0
+        ahead = lead(t, self.reaction_s)
+        if ahead <= 0:
+            return 0.0
+        return self.rate * min(1.0, max(0.0, self._last_fall_at - self._fill_since) / ahead)
+
+    def next_look(self, s: MemSample) -> float:
+        """Seconds until the next look after ``s`` (:func:`next_interval`)."""
+        self.interval = next_interval(s, self.thresholds(s), self.rate, self.reaction_s)
+        return self.interval
+
+    def short(self, s: MemSample) -> bool:
+        """Short of memory at ``s`` (no OOM declared, nothing remembered)."""
+        t = self.thresholds(s)
+        return system_short(s, t, self.projected_rate(s.at, t), self.reaction_s)

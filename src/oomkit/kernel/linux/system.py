@@ -23,22 +23,18 @@ from oomkit.errors import OomkitError
 from oomkit.kernel.base import Constraint, OomRequest, Resource
 from oomkit.kernel.linux.loop import Timer, close_fd
 from oomkit.kernel.linux.memwatch import (
-    REACTION_WINDOW,
+    RATE_WINDOW_S,
     MemSample,
     SystemThresholds,
-    fill_rate,
-    next_interval,
+    WatchState,
     parse_sample,
-    reaction,
-    system_short,
 )
 from oomkit.kernel.linux.psi import LivePsiTrigger
 
 if TYPE_CHECKING:
     from oomkit.kernel.linux.kernel import LinuxKernel
 
-#: The fill rate is measured over at least this long.
-RATE_WINDOW_S = 0.1
+__all__ = ["RATE_WINDOW_S", "SystemWatch"]
 
 
 class SystemWatch:
@@ -50,17 +46,34 @@ class SystemWatch:
         self.armed = False
         self._timer: Timer | None = None
         self._fd = -1
-        self.last: MemSample | None = None
-        self._ref: MemSample | None = None  # the sample the fill rate is measured from
-        self.rate = 0.0  # bytes/s MemAvailable is falling (a decaying peak)
-        self.interval = 0.0  # seconds until the next look, as last decided
-        self._declared_at: float | None = None  # an OOM we declared, not yet over
-        self.samples = 0  # looks taken (for benches and tests)
-        # seconds the last system-wide OOMs took, from the look that declared one to the
-        # SIGKILL, and what to plan for (memwatch.reaction): the lead grows to it
-        self.reactions: list[float] = []
-        self.reaction_s = 0.0
-        self._thresholds: tuple[tuple[int, int], SystemThresholds] | None = None
+        # The decisions (memwatch.WatchState), shared with the simulator's watch.
+        self.state = WatchState((kernel.system_min_available, kernel.system_min_swap_free,
+                                 kernel.system_lead_s, kernel.system_max_fill_rate),
+                                kernel.recheck_s)
+
+    @property
+    def samples(self) -> int:
+        return self.state.samples
+
+    @property
+    def last(self) -> MemSample | None:
+        return self.state.last
+
+    @property
+    def rate(self) -> float:
+        return self.state.rate
+
+    @property
+    def interval(self) -> float:
+        return self.state.interval
+
+    @property
+    def reaction_s(self) -> float:
+        return self.state.reaction_s
+
+    @property
+    def reactions(self) -> list[float]:
+        return self.state.reactions
 
     def arm(self) -> None:
         if self.armed:
@@ -86,33 +99,19 @@ class SystemWatch:
         if self._fd >= 0:
             close_fd(self._fd)
             self._fd = -1
-        self.last = self._ref = None
-        self.rate = 0.0
+        self.state.reset()
 
     def kernel_killed(self) -> None:
         """The kernel's killer acted system-wide: no OOM of ours for ``recheck_s``, as for
         a victim of our own (MemAvailable lags the victim's exit)."""
-        self._declared_at = self.k.clock.now()
+        self.state.kernel_killed(self.k.clock.now())
 
     def _on_pressure(self, _trigger: LivePsiTrigger) -> None:
         self.check()  # the second signal: look now instead of at the next tick
 
     def thresholds(self, sample: MemSample) -> SystemThresholds:
-        """The thresholds in bytes for this machine (kept while MemTotal and SwapTotal
-        stay: the watch wakes several times a second near the end)."""
-        key = (sample.mem_total, sample.swap_total)
-        if self._thresholds is not None and self._thresholds[0] == key:
-            return self._thresholds[1]
-        k = self.k
-        t = SystemThresholds.of(
-            sample,
-            k.system_min_available,
-            k.system_min_swap_free,
-            lead_s=k.system_lead_s,
-            max_fill_rate=k.system_max_fill_rate,
-        )
-        self._thresholds = (key, t)
-        return t
+        """The thresholds in bytes for this machine (:meth:`.WatchState.thresholds`)."""
+        return self.state.thresholds(sample)
 
     def sample(self) -> MemSample:
         return parse_sample(self.k.clock.now(), os.pread(self._fd, 8192, 0))
@@ -126,35 +125,18 @@ class SystemWatch:
         if not self.armed:
             return  # unwatched meanwhile
         s = self.sample()
-        self.samples += 1
-        if self._ref is None or s.at - self._ref.at >= RATE_WINDOW_S:
-            # Over RATE_WINDOW_S at least: a leak that touches 10 MiB at a time is not
-            # 1 GiB/s for the 10 ms one look may span.
-            self.rate = fill_rate(self._ref, s, self.rate)
-            self._ref = s
-        self.last = s
-        t = self.thresholds(s)
-        if system_short(s, t, self.rate, self.reaction_s):
-            recent = self._declared_at is not None and s.at - self._declared_at < k.recheck_s
-            # A victim of ours still exiting: memory comes back once it is gone, no new OOM.
-            if not recent and not k.killer.pending("/"):
-                self._declared_at = s.at
-                before = k.killer.last_kill_at
-                self._declare()
-                # The fill goes on until the SIGKILL (the event log and the incident
-                # written after it do not count): that is the lead the next one needs.
-                killed = k.killer.last_kill_at
-                if killed is not None and killed != before and killed >= s.at:
-                    self.reactions = [*self.reactions[-REACTION_WINDOW + 1 :], killed - s.at]
-                    self.reaction_s = reaction(self.reactions)
-        else:
-            self._declared_at = None
+        st = self.state
+        if st.look(s, k.killer.pending("/")):
+            before = k.killer.last_kill_at
+            self._declare()
+            # The fill goes on until the SIGKILL (the event log and the incident
+            # written after it do not count): that is the lead the next one needs.
+            st.reacted(s.at, before, k.killer.last_kill_at)
         if self.armed:  # a handler may have unwatched meanwhile
-            self.interval = next_interval(s, t, self.rate, self.reaction_s)
+            interval = st.next_look(s)
             # A look may come sooner (never later): up to half the interval early when
             # the loop wakes anyway (the heartbeat), instead of a wake-up of its own.
-            self._timer = k.loop.call_later(self.interval, self.check,
-                                            early=self.interval / 2)
+            self._timer = k.loop.call_later(interval, self.check, early=interval / 2)
 
     def _declare(self) -> None:
         k = self.k
@@ -178,4 +160,4 @@ class SystemWatch:
         s = self.sample() if self._fd >= 0 else MemSample.of(
             self.k.clock.now(), self.k.procfs.meminfo()
         )  # fmt: skip
-        return system_short(s, self.thresholds(s), self.rate, self.reaction_s)
+        return self.state.short(s)

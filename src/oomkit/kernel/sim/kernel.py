@@ -48,6 +48,7 @@ from oomkit.kernel.base import (
 )
 from oomkit.kernel.oom_kill import mem_cgroup_get_oom_group, oom_kill_targets, select_bad_process
 from oomkit.kernel.sim.memcg import SimCgroup
+from oomkit.kernel.sim.memwatch import SimSystemWatch
 from oomkit.kernel.sim.process import (
     EXITED,
     EXITING,
@@ -95,6 +96,9 @@ class SimKernel:
         self.ooms = 0
         self.kills = 0
         self.scenario: Scenario | None = None
+        # The daemon's [system] MemAvailable watch (memwatch.py), when enable_system_watch()
+        # was called: armed by watch_oom(None), as live.
+        self.system: SimSystemWatch | None = None
 
     # -- construction -------------------------------------------------------------------
     @classmethod
@@ -261,10 +265,33 @@ class SimKernel:
         self._hooks = hooks
 
     def watch_oom(self, cgroup: Cgroup | None) -> str:
+        if cgroup is None and self.system is not None:
+            return f"simulated out_of_memory(); {self.system.arm()}"
         return "simulated out_of_memory()"
 
     def unwatch_oom(self, cgroup: Cgroup | None) -> None:
-        return None
+        if cgroup is None and self.system is not None:
+            self.system.disarm()
+
+    def enable_system_watch(self, **settings: float) -> SimSystemWatch:
+        """The live daemon's system-wide MemAvailable watch on this machine (``settings``:
+        SimSystemWatch's, from the config's [system]); armed by watch_oom(None)."""
+        self.system = SimSystemWatch(self, **settings)
+        return self.system
+
+    def watch_system_memory(self) -> str:
+        """The watch alone, arming nothing else (a dry run's, as LinuxKernel's)."""
+        if self.system is None:
+            return "no system-wide MemAvailable watch"
+        return self.system.arm()
+
+    def victim_exiting(self) -> bool:
+        """A killed task anywhere has not exited yet (its memory is on the way)."""
+        return bool(self._victims)
+
+    def declare_system_oom(self, request: OomRequest) -> int:
+        """A system-wide OOM declared by the MemAvailable watch: the OOM path."""
+        return self._run_oom(request)
 
     def oom_totalpages(self, memcg: Cgroup | None) -> int:
         ram = self.machine.memory // PAGE_SIZE
@@ -364,13 +391,21 @@ class SimKernel:
 
     def default_oom(self, request: OomRequest) -> DefaultOutcome:
         """select_bad_process() + oom_kill_process(), as mm/oom_kill.c does them
-        (oomkit.kernel.oom_kill, shared with the live backend)."""
+        (oomkit.kernel.oom_kill, shared with the live backend). For an OOM the
+        MemAvailable watch declared: as LinuxKernel, only while the machine is still short
+        (else the kernel killer, never disabled system-wide, acts when it must)."""
+        watch = self.system if request.memcg is None else None
+        if watch is not None and watch.declaring and not watch.short():
+            return DefaultOutcome(handed_over=True, note="system-wide: the kernel OOM killer "
+                                  "was never disabled and acts when it must")
         found = select_bad_process((self._task(p) for p in self._domain(request.memcg)),
                                    request.totalpages, self.task_is_oom_victim)
         if found.waiting_for is not None:
             w = found.waiting_for
             return DefaultOutcome(waited=True, note=f"victim {w.pid} ({w.comm}) "
                                   "is still exiting: waiting, no new kill")
+        if found.chosen is None and watch is not None and watch.declaring:
+            return DefaultOutcome(note="no killable task")
         if found.chosen is None:
             what = ("the kernel would panic: out of memory and no killable processes"
                     if request.memcg is None else "no killable task in the cgroup")
@@ -431,6 +466,8 @@ class SimKernel:
             return  # a victim is exiting: its memory is on the way (see module doc)
         if over is not None:
             over.count_event("oom")
+        elif self.system is not None:
+            self.system.kernel_killed()  # as live: no OOM of the watch for recheck_s
         request = OomRequest(over, 0, Constraint.MEMCG if over is not None else Constraint.NONE,
                              None, self.oom_totalpages(over))
         if self._run_oom(request) <= 0:
@@ -561,6 +598,9 @@ class SimKernel:
 
     def _tick(self) -> None:
         now = self._clock.now_ns()
+        watch = self.system
+        if watch is not None and watch.next_ns is not None and now >= watch.next_ns:
+            watch.check()
         if (self._scheduled and self._scheduled[0][0] <= now) or (
                 self._pending and self._pending[0].start_ns <= now):
             self._run_scheduled(now)
@@ -582,6 +622,8 @@ class SimKernel:
         flush = self.mem.wb.next_due_ns(self._clock.now_ns())
         if flush is not None:
             times.append(flush)
+        if self.system is not None and self.system.next_ns is not None:
+            times.append(self.system.next_ns)
         return min(times) if times else None
 
     def run(self, until_ns: int | None = None) -> None:
