@@ -42,6 +42,8 @@ def _oom_lines(e: Ev) -> list[str]:
     lines: list[str] = []
     what = {"MEMCG": "hit its memory.max", "NONE": "ran out of memory",
             "DECLARED": "was declared out of memory"}.get(e["constraint"], e["constraint"])
+    if e["constraint"] == "NONE" and str(e.get("constraint_text") or "").startswith("MemAvailable"):
+        what = "ran short of memory ([system] watch)"  # declared before the kernel's OOM
     head = f"OOM       {_where(e.get('memcg'))} {what}"
     if e.get("constraint_text"):
         head += f" ({e['constraint_text']})"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -23,13 +24,23 @@ REPO = Path(__file__).resolve().parents[2]
 PRESETS = REPO / "packaging" / "presets"
 
 
+def _text(e: dict[str, Any]) -> str | None:
+    """A declared OOM's constraint text; the [system] watch's, which words what it saw
+    ("MemAvailable 98M, min 102M (fill ...)"), cut to its first word."""
+    text = e["constraint_text"]
+    if e["constraint"] == "NONE" and text is not None:
+        return str(text).split()[0]
+    return text if text is None else str(text)
+
+
 @pytest.mark.parametrize(("preset", "kills", "before"), [
     # earlyoom acts at 10 %/10 % (55.1 s), before the kernel runs out (56.37 s): its
     # poll must keep up with a 40M/s fill (QA F3: a 2 s poll left it to the kernel). The
     # daemon's [system] watch, which the preset sets to the same 10 %/10 % and which the
     # simulator runs as live (QA Q1), looks on earlyoom's own timer and 100 ms ahead of
-    # the fill: its system-wide OOM (no constraint text) comes first, at 55.09 s.
-    ("earlyoom", [(None, "earlyoom_kill", ["browser"])], 55.7),
+    # the fill: its system-wide OOM (constraint NONE, the text says what the watch saw)
+    # comes first, at 55.09 s.
+    ("earlyoom", [("MemAvailable", "earlyoom_kill", ["browser"])], 55.7),
     ("systemd-oomd", [("CONSTRAINT_OOMD_PRESSURE", "systemd_oomd_kill", ["churn"])], 90),
     ("oomd", [("CONSTRAINT_OOMD_PRESSURE", "oomd_kill", ["churn"])], 90),
     # Both cached apps, the heavier band first; then nobody is at 800 or above and lmkd
@@ -46,7 +57,7 @@ def test_preset_kills_exactly_its_own_victims(
     victim beyond those listed."""
     o = run_with_config(REPO / "examples" / f"preset_{preset}.toml",
                         PRESETS / f"{preset}.toml", tmp_path)
-    made = [(e["constraint_text"], e["policy"], [v["comm"] for v in e["victims"]])
+    made = [(_text(e), e["policy"], [v["comm"] for v in e["victims"]])
             for e in o.ooms if e["victims"]]
     assert made == kills, o.ooms
     assert all(e["resolved_by"] == "handler" for e in o.ooms if e["victims"])
@@ -62,14 +73,14 @@ def test_earlyoom_and_systemd_oomd_part_ways_without_swap(tmp_path: Path) -> Non
     it: 102M later at 40M/s, 2.5 s; before QA Q1 the simulator left that to the kernel's
     own OOM, 3 s later still) (QA F3: the two presets' rows were the same). Nothing stalls in this
     anonymous fill, so what looks first is the daemon's [system] watch at the preset's
-    10 % (a system-wide OOM, no constraint text, QA Q1), with earlyoom_kill choosing."""
+    10 % (a system-wide OOM whose text is what the watch saw, QA Q1), with earlyoom_kill choosing."""
     example = REPO / "examples" / "preset_earlyoom_noswap.toml"
     (tmp_path / "eo").mkdir()
     (tmp_path / "sd").mkdir()
     eo = run_with_config(example, PRESETS / "earlyoom.toml", tmp_path / "eo")
     sd = run_with_config(example, PRESETS / "systemd-oomd.toml", tmp_path / "sd")
-    assert [(e["constraint"], e["constraint_text"], e["policy"]) for e in eo.ooms] == [
-        ("NONE", None, "earlyoom_kill")]
+    assert [(e["constraint"], _text(e), e["policy"]) for e in eo.ooms] == [
+        ("NONE", "MemAvailable", "earlyoom_kill")]
     assert [(e["constraint"], e["resolved_by"]) for e in sd.ooms] == [("NONE", "default")]
     assert eo.killed == sd.killed == ["leak"]
     assert eo.killed_at("leak") + 2 < sd.killed_at("leak")

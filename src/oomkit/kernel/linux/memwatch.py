@@ -343,3 +343,11 @@ class WatchState:
         """Short of memory at ``s`` (no OOM declared, nothing remembered)."""
         t = self.thresholds(s)
         return system_short(s, t, self.projected_rate(s.at, t), self.reaction_s)
+
+    def why(self, s: MemSample) -> str:
+        """The declared OOM's ``constraint_text``: what the look at ``s`` saw, as
+        :func:`describe` words it ("MemAvailable 98M, min 102M (fill 40M/s, lead 250ms)").
+        Handlers that look for their own texts (CONSTRAINT_EARLYOOM_*, CONSTRAINT_LMKD_*)
+        take it as the machine out of memory, as before."""
+        t = self.thresholds(s)
+        return describe(s, t, self.projected_rate(s.at, t))

@@ -128,7 +128,7 @@ class SystemWatch:
         st = self.state
         if st.look(s, k.killer.pending("/")):
             before = k.killer.last_kill_at
-            self._declare()
+            self._declare(st.why(s))
             # The fill goes on until the SIGKILL (the event log and the incident
             # written after it do not count): that is the lead the next one needs.
             st.reacted(s.at, before, k.killer.last_kill_at)
@@ -138,7 +138,7 @@ class SystemWatch:
             # the loop wakes anyway (the heartbeat), instead of a wake-up of its own.
             self._timer = k.loop.call_later(interval, self.check, early=interval / 2)
 
-    def _declare(self) -> None:
+    def _declare(self, why: str) -> None:
         k = self.k
         hooks = k.hooks
         if hooks is None:
@@ -150,7 +150,7 @@ class SystemWatch:
                 memcg=None,
                 order=0,
                 constraint=Constraint.NONE,
-                constraint_text=None,
+                constraint_text=why,
                 totalpages=k.oom_totalpages(None),
             )
         )

@@ -168,19 +168,19 @@ class SimSystemWatch:
         s = sample(k)
         st = self.state
         if st.look(s, k.victim_exiting()):
-            self._declare()
+            self._declare(st.why(s))
         if self.armed:  # a handler may have unwatched meanwhile
             tick = k.machine.tick_ns
             due = k.clock.now_ns() + max(1, math.ceil(st.next_look(s) * NS))
             self.next_ns = -(-due // tick) * tick
 
-    def _declare(self) -> None:
+    def _declare(self, why: str) -> None:
         k = self.k
         self.declared += 1
         self._declaring = True
         try:
             k.declare_system_oom(OomRequest(memcg=None, order=0, constraint=Constraint.NONE,
-                                            constraint_text=None,
+                                            constraint_text=why,
                                             totalpages=k.oom_totalpages(None)))
         finally:
             self._declaring = False
