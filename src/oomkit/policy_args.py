@@ -50,6 +50,44 @@ class ArgError(ValueError):
         self.key = key
 
 
+#: psi_trigger_create()'s window limits (kernel/sched/psi.c): at most 10 s on every
+#: kernel (WINDOW_MAX_US); at least 500 ms before Linux 6.5 (WINDOW_MIN_US, removed by
+#: 519fabc7aaba), so a config that must start on 6.1 as on 6.12 keeps to 500 ms..10 s.
+TRIGGER_WINDOW_MIN_S = 0.5
+TRIGGER_WINDOW_MAX_S = 10.0
+
+
+def _seconds(value: float, unit: str) -> str:
+    """``value`` seconds as the config wrote it: "2s", "500ms" (``unit`` "ms": in ms)."""
+    if unit == "ms":
+        return f"{value * 1000:g} ms"
+    return f"{value * 1000:g}ms" if value < 1 else f"{value:g}s"
+
+
+def check_trigger(threshold_s: float, window_s: float, threshold_key: str,
+                  window_key: str, unit: str = "s", threshold_of: str = "") -> None:
+    """Refuse a PSI trigger the kernel would refuse, when the config is loaded: raises
+    ArgError naming the argument. psi_trigger_create() (kernel/sched/psi.c) returns
+    EINVAL for a threshold of 0 or over the window ("a stall of 5 s within 2 s" can never
+    happen) and for a window over 10 s; kernels before 6.5 also for one under 500 ms.
+    Without CAP_SYS_RESOURCE a window must be a multiple of 2 s since 6.5 (the daemon
+    runs as root: that one is left to start-up, where the kernel is known).
+    ``threshold_of``: how the threshold was derived, for the message ("0.7 s a second
+    times the window")."""
+    shown_w = _seconds(window_s, unit)
+    if not TRIGGER_WINDOW_MIN_S <= window_s <= TRIGGER_WINDOW_MAX_S:
+        raise ArgError(window_key, f"{shown_w} is outside 500ms..10s, the PSI trigger "
+                       "windows every kernel takes (kernel/sched/psi.c psi_trigger_create; "
+                       "under 500ms only from Linux 6.5)")
+    if threshold_s <= 0:
+        raise ArgError(threshold_key, "a threshold of 0: the kernel refuses such a trigger "
+                       "(psi_trigger_create wants 1 us of stall or more)")
+    if threshold_s > window_s:
+        raise ArgError(threshold_key, f"{_seconds(threshold_s, unit)}{threshold_of} is "
+                       f"longer than the window {shown_w}: the kernel refuses such a "
+                       "trigger (a stall within a window is at most the window)")
+
+
 def _percent(v: object) -> float:
     if isinstance(v, str) and v.strip().endswith("%"):
         v = v.strip()[:-1]

@@ -49,9 +49,10 @@ from __future__ import annotations
 
 from oomkit.errors import OomkitError
 from oomkit.kernel.base import Cgroup, PsiTrigger, Resource
+from oomkit.kernel.psi_trigger import trigger_refused
 from oomkit.ops import Psi, PsiOps
 from oomkit.policies import cause, sysmem
-from oomkit.policy_args import Duration, Percent, Size
+from oomkit.policy_args import Duration, Percent, Size, check_trigger
 
 # A cgroup that refaults while no file refault in its domain is activated is taken to miss
 # this many times the page cache it thrashes in (see _kill_helps): a kill helps when it at
@@ -68,6 +69,7 @@ class PressureGuard(PsiOps):
                  cgroups: bool = True, swap_room: Percent = 10.0,
                  min_growth: Size = 1 << 20, high_patience: Duration = 6.0,
                  high_stall: Percent = 75.0, cgroup_stall: Percent = 75.0) -> None:
+        check_trigger(threshold, window, "threshold", "window")  # QA Q6: refused at load
         self.cgroup_stall = cgroup_stall
         # per cgroup not at a limit: (last event, its full memory and IO totals (us))
         self._stall_seen: dict[int, tuple[float, int, int]] = {}
@@ -90,7 +92,11 @@ class PressureGuard(PsiOps):
             try:
                 psi.create_trigger(cgroup_id, res, self.threshold_us, self.window_us,
                                    full=True)
-            except OomkitError:
+            except OomkitError as exc:
+                if trigger_refused(exc):
+                    # the kernel refused these values (QA Q6): an error the runtime logs
+                    # (at init: the attach fails), not a cgroup without pressure files
+                    raise
                 return  # no pressure files for cgroups here (v1), or gone already
 
     def init(self, psi: Psi) -> int:
