@@ -42,7 +42,7 @@ from oomkit.kernel.base import (
     Victim,
 )
 from oomkit.ops import OomContext, OomControl, OomOps, Psi, PsiOps, ops_name
-from oomkit.units import counted
+from oomkit.units import counted, format_size
 
 T = TypeVar("T")
 
@@ -501,18 +501,22 @@ class Runtime:
         if request.constraint is not Constraint.DECLARED or self.min_victim <= 0:
             return ""
         root = request.memcg or self.kernel.root_mem_cgroup()
-        largest = 0
+        largest, held = 0, (0, "")  # held: the largest the kernel may not kill (QA Q4)
         try:
-            for cg in root.walk():
-                for t in cg.tasks():
-                    if not t.unkillable:
-                        largest = max(largest, t.rss + t.swapents * PAGE_SIZE)
+            for t in (t for cg in root.walk() for t in cg.tasks()):
+                size = t.rss + t.swapents * PAGE_SIZE
+                if not t.unkillable:
+                    largest = max(largest, size)
+                elif size > max(held[0], self.min_victim - 1):
+                    why = ("init" if t.pid == 1 else "a kernel thread" if t.kthread
+                           else f"oom_score_adj {t.oom_score_adj}")
+                    held = (size, f"; {t.comm} (pid {t.pid}, {format_size(size)}) is {why}")
         except OomkitError:
             return ""  # the tree changed under us: let the default killer look itself
         if largest >= self.min_victim:
             return ""
-        return (f"no task of at least {self.min_victim} bytes (the largest has {largest}): "
-                "no kill for a declared OOM")
+        return (f"no killable task of at least {format_size(self.min_victim)} (the largest "
+                f"killable has {format_size(largest)}{held[1]}): no kill for a declared OOM")
 
     def _note_victims(self, victims: list[Victim]) -> None:
         if not victims:

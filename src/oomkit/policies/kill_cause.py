@@ -27,9 +27,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from oomkit.errors import OomkitError
-from oomkit.kernel.base import PAGE_SIZE, Cgroup, Constraint, Task
+from oomkit.kernel.base import OOM_SCORE_ADJ_MAX, PAGE_SIZE, Cgroup, Constraint, Task
 from oomkit.ops import OomContext, OomControl, OomOps
-from oomkit.policies import cause, prefs
+from oomkit.policies import cause, cause_words, prefs
+from oomkit.policies.cause_words import Pick
 from oomkit.policy_args import Size
 
 #: cgroups (in rank order, with an eligible task) whose tasks' oom_score_adj is weighed
@@ -146,6 +147,11 @@ class KillCause(OomOps):
         self.prefs = prefs.Preferences.of(protect, avoid, prefer, protect_comm, avoid_comm,
                                           prefer_comm)
         self.runner_up: Cgroup | None = None  # second in the last choose()
+        self.picked: Pick | None = None  # the winner of the last choose(), and the second
+        self.second: Pick | None = None
+        self.domain = cause_words.Domain("the machine", 0, 0)  # the last choose()'s
+        self.added: dict[int, int] = {}  # cgroup id -> own_added() in the last choose()
+        self.skipped: list[str] = []  # causes with nothing to kill, in words (QA Q4)
         self.streamers: set[int] = set()  # ids of the streamers in the last choose()
         self.adders: set[int] = set()  # ids of the main adders (cause.adds_most) in it
 
@@ -178,12 +184,14 @@ class KillCause(OomOps):
         # built (cause.adds_most: a slow leak, QA G19) ranks above every steady one.
         ranked: list[tuple[int, int, int, Cgroup]] = []
         added: dict[int, int] = {}
+        growths: dict[int, float] = {}
         self.streamers = set()
         for cg in cause.cgroups(root):
             try:
                 cpref = self.prefs.cgroup(cg)
                 if cpref is not prefs.OMIT:
                     score, growth = cause.cause_rank(cg, activity, now, domain is not None)
+                    growths[cg.id] = growth
                     flagged = cause.grows(growth, size)
                     if cg is not root and not flagged:
                         r = activity.rates(cg, now)
@@ -195,6 +203,9 @@ class KillCause(OomOps):
             except OomkitError:
                 continue  # gone meanwhile, or no statistics here (the v2 root on old kernels)
         domain_added = sum(added.values())
+        self.added, self.skipped = added, []
+        self.domain = cause_words.Domain(
+            "the machine" if domain is None else f"{domain.path}'s limit", size, domain_added)
         self.adders = {cid for cid, a in added.items()
                        if cause.adds_most(a, domain_added, size)}
         ranked = [(c, level or (1 if cg.id in self.adders else 0), sc, cg)
@@ -209,11 +220,22 @@ class KillCause(OomOps):
         # goes on. Inside the cgroup, oom_badness (adj included) still picks the task.
         # Tasks are listed for the first ADJ_LOOKAHEAD cgroups in rank order (each
         # listing is /proc reads on a live machine); with rules by command, for all.
+        # One positive value counts: OOM_SCORE_ADJ_MAX (1000), "kill me first". The kernel
+        # adds adj * totalpages / 1000 to oom_badness (mm/oom_kill.c), so at 1000 a task
+        # outranks every task at 0 or below whatever its size; the kubelet gives it to
+        # BestEffort pods, the first to go (pkg/kubelet/qos/policy.go
+        # GetContainerOOMScoreAdjust), and earlyoom and lmkd take it first too. A steady
+        # cgroup whose chosen task has it goes before the other steady ones (QA Q3: a
+        # busy service died for an idle cache at 1000 that died 6 s later anyway). Not
+        # before a cause (a grower, a streamer, the main adder): a cgroup that grows by
+        # 1/128 of the domain a second refills what the idle task frees within seconds,
+        # and is killed next anyway; one kill then, not two, as systemd-oomd and oomd,
+        # which rank cgroups by pressure and growth and read no oom_score_adj at all.
         per_adj = (oc.totalpages // 1000) * PAGE_SIZE
         # the runner-up (with its key, as best's), named in the kill message
-        second: tuple[tuple[int, ...], Cgroup, Task, list[Task]] | None = None
+        second: tuple[tuple[int, int, bool, int], Pick, list[Task]] | None = None
         looked = 0
-        best: tuple[tuple[int, int, int], Cgroup, Task, list[Task]] | None = None
+        best: tuple[tuple[int, int, bool, int], Pick, list[Task]] | None = None
         for cpref, grower, score, cg in ranked:
             if looked >= ADJ_LOOKAHEAD and not self.prefs.has_comm_rules and best is not None:
                 break
@@ -223,35 +245,62 @@ class KillCause(OomOps):
             if cg.id in self.streamers and cg.usage() >= self.min_victim:
                 least = 0
             try:
+                task_growth = activity.task_growth(cg, now)
                 found = pick_task(cg, self.prefs, least, cpref, oc.totalpages,
-                                  activity.task_growth(cg, now),
+                                  task_growth,
                                   activity.before(cg, now) if cg.id in self.adders else None,
                                   pool=oc.constraint is Constraint.DECLARED)
             except OomkitError:
                 continue
             if found is None:
+                if grower and (best is None or best[0][:2] <= (cpref, grower)):
+                    # a cause with nothing to kill: the message says so (QA Q4)
+                    self.skipped.append(cause_words.skipped_cause(
+                        cg, grower, growths.get(cg.id, 0.0), cg.id in self.streamers,
+                        cause_words.not_killable(cg, self.prefs, least)))
                 continue
             looked += 1
-            key = (found[0], grower, score + min(0, found[1].oom_score_adj) * per_adj)
+            adj = found[1].oom_score_adj
+            first = grower == cause_words.STEADY and adj >= OOM_SCORE_ADJ_MAX
+            adj_bytes = min(0, adj) * per_adj
+            key = (found[0], grower, first, score + adj_bytes)
+            fastest = max(task_growth.items(), key=lambda g: g[1], default=(0, 0.0))
+            pick = Pick(cg, found[1], found[0], grower, first, score, adj_bytes,
+                        growths.get(cg.id, 0.0), cg.id in self.streamers,
+                        fastest[1] if fastest[0] == found[1].pid
+                        and fastest[1] >= cause.TASK_GROWTH else 0.0)
             if best is None or key > best[0]:
-                best, second = (key, cg, found[1], found[2]), best
+                best, second = (key, pick, found[2]), best
             elif second is None or key > second[0]:
-                second = (key, cg, found[1], found[2])
-        self.runner_up = second[1] if second is not None else None  # for the kill message
-        return (best[1], best[2], best[3]) if best is not None else None
+                second = (key, pick, found[2])
+        self.picked = best[1] if best is not None else None
+        self.second = second[1] if second is not None else None
+        self.runner_up = self.second.cg if self.second is not None else None
+        return (best[1].cg, best[1].task, best[2]) if best is not None else None
 
     def why(self, oc: OomControl, cg: Cgroup) -> str:
-        """cg's score and its terms, and the runner-up's: why cg ranked first."""
+        """Why cg ranked first in words (cause_words.rule), its cause score and terms
+        ("cgroup score ...": the cgroup's, not the task's), the runner-up's and any cause
+        ranked above it that had nothing to kill."""
         domain = cause.domain_of(oc.memcg) if oc.constraint is Constraint.DECLARED else oc.memcg
         activity, now = cause.tracker(oc.kernel), oc.kernel.clock.now()
+        limited = domain is not None
+        p = self.picked if self.picked is not None and self.picked.cg is cg else None
         try:
-            text = cause.describe(cg, activity, now, domain is not None)
-            if self.runner_up is None:
-                return text + "; no other cgroup had a task to kill"
-            return text + (f"; runner-up {self.runner_up.path}, "
-                           f"{cause.describe(self.runner_up, activity, now, domain is not None)}")
+            text = "cgroup " + cause.describe(cg, activity, now, limited)
+            if p is not None:
+                text = (cause_words.rule(p, self.domain, self.added.get(cg.id, 0),
+                                         activity.added_since(cg, now)) + "; " + text)
+            if self.second is None:
+                text += "; no other cgroup had a task to kill"
+            else:
+                r = self.second
+                how = cause_words.runner_words(r, p) if p is not None else ""
+                text += (f"; runner-up {r.cg.path}: {how}{'; ' if how else ''}cgroup "
+                         f"{cause.describe(r.cg, activity, now, limited)}")
         except OomkitError:
-            return "(its statistics went meanwhile)"
+            text = "(its statistics went meanwhile)"
+        return "; ".join([text, *self.skipped])
 
     def handle_out_of_memory(self, ctx: OomContext, oc: OomControl) -> bool:
         chosen = self.choose(oc)
@@ -260,18 +309,20 @@ class KillCause(OomOps):
         cg, task, swarm = chosen
         ranked = self.why(oc, cg)
         if self.whole_cgroup:
-            return oc.kill_cgroup(cg, f"kill_cause: {cg.path}, {ranked}") > 0
+            return oc.kill_cgroup(cg, f"kill_cause: {cg.path}: {ranked}") > 0
         protected = not swarm and self.prefs.protected_by_comm(task, self.prefs.cgroup(cg))
         small = task_size(task) < self.min_victim
         for t in swarm or [task]:
             why = task.comm
+            if self.picked is not None and self.picked.task is task:
+                why = cause_words.task_words(self.picked)
             if swarm:
                 why = ("a swarm of small tasks" if small
                        else f"a pool of {len(swarm)} like tasks ({t.comm})")
             if protected:
                 why += " (protect_comm spares it as a bystander, not as the one growing)"
             try:
-                oc.kill_process(t, f"kill_cause: {why} in {cg.path}, {ranked}")
+                oc.kill_process(t, f"kill_cause: {why} in {cg.path}: {ranked}")
             except OomkitError:
                 if not swarm:
                     raise
