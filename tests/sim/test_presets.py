@@ -338,3 +338,37 @@ def test_the_peers_poll_falls_back_to_2s_windows_without_cap_sys_resource() -> N
     assert (first.constraint_text, first.resolved_by) == ("CONSTRAINT_EARLYOOM_SIGKILL",
                                                           "handler")
     s.rt.close()
+
+
+def test_lmkd_heaviest_is_by_resident_size_not_swap() -> None:
+    """QA G11: lmkd's heaviest task is the one with the most resident pages
+    (lmkd.cpp proc_get_heaviest -> proc_get_size, /proc/PID/statm's resident field),
+    never what a task holds in swap. An idle app pushed out to swap by the foreground
+    app that grows frees nothing by dying: lmkd kills the grower in the band, the preset
+    killed the idle bystander (RSS + swap)."""
+    s = Sim(memory="1G", swap="1G")
+    k = s.kernel
+    k.spawn("idle", "/idle", hold("900M"))
+    s.run(0.5)
+    k.spawn("fg", "/fg", (Step("alloc", kind="anon", size=M("700M"), rate=M("400M")),
+                          Step("touch", kind="anon", size=M("700M"),
+                               duration_ns=30_000_000_000)))
+    s.run(4)
+    idle, fg = (next(t for t in k.mem_cgroup(p).tasks()) for p in ("/idle", "/fg"))
+    assert idle.rss + idle.swapents * 4096 > fg.rss + fg.swapents * 4096  # what fooled it
+    assert fg.rss > idle.rss
+    assert chosen(Lmkd(), declared(s, "CONSTRAINT_LMKD_CRITICAL")) == ["fg"]
+    s.rt.close()
+
+
+def test_lmkd_never_picks_a_task_without_resident_memory() -> None:
+    """lmkd.cpp proc_get_heaviest drops a process whose size reads 0 or less (its memory
+    gone: exiting, or a kernel thread with no mm) and kill_one_process skips it: one
+    without resident pages is no candidate, however high its oom_score_adj."""
+    s = Sim(memory="1G", swap="1G")
+    k = s.kernel
+    k.spawn("empty", "/empty", (Step("sleep"),), oom_score_adj=1000)
+    k.spawn("cached", "/cached", hold("100M"), oom_score_adj=900)
+    s.run(0.5)
+    assert chosen(Lmkd(), declared(s, "CONSTRAINT_LMKD_MEDIUM")) == ["cached"]
+    s.rt.close()

@@ -122,6 +122,30 @@ class Stat:
         return 0
 
 
+class Stats:
+    """One :class:`Stat` per cgroup for one decision: each rule that looks at a cgroup's
+    memory.stat (its score, its rates, what it added, the kill message) reads it once
+    between them, not once each (on a live machine a read is a file of ~50 lines)."""
+
+    __slots__ = ("_by_id",)
+
+    def __init__(self) -> None:
+        self._by_id: dict[int, Stat] = {}
+
+    def of(self, cg: Cgroup) -> Stat:
+        st = self._by_id.get(cg.id)
+        if st is None:
+            st = self._by_id[cg.id] = Stat(cg)
+        return st
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+
+def _stat(cg: Cgroup, stats: Stats | None) -> Stat:
+    return stats.of(cg) if stats is not None else Stat(cg)
+
+
 def footprint(cg: Cgroup, st: Stat | None = None) -> int:
     """Bytes reclaim cannot simply drop: usage minus the unmapped page cache (tmpfs and
     mapped files stay in it), plus what the cgroup holds in swap (memory.stat ``swap``
@@ -274,7 +298,8 @@ class Activity:
             return None
         return pids[1] if now - held[1][0] >= LONG_S or pids[0] is None else pids[0]
 
-    def added(self, cg: Cgroup, now: float, footprint_now: int | None = None) -> int:
+    def added(self, cg: Cgroup, now: float, footprint_now: int | None = None,
+              stats: Stats | None = None) -> int:
         """Bytes cg's footprint grew since the long baseline: the newer of two samples
         LONG_S apart once it is LONG_S old, else the older (so between LONG_S and twice
         that back; the daemon's first sample while it is younger). What a slow leak added
@@ -287,7 +312,7 @@ class Activity:
         at, was = newer if now - newer[0] >= LONG_S or older is None else older
         if now <= at:
             return 0
-        fp = footprint(cg) if footprint_now is None else footprint_now
+        fp = footprint(cg, _stat(cg, stats)) if footprint_now is None else footprint_now
         return max(0, fp - was)
 
     def rates(self, cg: Cgroup, now: float, st: Stat | None = None) -> Rates:
@@ -347,8 +372,9 @@ def cgroups(root: Cgroup) -> list[Cgroup]:
         return [root]
 
 
-def _score(cg: Cgroup, activity: Activity, now: float, limited: bool) -> tuple[int, float]:
-    st = Stat(cg)
+def _score(cg: Cgroup, activity: Activity, now: float, limited: bool,
+           stats: Stats | None = None) -> tuple[int, float]:
+    st = _stat(cg, stats)
     rates = activity.rates(cg, now, st)
     # Per second: a sample taken long ago (no event since) must not count a whole
     # history of growth as if it happened just now.
@@ -359,7 +385,7 @@ def _score(cg: Cgroup, activity: Activity, now: float, limited: bool) -> tuple[i
 
 
 def cause_rank(cg: Cgroup, activity: Activity, now: float,
-               limited: bool) -> tuple[int, float]:
+               limited: bool, stats: Stats | None = None) -> tuple[int, float]:
     """(bytes of pressure the tasks of cg itself add (see the module doc), bytes per
     second their footprint grew over the last sampling interval). Statistics are
     hierarchical: a cgroup with tasks and children (the root, a v1 parent) counts what
@@ -368,10 +394,10 @@ def cause_rank(cg: Cgroup, activity: Activity, now: float,
         # The root's statistics are the machine's (v2 has none of its own: memory.current
         # is MemTotal - MemAvailable, kernel memory included): count its own tasks.
         return sum(t.rss + t.swapents * PAGE_SIZE for t in cg.tasks()), 0.0
-    score, growth = _score(cg, activity, now, limited)
+    score, growth = _score(cg, activity, now, limited, stats)
     for child in cg.children():
         try:
-            child_score, child_growth = _score(child, activity, now, limited)
+            child_score, child_growth = _score(child, activity, now, limited, stats)
         except OomkitError:
             continue
         score -= child_score
@@ -379,15 +405,15 @@ def cause_rank(cg: Cgroup, activity: Activity, now: float,
     return max(0, score), max(0.0, growth)
 
 
-def own_added(cg: Cgroup, activity: Activity, now: float) -> int:
+def own_added(cg: Cgroup, activity: Activity, now: float, stats: Stats | None = None) -> int:
     """Activity.added() of cg less its children's (what its own tasks added); the root's
     statistics are the machine's: 0."""
     if cg.parent is None:
         return 0
-    total = activity.added(cg, now)
+    total = activity.added(cg, now, stats=stats)
     for child in cg.children():
         try:
-            total -= activity.added(child, now)
+            total -= activity.added(child, now, stats=stats)
         except OomkitError:
             continue
     return max(0, total)
@@ -402,9 +428,10 @@ def adds_most(added: int, domain_added: int, domain_bytes: int) -> bool:
     return added >= max(domain_bytes // 16, 1 << 20) and added >= domain_added * ADDED_SHARE
 
 
-def cause_score(cg: Cgroup, activity: Activity, now: float, limited: bool) -> int:
+def cause_score(cg: Cgroup, activity: Activity, now: float, limited: bool,
+                stats: Stats | None = None) -> int:
     """The first half of cause_rank: bytes of pressure the tasks of cg itself add."""
-    return cause_rank(cg, activity, now, limited)[0]
+    return cause_rank(cg, activity, now, limited, stats)[0]
 
 
 def grows(growth_per_s: float, domain_bytes: int) -> bool:
@@ -446,7 +473,8 @@ def own_some_avg10(cg: Cgroup, resource: Resource = Resource.MEMORY) -> float:
         return 0.0
 
 
-def describe(cg: Cgroup, activity: Activity, now: float, limited: bool) -> str:
+def describe(cg: Cgroup, activity: Activity, now: float, limited: bool,
+             stats: Stats | None = None) -> str:
     """cg's cause score and its terms in words, for a kill message: "score 812M
     (footprint 780M, growth 8M/s, refaults 0/s)". Growth counts GROWTH_WEIGHT times a
     byte held, refaults (pages/s) REFAULT_WEIGHT pages each inside a limited domain and
@@ -454,10 +482,10 @@ def describe(cg: Cgroup, activity: Activity, now: float, limited: bool) -> str:
     children do not add)."""
     from oomkit.units import format_size
 
-    score = format_size(cause_score(cg, activity, now, limited))
+    score = format_size(cause_score(cg, activity, now, limited, stats))
     if cg.parent is None:
         return f"score {score} (its own tasks' RSS and swap)"
-    st = Stat(cg)
+    st = _stat(cg, stats)
     rates = activity.rates(cg, now, st)
     refaults = f"refaults {rates.per_s(rates.refaults):.0f}/s"
     if not limited:
@@ -467,7 +495,7 @@ def describe(cg: Cgroup, activity: Activity, now: float, limited: bool) -> str:
         reused = rates.per_s(rates.activations) / intake
         refaults += (f", takes in {format_size(int(intake * PAGE_SIZE))}/s "
                      f"({reused:.0%} its own working set)")
-    added, since = own_added(cg, activity, now), activity.added_since(cg, now)
+    added, since = own_added(cg, activity, now, stats), activity.added_since(cg, now)
     added_text = (f"added {format_size(added)} in {since:.0f} s, " if since is not None
                   else "")
     return (f"score {score} (footprint {format_size(footprint(cg, st))}, growth "

@@ -154,6 +154,8 @@ class KillCause(OomOps):
         self.skipped: list[str] = []  # causes with nothing to kill, in words (QA Q4)
         self.streamers: set[int] = set()  # ids of the streamers in the last choose()
         self.adders: set[int] = set()  # ids of the main adders (cause.adds_most) in it
+        # memory.stat of each cgroup, read once per decision (choose, then why)
+        self.stats = cause.Stats()
 
     def choose(self, oc: OomControl) -> tuple[Cgroup, Task, list[Task]] | None:
         """The cause's cgroup, its task to kill and (for a swarm of tasks each under
@@ -164,6 +166,9 @@ class KillCause(OomOps):
         root = domain or oc.kernel.root_mem_cgroup()
         now = oc.kernel.clock.now()
         activity = cause.tracker(oc.kernel)
+        # Each cgroup's memory.stat is read once for the whole decision (its score, its
+        # rates, what it added; the kill message after): passed through, never re-read.
+        stats = self.stats = cause.Stats()
         # Score every cgroup first (statistics are cheap), list tasks only in rank order
         # (on a live machine that is /proc reads for each task).
         # A cgroup whose footprint grows fast (cause.grows) ranks above every steady one:
@@ -176,7 +181,7 @@ class KillCause(OomOps):
         # working sets are pushed out) ranks there too: pressure is felt where the
         # working set refaults (examples/psi_victim.toml), caused where pages come in.
         try:
-            whole = activity.rates(root, now)
+            whole = activity.rates(root, now, stats.of(root))
             total_act = whole.per_s(whole.activations)
         except OomkitError:
             total_act = 0.0
@@ -190,15 +195,16 @@ class KillCause(OomOps):
             try:
                 cpref = self.prefs.cgroup(cg)
                 if cpref is not prefs.OMIT:
-                    score, growth = cause.cause_rank(cg, activity, now, domain is not None)
+                    score, growth = cause.cause_rank(cg, activity, now, domain is not None,
+                                                     stats)
                     growths[cg.id] = growth
                     flagged = cause.grows(growth, size)
                     if cg is not root and not flagged:
-                        r = activity.rates(cg, now)
+                        r = activity.rates(cg, now, stats.of(cg))
                         if cause.streams(r, total_act - r.per_s(r.activations), size):
                             flagged = True
                             self.streamers.add(cg.id)
-                    added[cg.id] = cause.own_added(cg, activity, now)
+                    added[cg.id] = cause.own_added(cg, activity, now, stats)
                     ranked.append((cpref, 2 if flagged else 0, score, cg))
             except OomkitError:
                 continue  # gone meanwhile, or no statistics here (the v2 root on old kernels)
@@ -278,16 +284,18 @@ class KillCause(OomOps):
         self.runner_up = self.second.cg if self.second is not None else None
         return (best[1].cg, best[1].task, best[2]) if best is not None else None
 
-    def why(self, oc: OomControl, cg: Cgroup) -> str:
+    def why(self, oc: OomControl, cg: Cgroup, stats: cause.Stats | None = None) -> str:
         """Why cg ranked first in words (cause_words.rule), its cause score and terms
         ("cgroup score ...": the cgroup's, not the task's), the runner-up's and any cause
-        ranked above it that had nothing to kill."""
+        ranked above it that had nothing to kill. ``stats``: the memory.stat reads of the
+        decision (choose's), fresh ones when None."""
+        stats = stats if stats is not None else cause.Stats()
         domain = cause.domain_of(oc.memcg) if oc.constraint is Constraint.DECLARED else oc.memcg
         activity, now = cause.tracker(oc.kernel), oc.kernel.clock.now()
         limited = domain is not None
         p = self.picked if self.picked is not None and self.picked.cg is cg else None
         try:
-            text = "cgroup " + cause.describe(cg, activity, now, limited)
+            text = "cgroup " + cause.describe(cg, activity, now, limited, stats)
             if p is not None:
                 text = (cause_words.rule(p, self.domain, self.added.get(cg.id, 0),
                                          activity.added_since(cg, now)) + "; " + text)
@@ -297,7 +305,7 @@ class KillCause(OomOps):
                 r = self.second
                 how = cause_words.runner_words(r, p) if p is not None else ""
                 text += (f"; runner-up {r.cg.path}: {how}{'; ' if how else ''}cgroup "
-                         f"{cause.describe(r.cg, activity, now, limited)}")
+                         f"{cause.describe(r.cg, activity, now, limited, stats)}")
         except OomkitError:
             text = "(its statistics went meanwhile)"
         return "; ".join([text, *self.skipped])
@@ -307,7 +315,7 @@ class KillCause(OomOps):
         if chosen is None:
             return False
         cg, task, swarm = chosen
-        ranked = self.why(oc, cg)
+        ranked = self.why(oc, cg, self.stats)
         if self.whole_cgroup:
             return oc.kill_cgroup(cg, f"kill_cause: {cg.path}: {ranked}") > 0
         protected = not swarm and self.prefs.protected_by_comm(task, self.prefs.cgroup(cg))

@@ -14,7 +14,12 @@ find_and_kill_process with kill_heaviest_task; the ro.lmk.* defaults):
   kernel-style killer, so a declaration it could not resolve must not reach ours.
 - ``lmkd_kill`` (OomOps): the level sets the lowest oom_score_adj that may die
   (ro.lmk.medium 800, ro.lmk.critical 0); from the highest oom_score_adj down, the
-  heaviest task (RSS + swap) of the first band that has one dies.
+  heaviest task of the first band that has one dies. Heaviest is by resident pages alone
+  (proc_get_heaviest -> proc_get_size reads /proc/PID/statm's resident field), never
+  swap: an idle app pushed out to swap by the app that grows frees little by dying, and
+  lmkd does not take it for the grower (QA G11: with RSS + swap the preset killed such a
+  bystander). A task without resident pages (its memory gone while exiting, a kernel
+  thread) is no candidate: proc_get_heaviest drops it, kill_one_process skips it.
 """
 
 from __future__ import annotations
@@ -27,10 +32,12 @@ from oomkit.policy_args import Duration, check_trigger
 
 def band(root: Cgroup, min_adj: int, p: prefs.Preferences) -> list[Task]:
     """The tasks at or below root that a level with this lowest oom_score_adj may kill
-    (victims already exiting and omitted ones left out)."""
+    (victims already exiting, omitted ones, PID 1, kernel threads and tasks without
+    resident pages left out: init and kernel threads are no app lmkd knows, and its
+    proc_get_heaviest drops a process whose size reads 0)."""
     return [t for t in prefs.all_tasks(root)
-            if t.oom_score_adj >= min_adj and not t.is_oom_victim
-            and p.task(t) is not prefs.OMIT]
+            if t.oom_score_adj >= min_adj and not t.is_oom_victim and t.rss > 0
+            and not t.unkillable and p.task(t) is not prefs.OMIT]
 
 
 class LmkdWatch(PsiOps):
@@ -83,6 +90,7 @@ class Lmkd(OomOps):
         tasks = band(oc.kernel.root_mem_cgroup(), min_adj, self.prefs)
         if not tasks:
             return False
-        victim = max(tasks, key=lambda t: (t.oom_score_adj, t.rss + t.swapents * 4096))
+        # from the highest band down, the most resident pages in it (proc_get_heaviest)
+        victim = max(tasks, key=lambda t: (t.oom_score_adj, t.rss))
         oc.kill_process(victim, f"lmkd: {oc.constraint_text}, min adj {min_adj}")
         return True
