@@ -69,7 +69,6 @@ class PressureGuard(PsiOps):
                  cgroups: bool = True, swap_room: Percent = 10.0,
                  min_growth: Size = 1 << 20, high_patience: Duration = 6.0,
                  high_stall: Percent = 75.0, cgroup_stall: Percent = 75.0) -> None:
-        check_trigger(threshold, window, "threshold", "window")  # QA Q6: refused at load
         self.cgroup_stall = cgroup_stall
         # per cgroup not at a limit: (last event, its full memory and IO totals (us))
         self._stall_seen: dict[int, tuple[float, int, int]] = {}
@@ -86,6 +85,7 @@ class PressureGuard(PsiOps):
         self.io = io
         self.min_activations = min_activations
         self.cgroups = cgroups
+        check_trigger(threshold, window, "threshold", "window")  # QA Q6: refused at load
 
     def _watch(self, psi: Psi, cgroup_id: int) -> None:
         for res in (Resource.MEMORY, Resource.IO) if self.io else (Resource.MEMORY,):
