@@ -467,3 +467,38 @@ def test_replay_charges_what_the_memcg_charged_not_rss(tmp_path: Path,
     grower = text[text.index('name = "grower"'):]
     assert 'kind = "anon", size = "26M" }' in holder, holder
     assert 'kind = "anon", size = "10M" }' in grower, grower
+
+
+def test_a_subtree_roots_limit_is_replayed_and_an_unsampled_runner_up_named(
+        tmp_path: Path) -> None:
+    """QA Q8: a daemon whose cgroup_root is a memcg with a 512M limit records it as "/".
+    The replay keeps that limit (else nothing ever OOMs on a machine of 24G), and says that
+    the live kill's runner-up, /db, has no process in any sample."""
+    mib = 1 << 20
+    head = {"event": "incident", "version": 1, "machine": {"memory": 24 << 30, "swap": 0}}
+    sample = {"event": "sample", "time": 1.0,
+              "cgroups": {"/": {"usage": 100 * mib, "max": 512 * mib},
+                          "/app": {"usage": 100 * mib, "anon": 100 * mib, "file": 0},
+                          "/db": {"usage": 0}},
+              "procs": [{"pid": 7, "comm": "python", "cgroup": "/app", "rss": 100 * mib,
+                         "anon": 100 * mib}]}
+    grown = dict(sample, time=3.0, cgroups={
+        "/": {"usage": 220 * mib, "max": 512 * mib},
+        "/app": {"usage": 220 * mib, "anon": 220 * mib, "file": 0}, "/db": {"usage": 0}},
+        procs=[{"pid": 7, "comm": "python", "cgroup": "/app", "rss": 220 * mib,
+                "anon": 220 * mib}])
+    oom = {"event": "oom", "time": 8.0, "memcg": "/", "constraint": "MEMCG",
+           "resolved_by": "handler", "policy": "kill_cause",
+           "victims": [{"pid": 7, "comm": "python", "cgroup": "/app", "rss": 363 * mib,
+                        "reason": "kill_cause: python in /app: the cgroup grows 60M/s ...; "
+                                  "runner-up /db: steady; cgroup score 150M (...)"}]}
+    inc = tmp_path / "incident-q8.jsonl"
+    inc.write_text("\n".join(json.dumps(r) for r in (head, sample, grown, oom)) + "\n")
+    text = to_scenario(load_incident(str(inc)))
+    (root,) = [c for c in text.cgroups if c.path == "/"]
+    assert root.memory_max == 512 * mib
+    code, out = run("replay", str(inc), "--kernel")
+    assert code == 0 and "replay: killed python (/app)" in out, out
+    assert "same decision as live: yes" in out
+    assert ("note: the live decision ranked /db second (its runner-up), but no sample "
+            "holds a process of it") in out

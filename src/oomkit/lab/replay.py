@@ -8,7 +8,8 @@ read and edit, ``--write-scenario``):
   the system-wide watch does at low MemAvailable, comes later on a simulator that only
   runs out when memory is full);
 - the cgroup tree: every sampled cgroup with its last memory.max, memory.high and
-  memory.swap.max (a v1 "unlimited" is no limit);
+  memory.swap.max (a v1 "unlimited" is no limit), the root's too where it has them (a
+  daemon whose ``cgroup_root`` is a subtree records that subtree as "/");
 - each process seen in a sample (named by its comm; ``comm.PID`` when two share one)
   starts when it was first seen, with ``oom_score_adj`` as recorded, and follows its
   footprint as its memcg charged it (``_charged``: anon, not rss, plus swap) from
@@ -285,14 +286,15 @@ def _scenario_toml(inc: Incident) -> str:
         for path, cg in s["cgroups"].items():
             last_cg[path] = cg
     for path, cg in last_cg.items():
-        if path == "/":
-            continue
+        limits = [(toml_key, v) for key, toml_key in (
+            ("max", "memory.max"), ("high", "memory.high"), ("swap_max", "memory.swap.max"))
+            if (v := _limit(cg.get(key))) is not None]
+        if path == "/" and not limits:
+            continue  # the machine's root: no limit but the machine's size
+        # "/" with limits: a daemon whose cgroup_root is a subtree recorded that subtree
+        # as "/"; its limit is where the live OOM was (QA Q8)
         out += ["[[cgroup]]", f"path = {_q(path)}"]
-        for key, toml_key in (("max", "memory.max"), ("high", "memory.high"),
-                              ("swap_max", "memory.swap.max")):
-            v = _limit(cg.get(key))
-            if v is not None:
-                out.append(f"{_q(toml_key)} = {_size(v)}")
+        out += [f"{_q(toml_key)} = {_size(v)}" for toml_key, v in limits]
         out.append("")
     names = _names(inc)
     series: dict[int, list[tuple[float, int]]] = {}
@@ -442,6 +444,21 @@ def _base(comm: str) -> str:
     return head if dot and tail.isdigit() else comm
 
 
+def _runner_up_unsampled(inc: Incident) -> list[str]:
+    """The cgroups the live kill messages name as runner-up ("runner-up /db: ...", see
+    oomkit.policies.kill_cause) of which no sample holds a process: the live decision
+    weighed them, the replay cannot (QA Q8: the recorder's only sample predated the
+    runner-up's process)."""
+    named: set[str] = set()
+    for v in (inc.oom or {}).get("victims", ()):
+        reason = str(v.get("reason") or "")
+        at = reason.find("runner-up /")
+        if at >= 0:
+            named.add(reason[at + len("runner-up "):].split()[0].rstrip(":,;"))
+    held = {str(p.get("cgroup")) for s in inc.samples for p in s.get("procs", ())}
+    return sorted(named - held)
+
+
 def _unsampled(inc: Incident, live: list[tuple[str, str]]) -> list[str]:
     """The live OOM's memcg and victims' cgroups that no sample covers (a kernel OOM in a
     cgroup no handler watched): without them the replay has nothing to reach."""
@@ -518,6 +535,9 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
             out.write(f"note: {', '.join(unseen)} not in the incident's samples (the "
                       "recorder samples the cgroups OOM handlers watch): the replay cannot "
                       "reach the live decision; attach a handler at or above it\n")
+        for path in _runner_up_unsampled(inc):
+            out.write(f"note: the live decision ranked {path} second (its runner-up), but "
+                      "no sample holds a process of it: the replay weighs it without them\n")
     for note in [*inc.notes, *tl.notes]:
         out.write(f"note: {note}\n")
     changed = _config_changed(inc, contender)
