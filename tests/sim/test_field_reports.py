@@ -19,6 +19,7 @@ TERMINAL = ({"gnome-terminal-server", "ssh-agent", "tmux", "vim", "htop", "journ
             | {f"zsh{i}" for i in range(1, 9)})
 CC = {f"cc1plus{i}" for i in range(1, 5)}
 
+
 # case -> (processes of which one must die, processes that must live, only those of
 # "dies" may die)
 EXPECT: dict[str, tuple[set[str], set[str], bool]] = {
@@ -38,6 +39,12 @@ EXPECT: dict[str, tuple[set[str], set[str], bool]] = {
     "n12_less_reads_an_endless_pipe": ({"less"}, {"bash", "gnome-shell",
                                                   "gnome-terminal-server"}, False),
     "n13_big_tmpfs_file_no_pressure": (set(), {"VirtualBox", "desktop"}, False),
+    "n14_session_scope_script_leaks": ({"python3"}, {"Xorg", "i3", "firefox", "alacritty"},
+                                       True),
+    "n15_server_job_fast_allocation_no_shortage": (
+        set(), {"postgres", "report"} | {f"gunicorn{i}" for i in range(1, 5)}, False),
+    "n16_fork_bomb_beside_its_shell": ({f"bomb{i}" for i in range(1, 181)},
+                                       {"zsh", "desktop", "browser"}, True),
 }
 
 
@@ -91,6 +98,9 @@ def test_a_pool_is_many_like_tasks_holding_most_of_the_cgroup() -> None:
 
     workers = [_T(90) for _ in range(10)]
     assert pool_of([_T(20), *workers]) == workers  # the master is not one of them
+    # the copies of a fork bomb, not the larger shell that started them
+    bomb = [_T(6) for _ in range(40)]
+    assert pool_of([_T(12), *bomb]) == bomb
     # a session scope: a shell, an editor and twelve compilers of 150M lose the
     # compilers, not the editor of 100M or the shell
     cc = [_T(150) for _ in range(12)]

@@ -35,8 +35,8 @@ from oomkit.policy_args import Size
 
 #: cgroups (in rank order, with an eligible task) whose tasks' oom_score_adj is weighed
 ADJ_LOOKAHEAD = 16
-#: a pool: at least this many like tasks (each at least POOL_LIKE of the largest) that
-#: hold at least POOL_SHARE of what the cgroup's eligible tasks hold (see pool_of)
+#: a pool: at least this many like tasks (each within a factor 1/POOL_LIKE of the median
+#: task) that hold at least POOL_SHARE of what the cgroup's eligible tasks hold (pool_of)
 POOL_MIN = 4
 POOL_LIKE = 3 / 4
 POOL_SHARE = 3 / 4
@@ -68,9 +68,11 @@ def pick_task(cg: Cgroup, p: prefs.Preferences, min_victim: int,
     (QA G10). The kernel's oom_badness() before 2.6.36 (mm/oom_kill.c badness()) likewise
     divided by the fourth root of a task's run time: the new task went first.
 
-    ``pool`` (a declared OOM): when the chosen task is one of a pool of like tasks
-    (pool_of: workers that make the pressure together), swarm lists the pool, the chosen
-    task among them, unless a task outside it grows fastest."""
+    A pool of like tasks (pool_of: workers, a fork bomb's copies) is the cgroup's cause
+    unless a task outside it grows fastest: task is one of the pool then, never a larger
+    task beside it; with ``pool`` (a declared OOM) swarm lists the whole pool, as one
+    kill would end no pressure. A kernel OOM takes one task, as the kernel does: its
+    next OOM comes within milliseconds if that was not enough."""
     grower = None
     if growth:
         pid, rate = max(growth.items(), key=lambda g: g[1])
@@ -98,12 +100,14 @@ def pick_task(cg: Cgroup, p: prefs.Preferences, min_victim: int,
         if best is None or key > best[0]:
             best = (key, t)
     if best is not None:
-        if pool and best[1].oom_badness(totalpages) is not None:
-            peers = pool_of([t for pref, t in eligible if pref == best[0][0]
-                             and t.oom_badness(totalpages) is not None])
-            if best[1] in peers and (grower is None or any(t.pid == grower for t in peers)):
-                return best[0][0], best[1], peers
-        return best[0][0], best[1], []
+        top, task = best[0][0], best[1]
+        peers = pool_of([t for pref, t in eligible if pref == top
+                         and t.oom_badness(totalpages) is not None])
+        if peers and (grower is None or any(t.pid == grower for t in peers)):
+            if task not in peers:  # the shell beside a fork bomb is not its cause
+                task = max(peers, key=lambda t: t.oom_badness(totalpages) or 0)
+            return top, task, peers if pool else []
+        return top, task, []
     if not small:
         return None
     top = max(pref for pref, _ in small)
@@ -115,22 +119,24 @@ def pick_task(cg: Cgroup, p: prefs.Preferences, min_victim: int,
 
 def pool_of(eligible: Sequence[Task]) -> list[Task]:
     """The tasks of a pool among ``eligible`` (one cgroup's killable tasks of one
-    preference), or []: POOL_MIN or more like tasks (RSS + swap each at least POOL_LIKE of
-    the largest's) that together hold POOL_SHARE or more of what the eligible tasks hold.
-    Workers of one service (uwsgi, php-fpm, make -j) are one cause: killing the largest
-    frees 1/N and the pressure goes on, one kill per PSI window (QA G2;
-    kubernetes/kubernetes#117070 asks for memory.oom.group for such pods). oomd and
-    systemd-oomd act per cgroup (oomd BaseKillPlugin, systemd oomd_cgroup_kill); the
-    kernel's memory.oom.group kills a cgroup at once. A smaller task beside the pool (the
-    master, a shell) is not one of them: a session scope with a shell, an editor and a
-    build loses the build's like tasks, not the session (systemd/systemd#25853)."""
+    preference), or []: POOL_MIN or more like tasks (RSS + swap each within a factor
+    1/POOL_LIKE of the median task's) that together hold POOL_SHARE or more of what the
+    eligible tasks hold. Workers of one service (uwsgi, php-fpm, make -j) or the copies
+    of a fork bomb are one cause: killing the largest task frees 1/N and the pressure
+    goes on, one kill per PSI window (QA G2; kubernetes/kubernetes#117070 asks for
+    memory.oom.group for such pods); oomd and systemd-oomd act per cgroup (oomd
+    BaseKillPlugin, systemd oomd_cgroup_kill). A task beside the pool (the master, the
+    shell that started a fork bomb, an editor in the session scope of a build) is not one
+    of them, larger or not (systemd/systemd#25853)."""
     if len(eligible) < POOL_MIN:
         return []
-    largest = max(task_size(t) for t in eligible)
-    like = [t for t in eligible if task_size(t) >= largest * POOL_LIKE]
+    sizes = sorted(task_size(t) for t in eligible)
+    median = sizes[len(sizes) // 2]
+    like = [t for t in eligible
+            if median * POOL_LIKE <= task_size(t) <= median / POOL_LIKE]
     if len(like) < POOL_MIN:
         return []
-    if sum(task_size(t) for t in like) < sum(task_size(t) for t in eligible) * POOL_SHARE:
+    if sum(task_size(t) for t in like) < sum(sizes) * POOL_SHARE:
         return []
     return like
 
