@@ -40,6 +40,10 @@ ADJ_LOOKAHEAD = 16
 POOL_MIN = 4
 POOL_LIKE = 3 / 4
 POOL_SHARE = 3 / 4
+#: a cause whose tasks were killed REFILL_KILLS times in the last REFILL_S seconds refilled
+#: what each kill freed: its pool goes at once, in a kernel OOM too (QA Q7)
+REFILL_KILLS = 2
+REFILL_S = 30.0
 
 
 def task_size(task: Task) -> int:
@@ -162,6 +166,7 @@ class KillCause(OomOps):
         self.adders: set[int] = set()  # ids of the main adders (cause.adds_most) in it
         # memory.stat of each cgroup, read once per decision (choose, then why)
         self.stats = cause.Stats()
+        self._kills: dict[int, list[float]] = {}  # cgroup id -> times of kills in it
 
     def choose(self, oc: OomControl) -> tuple[Cgroup, Task, list[Task]] | None:
         """The cause's cgroup, its task to kill and (for a swarm of tasks each under
@@ -261,7 +266,8 @@ class KillCause(OomOps):
                 found = pick_task(cg, self.prefs, least, cpref, oc.totalpages,
                                   task_growth,
                                   activity.before(cg, now) if cg.id in self.adders else None,
-                                  pool=oc.constraint is Constraint.DECLARED)
+                                  pool=oc.constraint is Constraint.DECLARED
+                                  or (grower > 0 and self.refilled(cg.id, now)))
             except OomkitError:
                 continue
             if found is None:
@@ -316,23 +322,39 @@ class KillCause(OomOps):
             text = "(its statistics went meanwhile)"
         return "; ".join([text, *self.skipped])
 
+    def refilled(self, cgroup_id: int, now: float) -> bool:
+        """Were REFILL_KILLS or more kills in this cgroup in the last REFILL_S seconds?
+        A kernel OOM takes one task of a pool, as the kernel does; but a cause that is
+        chosen again and again refilled what each kill freed (60 leaking workers: one
+        real OOM every 2 s, QA Q7), and its pool goes at once, as oomd and systemd-oomd
+        kill a cgroup."""
+        recent = [t for t in self._kills.get(cgroup_id, ()) if now - t <= REFILL_S]
+        self._kills[cgroup_id] = recent
+        return len(recent) >= REFILL_KILLS
+
     def handle_out_of_memory(self, ctx: OomContext, oc: OomControl) -> bool:
         chosen = self.choose(oc)
         if chosen is None:
             return False
         cg, task, swarm = chosen
+        now = oc.kernel.clock.now()
+        refills = len([t for t in self._kills.get(cg.id, ()) if now - t <= REFILL_S])
+        self._kills.setdefault(cg.id, []).append(now)
         ranked = self.why(oc, cg, self.stats)
         if self.whole_cgroup:
             return oc.kill_cgroup(cg, f"kill_cause: {cg.path}: {ranked}") > 0
         protected = not swarm and self.prefs.protected_by_comm(task, self.prefs.cgroup(cg))
         small = task_size(task) < self.min_victim
+        refilled = (f"; {refills} kills in it in the last {REFILL_S:.0f} s were refilled"
+                    if swarm and not small and refills >= REFILL_KILLS
+                    and oc.constraint is not Constraint.DECLARED else "")
         for t in swarm or [task]:
             why = task.comm
             if self.picked is not None and self.picked.task is task:
                 why = cause_words.task_words(self.picked)
             if swarm:
                 why = ("a swarm of small tasks" if small
-                       else f"a pool of {len(swarm)} like tasks ({t.comm})")
+                       else f"a pool of {len(swarm)} like tasks ({t.comm}{refilled})")
             if protected:
                 why += " (protect_comm spares it as a bystander, not as the one growing)"
             try:
