@@ -8,10 +8,14 @@ read:
   seconds; ``Percent`` (a float 0..100): ``"90%"`` or a number;
 - ``int``, ``float``, ``bool``, ``str``: that TOML type (an int is a float too; ``"64M"``
   is not an int: annotate Size to take units);
-- ``list[str]``/``Sequence[str]`` (a string is not a list), ``X | None``.
+- ``list[str]``/``Sequence[str]`` (a string is not a list), ``X | None``; ``CgroupGlobs``:
+  a list of globs on absolute cgroup paths, each starting with "/" (or a wildcard).
 
 :func:`check` returns the converted keyword arguments or raises :class:`ArgError` naming
-the argument, before anything is instantiated. Unannotated parameters take any value.
+the argument, before anything is instantiated. Unannotated parameters take any value. A
+policy refuses values it cannot use together (a PSI trigger the kernel would refuse:
+:func:`check_trigger`) by raising ArgError from its ``__init__``: the loader names the
+argument as it does for a wrong type.
 """
 
 from __future__ import annotations
@@ -38,10 +42,14 @@ class _Unit:
 SIZE = _Unit("size")
 DURATION = _Unit("duration")
 PERCENT = _Unit("percent")
+CGROUP_GLOBS = _Unit("cgroup globs")
 
 Size = Annotated[int, SIZE]
 Duration = Annotated[float, DURATION]
 Percent = Annotated[float, PERCENT]
+#: fnmatch globs on absolute cgroup paths ("/system.slice/*.service"): one that cannot
+#: start with "/" can never match (QA Q14: "system.slice/sshd.service" protected nothing)
+CgroupGlobs = Annotated[collections.abc.Sequence[str], CGROUP_GLOBS]
 
 
 class ArgError(ValueError):
@@ -104,6 +112,14 @@ def _percent(v: object) -> float:
     return pct
 
 
+def _cgroup_globs(globs: object) -> object:
+    for g in globs if isinstance(globs, list) else ():
+        if not g.startswith(("/", "*", "?", "[")):
+            raise ValueError(f"{g!r} can never match: cgroup paths start with \"/\" "
+                             f"(\"/{g}\"; globs on the path below the cgroup root)")
+    return globs
+
+
 def _duration(v: object) -> float:
     if isinstance(v, int | float) and not isinstance(v, bool):
         seconds = float(v)
@@ -145,6 +161,8 @@ def convert(v: object, tp: Any) -> object:
             return _duration(v)
         if PERCENT in meta:
             return _percent(v)
+        if CGROUP_GLOBS in meta:
+            return _cgroup_globs(convert(v, base))
         return convert(v, base)
     if origin in (typing.Union, types.UnionType):
         options = typing.get_args(tp)
@@ -214,7 +232,7 @@ def describe(tp: Any) -> str:
     origin = typing.get_origin(tp)
     if origin is Annotated:
         base, *meta = typing.get_args(tp)
-        for unit in (SIZE, DURATION, PERCENT):
+        for unit in (SIZE, DURATION, PERCENT, CGROUP_GLOBS):
             if unit in meta:
                 return unit.name
         return describe(base)

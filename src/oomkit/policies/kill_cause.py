@@ -31,7 +31,7 @@ from oomkit.kernel.base import OOM_SCORE_ADJ_MAX, PAGE_SIZE, Cgroup, Constraint,
 from oomkit.ops import OomContext, OomControl, OomOps
 from oomkit.policies import cause, cause_words, prefs
 from oomkit.policies.cause_words import Pick
-from oomkit.policy_args import Size
+from oomkit.policy_args import CgroupGlobs, Size
 
 #: cgroups (in rank order, with an eligible task) whose tasks' oom_score_adj is weighed
 ADJ_LOOKAHEAD = 16
@@ -149,8 +149,8 @@ class KillCause(OomOps):
     name = "kill_cause"
 
     def __init__(self, min_victim: Size = 4 << 20, whole_cgroup: bool = False,
-                 protect: Sequence[str] = (), avoid: Sequence[str] = (),
-                 prefer: Sequence[str] = (), protect_comm: str = "", avoid_comm: str = "",
+                 protect: CgroupGlobs = (), avoid: CgroupGlobs = (),
+                 prefer: CgroupGlobs = (), protect_comm: str = "", avoid_comm: str = "",
                  prefer_comm: str = "") -> None:
         self.min_victim = min_victim
         self.whole_cgroup = whole_cgroup
