@@ -204,6 +204,18 @@ def parameters(cls: type) -> list[tuple[str, Any, Any]]:
     return out
 
 
+def _unit_hint(key: str, tp: Any) -> str:
+    """For a plain number whose unit is in its name (``threshold_ms``): which unit, as a
+    config's "500ms" is refused there (QA Q16)."""
+    if tp not in (int, float):
+        return ""
+    for suffix, unit in (("_per_s", "a number per second"), ("_ms", "milliseconds"),
+                         ("_us", "microseconds"), ("_s", "seconds")):
+        if key.endswith(suffix):
+            return f" ({key}: a plain number, {unit})"
+    return ""
+
+
 def check(cls: type, args: dict[str, Any]) -> dict[str, Any]:
     """Check and convert ``args`` for ``cls(**args)``; raises ArgError."""
     params = {name: (tp, default) for name, tp, default in parameters(cls)}
@@ -220,7 +232,7 @@ def check(cls: type, args: dict[str, Any]) -> dict[str, Any]:
         try:
             out[key] = convert(value, params[key][0])
         except ValueError as exc:
-            raise ArgError(key, str(exc)) from None
+            raise ArgError(key, str(exc) + _unit_hint(key, params[key][0])) from None
     for name, (_, default) in params.items():
         if default is inspect.Parameter.empty and name not in out:
             raise ArgError(name, "required")

@@ -35,3 +35,15 @@ def test_absolute_globs_and_wildcards_pass() -> None:
     (_entry, ops) = load_policies(cfg, secure=False).oom[0]
     assert ops.prefs.protect == (  # type: ignore[attr-defined]
         "/system.slice/sshd.service", "*/sshd.service", "/user.slice/*")
+
+
+def test_sizes_take_units_and_plain_numbers_say_theirs() -> None:
+    """QA Q16: tmpfs_cleanup's target takes "64M" as min_free beside it does; a number
+    whose unit is in its name (threshold_ms) says which unit when given "500ms"."""
+    cfg = parse_config('[[oom]]\npolicy = "tmpfs_cleanup"\nargs = { target = "64M" }\n')
+    (_entry, ops) = load_policies(cfg, secure=False).oom[0]
+    assert ops.target == 64 << 20  # type: ignore[attr-defined]
+    cfg = parse_config('[[psi]]\npolicy = "psi_declare"\nargs = { threshold_ms = "500ms" }\n')
+    with pytest.raises(ConfigError, match=r"expected a whole number, got '500ms' "
+                                          r"\(threshold_ms: a plain number, milliseconds\)"):
+        load_policies(cfg, secure=False)

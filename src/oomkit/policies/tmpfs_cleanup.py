@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from oomkit.errors import OomkitError
 from oomkit.kernel.base import PolicyKernel
 from oomkit.ops import OomContext, OomControl, OomOps
-from oomkit.policy_args import Size
+from oomkit.policy_args import ArgError, Size
 
 #: Scanned when no ``paths`` are given: what the recommended config lists, and where a
 #: simulated scenario's tmpfs files are (examples/tmpfs.toml). Without it, the policy
@@ -47,10 +47,10 @@ def _paths(paths: object) -> list[str]:
 class TmpfsCleanup(OomOps):
     name = "tmpfs_cleanup"
 
-    def __init__(self, paths: Sequence[str] = DEFAULT_PATHS, target: int = 64 << 20,
+    def __init__(self, paths: Sequence[str] = DEFAULT_PATHS, target: Size = 64 << 20,
                  min_free: Size = 4 << 20) -> None:
         if isinstance(target, bool) or not isinstance(target, int) or target < 1:
-            raise TypeError(f"target is a number of bytes (at least 1), got {target!r:.40}")
+            raise ArgError("target", f"a size of at least 1 byte, got {target!r:.40}")
         self.paths = _paths(paths)
         self.target = target
         self.min_free = min_free
