@@ -535,6 +535,7 @@ class Runtime:
         calls: list[HandlerCall] = []
         victims: list[Victim] = []
         chain: list[OomLink] = []
+        dismissals: list[str] = []
         # A system-wide OOM is the root cgroup's as well: a handler attached at "/" (the
         # recommended config's tmpfs_cleanup) is asked before the system-wide one.
         cg: Cgroup | None = request.memcg or self.kernel.root_mem_cgroup()
@@ -552,10 +553,16 @@ class Runtime:
             call, oc = self._ask_oom(link, request)
             calls.append(call)
             victims.extend(oc.victims)
+            dismissals.append(oc.dismissed if not victims else "")
             if call.returned and call.memory_freed:
                 self._note_victims(victims)
                 self._report(request, link.name, "handler", victims, calls, "")
                 return 1
+        dismissed = next((why for why in dismissals if why), "")
+        if dismissed:  # a declared OOM a handler found no cause for (QA Q13)
+            self._report(request, "default", "default", victims, calls,
+                         self._refuse(request, dismissed))
+            return 0
         small = self._too_small(request)
         if small:
             self._report(request, "default", "default", victims, calls,

@@ -82,8 +82,9 @@ def test_preferences_by_glob_and_comm() -> None:
     (sshd,) = k.mem_cgroup("/system.slice/ssh.service").tasks()
     assert p.task(sshd) == prefs.AVOID
     # kill_cause with these: the preferred small tool before the avoided big sshd
+    # no_cause_wait=0: nothing grows here, a declared OOM takes the largest at once
     ops = KillCause(protect=["/system.slice/db.service"], avoid_comm="^sshd$",
-                    prefer=["/user.slice/*"])
+                    prefer=["/user.slice/*"], no_cause_wait=0)
     s.rt.attach_oom(ops)
     assert k.out_of_memory(None) == 1
     assert [v.comm for v in s.ooms()[0].victims] == ["tool"]
@@ -100,7 +101,7 @@ def test_a_swarm_of_tasks_each_under_min_victim_dies_together_protected_ones_liv
     for i in range(40):
         k.spawn(f"sh{i}", "/user/session", hold("3M"))
     s.run(0.5)
-    s.rt.attach_oom(KillCause(protect_comm="^sshd$"))
+    s.rt.attach_oom(KillCause(protect_comm="^sshd$", no_cause_wait=0))
     assert k.out_of_memory(None) == 1
     killed = sorted(v.comm for v in s.ooms()[0].victims)
     assert killed == sorted(f"sh{i}" for i in range(40))
@@ -116,7 +117,7 @@ def test_tasks_under_min_victim_that_together_are_under_it_too_are_no_swarm() ->
     k.spawn("tiny1", "/a", hold("1M"))
     k.spawn("tiny2", "/a", hold("1M"))
     s.run(0.5)
-    s.rt.attach_oom(KillCause())
+    s.rt.attach_oom(KillCause(no_cause_wait=0))
     assert k.out_of_memory(None) == 1
     assert [v.comm for v in s.ooms()[0].victims] == ["big"]
     s.rt.close()
@@ -246,4 +247,24 @@ def test_in_the_cause_cgroup_a_task_that_came_since_goes_before_the_one_there_be
     s.rt.attach_oom(KillCause())
     assert k.out_of_memory(None) == 1
     assert next(v.comm for v in s.ooms()[0].victims).startswith("cc")
+    s.rt.close()
+
+
+def test_a_declared_oom_with_no_cause_is_dismissed_until_it_lasts() -> None:
+    """QA Q13: the machine declared out of memory while nothing grows, streams or added
+    memory: nobody is killed ("no cause found"), the default killer does not run; only
+    when such declarations go on for no_cause_wait does the largest steady cgroup go."""
+    s = Sim(memory="1G")
+    k = s.kernel
+    k.spawn("big", "/b", hold("300M"))
+    k.spawn("small", "/a", hold("50M"))
+    s.run(0.5)
+    s.rt.attach_oom(KillCause(no_cause_wait=4.0))
+    assert k.out_of_memory(None) == 0
+    (first,) = s.ooms()
+    assert not first.victims and "no cause found" in first.note
+    for _ in range(3):
+        s.run(2.0)
+        k.out_of_memory(None)
+    assert [v.comm for e in s.ooms() for v in e.victims] == ["big"]
     s.rt.close()

@@ -48,6 +48,13 @@ RECENT_S = 5.0
 SHORT_FLOOR_S = 0.1  # a rate over less than this is divided by this (noise of bursts)
 LONG_S = 30.0  # the long baseline: between LONG_S and 2 * LONG_S old (see added())
 ADDED_SHARE = 1 / 2  # of what the domain's cgroups added, that marks the main adder
+# A slow leak (leaks()): at least this much added since the long baseline, of the domain
+# or LEAK_FLOOR bytes whichever is more (a few MB of a steady service's jitter are none),
+# and still adding now at STILL_ADDING of its average rate since the baseline.
+LEAK_SHARE = 1 / 1024
+LEAK_FLOOR = 16 << 20
+STILL_ADDING = 1 / 8
+STARTUP_SHARE = 1 / 8  # a first sample under this share of now: the cgroup was starting
 
 TaskSizes = tuple[float, dict[int, int]]  # (time, {pid: RSS + swap bytes})
 
@@ -220,6 +227,7 @@ class Activity:
         # per cgroup id, (older, newer) footprints (time, bytes) LONG_S apart: added()
         self._long: dict[int, tuple[tuple[float, int] | None, tuple[float, int]]] = {}
         self._long_pids: dict[int, tuple[set[int] | None, set[int]]] = {}  # as _long
+        self._first: dict[int, float] = {}  # cgroup id -> time of its first long sample
         self._tree_at = float("-inf")
 
     def note(self, cg: Cgroup, now: float) -> None:
@@ -233,6 +241,8 @@ class Activity:
                 new = sample(cg, now)
                 self._base[cg.id] = (held[1] if held else None, new)
                 long = self._long.get(cg.id)
+                if long is None:
+                    self._first[cg.id] = now
                 if long is None or now - long[1][0] >= LONG_S:
                     self._long[cg.id] = (long[1] if long else None, (now, new.footprint))
                     pids = self._long_pids.get(cg.id)
@@ -282,6 +292,7 @@ class Activity:
         self._tasks.pop(cgroup_id, None)
         self._long.pop(cgroup_id, None)
         self._long_pids.pop(cgroup_id, None)
+        self._first.pop(cgroup_id, None)
 
     def added_since(self, cg: Cgroup, now: float) -> float | None:
         """How far back added() looks for cg (seconds; None: no sample yet)."""
@@ -290,6 +301,20 @@ class Activity:
             return None
         older, newer = held
         return now - (newer if now - newer[0] >= LONG_S or older is None else older)[0]
+
+    def started(self, cg: Cgroup, now: float, footprint_now: int) -> bool:
+        """Was cg starting at the long baseline added() counts from: that baseline is the
+        first sample of cg the daemon took and cg held under STARTUP_SHARE of
+        ``footprint_now`` (bytes) then? What such a cgroup "added" is its start-up fill
+        (the daemon starts before the services at boot; a restarted service is a new
+        cgroup), no addition to a shortage that came later (QA Q13: a steady 1.2G service
+        "added 1.2G in 18 s" at boot and died for an IDE's start-up reads)."""
+        held = self._long.get(cg.id)
+        if held is None:
+            return False
+        older, newer = held
+        at, was = newer if now - newer[0] >= LONG_S or older is None else older
+        return self._first.get(cg.id) == at and was < footprint_now * STARTUP_SHARE
 
     def before(self, cg: Cgroup, now: float) -> set[int] | None:
         """The PIDs cg held at the long baseline added() counts from (None: none kept)."""
@@ -426,6 +451,34 @@ def adds_most(added: int, domain_added: int, domain_bytes: int) -> bool:
     pushed the others out (QA G19, the idle app systemd-oomd's swap rule kills, systemd
     #27144-like reports); a footprint that did not grow adds nothing, however large."""
     return added >= max(domain_bytes // 16, 1 << 20) and added >= domain_added * ADDED_SHARE
+
+
+def leaks(added: int, domain_added: int, domain_bytes: int, growth_per_s: float,
+          since_s: float | None) -> bool:
+    """Is a cgroup that added ``added`` bytes in the last ``since_s`` seconds (the long
+    baseline, Activity.added), of ``domain_added`` by all the domain's cgroups, and whose
+    footprint grows ``growth_per_s`` now, a slow leak, the cause whatever the domain's
+    size? It added at least ADDED_SHARE of what was added, at least LEAK_FLOOR bytes and
+    LEAK_SHARE of the domain, and it still adds: its growth now is at least STILL_ADDING of
+    its average rate since the baseline (a start-up fill that ended is no leak).
+
+    adds_most asks 1/16 of the domain and grows() 1/128 of it a second: a 40M/s leak on
+    64G is neither (QA Q17: the steady 40G database died for it, as the kernel's size
+    rule would kill it). Here the share of what was added decides, not the domain's size:
+    the one that added memory while the others added none. oomd's
+    kill_by_memory_size_or_growth (src/oomd/plugins/KillMemoryGrowth-inl.h,
+    tryToKillBySize then tryToKillByGrowth) takes a cgroup over size_threshold (50 %) of
+    the total first and only then the highest current/average usage ratio among the
+    largest, so it too kills such a database; systemd-oomd has no growth rule at all
+    (swap use, or memory pressure of a unit, src/oom/oomd-util.c). The rule here is ours:
+    growth relative to what the domain added, over the long baseline, not to its size."""
+    if since_s is None or since_s <= 0:
+        return False
+    if added < max(LEAK_FLOOR, int(domain_bytes * LEAK_SHARE)):
+        return False
+    if added < domain_added * ADDED_SHARE:
+        return False
+    return growth_per_s >= added / since_s * STILL_ADDING
 
 
 def cause_score(cg: Cgroup, activity: Activity, now: float, limited: bool,

@@ -44,6 +44,7 @@ class Pick:
     growth: float  # the cgroup's footprint growth, bytes/s
     streamer: bool
     task_growth: float = 0.0  # the task's RSS + swap growth (bytes/s) when it grows fastest
+    burst: bool = False  # a short burst beside a bigger holder, ranked steady (QA Q10)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +54,7 @@ class Domain:
     name: str  # "the machine" or "/job's limit"
     size: int  # bytes
     added: int  # bytes all its cgroups added since the long baseline (cause.adds_most)
+    bursts: int = 0  # growers ranked steady as short bursts (kill_cause.KillCause._bursts)
 
 
 def rate(bytes_per_s: float) -> str:
@@ -76,6 +78,10 @@ def rule(p: Pick, d: Domain, added: int, since: float | None) -> str:
     elif p.adj_first:
         text = (f"no killable cgroup grows, and {p.task.comm} has oom_score_adj "
                 f"{OOM_SCORE_ADJ_MAX}, kill me first (ahead of the other steady cgroups)")
+    elif d.bursts:
+        text = ("the cgroups that grow only burst (their growth began within the last "
+                "minute and they hold under a third of this cgroup, which holds half of "
+                f"{d.name} or more): the cgroup with the highest cause score")
     else:
         text = "no killable cgroup grows: the cgroup with the highest cause score"
     if p.pref == prefs.PREFER:
@@ -104,6 +110,8 @@ def runner_words(runner: Pick, chosen: Pick) -> str:
         what = "streams" if runner.streamer else f"grows {rate(runner.growth)}"
     elif runner.level == ADDER:
         what = "added most"
+    elif runner.burst:
+        what = f"a short burst, grows {rate(runner.growth)}, ranked as steady"
     elif runner.adj_first:
         what = f"steady, {runner.task.comm} at oom_score_adj {OOM_SCORE_ADJ_MAX}"
     else:

@@ -7,7 +7,10 @@ pressure (footprint with swap, growth per second, refaults of their own working 
 a negative oom_score_adj weighed as oom_badness weighs it; a cgroup whose footprint
 grows by 1/128 of the domain a second or more ranks above every steady one, and below
 it the one that added most of what the domain's cgroups added over the last 30 to 60 s,
-cause.adds_most), then kills the task of the winner that grows fastest (in a cgroup
+cause.adds_most, unless that was its own start-up fill, or a slow leak, cause.leaks:
+most of what was added and still adding, whatever the domain's size; a short burst of a
+cgroup a third the size of a steady one that holds half the domain ranks as steady,
+_bursts), then kills the task of the winner that grows fastest (in a cgroup
 ranked by what it added, with none growing now: a large task that came since the long
 baseline), else the one with the highest oom_badness,
 the kernel's own choice within one cgroup (``memory.oom.group`` still widens it). A
@@ -16,6 +19,11 @@ A pool of like tasks (workers, a fork bomb's copies; pool_of) is one cause: one 
 them dies, never a bigger task beside them, and for a declared OOM all of them at once.
 ``whole_cgroup = true`` kills every task of the leaf instead. Growth is measured between
 samples: pressure_guard's (at every PSI event) and the daemon's flight recorder's.
+
+A declared OOM of the machine in which nothing grows, streams or added the memory is
+dismissed ("no cause found: not killing for pressure alone", OomControl.dismiss), until
+such declarations have gone on for ``no_cause_wait`` (6 s): a start-up spike passes by
+itself, a thrash that lasts loses its largest holder. A kernel OOM always has a victim.
 
 Never chosen: protected cgroups/commands and ``user.oomd_omit`` (see prefs; a protected
 command that is itself the task growing fastest in its cgroup is the cause and loses its
@@ -26,6 +34,7 @@ handler or the default killer decides). Avoided ones only when nothing else is l
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 from oomkit.errors import OomkitError
@@ -33,7 +42,7 @@ from oomkit.kernel.base import OOM_SCORE_ADJ_MAX, PAGE_SIZE, Cgroup, Constraint,
 from oomkit.ops import OomContext, OomControl, OomOps
 from oomkit.policies import cause, cause_words, prefs
 from oomkit.policies.cause_words import Pick
-from oomkit.policy_args import CgroupGlobs, Size
+from oomkit.policy_args import CgroupGlobs, Duration, Size
 
 #: cgroups (in rank order, with an eligible task) whose tasks' oom_score_adj is weighed
 ADJ_LOOKAHEAD = 16
@@ -46,6 +55,15 @@ POOL_SHARE = 3 / 4
 #: what each kill freed: its pool goes at once, in a kernel OOM too (QA Q7)
 REFILL_KILLS = 2
 REFILL_S = 30.0
+#: a burst (KillCause._bursts): growth now at least BURST_ONSET times the average since the
+#: long baseline, beside a steady cgroup BURST_SIZE times its footprint (QA Q10)
+BURST_ONSET = 2.0
+BURST_SIZE = 3
+#: a declared OOM of the machine with no cause is dismissed (QA Q13) until such OOMs have
+#: come for NO_CAUSE_PATIENCE_S (the ``no_cause_wait`` argument's default) with no gap over
+#: NO_CAUSE_GAP_S (KillCause.lasting)
+NO_CAUSE_PATIENCE_S = 6.0
+NO_CAUSE_GAP_S = 10.0
 
 
 def task_size(task: Task) -> int:
@@ -153,8 +171,9 @@ class KillCause(OomOps):
     def __init__(self, min_victim: Size = 4 << 20, whole_cgroup: bool = False,
                  protect: CgroupGlobs = (), avoid: CgroupGlobs = (),
                  prefer: CgroupGlobs = (), protect_comm: str = "", avoid_comm: str = "",
-                 prefer_comm: str = "") -> None:
+                 prefer_comm: str = "", no_cause_wait: Duration = NO_CAUSE_PATIENCE_S) -> None:
         self.min_victim = min_victim
+        self.no_cause_wait = no_cause_wait
         self.whole_cgroup = whole_cgroup
         self.prefs = prefs.Preferences.of(protect, avoid, prefer, protect_comm, avoid_comm,
                                           prefer_comm)
@@ -169,6 +188,10 @@ class KillCause(OomOps):
         # memory.stat of each cgroup, read once per decision (choose, then why)
         self.stats = cause.Stats()
         self._kills: dict[int, list[float]] = {}  # cgroup id -> times of kills in it
+        self.no_cause = ""  # why the last choose() found no cause of a declared OOM
+        self.bursts: set[int] = set()  # ids of the short bursts (_bursts) in the last choose()
+        # (first, last) time of the current run of declared OOMs with no cause (lasting)
+        self._no_cause_run = (float("-inf"), float("-inf"))
 
     def choose(self, oc: OomControl) -> tuple[Cgroup, Task, list[Task]] | None:
         """The cause's cgroup, its task to kill and (for a swarm of tasks each under
@@ -225,10 +248,12 @@ class KillCause(OomOps):
         self.added, self.skipped = added, []
         self.domain = cause_words.Domain(
             "the machine" if domain is None else f"{domain.path}'s limit", size, domain_added)
-        self.adders = {cid for cid, a in added.items()
-                       if cause.adds_most(a, domain_added, size)}
+        self.adders = self._adders(ranked, added, growths, domain_added, size, activity,
+                                   now)
         ranked = [(c, level or (1 if cg.id in self.adders else 0), sc, cg)
                   for c, level, sc, cg in ranked]
+        ranked = self._bursts(ranked, added, growths, size, activity, now)
+        self.domain = dataclasses.replace(self.domain, bursts=len(self.bursts))
         ranked.sort(key=lambda r: (r[0], r[1], r[2]), reverse=True)
         # A negative oom_score_adj lowers a cgroup's rank as it lowers a task's
         # oom_badness: by adj/1000 of the domain's pages (mm/oom_kill.c), so a database
@@ -288,7 +313,7 @@ class KillCause(OomOps):
             pick = Pick(cg, found[1], found[0], grower, first, score, adj_bytes,
                         growths.get(cg.id, 0.0), cg.id in self.streamers,
                         fastest[1] if fastest[0] == found[1].pid
-                        and fastest[1] >= cause.TASK_GROWTH else 0.0)
+                        and fastest[1] >= cause.TASK_GROWTH else 0.0, cg.id in self.bursts)
             if best is None or key > best[0]:
                 best, second = (key, pick, found[2]), best
             elif second is None or key > second[0]:
@@ -296,7 +321,81 @@ class KillCause(OomOps):
         self.picked = best[1] if best is not None else None
         self.second = second[1] if second is not None else None
         self.runner_up = self.second.cg if self.second is not None else None
+        self.no_cause = ""
+        if (best is not None and oc.constraint is Constraint.DECLARED and domain is None
+                and best[1].level == cause_words.STEADY and not best[1].adj_first
+                and not self.bursts and not self.lasting(now)):
+            # Pressure the machine declared, and no cgroup grows, streams or added the
+            # memory (a burst beside a big holder is growth: that one is then killed): the
+            # largest steady one only suffers with the others (QA Q13: a 1.2G
+            # service that neither stalled nor grew died for an IDE's start-up reads).
+            # Nothing is killed; a real OOM still goes to the kernel's killer.
+            self.no_cause = (
+                "kill_cause: no cause found: not killing for pressure alone (no cgroup "
+                "grows, streams or added most of the memory; the largest, "
+                f"{best[1].cg.path}, is steady)")
+            return None
         return (best[1].cg, best[1].task, best[2]) if best is not None else None
+
+    def _adders(self, ranked: list[tuple[int, int, int, Cgroup]], added: dict[int, int],
+                growths: dict[int, float], domain_added: int, size: int,
+                activity: cause.Activity, now: float) -> set[int]:
+        """Ids of the cgroups ranked by what they added: the main adder (cause.adds_most)
+        unless it was starting at the long baseline (cause.Activity.started: its start-up
+        fill, QA Q13), and a slow leak (cause.leaks: most of what was added and still
+        adding, whatever the domain's size, QA Q17)."""
+        out: set[int] = set()
+        for _, _, _, cg in ranked:
+            a = added.get(cg.id, 0)
+            if a <= 0:
+                continue
+            try:
+                if cause.leaks(a, domain_added, size, growths.get(cg.id, 0.0),
+                               activity.added_since(cg, now)):
+                    out.add(cg.id)
+                elif cause.adds_most(a, domain_added, size) and not activity.started(
+                        cg, now, cause.footprint(cg, self.stats.of(cg))):
+                    out.add(cg.id)
+            except OomkitError:
+                continue
+        return out
+
+    def _bursts(self, ranked: list[tuple[int, int, int, Cgroup]], added: dict[int, int],
+                growths: dict[int, float], size: int, activity: cause.Activity,
+                now: float) -> list[tuple[int, int, int, Cgroup]]:
+        """ranked with a short burst of a small cgroup ranked as a steady one, sorted
+        again. A burst: a grower or adder (not a streamer) whose growth began within the
+        long baseline (its rate now at least BURST_ONSET times its average since then)
+        while a steady cgroup of the same or a higher preference holds BURST_SIZE times
+        its footprint and half the domain or more. A compositor that opens a dozen
+        windows (900M in 9 s) is not the cause beside a 3.3G browser that holds the
+        machine (QA Q10); a leak that has gone on for the whole baseline (cause.leaks, QA
+        Q17) and a grower near the size of the biggest steady one (a small tool leaking
+        150M/s beside a 1.6G JVM, case k36) still are. nohang and earlyoom protect
+        compositors by name instead (protect_comm in the recommended config)."""
+        steady = [(c, sc) for c, level, sc, _ in ranked if level == cause_words.STEADY]
+        self.bursts = set()
+        out: list[tuple[int, int, int, Cgroup]] = []
+        changed = False
+        for c, level, sc, cg in ranked:
+            if level != cause_words.STEADY and cg.id not in self.streamers:
+                since = activity.added_since(cg, now)
+                growth = growths.get(cg.id, 0.0)
+                try:
+                    held = cause.footprint(cg, self.stats.of(cg))
+                except OomkitError:
+                    held = sc
+                average = added.get(cg.id, 0) / since if since else growth
+                if (growth >= average * BURST_ONSET and any(
+                        c2 >= c and sc2 >= held * BURST_SIZE and sc2 >= size // 2
+                        for c2, sc2 in steady)):
+                    level, changed = cause_words.STEADY, True
+                    self.adders.discard(cg.id)
+                    self.bursts.add(cg.id)
+            out.append((c, level, sc, cg))
+        if changed:
+            out.sort(key=lambda r: (r[0], r[1], r[2]), reverse=True)
+        return out
 
     def why(self, oc: OomControl, cg: Cgroup, stats: cause.Stats | None = None) -> str:
         """Why cg ranked first in words (cause_words.rule), its cause score and terms
@@ -324,6 +423,20 @@ class KillCause(OomOps):
             text = "(its statistics went meanwhile)"
         return "; ".join([text, *self.skipped])
 
+    def lasting(self, now: float) -> bool:
+        """Has the machine been declared out of memory with no cause, time and again
+        (no gap over NO_CAUSE_GAP_S), for ``no_cause_wait`` seconds or more (0: at the
+        first such OOM, the largest steady cgroup goes at once)? A start-up spike
+        is one or two windows and passes by itself (QA Q13); a thrash that goes on is a
+        shortage the kernel never ends (it declares no OOM while reclaim makes progress),
+        and its largest holder goes then (case k41: a hog full before three programs
+        thrash; k45: a pool of workers swaps the desktop out). Counts this call."""
+        since, last = self._no_cause_run
+        if now - last > NO_CAUSE_GAP_S:
+            since = now
+        self._no_cause_run = (since, now)
+        return now - since >= self.no_cause_wait
+
     def refilled(self, cgroup_id: int, now: float) -> bool:
         """Were REFILL_KILLS or more kills in this cgroup in the last REFILL_S seconds?
         A kernel OOM takes one task of a pool, as the kernel does; but a cause that is
@@ -337,9 +450,12 @@ class KillCause(OomOps):
     def handle_out_of_memory(self, ctx: OomContext, oc: OomControl) -> bool:
         chosen = self.choose(oc)
         if chosen is None:
+            if self.no_cause:
+                oc.dismiss(self.no_cause)
             return False
         cg, task, swarm = chosen
         now = oc.kernel.clock.now()
+        self._no_cause_run = (float("-inf"), float("-inf"))  # a kill: a new run of waiting
         refills = len([t for t in self._kills.get(cg.id, ()) if now - t <= REFILL_S])
         self._kills.setdefault(cg.id, []).append(now)
         ranked = self.why(oc, cg, self.stats)
