@@ -45,18 +45,30 @@ EXPECT: dict[str, tuple[set[str], set[str], bool]] = {
         set(), {"postgres", "report"} | {f"gunicorn{i}" for i in range(1, 5)}, False),
     "n16_fork_bomb_beside_its_shell": ({f"bomb{i}" for i in range(1, 181)},
                                        {"zsh", "desktop", "browser"}, True),
+    "n17_best_effort_pods_beside_a_leaking_script": (
+        {"python3"}, {"k3s-server", "metrics-server", "entry", "nginx", "coredns"}, True),
+    "n18_heap_swings_no_lasting_shortage": (set(), {"desktop", "ide", "java"}, False),
 }
 
 
 # Cases known to end the wrong way, with the reason.
 XFAIL: dict[str, str] = {
     "n01_tmp_tmpfs_filled_by_small_writer": (
-        "the writer dies (the cause by growth), its 1.4G file stays in /tmp; at the next "
-        "declared OOM kill_cause finds no task in the cgroup that holds the file and ranks "
-        "the browser next, and declining would hand the OOM to the default killer, which "
-        "takes the browser too. tmpfs_cleanup with /tmp in its paths ends it (the file is "
-        "no longer open), but the recommended config deletes only /dev/shm files: deleting "
-        "a user's closed /tmp files is the lead's call"),
+        "the writer dies (the cause by growth), its 1.4G file stays in /tmp, and the "
+        "simulator never reclaims tmpfs pages (kernel/sim/reclaim.py swaps anon only; a "
+        "kernel swaps an idle tmpfs file out like anon), so the apps thrash on: at the next "
+        "declared OOM kill_cause finds no task in the cgroup that holds the file and takes "
+        "the browser (declining would hand it to the default killer, which takes it too). "
+        "tmpfs_cleanup with /tmp in its paths ends it (the file is no longer open); the "
+        "recommended config deletes /dev/shm files only: deleting closed /tmp files is the "
+        "lead's call"),
+    "n18_heap_swings_no_lasting_shortage": (
+        "pressure_guard declares the machine's OOM at the first 2 s window with 500 ms of "
+        "full stall (6.2 s, the first swing; java is its cause and dies, 1 s before it "
+        "would give the 2.6G back): no rule asks the shortage to last while swap has room "
+        "(earlyoom waits for swap <= 10 % free, systemd-oomd for 30 s). pressure_guard is "
+        "f10's: two windows in a row on the machine while swap has more than swap_room "
+        "free would tolerate it and still meet f04's 10 s"),
 }
 
 

@@ -12,6 +12,8 @@ ranked by what it added, with none growing now: a large task that came since the
 baseline), else the one with the highest oom_badness,
 the kernel's own choice within one cgroup (``memory.oom.group`` still widens it). A
 parallel build in one session scope loses its linker, not the session.
+A pool of like tasks (workers, a fork bomb's copies; pool_of) is one cause: one of
+them dies, never a bigger task beside them, and for a declared OOM all of them at once.
 ``whole_cgroup = true`` kills every task of the leaf instead. Growth is measured between
 samples: pressure_guard's (at every PSI event) and the daemon's flight recorder's.
 
