@@ -340,7 +340,10 @@ class KillCause(OomOps):
             return False
         cg, task, swarm = chosen
         now = oc.kernel.clock.now()
-        refills = len([t for t in self._kills.get(cg.id, ()) if now - t <= REFILL_S])
+        # kills older than REFILL_S (and cgroups gone since) are forgotten here
+        self._kills = {cid: kept for cid, times in self._kills.items()
+                       if (kept := [t for t in times if now - t <= REFILL_S])}
+        refills = len(self._kills.get(cg.id, ()))
         self._kills.setdefault(cg.id, []).append(now)
         ranked = self.why(oc, cg, self.stats)
         if self.whole_cgroup:
