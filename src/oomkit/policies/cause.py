@@ -48,6 +48,7 @@ RECENT_S = 5.0
 SHORT_FLOOR_S = 0.1  # a rate over less than this is divided by this (noise of bursts)
 LONG_S = 30.0  # the long baseline: between LONG_S and 2 * LONG_S old (see added())
 ADDED_SHARE = 1 / 2  # of what the domain's cgroups added, that marks the main adder
+ADDED_RATE = 1 << 20  # bytes/s over the long baseline that mark the main adder (adds_most)
 
 TaskSizes = tuple[float, dict[int, int]]  # (time, {pid: RSS + swap bytes})
 
@@ -419,13 +420,21 @@ def own_added(cg: Cgroup, activity: Activity, now: float, stats: Stats | None = 
     return max(0, total)
 
 
-def adds_most(added: int, domain_added: int, domain_bytes: int) -> bool:
-    """Is a cgroup that added ``added`` bytes since the long baseline, of ``domain_added``
-    by all the domain's cgroups, the main cause of the shortage whatever its rate? At
-    least ADDED_SHARE of what was added and 1/16 of the domain: the one whose memory
-    pushed the others out (QA G19, the idle app systemd-oomd's swap rule kills, systemd
-    #27144-like reports); a footprint that did not grow adds nothing, however large."""
-    return added >= max(domain_bytes // 16, 1 << 20) and added >= domain_added * ADDED_SHARE
+def adds_most(added: int, domain_added: int, domain_bytes: int,
+              since_s: float | None = None) -> bool:
+    """Is a cgroup that added ``added`` bytes since the long baseline (``since_s`` seconds
+    back), of ``domain_added`` by all the domain's cgroups, the main cause of the
+    shortage whatever its rate? At least ADDED_SHARE of what was added, and 1/16 of the
+    domain or ADDED_RATE a second over the baseline (at least LONG_S), the lower: the one
+    whose memory pushed the others out (QA G19, the idle app systemd-oomd's swap rule
+    kills, systemd#27144-like reports); a footprint that did not grow adds nothing,
+    however large. The rate floor keeps a leak of MB/s a cause on a big machine: 1/16 of
+    64G is 4G, more than a 40M/s leak adds in a minute, and the steady 40G database
+    died for it (QA Q17)."""
+    floor = domain_bytes // 16
+    if since_s is not None:
+        floor = min(floor, int(ADDED_RATE * max(since_s, LONG_S)))
+    return added >= max(floor, 1 << 20) and added >= domain_added * ADDED_SHARE
 
 
 def cause_score(cg: Cgroup, activity: Activity, now: float, limited: bool,

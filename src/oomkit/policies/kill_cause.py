@@ -203,6 +203,7 @@ class KillCause(OomOps):
         ranked: list[tuple[int, int, int, Cgroup]] = []
         added: dict[int, int] = {}
         growths: dict[int, float] = {}
+        since: dict[int, float | None] = {}  # how far back added[] looks (cause.adds_most)
         self.streamers = set()
         for cg in cause.cgroups(root):
             try:
@@ -218,6 +219,7 @@ class KillCause(OomOps):
                             flagged = True
                             self.streamers.add(cg.id)
                     added[cg.id] = cause.own_added(cg, activity, now, stats)
+                    since[cg.id] = activity.added_since(cg, now)
                     ranked.append((cpref, 2 if flagged else 0, score, cg))
             except OomkitError:
                 continue  # gone meanwhile, or no statistics here (the v2 root on old kernels)
@@ -226,7 +228,7 @@ class KillCause(OomOps):
         self.domain = cause_words.Domain(
             "the machine" if domain is None else f"{domain.path}'s limit", size, domain_added)
         self.adders = {cid for cid, a in added.items()
-                       if cause.adds_most(a, domain_added, size)}
+                       if cause.adds_most(a, domain_added, size, since.get(cid))}
         ranked = [(c, level or (1 if cg.id in self.adders else 0), sc, cg)
                   for c, level, sc, cg in ranked]
         ranked.sort(key=lambda r: (r[0], r[1], r[2]), reverse=True)
