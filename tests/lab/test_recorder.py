@@ -502,3 +502,38 @@ def test_a_subtree_roots_limit_is_replayed_and_an_unsampled_runner_up_named(
     assert "same decision as live: yes" in out
     assert ("note: the live decision ranked /db second (its runner-up), but no sample "
             "holds a process of it") in out
+
+
+def test_a_live_config_broken_since_replays_with_the_listed_handlers(tmp_path: Path) -> None:
+    """QA Q9: the config file was broken after the incident (a refused reload leaves it
+    so): the replay runs the handlers the incident lists, tmpfs_cleanup at "/" beside
+    kill_cause system-wide as the recommended config has them, and says why."""
+    mib = 1 << 20
+    broken = tmp_path / "c.toml"
+    broken.write_text("[daemon\n")
+    head = {"event": "incident", "version": 1, "machine": {"memory": 1 << 30, "swap": 0},
+            "config": str(broken),
+            "handlers": [{"ops": "oom", "name": "tmpfs_cleanup", "policy": "tmpfs_cleanup",
+                          "cgroup": "/"},
+                         {"ops": "oom", "name": "kill_cause", "policy": "kill_cause",
+                          "cgroup": None}]}
+    sample = {"event": "sample", "time": 1.0,
+              "cgroups": {"/": {"usage": 200 * mib}, "/app": {"usage": 40 * mib, "max": 256 * mib},
+                          "/app/a": {"usage": 30 * mib, "anon": 30 * mib, "file": 0},
+                          "/app/b": {"usage": 10 * mib, "anon": 10 * mib, "file": 0}},
+              "procs": [{"pid": 5, "comm": "a", "cgroup": "/app/a", "rss": 30 * mib,
+                         "anon": 30 * mib},
+                        {"pid": 6, "comm": "b", "cgroup": "/app/b", "rss": 10 * mib,
+                         "anon": 10 * mib}]}
+    grown = dict(sample, time=3.0, procs=[sample["procs"][0], {  # type: ignore[index]
+        "pid": 6, "comm": "b", "cgroup": "/app/b", "rss": 90 * mib, "anon": 90 * mib}])
+    oom = {"event": "oom", "time": 9.0, "memcg": "/app", "constraint": "MEMCG",
+           "resolved_by": "handler", "policy": "kill_cause",
+           "victims": [{"pid": 6, "comm": "b", "cgroup": "/app/b", "rss": 220 * mib}]}
+    inc = tmp_path / "incident-q9.jsonl"
+    inc.write_text("\n".join(json.dumps(r) for r in (head, sample, grown, oom)) + "\n")
+    code, out = run("replay", str(inc))
+    assert code == 0, out
+    assert "under oom:tmpfs_cleanup@/,oom:kill_cause" in out, out
+    assert "replay: killed b (/app/b) (resolved by handler, kill_cause)" in out, out
+    assert "note: the live config does not load now (" in out and "not valid TOML" in out

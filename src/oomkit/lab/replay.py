@@ -419,15 +419,25 @@ def to_scenario(inc: Incident) -> Scenario:
 
 
 def live_contender(inc: Incident) -> Contender:
-    """The policies that ran live: the config the daemon named, if it is still there;
-    else the handlers the incident lists (without their arguments)."""
+    """The policies that ran live: the config the daemon named, if it is still there and
+    loads; else the handlers the incident lists (without their arguments), with a note
+    (QA Q9: a config broken after the incident, as a refused reload leaves it, made every
+    old replay fail)."""
     cfg = inc.header.get("config")
     if isinstance(cfg, str) and cfg and Path(cfg).is_file():
-        return from_config(cfg, label="live config")
+        from oomkit.daemon.config import load_config, load_policies
+
+        try:
+            load_policies(load_config(cfg), secure=False)
+        except ConfigError as exc:
+            inc.notes.append(f"the live config does not load now ({exc}): replayed with the "
+                             "handlers the incident lists, without their arguments")
+        else:
+            return from_config(cfg, label="live config")
     items = []
     for h in inc.header.get("handlers") or ():
         kind = "psi" if h.get("ops") == "psi" else "oom"
-        at = f"@{h['cgroup']}" if kind == "oom" and h.get("cgroup") not in (None, "/") else ""
+        at = f"@{h['cgroup']}" if kind == "oom" and h.get("cgroup") is not None else ""
         items.append(f"{kind}:{h.get('policy') or h.get('name')}{at}")
     if not items:
         return Contender("kernel")

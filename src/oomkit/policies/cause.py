@@ -55,6 +55,7 @@ LEAK_SHARE = 1 / 1024
 LEAK_FLOOR = 16 << 20
 STILL_ADDING = 1 / 8
 STARTUP_SHARE = 1 / 8  # a first sample under this share of now: the cgroup was starting
+ADDED_RATE = 1 << 20  # bytes/s over the long baseline that mark the main adder (adds_most)
 
 TaskSizes = tuple[float, dict[int, int]]  # (time, {pid: RSS + swap bytes})
 
@@ -444,13 +445,21 @@ def own_added(cg: Cgroup, activity: Activity, now: float, stats: Stats | None = 
     return max(0, total)
 
 
-def adds_most(added: int, domain_added: int, domain_bytes: int) -> bool:
-    """Is a cgroup that added ``added`` bytes since the long baseline, of ``domain_added``
-    by all the domain's cgroups, the main cause of the shortage whatever its rate? At
-    least ADDED_SHARE of what was added and 1/16 of the domain: the one whose memory
-    pushed the others out (QA G19, the idle app systemd-oomd's swap rule kills, systemd
-    #27144-like reports); a footprint that did not grow adds nothing, however large."""
-    return added >= max(domain_bytes // 16, 1 << 20) and added >= domain_added * ADDED_SHARE
+def adds_most(added: int, domain_added: int, domain_bytes: int,
+              since_s: float | None = None) -> bool:
+    """Is a cgroup that added ``added`` bytes since the long baseline (``since_s`` seconds
+    back), of ``domain_added`` by all the domain's cgroups, the main cause of the
+    shortage whatever its rate? At least ADDED_SHARE of what was added, and 1/16 of the
+    domain or ADDED_RATE a second over the baseline (at least LONG_S), the lower: the one
+    whose memory pushed the others out (QA G19, the idle app systemd-oomd's swap rule
+    kills, systemd#27144-like reports); a footprint that did not grow adds nothing,
+    however large. The rate floor keeps a leak of MB/s a cause on a big machine: 1/16 of
+    64G is 4G, more than a 40M/s leak adds in a minute, and the steady 40G database
+    died for it (QA Q17)."""
+    floor = domain_bytes // 16
+    if since_s is not None:
+        floor = min(floor, int(ADDED_RATE * max(since_s, LONG_S)))
+    return added >= max(floor, 1 << 20) and added >= domain_added * ADDED_SHARE
 
 
 def leaks(added: int, domain_added: int, domain_bytes: int, growth_per_s: float,

@@ -9,8 +9,8 @@ its cgroup's, and names a cause it could not kill (QA Q4):
 
     kill_cause: leaky in /system.slice/leaky.service: the cgroup grows 49M/s, over 1/128
     of the machine a second (ahead of any steady cgroup); cgroup score 1.5G (footprint
-    1.4G, ...); runner-up /system.slice/db.service: steady, larger but ranked below by
-    the rule above; cgroup score 2.4G (...)
+    1.4G, ...); runner-up /system.slice/db.service: steady, larger but ranked below it
+    by the rule above; cgroup score 2.4G (...)
 
 Sizes are human (format_size); rates are per second.
 """
@@ -26,7 +26,7 @@ from oomkit.units import format_size
 
 #: rank levels (kill_cause.KillCause.choose): above every steady cgroup come the main
 #: adder and above it a grower or streamer; a steady cgroup whose chosen task has
-#: oom_score_adj OOM_SCORE_ADJ_MAX ranks above the other steady ones (key ADJ_FIRST)
+#: oom_score_adj OOM_SCORE_ADJ_MAX ranks above the other steady ones (Pick.adj_first)
 GROWER, ADDER, STEADY = 2, 1, 0
 
 
@@ -76,14 +76,15 @@ def rule(p: Pick, d: Domain, added: int, since: float | None) -> str:
         text = (f"the cgroup added {format_size(added)} of the {format_size(d.added)} the "
                 f"cgroups of {d.name} added{back}, over half (ahead of any steady cgroup)")
     elif p.adj_first:
-        text = (f"no killable cgroup grows, and {p.task.comm} has oom_score_adj "
-                f"{OOM_SCORE_ADJ_MAX}, kill me first (ahead of the other steady cgroups)")
+        text = (f"no killable cgroup grows fast or added most, and {p.task.comm} has "
+                f"oom_score_adj {OOM_SCORE_ADJ_MAX}, kill me first (ahead of the other "
+                "steady cgroups)")
     elif d.bursts:
         text = ("the cgroups that grow only burst (their growth began within the last "
                 "minute and they hold under a third of this cgroup, which holds half of "
                 f"{d.name} or more): the cgroup with the highest cause score")
     else:
-        text = "no killable cgroup grows: the cgroup with the highest cause score"
+        text = "no killable cgroup grows fast or added most: the highest cause score"
     if p.pref == prefs.PREFER:
         text = "preferred (prefer) and " + text
     elif p.pref == prefs.AVOID:

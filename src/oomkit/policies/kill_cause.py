@@ -226,6 +226,7 @@ class KillCause(OomOps):
         ranked: list[tuple[int, int, int, Cgroup]] = []
         added: dict[int, int] = {}
         growths: dict[int, float] = {}
+        since: dict[int, float | None] = {}  # how far back added[] looks (cause.adds_most)
         self.streamers = set()
         for cg in cause.cgroups(root):
             try:
@@ -241,6 +242,7 @@ class KillCause(OomOps):
                             flagged = True
                             self.streamers.add(cg.id)
                     added[cg.id] = cause.own_added(cg, activity, now, stats)
+                    since[cg.id] = activity.added_since(cg, now)
                     ranked.append((cpref, 2 if flagged else 0, score, cg))
             except OomkitError:
                 continue  # gone meanwhile, or no statistics here (the v2 root on old kernels)
@@ -248,11 +250,11 @@ class KillCause(OomOps):
         self.added, self.skipped = added, []
         self.domain = cause_words.Domain(
             "the machine" if domain is None else f"{domain.path}'s limit", size, domain_added)
-        self.adders = self._adders(ranked, added, growths, domain_added, size, activity,
-                                   now)
+        self.adders = self._adders(ranked, added, growths, since, domain_added, size,
+                                   activity, now)
         ranked = [(c, level or (1 if cg.id in self.adders else 0), sc, cg)
                   for c, level, sc, cg in ranked]
-        ranked = self._bursts(ranked, added, growths, size, activity, now)
+        ranked = self._bursts(ranked, added, growths, since, size)
         self.domain = dataclasses.replace(self.domain, bursts=len(self.bursts))
         ranked.sort(key=lambda r: (r[0], r[1], r[2]), reverse=True)
         # A negative oom_score_adj lowers a cgroup's rank as it lowers a task's
@@ -338,8 +340,9 @@ class KillCause(OomOps):
         return (best[1].cg, best[1].task, best[2]) if best is not None else None
 
     def _adders(self, ranked: list[tuple[int, int, int, Cgroup]], added: dict[int, int],
-                growths: dict[int, float], domain_added: int, size: int,
-                activity: cause.Activity, now: float) -> set[int]:
+                growths: dict[int, float], since: dict[int, float | None],
+                domain_added: int, size: int, activity: cause.Activity,
+                now: float) -> set[int]:
         """Ids of the cgroups ranked by what they added: the main adder (cause.adds_most)
         unless it was starting at the long baseline (cause.Activity.started: its start-up
         fill, QA Q13), and a slow leak (cause.leaks: most of what was added and still
@@ -351,18 +354,19 @@ class KillCause(OomOps):
                 continue
             try:
                 if cause.leaks(a, domain_added, size, growths.get(cg.id, 0.0),
-                               activity.added_since(cg, now)):
+                               since.get(cg.id)):
                     out.add(cg.id)
-                elif cause.adds_most(a, domain_added, size) and not activity.started(
-                        cg, now, cause.footprint(cg, self.stats.of(cg))):
-                    out.add(cg.id)
+                elif cause.adds_most(a, domain_added, size, since.get(cg.id)):
+                    held = cause.footprint(cg, self.stats.of(cg))
+                    if not activity.started(cg, now, held):
+                        out.add(cg.id)
             except OomkitError:
                 continue
         return out
 
     def _bursts(self, ranked: list[tuple[int, int, int, Cgroup]], added: dict[int, int],
-                growths: dict[int, float], size: int, activity: cause.Activity,
-                now: float) -> list[tuple[int, int, int, Cgroup]]:
+                growths: dict[int, float], since: dict[int, float | None],
+                size: int) -> list[tuple[int, int, int, Cgroup]]:
         """ranked with a short burst of a small cgroup ranked as a steady one, sorted
         again. A burst: a grower or adder (not a streamer) whose growth began within the
         long baseline (its rate now at least BURST_ONSET times its average since then)
@@ -379,13 +383,13 @@ class KillCause(OomOps):
         changed = False
         for c, level, sc, cg in ranked:
             if level != cause_words.STEADY and cg.id not in self.streamers:
-                since = activity.added_since(cg, now)
+                back = since.get(cg.id)
                 growth = growths.get(cg.id, 0.0)
                 try:
                     held = cause.footprint(cg, self.stats.of(cg))
                 except OomkitError:
                     held = sc
-                average = added.get(cg.id, 0) / since if since else growth
+                average = added.get(cg.id, 0) / back if back else growth
                 if (growth >= average * BURST_ONSET and any(
                         c2 >= c and sc2 >= held * BURST_SIZE and sc2 >= size // 2
                         for c2, sc2 in steady)):
@@ -456,7 +460,10 @@ class KillCause(OomOps):
         cg, task, swarm = chosen
         now = oc.kernel.clock.now()
         self._no_cause_run = (float("-inf"), float("-inf"))  # a kill: a new run of waiting
-        refills = len([t for t in self._kills.get(cg.id, ()) if now - t <= REFILL_S])
+        # kills older than REFILL_S (and cgroups gone since) are forgotten here
+        self._kills = {cid: kept for cid, times in self._kills.items()
+                       if (kept := [t for t in times if now - t <= REFILL_S])}
+        refills = len(self._kills.get(cg.id, ()))
         self._kills.setdefault(cg.id, []).append(now)
         ranked = self.why(oc, cg, self.stats)
         if self.whole_cgroup:

@@ -49,10 +49,9 @@ from __future__ import annotations
 
 from oomkit.errors import OomkitError
 from oomkit.kernel.base import Cgroup, PsiTrigger, Resource
-from oomkit.kernel.psi_trigger import trigger_refused
 from oomkit.ops import Psi, PsiOps
 from oomkit.policies import cause, sysmem
-from oomkit.policy_args import Duration, Percent, Size, check_trigger
+from oomkit.policy_args import Duration, Percent, Size
 
 # A cgroup that refaults while no file refault in its domain is activated is taken to miss
 # this many times the page cache it thrashes in (see _kill_helps): a kill helps when it at
@@ -85,6 +84,8 @@ class PressureGuard(PsiOps):
         self.io = io
         self.min_activations = min_activations
         self.cgroups = cgroups
+        from oomkit.policy_args import check_trigger
+
         check_trigger(threshold, window, "threshold", "window")  # QA Q6: refused at load
 
     def _watch(self, psi: Psi, cgroup_id: int) -> None:
@@ -93,6 +94,8 @@ class PressureGuard(PsiOps):
                 psi.create_trigger(cgroup_id, res, self.threshold_us, self.window_us,
                                    full=True)
             except OomkitError as exc:
+                from oomkit.kernel.psi_trigger import trigger_refused
+
                 if trigger_refused(exc):
                     # the kernel refused these values (QA Q6): an error the runtime logs
                     # (at init: the attach fails), not a cgroup without pressure files

@@ -11,6 +11,11 @@ as nothing is killed for 28K. /dev/shm is the default because
 a file there is POSIX shared memory (shm_open) that outlives its program: one nobody
 holds open any more is memory only a delete gives back.
 
+Under the shipped unit (packaging/oomkit.service: ``PrivateTmp=yes``, ``ProtectHome=yes``)
+the daemon's /tmp is a private, empty one and /run/user/UID is hidden: such paths clean
+nothing there unless a drop-in sets ``PrivateTmp=no`` / ``ProtectHome=read-only`` or
+``BindPaths=`` them (QA Q15). /dev/shm is the machine's.
+
 Only regular tmpfs files directly in the configured directories are candidates, as the
 kernel lists them (``Kernel.tmpfs_files``: never through a link another user may have
 planted; on the simulator, its own files). The kernel then refuses whatever is not a
