@@ -247,3 +247,44 @@ def test_in_the_cause_cgroup_a_task_that_came_since_goes_before_the_one_there_be
     assert k.out_of_memory(None) == 1
     assert next(v.comm for v in s.ooms()[0].victims).startswith("cc")
     s.rt.close()
+
+
+class _StatOnly:
+    """A cgroup as a live one reads: usage() and memory.stat in one stat() (bytes for
+    the sizes, pages for the counters)."""
+
+    def __init__(self) -> None:
+        self.id = 7
+        self.size = 0
+        self.items: dict[str, int] = {}
+
+    def usage(self) -> int:
+        return self.size
+
+    def stat(self) -> dict[str, int]:
+        return dict(self.items)
+
+    def tasks(self) -> list[object]:
+        return []
+
+
+def test_a_program_mapping_its_files_back_in_is_not_growing_a_leak_is() -> None:
+    # The guest's f10 on 6.12: a reader of its own mapped 150M file, thrashing, was up
+    # 12.5M/s between two samples (its refaults: 25M/s) and ranked as a grower above
+    # the 633M hog that pushed it out.
+    reader, leak = _StatOnly(), _StatOnly()
+    leak.id = 8
+    act = cause.Activity(min_interval_s=1.0)
+    reader.size = reader.items["file"] = reader.items["file_mapped"] = M("60M")
+    reader.items["workingset_refault_file"] = 1000
+    leak.size = leak.items["anon"] = M("60M")
+    for cg in (reader, leak):
+        act.note(cg, 10.0)  # type: ignore[arg-type]
+    reader.size = reader.items["file"] = reader.items["file_mapped"] = M("85M")
+    reader.items["workingset_refault_file"] += M("25M") // 4096
+    leak.size = leak.items["anon"] = M("85M")
+    r, g = (act.rates(cg, 11.0) for cg in (reader, leak))  # type: ignore[arg-type]
+    assert r.footprint_growth == 0 and r.refaults == M("25M") // 4096
+    assert g.footprint_growth == M("25M")
+    assert not cause.grows(r.per_s(r.footprint_growth), M("1G"))
+    assert cause.grows(g.per_s(g.footprint_growth), M("1G"))
