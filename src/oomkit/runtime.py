@@ -630,7 +630,10 @@ class Runtime:
             finally:
                 self._oom_lock.release()
         link = self._trigger_owner.get(id(trigger))
-        cg = self.kernel.mem_cgroup(trigger.cgroup_id) if trigger.cgroup_id else None
+        try:
+            cg = self.kernel.mem_cgroup(trigger.cgroup_id) if trigger.cgroup_id else None
+        except OomkitError:
+            cg = None  # a removed cgroup's trigger fires once more: logged without a path
         self.emit(
             PsiEventRecord(
                 self._now(),

@@ -3,6 +3,9 @@ local score of a cgroup with children, and the shared preferences."""
 
 from __future__ import annotations
 
+import pytest
+
+from oomkit.kernel.base import Cgroup
 from oomkit.kernel.sim import Step
 from oomkit.policies import cause, prefs
 from oomkit.policies.kill_cause import KillCause
@@ -288,3 +291,27 @@ def test_a_program_mapping_its_files_back_in_is_not_growing_a_leak_is() -> None:
     assert g.footprint_growth == M("25M")
     assert not cause.grows(r.per_s(r.footprint_growth), M("1G"))
     assert cause.grows(g.per_s(g.footprint_growth), M("1G"))
+
+
+def test_a_walk_skips_a_cgroup_removed_since_its_parent_listed_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # The v2 guest: the daemon died of a walk (a trigger's cgroup looked up by id, the
+    # index rescanned) while the bench removed user.slice/... below it.
+    from oomkit.errors import CgroupGone
+
+    s = Sim()
+    k = s.kernel
+    k.spawn("a", "/top/a/x", hold("1M"))
+    k.spawn("b", "/top/b", hold("1M"))
+    s.run(0.1)
+    top = k.mem_cgroup("/top")
+    listing = type(top).children
+
+    def children(cg: Cgroup) -> list[Cgroup]:
+        if cg.path == "/top/a":
+            raise CgroupGone(cg.path)  # removed since /top listed it
+        return listing(cg)
+
+    monkeypatch.setattr(type(top), "children", children)
+    assert sorted(cg.path for cg in top.walk()) == ["/top", "/top/a", "/top/b"]
+    s.rt.close()
