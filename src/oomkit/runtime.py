@@ -558,12 +558,8 @@ class Runtime:
                 self._note_victims(victims)
                 self._report(request, link.name, "handler", victims, calls, "")
                 return 1
-        dismissed = next((why for why in dismissals if why), "")
-        if dismissed:  # a declared OOM a handler found no cause for (QA Q13)
-            self._report(request, "default", "default", victims, calls,
-                         self._refuse(request, dismissed))
-            return 0
-        small = self._too_small(request)
+        # a declared OOM a handler dismissed (OomControl.dismiss, QA Q13) is refused too
+        small = next((why for why in dismissals if why), "") or self._too_small(request)
         if small:
             self._report(request, "default", "default", victims, calls,
                          self._refuse(request, small))
@@ -631,8 +627,20 @@ class Runtime:
         )
 
     def psi_event(self, trigger: PsiTrigger) -> None:
+        if self._exiting and self._oom_lock.acquire(blocking=False):
+            # Look for the victims' exit at every event, not only at the next declared
+            # OOM: the post-action delay then runs from (about) the exit, and the first
+            # OOM declared after it is not swallowed to start it (guest f10: a declared
+            # OOM 32 s after the last kill was held "2.0 s more", the hog died 4.5 s later).
+            try:
+                self._declared_busy()
+            finally:
+                self._oom_lock.release()
         link = self._trigger_owner.get(id(trigger))
-        cg = self.kernel.mem_cgroup(trigger.cgroup_id) if trigger.cgroup_id else None
+        try:
+            cg = self.kernel.mem_cgroup(trigger.cgroup_id) if trigger.cgroup_id else None
+        except OomkitError:
+            cg = None  # a removed cgroup's trigger fires once more: logged without a path
         self.emit(
             PsiEventRecord(
                 self._now(),

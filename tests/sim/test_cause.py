@@ -3,6 +3,9 @@ local score of a cgroup with children, and the shared preferences."""
 
 from __future__ import annotations
 
+import pytest
+
+from oomkit.kernel.base import Cgroup
 from oomkit.kernel.sim import Step
 from oomkit.policies import cause, prefs
 from oomkit.policies.kill_cause import KillCause
@@ -267,4 +270,69 @@ def test_a_declared_oom_with_no_cause_is_dismissed_until_it_lasts() -> None:
         s.run(2.0)
         k.out_of_memory(None)
     assert [v.comm for e in s.ooms() for v in e.victims] == ["big"]
+    s.rt.close()
+
+
+class _StatOnly:
+    """A cgroup as a live one reads: usage() and memory.stat in one stat() (bytes for
+    the sizes, pages for the counters)."""
+
+    def __init__(self) -> None:
+        self.id = 7
+        self.size = 0
+        self.items: dict[str, int] = {}
+
+    def usage(self) -> int:
+        return self.size
+
+    def stat(self) -> dict[str, int]:
+        return dict(self.items)
+
+    def tasks(self) -> list[object]:
+        return []
+
+
+def test_a_program_mapping_its_files_back_in_is_not_growing_a_leak_is() -> None:
+    # The guest's f10 on 6.12: a reader of its own mapped 150M file, thrashing, was up
+    # 12.5M/s between two samples (its refaults: 25M/s) and ranked as a grower above
+    # the 633M hog that pushed it out.
+    reader, leak = _StatOnly(), _StatOnly()
+    leak.id = 8
+    act = cause.Activity(min_interval_s=1.0)
+    reader.size = reader.items["file"] = reader.items["file_mapped"] = M("60M")
+    reader.items["workingset_refault_file"] = 1000
+    leak.size = leak.items["anon"] = M("60M")
+    for cg in (reader, leak):
+        act.note(cg, 10.0)  # type: ignore[arg-type]
+    reader.size = reader.items["file"] = reader.items["file_mapped"] = M("85M")
+    reader.items["workingset_refault_file"] += M("25M") // 4096
+    leak.size = leak.items["anon"] = M("85M")
+    r, g = (act.rates(cg, 11.0) for cg in (reader, leak))  # type: ignore[arg-type]
+    assert r.footprint_growth == 0 and r.refaults == M("25M") // 4096
+    assert g.footprint_growth == M("25M")
+    assert not cause.grows(r.per_s(r.footprint_growth), M("1G"))
+    assert cause.grows(g.per_s(g.footprint_growth), M("1G"))
+
+
+def test_a_walk_skips_a_cgroup_removed_since_its_parent_listed_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # The v2 guest: the daemon died of a walk (a trigger's cgroup looked up by id, the
+    # index rescanned) while the bench removed user.slice/... below it.
+    from oomkit.errors import CgroupGone
+
+    s = Sim()
+    k = s.kernel
+    k.spawn("a", "/top/a/x", hold("1M"))
+    k.spawn("b", "/top/b", hold("1M"))
+    s.run(0.1)
+    top = k.mem_cgroup("/top")
+    listing = type(top).children
+
+    def children(cg: Cgroup) -> list[Cgroup]:
+        if cg.path == "/top/a":
+            raise CgroupGone(cg.path)  # removed since /top listed it
+        return listing(cg)
+
+    monkeypatch.setattr(type(top), "children", children)
+    assert sorted(cg.path for cg in top.walk()) == ["/top", "/top/a", "/top/b"]
     s.rt.close()
