@@ -1,6 +1,7 @@
 """Policies against the real kernel and the real daemons: f10 for real, a lone reader.
 
     sudo .venv/bin/python bench/policies_guest.py [--memory 1G] [--seconds 60] [--kernel 6.12]
+        [--daemons recommended,earlyoom,...] [--scenarios f10,lone,leak] [--repeat N] [--verbose]
 
 On the host this fetches Debian's earlyoom and oomd packages (``apt-get download``, unpacked
 under /var/tmp/oomkit-peers, never installed or started on the host), boots the QEMU guest
@@ -28,8 +29,12 @@ its files moved to /tmp, then the real earlyoom (defaults) and oomd (Debian's
   The right outcome: the leak dies (whoever kills it; the row says whether the kernel's
   OOM killer did), the service lives.
 
-Prints one table row per daemon and scenario: who died, and for f10 how long after the
-hog started. Removes what it made.
+Prints one table row per daemon and run (``--repeat``: each daemon's scenarios again, in
+the same guest): who died, for f10 how long after the hog started, for the leak how long
+after it started. Each OOM oomkit logged is printed with its constraint text (for
+pressure_guard the evidence that declared it) and the kill message. The daemon runs this
+checkout's src/ (PYTHONPATH), not whatever the venv's editable install points at.
+Removes what it made.
 """
 
 from __future__ import annotations

@@ -627,15 +627,6 @@ class Runtime:
         )
 
     def psi_event(self, trigger: PsiTrigger) -> None:
-        if self._exiting and self._oom_lock.acquire(blocking=False):
-            # Look for the victims' exit at every event, not only at the next declared
-            # OOM: the post-action delay then runs from (about) the exit, and the first
-            # OOM declared after it is not swallowed to start it (guest f10: a declared
-            # OOM 32 s after the last kill was held "2.0 s more", the hog died 4.5 s later).
-            try:
-                self._declared_busy()
-            finally:
-                self._oom_lock.release()
         link = self._trigger_owner.get(id(trigger))
         try:
             cg = self.kernel.mem_cgroup(trigger.cgroup_id) if trigger.cgroup_id else None

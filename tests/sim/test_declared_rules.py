@@ -225,34 +225,3 @@ def test_a_cgroup_stalled_at_its_own_memory_high_waits_high_patience() -> None:
     assert [v.comm for e in s.ooms() for v in e.victims] == ["bloat"]
     s.rt.close()
 
-
-def test_the_post_action_delay_runs_from_the_exit_a_psi_event_sees() -> None:
-    # The victims' exit is looked for at every PSI event, so the first OOM declared
-    # long after a kill is not held back to start the delay (guest f10: held "2.0 s
-    # more" 32 s after the last kill).
-    from dataclasses import dataclass
-
-    from oomkit.kernel.base import Resource
-
-    @dataclass(frozen=True)
-    class Trigger:
-        cgroup_id: int = 0
-        resource: Resource = Resource.MEMORY
-        full: bool = True
-        threshold_us: int = 500_000
-        window_us: int = 2_000_000
-
-    s = Sim()
-    s.rt.post_action_delay_s = 2.0
-    k = s.kernel
-    for name, size in (("one", "30M"), ("two", "20M")):
-        k.create_cgroup(f"/{name}")
-        k.spawn(name, f"/{name}", hold(size))
-    s.run(0.1)
-    assert k.out_of_memory(None) == 1
-    s.run(0.5)  # "one" has exited
-    s.rt.psi_event(Trigger())
-    s.run(2.1)
-    assert k.out_of_memory(None) == 1
-    assert [v.comm for v in s.ooms()[1].victims] == ["two"], s.ooms()[1].note
-    s.rt.close()
