@@ -62,13 +62,6 @@ XFAIL: dict[str, str] = {
         "tmpfs_cleanup with /tmp in its paths ends it (the file is no longer open); the "
         "recommended config deletes /dev/shm files only: deleting closed /tmp files is the "
         "lead's call"),
-    "n18_heap_swings_no_lasting_shortage": (
-        "pressure_guard declares the machine's OOM at the first 2 s window with 500 ms of "
-        "full stall (6.2 s, the first swing; java is its cause and dies, 1 s before it "
-        "would give the 2.6G back): no rule asks the shortage to last while swap has room "
-        "(earlyoom waits for swap <= 10 % free, systemd-oomd for 30 s). pressure_guard is "
-        "f10's: two windows in a row on the machine while swap has more than swap_room "
-        "free would tolerate it and still meet f04's 10 s"),
 }
 
 
@@ -122,3 +115,33 @@ def test_a_pool_is_many_like_tasks_holding_most_of_the_cgroup() -> None:
     # three like tasks are no pool; nor are like tasks beside one that holds most
     assert pool_of([_T(90)] * 3) == []
     assert pool_of([_T(2000), _T(1400), _T(1400), _T(1400), _T(1400), _T(3000)]) == []
+
+
+def test_a_newcomer_beside_an_old_pool_is_the_cause() -> None:
+    """In a cgroup ranked by what it added, a task that came since the long baseline
+    goes before a pool of like tasks that was there before (QA G10's rule): six renderers
+    of 100M and a script that added 200M and stopped lose the script, not the renderers."""
+    from oomkit.kernel.sim import Step
+    from oomkit.policies import prefs
+    from oomkit.policies.kill_cause import pick_task
+
+    from .conftest import Sim, hold
+
+    s = Sim(memory="2G")
+    k = s.kernel
+    for i in range(6):
+        k.spawn(f"renderer{i}", "/app.scope", hold("100M"))
+    s.run(0.5)
+    old = {t.pid for t in k.mem_cgroup("/app.scope").tasks()}
+    k.spawn("python3", "/app.scope", (Step("alloc", kind="anon", size=200 << 20),
+                                      Step("sleep")))
+    s.run(0.5)
+    cg = k.mem_cgroup("/app.scope")
+    found = pick_task(cg, prefs.Preferences(), 4 << 20, prefs.NEUTRAL,
+                      k.oom_totalpages(None), {}, old, pool=True)
+    assert found is not None and found[1].comm == "python3" and found[2] == []
+    found = pick_task(cg, prefs.Preferences(), 4 << 20, prefs.NEUTRAL,
+                      k.oom_totalpages(None), {}, None, pool=True)
+    assert found is not None and found[1].comm.startswith("renderer")
+    assert len(found[2]) == 6
+    s.rt.close()

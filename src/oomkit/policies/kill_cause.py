@@ -109,7 +109,10 @@ def pick_task(cg: Cgroup, p: prefs.Preferences, min_victim: int,
         top, task = best[0][0], best[1]
         peers = pool_of([t for pref, t in eligible if pref == top
                          and t.oom_badness(totalpages) is not None])
-        if peers and (grower is None or any(t.pid == grower for t in peers)):
+        # The task that grows fastest, or one that came since the long baseline beside a
+        # pool that was there before, is the cause, not the pool.
+        singled = best[0][1] or best[0][2]
+        if peers and (task in peers or not singled):
             if task not in peers:  # the shell beside a fork bomb is not its cause
                 task = max(peers, key=lambda t: t.oom_badness(totalpages) or 0)
             return top, task, peers if pool else []

@@ -22,6 +22,9 @@ every cgroup (new ones too; cgroup v1 has only the machine's). When one fires:
   shows "full" already; reclaiming its own page cache is no shortage). With nothing
   growing, a kill must be able to make room for what the refaulting cgroups miss
   (_kill_helps): a reader of a file larger than the machine is left alone.
+- on the machine while swap has more than ``swap_room`` free, the shortage must last: an
+  event in the window before too (_lasts). A heap that swings up for a second or two and
+  back is absorbed by swap (n18); a build storm still dies within two windows (f04).
 - IO pressure counts only with refaults of pages that were still in the workingset
   (``workingset_activate``: a working set that would fit, being pushed out) at
   ``min_activations`` pages/s or more. A reader streaming a file larger than memory waits
@@ -71,6 +74,8 @@ class PressureGuard(PsiOps):
         self.cgroup_stall = cgroup_stall
         # per cgroup not at a limit: (last event, its full memory and IO totals (us))
         self._stall_seen: dict[int, tuple[float, int, int]] = {}
+        # the machine's last memory/IO event (its time) while swap had room: see _lasts
+        self._machine_seen = float("-inf")
         self.high_patience = high_patience
         self.high_stall = high_stall
         # per domain held at its memory.high: (first event, last event, its full memory
@@ -192,6 +197,16 @@ class PressureGuard(PsiOps):
         rates = activity.rates(cg, now)
         return rates.per_s(rates.anon_activations) >= self.min_activations
 
+    def _lasts(self, now: float) -> bool:
+        """Has the machine's shortage lasted (an event in the window before this one
+        too)? While swap has room the kernel absorbs a spike there: a job whose heap swings
+        up for a second or two and back stalls the others about as long, and neither the
+        kernel (everything fits) nor earlyoom (swap nearly all free) nor systemd-oomd (30 s
+        over its limit) would kill (systemd/systemd#23606, n18). Two windows in a row
+        still end a build storm within 10 s (f04)."""
+        last, self._machine_seen = self._machine_seen, now
+        return 0 < now - last <= 2 * self.window_us / 1e6 + 0.5
+
     def _limited_elsewhere(self, root: Cgroup, resource: Resource) -> bool:
         """Is some cgroup at its own limit with pressure of its own (its business)?"""
         for cg in root.walk():
@@ -304,6 +319,8 @@ class PressureGuard(PsiOps):
                 # Memory stalls on the machine, but nothing grows and no working set is
                 # pushed out: a reader reclaiming its own page cache, not a shortage.
                 return
+            if domain is None and swap_room and not self._lasts(now):
+                return  # one window of it: a spike that swap absorbs (n18)
             size = (cause.limit_of(domain) or domain.usage() if domain is not None
                     else (info.total if info is not None else 0))
             check = (pushing and not growing) or (
