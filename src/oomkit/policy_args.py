@@ -80,8 +80,8 @@ def check_trigger(threshold_s: float, window_s: float, threshold_key: str,
     happen) and for a window over 10 s; kernels before 6.5 also for one under 500 ms.
     Without CAP_SYS_RESOURCE a window must be a multiple of 2 s since 6.5 (the daemon
     runs as root: that one is left to start-up, where the kernel is known).
-    ``threshold_of``: how the threshold was derived, for the message ("0.7 s a second
-    times the window")."""
+    ``threshold_of``: how the threshold was derived, for the message (lmkd's stalls are
+    per second: " (700ms a second)")."""
     shown_w = _seconds(window_s, unit)
     if not TRIGGER_WINDOW_MIN_S <= window_s <= TRIGGER_WINDOW_MAX_S:
         raise ArgError(window_key, f"{shown_w} is outside 500ms..10s, the PSI trigger "
