@@ -55,6 +55,7 @@ LEAK_SHARE = 1 / 1024
 LEAK_FLOOR = 16 << 20
 STILL_ADDING = 1 / 8
 STARTUP_SHARE = 1 / 8  # a first sample under this share of now: the cgroup was starting
+STARTUP_QUIET_S = 10.0  # a start-up fill that ended this long before is history (started)
 ADDED_RATE = 1 << 20  # bytes/s over the long baseline that mark the main adder (adds_most)
 
 TaskSizes = tuple[float, dict[int, int]]  # (time, {pid: RSS + swap bytes})
@@ -230,6 +231,8 @@ class Activity:
         self._long: dict[int, tuple[tuple[float, int] | None, tuple[float, int]]] = {}
         self._long_pids: dict[int, tuple[set[int] | None, set[int]]] = {}  # as _long
         self._first: dict[int, float] = {}  # cgroup id -> time of its first long sample
+        # cgroup id -> time of the last sample after which its footprint grew (started())
+        self._grew_at: dict[int, float] = {}
         self._tree_at = float("-inf")
 
     def note(self, cg: Cgroup, now: float) -> None:
@@ -251,6 +254,8 @@ class Activity:
                     self._long_pids[cg.id] = (pids[1] if pids else None, pids_of(cg))
                 grew = held is not None and new.footprint - held[1].footprint >= (
                     (now - held[1].time) * TASK_GROWTH)
+                if grew and held is not None:
+                    self._grew_at[cg.id] = held[1].time  # it grew since that sample
                 if grew:
                     was = self._tasks.get(cg.id)
                     sizes = {t.pid: t.rss + t.swapents * PAGE_SIZE for t in cg.tasks()}
@@ -295,6 +300,7 @@ class Activity:
         self._long.pop(cgroup_id, None)
         self._long_pids.pop(cgroup_id, None)
         self._first.pop(cgroup_id, None)
+        self._grew_at.pop(cgroup_id, None)
 
     def added_since(self, cg: Cgroup, now: float) -> float | None:
         """How far back added() looks for cg (seconds; None: no sample yet)."""
@@ -305,18 +311,21 @@ class Activity:
         return now - (newer if now - newer[0] >= LONG_S or older is None else older)[0]
 
     def started(self, cg: Cgroup, now: float, footprint_now: int) -> bool:
-        """Was cg starting at the long baseline added() counts from: that baseline is the
-        first sample of cg the daemon took and cg held under STARTUP_SHARE of
-        ``footprint_now`` (bytes) then? What such a cgroup "added" is its start-up fill
-        (the daemon starts before the services at boot; a restarted service is a new
+        """Was cg starting at the long baseline added() counts from, and is that start-up
+        long over: the baseline is the first sample of cg the daemon took, cg held under
+        STARTUP_SHARE of ``footprint_now`` (bytes) then, and it has not grown since a
+        sample STARTUP_QUIET_S or more back? What such a cgroup "added" is its start-up
+        fill (the daemon starts before the services at boot; a restarted service is a new
         cgroup), no addition to a shortage that came later (QA Q13: a steady 1.2G service
-        "added 1.2G in 18 s" at boot and died for an IDE's start-up reads)."""
+        "added 1.2G in 18 s" at boot and died for an IDE's start-up reads). A fill that
+        the shortage follows within seconds is its cause (a hog, f10, k41)."""
         held = self._long.get(cg.id)
         if held is None:
             return False
         older, newer = held
         at, was = newer if now - newer[0] >= LONG_S or older is None else older
-        return self._first.get(cg.id) == at and was < footprint_now * STARTUP_SHARE
+        quiet = now - self._grew_at.get(cg.id, at) >= STARTUP_QUIET_S
+        return self._first.get(cg.id) == at and was < footprint_now * STARTUP_SHARE and quiet
 
     def before(self, cg: Cgroup, now: float) -> set[int] | None:
         """The PIDs cg held at the long baseline added() counts from (None: none kept)."""
