@@ -1,6 +1,7 @@
 """Policies against the real kernel and the real daemons: f10 for real, a lone reader.
 
     sudo .venv/bin/python bench/policies_guest.py [--memory 1G] [--seconds 60] [--kernel 6.12]
+        [--daemons recommended,earlyoom,...] [--scenarios f10,lone,leak] [--repeat N] [--verbose]
 
 On the host this fetches Debian's earlyoom and oomd packages (``apt-get download``, unpacked
 under /var/tmp/oomkit-peers, never installed or started on the host), boots the QEMU guest
@@ -28,8 +29,12 @@ its files moved to /tmp, then the real earlyoom (defaults) and oomd (Debian's
   The right outcome: the leak dies (whoever kills it; the row says whether the kernel's
   OOM killer did), the service lives.
 
-Prints one table row per daemon and scenario: who died, and for f10 how long after the
-hog started. Removes what it made.
+Prints one table row per daemon and run (``--repeat``: each daemon's scenarios again, in
+the same guest): who died, for f10 how long after the hog started, for the leak how long
+after it started. Each OOM oomkit logged is printed with its constraint text (for
+pressure_guard the evidence that declared it) and the kill message. The daemon runs this
+checkout's src/ (PYTHONPATH), not whatever the venv's editable install points at.
+Removes what it made.
 """
 
 from __future__ import annotations
@@ -140,6 +145,7 @@ def host_main(args: argparse.Namespace) -> int:
     disk = make_disk(harness.DEFAULT_CACHE_DIR, ram)
     argv = [str(REPO / ".venv/bin/python"), str(Path(__file__).resolve()), "--in-guest",
             "--seconds", str(args.seconds), "--daemons", args.daemons,
+            "--scenarios", args.scenarios, "--repeat", str(args.repeat),
             *(["--verbose"] if args.verbose else [])]
     try:
         res = harness.run_in_guest(argv, memory=args.memory, timeout=args.timeout,
@@ -195,8 +201,10 @@ def start_daemon(what: list[str] | Path, work: Path) -> subprocess.Popen[bytes]:
     config.write_text(text)
     log = work / "events.jsonl"
     log.unlink(missing_ok=True)
+    # this checkout's oomkit, not the one the venv's editable install points at
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
     proc = subprocess.Popen([sys.executable, "-m", "oomkit.cli", "run", "--config",
-                             str(config), "-q"], cwd=REPO)
+                             str(config), "-q"], cwd=REPO, env=env)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if log.exists() and '"action": "start"' in log.read_text():
@@ -340,16 +348,47 @@ def leak(seconds: float) -> dict[str, object]:
             "kernel_oom_kills": by_kernel, "psi": full_avg10()}
 
 
-def show_log(log: Path) -> None:
-    """The daemon's PSI events, OOMs and errors so far (then the log starts afresh)."""
+def show_log(log: Path, verbose: bool) -> None:
+    """The daemon's OOMs and errors so far, its PSI events too when ``verbose`` (then the
+    log starts afresh)."""
     if not log.exists():
         return
+    kinds = ("oom", "handler_error", "error", "psi") if verbose else ("oom", "handler_error",
+                                                                    "error")
     for line in log.read_text().splitlines():
         rec = json.loads(line)
-        if rec.get("event") in ("oom", "handler_error", "error", "psi"):
+        if rec.get("event") in kinds:
             # an OOM's victims in full: the kill message gives the cause's terms
             print("  " + (line if rec.get("event") == "oom" else line[:400]), flush=True)
     log.write_text("")
+
+
+def _cell(r: dict[str, object] | None, key: str | None = None) -> str:
+    """Who died in one scenario (and when, for ``key``), or "-" where it did not run."""
+    if r is None:
+        return "-"
+    died = ", ".join(r["died"]) or "none"  # type: ignore[arg-type]
+    if key is None:
+        return died
+    after = r[key]
+    when = f"{after:.1f} s" if isinstance(after, float) else "alive"
+    extra = (f"; {r['leaked_mib']}M, kernel OOM kills {r['kernel_oom_kills']}"
+             if key == "leak_dead_after_s" else "")
+    return f"{died} ({when}{extra})" if died != "none" or extra else died
+
+
+def print_table(rows: list[dict[str, object]], names: list[str]) -> None:
+    """One line per daemon and run: who died in each scenario, and when."""
+    print("\n| daemon | run | f10: died (hog dead after its start) | lone reader: died "
+          "| leak: died (dead after; leaked, kernel OOM kills) |")
+    print("|---|---|---|---|---|")
+    by = {(r["daemon"], r["run"], r["scenario"]): r for r in rows}
+    runs = sorted({int(r["run"]) for r in rows})  # type: ignore[call-overload]
+    for name in names:
+        for run in runs:
+            a, b, c = (by.get((name, run, s)) for s in ("f10", "lone reader", "leak"))
+            print(f"| {name} | {run} | {_cell(a, 'hog_dead_after_s')} | {_cell(b)} | "
+                  f"{_cell(c, 'leak_dead_after_s')} |", flush=True)
 
 
 def guest_main(args: argparse.Namespace) -> int:
@@ -366,42 +405,33 @@ def guest_main(args: argparse.Namespace) -> int:
     rows = []
     chosen = {n: w for n, w in daemons().items()
               if not args.daemons or any(d in n for d in args.daemons.split(","))}
+    scenarios = [x for x in ("f10", "lone", "leak")
+                 if not args.scenarios or x in args.scenarios.split(",")]
     for name, what in chosen.items():
         daemon = start_daemon(what, work)
         try:
-            for scenario in ("f10", "lone", "leak"):
-                root = CGROUP
-                for part in APPS.split("/"):
-                    root = dup.mkcg(root / part)
-                try:
-                    r = (f10(root, files, args.seconds, args.verbose) if scenario == "f10"
-                         else lone(root, args.seconds, args.verbose) if scenario == "lone"
-                         else leak(args.seconds))
-                finally:
-                    dup.destroy(CGROUP / "user.slice")
-                r["daemon"] = name
-                rows.append(r)
-                print("RESULT " + json.dumps(r), flush=True)
-                if args.verbose and isinstance(what, Path):
-                    show_log(work / "events.jsonl")
-                time.sleep(3)
+            for run in range(args.repeat):
+                for scenario in scenarios:
+                    root = CGROUP
+                    for part in APPS.split("/"):
+                        root = dup.mkcg(root / part)
+                    try:
+                        r = (f10(root, files, args.seconds, args.verbose) if scenario == "f10"
+                             else lone(root, args.seconds, args.verbose)
+                             if scenario == "lone" else leak(args.seconds))
+                    finally:
+                        dup.destroy(CGROUP / "user.slice")
+                    r["daemon"], r["run"] = name, run + 1
+                    rows.append(r)
+                    print("RESULT " + json.dumps(r), flush=True)
+                    if isinstance(what, Path):
+                        show_log(work / "events.jsonl", args.verbose)
+                    time.sleep(3)
         finally:
             daemon.terminate()
             with contextlib.suppress(subprocess.TimeoutExpired):
                 daemon.wait(60)
-    print("\n| daemon | f10: died | f10: hog dead after | lone reader: died "
-          "| leak: died | leak: dead after (leaked) | leak: kernel OOM kills |")
-    print("|---|---|---|---|---|---|---|")
-    by = {(r["daemon"], r["scenario"]): r for r in rows}
-    for name in chosen:
-        a, b, c = by[(name, "f10")], by[(name, "lone reader")], by[(name, "leak")]
-        after, life = a["hog_dead_after_s"], c["leak_dead_after_s"]
-        print(f"| {name} | {', '.join(a['died']) or 'none'} | "  # type: ignore[arg-type]
-              f"{f'{after:.0f} s' if after is not None else 'alive'} | "
-              f"{', '.join(b['died']) or 'none'} | "  # type: ignore[arg-type]
-              f"{', '.join(c['died']) or 'none'} | "  # type: ignore[arg-type]
-              f"{f'{life:.1f} s' if life is not None else 'alive'} ({c['leaked_mib']}M) | "
-              f"{c['kernel_oom_kills']} |", flush=True)
+    print_table(rows, list(chosen))
     return 0
 
 
@@ -416,6 +446,10 @@ def main() -> int:
     ap.add_argument("--timeout", type=float, default=1500.0, help="guest timeout (s)")
     ap.add_argument("--daemons", default="", help="only these (comma-separated parts of "
                     "their names: oomkit,earlyoom,oomd,recommended,preset)")
+    ap.add_argument("--scenarios", default="", help="only these (comma-separated: "
+                    "f10,lone,leak; default all)")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="run each daemon's scenarios this many times (default 1)")
     ap.add_argument("--verbose", action="store_true", help="oomkit's PSI events and OOMs")
     args = ap.parse_args()
     return guest_main(args) if args.in_guest else host_main(args)

@@ -528,8 +528,31 @@ def exec_path(path: str) -> str:
     return word
 
 
-def unit_text(oomkit: str) -> str:
-    """The shipped unit with ExecStart/ExecStartPre/ExecReload running ``oomkit``."""
+#: What the shipped unit's ProtectHome=yes makes inaccessible to the service
+#: (systemd.exec(5)): an oomkit or an interpreter there cannot start (QA Q18).
+PROTECTED_HOMES = ("/home", "/root", "/run/user")
+
+
+def hidden_by_protect_home(oomkit: str) -> list[str]:
+    """What the unit runs (the oomkit script, as named and resolved, and the interpreter
+    its #! line names, as named and resolved: a venv's site-packages sits beside it)
+    under PROTECTED_HOMES."""
+    paths = [oomkit, os.path.realpath(oomkit)]
+    try:
+        with open(oomkit, "rb") as f:
+            words = f.readline(4096).split() if f.read(2) == b"#!" else []
+    except OSError:
+        words = []
+    if words:
+        interp = os.fsdecode(words[0])
+        paths += [interp, os.path.realpath(interp)]
+    return [p for p in dict.fromkeys(paths)
+            if any(p == h or p.startswith(h + "/") for h in PROTECTED_HOMES)]
+
+
+def unit_text(oomkit: str, protect_home: str = "yes") -> str:
+    """The shipped unit with ExecStart/ExecStartPre/ExecReload running ``oomkit``, and
+    ``ProtectHome=`` as given."""
     from importlib.resources import files
 
     text = files("oomkit").joinpath("data", "oomkit.service").read_text(encoding="utf-8")
@@ -537,6 +560,8 @@ def unit_text(oomkit: str) -> str:
     for line in text.splitlines():
         if line.startswith(("ExecStart=", "ExecStartPre=", "ExecReload=")):
             line = line.replace(SHIPPED_PATH, exec_path(oomkit), 1)
+        elif line.startswith("ProtectHome="):
+            line = f"ProtectHome={protect_home}"
         lines.append(line)
     return "\n".join(lines) + "\n"
 
@@ -545,13 +570,19 @@ def cmd_install_unit(args: argparse.Namespace, out: TextIO) -> int:
     oomkit = os.path.abspath(args.oomkit) if args.oomkit else this_oomkit()
     if not os.access(oomkit, os.X_OK):
         raise ConfigError(f"--oomkit {oomkit}: not an executable file")
-    text = unit_text(oomkit)
+    hidden = hidden_by_protect_home(oomkit)
+    text = unit_text(oomkit, "read-only" if hidden else "yes")
     if args.stdout:
         out.write(text)
         return 0
     unit = os.path.join(args.unit_dir, "oomkit.service")
     _write_file(unit, text)
     out.write(f"wrote {unit} (ExecStart={oomkit} run ...)\n")
+    if hidden:
+        out.write(f"note: {', '.join(hidden)} is under {', '.join(PROTECTED_HOMES)}, which "
+                  "ProtectHome=yes hides from the service: the unit says "
+                  "ProtectHome=read-only instead (or install oomkit under /usr/local or "
+                  "/opt and pass --oomkit)\n")
     if args.man_dir:
         from oomkit.cli import build_parser
         from oomkit.manpage import manpage

@@ -117,6 +117,7 @@ class OomControl:
     """
 
     __slots__ = (
+        "_dismissed",
         "_expired",
         "_freed",
         "_kernel",
@@ -146,6 +147,7 @@ class OomControl:
         self._freed = False
         self._expired = False
         self._victims: list[Victim] = []
+        self._dismissed = ""
 
     def __repr__(self) -> str:
         where = self.memcg.path if self.memcg is not None else "system"
@@ -164,6 +166,24 @@ class OomControl:
     @property
     def victims(self) -> tuple[Victim, ...]:
         return tuple(self._victims)
+
+    @property
+    def dismissed(self) -> str:
+        """Why a handler dismissed this declared OOM ("" when none did), see dismiss()."""
+        return self._dismissed
+
+    def dismiss(self, reason: str) -> None:
+        """Say that this *declared* OOM (Constraint.DECLARED, a PsiOps's
+        kernel.out_of_memory) has nothing worth killing for: the handler returns False
+        and the runtime ends the OOM with ``reason`` as its note, without the default
+        killer, and backs the domain's declared OOMs off as it does for one without a
+        task worth killing. The kernel's own OOM killer is untouched: a real OOM still
+        reaches it. Raises ``ValueError`` for any other OOM (a kernel OOM is never
+        dismissed: the fallback to the kernel killer is never disabled)."""
+        self._check()
+        if self.constraint is not Constraint.DECLARED:
+            raise ValueError("only a declared OOM can be dismissed")
+        self._dismissed = reason or "dismissed by a handler"
 
     # -- the runtime's ----------------------------------------------------------------------
     def _clear_freed(self) -> None:

@@ -268,6 +268,8 @@ def _load(spec: str, kind: type[OomOps] | type[PsiOps], secure: bool,
             raise BadArgument(f"policy {spec!r}: {exc}", exc.key) from None
         try:
             return obj(**kwargs)
+        except ArgError as exc:  # the policy refused a value (policy_args.check_trigger)
+            raise BadArgument(f"policy {spec!r}: {exc}", exc.key) from None
         except TypeError as exc:
             raise ConfigError(f"policy {spec!r}: bad arguments: {exc}") from None
         except BaseException as exc:

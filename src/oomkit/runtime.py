@@ -42,7 +42,7 @@ from oomkit.kernel.base import (
     Victim,
 )
 from oomkit.ops import OomContext, OomControl, OomOps, Psi, PsiOps, ops_name
-from oomkit.units import counted
+from oomkit.units import counted, format_size
 
 T = TypeVar("T")
 
@@ -501,18 +501,22 @@ class Runtime:
         if request.constraint is not Constraint.DECLARED or self.min_victim <= 0:
             return ""
         root = request.memcg or self.kernel.root_mem_cgroup()
-        largest = 0
+        largest, held = 0, (0, "")  # held: the largest the kernel may not kill (QA Q4)
         try:
-            for cg in root.walk():
-                for t in cg.tasks():
-                    if not t.unkillable:
-                        largest = max(largest, t.rss + t.swapents * PAGE_SIZE)
+            for t in (t for cg in root.walk() for t in cg.tasks()):
+                size = t.rss + t.swapents * PAGE_SIZE
+                if not t.unkillable:
+                    largest = max(largest, size)
+                elif size > max(held[0], self.min_victim - 1):
+                    why = ("init" if t.pid == 1 else "a kernel thread" if t.kthread
+                           else f"oom_score_adj {t.oom_score_adj}")
+                    held = (size, f"; {t.comm} (pid {t.pid}, {format_size(size)}) is {why}")
         except OomkitError:
             return ""  # the tree changed under us: let the default killer look itself
         if largest >= self.min_victim:
             return ""
-        return (f"no task of at least {self.min_victim} bytes (the largest has {largest}): "
-                "no kill for a declared OOM")
+        return (f"no killable task of at least {format_size(self.min_victim)} (the largest "
+                f"killable has {format_size(largest)}{held[1]}): no kill for a declared OOM")
 
     def _note_victims(self, victims: list[Victim]) -> None:
         if not victims:
@@ -531,6 +535,7 @@ class Runtime:
         calls: list[HandlerCall] = []
         victims: list[Victim] = []
         chain: list[OomLink] = []
+        dismissals: list[str] = []
         # A system-wide OOM is the root cgroup's as well: a handler attached at "/" (the
         # recommended config's tmpfs_cleanup) is asked before the system-wide one.
         cg: Cgroup | None = request.memcg or self.kernel.root_mem_cgroup()
@@ -548,11 +553,13 @@ class Runtime:
             call, oc = self._ask_oom(link, request)
             calls.append(call)
             victims.extend(oc.victims)
+            dismissals.append(oc.dismissed if not victims else "")
             if call.returned and call.memory_freed:
                 self._note_victims(victims)
                 self._report(request, link.name, "handler", victims, calls, "")
                 return 1
-        small = self._too_small(request)
+        # a declared OOM a handler dismissed (OomControl.dismiss, QA Q13) is refused too
+        small = next((why for why in dismissals if why), "") or self._too_small(request)
         if small:
             self._report(request, "default", "default", victims, calls,
                          self._refuse(request, small))
@@ -621,7 +628,10 @@ class Runtime:
 
     def psi_event(self, trigger: PsiTrigger) -> None:
         link = self._trigger_owner.get(id(trigger))
-        cg = self.kernel.mem_cgroup(trigger.cgroup_id) if trigger.cgroup_id else None
+        try:
+            cg = self.kernel.mem_cgroup(trigger.cgroup_id) if trigger.cgroup_id else None
+        except OomkitError:
+            cg = None  # a removed cgroup's trigger fires once more: logged without a path
         self.emit(
             PsiEventRecord(
                 self._now(),

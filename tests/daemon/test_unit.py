@@ -37,7 +37,11 @@ def install(tmp_path: Path) -> tuple[Path, Path]:
     return tmp_path / "unit" / "oomkit.service", tmp_path / "man" / "man8" / "oomkit.8"
 
 
-def test_install_unit_names_this_oomkit(tmp_path: Path) -> None:
+def test_install_unit_names_this_oomkit(tmp_path: Path,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    # ProtectHome stays as shipped (a venv whose python resolves under /root, as pyenv's
+    # does, gets read-only: see test_install_unit_under_a_protected_home_...)
+    monkeypatch.setattr(daemon_cli, "PROTECTED_HOMES", ())
     unit, page = install(tmp_path)
     text = unit.read_text()
     assert f"ExecStart={OOMKIT} run --config /etc/oomkit/oomkit.toml\n" in text
@@ -209,10 +213,12 @@ def test_an_oomkit_path_with_blanks_and_percent(tmp_path: Path) -> None:
         r.stdout + r.stderr
 
 
-def test_install_unit_says_which_config_the_unit_runs(tmp_path: Path) -> None:
+def test_install_unit_says_which_config_the_unit_runs(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """--config-file elsewhere (a staging tree) writes the starter config there, but the unit
     runs /etc/oomkit/oomkit.toml: the output says so instead of leaving a unit whose
     ExecStartPre fails for want of that file."""
+    monkeypatch.setattr(daemon_cli, "PROTECTED_HOMES", ())
     out = io.StringIO()
     config = tmp_path / "etc" / "oomkit.toml"
     assert main(["install-unit", "--unit-dir", str(tmp_path / "unit"), "--man-dir", "",
@@ -244,3 +250,33 @@ def test_sd_notify_never_waits_on_a_receiver_that_does_not_read(tmp_path: Path,
     sock.close()
     assert not sender.is_alive(), "sd_notify blocked on a full queue"
     assert result[0] is True and result[-1] is False
+
+
+def test_install_unit_under_a_protected_home_says_so_and_reads_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """QA Q18: an oomkit in a venv under /root or /home (or pip --user) cannot start under
+    ProtectHome=yes. The unit gets ProtectHome=read-only and the output says why; one
+    elsewhere keeps ProtectHome=yes. (The protected homes are this test's tmp_path.)"""
+    home = tmp_path / "home"
+    venv = home / "me" / "venv" / "bin"
+    venv.mkdir(parents=True)
+    python = venv / "python"
+    python.symlink_to(sys.executable)
+    script = venv / "oomkit"
+    script.write_text(f"#!{python}\nimport sys\n")
+    script.chmod(0o755)
+    monkeypatch.setattr(daemon_cli, "PROTECTED_HOMES", (str(home),))
+    out = io.StringIO()
+    assert main(["install-unit", "--unit-dir", str(tmp_path / "unit"), "--man-dir", "",
+                 "--config-file", "", "--oomkit", str(script)], out=out) == 0
+    text = (tmp_path / "unit" / "oomkit.service").read_text()
+    assert "\nProtectHome=read-only\n" in text and "ProtectHome=yes" not in text
+    said = out.getvalue()
+    assert f"note: {script}, {python} is under {home}, which ProtectHome=yes hides" in said
+    # the same oomkit elsewhere: the shipped ProtectHome=yes
+    monkeypatch.setattr(daemon_cli, "PROTECTED_HOMES", (str(tmp_path / "elsewhere"),))
+    out = io.StringIO()
+    assert main(["install-unit", "--unit-dir", str(tmp_path / "unit"), "--man-dir", "",
+                 "--config-file", "", "--oomkit", str(script)], out=out) == 0
+    assert "\nProtectHome=yes\n" in (tmp_path / "unit" / "oomkit.service").read_text()
+    assert "ProtectHome" not in out.getvalue()

@@ -467,3 +467,73 @@ def test_replay_charges_what_the_memcg_charged_not_rss(tmp_path: Path,
     grower = text[text.index('name = "grower"'):]
     assert 'kind = "anon", size = "26M" }' in holder, holder
     assert 'kind = "anon", size = "10M" }' in grower, grower
+
+
+def test_a_subtree_roots_limit_is_replayed_and_an_unsampled_runner_up_named(
+        tmp_path: Path) -> None:
+    """QA Q8: a daemon whose cgroup_root is a memcg with a 512M limit records it as "/".
+    The replay keeps that limit (else nothing ever OOMs on a machine of 24G), and says that
+    the live kill's runner-up, /db, has no process in any sample."""
+    mib = 1 << 20
+    head = {"event": "incident", "version": 1, "machine": {"memory": 24 << 30, "swap": 0}}
+    sample = {"event": "sample", "time": 1.0,
+              "cgroups": {"/": {"usage": 100 * mib, "max": 512 * mib},
+                          "/app": {"usage": 100 * mib, "anon": 100 * mib, "file": 0},
+                          "/db": {"usage": 0}},
+              "procs": [{"pid": 7, "comm": "python", "cgroup": "/app", "rss": 100 * mib,
+                         "anon": 100 * mib}]}
+    grown = dict(sample, time=3.0, cgroups={
+        "/": {"usage": 220 * mib, "max": 512 * mib},
+        "/app": {"usage": 220 * mib, "anon": 220 * mib, "file": 0}, "/db": {"usage": 0}},
+        procs=[{"pid": 7, "comm": "python", "cgroup": "/app", "rss": 220 * mib,
+                "anon": 220 * mib}])
+    oom = {"event": "oom", "time": 8.0, "memcg": "/", "constraint": "MEMCG",
+           "resolved_by": "handler", "policy": "kill_cause",
+           "victims": [{"pid": 7, "comm": "python", "cgroup": "/app", "rss": 363 * mib,
+                        "reason": "kill_cause: python in /app: the cgroup grows 60M/s ...; "
+                                  "runner-up /db: steady; cgroup score 150M (...)"}]}
+    inc = tmp_path / "incident-q8.jsonl"
+    inc.write_text("\n".join(json.dumps(r) for r in (head, sample, grown, oom)) + "\n")
+    text = to_scenario(load_incident(str(inc)))
+    (root,) = [c for c in text.cgroups if c.path == "/"]
+    assert root.memory_max == 512 * mib
+    code, out = run("replay", str(inc), "--kernel")
+    assert code == 0 and "replay: killed python (/app)" in out, out
+    assert "same decision as live: yes" in out
+    assert ("note: the live decision ranked /db second (its runner-up), but no sample "
+            "holds a process of it") in out
+
+
+def test_a_live_config_broken_since_replays_with_the_listed_handlers(tmp_path: Path) -> None:
+    """QA Q9: the config file was broken after the incident (a refused reload leaves it
+    so): the replay runs the handlers the incident lists, tmpfs_cleanup at "/" beside
+    kill_cause system-wide as the recommended config has them, and says why."""
+    mib = 1 << 20
+    broken = tmp_path / "c.toml"
+    broken.write_text("[daemon\n")
+    head = {"event": "incident", "version": 1, "machine": {"memory": 1 << 30, "swap": 0},
+            "config": str(broken),
+            "handlers": [{"ops": "oom", "name": "tmpfs_cleanup", "policy": "tmpfs_cleanup",
+                          "cgroup": "/"},
+                         {"ops": "oom", "name": "kill_cause", "policy": "kill_cause",
+                          "cgroup": None}]}
+    sample = {"event": "sample", "time": 1.0,
+              "cgroups": {"/": {"usage": 200 * mib}, "/app": {"usage": 40 * mib, "max": 256 * mib},
+                          "/app/a": {"usage": 30 * mib, "anon": 30 * mib, "file": 0},
+                          "/app/b": {"usage": 10 * mib, "anon": 10 * mib, "file": 0}},
+              "procs": [{"pid": 5, "comm": "a", "cgroup": "/app/a", "rss": 30 * mib,
+                         "anon": 30 * mib},
+                        {"pid": 6, "comm": "b", "cgroup": "/app/b", "rss": 10 * mib,
+                         "anon": 10 * mib}]}
+    grown = dict(sample, time=3.0, procs=[sample["procs"][0], {  # type: ignore[index]
+        "pid": 6, "comm": "b", "cgroup": "/app/b", "rss": 90 * mib, "anon": 90 * mib}])
+    oom = {"event": "oom", "time": 9.0, "memcg": "/app", "constraint": "MEMCG",
+           "resolved_by": "handler", "policy": "kill_cause",
+           "victims": [{"pid": 6, "comm": "b", "cgroup": "/app/b", "rss": 220 * mib}]}
+    inc = tmp_path / "incident-q9.jsonl"
+    inc.write_text("\n".join(json.dumps(r) for r in (head, sample, grown, oom)) + "\n")
+    code, out = run("replay", str(inc))
+    assert code == 0, out
+    assert "under oom:tmpfs_cleanup@/,oom:kill_cause" in out, out
+    assert "replay: killed b (/app/b) (resolved by handler, kill_cause)" in out, out
+    assert "note: the live config does not load now (" in out and "not valid TOML" in out

@@ -269,5 +269,6 @@ def test_an_idle_interpreter_beside_a_grower_replays_to_the_grower(
     assert "same decision as live: yes" in text, text
     # The grower ranks first by its growth, as live, not by size alone: the replay
     # samples growth at the recorder's sample times, as the daemon did.
-    growth = re.search(r"in /app/b, score \S+ \(footprint \S+, growth (\S+)/s", text)
+    growth = re.search(r"in /app/b: .*?; cgroup score \S+ \(footprint \S+, growth (\S+)/s",
+                       text)
     assert growth is not None and growth[1] != "0B", text

@@ -109,3 +109,18 @@ def test_a_tiny_tmpfs_file_is_not_deleted_for_an_oom(tmp_path: Path) -> None:
     so the first OOM is resolved by the kill of the leaker, and it is the only one."""
     o = run_with_config(CASES / "k40_tiny_tmpfs_file_and_a_leak.toml", RECOMMENDED, tmp_path)
     assert [e["policy"] for e in o.ooms] == ["kill_cause"], o.ooms
+
+
+def test_a_declared_oom_says_which_evidence_declared_it(tmp_path: Path) -> None:
+    # The hog full, then three readers thrash in what it left (k41): the event log names
+    # the trigger, MemFree, the refaults and why a kill helps, not only the constraint.
+    o = run_with_config(CASES / "k41_hog_full_then_thrash_mglru.toml", RECOMMENDED, tmp_path)
+    first = o.ooms[0]
+    text = first["constraint_text"]
+    assert text.startswith("CONSTRAINT_PSI_MEM: machine memory "), text
+    assert "MemFree" in text and "0/s activated" in text, text
+    assert "3 cgroup(s) re-read their files (app-browser, app-mail, app-ide)" in text, text
+    assert "a kill frees up to 640M" in text, text
+    # the hog's fill came before the daemon's first long baseline (its start-up fill,
+    # QA Q13): the first declarations find no cause; the hog goes once they last
+    assert [v["comm"] for e in o.ooms for v in e["victims"]] == ["hog"]

@@ -216,9 +216,11 @@ def test_bad_arguments_name_the_args_line() -> None:
 
 @pytest.mark.parametrize(("args", "line", "key", "why"), [
     ('{ paths = "/dev/shm" }', 3, "paths", "expected a list"),
-    ('{ paths = ["/a"], target = "64M" }', 3, "target", "expected a whole number, got '64M'"),
+    ('{ paths = ["/a"], target = "64 megs" }', 3, "target", "expected a size like 64M"),
     ('{ paths = [1] }', 3, "paths", "expected a string, got 1"),
-    ('{ target = true }', 3, "target", "expected a whole number, got True"),
+    ('{ target = true }', 3, "target", "expected a size like 64M, 64Mi or 1G (powers of 1024), "
+                                         "got True"),
+    ('{ target = 0 }', 3, "target", "a size of at least 1 byte, got 0"),
 ])
 def test_policy_arguments_are_checked_against_the_signature(args: str, line: int, key: str,
                                                              why: str) -> None:

@@ -16,6 +16,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, Protocol
 
+from oomkit.errors import CgroupGone
+
 if TYPE_CHECKING:
     from oomkit.clock import Clock
 
@@ -109,7 +111,11 @@ class Cgroup(abc.ABC):
             raise ValueError(f"walk order must be 'pre' or 'post', not {order!r}")
         if order == "pre":
             yield self
-        for child in self.children():
+        try:
+            children = self.children()
+        except CgroupGone:
+            children = []  # went since it was listed: it has no children any more
+        for child in children:
             yield from child.walk(order)
         if order == "post":
             yield self

@@ -9,6 +9,7 @@ window, at most once per window), :func:`validate_trigger` and :func:`parse_trig
 
 from __future__ import annotations
 
+import errno
 import re
 from dataclasses import dataclass, replace
 from typing import Final
@@ -218,6 +219,18 @@ def validate_trigger(
         )
     if threshold_us == 0 or threshold_us > window_us:
         raise ValueError(f"threshold {threshold_us} us is outside 1..{window_us} us (the window)")
+
+
+def trigger_refused(exc: BaseException) -> bool:
+    """Did the kernel refuse a trigger's values, as opposed to there being no pressure
+    file to put it on? psi_trigger_create() returns EINVAL for a threshold or window out
+    of its limits (see validate_trigger; the backends raise KernelError(EINVAL)), and
+    before 6.5 opening /proc/pressure/* without CAP_SYS_RESOURCE is EPERM. A cgroup v1
+    hierarchy has no per-cgroup pressure files (KernelError(EOPNOTSUPP)) and a cgroup that
+    went has none either (CgroupGone): those are no error of the policy's."""
+    from oomkit.errors import KernelError
+
+    return isinstance(exc, KernelError) and exc.errno in (errno.EINVAL, errno.EPERM)
 
 
 # The kernel parses with sscanf(buf, "some %u %u") and then "full %u %u": the keyword must

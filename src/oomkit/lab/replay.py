@@ -8,7 +8,8 @@ read and edit, ``--write-scenario``):
   the system-wide watch does at low MemAvailable, comes later on a simulator that only
   runs out when memory is full);
 - the cgroup tree: every sampled cgroup with its last memory.max, memory.high and
-  memory.swap.max (a v1 "unlimited" is no limit);
+  memory.swap.max (a v1 "unlimited" is no limit), the root's too where it has them (a
+  daemon whose ``cgroup_root`` is a subtree records that subtree as "/");
 - each process seen in a sample (named by its comm; ``comm.PID`` when two share one)
   starts when it was first seen, with ``oom_score_adj`` as recorded, and follows its
   footprint as its memcg charged it (``_charged``: anon, not rss, plus swap) from
@@ -285,14 +286,15 @@ def _scenario_toml(inc: Incident) -> str:
         for path, cg in s["cgroups"].items():
             last_cg[path] = cg
     for path, cg in last_cg.items():
-        if path == "/":
-            continue
+        limits = [(toml_key, v) for key, toml_key in (
+            ("max", "memory.max"), ("high", "memory.high"), ("swap_max", "memory.swap.max"))
+            if (v := _limit(cg.get(key))) is not None]
+        if path == "/" and not limits:
+            continue  # the machine's root: no limit but the machine's size
+        # "/" with limits: a daemon whose cgroup_root is a subtree recorded that subtree
+        # as "/"; its limit is where the live OOM was (QA Q8)
         out += ["[[cgroup]]", f"path = {_q(path)}"]
-        for key, toml_key in (("max", "memory.max"), ("high", "memory.high"),
-                              ("swap_max", "memory.swap.max")):
-            v = _limit(cg.get(key))
-            if v is not None:
-                out.append(f"{_q(toml_key)} = {_size(v)}")
+        out += [f"{_q(toml_key)} = {_size(v)}" for toml_key, v in limits]
         out.append("")
     names = _names(inc)
     series: dict[int, list[tuple[float, int]]] = {}
@@ -417,15 +419,25 @@ def to_scenario(inc: Incident) -> Scenario:
 
 
 def live_contender(inc: Incident) -> Contender:
-    """The policies that ran live: the config the daemon named, if it is still there;
-    else the handlers the incident lists (without their arguments)."""
+    """The policies that ran live: the config the daemon named, if it is still there and
+    loads; else the handlers the incident lists (without their arguments), with a note
+    (QA Q9: a config broken after the incident, as a refused reload leaves it, made every
+    old replay fail)."""
     cfg = inc.header.get("config")
     if isinstance(cfg, str) and cfg and Path(cfg).is_file():
-        return from_config(cfg, label="live config")
+        from oomkit.daemon.config import load_config, load_policies
+
+        try:
+            load_policies(load_config(cfg), secure=False)
+        except ConfigError as exc:
+            inc.notes.append(f"the live config does not load now ({exc}): replayed with the "
+                             "handlers the incident lists, without their arguments")
+        else:
+            return from_config(cfg, label="live config")
     items = []
     for h in inc.header.get("handlers") or ():
         kind = "psi" if h.get("ops") == "psi" else "oom"
-        at = f"@{h['cgroup']}" if kind == "oom" and h.get("cgroup") not in (None, "/") else ""
+        at = f"@{h['cgroup']}" if kind == "oom" and h.get("cgroup") is not None else ""
         items.append(f"{kind}:{h.get('policy') or h.get('name')}{at}")
     if not items:
         return Contender("kernel")
@@ -440,6 +452,21 @@ def _victims(records: list[dict[str, Any]]) -> list[tuple[str, str]]:
 def _base(comm: str) -> str:
     head, dot, tail = comm.rpartition(".")
     return head if dot and tail.isdigit() else comm
+
+
+def _runner_up_unsampled(inc: Incident) -> list[str]:
+    """The cgroups the live kill messages name as runner-up ("runner-up /db: ...", see
+    oomkit.policies.kill_cause) of which no sample holds a process: the live decision
+    weighed them, the replay cannot (QA Q8: the recorder's only sample predated the
+    runner-up's process)."""
+    named: set[str] = set()
+    for v in (inc.oom or {}).get("victims", ()):
+        reason = str(v.get("reason") or "")
+        at = reason.find("runner-up /")
+        if at >= 0:
+            named.add(reason[at + len("runner-up "):].split()[0].rstrip(":,;"))
+    held = {str(p.get("cgroup")) for s in inc.samples for p in s.get("procs", ())}
+    return sorted(named - held)
 
 
 def _unsampled(inc: Incident, live: list[tuple[str, str]]) -> list[str]:
@@ -518,6 +545,9 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
             out.write(f"note: {', '.join(unseen)} not in the incident's samples (the "
                       "recorder samples the cgroups OOM handlers watch): the replay cannot "
                       "reach the live decision; attach a handler at or above it\n")
+        for path in _runner_up_unsampled(inc):
+            out.write(f"note: the live decision ranked {path} second (its runner-up), but "
+                      "no sample holds a process of it: the replay weighs it without them\n")
     for note in [*inc.notes, *tl.notes]:
         out.write(f"note: {note}\n")
     changed = _config_changed(inc, contender)

@@ -48,6 +48,15 @@ RECENT_S = 5.0
 SHORT_FLOOR_S = 0.1  # a rate over less than this is divided by this (noise of bursts)
 LONG_S = 30.0  # the long baseline: between LONG_S and 2 * LONG_S old (see added())
 ADDED_SHARE = 1 / 2  # of what the domain's cgroups added, that marks the main adder
+# A slow leak (leaks()): at least this much added since the long baseline, of the domain
+# or LEAK_FLOOR bytes whichever is more (a few MB of a steady service's jitter are none),
+# and still adding now at STILL_ADDING of its average rate since the baseline.
+LEAK_SHARE = 1 / 1024
+LEAK_FLOOR = 16 << 20
+STILL_ADDING = 1 / 8
+STARTUP_SHARE = 1 / 8  # a first sample under this share of now: the cgroup was starting
+STARTUP_QUIET_S = 10.0  # a start-up fill that ended this long before is history (started)
+ADDED_RATE = 1 << 20  # bytes/s over the long baseline that mark the main adder (adds_most)
 
 TaskSizes = tuple[float, dict[int, int]]  # (time, {pid: RSS + swap bytes})
 
@@ -167,6 +176,7 @@ class Sample:
     anon_activations: int = 0  # of which anon: swap-ins of a working set
     footprint: int = 0  # footprint() then
     charged: int = 0  # pages, see charged()
+    mapped: int = 0  # bytes of mapped file pages (memory.stat file_mapped)
 
 
 def charged(cg: Cgroup, st: Stat) -> int:
@@ -188,7 +198,7 @@ def sample(cg: Cgroup, now: float, st: Stat | None = None) -> Sample:
                   st.event("workingset_activate_file", "workingset_activate")
                   + st.event("workingset_activate_anon"),
                   st.event("pgscan"), st.event("workingset_activate_anon"),
-                  footprint(cg, st), charged(cg, st))
+                  footprint(cg, st), charged(cg, st), st.page("file_mapped"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,7 +211,7 @@ class Rates:
     activations: int  # pages
     pgscan: int  # pages
     anon_activations: int = 0  # pages
-    footprint_growth: int = 0  # bytes: growth of what reclaim cannot simply drop
+    footprint_growth: int = 0  # bytes: growth of the footprint less mapped file pages
     charged: int = 0  # pages that came in (see charged())
 
     def per_s(self, value: int) -> float:
@@ -220,6 +230,9 @@ class Activity:
         # per cgroup id, (older, newer) footprints (time, bytes) LONG_S apart: added()
         self._long: dict[int, tuple[tuple[float, int] | None, tuple[float, int]]] = {}
         self._long_pids: dict[int, tuple[set[int] | None, set[int]]] = {}  # as _long
+        self._first: dict[int, float] = {}  # cgroup id -> time of its first long sample
+        # cgroup id -> time of the last sample after which its footprint grew (started())
+        self._grew_at: dict[int, float] = {}
         self._tree_at = float("-inf")
 
     def note(self, cg: Cgroup, now: float) -> None:
@@ -233,12 +246,16 @@ class Activity:
                 new = sample(cg, now)
                 self._base[cg.id] = (held[1] if held else None, new)
                 long = self._long.get(cg.id)
+                if long is None:
+                    self._first[cg.id] = now
                 if long is None or now - long[1][0] >= LONG_S:
                     self._long[cg.id] = (long[1] if long else None, (now, new.footprint))
                     pids = self._long_pids.get(cg.id)
                     self._long_pids[cg.id] = (pids[1] if pids else None, pids_of(cg))
                 grew = held is not None and new.footprint - held[1].footprint >= (
                     (now - held[1].time) * TASK_GROWTH)
+                if grew and held is not None:
+                    self._grew_at[cg.id] = held[1].time  # it grew since that sample
                 if grew:
                     was = self._tasks.get(cg.id)
                     sizes = {t.pid: t.rss + t.swapents * PAGE_SIZE for t in cg.tasks()}
@@ -282,6 +299,8 @@ class Activity:
         self._tasks.pop(cgroup_id, None)
         self._long.pop(cgroup_id, None)
         self._long_pids.pop(cgroup_id, None)
+        self._first.pop(cgroup_id, None)
+        self._grew_at.pop(cgroup_id, None)
 
     def added_since(self, cg: Cgroup, now: float) -> float | None:
         """How far back added() looks for cg (seconds; None: no sample yet)."""
@@ -290,6 +309,23 @@ class Activity:
             return None
         older, newer = held
         return now - (newer if now - newer[0] >= LONG_S or older is None else older)[0]
+
+    def started(self, cg: Cgroup, now: float, footprint_now: int) -> bool:
+        """Was cg starting at the long baseline added() counts from, and is that start-up
+        long over: the baseline is the first sample of cg the daemon took, cg held under
+        STARTUP_SHARE of ``footprint_now`` (bytes) then, and it has not grown since a
+        sample STARTUP_QUIET_S or more back? What such a cgroup "added" is its start-up
+        fill (the daemon starts before the services at boot; a restarted service is a new
+        cgroup), no addition to a shortage that came later (QA Q13: a steady 1.2G service
+        "added 1.2G in 18 s" at boot and died for an IDE's start-up reads). A fill that
+        the shortage follows within seconds is its cause (a hog, f10, k41)."""
+        held = self._long.get(cg.id)
+        if held is None:
+            return False
+        older, newer = held
+        at, was = newer if now - newer[0] >= LONG_S or older is None else older
+        quiet = now - self._grew_at.get(cg.id, at) >= STARTUP_QUIET_S
+        return self._first.get(cg.id) == at and was < footprint_now * STARTUP_SHARE and quiet
 
     def before(self, cg: Cgroup, now: float) -> set[int] | None:
         """The PIDs cg held at the long baseline added() counts from (None: none kept)."""
@@ -331,12 +367,18 @@ class Activity:
         if base is None or now <= base.time:
             return Rates(0.0, 0, 0, 0, 0)
         cur = sample(cg, now, st)
+        # Growth is of what reclaim cannot drop: the footprint less its mapped file
+        # pages. A program mapping its files in is not growing, whether it re-reads
+        # them as reclaim takes them (the guest's f10: a reader up 12.5M/s between two
+        # samples, on 25M/s of refaults, ranked above the hog) or reads a file larger
+        # than memory once (the lone reader on 7.3: "grows 5.8M/s", declared and killed).
+        grew = (cur.footprint - cur.mapped) - (base.footprint - base.mapped)
         return Rates(max(now - base.time, SHORT_FLOOR_S), max(0, cur.usage - base.usage),
                      max(0, cur.refaults - base.refaults),
                      max(0, cur.activations - base.activations),
                      max(0, cur.pgscan - base.pgscan),
                      max(0, cur.anon_activations - base.anon_activations),
-                     max(0, cur.footprint - base.footprint),
+                     max(0, grew),
                      max(0, cur.charged - base.charged))
 
 
@@ -419,13 +461,49 @@ def own_added(cg: Cgroup, activity: Activity, now: float, stats: Stats | None = 
     return max(0, total)
 
 
-def adds_most(added: int, domain_added: int, domain_bytes: int) -> bool:
-    """Is a cgroup that added ``added`` bytes since the long baseline, of ``domain_added``
-    by all the domain's cgroups, the main cause of the shortage whatever its rate? At
-    least ADDED_SHARE of what was added and 1/16 of the domain: the one whose memory
-    pushed the others out (QA G19, the idle app systemd-oomd's swap rule kills, systemd
-    #27144-like reports); a footprint that did not grow adds nothing, however large."""
-    return added >= max(domain_bytes // 16, 1 << 20) and added >= domain_added * ADDED_SHARE
+def adds_most(added: int, domain_added: int, domain_bytes: int,
+              since_s: float | None = None) -> bool:
+    """Is a cgroup that added ``added`` bytes since the long baseline (``since_s`` seconds
+    back), of ``domain_added`` by all the domain's cgroups, the main cause of the
+    shortage whatever its rate? At least ADDED_SHARE of what was added, and 1/16 of the
+    domain or ADDED_RATE a second over the baseline (at least LONG_S), the lower: the one
+    whose memory pushed the others out (QA G19, the idle app systemd-oomd's swap rule
+    kills, systemd#27144-like reports); a footprint that did not grow adds nothing,
+    however large. The rate floor keeps a leak of MB/s a cause on a big machine: 1/16 of
+    64G is 4G, more than a 40M/s leak adds in a minute, and the steady 40G database
+    died for it (QA Q17)."""
+    floor = domain_bytes // 16
+    if since_s is not None:
+        floor = min(floor, int(ADDED_RATE * max(since_s, LONG_S)))
+    return added >= max(floor, 1 << 20) and added >= domain_added * ADDED_SHARE
+
+
+def leaks(added: int, domain_added: int, domain_bytes: int, growth_per_s: float,
+          since_s: float | None) -> bool:
+    """Is a cgroup that added ``added`` bytes in the last ``since_s`` seconds (the long
+    baseline, Activity.added), of ``domain_added`` by all the domain's cgroups, and whose
+    footprint grows ``growth_per_s`` now, a slow leak, the cause whatever the domain's
+    size? It added at least ADDED_SHARE of what was added, at least LEAK_FLOOR bytes and
+    LEAK_SHARE of the domain, and it still adds: its growth now is at least STILL_ADDING of
+    its average rate since the baseline (a start-up fill that ended is no leak).
+
+    adds_most asks 1/16 of the domain and grows() 1/128 of it a second: a 40M/s leak on
+    64G is neither (QA Q17: the steady 40G database died for it, as the kernel's size
+    rule would kill it). Here the share of what was added decides, not the domain's size:
+    the one that added memory while the others added none. oomd's
+    kill_by_memory_size_or_growth (src/oomd/plugins/KillMemoryGrowth-inl.h,
+    tryToKillBySize then tryToKillByGrowth) takes a cgroup over size_threshold (50 %) of
+    the total first and only then the highest current/average usage ratio among the
+    largest, so it too kills such a database; systemd-oomd has no growth rule at all
+    (swap use, or memory pressure of a unit, src/oom/oomd-util.c). The rule here is ours:
+    growth relative to what the domain added, over the long baseline, not to its size."""
+    if since_s is None or since_s <= 0:
+        return False
+    if added < max(LEAK_FLOOR, int(domain_bytes * LEAK_SHARE)):
+        return False
+    if added < domain_added * ADDED_SHARE:
+        return False
+    return growth_per_s >= added / since_s * STILL_ADDING
 
 
 def cause_score(cg: Cgroup, activity: Activity, now: float, limited: bool,

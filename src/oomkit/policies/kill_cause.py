@@ -7,7 +7,10 @@ pressure (footprint with swap, growth per second, refaults of their own working 
 a negative oom_score_adj weighed as oom_badness weighs it; a cgroup whose footprint
 grows by 1/128 of the domain a second or more ranks above every steady one, and below
 it the one that added most of what the domain's cgroups added over the last 30 to 60 s,
-cause.adds_most), then kills the task of the winner that grows fastest (in a cgroup
+cause.adds_most, unless that was its own start-up fill, or a slow leak, cause.leaks:
+most of what was added and still adding, whatever the domain's size; a short burst of a
+cgroup a third the size of a steady one that holds half the domain ranks as steady,
+_bursts), then kills the task of the winner that grows fastest (in a cgroup
 ranked by what it added, with none growing now: a large task that came since the long
 baseline), else the one with the highest oom_badness,
 the kernel's own choice within one cgroup (``memory.oom.group`` still widens it). A
@@ -16,6 +19,11 @@ A pool of like tasks (workers, a fork bomb's copies; pool_of) is one cause: one 
 them dies, never a bigger task beside them, and for a declared OOM all of them at once.
 ``whole_cgroup = true`` kills every task of the leaf instead. Growth is measured between
 samples: pressure_guard's (at every PSI event) and the daemon's flight recorder's.
+
+A declared OOM of the machine in which nothing grows, streams or added the memory is
+dismissed ("no cause found: not killing for pressure alone", OomControl.dismiss), until
+such declarations have gone on for ``no_cause_wait`` (6 s): a start-up spike passes by
+itself, a thrash that lasts loses its largest holder. A kernel OOM always has a victim.
 
 Never chosen: protected cgroups/commands and ``user.oomd_omit`` (see prefs; a protected
 command that is itself the task growing fastest in its cgroup is the cause and loses its
@@ -26,13 +34,15 @@ handler or the default killer decides). Avoided ones only when nothing else is l
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 from oomkit.errors import OomkitError
-from oomkit.kernel.base import PAGE_SIZE, Cgroup, Constraint, Task
+from oomkit.kernel.base import OOM_SCORE_ADJ_MAX, PAGE_SIZE, Cgroup, Constraint, Task
 from oomkit.ops import OomContext, OomControl, OomOps
-from oomkit.policies import cause, prefs
-from oomkit.policy_args import Size
+from oomkit.policies import cause, cause_words, prefs
+from oomkit.policies.cause_words import Pick
+from oomkit.policy_args import CgroupGlobs, Duration, Size
 
 #: cgroups (in rank order, with an eligible task) whose tasks' oom_score_adj is weighed
 ADJ_LOOKAHEAD = 16
@@ -41,6 +51,19 @@ ADJ_LOOKAHEAD = 16
 POOL_MIN = 4
 POOL_LIKE = 3 / 4
 POOL_SHARE = 3 / 4
+#: a cause whose tasks were killed REFILL_KILLS times in the last REFILL_S seconds refilled
+#: what each kill freed: its pool goes at once, in a kernel OOM too (QA Q7)
+REFILL_KILLS = 2
+REFILL_S = 30.0
+#: a burst (KillCause._bursts): growth now at least BURST_ONSET times the average since the
+#: long baseline, beside a steady cgroup BURST_SIZE times its footprint (QA Q10)
+BURST_ONSET = 2.0
+BURST_SIZE = 3
+#: a declared OOM of the machine with no cause is dismissed (QA Q13) until such OOMs have
+#: come for NO_CAUSE_PATIENCE_S (the ``no_cause_wait`` argument's default) with no gap over
+#: NO_CAUSE_GAP_S (KillCause.lasting)
+NO_CAUSE_PATIENCE_S = 6.0
+NO_CAUSE_GAP_S = 10.0
 
 
 def task_size(task: Task) -> int:
@@ -149,18 +172,29 @@ class KillCause(OomOps):
     name = "kill_cause"
 
     def __init__(self, min_victim: Size = 4 << 20, whole_cgroup: bool = False,
-                 protect: Sequence[str] = (), avoid: Sequence[str] = (),
-                 prefer: Sequence[str] = (), protect_comm: str = "", avoid_comm: str = "",
-                 prefer_comm: str = "") -> None:
+                 protect: CgroupGlobs = (), avoid: CgroupGlobs = (),
+                 prefer: CgroupGlobs = (), protect_comm: str = "", avoid_comm: str = "",
+                 prefer_comm: str = "", no_cause_wait: Duration = NO_CAUSE_PATIENCE_S) -> None:
         self.min_victim = min_victim
+        self.no_cause_wait = no_cause_wait
         self.whole_cgroup = whole_cgroup
         self.prefs = prefs.Preferences.of(protect, avoid, prefer, protect_comm, avoid_comm,
                                           prefer_comm)
         self.runner_up: Cgroup | None = None  # second in the last choose()
+        self.picked: Pick | None = None  # the winner of the last choose(), and the second
+        self.second: Pick | None = None
+        self.domain = cause_words.Domain("the machine", 0, 0)  # the last choose()'s
+        self.added: dict[int, int] = {}  # cgroup id -> own_added() in the last choose()
+        self.skipped: list[str] = []  # causes with nothing to kill, in words (QA Q4)
         self.streamers: set[int] = set()  # ids of the streamers in the last choose()
         self.adders: set[int] = set()  # ids of the main adders (cause.adds_most) in it
         # memory.stat of each cgroup, read once per decision (choose, then why)
         self.stats = cause.Stats()
+        self._kills: dict[int, list[float]] = {}  # cgroup id -> times of kills in it
+        self.no_cause = ""  # why the last choose() found no cause of a declared OOM
+        self.bursts: set[int] = set()  # ids of the short bursts (_bursts) in the last choose()
+        # (first, last) time of the current run of declared OOMs with no cause (lasting)
+        self._no_cause_run = (float("-inf"), float("-inf"))
 
     def choose(self, oc: OomControl) -> tuple[Cgroup, Task, list[Task]] | None:
         """The cause's cgroup, its task to kill and (for a swarm of tasks each under
@@ -194,6 +228,8 @@ class KillCause(OomOps):
         # built (cause.adds_most: a slow leak, QA G19) ranks above every steady one.
         ranked: list[tuple[int, int, int, Cgroup]] = []
         added: dict[int, int] = {}
+        growths: dict[int, float] = {}
+        since: dict[int, float | None] = {}  # how far back added[] looks (cause.adds_most)
         self.streamers = set()
         for cg in cause.cgroups(root):
             try:
@@ -201,6 +237,7 @@ class KillCause(OomOps):
                 if cpref is not prefs.OMIT:
                     score, growth = cause.cause_rank(cg, activity, now, domain is not None,
                                                      stats)
+                    growths[cg.id] = growth
                     flagged = cause.grows(growth, size)
                     if cg is not root and not flagged:
                         r = activity.rates(cg, now, stats.of(cg))
@@ -208,14 +245,20 @@ class KillCause(OomOps):
                             flagged = True
                             self.streamers.add(cg.id)
                     added[cg.id] = cause.own_added(cg, activity, now, stats)
+                    since[cg.id] = activity.added_since(cg, now)
                     ranked.append((cpref, 2 if flagged else 0, score, cg))
             except OomkitError:
                 continue  # gone meanwhile, or no statistics here (the v2 root on old kernels)
         domain_added = sum(added.values())
-        self.adders = {cid for cid, a in added.items()
-                       if cause.adds_most(a, domain_added, size)}
+        self.added, self.skipped = added, []
+        self.domain = cause_words.Domain(
+            "the machine" if domain is None else f"{domain.path}'s limit", size, domain_added)
+        self.adders = self._adders(ranked, added, growths, since, domain_added, size,
+                                   activity, now)
         ranked = [(c, level or (1 if cg.id in self.adders else 0), sc, cg)
                   for c, level, sc, cg in ranked]
+        ranked = self._bursts(ranked, added, growths, since, size)
+        self.domain = dataclasses.replace(self.domain, bursts=len(self.bursts))
         ranked.sort(key=lambda r: (r[0], r[1], r[2]), reverse=True)
         # A negative oom_score_adj lowers a cgroup's rank as it lowers a task's
         # oom_badness: by adj/1000 of the domain's pages (mm/oom_kill.c), so a database
@@ -226,11 +269,22 @@ class KillCause(OomOps):
         # goes on. Inside the cgroup, oom_badness (adj included) still picks the task.
         # Tasks are listed for the first ADJ_LOOKAHEAD cgroups in rank order (each
         # listing is /proc reads on a live machine); with rules by command, for all.
+        # One positive value counts: OOM_SCORE_ADJ_MAX (1000), "kill me first". The kernel
+        # adds adj * totalpages / 1000 to oom_badness (mm/oom_kill.c), so at 1000 a task
+        # outranks every task at 0 or below whatever its size; the kubelet gives it to
+        # BestEffort pods, the first to go (pkg/kubelet/qos/policy.go
+        # GetContainerOOMScoreAdjust), and earlyoom and lmkd take it first too. A steady
+        # cgroup whose chosen task has it goes before the other steady ones (QA Q3: a
+        # busy service died for an idle cache at 1000 that died 6 s later anyway). Not
+        # before a cause (a grower, a streamer, the main adder): a cgroup that grows by
+        # 1/128 of the domain a second refills what the idle task frees within seconds,
+        # and is killed next anyway; one kill then, not two, as systemd-oomd and oomd,
+        # which rank cgroups by pressure and growth and read no oom_score_adj at all.
         per_adj = (oc.totalpages // 1000) * PAGE_SIZE
         # the runner-up (with its key, as best's), named in the kill message
-        second: tuple[tuple[int, ...], Cgroup, Task, list[Task]] | None = None
+        second: tuple[tuple[int, int, bool, int], Pick, list[Task]] | None = None
         looked = 0
-        best: tuple[tuple[int, int, int], Cgroup, Task, list[Task]] | None = None
+        best: tuple[tuple[int, int, bool, int], Pick, list[Task]] | None = None
         for cpref, grower, score, cg in ranked:
             if looked >= ADJ_LOOKAHEAD and not self.prefs.has_comm_rules and best is not None:
                 break
@@ -240,58 +294,199 @@ class KillCause(OomOps):
             if cg.id in self.streamers and cg.usage() >= self.min_victim:
                 least = 0
             try:
+                task_growth = activity.task_growth(cg, now)
                 found = pick_task(cg, self.prefs, least, cpref, oc.totalpages,
-                                  activity.task_growth(cg, now),
+                                  task_growth,
                                   activity.before(cg, now) if cg.id in self.adders else None,
-                                  pool=oc.constraint is Constraint.DECLARED)
+                                  pool=oc.constraint is Constraint.DECLARED
+                                  or (grower > 0 and self.refilled(cg.id, now)))
             except OomkitError:
                 continue
             if found is None:
+                if grower and (best is None or best[0][:2] <= (cpref, grower)):
+                    # a cause with nothing to kill: the message says so (QA Q4)
+                    self.skipped.append(cause_words.skipped_cause(
+                        cg, grower, growths.get(cg.id, 0.0), cg.id in self.streamers,
+                        cause_words.not_killable(cg, self.prefs, least)))
                 continue
             looked += 1
-            key = (found[0], grower, score + min(0, found[1].oom_score_adj) * per_adj)
+            adj = found[1].oom_score_adj
+            first = grower == cause_words.STEADY and adj >= OOM_SCORE_ADJ_MAX
+            adj_bytes = min(0, adj) * per_adj
+            key = (found[0], grower, first, score + adj_bytes)
+            fastest = max(task_growth.items(), key=lambda g: g[1], default=(0, 0.0))
+            pick = Pick(cg, found[1], found[0], grower, first, score, adj_bytes,
+                        growths.get(cg.id, 0.0), cg.id in self.streamers,
+                        fastest[1] if fastest[0] == found[1].pid
+                        and fastest[1] >= cause.TASK_GROWTH else 0.0, cg.id in self.bursts)
             if best is None or key > best[0]:
-                best, second = (key, cg, found[1], found[2]), best
+                best, second = (key, pick, found[2]), best
             elif second is None or key > second[0]:
-                second = (key, cg, found[1], found[2])
-        self.runner_up = second[1] if second is not None else None  # for the kill message
-        return (best[1], best[2], best[3]) if best is not None else None
+                second = (key, pick, found[2])
+        self.picked = best[1] if best is not None else None
+        self.second = second[1] if second is not None else None
+        self.runner_up = self.second.cg if self.second is not None else None
+        self.no_cause = ""
+        if (best is not None and oc.constraint is Constraint.DECLARED and domain is None
+                and best[1].level == cause_words.STEADY and not best[1].adj_first
+                and not self.bursts and not self.lasting(now)):
+            # Pressure the machine declared, and no cgroup grows, streams or added the
+            # memory (a burst beside a big holder is growth: that one is then killed): the
+            # largest steady one only suffers with the others (QA Q13: a 1.2G
+            # service that neither stalled nor grew died for an IDE's start-up reads).
+            # Nothing is killed; a real OOM still goes to the kernel's killer.
+            self.no_cause = (
+                "kill_cause: no cause found: not killing for pressure alone (no cgroup "
+                "grows, streams or added most of the memory; the largest, "
+                f"{best[1].cg.path}, is steady)")
+            return None
+        return (best[1].cg, best[1].task, best[2]) if best is not None else None
+
+    def _adders(self, ranked: list[tuple[int, int, int, Cgroup]], added: dict[int, int],
+                growths: dict[int, float], since: dict[int, float | None],
+                domain_added: int, size: int, activity: cause.Activity,
+                now: float) -> set[int]:
+        """Ids of the cgroups ranked by what they added: the main adder (cause.adds_most)
+        unless it was starting at the long baseline (cause.Activity.started: its start-up
+        fill, QA Q13), and a slow leak (cause.leaks: most of what was added and still
+        adding, whatever the domain's size, QA Q17)."""
+        out: set[int] = set()
+        for _, _, _, cg in ranked:
+            a = added.get(cg.id, 0)
+            if a <= 0:
+                continue
+            try:
+                if cause.leaks(a, domain_added, size, growths.get(cg.id, 0.0),
+                               since.get(cg.id)):
+                    out.add(cg.id)
+                elif cause.adds_most(a, domain_added, size, since.get(cg.id)):
+                    held = cause.footprint(cg, self.stats.of(cg))
+                    if not activity.started(cg, now, held):
+                        out.add(cg.id)
+            except OomkitError:
+                continue
+        return out
+
+    def _bursts(self, ranked: list[tuple[int, int, int, Cgroup]], added: dict[int, int],
+                growths: dict[int, float], since: dict[int, float | None],
+                size: int) -> list[tuple[int, int, int, Cgroup]]:
+        """ranked with a short burst of a small cgroup ranked as a steady one, sorted
+        again. A burst: a grower or adder (not a streamer) whose growth began within the
+        long baseline (its rate now at least BURST_ONSET times its average since then)
+        while a steady cgroup of the same or a higher preference holds BURST_SIZE times
+        its footprint and half the domain or more. A compositor that opens a dozen
+        windows (900M in 9 s) is not the cause beside a 3.3G browser that holds the
+        machine (QA Q10); a leak that has gone on for the whole baseline (cause.leaks, QA
+        Q17) and a grower near the size of the biggest steady one (a small tool leaking
+        150M/s beside a 1.6G JVM, case k36) still are. nohang and earlyoom protect
+        compositors by name instead (protect_comm in the recommended config)."""
+        steady = [(c, sc) for c, level, sc, _ in ranked if level == cause_words.STEADY]
+        self.bursts = set()
+        out: list[tuple[int, int, int, Cgroup]] = []
+        changed = False
+        for c, level, sc, cg in ranked:
+            if level != cause_words.STEADY and cg.id not in self.streamers:
+                back = since.get(cg.id)
+                growth = growths.get(cg.id, 0.0)
+                try:
+                    held = cause.footprint(cg, self.stats.of(cg))
+                except OomkitError:
+                    held = sc
+                average = added.get(cg.id, 0) / back if back else growth
+                if (growth >= average * BURST_ONSET and any(
+                        c2 >= c and sc2 >= held * BURST_SIZE and sc2 >= size // 2
+                        for c2, sc2 in steady)):
+                    level, changed = cause_words.STEADY, True
+                    self.adders.discard(cg.id)
+                    self.bursts.add(cg.id)
+            out.append((c, level, sc, cg))
+        if changed:
+            out.sort(key=lambda r: (r[0], r[1], r[2]), reverse=True)
+        return out
 
     def why(self, oc: OomControl, cg: Cgroup, stats: cause.Stats | None = None) -> str:
-        """cg's score and its terms, and the runner-up's: why cg ranked first. ``stats``:
-        the memory.stat reads of the decision (choose's), fresh ones when None."""
+        """Why cg ranked first in words (cause_words.rule), its cause score and terms
+        ("cgroup score ...": the cgroup's, not the task's), the runner-up's and any cause
+        ranked above it that had nothing to kill. ``stats``: the memory.stat reads of the
+        decision (choose's), fresh ones when None."""
         stats = stats if stats is not None else cause.Stats()
         domain = cause.domain_of(oc.memcg) if oc.constraint is Constraint.DECLARED else oc.memcg
         activity, now = cause.tracker(oc.kernel), oc.kernel.clock.now()
+        limited = domain is not None
+        p = self.picked if self.picked is not None and self.picked.cg is cg else None
         try:
-            limited = domain is not None
-            text = cause.describe(cg, activity, now, limited, stats)
-            if self.runner_up is None:
-                return text + "; no other cgroup had a task to kill"
-            return text + (f"; runner-up {self.runner_up.path}, "
-                           f"{cause.describe(self.runner_up, activity, now, limited, stats)}")
+            text = "cgroup " + cause.describe(cg, activity, now, limited, stats)
+            if p is not None:
+                text = (cause_words.rule(p, self.domain, self.added.get(cg.id, 0),
+                                         activity.added_since(cg, now)) + "; " + text)
+            if self.second is None:
+                text += "; no other cgroup had a task to kill"
+            else:
+                r = self.second
+                how = cause_words.runner_words(r, p) if p is not None else ""
+                text += (f"; runner-up {r.cg.path}: {how}{'; ' if how else ''}cgroup "
+                         f"{cause.describe(r.cg, activity, now, limited, stats)}")
         except OomkitError:
-            return "(its statistics went meanwhile)"
+            text = "(its statistics went meanwhile)"
+        return "; ".join([text, *self.skipped])
+
+    def lasting(self, now: float) -> bool:
+        """Has the machine been declared out of memory with no cause, time and again
+        (no gap over NO_CAUSE_GAP_S), for ``no_cause_wait`` seconds or more (0: at the
+        first such OOM, the largest steady cgroup goes at once)? A start-up spike
+        is one or two windows and passes by itself (QA Q13); a thrash that goes on is a
+        shortage the kernel never ends (it declares no OOM while reclaim makes progress),
+        and its largest holder goes then (case k41: a hog full before three programs
+        thrash; k45: a pool of workers swaps the desktop out). Counts this call."""
+        since, last = self._no_cause_run
+        if now - last > NO_CAUSE_GAP_S:
+            since = now
+        self._no_cause_run = (since, now)
+        return now - since >= self.no_cause_wait
+
+    def refilled(self, cgroup_id: int, now: float) -> bool:
+        """Were REFILL_KILLS or more kills in this cgroup in the last REFILL_S seconds?
+        A kernel OOM takes one task of a pool, as the kernel does; but a cause that is
+        chosen again and again refilled what each kill freed (60 leaking workers: one
+        real OOM every 2 s, QA Q7), and its pool goes at once, as oomd and systemd-oomd
+        kill a cgroup."""
+        recent = [t for t in self._kills.get(cgroup_id, ()) if now - t <= REFILL_S]
+        self._kills[cgroup_id] = recent
+        return len(recent) >= REFILL_KILLS
 
     def handle_out_of_memory(self, ctx: OomContext, oc: OomControl) -> bool:
         chosen = self.choose(oc)
         if chosen is None:
+            if self.no_cause:
+                oc.dismiss(self.no_cause)
             return False
         cg, task, swarm = chosen
+        now = oc.kernel.clock.now()
+        self._no_cause_run = (float("-inf"), float("-inf"))  # a kill: a new run of waiting
+        # kills older than REFILL_S (and cgroups gone since) are forgotten here
+        self._kills = {cid: kept for cid, times in self._kills.items()
+                       if (kept := [t for t in times if now - t <= REFILL_S])}
+        refills = len(self._kills.get(cg.id, ()))
+        self._kills.setdefault(cg.id, []).append(now)
         ranked = self.why(oc, cg, self.stats)
         if self.whole_cgroup:
-            return oc.kill_cgroup(cg, f"kill_cause: {cg.path}, {ranked}") > 0
+            return oc.kill_cgroup(cg, f"kill_cause: {cg.path}: {ranked}") > 0
         protected = not swarm and self.prefs.protected_by_comm(task, self.prefs.cgroup(cg))
         small = task_size(task) < self.min_victim
+        refilled = (f"; {refills} kills in it in the last {REFILL_S:.0f} s were refilled"
+                    if swarm and not small and refills >= REFILL_KILLS
+                    and oc.constraint is not Constraint.DECLARED else "")
         for t in swarm or [task]:
             why = task.comm
+            if self.picked is not None and self.picked.task is task:
+                why = cause_words.task_words(self.picked)
             if swarm:
                 why = ("a swarm of small tasks" if small
-                       else f"a pool of {len(swarm)} like tasks ({t.comm})")
+                       else f"a pool of {len(swarm)} like tasks ({t.comm}{refilled})")
             if protected:
                 why += " (protect_comm spares it as a bystander, not as the one growing)"
             try:
-                oc.kill_process(t, f"kill_cause: {why} in {cg.path}, {ranked}")
+                oc.kill_process(t, f"kill_cause: {why} in {cg.path}: {ranked}")
             except OomkitError:
                 if not swarm:
                     raise

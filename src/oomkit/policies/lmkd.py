@@ -27,7 +27,7 @@ from __future__ import annotations
 from oomkit.kernel.base import Cgroup, PsiTrigger, Resource, Task
 from oomkit.ops import OomContext, OomControl, OomOps, Psi, PsiOps
 from oomkit.policies import prefs
-from oomkit.policy_args import Duration
+from oomkit.policy_args import Duration, check_trigger
 
 
 def band(root: Cgroup, min_adj: int, p: prefs.Preferences) -> list[Task]:
@@ -47,6 +47,9 @@ class LmkdWatch(PsiOps):
 
     def __init__(self, partial_stall: Duration = 0.07, complete_stall: Duration = 0.7,
                  window: Duration = 2.0, medium: int = 800, critical: int = 0) -> None:
+        for key, stall in (("partial_stall", partial_stall), ("complete_stall", complete_stall)):
+            check_trigger(stall * window, window, key, "window",
+                          threshold_of=f" ({stall * 1000:g}ms a second)")
         self.window_us = int(window * 1e6)
         # (level, full, stall per window): the stalls are per second, as lmkd's are; LOW
         # kills nothing by default (ro.lmk.low = 1001), so it gets no trigger.

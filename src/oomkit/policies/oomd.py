@@ -23,14 +23,14 @@ defaults of its example config:
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 from oomkit.kernel.base import Cgroup, PolicyKernel
 from oomkit.ops import OomContext, OomControl, OomOps
 from oomkit.policies import cause, prefs, sysmem
 from oomkit.policies.poll import PollWatch, Sustained
 from oomkit.policies.systemd_oomd import swap_usage
-from oomkit.policy_args import Duration, Percent
+from oomkit.policy_args import CgroupGlobs, Duration, Percent
 
 
 class OomdWatch(PollWatch):
@@ -38,7 +38,7 @@ class OomdWatch(PollWatch):
 
     name = "oomd"
 
-    def __init__(self, cgroups: Sequence[str] = ("/*",), pressure_threshold: Percent = 60.0,
+    def __init__(self, cgroups: CgroupGlobs = ("/*",), pressure_threshold: Percent = 60.0,
                  pressure_duration: Duration = 30.0, swap_free_threshold: Percent = 10.0,
                  wake: Duration = 0.01, window: Duration = 2.0) -> None:
         super().__init__(wake, window)
@@ -86,8 +86,8 @@ class Oomd(OomOps):
     name = "oomd_kill"
 
     def __init__(self, plugin: str = "kill_by_memory_size_or_growth",
-                 swap_plugin: str = "kill_by_swap_usage", candidates: Sequence[str] = (),
-                 avoid: Sequence[str] = (), protect: Sequence[str] = ()) -> None:
+                 swap_plugin: str = "kill_by_swap_usage", candidates: CgroupGlobs = (),
+                 avoid: CgroupGlobs = (), protect: CgroupGlobs = ()) -> None:
         for p in (plugin, swap_plugin):
             if p not in PLUGINS:
                 raise ValueError(f"unknown oomd plugin {p!r} (known: {', '.join(PLUGINS)})")

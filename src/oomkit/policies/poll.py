@@ -18,6 +18,7 @@ from oomkit.errors import OomkitError
 from oomkit.kernel.base import Cgroup, PolicyKernel, PsiTrigger, Resource
 from oomkit.ops import Psi, PsiOps
 from oomkit.policies import cause
+from oomkit.policy_args import check_trigger
 
 #: The window every caller may use (unprivileged PSI triggers: multiples of 2 s).
 FALLBACK_WINDOW_US = 2_000_000
@@ -32,6 +33,7 @@ class PollWatch(PsiOps):
     samples_tree = True
 
     def __init__(self, wake: float, window: float) -> None:
+        check_trigger(wake, window, "wake", "window")  # QA Q6: refused at load
         self.wake_us, self.window_us = int(wake * 1e6), int(window * 1e6)
 
     def init(self, psi: Psi) -> int:

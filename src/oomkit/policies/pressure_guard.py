@@ -1,7 +1,12 @@
 """pressure_guard: declare an OOM where memory is short, for memory and IO pressure.
 
 The recommended PSI policy. "full" triggers on memory and on IO, for the machine and
-every cgroup (new ones too; cgroup v1 has only the machine's). When one fires:
+every cgroup (new ones too; cgroup v1 has only the machine's), and the machine's memory
+"some" (``machine_some``) as a wake-up: "full" needs every task stalled at once, and
+programs that take turns on the CPUs keep it near the threshold (18-29 % per 2 s in the
+v2 guest's f10, three readers thrashing beside a sleeping hog: the machine's "full"
+trigger fired 3 times in 25 s). An event from "some" declares only on refault evidence
+with a kill that makes room (below), never on growth alone. When one fires:
 
 - the domain is found (oomkit.policies.cause.domain_of): the nearest cgroup at its own
   limit, else the machine. The machine is a domain only for the machine's own trigger:
@@ -14,9 +19,9 @@ every cgroup (new ones too; cgroup v1 has only the machine's). When one fires:
   while a desktop they pushed to swap waits nearly all the time. A machine-wide
   trigger while some cgroup at its limit has pressure of its own is that cgroup's
   business: its own trigger declares there. The machine is short only while MemFree is
-  under ``min_free`` of RAM (reclaim keeps it near the watermarks then); pressure with
-  memory free again is a recovery (the programs a kill saved re-read their files), not a
-  new shortage.
+  under ``min_free`` of RAM (reclaim keeps it within a few percent of RAM then: 5-9 % in
+  the 1G guest); pressure with memory free again is a recovery (the programs a kill
+  saved re-read their files), not a new shortage.
 - on the machine, memory pressure counts only with the evidence below or with footprint
   growth of ``min_growth`` per second (several CPUs: one reader stalled on its own CPU
   shows "full" already; reclaiming its own page cache is no shortage). With nothing
@@ -40,8 +45,9 @@ every cgroup (new ones too; cgroup v1 has only the machine's). When one fires:
   it was fully stalled (memory or IO, from its own PSI totals) ``high_stall`` percent of
   that time or more, as a service at a 10M memory.high without swap is, which can never
   get under it (systemd#21684, ../shared/field/f07) - QA G20.
-- the OOM is declared there (CONSTRAINT_PSI_MEM or CONSTRAINT_PSI_IO); the OomOps rank
-  the cause (kill_cause). The runtime holds declared OOMs while a victim exits and for
+- the OOM is declared there (CONSTRAINT_PSI_MEM or CONSTRAINT_PSI_IO, then ": " and
+  the evidence: the trigger, MemFree, refaults, growth, why a kill helps); the OomOps
+  rank the cause (kill_cause). The runtime holds declared OOMs while a victim exits and for
   the post-action delay after.
 
 Every event also samples the cgroups' counters (growth, refaults) for the ranking.
@@ -51,26 +57,32 @@ Defaults: 500 ms of full stall within 2 s (windows of 2 s work without CAP_SYS_R
 from __future__ import annotations
 
 from oomkit.errors import OomkitError
-from oomkit.kernel.base import Cgroup, PsiTrigger, Resource
+from oomkit.kernel.base import PAGE_SIZE, Cgroup, PolicyKernel, PsiTrigger, Resource
 from oomkit.ops import Psi, PsiOps
 from oomkit.policies import cause, sysmem
 from oomkit.policy_args import Duration, Percent, Size
+from oomkit.units import format_size
 
 # A cgroup that refaults while no file refault in its domain is activated is taken to miss
 # this many times the page cache it thrashes in (see _kill_helps): a kill helps when it at
 # least doubles that cache. Three programs thrashing in 110M beside a 618M hog: yes; a
 # reader thrashing in 550M of cache beside a 300M service (a file 1.4x the RAM): no.
 BLIND_MISS = 1
+# Under this share of a domain's file refaults activated, the share tells nothing about
+# the room a kill makes (see _kill_helps).
+BLIND_SHARE = 1 / 8
 
 
 class PressureGuard(PsiOps):
     name = "pressure_guard"
 
     def __init__(self, threshold: Duration = 0.5, window: Duration = 2.0, io: bool = True,
-                 min_activations: int = 1000, min_free: Percent = 6.0,
+                 min_activations: int = 1000, min_free: Percent = 12.0,
                  cgroups: bool = True, swap_room: Percent = 10.0,
                  min_growth: Size = 1 << 20, high_patience: Duration = 6.0,
-                 high_stall: Percent = 75.0, cgroup_stall: Percent = 75.0) -> None:
+                 high_stall: Percent = 75.0, cgroup_stall: Percent = 75.0,
+                 machine_some: bool = True) -> None:
+        self.machine_some = machine_some
         self.cgroup_stall = cgroup_stall
         # per cgroup not at a limit: (last event, its full memory and IO totals (us))
         self._stall_seen: dict[int, tuple[float, int, int]] = {}
@@ -89,17 +101,33 @@ class PressureGuard(PsiOps):
         self.io = io
         self.min_activations = min_activations
         self.cgroups = cgroups
+        from oomkit.policy_args import check_trigger
+
+        check_trigger(threshold, window, "threshold", "window")  # QA Q6: refused at load
 
     def _watch(self, psi: Psi, cgroup_id: int) -> None:
         for res in (Resource.MEMORY, Resource.IO) if self.io else (Resource.MEMORY,):
             try:
                 psi.create_trigger(cgroup_id, res, self.threshold_us, self.window_us,
                                    full=True)
-            except OomkitError:
+            except OomkitError as exc:
+                from oomkit.kernel.psi_trigger import trigger_refused
+
+                if trigger_refused(exc):
+                    # the kernel refused these values (QA Q6): an error the runtime logs
+                    # (at init: the attach fails), not a cgroup without pressure files
+                    raise
                 return  # no pressure files for cgroups here (v1), or gone already
 
     def init(self, psi: Psi) -> int:
         self._watch(psi, 0)
+        if self.machine_some:
+            # The machine's "some": a wake-up for the refault evidence (see the module doc).
+            try:
+                psi.create_trigger(0, Resource.MEMORY, self.threshold_us, self.window_us,
+                                   full=False)
+            except OomkitError:
+                pass  # no PSI here: the "full" triggers (if any) are all there is
         root = psi.kernel.root_mem_cgroup()
         if self.cgroups:
             for cg in root.walk():
@@ -206,8 +234,9 @@ class PressureGuard(PsiOps):
         return False
 
     def _kill_helps(self, root: Cgroup, activity: cause.Activity, now: float,
-                    size: int) -> bool:
-        """Could a kill in root (a domain of ``size`` bytes) end the refaults? Yes when a
+                    size: int) -> str | None:
+        """Could a kill in root (a domain of ``size`` bytes) end the refaults? Returns why
+        it could (for the declaration's text) or None. Yes when a
         cgroup streams into it (cause.streams: killing it stops the eviction), else when
         killing the largest cgroup that does not re-read its files makes room for the
         file working sets of those that do. The kernel activates a refault when its
@@ -217,22 +246,24 @@ class PressureGuard(PsiOps):
         covers: it stalls on its own data, as it would alone. A cgroup without tasks
         (a victim's page cache, still charged) is no one to kill: the refaults while
         reclaim drops it are a recovery. Swap-ins (anon activations) are not weighed
-        here: the cgroup that swaps is itself a candidate. Where no file refault of the
-        domain is activated at all, a cgroup with a tenth or more of its refaults is
-        taken to miss BLIND_MISS times its page cache (the kill must double the cache
-        the readers thrash in), and on the machine only where two or more cgroups
-        thrash so."""
+        here: the cgroup that swaps is itself a candidate. Where the kernel activates
+        under BLIND_SHARE of the domain's file refaults, that share tells nothing (see
+        below): a cgroup with a tenth or more of the refaults is then taken to miss
+        BLIND_MISS times its page cache (the kill must double the cache the readers
+        thrash in), and on the machine only where two or more cgroups thrash so."""
         total = activity.rates(root, now)
         total_file = total.activations - total.anon_activations
-        # No file activation anywhere: the kernel's test cannot see the room a kill makes
+        # (Almost) no file activation: the kernel's test cannot see the room a kill makes
         # (without swap the anon a kill frees is not in the workingset size; with MGLRU a
         # refault is "recent" by generations, and a cyclic reader of a file four times its
-        # cache is never so). Each cgroup that refaults is then taken to miss BLIND_MISS
-        # times the page cache it thrashes in.
-        blind = total_file <= 0 and total.refaults > 0
+        # cache is never so). A few activations here and there (MGLRU: 0 one second,
+        # 1-2k/s the next, of 25k refaults/s in the guest's f10) only make p tiny and
+        # the need of the formula above a multiple of the RAM. Each cgroup that refaults
+        # is then taken to miss BLIND_MISS times the page cache it thrashes in.
+        blind = total.refaults > 0 and total_file < total.refaults * BLIND_SHARE
         need = 0.0
         largest_other = 0
-        blind_readers = 0
+        readers: list[str] = []
         for cg in cause.leaves(root):
             if cg.parent is None:
                 continue
@@ -240,92 +271,132 @@ class PressureGuard(PsiOps):
                 r = activity.rates(cg, now)
                 others = total.per_s(total.activations) - r.per_s(r.activations)
                 if cause.streams(r, others, size):
-                    return True
+                    return (f"{cg.path} streams in "
+                            f"{format_size(int(r.per_s(r.charged) * PAGE_SIZE))}/s")
                 st = cause.Stat(cg)
                 file_act = r.activations - r.anon_activations
-                if file_act > 0 and file_act * 10 >= total_file and r.refaults:
+                if not blind and file_act > 0 and file_act * 10 >= total_file and r.refaults:
                     need += st.page("file") / 2 / min(1.0, file_act / r.refaults)
+                    readers.append(cg.path)
                 elif blind and r.refaults and r.refaults * 10 >= total.refaults:
                     need += st.page("file") * BLIND_MISS
-                    blind_readers += 1
+                    readers.append(cg.path)
                 else:
                     largest_other = max(largest_other, cause.footprint(cg, st))
             except OomkitError:
                 continue
-        if blind and blind_readers < 2 and root.parent is None:
+        if blind and len(readers) < 2 and root.parent is None:
             # Blind, one job re-reading: no counter tells a program pushed out of the room
             # its files had from a lone reader of more than the machine holds, who hurts
             # nobody but itself (a 600M service died for a reader of a file 1.4x the RAM).
             # Several jobs thrashing on their own files at once is a machine too short.
-            return False
-        return largest_other >= need
+            return None
+        if largest_other < need:
+            return None
+        return (f"{len(readers)} cgroup(s) re-read their files "
+                f"({', '.join(p.rsplit('/', 1)[-1] for p in readers[:3])}"
+                f"{', ...' if len(readers) > 3 else ''}), missing about "
+                f"{format_size(int(need))}{' (blind: no activations)' if blind else ''}; "
+                f"a kill frees up to {format_size(largest_other)}")
 
     def handle_psi_event(self, psi: Psi, trigger: PsiTrigger) -> None:
         kernel = psi.kernel
         now = kernel.clock.now()
         root = kernel.root_mem_cgroup()
-        where = kernel.mem_cgroup(trigger.cgroup_id) if trigger.cgroup_id else None
-        if trigger.cgroup_id and where is None:
-            return  # gone meanwhile
         activity = cause.tracker(kernel)
         try:
-            domain = cause.domain_of(where)
-            if domain is None and where is not None:
-                # Felt by one cgroup, not at a limit: the machine's trigger decides, unless
-                # the machine is short and swapped this cgroup's working set out. Then
-                # the machine's "full" may stay low (the others keep running: full needs
-                # every task stalled) while this one stalls nearly all the time.
-                short = sysmem.meminfo(kernel)
-                if short is None or not self._swapped_out_by_others(where, short, activity,
-                                                                     now):
-                    return
-            high = domain is not None and self._held_at_high(domain)
-            if high and where is domain:
-                assert domain is not None
-                self._note_high(domain, now)
-            if domain is None and self._limited_elsewhere(root, trigger.resource):
-                return
-            info = sysmem.meminfo(kernel) if domain is None else None
-            if info is not None and info.free > info.total * self.min_free / 100:
-                return
-            rates = activity.rates(domain or root, now)
-            pushed_out = rates.activations
-            swap_room = info is not None and info.swap_free > info.swap_total * self.swap_room / 100
-            if swap_room:
-                # With room in swap, the kernel makes room for a file working set itself
-                # by swapping out cold anon (workingset_test_recent() counts anon in the
-                # workingset size, so a reader of more than fits is flagged too): only
-                # swap-ins of a working set tell a thrash that a kill ends.
-                pushed_out = rates.anon_activations
-            pushing = rates.per_s(pushed_out) >= self.min_activations
-            # On the machine without room in swap, file refaults the kernel did not
-            # activate may still be a working set pushed out by anon it cannot reclaim
-            # (its test leaves that anon out): evidence only where a kill makes room.
-            rereading = (domain is None and not pushing and not swap_room
-                         and rates.per_s(rates.refaults) >= self.min_activations)
-            if trigger.resource is Resource.IO and not (pushing or rereading):
-                return  # IO waits, but no working set is being pushed out
-            growing = rates.per_s(rates.footprint_growth) >= self.min_growth
-            if domain is None and not pushing and not growing and not rereading:
-                # Memory stalls on the machine, but nothing grows and no working set is
-                # pushed out: a reader reclaiming its own page cache, not a shortage.
-                return
-            if domain is None and swap_room and not self._lasts(now):
-                return  # one window of it: a spike that swap absorbs (n18)
-            size = (cause.limit_of(domain) or domain.usage() if domain is not None
-                    else (info.total if info is not None else 0))
-            check = (pushing and not growing) or (
-                rereading and (not growing or trigger.resource is Resource.IO))
-            if check and not self._kill_helps(domain or root, activity, now, size):
-                # A working set larger than any kill could make room for, or one that
-                # comes back after a kill (the victim's cache is still charged).
-                return
-            if high and domain is not None and not self._no_progress(domain, now):
-                return  # throttled on purpose and still getting on (QA G20)
-            text = ("CONSTRAINT_PSI_IO" if trigger.resource is Resource.IO
-                    else "CONSTRAINT_PSI_MEM")
-            kernel.out_of_memory(domain, 0, constraint_text=text)
+            # A removed cgroup's trigger fires once more (EPOLLERR): gone, not an error
+            # (three handler errors in a row would detach the policy).
+            where = kernel.mem_cgroup(trigger.cgroup_id) if trigger.cgroup_id else None
+            if trigger.cgroup_id and where is None:
+                return  # gone meanwhile
+            why = self._evidence(kernel, trigger, where, root, activity, now)
+            if why is not None:
+                domain, text = why
+                kernel.out_of_memory(domain, 0, constraint_text=text)
         except OomkitError:
             return  # a cgroup on the way went meanwhile: the next event looks again
         finally:
             activity.note_tree(root, now)
+
+    def _evidence(self, kernel: PolicyKernel, trigger: PsiTrigger, where: Cgroup | None,
+                  root: Cgroup, activity: cause.Activity, now: float
+                  ) -> tuple[Cgroup | None, str] | None:
+        """(domain, constraint text) of the OOM this event declares, or None. The text
+        names the evidence: "CONSTRAINT_PSI_MEM: machine memory some 500ms/2s; MemFree
+        5.9% (< 12%); refaults 23270/s, 0/s activated; 3 cgroup(s) re-read their files
+        ...". Raises OomkitError when a cgroup on the way went meanwhile."""
+        some = not trigger.full  # the machine's memory "some": a wake-up (module doc)
+        domain = cause.domain_of(where)
+        if domain is None and where is not None:
+            # Felt by one cgroup, not at a limit: the machine's trigger decides, unless
+            # the machine is short and swapped this cgroup's working set out. Then
+            # the machine's "full" may stay low (the others keep running: full needs
+            # every task stalled) while this one stalls nearly all the time.
+            short = sysmem.meminfo(kernel)
+            if short is None or not self._swapped_out_by_others(where, short, activity,
+                                                                 now):
+                return None
+        high = domain is not None and self._held_at_high(domain)
+        if high and where is domain:
+            assert domain is not None
+            self._note_high(domain, now)
+        if domain is None and self._limited_elsewhere(root, trigger.resource):
+            return None
+        info = sysmem.meminfo(kernel) if domain is None else None
+        if info is not None and info.free > info.total * self.min_free / 100:
+            return None
+        rates = activity.rates(domain or root, now)
+        pushed_out = rates.activations
+        swap_room = info is not None and info.swap_free > info.swap_total * self.swap_room / 100
+        if swap_room:
+            # With room in swap, the kernel makes room for a file working set itself
+            # by swapping out cold anon (workingset_test_recent() counts anon in the
+            # workingset size, so a reader of more than fits is flagged too): only
+            # swap-ins of a working set tell a thrash that a kill ends.
+            pushed_out = rates.anon_activations
+        pushing = rates.per_s(pushed_out) >= self.min_activations
+        # On the machine without room in swap, file refaults the kernel did not
+        # activate may still be a working set pushed out by anon it cannot reclaim
+        # (its test leaves that anon out): evidence only where a kill makes room.
+        rereading = (domain is None and not pushing and not swap_room
+                     and rates.per_s(rates.refaults) >= self.min_activations)
+        growing = rates.per_s(rates.footprint_growth) >= self.min_growth
+        if (trigger.resource is Resource.IO or some) and not (pushing or rereading):
+            return None  # stalls, but no working set is being pushed out
+        if domain is None and not pushing and not growing and not rereading:
+            # Memory stalls on the machine, but nothing grows and no working set is
+            # pushed out: a reader reclaiming its own page cache, not a shortage.
+            return None
+        if domain is None and swap_room and not self._lasts(now):
+            return None  # one window of it: a spike that swap absorbs (n18)
+        size = (cause.limit_of(domain) or domain.usage() if domain is not None
+                else (info.total if info is not None else 0))
+        # "some" wakes up on any stall (one task reclaiming): only a kill that makes
+        # room for the working sets pushed out counts then, whatever grows.
+        check = some or (pushing and not growing) or (
+            rereading and (not growing or trigger.resource is Resource.IO))
+        helps = self._kill_helps(domain or root, activity, now, size) if check else None
+        if check and helps is None:
+            # A working set larger than any kill could make room for, or one that
+            # comes back after a kill (the victim's cache is still charged).
+            return None
+        if high and domain is not None and not self._no_progress(domain, now):
+            return None  # throttled on purpose and still getting on (QA G20)
+        res = "io" if trigger.resource is Resource.IO else "memory"
+        felt = where.path if where is not None else "machine"
+        terms = [f"{felt} {res} {'some' if some else 'full'} "
+                 f"{trigger.threshold_us // 1000}ms/{trigger.window_us / 1e6:g}s"]
+        if info is not None:
+            terms.append(f"MemFree {100 * info.free / max(1, info.total):.1f}% "
+                         f"(< {self.min_free:g}%)")
+        terms.append(f"refaults {rates.per_s(rates.refaults):.0f}/s, "
+                     f"{rates.per_s(pushed_out):.0f}/s activated"
+                     f"{' (anon)' if swap_room else ''}")
+        if growing:
+            terms.append(f"footprint grows "
+                         f"{format_size(int(rates.per_s(rates.footprint_growth)))}/s")
+        if helps is not None:
+            terms.append(helps)
+        text = "CONSTRAINT_PSI_IO" if trigger.resource is Resource.IO else "CONSTRAINT_PSI_MEM"
+        return domain, f"{text}: {'; '.join(terms)}"

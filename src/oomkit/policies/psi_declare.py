@@ -13,7 +13,9 @@ from __future__ import annotations
 
 from oomkit.errors import OomkitError
 from oomkit.kernel.base import PsiTrigger, Resource
+from oomkit.kernel.psi_trigger import trigger_refused
 from oomkit.ops import Psi, PsiOps
+from oomkit.policy_args import check_trigger
 
 
 class PsiDeclare(PsiOps):
@@ -21,6 +23,7 @@ class PsiDeclare(PsiOps):
 
     def __init__(self, threshold_ms: int = 500, window_ms: int = 2000,
                  system: bool = True, cgroups: bool = True) -> None:
+        check_trigger(threshold_ms / 1000, window_ms / 1000, "threshold_ms", "window_ms", "ms")
         self.threshold_us = threshold_ms * 1000
         self.window_us = window_ms * 1000
         self.system = system
@@ -30,8 +33,10 @@ class PsiDeclare(PsiOps):
         try:
             psi.create_trigger(cgroup_id, Resource.MEMORY, self.threshold_us,
                                self.window_us, full=True)
-        except OomkitError:
-            pass  # a cgroup without pressure files (v1) or gone already
+        except OomkitError as exc:
+            if trigger_refused(exc):
+                raise  # the kernel refused these values: an error, logged (QA Q6)
+            # a cgroup without pressure files (v1) or gone already
 
     def init(self, psi: Psi) -> int:
         if self.system:

@@ -18,13 +18,11 @@ oomd_select_by_swap_usage / oomd_select_by_pgscan_rate, defaults of oomd.conf(5)
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from oomkit.kernel.base import PAGE_SIZE, Cgroup, PolicyKernel
 from oomkit.ops import OomContext, OomControl, OomOps
 from oomkit.policies import cause, prefs, sysmem
 from oomkit.policies.poll import PollWatch, Sustained
-from oomkit.policy_args import Duration, Percent, Size
+from oomkit.policy_args import CgroupGlobs, Duration, Percent, Size
 
 
 class SystemdOomdWatch(PollWatch):
@@ -33,7 +31,7 @@ class SystemdOomdWatch(PollWatch):
     name = "systemd_oomd"
 
     def __init__(self, swap_used_limit: Percent = 90.0, memory_pressure_limit: Percent = 60.0,
-                 memory_pressure_duration: Duration = 30.0, monitored: Sequence[str] = ("/*",),
+                 memory_pressure_duration: Duration = 30.0, monitored: CgroupGlobs = ("/*",),
                  wake: Duration = 0.001, window: Duration = 0.5) -> None:
         super().__init__(wake, window)
         self.swap_limit = swap_used_limit

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 from oomkit.errors import OomkitError
 from oomkit.kernel.base import PsiTrigger, Resource
+from oomkit.kernel.psi_trigger import trigger_refused
 from oomkit.ops import Psi, PsiOps
+from oomkit.policy_args import check_trigger
 
 
 class ThrashGuard(PsiOps):
@@ -24,6 +26,7 @@ class ThrashGuard(PsiOps):
 
     def __init__(self, threshold_ms: int = 500, window_ms: int = 2000,
                  min_refaults_per_s: int = 1000) -> None:
+        check_trigger(threshold_ms / 1000, window_ms / 1000, "threshold_ms", "window_ms", "ms")
         self.threshold_us = threshold_ms * 1000
         self.window_us = window_ms * 1000
         self.min_refaults_per_s = min_refaults_per_s
@@ -45,8 +48,10 @@ class ThrashGuard(PsiOps):
                                    full=True)
             self._seen[cgroup_id] = (psi.kernel.clock.now(),
                                      cg.vm_events("workingset_refault_file"))
-        except OomkitError:
-            pass  # no per-cgroup pressure here (cgroup v1), or the cgroup just went
+        except OomkitError as exc:
+            if trigger_refused(exc):
+                raise  # the kernel refused these values: an error, logged (QA Q6)
+            # no per-cgroup pressure here (cgroup v1), or the cgroup just went
 
     def init(self, psi: Psi) -> int:
         for cg in psi.kernel.root_mem_cgroup().walk():

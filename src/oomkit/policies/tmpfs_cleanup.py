@@ -11,6 +11,11 @@ as nothing is killed for 28K. /dev/shm is the default because
 a file there is POSIX shared memory (shm_open) that outlives its program: one nobody
 holds open any more is memory only a delete gives back.
 
+Under the shipped unit (packaging/oomkit.service: ``PrivateTmp=yes``, ``ProtectHome=yes``)
+the daemon's /tmp is a private, empty one and /run/user/UID is hidden: such paths clean
+nothing there unless a drop-in sets ``PrivateTmp=no`` / ``ProtectHome=read-only`` or
+``BindPaths=`` them (QA Q15). /dev/shm is the machine's.
+
 Only regular tmpfs files directly in the configured directories are candidates, as the
 kernel lists them (``Kernel.tmpfs_files``: never through a link another user may have
 planted; on the simulator, its own files). The kernel then refuses whatever is not a
@@ -26,7 +31,7 @@ from collections.abc import Sequence
 from oomkit.errors import OomkitError
 from oomkit.kernel.base import PolicyKernel
 from oomkit.ops import OomContext, OomControl, OomOps
-from oomkit.policy_args import Size
+from oomkit.policy_args import ArgError, Size
 
 #: Scanned when no ``paths`` are given: what the recommended config lists, and where a
 #: simulated scenario's tmpfs files are (examples/tmpfs.toml). Without it, the policy
@@ -47,10 +52,10 @@ def _paths(paths: object) -> list[str]:
 class TmpfsCleanup(OomOps):
     name = "tmpfs_cleanup"
 
-    def __init__(self, paths: Sequence[str] = DEFAULT_PATHS, target: int = 64 << 20,
+    def __init__(self, paths: Sequence[str] = DEFAULT_PATHS, target: Size = 64 << 20,
                  min_free: Size = 4 << 20) -> None:
         if isinstance(target, bool) or not isinstance(target, int) or target < 1:
-            raise TypeError(f"target is a number of bytes (at least 1), got {target!r:.40}")
+            raise ArgError("target", f"a size of at least 1 byte, got {target!r:.40}")
         self.paths = _paths(paths)
         self.target = target
         self.min_free = min_free
