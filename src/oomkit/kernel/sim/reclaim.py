@@ -338,6 +338,10 @@ class SimMemory:
             self.reclaim_cost_ns += pages(take) * (
                 self.machine.reclaim_large_ns if f.large_folios else self.machine.reclaim_ns)
         count_reclaim(cg, "file", pages(got))
+        if cg.local["file_dirty"] and self.machine.dirty_scan_ratio > 1.0:
+            # Dirty folios met again on the way (MachineSpec.dirty_scan_ratio).
+            again = int(pages(got) * (self.machine.dirty_scan_ratio - 1.0))
+            count_reclaim(cg, "file", again, scanned_only=True)
         return got
 
     def drop_file_pages(self, f: SimFile, nbytes: int) -> None:
@@ -364,6 +368,10 @@ class SimMemory:
         self.reclaim_cost_ns += pages(got) * (self.machine.reclaim_ns if per_page is None
                                               else per_page)
         count_reclaim(cg, "anon", pages(got))
+        # Anon folios the scan looked at and kept (MGLRU aging and look-around: young
+        # ones go up a generation): in pgscan, not pgsteal.
+        kept = int(pages(got) * (self.machine.anon_scan_ratio - 1.0))
+        count_reclaim(cg, "anon", kept, scanned_only=True)
         return got
 
     def swap_charge(self, cg: SimCgroup, nbytes: int) -> None:

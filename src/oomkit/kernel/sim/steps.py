@@ -133,9 +133,10 @@ class StepRunner:
                 f.touched_at = t
                 if step.write:
                     self.mem.wb.dirty(f, charged, t)
-                    pause = self.mem.wb.pause_ns(proc.cgroup, charged)
+                    done = t + charged * NS // rate
+                    pause = self.mem.wb.pause_ns(proc, charged, done)
                     if pause:  # balance_dirty_pages(): an IO wait
-                        proc.io_blocked_until = t + charged * NS // rate + pause
+                        proc.io_blocked_until = done + pause
             proc.step_done += charged
             proc.peak_rss = max(proc.peak_rss, proc.rss)
         t += charged * NS // rate
