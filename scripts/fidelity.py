@@ -209,7 +209,10 @@ def leak_build(limit: int, rate: int, size: int, swap_max: int | None = 0
     def build(k: SimKernel, start: int) -> int:
         cg = k.create_cgroup("/leak", memory_max=limit, swap_max=swap_max)
         k.spawn("sleeper", "/leak", (Step("alloc", size=16 * M), Step("sleep")))
-        k.spawn("leaker", "/leak", (Step("alloc", size=size, rate=rate), Step("sleep")))
+        # paced: the live leaker sleeps when ahead of its rate and catches up after a
+        # stall (LEAK), so a stall does not cost it throughput.
+        k.spawn("leaker", "/leak", (Step("alloc", size=size, rate=rate, paced=True),
+                                    Step("sleep")))
         return cg.id
     return build
 
@@ -236,10 +239,26 @@ def at_host_speed(machine: MachineSpec, touch_rate: int) -> MachineSpec:
                    reclaim_large_ns=int(machine.reclaim_large_ns / f))
 
 
+def leak_speed(directory: Path, v2: bool) -> int:
+    """Bytes a second the leaker allocates and touches when nothing holds it back: 256M
+    unpaced into a 1G memcg (no reclaim). It is how fast the live leaker catches up with
+    its pace after a stall (the simulator's machine.alloc_rate for a paced alloc)."""
+    with ct.data_file(directory, M, "leak-speed") as dummy:
+        m = ct.run_reader(dummy, "leak", 1024 * M, seconds=30.0, v2=v2, program=LEAK,
+                          argv=[str(256 * M), str(64 << 30)])
+    if not m.pages_read or m.ended_at is None:
+        raise SystemExit("calibration: the leaker did not finish")
+    return int(m.pages_read * 4096 / m.seconds)
+
+
 def swap_total() -> int:
     """Bytes of swap the machine has (/proc/swaps, sizes in KiB)."""
     return sum(int(line.split()[2]) * 1024 for line in
                Path("/proc/swaps").read_text().splitlines()[1:] if line.strip())
+
+
+def wanted_any(wanted: list[str], *rows: str) -> bool:
+    return any(r in wanted for r in rows)
 
 
 def swap_out_cost(directory: Path, rate: int) -> tuple[int, float]:
@@ -563,6 +582,11 @@ def main(argv: list[str] | None = None) -> int:
         sim = sim_side(reader_build(size, 64 * M, args.seconds), machine, args.seconds)
         rows.append(Row(name, title, kern, sim))
 
+    if live and wanted_any(wanted, "leak", "leak-swap", "high"):
+        base = replace(base, alloc_rate=leak_speed(args.dir, v2))
+        print(f"calibration: the leaker's own speed {base.alloc_rate / M:,.0f}M/s",
+              file=sys.stderr)
+
     if "leak" in wanted:
         rate, size = 50 * M, 1024 * M
         sim = sim_side(leak_build(128 * M, rate, size), base, 10.0, main="leaker")
@@ -671,7 +695,8 @@ def main(argv: list[str] | None = None) -> int:
         def high(k: SimKernel, start: int) -> int:
             cg = k.create_cgroup("/svc", memory_high=64 * M, memory_max=512 * M, swap_max=0)
             k.spawn("sleeper", "/svc", (Step("alloc", size=16 * M), Step("sleep")))
-            k.spawn("bloat", "/svc", (Step("alloc", size=256 * M, rate=20 * M), Step("sleep")))
+            k.spawn("bloat", "/svc", (Step("alloc", size=256 * M, rate=20 * M, paced=True),
+                                      Step("sleep")))
             return cg.id
         kern = None
         if live and v2memcg:
@@ -694,6 +719,10 @@ def main(argv: list[str] | None = None) -> int:
             f"{runs} live run(s) per row; the simulator {len(SIM_RUNS)} runs, "
             f"{len(SIM_RUNS) // len(START_S)} seeds at each of {len(START_S)} phases of the "
             "trigger grid (the storm: one). PSI is the workload's own cgroup.")
+    if live and wanted_any(wanted, "leak", "leak-swap", "high"):
+        head += (f" The leakers' allocations are paced as the live leaker paces itself "
+                 f"(it catches up after a stall at its own speed, measured: "
+                 f"{base.alloc_rate / M:,.0f}M/s).")
     if calibrate and row_cals:
         head += (" The simulator's machine was calibrated (compare_thrash.calibrate) just "
                  "before each reader row's runs; the other rows take the last one: "

@@ -169,3 +169,23 @@ def test_the_ratios_parse_from_a_scenario() -> None:
     assert sc.machine.anon_scan_ratio == 1.6 and sc.machine.dirty_scan_ratio == 5.0
     with pytest.raises(ConfigError, match="anon_scan_ratio"):
         parse_scenario("[machine]\nanon_scan_ratio = 0.5\n")
+
+
+def test_a_paced_alloc_catches_up_after_a_stall_at_the_machines_alloc_rate() -> None:
+    """paced = true: the rate is a wall-clock pace; a task that stalled (here in swap-out
+    reclaim at 50 us a page) catches up, so it keeps its pace where an unpaced one falls
+    behind by its stall."""
+    done = {}
+    for paced in (False, True):
+        k = SimKernel(MachineSpec(memory=M("2G"), swap=M("1G"), swap_out_ns=50_000,
+                                  alloc_rate=M("1G")))
+        k.create_cgroup("/leak", memory_max=M("128M"), swap_max=None)
+        k.spawn("leaker", "/leak", (Step("alloc", size=M("1G"), rate=M("50M"),
+                                         paced=paced), Step("sleep")))
+        k.run(8 * S)
+        done[paced] = k.process("leaker").step_done
+    assert done[True] == pytest.approx(M("400M"), rel=0.03)  # 8 s at 50M/s
+    assert done[False] < 0.9 * done[True]
+    sc = parse_scenario('[[process]]\nname = "p"\nprogram = [{ op = "alloc", size = "1M", '
+                        'rate = "1M/s", paced = true }]\n')
+    assert sc.processes[0].program[0].paced

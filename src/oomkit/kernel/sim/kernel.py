@@ -499,6 +499,7 @@ class SimKernel:
             self._next_pid += 1
             proc.state = RUNNING
             proc.step_done = 0
+            proc.step_started_ns = now
             cg.procs[proc.pid] = proc
             self.procs[proc.pid] = proc
             self.sched.place(proc)

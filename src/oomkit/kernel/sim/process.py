@@ -56,6 +56,7 @@ class SimProcess:
     pc: int = 0
     # progress inside the current step
     step_done: int = 0  # bytes allocated / touched, or ns worked / slept
+    step_started_ns: int = 0  # when the current step began (a paced alloc's clock)
     # memory
     anon: int = 0  # resident anonymous bytes
     swapped: int = 0  # anonymous bytes out on swap

@@ -51,6 +51,9 @@ class Step:
     mapped: bool = False  # file pages mapped MAP_SHARED (count in file_mapped and rss)
     pattern: str = "random"  # touch: "random" or "sequential" (passes in order)
     write: bool = False  # alloc of file pages by write(): dirty until written back
+    # alloc: ``rate`` is a wall-clock pace (a program that sleeps when ahead of it):
+    # behind it after a stall, the task allocates at machine.alloc_rate until caught up.
+    paced: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,7 +288,7 @@ def _check_keys(raw: dict[str, Any], allowed: set[str], where: _Where, table: st
 
 
 _STEP_KEYS = {
-    "alloc": {"op", "kind", "size", "rate", "path", "mapped", "write"},
+    "alloc": {"op", "kind", "size", "rate", "path", "mapped", "write", "paced"},
     "free": {"op", "kind", "size", "path"},
     "touch": {"op", "kind", "size", "path", "duration", "pattern"},
     "work": {"op", "duration"},
@@ -330,7 +333,8 @@ def _step(raw: object, where: _Where, index: int, entry: str, n: int) -> Step:
         return Step(op, k, size, g("rate", parse_rate, None) if op == "alloc" else None, path,
                     g("duration", parse_duration_ns, None) if op == "touch" else None,
                     g("mapped", _bool, False) if op == "alloc" else False,
-                    g("pattern", _pattern, "random") if op == "touch" else "random", write)
+                    g("pattern", _pattern, "random") if op == "touch" else "random", write,
+                    g("paced", _bool, False) if op == "alloc" else False)
     if op in ("work", "sleep"):
         dur = g("duration", parse_duration_ns, None)
         if op == "work" and dur is None:

@@ -97,6 +97,7 @@ class StepRunner:
     def next_step(self, proc: SimProcess, t: int) -> None:
         proc.pc += 1
         proc.step_done = 0
+        proc.step_started_ns = t
         proc.blocked_until = max(proc.blocked_until, 0)
 
     def _stall_rest(self, proc: SimProcess, t: int, end: int) -> int:
@@ -119,6 +120,13 @@ class StepRunner:
         rate = step.rate or self.machine.alloc_rate
         remaining = page_align(step.size) - proc.step_done
         can = min(remaining, max(PAGE_SIZE, page_align(rate * (end - t) // NS)))
+        if step.paced and step.rate:
+            started = proc.step_started_ns
+            if proc.step_done < (t - started) * step.rate // NS:
+                # Behind its pace (it stalled): as fast as it goes, up to the pace.
+                rate = max(step.rate, self.machine.alloc_rate)
+                due = (end - started) * step.rate // NS - proc.step_done
+                can = min(remaining, max(PAGE_SIZE, page_align(due)))
         if self.mem.over_high(proc.cgroup):
             # Over memory.high the task pays its penalty every batch of pages.
             can = min(can, MEMCG_CHARGE_BATCH * PAGE_SIZE)
