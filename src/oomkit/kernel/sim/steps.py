@@ -126,7 +126,8 @@ class StepRunner:
                 # Behind its pace (it stalled): as fast as it goes, up to the pace.
                 rate = max(step.rate, self.machine.alloc_rate)
                 due = (end - started) * step.rate // NS - proc.step_done
-                can = min(remaining, max(PAGE_SIZE, page_align(due)))
+                can = min(remaining, max(PAGE_SIZE, page_align(
+                    min(due, rate * (end - t) // NS))))
         if self.mem.over_high(proc.cgroup):
             # Over memory.high the task pays its penalty every batch of pages.
             can = min(can, MEMCG_CHARGE_BATCH * PAGE_SIZE)
