@@ -313,7 +313,7 @@ def _step(raw: object, where: _Where, index: int, entry: str, n: int) -> Step:
         return _get(raw, key, parse, where, "process", at, f"{label} ({op})", default)
 
     def kind(v: object) -> str:
-        allowed = ("anon", "file") if op == "touch" else KINDS
+        allowed = KINDS
         if v not in allowed:
             raise ValueError(f"kind is one of {', '.join(allowed)}, got {shown(v)}")
         return str(v)
@@ -326,6 +326,9 @@ def _step(raw: object, where: _Where, index: int, entry: str, n: int) -> Step:
         path = g("path", parse_file_path, None)
         if op == "alloc" and k == "shmem" and path is not None and not path.startswith("/"):
             raise where.error("process", at, f"{label} ({op})", "path", "must be absolute")
+        if op == "touch" and k == "shmem" and (path is None or not path.startswith("/")):
+            raise where.error("process", at, f"{label} ({op})", "path",
+                              "a touch of shmem names the tmpfs file (an absolute path)")
         write = g("write", _bool, False) if op == "alloc" else False
         if write and (k != "file" or g("mapped", _bool, False)):
             raise where.error("process", at, f"{label} ({op})", "write",
@@ -486,11 +489,14 @@ def parse_scenario(text: str, path: str = "<scenario>") -> Scenario:
 def _check_programs(processes: list[ProcessSpec], cgroups: list[CgroupSpec],
                     where: _Where) -> None:
     """What the steps alone cannot tell: a touch of anonymous memory the process has not
-    allocated (the simulator would take it as resident), a free of a file that no step
+    allocated (the simulator would take it as resident) or of a tmpfs file no step
+    writes, a free of a file that no step
     of the scenario brings into memory (it would free nothing), a process that starts in
     a cgroup after the scenario removes it (it would re-create it without its limits)."""
     known_files = {s.path for p in processes for s in p.program
                    if s.op in ("alloc", "touch") and s.kind != "anon" and s.path}
+    tmpfs_files = {s.path for p in processes for s in p.program
+                   if s.op == "alloc" and s.kind == "shmem" and s.path}
     removed = {c.path: c.remove_ns for c in cgroups if c.remove_ns is not None}
     for i, proc in enumerate(processes):
         entry = f'process "{proc.name}"'
@@ -515,6 +521,9 @@ def _check_programs(processes: list[ProcessSpec], cgroups: list[CgroupSpec],
                     raise where.error("process", at_step, label, "size",
                                       f"touches {step.size >> 20}M of anonymous memory but "
                                       f"has allocated {have} by then (alloc it first)")
+            if step.op == "touch" and step.kind == "shmem" and step.path not in tmpfs_files:
+                raise where.error("process", at_step, label, "path",
+                                  f"no step of the scenario writes the tmpfs file {step.path}")
             if step.op == "free" and step.kind != "anon" and not (
                     step.kind == "shmem" and step.path is None):
                 if step.path is None:
