@@ -130,3 +130,18 @@ def test_n01_the_apps_recover_once_the_idle_tmp_file_is_swapped_out(tmp_path: Pa
                         "n01_tmp_tmpfs_filled_by_small_writer.toml",
                         REPO / "packaging" / "oomkit.toml", tmp_path)
     assert not {"desktop", "browser", "editor"} & set(o.killed), o.killed
+
+
+def test_n01_on_the_kernel_alone_the_idle_file_goes_to_swap_not_the_apps() -> None:
+    """The kernel alone (no handler): once the extractor has written its file, the file
+    is the coldest memory on the anon LRU; what does not fit goes out of it, and the apps'
+    working sets come back and stay (they thrashed for the whole 30 s before)."""
+    path = REPO / "tests" / "field_cases" / "n01_tmp_tmpfs_filled_by_small_writer.toml"
+    k = SimKernel.from_scenario(parse_scenario(path.read_text(), str(path)))
+    k.run()
+    f = k.files["/tmp/extract.img"]
+    assert f.swapped > M("100M") and f.resident + f.swapped == M("1400M")
+    for name in ("desktop", "browser", "editor"):
+        app = k.process(name)
+        assert app.swapped == 0 and app.stall_ns < 3 * S, (name, app.swapped, app.stall_ns)
+    assert k.kills == 0
