@@ -209,7 +209,10 @@ def leak_build(limit: int, rate: int, size: int, swap_max: int | None = 0
     def build(k: SimKernel, start: int) -> int:
         cg = k.create_cgroup("/leak", memory_max=limit, swap_max=swap_max)
         k.spawn("sleeper", "/leak", (Step("alloc", size=16 * M), Step("sleep")))
-        k.spawn("leaker", "/leak", (Step("alloc", size=size, rate=rate), Step("sleep")))
+        # paced: the live leaker sleeps when ahead of its rate and catches up after a
+        # stall (LEAK), so a stall does not cost it throughput.
+        k.spawn("leaker", "/leak", (Step("alloc", size=size, rate=rate, paced=True),
+                                    Step("sleep")))
         return cg.id
     return build
 
@@ -223,23 +226,57 @@ def writer_build(limit: int, size: int, rate: int) -> Callable[[SimKernel, int],
     return build
 
 
+def at_host_speed(machine: MachineSpec, touch_rate: int) -> MachineSpec:
+    """The calibrated machine with its CPU work scaled to the host's speed during the
+    runs: the reader's cached reads, measured just before each run (a 2 s read of a file
+    that fits), against the calibration's. A TCG guest on a shared host slows down and
+    speeds up as a whole (its vCPUs are host threads), so the CPU a miss takes and
+    reclaim's CPU per page scale by the same factor; the IO costs (the RAM disk is a
+    copy, on the same CPUs) are near zero on the guest and left as measured."""
+    f = touch_rate / machine.touch_rate
+    return replace(machine, touch_rate=touch_rate, miss_cpu_ns=int(machine.miss_cpu_ns / f),
+                   reclaim_ns=int(machine.reclaim_ns / f),
+                   reclaim_large_ns=int(machine.reclaim_large_ns / f))
+
+
+def leak_speed(directory: Path, v2: bool) -> int:
+    """Bytes a second the leaker allocates and touches when nothing holds it back: 256M
+    unpaced into a 1G memcg (no reclaim). It is how fast the live leaker catches up with
+    its pace after a stall (the simulator's machine.alloc_rate for a paced alloc)."""
+    with ct.data_file(directory, M, "leak-speed") as dummy:
+        m = ct.run_reader(dummy, "leak", 1024 * M, seconds=30.0, v2=v2, program=LEAK,
+                          argv=[str(256 * M), str(64 << 30)])
+    if not m.pages_read or m.ended_at is None:
+        raise SystemExit("calibration: the leaker did not finish")
+    return int(m.pages_read * 4096 / m.seconds)
+
+
 def swap_total() -> int:
     """Bytes of swap the machine has (/proc/swaps, sizes in KiB)."""
     return sum(int(line.split()[2]) * 1024 for line in
                Path("/proc/swaps").read_text().splitlines()[1:] if line.strip())
 
 
-def swap_out_cost(directory: Path) -> int:
-    """The memory stall per page reclaim writes to swap, in ns: a leaker as fast as it
-    goes (256M into a 64M memcg that may swap; not the row's 50M/s into 128M), its
-    memcg's memory stall per page stolen (v2 memory.stat pgsteal: all anon here)."""
+def wanted_any(wanted: list[str], *rows: str) -> bool:
+    return any(r in wanted for r in rows)
+
+
+def swap_out_cost(directory: Path, rate: int) -> tuple[int, float]:
+    """The memory stall per page reclaim writes to swap, in ns, and the anon pages it
+    scans per page it swaps out: a leaker of 256M into a 64M memcg that may swap (not
+    the row's 128M), at ``rate`` bytes a second; its memcg's memory stall per page
+    stolen and pgscan / pgsteal (v2 memory.stat: all anon here). At the row's pace, not
+    as fast as it goes: a leaker that never leaves reclaim swaps out at half the cost a
+    page of one that enters it between paced allocations (21.4 us against the 7.3 row's
+    42 us), and scans fewer pages per page it takes."""
     with ct.data_file(directory, M, "swap-cal") as dummy:
         m = ct.run_reader(dummy, "leak", 64 * M, seconds=30.0, v2=True, program=LEAK,
-                          argv=[str(256 * M), str(64 << 30)], swap=True)
+                          argv=[str(256 * M), str(rate)], swap=True)
     steal = m.stat.get("pgsteal", 0)
     if steal < 1000:
         raise SystemExit(f"calibration: the leaker did not swap ({steal} pages stolen)")
-    return int(m.psi_cg.get("memory_some", 0) * 1000 / steal)
+    return (int(m.psi_cg.get("memory_some", 0) * 1000 / steal),
+            round(max(1.0, m.stat.get("pgscan", steal) / steal), 2))
 
 
 def cap_sys_resource() -> bool:
@@ -331,6 +368,48 @@ def disk_rate(directory: Path, size: int = 400 * M) -> int:
     finally:
         with contextlib.suppress(FileNotFoundError):
             out.unlink()
+
+
+def writeback_rate(directory: Path, v2: bool) -> int:
+    """Bytes a second the memcg's writeback takes while a writer keeps it busy: a writer
+    of 600M into a 1G memcg (not the row: no reclaim, a 200M dirty threshold), its rate
+    over its last 300M. By then its memcg domain is past the freerun ceiling (150M) and
+    balance_dirty_pages() holds its dirtying to the writeout rate ("the dirty rate will
+    match the writeout rate in long term": wb_update_dirty_ratelimit()), so this is the
+    device's rate as this kernel's flusher gets it with a writer running on the same
+    (shared, TCG) CPUs, which the fsync of disk_rate(), a flush with nothing else
+    running, is not (132M/s by fsync against the 6.12 row's ~98M/s of writing)."""
+    size, mark = 600 * M, 300 * M
+    with ct.data_file(directory, M, "wb-cal") as dummy:
+        out = directory / f"oomkit-fidelity-{os.getpid()}-wbcal.dat"
+        try:
+            m = ct.run_reader(dummy, "writer", 1024 * M, seconds=60.0, v2=v2,
+                              program=WRITER, argv=[str(out), str(size), str(mark)])
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                out.unlink()
+    if not m.extra or m.ended_at is None:
+        raise SystemExit("calibration: the writeback writer did not finish")
+    tail_ns = m.seconds * NS - int(m.extra[0])
+    return int((size - mark) * NS / max(tail_ns, 1))
+
+
+def dirty_scan_ratio(directory: Path) -> float:
+    """File pages reclaim scans per page it reclaims while a writer fills its memcg with
+    dirty page cache: a writer of 400M into a 128M memcg (not the row's 256M), its v2
+    memory.stat pgscan / pgsteal (MachineSpec.dirty_scan_ratio)."""
+    with ct.data_file(directory, M, "dirty-cal") as dummy:
+        out = directory / f"oomkit-fidelity-{os.getpid()}-dirtycal.dat"
+        try:
+            m = ct.run_reader(dummy, "writer", 128 * M, seconds=30.0, v2=True,
+                              program=WRITER, argv=[str(out), str(400 * M)])
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                out.unlink()
+    steal = m.stat.get("pgsteal", 0)
+    if steal < 1000:
+        raise SystemExit(f"calibration: the writer did not reclaim ({steal} pages)")
+    return round(max(1.0, m.stat.get("pgscan", steal) / steal), 2)
 
 
 # -- the table ----------------------------------------------------------------------------
@@ -435,16 +514,32 @@ def main(argv: list[str] | None = None) -> int:
     live = not args.sim_only
     wanted = args.rows.split(",")
     cal = ct.saved_calibration()
-    if live and args.calibrate:
+
+    def measure() -> ct.Calibration:
+        """compare_thrash's calibration, now."""
         with ct.data_file(args.dir, 256 * M, "cal-big") as big, \
                 ct.data_file(args.dir, 32 * M, "cal-small") as small:
-            cal = ct.calibrate(big, small, 64 * M, v2=ct.own_v2_group() is not None)
-        print(json.dumps({"calibration": asdict(cal)}, indent=1), file=sys.stderr)
-    # The simulator gets this machine's CPUs (the storm row keeps the case's own 4) and
-    # its LRU: the multi-gen LRU where the kernel runs it (7.x defaults), else classic.
-    base = replace(ct.sim_machine(cal, "random"), cpus=os.cpu_count() or 1,
-                   lru=args.lru or ct.lru_of_this_kernel(),
-                   cap_sys_resource=live and cap_sys_resource())
+            got = ct.calibrate(big, small, 64 * M, v2=ct.own_v2_group() is not None)
+        print(json.dumps({"calibration": asdict(got)}, indent=1), file=sys.stderr)
+        return got
+
+    def machine_of(c: ct.Calibration) -> MachineSpec:
+        # The simulator gets this machine's CPUs (the storm row keeps the case's own 4)
+        # and its LRU: the multi-gen LRU where the kernel runs it (7.x defaults), else
+        # classic.
+        return replace(ct.sim_machine(c, "random"), cpus=os.cpu_count() or 1,
+                       lru=args.lru or ct.lru_of_this_kernel(),
+                       cap_sys_resource=live and cap_sys_resource())
+
+    readers = [r for r in ("reader-far", "reader-near") if r in wanted]
+    calibrate = live and args.calibrate
+    # The readers' speed follows how busy the (shared) host's CPUs are, and drifts over
+    # minutes: each reader row is calibrated just before its own runs (below); the other
+    # rows use the last calibration made.
+    if calibrate and not readers:
+        cal = measure()
+    row_cals: dict[str, ct.Calibration] = {}
+    base = machine_of(cal)
     v2memcg = live and ct.v2_memcg_base() is not None
     # Files on tmpfs, an overlay of it (the QEMU guest's /) or 9p are no page cache a
     # memcg reclaims and refaults: the readers and the writer need a disk.
@@ -463,14 +558,34 @@ def main(argv: list[str] | None = None) -> int:
             continue
         title = (f"Random reader, {size // M}M file in a 64M memcg "
                  f"({'far beyond' if size > 128 * M else 'near'} its limit)")
-        sim = sim_side(reader_build(size, 64 * M, args.seconds), base, args.seconds)
+        if calibrate:
+            cal = row_cals[name] = measure()
+            base = machine_of(cal)
         kern = None
+        machine = base
         if live and disk:
-            with ct.data_file(args.dir, size, name) as path:
-                ms = [ct.run_reader(path, "random", 64 * M, seconds=args.seconds,
-                                    triggers=True, v2=v2, seed=i + 1) for i in range(runs)]
+            speeds: list[int] = []
+            with ct.data_file(args.dir, size, name) as path, \
+                    ct.data_file(args.dir, 32 * M, f"{name}-speed") as small:
+                ms = []
+                for i in range(runs):
+                    if calibrate:  # the host's speed right before this run
+                        speeds.append(ct._cached_speed(small, "random", 64 * M))
+                    ms.append(ct.run_reader(path, "random", 64 * M, seconds=args.seconds,
+                                            triggers=True, v2=v2, seed=i + 1))
             kern = kernel_side(ms, lambda m: "none" if not m.oom_kills else "reader")
+            if speeds:
+                machine = at_host_speed(base, sum(speeds) // len(speeds))
+                title += (f" (the host's speed in the runs: cached reads at "
+                          f"{machine.touch_rate / M:,.0f}M/s, {base.touch_rate / M:,.0f}M/s "
+                          "in the calibration)")
+        sim = sim_side(reader_build(size, 64 * M, args.seconds), machine, args.seconds)
         rows.append(Row(name, title, kern, sim))
+
+    if live and wanted_any(wanted, "leak", "leak-swap", "high"):
+        base = replace(base, alloc_rate=leak_speed(args.dir, v2))
+        print(f"calibration: the leaker's own speed {base.alloc_rate / M:,.0f}M/s",
+              file=sys.stderr)
 
     if "leak" in wanted:
         rate, size = 50 * M, 1024 * M
@@ -497,8 +612,21 @@ def main(argv: list[str] | None = None) -> int:
         free = 32 * M if v2memcg else 128 * M
         speed, wrate = 1024 * M, 1024 * M
         kern = None
+        how, scan_ratio = "the disk", 1.0
         if live and disk:
-            wrate = disk_rate(args.dir)
+            # v2: the memcg is its own dirty domain with its own writeback context, and
+            # the rate its flusher gets with a writer running is measured so (v1 keeps
+            # the fsync: its writer never reaches the machine's freerun ceiling).
+            wrate = writeback_rate(args.dir, v2) if v2memcg else disk_rate(args.dir)
+            how = "its writeback under a writer in a 1G memcg" if v2memcg else how
+            if v2memcg:
+                # Printed, not given to the simulator: on 6.12 a writer in 128M scanned
+                # 1.63 pages per page reclaimed, the row's in 256M 1.00 (this session),
+                # so the ratio does not carry over from one limit to another
+                # (docs/sim-vs-kernel.md, "the writer's scans").
+                scan_ratio = dirty_scan_ratio(args.dir)
+                how = (f"not given to the simulator: {scan_ratio:.2f} file pages scanned per "
+                       f"page reclaimed by a writer in a 128M memcg; {how}")
             with ct.data_file(args.dir, M, "writer") as dummy:
                 out = args.dir / f"oomkit-fidelity-{os.getpid()}-out.dat"
                 try:
@@ -515,7 +643,7 @@ def main(argv: list[str] | None = None) -> int:
         sim = sim_side(writer_build(256 * M, size, speed), machine, 10.0, main="writer")
         rows.append(Row("writer", f"Writer of 400M page cache in a 256M memcg (measured: "
                         f"write() {speed / M:,.0f}M/s over its first {free // M}M in the "
-                        f"runs, the disk {wrate / M:,.0f}M/s; "
+                        f"runs, {how} {wrate / M:,.0f}M/s; "
                         f"{'v2: cgroup writeback' if v2memcg else 'v1: no cgroup writeback'})",
                         kern, sim))
 
@@ -524,8 +652,10 @@ def main(argv: list[str] | None = None) -> int:
         swap_bytes = swap_total() if live and swap else 1 << 30
         machine = replace(base, swap=swap_bytes)
         if live and swap and v2memcg:
-            machine = replace(machine, swap_out_ns=swap_out_cost(args.dir))
-            print(f"calibration: swap_out_ns {machine.swap_out_ns}", file=sys.stderr)
+            cost, ratio = swap_out_cost(args.dir, 50 * M)
+            machine = replace(machine, swap_out_ns=cost, anon_scan_ratio=ratio)
+            print(f"calibration: swap_out_ns {cost}, anon_scan_ratio {ratio}",
+                  file=sys.stderr)
         sim = sim_side(leak_build(128 * M, 50 * M, 1024 * M, swap_max=None), machine, 10.0,
                        main="leaker")
         kern = None
@@ -539,8 +669,12 @@ def main(argv: list[str] | None = None) -> int:
                "cannot run here" if not swap else "the simulator only (--sim-only)"
                if not live else "the memcg's own swap counters need cgroup v2: the "
                "kernel's side runs in the guest (scripts/fidelity_guest.sh)")
+        measured = "" if machine.swap_out_ns is None else (
+            f"; measured on a 50M/s leaker in a 64M memcg: a swap-out "
+            f"{machine.swap_out_ns / 1000:.1f} us, {machine.anon_scan_ratio:.2f} anon "
+            "pages scanned per page swapped out")
         rows.append(Row("leak-swap", f"Anonymous leak with {swap_bytes / M:,.0f}M of swap "
-                        "the memcg may use (v2 memory.swap.max unset)", kern, sim,
+                        f"the memcg may use (v2 memory.swap.max unset{measured})", kern, sim,
                         note="" if kern is not None else why))
 
     if "storm" in wanted:
@@ -564,7 +698,8 @@ def main(argv: list[str] | None = None) -> int:
         def high(k: SimKernel, start: int) -> int:
             cg = k.create_cgroup("/svc", memory_high=64 * M, memory_max=512 * M, swap_max=0)
             k.spawn("sleeper", "/svc", (Step("alloc", size=16 * M), Step("sleep")))
-            k.spawn("bloat", "/svc", (Step("alloc", size=256 * M, rate=20 * M), Step("sleep")))
+            k.spawn("bloat", "/svc", (Step("alloc", size=256 * M, rate=20 * M, paced=True),
+                                      Step("sleep")))
             return cg.id
         kern = None
         if live and v2memcg:
@@ -587,7 +722,16 @@ def main(argv: list[str] | None = None) -> int:
             f"{runs} live run(s) per row; the simulator {len(SIM_RUNS)} runs, "
             f"{len(SIM_RUNS) // len(START_S)} seeds at each of {len(START_S)} phases of the "
             "trigger grid (the storm: one). PSI is the workload's own cgroup.")
-    if args.calibrate and live:
+    if live and wanted_any(wanted, "leak", "leak-swap", "high"):
+        head += (f" The leakers' allocations are paced as the live leaker paces itself "
+                 f"(it catches up after a stall at its own speed, measured: "
+                 f"{base.alloc_rate / M:,.0f}M/s).")
+    if calibrate and row_cals:
+        head += (" The simulator's machine was calibrated (compare_thrash.calibrate) just "
+                 "before each reader row's runs; the other rows take the last one: "
+                 + "; ".join(f"{n}: {json.dumps(asdict(c))}" for n, c in row_cals.items())
+                 + ".")
+    elif calibrate:
         head += (" The simulator's machine was calibrated just before these runs "
                  "(compare_thrash.calibrate): " + json.dumps(asdict(cal)) + ".")
     text = head + "\n\n" + text

@@ -132,3 +132,18 @@ def test_steady_costs_split_the_steady_readers_time(monkeypatch: pytest.MonkeyPa
     misses = 200_000 + 128 * M // 4096
     hits = 300_000 - misses
     assert miss_ns == int((16.5e9 - hits * 1_000) / misses)
+
+
+def test_the_reader_rows_scale_the_cpu_costs_to_the_hosts_speed_in_the_runs() -> None:
+    """A host twice as busy during the runs as during the calibration: cached reads at
+    half the speed, and the CPU a miss and a reclaimed page take doubled; IO unchanged."""
+    from oomkit.kernel.sim import MachineSpec
+
+    mod = _load("fidelity")
+    M = 1 << 20
+    base = MachineSpec(touch_rate=200 * M, miss_cpu_ns=40_000, reclaim_ns=3_000,
+                       reclaim_large_ns=1_000, refault_ns=500)
+    slow = mod.at_host_speed(base, 100 * M)  # type: ignore[attr-defined]
+    assert slow.touch_rate == 100 * M
+    assert (slow.miss_cpu_ns, slow.reclaim_ns, slow.reclaim_large_ns) == (80_000, 6_000, 2_000)
+    assert slow.refault_ns == 500

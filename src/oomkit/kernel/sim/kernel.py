@@ -352,8 +352,11 @@ class SimKernel:
 
     def tmpfs_files(self, path: str) -> list[tuple[str, int]]:
         """The simulator's tmpfs files in directory ``path`` (or ``path`` itself) that no
-        live process holds open, as (path, resident bytes), largest first."""
-        found = [(f.path, f.resident) for f in self.mem.files.values()
+        live process holds open, as (path, bytes), largest first. The bytes are those in
+        memory and on swap, as the live backend's st_blocks counts them (a tmpfs inode's
+        i_blocks counts its swapped pages too: shmem_recalc_inode() keeps them in
+        info->alloced) and as removing the file frees them."""
+        found = [(f.path, f.resident + f.swapped) for f in self.mem.files.values()
                  if f.kind == "shmem" and path in (f.path, posixpath.dirname(f.path))
                  and self._held(f.path) is None]
         return sorted(found, key=lambda item: item[1], reverse=True)
@@ -372,6 +375,9 @@ class SimKernel:
             # An unlinked file stays while mapped: only the unmapped part goes.
             freed = f.resident - f.mapped
         self.mem.drop_file_pages(f, freed)
+        # Its pages on swap go too (shmem_evict_inode() -> shmem_undo_range() frees the
+        # swap entries): counted in what it freed, as the live backend's st_blocks does.
+        freed += self.mem.free_shmem_swap(f, f.swapped)
         if not f.mapped:
             del self.mem.files[path]
             lst = self.mem.files_of.get(f.cgroup.id)
@@ -536,6 +542,7 @@ class SimKernel:
             self._next_pid += 1
             proc.state = RUNNING
             proc.step_done = 0
+            proc.step_started_ns = now
             cg.procs[proc.pid] = proc
             self.procs[proc.pid] = proc
             self.sched.place(proc)

@@ -28,6 +28,9 @@ class SimFile:
     cgroup: SimCgroup  # charged to whoever brought the pages in first
     size: int = 0  # bytes the file holds (for tmpfs: what removing it frees)
     resident: int = 0  # bytes in memory now
+    # tmpfs only: bytes on swap (reclaim swapped them out as it does anon memory; they
+    # are charged to memory.swap.current of ``cgroup`` until touched or removed)
+    swapped: int = 0
     mapped: int = 0  # bytes mapped MAP_SHARED by live processes
     large_folios: bool = False  # brought in by sequential readahead (cheaper to reclaim)
     touched_at: int = 0  # ns: the last time a process read or wrote it
@@ -56,6 +59,7 @@ class SimProcess:
     pc: int = 0
     # progress inside the current step
     step_done: int = 0  # bytes allocated / touched, or ns worked / slept
+    step_started_ns: int = 0  # when the current step began (a paced alloc's clock)
     # memory
     anon: int = 0  # resident anonymous bytes
     swapped: int = 0  # anonymous bytes out on swap

@@ -9,13 +9,13 @@ memory out within memory.swap.max, and throttle over memory.high
 be met calls the on_oom callback it was given.
 
 Model choices, stated once: pages are counted in bytes per cgroup and per file; reclaim
-takes clean page cache before anonymous memory (anon only to swap; dirty pages wait for
-writeback.py), proportionally over the cgroups of the reclaimed subtree, skipping
-memory.min-protected cgroups always and memory.low-protected ones until nothing else is
-left (counting a "low" event then); within a cgroup, in LRU order (lru_order: the
-longest untouched first, then in proportion to what each toucher holds); its cost, a
-memory stall, is machine.reclaim_ns a page (reclaim_large_ns for pages sequential
-readahead brought in as large folios).
+takes clean page cache before anonymous memory (anon and tmpfs pages only to swap, in
+one LRU order; dirty pages wait for writeback.py), proportionally over the cgroups of the
+reclaimed subtree, skipping memory.min-protected cgroups always and memory.low-protected
+ones until nothing else is left (counting a "low" event then); within a cgroup, in LRU
+order (lru_order: the longest untouched first, then in proportion to what each toucher
+holds); its cost, a memory stall, is machine.reclaim_ns a page (reclaim_large_ns for
+pages sequential readahead brought in as large folios).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from typing import Final, TypeVar
 
 from oomkit.clock import ManualClock
 from oomkit.kernel.base import PAGE_SIZE
-from oomkit.kernel.sim.memcg import SimCgroup
+from oomkit.kernel.sim.memcg import Member, SimCgroup
 from oomkit.kernel.sim.process import SimFile, SimProcess
 from oomkit.kernel.sim.scenario import MachineSpec
 from oomkit.kernel.sim.writeback import Writeback
@@ -283,12 +283,17 @@ class SimMemory:
         return max(0, room)
 
     def _reclaimable(self, cg: SimCgroup) -> tuple[int, int]:
-        """(file, anon) bytes reclaim could take from this cgroup itself."""
-        file = sum(f.resident - f.mapped - f.dirty for f in self.files_of.get(cg.id, ())
-                   if f.kind == "file")
+        """(file, anon) bytes reclaim could take from this cgroup itself; anon counts the
+        unmapped pages of its tmpfs files, swap-backed as anon is (see _swap_out)."""
+        file = shmem = 0
+        for f in self.files_of.get(cg.id, ()):
+            if f.kind == "file":
+                file += f.resident - f.mapped - f.dirty
+            else:
+                shmem += f.resident - f.mapped
         anon = 0
         if self.machine.swap:
-            anon = min(cg.local["anon"], self.swap_room(cg))
+            anon = min(cg.local["anon"] + shmem, self.swap_room(cg))
         return max(0, file), max(0, anon)
 
     def reclaim(self, target: SimCgroup | None, nbytes: int) -> int:
@@ -338,6 +343,10 @@ class SimMemory:
             self.reclaim_cost_ns += pages(take) * (
                 self.machine.reclaim_large_ns if f.large_folios else self.machine.reclaim_ns)
         count_reclaim(cg, "file", pages(got))
+        if cg.local["file_dirty"] and self.machine.dirty_scan_ratio > 1.0:
+            # Dirty folios met again on the way (MachineSpec.dirty_scan_ratio).
+            again = int(pages(got) * (self.machine.dirty_scan_ratio - 1.0))
+            count_reclaim(cg, "file", again, scanned_only=True)
         return got
 
     def drop_file_pages(self, f: SimFile, nbytes: int) -> None:
@@ -349,21 +358,46 @@ class SimMemory:
             self.wb.clean(f, f.dirty - max(0, f.resident - f.mapped))
 
     def _swap_out(self, cg: SimCgroup, nbytes: int) -> int:
-        """Anonymous pages to swap off the cgroup's anon LRU, tail first (lru_order),
-        within the swap room."""
+        """Swap-backed pages to swap off the cgroup's anon LRU, tail first (lru_order),
+        within the swap room: processes' anonymous memory and the unmapped pages of the
+        tmpfs files charged to the cgroup, interleaved by when each was last touched.
+
+        tmpfs pages are swap-backed: mm/vmscan.c's folio_is_file_lru() is
+        !folio_test_swapbacked(), so they sit on the anon LRU (or MGLRU's anon
+        generations) and, without swap space, are not scanned at all (can_reclaim_anon_
+        pages()); pageout() hands one to mm/shmem.c's shmem_writeout() (shmem_writepage()
+        before 6.16), which moves it to the swap cache and takes it out of the file's page
+        cache (shmem_delete_from_page_cache(): NR_SHMEM and NR_FILE_PAGES go down, the
+        inode's info->swapped up), its swap entry charged to the folio's memcg
+        (mem_cgroup_try_charge_swap()). Mapped tmpfs pages are left to the mapping
+        processes' rss here (a simplification: the kernel unmaps and swaps them too)."""
         want = min(nbytes, self.swap_room(cg))
-        procs = [(p, p.anon, p.touched_at) for p in cg.procs.values() if p.anon > 0]
+        owners: list[tuple[Member | SimFile, int, int]] = [
+            (p, p.anon, p.touched_at) for p in cg.procs.values() if p.anon > 0]
+        if cg.local["shmem"]:
+            owners += [(f, f.resident - f.mapped, f.touched_at)
+                       for f in self.files_of.get(cg.id, ())
+                       if f.kind == "shmem" and f.resident > f.mapped]
         got = 0
-        for proc, take in lru_order(procs, want, self._now()):
-            proc.anon -= take
-            proc.swapped += take
-            self.uncharge(cg, "anon", take)
+        for owner, take in lru_order(owners, want, self._now()):
+            if isinstance(owner, SimFile):
+                owner.resident -= take
+                owner.swapped += take
+                self.uncharge(cg, "shmem", take)
+            else:
+                owner.anon -= take
+                owner.swapped += take
+                self.uncharge(cg, "anon", take)
             self.swap_charge(cg, take)
             got += take
         per_page = self.machine.swap_out_ns
         self.reclaim_cost_ns += pages(got) * (self.machine.reclaim_ns if per_page is None
                                               else per_page)
         count_reclaim(cg, "anon", pages(got))
+        # Anon folios the scan looked at and kept (MGLRU aging and look-around: young
+        # ones go up a generation): in pgscan, not pgsteal.
+        kept = int(pages(got) * (self.machine.anon_scan_ratio - 1.0))
+        count_reclaim(cg, "anon", kept, scanned_only=True)
         return got
 
     def swap_charge(self, cg: SimCgroup, nbytes: int) -> None:
@@ -372,6 +406,16 @@ class SimMemory:
         while c is not None:
             c.swap_charged += nbytes
             c = c._parent
+
+    def free_shmem_swap(self, f: SimFile, nbytes: int) -> int:
+        """Drop up to nbytes of a tmpfs file's swapped pages (truncated or removed:
+        shmem_undo_range() frees their swap entries, uncharging memory.swap.current).
+        Returns the bytes freed."""
+        take = min(nbytes, f.swapped)
+        if take > 0:
+            f.swapped -= take
+            self.swap_charge(f.cgroup, -take)
+        return max(0, take)
 
     # -- memory.high ----------------------------------------------------------------------
     def over_high_penalty(self, proc: SimProcess, nr_pages: int) -> int:
@@ -448,7 +492,7 @@ class SimMemory:
         activations to stretch the distance: p = 1 - exp(-size / distance).
         """
         files = owner.local["file"]
-        anon = owner.local["anon"]
+        anon = owner.local["anon"] + owner.local["shmem"]  # tmpfs is on the anon LRU
         swap = bool(self.machine.swap) and self.swap_room(owner) > 0
         if self.machine.lru == "mglru":
             size: float = files if file else (anon if swap else 0)

@@ -51,6 +51,9 @@ class Step:
     mapped: bool = False  # file pages mapped MAP_SHARED (count in file_mapped and rss)
     pattern: str = "random"  # touch: "random" or "sequential" (passes in order)
     write: bool = False  # alloc of file pages by write(): dirty until written back
+    # alloc: ``rate`` is a wall-clock pace (a program that sleeps when ahead of it):
+    # behind it after a stall, the task allocates at machine.alloc_rate until caught up.
+    paced: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +95,19 @@ class MachineSpec:
     # Memory stall per anonymous 4K page reclaim writes to swap (add_to_swap(), unmap,
     # pageout() to the swap device, all inside the reclaim's memstall). None: reclaim_ns.
     swap_out_ns: int | None = None
+    # Anonymous pages reclaim scans per page it swaps out (1.0: each one it looks at
+    # goes). The multi-gen LRU's aging and look-around look at anon folios they keep
+    # (referenced or young ones, moved up a generation): measured, 1.5-2 on 6.12 and 7.3.
+    # The memory stall of those scans is inside swap_out_ns, measured per page stolen.
+    anon_scan_ratio: float = 1.0
+    # File pages reclaim scans per clean page it reclaims from a cgroup that has dirty
+    # page cache (1.0: dirty pages are met once each, as meet_dirty() counts them). On
+    # 7.x's multi-gen LRU reclaim isolates dirty file folios and puts them back a
+    # generation or two up (lru_gen_add_folio(): PG_reclaim and dirty goes to
+    # max_seq - 1), so it meets them again within a generation turnover while the
+    # writer keeps adding new dirty folios to the oldest generations: measured on a
+    # writer that is not a row of the fidelity suite.
+    dirty_scan_ratio: float = 1.0
     # Which refaults are memory stalls. "all": every miss, as if the working set would
     # fit (the simulator's original model, and the default). "workingset": the kernel's
     # rule, only refaults its workingset detection flags; cold misses and streaming
@@ -236,6 +252,13 @@ def _cv(v: object) -> float:
     return float(v)
 
 
+def _scan_ratio(v: object) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 1 <= v <= 100:
+        raise ValueError(f"pages scanned per page reclaimed is a number from 1 to 100, "
+                         f"got {shown(v)}")
+    return float(v)
+
+
 def _bool(v: object) -> bool:
     if isinstance(v, bool):
         return v
@@ -265,7 +288,7 @@ def _check_keys(raw: dict[str, Any], allowed: set[str], where: _Where, table: st
 
 
 _STEP_KEYS = {
-    "alloc": {"op", "kind", "size", "rate", "path", "mapped", "write"},
+    "alloc": {"op", "kind", "size", "rate", "path", "mapped", "write", "paced"},
     "free": {"op", "kind", "size", "path"},
     "touch": {"op", "kind", "size", "path", "duration", "pattern"},
     "work": {"op", "duration"},
@@ -290,7 +313,7 @@ def _step(raw: object, where: _Where, index: int, entry: str, n: int) -> Step:
         return _get(raw, key, parse, where, "process", at, f"{label} ({op})", default)
 
     def kind(v: object) -> str:
-        allowed = ("anon", "file") if op == "touch" else KINDS
+        allowed = KINDS
         if v not in allowed:
             raise ValueError(f"kind is one of {', '.join(allowed)}, got {shown(v)}")
         return str(v)
@@ -303,6 +326,9 @@ def _step(raw: object, where: _Where, index: int, entry: str, n: int) -> Step:
         path = g("path", parse_file_path, None)
         if op == "alloc" and k == "shmem" and path is not None and not path.startswith("/"):
             raise where.error("process", at, f"{label} ({op})", "path", "must be absolute")
+        if op == "touch" and k == "shmem" and (path is None or not path.startswith("/")):
+            raise where.error("process", at, f"{label} ({op})", "path",
+                              "a touch of shmem names the tmpfs file (an absolute path)")
         write = g("write", _bool, False) if op == "alloc" else False
         if write and (k != "file" or g("mapped", _bool, False)):
             raise where.error("process", at, f"{label} ({op})", "write",
@@ -310,7 +336,8 @@ def _step(raw: object, where: _Where, index: int, entry: str, n: int) -> Step:
         return Step(op, k, size, g("rate", parse_rate, None) if op == "alloc" else None, path,
                     g("duration", parse_duration_ns, None) if op == "touch" else None,
                     g("mapped", _bool, False) if op == "alloc" else False,
-                    g("pattern", _pattern, "random") if op == "touch" else "random", write)
+                    g("pattern", _pattern, "random") if op == "touch" else "random", write,
+                    g("paced", _bool, False) if op == "alloc" else False)
     if op in ("work", "sleep"):
         dur = g("duration", parse_duration_ns, None)
         if op == "work" and dur is None:
@@ -329,8 +356,9 @@ def parse_scenario(text: str, path: str = "<scenario>") -> Scenario:
         raise where.error("", None, "top level", "machine", "must be a table, written [machine]")
     mkeys = {"memory", "swap", "duration", "seed", "tick", "exit_latency", "refault_latency",
              "touch_rate", "alloc_rate", "miss_cpu", "readahead", "read_bandwidth", "reclaim_cost",
-             "reclaim_cost_large", "swap_out_cost", "cap_sys_resource", "refault_stall",
-             "cpus", "lru",
+             "reclaim_cost_large", "swap_out_cost", "anon_scan_ratio", "dirty_scan_ratio",
+             "cap_sys_resource",
+             "refault_stall", "cpus", "lru",
              "restore_cpu", "restore_burst_cv", "restore_burst_period",
              "write_bandwidth", "dirty_ratio", "dirty_background_ratio",
              "cgroup_writeback"}
@@ -360,6 +388,8 @@ def parse_scenario(text: str, path: str = "<scenario>") -> Scenario:
         reclaim_ns=mg("reclaim_cost", parse_duration_ns, d.reclaim_ns),
         reclaim_large_ns=mg("reclaim_cost_large", parse_duration_ns, d.reclaim_large_ns),
         swap_out_ns=mg("swap_out_cost", parse_duration_ns, d.swap_out_ns),
+        anon_scan_ratio=mg("anon_scan_ratio", _scan_ratio, d.anon_scan_ratio),
+        dirty_scan_ratio=mg("dirty_scan_ratio", _scan_ratio, d.dirty_scan_ratio),
         cap_sys_resource=mg("cap_sys_resource", _bool, d.cap_sys_resource),
         refault_stall=mg("refault_stall", _refault_stall, d.refault_stall),
         cpus=mg("cpus", int_between(1, 4096), d.cpus),
@@ -459,11 +489,14 @@ def parse_scenario(text: str, path: str = "<scenario>") -> Scenario:
 def _check_programs(processes: list[ProcessSpec], cgroups: list[CgroupSpec],
                     where: _Where) -> None:
     """What the steps alone cannot tell: a touch of anonymous memory the process has not
-    allocated (the simulator would take it as resident), a free of a file that no step
+    allocated (the simulator would take it as resident) or of a tmpfs file no step
+    writes, a free of a file that no step
     of the scenario brings into memory (it would free nothing), a process that starts in
     a cgroup after the scenario removes it (it would re-create it without its limits)."""
     known_files = {s.path for p in processes for s in p.program
                    if s.op in ("alloc", "touch") and s.kind != "anon" and s.path}
+    tmpfs_files = {s.path for p in processes for s in p.program
+                   if s.op == "alloc" and s.kind == "shmem" and s.path}
     removed = {c.path: c.remove_ns for c in cgroups if c.remove_ns is not None}
     for i, proc in enumerate(processes):
         entry = f'process "{proc.name}"'
@@ -488,6 +521,9 @@ def _check_programs(processes: list[ProcessSpec], cgroups: list[CgroupSpec],
                     raise where.error("process", at_step, label, "size",
                                       f"touches {step.size >> 20}M of anonymous memory but "
                                       f"has allocated {have} by then (alloc it first)")
+            if step.op == "touch" and step.kind == "shmem" and step.path not in tmpfs_files:
+                raise where.error("process", at_step, label, "path",
+                                  f"no step of the scenario writes the tmpfs file {step.path}")
             if step.op == "free" and step.kind != "anon" and not (
                     step.kind == "shmem" and step.path is None):
                 if step.path is None:

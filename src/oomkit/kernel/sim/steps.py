@@ -97,6 +97,7 @@ class StepRunner:
     def next_step(self, proc: SimProcess, t: int) -> None:
         proc.pc += 1
         proc.step_done = 0
+        proc.step_started_ns = t
         proc.blocked_until = max(proc.blocked_until, 0)
 
     def _stall_rest(self, proc: SimProcess, t: int, end: int) -> int:
@@ -119,6 +120,14 @@ class StepRunner:
         rate = step.rate or self.machine.alloc_rate
         remaining = page_align(step.size) - proc.step_done
         can = min(remaining, max(PAGE_SIZE, page_align(rate * (end - t) // NS)))
+        if step.paced and step.rate:
+            started = proc.step_started_ns
+            if proc.step_done < (t - started) * step.rate // NS:
+                # Behind its pace (it stalled): as fast as it goes, up to the pace.
+                rate = max(step.rate, self.machine.alloc_rate)
+                due = (end - started) * step.rate // NS - proc.step_done
+                can = min(remaining, max(PAGE_SIZE, page_align(
+                    min(due, rate * (end - t) // NS))))
         if self.mem.over_high(proc.cgroup):
             # Over memory.high the task pays its penalty every batch of pages.
             can = min(can, MEMCG_CHARGE_BATCH * PAGE_SIZE)
@@ -133,9 +142,12 @@ class StepRunner:
                 f.touched_at = t
                 if step.write:
                     self.mem.wb.dirty(f, charged, t)
-                    pause = self.mem.wb.pause_ns(proc.cgroup, charged)
+                    done = t + charged * NS // rate
+                    pause = self.mem.wb.pause_ns(proc, charged, done)
                     if pause:  # balance_dirty_pages(): an IO wait
-                        proc.io_blocked_until = t + charged * NS // rate + pause
+                        proc.io_blocked_until = done + pause
+            elif step.path is not None:  # a tmpfs file: written now, on the anon LRU
+                self._file(proc, step).touched_at = t
             proc.step_done += charged
             proc.peak_rss = max(proc.peak_rss, proc.rss)
         t += charged * NS // rate
@@ -170,7 +182,7 @@ class StepRunner:
         else:
             f = self._file(proc, step)
             f.resident += nbytes
-            f.size = max(f.size, f.resident)
+            f.size = max(f.size, f.resident + f.swapped)
             f.seen = max(f.seen, f.resident)
             if step.mapped or step.kind == "shmem":
                 if step.kind == "shmem":
@@ -186,6 +198,12 @@ class StepRunner:
         proc.anon += nbytes
         proc.swapped -= nbytes
         self.mem.swap_charge(proc.cgroup, -nbytes)
+
+    def _swap_in_shmem(self, f: SimFile, nbytes: int) -> None:
+        """A tmpfs file's swapped pages charged back in: resident again, off the swap."""
+        f.resident += nbytes
+        f.swapped -= nbytes
+        self.mem.swap_charge(f.cgroup, -nbytes)
 
     def _do_free(self, proc: SimProcess, step: Step) -> None:
         n = page_align(step.size)
@@ -208,7 +226,9 @@ class StepRunner:
             if f is not None:
                 take = min(n, f.resident - f.mapped)
                 self.mem.drop_file_pages(f, take)
-                f.size = max(f.resident, f.size - take) if f.kind == "shmem" else f.size
+                if f.kind == "shmem":  # truncated: resident pages first, then swapped ones
+                    take += self.mem.free_shmem_swap(f, n - take)
+                    f.size = max(f.resident + f.swapped, f.size - take)
 
     def _do_touch(self, proc: SimProcess, step: Step, t: int, end: int) -> tuple[int, int]:
         """Re-touch a working set; what is not resident comes back from disk or swap.
@@ -238,6 +258,17 @@ class StepRunner:
             # their shadow entries); first reads are not refaults.
             refaulting = max(0, min(f.seen, ws) - f.resident)
             others = owner.local["file"] - f.resident  # other cache reclaim could take
+        elif step.kind == "shmem":
+            # A tmpfs file (scenario.py requires its path): its pages reclaim swapped out
+            # come back from swap, charged to the memcg that owns the file as
+            # shmem_swapin_folio() does (mem_cgroup_swapin_charge_folio(): the memcg
+            # recorded with the swap entry). The region touched is at most the file.
+            f = self._file(proc, step)
+            f.touched_at = t
+            ws = min(ws, max(PAGE_SIZE, page_align(f.resident + f.swapped)))
+            owner = f.cgroup
+            missing = refaulting = min(f.swapped, max(0, ws - f.resident))
+            others = owner.local["file"]
         else:
             f = None
             owner = cg
@@ -264,19 +295,23 @@ class StepRunner:
                      page_align(int(nbytes * miss_frac))) if missing else 0
         charged, rstall, refaults = 0, 0, 0
         if misses:
-            kind = "file" if f is not None else "anon"
-            share = (self.mem.workingset_refault_share(owner, f is not None, ws, resident, seq)
+            lru_file = f is not None and f.kind == "file"  # tmpfs is on the anon LRU
+            kind = "file" if lru_file else step.kind
+            share = (self.mem.workingset_refault_share(owner, lru_file, ws, resident, seq)
                      if kernel_rule else 1.0)
-            charged, rstall = self.mem.charge(
-                proc, owner, kind, misses, None if f is not None else (
-                    lambda n: self._swap_in(proc, n)))
-            if seq and f is not None:
+            place: Callable[[int], None] | None = None
+            if f is None:
+                place = lambda n: self._swap_in(proc, n)  # noqa: E731
+            elif not lru_file:
+                place = lambda n: self._swap_in_shmem(f, n)  # noqa: E731
+            charged, rstall = self.mem.charge(proc, owner, kind, misses, place)
+            if seq and lru_file and f is not None:
                 # In order, the first pass reads what was never seen; later passes find
                 # every page they miss seen before.
                 refaults = charged if f.seen >= ws else 0
             else:
                 refaults = page_align(charged * refaulting // missing)
-            if f is not None:
+            if lru_file and f is not None:
                 f.resident += charged
                 # First reads join the pages seen; refaults were seen already.
                 f.seen = min(f.size, max(f.resident, f.seen + charged - refaults))
