@@ -1,4 +1,4 @@
-"""The daemon's flight recorder: its thread, and an incident file for every OOM.
+"""The daemon's flight recorder: its timer on the event loop, and an incident file per OOM.
 
 Standard library only (the daemon imports it). On the OOM path the daemon's event
 dispatch calls :meth:`Incidents.on_record` before the event log writes the OOM's line:
