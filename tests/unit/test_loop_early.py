@@ -70,7 +70,7 @@ def test_a_wake_up_from_another_thread_counts_as_awake() -> None:
 def test_a_timer_from_another_thread_wakes_the_loop_only_if_it_would_oversleep() -> None:
     """The flight recorder books its next step from the housekeeping thread: a step due
     after the loop's own next wake-up costs no wake-up of its own (issue 10)."""
-    loop, clock = _loop()
+    loop, _clock = _loop()
     ran: list[str] = []
     try:
         loop.call_later(100.0, lambda: ran.append("look"))  # the manual clock stays at 0
