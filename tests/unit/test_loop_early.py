@@ -65,3 +65,33 @@ def test_a_wake_up_from_another_thread_counts_as_awake() -> None:
         assert ran == ["look"]
     finally:
         loop.close()
+
+
+def test_a_timer_from_another_thread_wakes_the_loop_only_if_it_would_oversleep() -> None:
+    """The flight recorder books its next step from the housekeeping thread: a step due
+    after the loop's own next wake-up costs no wake-up of its own (issue 10)."""
+    loop, _clock = _loop()
+    ran: list[str] = []
+    try:
+        loop.call_later(100.0, lambda: ran.append("look"))  # the manual clock stays at 0
+        sleeper = threading.Thread(target=loop.poll)  # sleeps 100 s (real) in epoll
+        sleeper.start()
+        deadline = threading.Event()
+        while loop._sleeps_until != 100.0 and not deadline.wait(0.01):
+            pass
+        booker = threading.Thread(target=lambda: loop.call_later(
+            150.0, lambda: ran.append("step"), early=75.0))
+        booker.start()
+        booker.join()
+        sleeper.join(0.5)
+        assert sleeper.is_alive()  # not woken: the look's wake-up comes first
+        booker = threading.Thread(target=lambda: loop.call_later(
+            5.0, lambda: ran.append("sooner")))
+        booker.start()
+        booker.join()
+        sleeper.join(10)
+        assert not sleeper.is_alive()  # woken: it would have slept past this one
+        assert ran == []  # none due yet on the manual clock
+    finally:
+        loop.wakeup()
+        loop.close()

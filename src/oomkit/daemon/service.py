@@ -281,7 +281,9 @@ class Daemon:
 
             self.backend.on_slice = on_slice  # type: ignore[attr-defined]
         else:
-            self.incidents.start()
+            # On the live kernel's loop: no thread of its own, its probe rides on the
+            # loop's wake-ups (issue 10: idle CPU at or below earlyoom's).
+            self.incidents.start(getattr(self.real_kernel, "loop", None))
 
     def _sample_growth(self, now: float) -> None:
         """The recorder's samples (every 10 s; every 0.5 s near a limit or under pressure)

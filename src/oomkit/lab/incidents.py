@@ -1,4 +1,4 @@
-"""The daemon's flight recorder: its thread, and an incident file for every OOM.
+"""The daemon's flight recorder: its timer on the event loop, and an incident file per OOM.
 
 Standard library only (the daemon imports it). On the OOM path the daemon's event
 dispatch calls :meth:`Incidents.on_record` before the event log writes the OOM's line:
@@ -28,7 +28,7 @@ import json
 import os
 import threading
 from collections.abc import Callable, Iterable
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from oomkit.daemon.eventlog import log_files
 from oomkit.errors import OomkitError
@@ -45,6 +45,16 @@ from oomkit.lab.samples import machine_tasks, take_sample
 
 KILL_WAIT_S: Final = 5.0  # a hand-over's kill: v2 waits for memory.max, a TCG guest is slow
 KMSG: Final = "/dev/kmsg"
+
+
+class Scheduler(Protocol):
+    """What :meth:`Incidents.start` needs of an event loop
+    (oomkit.kernel.linux.loop.EventLoop): a callback on the loop's thread ``delay`` s from
+    now, or up to ``early`` s sooner if the loop is awake anyway; the returned timer has
+    ``early`` and a ``cancelled`` flag that drops it."""
+
+    def call_later(self, delay: float, callback: Callable[[], None],
+                   early: float = 0.0) -> Any: ...
 
 
 def _first_wall(path: str) -> float | None:
@@ -78,17 +88,67 @@ class Incidents:
         self._context = context
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._loop: Scheduler | None = None  # start(loop): the recorder rides on it
+        self._timer: Any = None  # the loop's Timer of the next probe or sample
+        self._timer_lock = threading.Lock()
         self._seq = 0
         self._waiting: list[threading.Thread] = []  # hand-overs waiting for the kill
         self.written: list[str] = []
 
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self.recorder.run, args=(self._stop,),
-                                        name="oomkit-recorder", daemon=True)
-        self._thread.start()
+    def start(self, loop: Scheduler | None = None) -> None:
+        """Sample from now on. With ``loop`` (the live kernel's event loop) the recorder has
+        no thread: its probe runs on the loop's thread, booked as a timer that may come up
+        to half its delay early, so that it rides on the wake-ups the loop has anyway (the
+        MemAvailable watch's, the heartbeat's) instead of waking the daemon itself; a due
+        sample (tens of cgroup files, a tree walk now and then) is handed to ``defer``
+        (the housekeeping thread), never taking the loop's time from an OOM. Without
+        ``loop``: a thread of its own (:meth:`FlightRecorder.run`)."""
+        if loop is None:
+            self._thread = threading.Thread(target=self.recorder.run, args=(self._stop,),
+                                            name="oomkit-recorder", daemon=True)
+            self._thread.start()
+            return
+        self._loop = loop
+        # The first sample waits a second: the daemon's start-up goes first.
+        self._book(min(1.0, self.recorder.settings.interval_s))
+
+    def _book(self, delay: float) -> None:
+        """(Re)book the recorder's timer ``delay`` s from now (any thread)."""
+        loop = self._loop
+        if loop is None or self._stop.is_set():
+            return
+        with self._timer_lock:
+            if self._timer is not None:
+                self._timer.cancelled = True
+            self._timer = loop.call_later(delay, self._on_timer, early=delay / 2)
+
+    def _on_timer(self) -> None:
+        """On the loop's thread: probe if due; a due sample goes to the housekeeping
+        thread, which books the next step once it is taken."""
+        rec = self.recorder
+        with self._timer_lock:
+            timer, self._timer = self._timer, None
+        now = rec.kernel.clock.now()
+        early = timer.early if timer is not None else 0.0
+        if self._stop.is_set():
+            return
+        if rec.wants_sample(now, early):
+            self._defer("flight recorder sample", self._sample)
+            return
+        self._book(rec.next_step(now))
+
+    def _sample(self) -> None:
+        """The housekeeping thread's job: one sample, then the next step booked."""
+        rec = self.recorder
+        rec.sample_due()
+        self._book(rec.next_step(rec.kernel.clock.now()))
 
     def close(self) -> None:
         self._stop.set()
+        with self._timer_lock:
+            if self._timer is not None:
+                self._timer.cancelled = True
+                self._timer = None
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None

@@ -269,8 +269,15 @@ class FlightRecorder:
         """Sample if one is due on the kernel's clock (for a caller that owns the loop,
         as the simulator's serve loop does), probing between idle samples as run() does:
         a simulated leak must be seen as early as a live one (tests/sim/cases/k09)."""
-        now = self.kernel.clock.now()
-        if now < self._next_due and not self.pressure and now >= self._probe_due:
+        if self.wants_sample(self.kernel.clock.now()):
+            self.sample_due()
+
+    def wants_sample(self, now: float, early: float = 0.0) -> bool:
+        """Probe if a probe is due (``early`` s of slack: a caller that rides on another
+        wake-up may come that much before the due time), then whether a sample is due.
+        Never raises: a probe that fails is skipped."""
+        if now + early < self._next_due and not self.pressure \
+                and now + early >= self._probe_due:
             self._probe_due = now + self._probe_s
             try:
                 if self.probe():
@@ -278,12 +285,24 @@ class FlightRecorder:
                     self._next_due = now
             except Exception:
                 pass
-        if now >= self._next_due:
-            try:
-                delay = self.sample_once()
-            except Exception:
-                delay = self.settings.interval_s
-            self._next_due = now + delay
+        return now + early >= self._next_due
+
+    def sample_due(self) -> None:
+        """Take the sample that :meth:`wants_sample` found due and plan the next one and
+        the next probe. Never raises: a sample that fails is skipped."""
+        now = self.kernel.clock.now()
+        try:
+            delay = self.sample_once()
+        except Exception:
+            delay = self.settings.interval_s
+        self._next_due = now + delay
+        self._probe_due = now + self._probe_s  # the sample is this probe's baseline
+
+    def next_step(self, now: float) -> float:
+        """Seconds from ``now`` until :meth:`wants_sample` has work: the next sample, or
+        the next probe between idle samples."""
+        due = self._next_due if self.pressure else min(self._next_due, self._probe_due)
+        return max(0.0, due - now)
 
     def _push(self, line: str) -> None:
         with self._lock:

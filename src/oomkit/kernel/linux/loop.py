@@ -14,6 +14,7 @@ import contextlib
 import functools
 import heapq
 import itertools
+import math
 import os
 import select
 import threading
@@ -73,6 +74,9 @@ class EventLoop:
         self._timers: list[tuple[float, int, Timer]] = []
         self._seq = itertools.count()
         self._loop_thread: int | None = None
+        # While poll() sleeps in epoll: when it wakes by itself (inf: never; -inf: awake).
+        # A timer booked from another thread for no sooner than that needs no wake-up.
+        self._sleeps_until = -math.inf
         self._wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self.add_fd(self._wake_fd, select.EPOLLIN, self._on_wake)
         os.register_at_fork(after_in_child=functools.partial(_drop_in_child,
@@ -102,7 +106,10 @@ class EventLoop:
         timer = Timer(self._clock.now() + delay, callback, early)
         with self._lock:
             heapq.heappush(self._timers, (timer.when, next(self._seq), timer))
-        if threading.get_ident() != self._loop_thread:
+            # From another thread: wake the loop only if it would sleep past this timer
+            # (awake, it sees the timer before it sleeps again).
+            wake = timer.when < self._sleeps_until
+        if wake and threading.get_ident() != self._loop_thread:
             self.wakeup()
         return timer
 
@@ -115,14 +122,18 @@ class EventLoop:
             while self._timers and self._timers[0][2].cancelled:
                 heapq.heappop(self._timers)
             next_at = self._timers[0][0] if self._timers else None
-        wait = timeout
-        if next_at is not None:
-            until = max(0.0, next_at - now)
-            wait = until if wait is None else min(wait, until)
+            wait = timeout
+            if next_at is not None:
+                until = max(0.0, next_at - now)
+                wait = until if wait is None else min(wait, until)
+            self._sleeps_until = math.inf if wait is None else now + wait
         try:
             events = self._ep.poll(-1 if wait is None else wait)
         except InterruptedError:  # pragma: no cover - PEP 475 retries for us
             events = []
+        finally:
+            with self._lock:
+                self._sleeps_until = -math.inf  # awake: the next poll sees every timer
         for fd, mask in events:
             with self._lock:
                 cb = self._fd_cb.get(fd)

@@ -321,6 +321,7 @@ class _HungGuard:
         self.ep = ep
         self.by_efd: dict[int, _OomWatch] = {}
         self.by_path: dict[str, _OomWatch] = {}
+        self.waiting: set[_OomWatch] = set()  # those with a deadline (under OOM)
         self.inotify_fd = _inotify_watch_dir(os.path.dirname(state_file) or ".")
         ep.register(self.inotify_fd, select.EPOLLIN)
         # New memcgs below journaled ones (v1 inheritance of oom_kill_disable).
@@ -433,6 +434,7 @@ class _HungGuard:
         self.inherited.pop(w.setting.path, None)
         self.by_path.pop(w.setting.path, None)
         self.by_efd.pop(w.efd, None)
+        self.waiting.discard(w)
         with contextlib.suppress(OSError, ValueError):
             self.ep.unregister(w.efd)
         w.close()
@@ -459,11 +461,12 @@ class _HungGuard:
             now = time.monotonic()
             # A stuck runtime will not answer: no point waiting for it.
             w.deadline = now if self.stuck(now) else now + self.hung_after
+            self.waiting.add(w)
         return True
 
     def timeout(self) -> float:
         """epoll timeout in seconds: -1 (none) while no OOM is pending."""
-        pending = [w.deadline for w in self.by_path.values() if w.deadline is not None]
+        pending = [w.deadline for w in self.waiting if w.deadline is not None]
         if self.bands and self.last_beat is not None:  # v2: no OOM event reaches us
             pending.append(max(self.last_beat + self.stale_after, time.monotonic()
                                + self.check_every if self.said_stuck else 0.0))
@@ -476,13 +479,16 @@ class _HungGuard:
         # Shallowest first: v1 marks the whole subtree of the OOMing memcg under OOM and
         # signals each eventfd in it; the OOM is the top one's, and handing that over
         # ends it for the memcgs below too.
-        pending = bool(self.bands) or any(w.deadline is not None for w in self.by_path.values())
+        # Only the memcgs under OOM (self.waiting): a beat of an idle runtime that armed
+        # a thousand memcgs must not look at them all (most of the watchdog's idle CPU).
+        waiting = [w for w in self.waiting if w.deadline is not None]
+        pending = bool(self.bands) or bool(waiting)
         stuck = pending and self.stuck(now)  # nothing waits: no /proc read on a beat
         if stuck and self.bands and handover_log is not None:
             handover_log.release_bands(
                 self.bands, lambda s: restore_setting(s, self.root), self.log,
                 f"handed to the kernel OOM killer by the watchdog: {self.why_stuck}")
-        for w in sorted(self.by_path.values(), key=lambda w: w.setting.path.count("/")):
+        for w in sorted(waiting, key=lambda w: w.setting.path.count("/")):
             if w.deadline is None:
                 continue
             if stuck:
@@ -492,8 +498,10 @@ class _HungGuard:
                 self._drop(w)
             elif not state:
                 w.deadline = None  # resolved (by the runtime, or the kernel)
+                self.waiting.discard(w)
             elif now >= w.deadline:
                 w.deadline = None
+                self.waiting.discard(w)
                 self._hand_over(w)
 
     def _hand_over(self, w: _OomWatch) -> None:
