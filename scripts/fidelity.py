@@ -24,7 +24,10 @@ one 2 s window, or in a similar share of runs; rates within 25 %).
 Live runs keep compare_thrash.py's rules: a fresh memcg below our own, limits set before
 the workload moves in, caches dropped first, everything killed and removed at the end.
 The simulator is given the calibration saved by compare_thrash.py (touch rate, read and
-reclaim costs) and, for the writer, the device's write rate measured here first.
+reclaim costs) or, with --calibrate, one made just before each reader row and scaled to
+the host's speed before each run; for the writer, the device's write rate (v1: an fsync;
+v2: the memcg writeback's rate under a writer in a 1G memcg); for the leakers, their own
+speed and, with swap, the swap-out cost and anon scan ratio of a paced leaker in 64M.
 """
 
 from __future__ import annotations
