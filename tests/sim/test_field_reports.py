@@ -53,15 +53,6 @@ EXPECT: dict[str, tuple[set[str], set[str], bool]] = {
 
 # Cases known to end the wrong way, with the reason.
 XFAIL: dict[str, str] = {
-    "n01_tmp_tmpfs_filled_by_small_writer": (
-        "the writer dies (the cause by growth), its 1.4G file stays in /tmp, and the "
-        "simulator never reclaims tmpfs pages (kernel/sim/reclaim.py swaps anon only; a "
-        "kernel swaps an idle tmpfs file out like anon), so the apps thrash on: at the next "
-        "declared OOM kill_cause finds no task in the cgroup that holds the file and takes "
-        "the browser (declining would hand it to the default killer, which takes it too). "
-        "tmpfs_cleanup with /tmp in its paths ends it (the file is no longer open); the "
-        "recommended config deletes /dev/shm files only: deleting closed /tmp files is the "
-        "lead's call"),
 }
 
 

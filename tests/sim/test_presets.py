@@ -73,7 +73,7 @@ def test_earlyoom_and_systemd_oomd_part_ways_without_swap(tmp_path: Path) -> Non
     it: 102M later at 40M/s, 2.5 s; before QA Q1 the simulator left that to the kernel's
     own OOM, 3 s later still) (QA F3: the two presets' rows were the same). Nothing stalls in this
     anonymous fill, so what looks first is the daemon's [system] watch at the preset's
-    10 % (a system-wide OOM whose text is what the watch saw, QA Q1), with earlyoom_kill choosing."""
+    10 % (a system-wide OOM, its text what the watch saw, QA Q1), earlyoom_kill choosing."""
     example = REPO / "examples" / "preset_earlyoom_noswap.toml"
     (tmp_path / "eo").mkdir()
     (tmp_path / "sd").mkdir()
