@@ -53,7 +53,8 @@ def test_a_burst_that_stops_is_not_projected_as_a_leak() -> None:
 
 
 def test_a_fast_leak_is_projected_over_the_whole_lead_once_it_lasted_that_long() -> None:
-    """1 GB/s, a look every 10 ms: declared with 250M of fill still to come above 50M."""
+    """1 GB/s, a look every 10 ms: 250M of fill is still to come in the lead, above 50M;
+    the projection is capped at 3 x 50M (memwatch.PROJECT_CAP), so declared near 200M."""
     st = state()
     first = None
     for i in range(100):
@@ -62,7 +63,7 @@ def test_a_fast_leak_is_projected_over_the_whole_lead_once_it_lasted_that_long()
             first = s
             break
     assert first is not None
-    assert 290 * MiB <= first.mem_available <= 310 * MiB
+    assert 190 * MiB <= first.mem_available <= 210 * MiB
 
 
 def test_the_interval_shrinks_with_the_headroom() -> None:
