@@ -53,6 +53,12 @@ EXPECT: dict[str, tuple[set[str], set[str], bool]] = {
 
 # Cases known to end the wrong way, with the reason.
 XFAIL: dict[str, str] = {
+    "n16_fork_bomb_beside_its_shell": (
+        "since the simulator runs the [system] MemAvailable watch (QA Q1), the first "
+        "system-wide OOM comes at 3.8 s, while the browser's start-up fill (93M/s) still "
+        "outpaces the bomb's, so kill_cause takes the browser; then the bomb's copies one "
+        "per OOM. Needs: a start-up fill that has stopped (or a cgroup whose growth is "
+        "its first minute) ranked below a swarm that keeps forking"),
 }
 
 

@@ -104,19 +104,22 @@ class Cgroup(abc.ABC):
     def walk(self, order: Literal["pre", "post"] = "pre") -> Iterator[Cgroup]:
         """This cgroup and all its descendants, pre-order or post-order (children first).
 
-        A child that disappears during the walk is skipped, as css iterators skip dying
-        cgroups.
+        A child that disappears during the walk is yielded without descendants (css
+        iterators skip dying cgroups' children); a walk of a cgroup that is itself gone raises CgroupGone.
         """
         if order not in ("pre", "post"):
             raise ValueError(f"walk order must be 'pre' or 'post', not {order!r}")
+        return self._walk(order, self.children())
+
+    def _walk(self, order: str, children: list[Cgroup]) -> Iterator[Cgroup]:
         if order == "pre":
             yield self
-        try:
-            children = self.children()
-        except CgroupGone:
-            children = []  # went since it was listed: it has no children any more
         for child in children:
-            yield from child.walk(order)
+            try:
+                grand = child.children()
+            except CgroupGone:
+                grand = []  # went since its parent listed it: no children any more
+            yield from child._walk(order, grand)
         if order == "post":
             yield self
 
