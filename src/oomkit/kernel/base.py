@@ -105,7 +105,8 @@ class Cgroup(abc.ABC):
         """This cgroup and all its descendants, pre-order or post-order (children first).
 
         A child that disappears during the walk is yielded without descendants (css
-        iterators skip dying cgroups' children); a walk of a cgroup that is itself gone raises CgroupGone.
+        iterators skip dying cgroups' children); a walk of a cgroup that is itself gone
+        raises CgroupGone.
         """
         if order not in ("pre", "post"):
             raise ValueError(f"walk order must be 'pre' or 'post', not {order!r}")
